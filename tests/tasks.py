@@ -1,0 +1,86 @@
+"""Importable task functions that tests run by dotted path ("tests.tasks:add") in real workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+def noop() -> None:
+    return None
+
+
+def add(a: float, b: float) -> float:
+    return a + b
+
+
+def echo(*args: Any, **kwargs: Any) -> dict:
+    """Prints a line on stdout and one on stderr, and returns what it was given."""
+    print(f"echo to stdout: {args!r}")
+    print(f"echo to stderr: {kwargs!r}", file=sys.stderr)
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def getpid() -> int:
+    return os.getpid()
+
+
+def raise_value_error(message: str = "bad value") -> None:
+    raise ValueError(message)
+
+
+def sleep(seconds: float, message: str = "") -> float:
+    """Prints `message` first (if any), then sleeps: output before a timeout must be kept."""
+    if message:
+        print(message, flush=True)
+    time.sleep(seconds)
+    return seconds
+
+
+def return_unserialisable() -> Any:
+    return object()
+
+
+def print_bytes(n: int) -> int:
+    """Prints n characters of output in 1000-character lines."""
+    line = "x" * 999
+    for _ in range(n // 1000):
+        print(line)
+    return n
+
+
+def spawn_grandchild(pid_file: str, seconds: float = 60.0) -> None:
+    """Starts a sleeping grandchild, writes "child_pid grandchild_pid" to pid_file, then sleeps."""
+    grandchild = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    tmp = pid_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()} {grandchild.pid}\n")
+    os.replace(tmp, pid_file)
+    time.sleep(seconds)
+
+
+def exit_hard(code: int = 3) -> None:
+    os._exit(code)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+
+
+def allocate(megabytes: int) -> int:
+    """Allocates and keeps `megabytes` MB in this process (so its RSS grows), returns the size."""
+    global _hoard
+    _hoard = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(_hoard), 4096):
+        _hoard[i] = 1  # touch every page so RSS really grows
+    return megabytes
+
+
+_hoard: bytearray | None = None
+
+
+def system_exit(code: int = 5) -> None:
+    sys.exit(code)

@@ -1,0 +1,395 @@
+"""Executor tests on real processes: shell, script and python tasks, timeouts, kills and the pool."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+from zmqgrid.model import validate_task_spec
+from zmqgrid.worker import metrics
+from zmqgrid.worker.executors import Executor, Run
+
+pytestmark = pytest.mark.timeout(30)
+
+POSIX_SH = pytest.mark.skipif(os.name != "posix", reason="the command uses /bin/sh syntax")
+PY = sys.executable
+RESULT_KEYS = {"id", "attempt", "state", "exit_code", "value", "error", "stdout", "stderr",
+               "started_at", "finished_at", "duration_s"}
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, describe: str) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming what was awaited and last seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {describe}; last saw {value!r}")
+        time.sleep(0.02)
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_all_die(pids: list[int], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (alive := [p for p in pids if is_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive, f"still alive after {timeout_s} s: {alive}"
+
+
+def read_pids(path: Path) -> list[int]:
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def task(kind: str, attempt: int = 1, **fields: Any) -> dict:
+    """A task as the worker loop receives it: validated by the real spec validator, plus the attempt."""
+    return {**validate_task_spec({"kind": kind, **fields}), "attempt": attempt}
+
+
+@pytest.fixture
+def make_executor():
+    made: list[Executor] = []
+
+    def make(**overrides: Any) -> Executor:
+        options = {"python_executable": PY, "concurrency": 2, "kill_grace_s": 1.0, **overrides}
+        executor = Executor(**options)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.close()
+
+
+@pytest.fixture
+def background():
+    """Runs Run.wait() in a thread, as the worker loop does."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield lambda run: pool.submit(run.wait)
+
+
+# ---- shell -------------------------------------------------------------------------------------
+
+@POSIX_SH
+def test_shell_string_runs_through_the_shell_and_captures_both_streams(make_executor):
+    result = make_executor().start(task("shell", command="echo hello && echo oops >&2", id="t1")).wait()
+    assert set(result) == RESULT_KEYS
+    assert (result["id"], result["attempt"], result["state"]) == ("t1", 1, "done")
+    assert (result["exit_code"], result["error"], result["value"]) == (0, None, None)
+    assert (result["stdout"], result["stderr"]) == ("hello\n", "oops\n")
+    assert result["started_at"] <= result["finished_at"] and 0 <= result["duration_s"] < 10
+
+
+def test_shell_argv_is_passed_without_a_shell(make_executor):
+    argv = [PY, "-c", "import sys; print(sys.argv[1:])", "a b", "$HOME", "*"]
+    result = make_executor().start(task("shell", command=argv)).wait()
+    assert result["state"] == "done"
+    assert result["stdout"].strip() == "['a b', '$HOME', '*']"
+
+
+def test_nonzero_exit_is_failed_with_the_exit_code(make_executor):
+    result = make_executor().start(task("shell", command=[PY, "-c", "import sys; sys.exit(7)"], attempt=3)).wait()
+    assert (result["state"], result["exit_code"], result["attempt"]) == ("failed", 7, 3)
+    assert result["error"]["type"] == "ExitCode"
+    assert result["error"]["message"] == "exited with code 7"
+
+
+def test_env_is_merged_over_the_worker_environment_and_cwd_is_used(make_executor, tmp_path):
+    code = "import os; print(os.environ['ZMQGRID_X'], 'PATH' in os.environ, os.getcwd())"
+    result = make_executor().start(task("shell", command=[PY, "-c", code], env={"ZMQGRID_X": "42"},
+                                        cwd=str(tmp_path))).wait()
+    value, has_path, cwd = result["stdout"].split()
+    assert (result["state"], value, has_path) == ("done", "42", "True")
+    assert os.path.samefile(cwd, tmp_path)
+
+
+def test_missing_executable_is_a_start_error(make_executor):
+    result = make_executor().start(task("shell", command=["zmqgrid-no-such-program-xyz", "arg"])).wait()
+    assert (result["state"], result["exit_code"]) == ("failed", None)
+    assert result["error"]["type"] == "StartError"
+    assert "zmqgrid-no-such-program-xyz" in result["error"]["message"]
+
+
+def test_bad_cwd_is_a_start_error(make_executor, tmp_path):
+    missing = tmp_path / "does-not-exist"
+    result = make_executor().start(task("shell", command=[PY, "-c", "pass"], cwd=str(missing))).wait()
+    assert result["state"] == "failed"
+    assert result["error"]["type"] == "StartError"
+    assert "does-not-exist" in result["error"]["message"]
+
+
+def test_output_beyond_the_cap_keeps_head_and_tail_with_one_marker(make_executor):
+    cap = 64 * 1024  # three times the cap is more than a pipe buffer: the reader must keep draining
+    code = f"import sys; sys.stdout.write('a' * {3 * cap // 2} + 'b' * {3 * cap // 2})"
+    result = make_executor(max_output_bytes=cap).start(task("shell", command=[PY, "-c", code])).wait()
+    out = result["stdout"]
+    marker = f"\n[... zmqgrid: {2 * cap} bytes of stdout cut ...]\n"
+    assert result["state"] == "done"
+    assert out == "a" * (cap // 2) + marker + "b" * (cap // 2)
+
+
+@POSIX_SH
+def test_shell_timeout_kills_children_and_grandchildren(make_executor, tmp_path):
+    pid_file = tmp_path / "pids"
+    command = (f"echo $$ >> {pid_file}; sleep 60 & echo $! >> {pid_file}; "
+               f"(sleep 60 & echo $! >> {pid_file}; sleep 60) & echo $! >> {pid_file}; "
+               "echo started; wait")
+    result = make_executor().start(task("shell", command=command, timeout=1)).wait()
+    assert result["state"] == "timed_out"
+    assert result["error"] == {"type": "Timeout", "message": "exceeded timeout of 1 s", "traceback": ""}
+    assert result["exit_code"] == -15
+    assert result["stdout"] == "started\n"  # output so far is kept
+    assert result["duration_s"] < 20
+    pids = read_pids(pid_file)
+    assert len(pids) == 4, pids
+    assert_all_die(pids)
+
+
+@POSIX_SH
+def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(make_executor, tmp_path):
+    pid_file = tmp_path / "pids"
+    command = f"trap '' TERM; sleep 60 & echo $! > {pid_file}; sleep 60 & wait"
+    result = make_executor(kill_grace_s=0.5).start(task("shell", command=command, timeout=1)).wait()
+    assert (result["state"], result["exit_code"]) == ("timed_out", -9)
+    assert_all_die(read_pids(pid_file))
+
+
+def test_default_timeout_applies_when_the_task_has_none(make_executor):
+    run = make_executor(default_timeout_s=0.5).start(task("shell", command=[PY, "-c", "import time; time.sleep(60)"]))
+    result = run.wait()
+    assert result["state"] == "timed_out"
+    assert result["error"]["message"] == "exceeded timeout of 0.5 s"
+
+
+@POSIX_SH
+def test_kill_of_a_running_shell_task_is_cancelled_and_kills_its_tree(make_executor, background, tmp_path):
+    pid_file = tmp_path / "pids"
+    run = make_executor().start(task("shell", command=f"sleep 60 & echo $! > {pid_file}; sleep 60 & wait"))
+    future = background(run)
+    pids = wait_until(lambda: read_pids(pid_file), 10, "the task to write its pid file")
+    run.kill("user asked")
+    run.kill("a second time")  # idempotent: the first reason stays
+    result = future.result(timeout=20)
+    assert result["state"] == "cancelled"
+    assert result["error"]["type"] == "Cancelled"
+    assert "user asked" in result["error"]["message"]
+    assert_all_die(pids)
+
+
+def test_a_run_killed_before_wait_is_cancelled_without_starting(make_executor, tmp_path):
+    marker = tmp_path / "ran"
+    run = make_executor().start(task("shell", command=[PY, "-c", f"open({str(marker)!r}, 'w')"]))
+    run.kill("changed my mind")
+    result = run.wait()
+    assert result["state"] == "cancelled" and "changed my mind" in result["error"]["message"]
+    assert not marker.exists()
+    assert run.wait() is result
+
+
+# ---- script ------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.name != "posix", reason="symlinking the interpreter needs POSIX")
+def test_script_runs_with_the_given_python_and_its_args(make_executor, tmp_path):
+    python = tmp_path / "mypython"
+    python.symlink_to(PY)
+    source = "import os, sys\nprint(sys.argv)\nprint(sys.executable)\nprint(os.environ['PYTHONUNBUFFERED'])\n"
+    run = make_executor(python_executable=str(python)).start(
+        task("script", source=source, filename="jobs/crawl.py", args=["--site", "a b"]))
+    result = run.wait()
+    assert result["state"] == "done", result
+    argv_line, exe_line, unbuffered = result["stdout"].splitlines()
+    argv = eval(argv_line)  # noqa: S307 - our own script printed a list of str
+    assert argv[1:] == ["--site", "a b"]
+    assert os.path.basename(argv[0]) == "crawl.py"
+    assert exe_line == str(python)
+    assert unbuffered == "1"
+    assert not os.path.exists(os.path.dirname(argv[0]))  # the temp dir is gone
+
+
+def test_failing_script_reports_its_traceback_on_stderr(make_executor):
+    result = make_executor().start(task("script", source="raise SystemExit('no luck')\n")).wait()
+    assert (result["state"], result["exit_code"]) == ("failed", 1)
+    assert "no luck" in result["stderr"]
+
+
+# ---- python ------------------------------------------------------------------------------------
+
+def test_python_returns_a_value_and_captures_print(make_executor):
+    executor = make_executor()
+    assert executor.start(task("python", function="tests.tasks:add", args=[2, 3])).wait()["value"] == 5
+    result = executor.start(task("python", function="tests.tasks:echo", args=[1, "x"], kwargs={"k": [1]})).wait()
+    assert (result["state"], result["exit_code"], result["error"]) == ("done", None, None)
+    assert result["value"] == {"args": [1, "x"], "kwargs": {"k": [1]}}
+    assert result["stdout"] == "echo to stdout: (1, 'x')\n"
+    assert result["stderr"] == "echo to stderr: {'k': [1]}\n"
+
+
+def test_python_exception_gives_type_message_and_traceback(make_executor):
+    result = make_executor().start(task("python", function="tests.tasks:raise_value_error", args=["nope"])).wait()
+    assert result["state"] == "failed"
+    error = result["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "nope")
+    assert "raise_value_error" in error["traceback"] and "ValueError: nope" in error["traceback"]
+
+
+def test_python_unserialisable_return_is_a_type_error(make_executor):
+    result = make_executor().start(task("python", function="tests.tasks:return_unserialisable")).wait()
+    assert (result["state"], result["value"]) == ("failed", None)
+    assert result["error"]["type"] == "TypeError"
+    assert "not msgpack-serialisable" in result["error"]["message"]
+
+
+def test_bad_import_fails_and_the_child_survives(make_executor):
+    executor = make_executor(concurrency=1)
+    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    missing_module = executor.start(task("python", function="tests.no_such_module:f")).wait()
+    missing_function = executor.start(task("python", function="tests.tasks:no_such_function")).wait()
+    exits = executor.start(task("python", function="tests.tasks:system_exit", args=[5])).wait()
+    assert missing_module["state"] == "failed"
+    assert missing_module["error"]["type"] in ("ImportError", "ModuleNotFoundError")
+    assert "tests.no_such_module" in missing_module["error"]["message"]
+    assert missing_function["error"]["type"] == "AttributeError"
+    assert "no_such_function" in missing_function["error"]["message"]
+    assert (exits["state"], exits["error"]["type"]) == ("failed", "SystemExit")
+    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] == pid
+
+
+def test_python_output_is_capped_too(make_executor):
+    result = make_executor(max_output_bytes=10_000).start(
+        task("python", function="tests.tasks:print_bytes", args=[30_000])).wait()
+    assert result["state"] == "done"
+    assert "[... zmqgrid: 20000 bytes of stdout cut ...]" in result["stdout"]
+    assert len(result["stdout"]) < 10_100
+
+
+def test_pool_child_is_reused_across_calls(make_executor):
+    executor = make_executor(concurrency=1)
+    first = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    second = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    assert first == second != os.getpid()
+    assert executor.python_child_pids() == [first]
+
+
+def test_pool_child_is_recycled_after_max_tasks(make_executor):
+    executor = make_executor(concurrency=1, max_tasks_per_child=2)
+    pids = [executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
+    assert_all_die([pids[0]])
+
+
+def test_pool_child_is_recycled_when_its_memory_grows(make_executor):
+    executor = make_executor(concurrency=1, max_child_memory_mb=150)
+    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    assert executor.start(task("python", function="tests.tasks:allocate", args=[200])).wait()["value"] == 200
+    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] != pid
+    assert_all_die([pid])
+
+
+@pytest.mark.parametrize("function, exit_code", [
+    ("tests.tasks:exit_hard", 3),
+    pytest.param("tests.tasks:kill_self", -9, marks=pytest.mark.skipif(os.name != "posix", reason="SIGKILL")),
+])
+def test_a_child_that_dies_mid_call_is_reported_and_replaced(make_executor, function, exit_code):
+    executor = make_executor(concurrency=1)
+    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    result = executor.start(task("python", function=function)).wait()
+    assert (result["state"], result["exit_code"]) == ("failed", exit_code)
+    assert result["error"]["type"] == "WorkerChildDied"
+    assert str(pid) in result["error"]["message"]
+    after = executor.start(task("python", function="tests.tasks:add", args=[1, 1])).wait()
+    assert after["value"] == 2
+
+
+def test_python_timeout_kills_the_child_tree_and_the_pool_replaces_it(make_executor, tmp_path):
+    executor = make_executor(concurrency=1)
+    pid_file = tmp_path / "pids"
+    result = executor.start(task("python", function="tests.tasks:spawn_grandchild",
+                                 args=[str(pid_file)], timeout=3)).wait()
+    assert result["state"] == "timed_out"
+    assert result["error"]["message"] == "exceeded timeout of 3 s"
+    pids = read_pids(pid_file)
+    assert len(pids) == 2, pids  # the pool child and the grandchild it started
+    assert_all_die(pids)
+    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] not in pids
+
+
+def test_python_timeout_keeps_output_printed_so_far(make_executor):
+    result = make_executor().start(task("python", function="tests.tasks:sleep", args=[60, "before"],
+                                        timeout=1.5)).wait()
+    assert result["state"] == "timed_out"
+    assert result["stdout"] == "before\n"
+    assert result["duration_s"] < 20
+
+
+def test_kill_of_a_running_python_task_is_cancelled_and_output_streams(make_executor, background):
+    executor = make_executor(concurrency=1)
+    chunks: list[tuple[str, str]] = []
+    run = executor.start(task("python", function="tests.tasks:sleep", args=[60, "started"]),
+                         on_output=lambda stream, text: chunks.append((stream, text)))
+    future = background(run)
+    wait_until(lambda: ("stdout", "started\n") in chunks, 10, "the function to print 'started'")
+    [pid] = executor.python_child_pids()
+    run.kill("user asked")
+    result = future.result(timeout=20)
+    assert result["state"] == "cancelled"
+    assert "user asked" in result["error"]["message"]
+    assert result["stdout"] == "started\n"
+    assert_all_die([pid])
+    assert executor.start(task("python", function="tests.tasks:noop")).wait()["state"] == "done"
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_executor, background, tmp_path):
+    threads_before = set(threading.enumerate())
+    executor = make_executor(concurrency=2)
+    idle_pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
+    pid_file = tmp_path / "pids"
+    shell_run = executor.start(task("shell", command=[PY, "-c", "import os, time; open(%r, 'w').write("
+                                                      "str(os.getpid())); time.sleep(60)" % str(pid_file)]))
+    python_run = executor.start(task("python", function="tests.tasks:sleep", args=[60]))
+    shell_future, python_future = background(shell_run), background(python_run)
+    wait_until(lambda: read_pids(pid_file), 10, "the shell task to start")
+    wait_until(lambda: len(executor.python_child_pids()) == 2, 10, "a second python child")
+    children = psutil.Process().children(recursive=True)
+    assert idle_pid in [c.pid for c in children]
+
+    executor.close()
+
+    assert shell_future.result(timeout=20)["state"] == "cancelled"
+    assert python_future.result(timeout=20)["state"] == "cancelled"
+    assert_all_die([c.pid for c in children])
+    assert executor.start(task("python", function="tests.tasks:noop")).wait()["state"] == "cancelled"
+    wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before
+                            and not t.name.startswith("ThreadPoolExecutor")] or None,
+               10, "the executor's threads to end")
+
+
+def test_metrics_are_plain_numbers():
+    info = metrics.system_info(PY)
+    assert info["python_executable"] == PY and info["cpu_count"] >= 1 and info["memory_total_mb"] > 0
+    assert info["os"] and info["hostname"] and info["python_version"]
+    metrics.sample_metrics()  # primes cpu_percent
+    sample = metrics.sample_metrics()
+    assert set(sample) == {"cpu_percent", "memory_percent", "disk_percent", "load_1m", "load_5m",
+                           "load_15m", "memory_available_mb"}
+    assert all(isinstance(v, float) for v in sample.values())
+
+
+def test_run_exposes_task_id_and_attempt(make_executor):
+    run: Run = make_executor().start(task("python", function="tests.tasks:noop", id="abc", attempt=4))
+    assert (run.task_id, run.attempt) == ("abc", 4)
+    assert run.wait()["state"] == "done"

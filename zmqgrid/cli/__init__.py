@@ -1,0 +1,53 @@
+"""The `python main.py` command line: one click group; every ZmqgridError becomes one line and an exit code."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import EXIT_USAGE, ZmqgridError
+from .devices import devices
+from .distribute import distribute
+from .tasks import submit, tasks
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="zmqgrid")
+def cli() -> None:
+    """zmqgrid: a brokerless distributed task system on ZeroMQ.
+
+    \b
+    Start everything on this machine:   python main.py distribute --mode standalone
+    Submit a task and wait for it:      python main.py submit --shell "echo hi" --wait
+    """
+
+
+cli.add_command(distribute)
+cli.add_command(submit)
+cli.add_command(tasks)
+cli.add_command(devices)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (no tracebacks for user mistakes)."""
+    try:
+        result = cli.main(args=argv, prog_name="main.py", standalone_mode=False)
+    except ZmqgridError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        message = e.format_message().replace("\n", " ")
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see: python {ctx.command_path} --help" if ctx is not None else ""
+        click.echo(f"error: {message}{hint}", err=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

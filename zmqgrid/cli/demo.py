@@ -1,0 +1,48 @@
+"""The standalone demo: submit the bundled sample batch and show each task end, then a summary."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ..client import Client
+from ..errors import EXIT_FAILED, EXIT_OK
+from .render import describe_error, table
+from .tasks import read_batch
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
+
+
+def run_demo(master_url: str, stopping: threading.Event, sample: Path = SAMPLE) -> int:
+    specs = read_batch(sample)
+    names = {s["id"]: s["name"] for s in specs}
+    started = time.monotonic()
+    with Client(master_url, timeout_s=10) as client:
+        ids = client.submit(specs, notify=True)
+        click.echo(f"submitted {len(ids)} sample tasks (shell, script, python) from {sample}")
+        done: dict[str, dict] = {}
+        while len(done) < len(ids) and not stopping.is_set():
+            client._receive(0.2)
+            for task_id in [i for i in ids if i in client.finished and i not in done]:
+                r = done[task_id] = client.finished.pop(task_id)
+                detail = f"value={json.dumps(r['value'])[:40]}" if r.get("value") is not None else \
+                    f"exit={r.get('exit_code')}"
+                if r["state"] != "done":
+                    detail += f" ({describe_error(r.get('error')) or r.get('reason')})"
+                click.echo(f"[{time.monotonic() - started:5.1f}s] {len(done):2d}/{len(ids)} {r['state']:<9} "
+                           f"{names[task_id][:38]:<38} on {r.get('device_id') or '-'}  {detail}")
+        if stopping.is_set():
+            return EXIT_FAILED
+        logs = {i: client.logs(i)["stdout"].strip().splitlines() for i in ids}
+    click.echo("")
+    table(([i, done[i]["state"], done[i].get("device_id"), names[i], (logs[i] or [""])[-1]] for i in ids),
+          ["ID", "STATE", "DEVICE", "TASK", "LAST OUTPUT LINE"])
+    states = [done[i]["state"] for i in ids]
+    click.echo(f"\n{states.count('done')} done, {len(states) - states.count('done')} not done "
+               f"(2 fail on purpose) in {time.monotonic() - started:.1f}s. "
+               "Keep a cluster running with: python main.py distribute --mode standalone; then, in another terminal: "
+               "python main.py tasks list")
+    return EXIT_OK

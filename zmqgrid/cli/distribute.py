@@ -1,0 +1,146 @@
+"""`distribute`: run the master, a worker or standalone in the foreground, or check health with --status."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+import psutil
+
+from ..client import Client
+from ..config import MODES, Config, load_config
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
+from ..logs import configure_logging
+from .render import emit_json, table
+
+
+@click.command()
+@click.option("--mode", type=click.Choice(MODES), help="master, worker or standalone (master + local workers).")
+@click.option("--status", is_flag=True, help="Check the cluster: exit 0 healthy, 1 degraded, 2 unreachable, 3 bad config.")
+@click.option("--json", "as_json", is_flag=True, help="With --status: print JSON.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file [default: config/distribution_<mode>.json if present].")
+@click.option("--host", help="Master: address to bind (127.0.0.1; 0.0.0.0 for every interface).")
+@click.option("--port", type=int, help="Master: ROUTER port; PUB is port+1, heartbeats port+2 [8000].")
+@click.option("--db", "db_path", help="Master: SQLite ledger file [data/zmqgrid.db].")
+@click.option("--master", "master_url", metavar="URL", help="Worker: the master's ROUTER, tcp://HOST:PORT.")
+@click.option("--device-id", help="Worker: stable identity [host name].")
+@click.option("--device-name", help="Worker: display name.")
+@click.option("--tag", "tags", multiple=True, help="Worker: a tag tasks can require (repeat for more).")
+@click.option("--concurrency", "concurrent_tasks", type=int, help="Worker: tasks run at once [3].")
+@click.option("--workers", type=int, help="Standalone: local worker processes [2].")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-file", help="Log file [logs/distribution.log].")
+@click.option("--demo", is_flag=True, help="Standalone: run the bundled sample batch, show it finish, then stop.")
+@click.option("--no-dashboard", is_flag=True, help="Standalone: print progress lines instead of the dashboard.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=0.8, show_default=True,
+              help="With --status: seconds to wait for the master.")
+@click.option("--parent-pid", type=int, hidden=True)
+def distribute(mode: str | None, status: bool, as_json: bool, config_path: str | None, timeout_s: float,
+               parent_pid: int | None, demo: bool, no_dashboard: bool, **flags: object) -> int:
+    """Run a master, a worker or a standalone cluster, or check the cluster's health.
+
+    \b
+    python main.py distribute --mode standalone            master + 2 local workers
+    python main.py distribute --mode master --host 0.0.0.0  the master daemon
+    python main.py distribute --mode worker --master tcp://10.0.0.5:8000 --tag linux
+    python main.py distribute --status --json
+    """
+    flags["tags"] = list(flags["tags"]) or None
+    if flags.get("log_level"):
+        flags["log_level"] = str(flags["log_level"]).upper()
+    if status:
+        config = load_config(mode or "master", config_path, flags)
+        return check_status(config.master_url, timeout_s, as_json)
+    if mode is None:
+        raise UsageError("--mode or --status is required", "e.g. python main.py distribute --mode standalone")
+    config = load_config(mode, config_path, flags)
+    configure_logging(config.log_level, config.log_file)
+    if mode == "master":
+        return run_master(config)
+    if mode == "worker":
+        return run_worker(config, parent_pid)
+    return run_standalone(config, demo)
+
+
+def check_status(master_url: str, timeout_s: float, as_json: bool) -> int:
+    """Ask the master for its status; imports no user code and answers within timeout_s."""
+    client = Client(master_url, timeout_s=timeout_s)
+    try:
+        report = client.status()
+    except MasterUnavailable as e:
+        if as_json:
+            emit_json({"state": "unreachable", "master": master_url, "error": str(e)})
+        else:
+            click.echo(f"master {master_url}: UNREACHABLE ({e.message})")
+        return EXIT_UNREACHABLE
+    finally:
+        client.close()
+    online = report["devices"].get("online", 0) + report["devices"].get("draining", 0)
+    problems = (["no worker online"] if not online else []) + \
+        ([f"{report['stuck_tasks']} queued task(s) no online worker can take"] if report["stuck_tasks"] else [])
+    report.update(state="degraded" if problems else "healthy", problems=problems, master=master_url)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(f"master {master_url}: {report['state'].upper()}"
+                   f"{' - ' + '; '.join(problems) if problems else ''} (incarnation {report['incarnation']}, "
+                   f"up {report['uptime_s']:.0f}s)")
+        click.echo("devices: " + ", ".join(f"{k} {v}" for k, v in report["devices"].items()))
+        click.echo("tasks:   " + ", ".join(f"{k} {v}" for k, v in report["tasks"].items()))
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _on_signals(stop: callable) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop())
+
+
+def run_master(config: Config) -> int:
+    from ..master.master import Master
+    master = Master(config)
+    _on_signals(master.stop)
+    master.serve()
+    return EXIT_OK
+
+
+def run_worker(config: Config, parent_pid: int | None) -> int:
+    from ..worker.worker import Worker
+    worker = Worker(config)
+    _on_signals(worker.stop)
+    if parent_pid:
+        # A standalone child must not outlive its parent, even one killed with SIGKILL.
+        def watch_parent() -> None:
+            while psutil.pid_exists(parent_pid) and os.getppid() == parent_pid:
+                time.sleep(0.5)
+            worker.stop()
+        threading.Thread(target=watch_parent, daemon=True, name="parent-watch").start()
+    worker.serve()
+    return EXIT_OK
+
+
+def run_standalone(config: Config, demo: bool) -> int:
+    from ..standalone import Standalone
+    from .demo import run_demo
+    cluster = Standalone(config)
+    stopping = threading.Event()
+    _on_signals(stopping.set)
+    cluster.start()
+    try:
+        if demo:
+            return run_demo(config.master_url, stopping)
+        click.echo(f"zmqgrid standalone: master {config.master_url}, {config.workers} workers, ledger {config.db_path}")
+        click.echo("submit from another terminal:  python main.py submit --shell 'echo hello' --wait")
+        click.echo("Ctrl-C stops everything.")
+        while not stopping.wait(0.5):
+            if config.workers and not cluster.alive_workers():
+                click.echo("error: every worker process exited; see the log files", err=True)
+                return EXIT_FAILED
+        return EXIT_OK
+    finally:
+        click.echo("stopping workers and master...", err=True)
+        cluster.stop()
+        click.echo("stopped.", err=True)

@@ -1,0 +1,209 @@
+"""`submit` and `tasks list|show|logs|cancel`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..client import Client, build_spec
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..model import TASK_STATES
+from .common import client_options, json_option
+from .render import describe_error, emit_json, seconds, table, when
+
+
+def _json_arg(value: str | None, name: str, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{name} is not valid JSON ({e.msg})", f"e.g. {name} '[1, 2]'" if kind is list
+                         else f"e.g. {name} '{{\"n\": 1}}'") from None
+    if not isinstance(parsed, kind):
+        raise UsageError(f"{name} must be a JSON {'array' if kind is list else 'object'}, got {type(parsed).__name__}",
+                         "fix the value")
+    return parsed
+
+
+def read_batch(path: str | Path) -> list[dict]:
+    """Tasks from a JSON-lines file, one object a line with the same keys as submit's flags.
+
+    A relative `script` path is taken from the current directory, else from the file's own directory.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"task file {path} does not exist", "check the path given to --file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read task file {path}: {e}", "pass a readable UTF-8 JSON-lines file") from None
+    specs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{number}: not valid JSON ({e.msg})", "one JSON object per line") from None
+        if not isinstance(item, dict):
+            raise UsageError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}",
+                             'e.g. {"shell": "echo hi"}')
+        script = item.get("script")
+        if isinstance(script, str) and not Path(script).exists() and (Path(path).parent / script).exists():
+            item["script"] = str(Path(path).parent / script)
+        try:
+            specs.append(build_spec(**item))
+        except UsageError as e:
+            raise UsageError(f"{path}:{number}: {e.message}", e.hint) from None
+        except TypeError as e:
+            raise UsageError(f"{path}:{number}: {e}", "see README, 'submit --file'") from None
+    if not specs:
+        raise UsageError(f"task file {path} holds no tasks", 'write one JSON object per line, e.g. {"shell": "echo hi"}')
+    return specs
+
+
+@click.command()
+@click.option("--shell", help="A shell command to run.")
+@click.option("--script", type=click.Path(), help="A Python script to ship and run with the worker's interpreter.")
+@click.option("--python", "python", metavar="MOD:FUNC", help="A Python callable importable on the worker.")
+@click.option("--args", "args", help="JSON array: the callable's args, or the script's argv.")
+@click.option("--kwargs", "kwargs", help="JSON object: the callable's keyword args.")
+@click.option("--tag", "tags", multiple=True, help="Run only on a worker with this tag (repeat for more).")
+@click.option("--device", help="Run only on this device id.")
+@click.option("--priority", type=int, help="Higher runs first [0].")
+@click.option("--timeout", "task_timeout", type=click.FloatRange(min=0.001), help="Seconds before the task is killed.")
+@click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count].")
+@click.option("--name", help="A label shown in lists.")
+@click.option("--file", "batch_file", type=click.Path(), help="Submit every task of a JSON-lines file.")
+@click.option("--wait", is_flag=True, help="Wait for the task(s) to end; exit 0 only if all are done.")
+@json_option
+@client_options
+def submit(client: Callable[[], Client], shell: str | None, script: str | None, python: str | None,
+           args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
+           task_timeout: float | None, retries: int | None, name: str | None, batch_file: str | None, wait: bool,
+           as_json: bool) -> int:
+    """Submit a task (or a batch with --file); prints the id(s).
+
+    \b
+    python main.py submit --shell "curl -s https://example.com | wc -c" --timeout 60 --wait
+    python main.py submit --python zmqgrid.samples:fib --args '[25]' --wait
+    python main.py submit --script crawl.py --args '["--site", "a"]' --tag linux
+    python main.py submit --file tasks.jsonl --wait
+    """
+    if batch_file:
+        if shell or script or python:
+            raise UsageError("--file cannot be combined with --shell, --script or --python", "use one or the other")
+        specs = read_batch(batch_file)
+    else:
+        specs = [build_spec(shell=shell, script=script, python=python, args=_json_arg(args, "--args", list),
+                            kwargs=_json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
+                            priority=priority, timeout=task_timeout, retries=retries, name=name)]
+    with client() as c:
+        ids = c.submit(specs, notify=wait)
+        if not wait:
+            if as_json:
+                emit_json({"ids": ids})
+            else:
+                click.echo("\n".join(ids))
+            return EXIT_OK
+        results = c.wait(ids)
+    ordered = [results[i] for i in ids]
+    if as_json:
+        emit_json(ordered)
+    else:
+        for r in ordered:
+            detail = f" exit={r['exit_code']}" if r.get("exit_code") is not None else ""
+            detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
+            detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
+            click.echo(f"{r['id']} {r['state']} on {r.get('device_id') or '-'}{detail}")
+    return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
+
+
+@click.group()
+def tasks() -> None:
+    """Inspect and control tasks."""
+
+
+@tasks.command("list")
+@click.option("--state", type=click.Choice(TASK_STATES), help="Only tasks in this state.")
+@click.option("--device", help="Only tasks of this device.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many (paging).")
+@json_option
+@client_options
+def list_tasks(client: Callable[[], Client], state: str | None, device: str | None, limit: int, offset: int,
+               as_json: bool) -> None:
+    """List tasks, newest first.  Example: python main.py tasks list --state failed"""
+    with client() as c:
+        rows = c.tasks(state, limit=limit, offset=offset, device=device)
+    if as_json:
+        emit_json(rows)
+        return
+    table(([r["id"], r["kind"], r["name"], r["state"], r["device_id"], r["attempt"], r["exit_code"],
+            seconds((r["finished_at"] or 0) - r["started_at"] if r["started_at"] and r["finished_at"] else None)]
+           for r in rows), ["ID", "KIND", "TASK", "STATE", "DEVICE", "ATTEMPT", "EXIT", "TOOK"])
+
+
+@tasks.command("show")
+@click.argument("task_id")
+@json_option
+@client_options
+def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None:
+    """Show one task: spec, state, attempts, result.  Example: python main.py tasks show 3f2a"""
+    with client() as c:
+        task = c.task(task_id)
+    if as_json:
+        emit_json(task)
+        return
+    for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
+                "exit_code", "reason"):
+        click.echo(f"{key + ':':<11} {task.get(key) if task.get(key) not in (None, []) else '-'}")
+    click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
+    if task.get("value") is not None:
+        click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")
+    if task.get("error"):
+        click.echo(f"{'error:':<11} {describe_error(task['error'])}")
+        if task["error"].get("traceback"):
+            click.echo(task["error"]["traceback"].rstrip())
+    click.echo("attempts:")
+    table(([a["attempt"], a["device_id"], a["state"], when(a["started_at"]), when(a["finished_at"]), a["exit_code"],
+            "yes" if a["stale"] else "", describe_error(a["error"])] for a in task["attempts"]),
+          ["#", "DEVICE", "STATE", "STARTED", "FINISHED", "EXIT", "STALE", "ERROR"])
+
+
+@tasks.command("logs")
+@click.argument("task_id")
+@click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last].")
+@json_option
+@client_options
+def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, as_json: bool) -> None:
+    """Print a task's stdout and stderr.  Example: python main.py tasks logs 3f2a"""
+    with client() as c:
+        out = c.logs(task_id, attempt)
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(out["stdout"], nl=not out["stdout"].endswith("\n"))
+    if out["stderr"]:
+        click.echo(out["stderr"], err=True, nl=not out["stderr"].endswith("\n"))
+
+
+@tasks.command("cancel")
+@click.argument("task_ids", nargs=-1, required=True)
+@json_option
+@client_options
+def cancel_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -> int:
+    """Cancel tasks: queued ones at once, running ones are killed on their worker.
+
+    Example: python main.py tasks cancel 3f2a9c01d2e4b5a6
+    """
+    with client() as c:
+        outcome = c.cancel(list(task_ids))
+    if as_json:
+        emit_json(outcome)
+    else:
+        for task_id, state in outcome.items():
+            click.echo(f"{task_id} {state}")
+    return EXIT_FAILED if any(v == "not found" for v in outcome.values()) else EXIT_OK

@@ -1,0 +1,207 @@
+"""Client: the Python API (and what the CLI and dashboard use) to submit, inspect, wait for and cancel tasks."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import zmq
+
+from .errors import MasterUnavailable, ProtocolError, RemoteError, TaskNotFound, UsageError
+from .model import TASK_KINDS, new_task_id, validate_task_spec
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
+from .transport import make_socket
+
+DEFAULT_MASTER = "tcp://127.0.0.1:8000"
+SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "tags", "device", "cwd", "env", "args", "kwargs")
+
+
+def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
+               **options: Any) -> dict:
+    """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
+
+    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
+    Raises UsageError for a missing script or not exactly one of shell/script/python.
+    """
+    given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
+    if len(given) != 1:
+        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
+                         "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
+    unknown = set(options) - set(SPEC_KEYS) - {"tag"}
+    if unknown:
+        raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
+                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
+    spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
+    if options.get("tag") is not None:
+        tags = options["tag"]
+        spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
+    if shell is not None:
+        spec.update(kind="shell", command=shell)
+    elif python is not None:
+        spec.update(kind="python", function=python)
+    else:
+        path = Path(script)
+        try:
+            spec.update(kind="script", source=path.read_text(encoding="utf-8"), filename=path.name)
+        except FileNotFoundError:
+            raise UsageError(f"script file {script} does not exist", "check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read script file {script}: {e}", "pass a readable UTF-8 Python file") from None
+    spec.setdefault("id", new_task_id())
+    try:
+        return validate_task_spec(spec)
+    except ProtocolError as e:
+        raise UsageError(e.message, "fix the task and submit again") from None
+
+
+class Client:
+    """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
+
+    def __init__(self, master_url: str = DEFAULT_MASTER, *, timeout_s: float = 5.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.master_url = master_url
+        self.timeout_s = timeout_s
+        self.ctx = zmq.Context()
+        self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0)
+        self.sock.connect(master_url)
+        self._req_ids = itertools.count(1)
+        self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ request/reply
+
+    def _send(self, msg: Any) -> None:
+        self.sock.send_multipart(msg.encode())
+
+    def _receive(self, timeout_s: float) -> Any | None:
+        """One message from the master, or None on timeout. Finished notifications are stored as they pass."""
+        if not self.sock.poll(int(timeout_s * 1000)):
+            return None
+        msg = decode(self.sock.recv_multipart())
+        if isinstance(msg, Finished):
+            self.finished[msg.task.get("id")] = msg.task
+        return msg
+
+    def _wait_reply(self, req_id: int, timeout_s: float | None = None) -> Any:
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            msg = self._receive(max(left, 0)) if left > 0 else None
+            if msg is None:
+                raise MasterUnavailable(f"the master at {self.master_url} did not answer within "
+                                        f"{self.timeout_s if timeout_s is None else timeout_s:g}s",
+                                        "start it (python main.py distribute --mode master) or check --master")
+            if isinstance(msg, Reply) and msg.req_id == req_id:
+                return msg.data
+            if isinstance(msg, Error) and msg.req_id in (req_id, 0):
+                if msg.code == "not_found":
+                    raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
+                raise RemoteError(msg.code, msg.message)
+
+    def request(self, msg_type: type, *args: Any, timeout_s: float | None = None) -> Any:
+        req_id = next(self._req_ids)
+        self._send(msg_type(req_id, *args))
+        return self._wait_reply(req_id, timeout_s)
+
+    # ------------------------------------------------------------ the API
+
+    def submit(self, tasks: dict | Iterable[dict], *, notify: bool = False, batch_size: int = 1000,
+               window: int = 8) -> list[str]:
+        """Submit tasks (specs from `build_spec`); returns their ids once the master has committed them.
+
+        Batches of `batch_size` go out with up to `window` unacknowledged at once.
+        """
+        specs = [tasks] if isinstance(tasks, dict) else list(tasks)
+        for spec in specs:
+            spec.setdefault("id", new_task_id())
+        batches = [specs[i:i + batch_size] for i in range(0, len(specs), batch_size)]
+        pending: dict[int, int] = {}
+        ids: list[list[str]] = [[] for _ in batches]
+        sent = 0
+        while sent < len(batches) or pending:
+            while sent < len(batches) and len(pending) < window:
+                req_id = next(self._req_ids)
+                self._send(Submit(req_id, batches[sent], notify))
+                pending[req_id] = sent
+                sent += 1
+            msg = self._receive(self.timeout_s)
+            if msg is None:
+                raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
+                                        f"within {self.timeout_s:g}s", "check it is running; resubmitting is safe")
+            if isinstance(msg, Reply) and msg.req_id in pending:
+                ids[pending.pop(msg.req_id)] = msg.data["ids"]
+            elif isinstance(msg, Error) and (msg.req_id in pending or msg.req_id == 0):
+                raise RemoteError(msg.code, msg.message)
+        return [i for chunk in ids for i in chunk]
+
+    def status(self, timeout_s: float | None = None) -> dict:
+        return self.request(Query, "status", {}, timeout_s=timeout_s)
+
+    def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None) -> list:
+        params = {k: v for k, v in (("state", state), ("limit", limit), ("offset", offset), ("device", device))
+                  if v is not None}
+        return self.request(Query, "tasks", params)
+
+    def task(self, task_id: str) -> dict:
+        return self.request(Query, "task", {"id": task_id})
+
+    def logs(self, task_id: str, attempt: int | None = None) -> dict:
+        params: dict[str, Any] = {"id": task_id}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self.request(Query, "logs", params)
+
+    def devices(self) -> list:
+        return self.request(Query, "devices", {})
+
+    def cancel(self, task_ids: list[str]) -> dict:
+        return self.request(Control, "cancel", {"ids": list(task_ids)})
+
+    def wait(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0) -> dict:
+        """Block until every task is final; returns {id: summary}. Survives a master restart by re-watching."""
+        remaining = set(task_ids)
+        results: dict[str, dict] = {}
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            for task_id in list(remaining):
+                if task_id in self.finished:
+                    results[task_id] = self.finished.pop(task_id)
+                    remaining.discard(task_id)
+            if not remaining:
+                return results
+            if deadline is not None and time.monotonic() >= deadline:
+                raise MasterUnavailable(f"{len(remaining)} task(s) not finished within {timeout_s:g}s",
+                                        "see them with: python main.py tasks list")
+            try:
+                reply = self.request(Control, "watch", {"ids": sorted(remaining)})
+            except MasterUnavailable:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue   # the master may be restarting: ask again
+            for task_id, summary in reply["finished"].items():
+                if summary is None:
+                    raise TaskNotFound(f"no task {task_id!r}", "check the id")
+                self.finished[task_id] = summary
+            stop_at = time.monotonic() + rewatch_s
+            while remaining - set(self.finished) and time.monotonic() < stop_at:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._receive(min(0.5, max(0.0, stop_at - time.monotonic())))
+
+    def run(self, task: dict, timeout_s: float | None = None) -> dict:
+        """Submit one task and wait for it; returns its summary (state, exit_code, value, error)."""
+        task_id = self.submit(task, notify=True)[0]
+        return self.wait([task_id], timeout_s)[task_id]
+
+
+__all__ = ["Client", "build_spec", "TASK_KINDS", "DEFAULT_MASTER"]

@@ -1,0 +1,300 @@
+"""Settings for every mode: dataclass defaults < config file < ZMQGRID_* environment < command-line flags."""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("master", "worker", "standalone")
+STRATEGIES = ("least_tasks", "round_robin", "weighted", "random")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_PREFIX = "ZMQGRID_"
+ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
+# ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
+FLAG_NAMES = {"master_url": "--master", "concurrent_tasks": "--concurrency", "tags": "--tag", "db_path": "--db"}
+
+
+@dataclass
+class Config:
+    """One flat set of settings shared by master, worker and standalone; each mode reads what it needs."""
+
+    mode: str = "standalone"
+    """The role of this process: one of MODES."""
+    host: str = "127.0.0.1"
+    """Address the master binds its three sockets on (0.0.0.0 or * for every interface)."""
+    port: int = 8000
+    """The master's ROUTER port: register, credit, tasks, results, client requests."""
+    pub_port: int | None = None
+    """The master's PUB port (commands, beacon); load_config fills in port + 1 when unset."""
+    heartbeat_port: int | None = None
+    """The master's heartbeat PULL port; load_config fills in port + 2 when unset."""
+    master_url: str = "tcp://127.0.0.1:8000"
+    """Where workers and clients reach the master's ROUTER, normalised to tcp://HOST:PORT."""
+    device_id: str | None = None
+    """A worker's identity; load_config uses the host name for a worker so it survives restarts."""
+    device_name: str | None = None
+    """A worker's display name; defaults to device_id."""
+    tags: list[str] = field(default_factory=list)
+    """Tags a worker offers, which tasks may require (e.g. linux, gpu)."""
+    concurrent_tasks: int = 3
+    """Tasks a worker runs at once."""
+    prefetch: int = 2
+    """Tasks queued on a worker beyond concurrent_tasks; credit = concurrent_tasks + prefetch."""
+    task_timeout: float = 3600.0
+    """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
+    max_retry_count: int = 3
+    """Default number of retries for a task that fails, times out or loses its worker."""
+    dispatch_interval: float = 10.0
+    """Most seconds between periodic re-dispatch scans; dispatch itself is event-driven."""
+    load_balance_strategy: str = "least_tasks"
+    """How the master picks among eligible workers with credit: one of STRATEGIES."""
+    heartbeat_interval: float = 1.0
+    """Seconds between a worker's heartbeats (the seed's 30 would take minutes to notice a dead worker)."""
+    device_timeout: float = 5.0
+    """Seconds without a heartbeat before the master marks a device offline; must exceed heartbeat_interval."""
+    timeout_check_interval: float = 0.5
+    """Seconds between the master's liveness and task-timeout checks."""
+    enable_monitoring: bool = True
+    """Whether heartbeats carry psutil resource metrics."""
+    api_key: str | None = field(default=None, repr=False)
+    """Accepted from the seed's files but not used yet (CURVE keys come later); never logged or printed."""
+    db_path: str = "data/zmqgrid.db"
+    """The master's SQLite ledger."""
+    log_file: str | None = "logs/distribution.log"
+    """Rotating log file; null logs to the terminal only."""
+    log_level: str = "INFO"
+    """One of LOG_LEVELS."""
+    python_executable: str = sys.executable
+    """Interpreter a worker runs `script` and `python` tasks with."""
+    max_output_bytes: int = 1048576
+    """Output kept per stream (stdout, stderr) per attempt; the rest is cut."""
+    max_message_bytes: int = 16777216
+    """Largest message any socket accepts (ZMQ_MAXMSGSIZE)."""
+    workers: int = 2
+    """Standalone only: how many local worker processes to start."""
+    heartbeat_retention: int = 600
+    """Heartbeat samples the master keeps per device."""
+
+    @property
+    def credit(self) -> int:
+        """Most tasks the master may hand this worker at once."""
+        return self.concurrent_tasks + self.prefetch
+
+    @property
+    def router_endpoint(self) -> str:
+        """Bind address of the master's ROUTER."""
+        return _tcp(self.host, self.port)
+
+    @property
+    def pub_endpoint(self) -> str:
+        """Bind address of the master's PUB."""
+        return _tcp(self.host, self.pub_port if self.pub_port is not None else self.port + 1)
+
+    @property
+    def heartbeat_endpoint(self) -> str:
+        """Bind address of the master's heartbeat PULL."""
+        return _tcp(self.host, self.heartbeat_port if self.heartbeat_port is not None else self.port + 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain JSON-able data, with api_key masked, for `--json` output and logs."""
+        data = asdict(self)
+        data["api_key"] = None if self.api_key is None else "***"
+        return data
+
+
+_TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. "int | None"
+_RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
+           "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100),
+           "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
+           "max_message_bytes": (1024, 2**31 - 1)}
+_CHOICES = {"mode": MODES, "load_balance_strategy": STRATEGIES, "log_level": LOG_LEVELS}
+_PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
+    "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
+    "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),
+    "device_name": (r".{1,128}", "a name of 1-128 characters")}
+_TAG = re.compile(r"[^\s,]{1,64}")
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_PARSERS: dict[str, Callable[[str], Any]] = {  # how text from the environment or a flag becomes a value
+    "int": int, "float": float, "bool": lambda s: _BOOL_WORDS.get(s.lower(), s),
+    "list[str]": lambda s: [t.strip() for t in s.split(",") if t.strip()]}
+_URL = re.compile(r"(?:(?:tcp|https?)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?", re.IGNORECASE)
+_URL_FORMS = "tcp://HOST:PORT (http://HOST:PORT and HOST:PORT are accepted too) with a port 1-65535"
+
+
+def _check(key: str, raw: Any, source: str, text: bool) -> Any:
+    """Return `raw` normalised for `key`; `text` means it came as a string from the environment or a flag."""
+    kind, value = _TYPES[key].removesuffix(" | None"), raw
+    if value is None and kind != _TYPES[key]:
+        return None
+    if text and isinstance(value, str) and kind in _PARSERS:
+        try:
+            value = _PARSERS[kind](value.strip())
+        except ValueError:
+            value = value.strip()  # the type check below rejects it and reports the text as given
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key == "master_url":
+        match = _URL.fullmatch(value.strip()) if isinstance(value, str) else None
+        ok, expected = match is not None and 1 <= int(match[2]) <= 65535, _URL_FORMS
+        value = _tcp(match[1].strip("[]"), int(match[2])) if ok and match else value
+    elif kind == "int":
+        lo, hi = _RANGES[key]
+        ok, expected = number and isinstance(value, int) and lo <= value <= hi, f"an integer {lo}-{hi}"
+    elif kind == "float":
+        ok, expected = number and math.isfinite(value) and value > 0, "a number of seconds greater than 0"
+        value = float(value) if ok else value
+    elif kind == "bool":
+        ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"
+    elif kind == "list[str]":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(t, str) and _TAG.fullmatch(t) for t in value)
+        expected = 'a list of non-empty tags without commas or spaces, such as ["linux", "gpu"]'
+        value = list(dict.fromkeys(value)) if ok else value  # a repeated tag adds nothing; keep the first
+    elif key in _CHOICES:
+        if isinstance(value, str):
+            value = value.strip().upper() if key == "log_level" else value.strip().lower()
+        ok, expected = value in _CHOICES[key], "one of " + ", ".join(_CHOICES[key])
+    else:
+        pattern, expected = _PATTERNS.get(key, (r".+", "a non-empty string"))
+        ok = isinstance(value, str) and re.fullmatch(pattern, value.strip()) is not None
+    if not ok:
+        expected += ", or null" if kind != _TYPES[key] else ""
+        raise ConfigError(f"{source}: {key} = {_show(key, raw)} is not allowed", f"expected {expected}")
+    return value.strip() if isinstance(value, str) else value
+
+
+def master_host_port(url: str) -> tuple[str, int]:
+    """Split a master URL in any accepted form ("tcp://h:p", "http://h:p", "h:p") into (host, port)."""
+    match = _URL.fullmatch(_check("master_url", url, "master URL", text=True))
+    return match[1].strip("[]"), int(match[2])  # type: ignore[index]
+
+
+def _tcp(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"  # IPv6 literals need brackets
+
+
+def _show(key: str, value: Any) -> str:  # a secret never reaches a terminal or a log, even when malformed
+    return '"***"' if key == "api_key" and value is not None else json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def _unknown(source: str, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(_TYPES), n=1)
+    hint = f'did you mean "{close[0]}"?' if close else "allowed keys: " + ", ".join(_TYPES)
+    return ConfigError(f'{source}: unknown key "{key}"', hint)
+
+
+def _read_file(path: Path, label: str) -> dict[str, Any]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) < len(keys):  # json.loads would silently keep the last one
+            key = next(k for k in keys if keys.count(k) > 1)
+            raise ConfigError(f'{label}: key "{key}" appears more than once', "keep one of them")
+        return dict(pairs)
+
+    try:
+        # utf-8-sig: Windows editors save a byte-order mark that json.loads rejects
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: config file not found", "check the path given to --config") from None
+    except (OSError, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"{label}: cannot read config file ({reason})", "pass a readable UTF-8 JSON file") from None
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{label}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                          "fix the file: double-quoted keys and strings, no comments, no trailing commas") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string"}.get(type(data), "a single value")
+        raise ConfigError(f"{label}: expected a JSON object of settings, got {kind}", 'write {"key": value, ...}')
+    return data
+
+
+def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | None = None,
+                flags: dict[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config: defaults < file (default `config/distribution_<mode>.json`, if present) < env < flags.
+
+    `flags` maps field names to values (None = flag not given). Raises ConfigError naming source, key and value.
+    """
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in {**(flags or {}), "mode": mode}.items() if v is not None}  # `mode` is a flag too
+    layers: dict[str, tuple[Any, str, int]] = {}  # key -> (value, source, precedence rank)
+    chosen = flags.get("mode") or env.get(ENV_PREFIX + "MODE") or "standalone"
+    if config_path is not None:
+        label = os.fspath(config_path)
+        data = _read_file(Path(config_path), label)
+    else:
+        # A bad mode is reported below by its own source; here it only picks which default file to try.
+        chosen = chosen.strip().lower() if isinstance(chosen, str) and chosen.strip().lower() in MODES else "standalone"
+        path = Path("config") / f"distribution_{chosen}.json"
+        label = path.as_posix()
+        data = _read_file(path, label) if path.exists() else {}
+    for key, raw in data.items():
+        if key not in _TYPES:
+            raise _unknown(label, key)
+        layers[key] = (_check(key, raw, label, text=False), label, 1)
+    known = {ENV_PREFIX + k.upper(): k for k in _TYPES}
+    for var in sorted(v for v in env if v.startswith(ENV_PREFIX) and v not in known and v not in ENV_ALIASES):
+        logger.warning("ignoring unknown environment variable %s", var)
+    # The alias goes first so the exact name ZMQGRID_MASTER_URL wins when both are set.
+    for var, key in [*ENV_ALIASES.items(), *known.items()]:
+        raw = env.get(var)
+        # Empty counts as unset: deployment templates often export ZMQGRID_X="" to mean "no value".
+        if raw is not None and raw.strip():
+            layers[key] = (_check(key, raw, f"environment {var}", text=True), f"environment {var}", 2)
+    for key, raw in flags.items():
+        if key not in _TYPES:
+            raise _unknown("flags", key)
+        flag = FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+        layers[key] = (_check(key, raw, flag, text=True), flag, 3)
+    config = Config(**{key: value for key, (value, _, _) in layers.items()})
+    _resolve(config, layers)
+    return config
+
+
+def _resolve(config: Config, layers: dict[str, tuple[Any, str, int]]) -> None:
+    """Fill the settings derived from others and check the rules that span several keys."""
+    def origin(key: str) -> tuple[str, int]:
+        return layers.get(key, (None, "default", 0))[1:]
+
+    def clash(a: str, b: str, a_must: str, b_must: str, why: str) -> ConfigError:
+        # Blame the key from the stronger source: it is the one the user set last.
+        (blame, must), other = ((a, a_must), b) if origin(a)[1] >= origin(b)[1] else ((b, b_must), a)
+        return ConfigError(f"{origin(blame)[0]}: {blame} = {getattr(config, blame)} is not allowed",
+                           f"expected {must} {other} ({getattr(config, other)}, from {origin(other)[0]}): {why}")
+
+    for key, offset in (("pub_port", 1), ("heartbeat_port", 2)):
+        if getattr(config, key) is None:
+            if config.port + offset > 65535:  # the derived port overflows, so port is what to change
+                raise ConfigError(f"{origin('port')[0]}: port = {config.port} is not allowed",
+                                  f"expected at most {65535 - offset} unless {key} is set ({key} = port + {offset})")
+            setattr(config, key, config.port + offset)
+            layers[key] = (config.port + offset, f"default (port + {offset})", 0)
+    for a, b in combinations(("port", "pub_port", "heartbeat_port"), 2):
+        if getattr(config, a) == getattr(config, b):
+            raise clash(a, b, "a port different from", "a port different from",
+                        "port, pub_port and heartbeat_port must all differ")
+    if config.device_timeout <= config.heartbeat_interval:
+        raise clash("device_timeout", "heartbeat_interval", "more than", "less than",
+                    "device_timeout must be greater than heartbeat_interval, or live devices are marked offline")
+    if "master_url" not in layers:
+        # Nobody said where the master is, so it is this config's own ROUTER: standalone and `--status`
+        # then follow a single --port change. A wildcard bind is reached over loopback.
+        config.master_url = _tcp({"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(config.host, config.host),
+                                 config.port)
+    if config.device_id is None and config.mode == "worker":
+        # A worker's identity must survive restarts (ROUTER_HANDOVER, outbox), so use the host name.
+        config.device_id = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:64] or "worker"
+    if config.device_name is None:
+        config.device_name = config.device_id

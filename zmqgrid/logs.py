@@ -1,0 +1,48 @@
+"""The one place that adds log handlers: a rotating file and the terminal, on the `zmqgrid` logger."""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MAX_BYTES = 10 * 1024 * 1024
+BACKUP_COUNT = 5
+_MARK = "_zmqgrid_handler"  # set on handlers we add, so a second call replaces them instead of stacking
+
+
+def configure_logging(level: str = "INFO", log_file: str | None = None, *, stream: bool = True,
+                      name: str = "zmqgrid") -> None:
+    """Send the `name` logger's records at `level` and above to `log_file` (rotated) and, if `stream`, stderr.
+
+    Calling it again replaces the handlers it added before, so a daemon can reconfigure without duplicates.
+    The root logger is left alone: zmqgrid used as a library must not take over its host's logging.
+    """
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else None
+    if not isinstance(numeric, int):
+        raise ConfigError(f"log_level = {level!r} is not allowed",
+                          "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    handlers: list[logging.Handler] = []
+    if log_file:
+        try:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.handlers.RotatingFileHandler(
+                log_file, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"log_file = {str(log_file)!r} cannot be written ({e.strerror or e})",
+                              "choose another log_file or fix the directory's permissions") from None
+    if stream:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logger = logging.getLogger(name)
+    for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:
+        logger.removeHandler(old)
+        old.close()
+    formatter = logging.Formatter(FORMAT)
+    for handler in handlers:
+        setattr(handler, _MARK, True)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.setLevel(numeric)

@@ -1,0 +1,159 @@
+"""Per-kind handlers of the master: validate what the peer sent, change the cluster, queue the reply."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import ProtocolError, StoreError, ZmqgridError
+from ..model import ATTEMPT_OUTCOMES, validate_task_spec
+from ..protocol import (Control, Credit, Error, Heartbeat, Message, Query, Register, RegisterAck, Reply, Results,
+                        ResultAck, Submit)
+from . import queries
+from .cluster import Cluster, DeviceEntry
+
+logger = logging.getLogger(__name__)
+MAX_TASKS_PER_SUBMIT = 10_000
+
+
+def keys(value: Any, what: str) -> list[tuple[str, int]]:
+    """Validate a list of [task id, attempt] pairs."""
+    out = []
+    for item in value:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], int) and not isinstance(item[1], bool)):
+            raise ProtocolError(f"{what}: each entry must be [task id, attempt], got {item!r:.60}")
+        out.append((item[0], item[1]))
+    return out
+
+
+def check_result(result: Any) -> dict:
+    if not isinstance(result, dict):
+        raise ProtocolError(f"Results: each result must be a map, got {type(result).__name__}")
+    if not isinstance(result.get("id"), str) or not isinstance(result.get("attempt"), int):
+        raise ProtocolError("Results: a result needs 'id' (string) and 'attempt' (integer)")
+    if result.get("state") not in ATTEMPT_OUTCOMES:
+        raise ProtocolError(f"Results: state {result.get('state')!r} is not one of {sorted(ATTEMPT_OUTCOMES)}")
+    for name in ("stdout", "stderr"):
+        if result.get(name) is not None and not isinstance(result[name], str):
+            raise ProtocolError(f"Results: '{name}' must be a string")
+    return result
+
+
+class Handlers:
+    """Routes one decoded ROUTER or PULL message to the cluster. Replies that need the commit wait in `acks`."""
+
+    def __init__(self, cluster: Cluster, settings: dict) -> None:
+        self.cluster = cluster
+        self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
+        self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
+        self.bad_messages = 0
+
+    def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
+        self.cluster.sends.append((identity, Error(req_id, code, message).encode(), None))
+
+    def on_router(self, identity: bytes, msg: Message, now_mono: float, now: float) -> None:
+        handler = getattr(self, "handle_" + type(msg).__name__.lower(), None)
+        if handler is None:
+            raise ProtocolError(f"{type(msg).__name__} is not a request the master accepts")
+        handler(identity, msg, now_mono, now)
+
+    def worker(self, identity: bytes, now_mono: float) -> DeviceEntry | None:
+        """The registered device behind a worker message, or None after telling it to register again."""
+        device = self.cluster.devices.get(identity.decode("utf-8", "replace"))
+        if device is None or not device.registered or device.identity != identity:
+            self.reply_error(identity, 0, "not_registered", "register first: this master does not know the device")
+            return None
+        device.last_seen = now_mono
+        return device
+
+    # ------------------------------------------------------------ workers
+
+    def handle_register(self, identity: bytes, msg: Register, now_mono: float, now: float) -> None:
+        if identity != msg.device_id.encode():
+            raise ProtocolError(f"Register: device_id {msg.device_id!r} does not match the socket identity")
+        running = keys(msg.running, "Register.running")
+        reported = set(running) | set(keys(msg.outbox, "Register.outbox"))
+        if not all(isinstance(t, str) for t in msg.tags):
+            raise ProtocolError("Register.tags must be strings")
+        info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
+                "python_version": msg.python_version, "python_executable": msg.python_executable,
+                "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version}
+        disowned = self.cluster.register(identity, info, msg.credit, reported, running, now_mono, now)
+        s = self.settings
+        self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
+                                                s["heartbeat_interval_s"], s["device_timeout_s"], disowned).encode()))
+
+    def handle_credit(self, identity: bytes, msg: Credit, now_mono: float, now: float) -> None:
+        device = self.worker(identity, now_mono)
+        if device is not None:
+            device.credit += max(0, msg.slots)
+
+    def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
+        results = [check_result(r) for r in msg.results]    # all checked before any is applied
+        device = self.worker(identity, now_mono)
+        if device is None:
+            return
+        for result in results:
+            self.cluster.record_result(device, result, now)
+        device.credit += max(0, msg.credit)
+        self.acks.append((identity, ResultAck([[r["id"], r["attempt"]] for r in results]).encode()))
+
+    def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
+        running = keys(msg.running, "Heartbeat.running")
+        device = self.cluster.devices.get(msg.device_id)
+        if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
+            # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
+            self.reply_error(msg.device_id.encode(), 0, "not_registered", "register again")
+            return
+        self.cluster.heartbeat(device, running, msg.metrics, now_mono, now)
+
+    # ------------------------------------------------------------ clients
+
+    def handle_submit(self, identity: bytes, msg: Submit, now_mono: float, now: float) -> None:
+        if len(msg.tasks) > MAX_TASKS_PER_SUBMIT:
+            self.reply_error(identity, msg.req_id, "too_large",
+                             f"{len(msg.tasks)} tasks in one submit; at most {MAX_TASKS_PER_SUBMIT}, split the batch")
+            return
+        try:
+            specs = [validate_task_spec(t) for t in msg.tasks]
+        except ProtocolError as e:
+            self.reply_error(identity, msg.req_id, "bad_request", str(e))
+            return
+        ids = self.cluster.submit(specs, identity, msg.notify, now)
+        self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
+
+    def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
+        try:
+            data = queries.answer(self.cluster, msg.what, msg.params, now_mono, self.settings)
+        except ZmqgridError as e:
+            code = "not_found" if "no task" in e.message else "unavailable" if isinstance(e, StoreError) \
+                else "bad_request"
+            self.reply_error(identity, msg.req_id, code, str(e))
+            return
+        self.cluster.sends.append((identity, Reply(msg.req_id, data).encode(), None))
+
+    def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
+        params = msg.params
+        ids = params.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'ids' must be a list of task ids")
+            return
+        if msg.action == "cancel":
+            outcome = {i: self.cluster.cancel(i, now) for i in ids}
+            for task_id, state in outcome.items():
+                if state == "unknown":
+                    found = self.cluster.store.get_task(task_id)
+                    outcome[task_id] = f"already {found['state']}" if found else "not found"
+            self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
+        elif msg.action == "watch":
+            finished = {}
+            for task_id in ids:
+                entry = self.cluster.tasks.get(task_id)
+                if entry is not None:
+                    entry.notify.add(identity)
+                else:
+                    row = self.cluster.store.get_task(task_id)
+                    finished[task_id] = queries.summary(row) if row else None
+            self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
+        else:
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, watch")

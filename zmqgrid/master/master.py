@@ -1,0 +1,194 @@
+"""The master daemon: owns ROUTER, PUB and PULL, runs the poll loop and group-commits once per turn."""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import zmq
+
+from ..config import Config
+from ..errors import ProtocolError, StoreError
+from ..protocol import BEACON_TOPIC, Beacon, Error, Heartbeat, decode, unpackb
+from ..store.task_store import TaskStore
+from ..transport import bind, make_socket
+from .cluster import Cluster
+from .handlers import Handlers
+from .scheduling import make_strategy
+
+logger = logging.getLogger(__name__)
+DRAIN_PER_TURN = 1000
+
+
+class Master:
+    """Run with `serve()`; `stop()` (any thread, or a signal handler) ends the loop after the current turn."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.incarnation = secrets.token_hex(6)
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.store = TaskStore(config.db_path)
+        self.ctx = zmq.Context()
+        size = config.max_message_bytes
+        self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0)
+        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size)
+        self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size)
+        try:
+            for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
+                               (self.pull, config.heartbeat_port)):
+                bind(sock, f"tcp://{config.host}:{port}")
+        except Exception:
+            self.close()
+            raise
+        self.settings = {"pub_port": config.pub_port, "heartbeat_port": config.heartbeat_port,
+                         "heartbeat_interval_s": float(config.heartbeat_interval),
+                         "device_timeout_s": float(config.device_timeout),
+                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0}
+        self.cluster = self._new_cluster()
+        self.handlers = Handlers(self.cluster, self.settings)
+        logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s", self.incarnation,
+                    self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path)
+
+    def _new_cluster(self) -> Cluster:
+        c = self.config
+        cluster = Cluster(self.store, incarnation=self.incarnation, strategy=make_strategy(c.load_balance_strategy),
+                          default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
+                          device_timeout_s=float(c.device_timeout))
+        cluster.recover(time.monotonic(), time.time())
+        self.store.commit()
+        return cluster
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        for sock in (self.router, self.pub, self.pull):
+            sock.close(0)
+        self.ctx.term()
+        self.store.close()
+
+    # ------------------------------------------------------------ the loop
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.pull, zmq.POLLIN)
+        beacon_every = min(float(self.config.heartbeat_interval), 1.0)
+        check_every = float(self.config.timeout_check_interval)
+        next_beacon = next_check = next_prune = time.monotonic()
+        self.ready.set()
+        try:
+            while not self._stop.is_set():
+                now_mono = time.monotonic()
+                wait_ms = max(0, min(next_beacon, next_check, now_mono + 0.1) - now_mono) * 1000
+                events = dict(poller.poll(wait_ms))
+                now_mono, now = time.monotonic(), time.time()
+                if self.router in events:
+                    self._drain_router(now_mono, now)
+                if self.pull in events:
+                    self._drain_pull(now_mono, now)
+                if now_mono >= next_check:
+                    next_check = now_mono + check_every
+                    self.cluster.check_liveness(now_mono, now)
+                if now_mono >= next_prune:
+                    next_prune = now_mono + 60
+                    self.store.prune_heartbeats(self.config.heartbeat_retention)
+                self.cluster.dispatch(now)
+                self._commit_and_send(now)
+                if now_mono >= next_beacon:
+                    next_beacon = now_mono + beacon_every
+                    self.pub.send_multipart([BEACON_TOPIC, *Beacon(self.incarnation, now).encode()])
+        finally:
+            logger.info("master stopping incarnation=%s", self.incarnation)
+            self.close()
+
+    def _bad(self, peer: str, error: Exception) -> None:
+        self.settings["bad_messages"] += 1
+        logger.warning("bad message from %s: %s", peer, error)
+
+    def _drain_router(self, now_mono: float, now: float) -> None:
+        recv = self.router.recv_multipart
+        for _ in range(DRAIN_PER_TURN):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity = frames[0]
+            try:
+                self.handlers.on_router(identity, decode(frames[1:]), now_mono, now)
+            except ProtocolError as e:
+                self._bad(f"router peer {identity.hex()}", e)
+                self.handlers.reply_error(identity, _req_id(frames), "bad_message", str(e))
+            except StoreError as e:
+                logger.error("ledger read failed: %s", e)
+                self.handlers.reply_error(identity, _req_id(frames), "unavailable", str(e))
+            except Exception:  # a handler bug must not stop the master; the peer still gets an answer
+                logger.exception("handler failed for peer %s", identity.hex())
+                self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
+
+    def _drain_pull(self, now_mono: float, now: float) -> None:
+        recv = self.pull.recv_multipart
+        for _ in range(DRAIN_PER_TURN):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frames)
+                if not isinstance(msg, Heartbeat):
+                    raise ProtocolError(f"{type(msg).__name__} does not belong on the heartbeat socket")
+                self.handlers.on_heartbeat(msg, now_mono, now)
+            except ProtocolError as e:
+                self._bad("heartbeat socket", e)
+            except Exception:
+                logger.exception("heartbeat handling failed")
+
+    def _commit_and_send(self, now: float) -> None:
+        acks, self.handlers.acks = self.handlers.acks, []
+        sends, self.cluster.sends = self.cluster.sends, []
+        try:
+            self.store.commit()
+        except StoreError as e:
+            # Nothing of this turn is in the ledger, so nothing of it may be acknowledged or dispatched.
+            # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
+            logger.error("%s; this turn's %d acknowledgements withheld", e, len(acks))
+            for identity, frames in acks:
+                self._send(identity, Error(_req_id([identity, *frames]), "unavailable",
+                                           f"the master could not commit: {e.message}").encode(), None, now)
+            self.cluster = self._new_cluster_safely()
+            self.handlers.cluster = self.cluster
+            return
+        for identity, frames in acks:
+            self._send(identity, frames, None, now)
+        for identity, frames, task_ids in sends:
+            self._send(identity, frames, task_ids, now)
+
+    def _new_cluster_safely(self) -> Cluster:
+        try:
+            return self._new_cluster()
+        except StoreError as e:
+            logger.error("ledger reload failed (%s); keeping the previous view", e)
+            return self.cluster
+
+    def _send(self, identity: bytes, frames: list[bytes], task_ids: list[str] | None, now: float) -> None:
+        try:
+            self.router.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            if task_ids:
+                logger.warning("dispatch to %r failed (%s); re-queueing %d tasks", identity, e.strerror, len(task_ids))
+                self.cluster.dispatch_failed(identity.decode("utf-8", "replace"), task_ids, now)
+            else:
+                logger.debug("reply to gone peer %r dropped (%s)", identity, e.strerror)
+
+
+def _req_id(frames: list[bytes]) -> int:
+    """Best-effort request id of a message that failed, so the error reply can be matched by the client."""
+    try:
+        body = unpackb(frames[2])
+        if isinstance(body, list) and body and isinstance(body[0], int) and not isinstance(body[0], bool):
+            return body[0] if 0 <= body[0] < 1 << 63 else 0
+    except Exception:  # the body is garbage: there is no id to echo
+        return 0
+    return 0

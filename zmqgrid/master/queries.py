@@ -1,0 +1,99 @@
+"""Read-only answers to client queries: status, tasks, one task, its logs, devices."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import TaskNotFound, UsageError
+from ..model import DEVICE_STATES, TASK_STATES
+from .cluster import Cluster
+
+MAX_PAGE = 1000
+STARTED = time.monotonic()
+
+
+def summary(row: dict) -> dict:
+    """What a waiting client needs about a final task (the same shape as a Finished message)."""
+    return {k: row.get(k) for k in ("id", "state", "attempt", "device_id", "exit_code", "value", "error", "reason")}
+
+
+def _int(params: dict, name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(f"{name} must be an integer {low}-{high}, got {value!r}")
+    return value
+
+
+def _resolve(cluster: Cluster, ref: Any) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise UsageError("a task id is required")
+    found = cluster.store.find_task_id(ref)
+    if not found:
+        raise TaskNotFound(f"no task {ref!r}", "list tasks with: python main.py tasks list")
+    if len(found) > 1:
+        raise UsageError(f"task id prefix {ref!r} matches several tasks ({', '.join(found[:3])}, ...)",
+                         "type more of the id")
+    return found[0]
+
+
+def devices(cluster: Cluster, now_mono: float) -> list[dict]:
+    rows = cluster.store.list_devices()
+    for row in rows:
+        live = cluster.devices.get(row["device_id"])
+        if live is not None:
+            row["state"] = live.state if live.registered or live.state == "offline" else "offline"
+            row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
+            row["in_flight"] = len(live.inflight)
+            row["credit"] = live.credit
+            row["metrics"] = live.metrics or row["metrics"]
+        else:
+            row["state"], row["seconds_since_heartbeat"], row["in_flight"], row["credit"] = "offline", None, 0, 0
+    return rows
+
+
+def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
+    tasks = dict.fromkeys(TASK_STATES, 0)
+    tasks.update(cluster.store.count_tasks_by_state())
+    device_rows = devices(cluster, now_mono)
+    by_state = dict.fromkeys(DEVICE_STATES, 0)
+    for row in device_rows:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + 1
+    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has).
+    stuck = sum(1 for e in cluster.tasks.values()
+                if e.state == "queued" and not any(cluster.can_take(d, e.spec) for d in online))
+    return {"incarnation": cluster.incarnation, "uptime_s": round(now_mono - STARTED, 1),
+            "router": settings.get("router"), "tasks": tasks, "devices": by_state,
+            "stuck_tasks": stuck, "counters": dict(cluster.counters),
+            "bad_messages": settings.get("bad_messages", 0)}
+
+
+def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings: dict) -> Any:
+    store = cluster.store
+    if what == "status":
+        return status(cluster, now_mono, settings)
+    if what == "devices":
+        return devices(cluster, now_mono)
+    if what == "tasks":
+        state = params.get("state")
+        if state is not None and state not in TASK_STATES:
+            raise UsageError(f"state {state!r} is unknown; allowed: {', '.join(TASK_STATES)}")
+        device_id = params.get("device")
+        if device_id is not None and not isinstance(device_id, str):
+            raise UsageError("device must be a device id")
+        return store.list_tasks(state, device_id, _int(params, "limit", 50, 1, MAX_PAGE),
+                                _int(params, "offset", 0, 0, 1 << 62))
+    if what == "task":
+        task = store.get_task(_resolve(cluster, params.get("id")))
+        assert task is not None
+        return task
+    if what == "logs":
+        task_id = _resolve(cluster, params.get("id"))
+        attempt = params.get("attempt")
+        if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
+            raise UsageError(f"attempt must be an integer, got {attempt!r}")
+        out = store.get_output(task_id, attempt)
+        entry = cluster.tasks.get(task_id)
+        out["state"] = entry.state if entry else store.get_task(task_id)["state"]
+        return out
+    raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs")

@@ -1,0 +1,143 @@
+"""Vocabulary shared by every layer: task and device states, task kinds, and task spec validation."""
+from __future__ import annotations
+
+import re
+import secrets
+from enum import Enum
+from typing import Any
+
+from .errors import ProtocolError
+
+
+class TaskState(str, Enum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    QUARANTINED = "quarantined"
+
+
+class DeviceState(str, Enum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+    PENDING = "pending"
+
+
+FINAL_STATES = frozenset({"done", "failed", "timed_out", "cancelled", "quarantined"})
+ACTIVE_STATES = frozenset({"assigned", "running"})
+TASK_STATES = tuple(s.value for s in TaskState)
+DEVICE_STATES = tuple(s.value for s in DeviceState)
+# What a worker may report as the end of an attempt.
+ATTEMPT_OUTCOMES = frozenset({"done", "failed", "timed_out", "cancelled"})
+
+TASK_KINDS = ("shell", "script", "python")
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_FUNC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+MAX_SCRIPT_BYTES = 1 << 20
+
+
+def new_task_id() -> str:
+    """A 16-hex-digit random id: short enough to type, 64 bits so collisions do not happen in practice."""
+    return secrets.token_hex(8)
+
+
+def is_valid_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_ID_RE.match(value))
+
+
+def _expect(spec: dict, key: str, types: tuple, what: str, required: bool = False) -> Any:
+    value = spec.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError(f"task field '{key}' is required ({what})")
+        return None
+    if isinstance(value, bool) and bool not in types:
+        raise ProtocolError(f"task field '{key}' must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise ProtocolError(f"task field '{key}' must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _str_list(spec: dict, key: str) -> list[str]:
+    value = _expect(spec, key, (list, tuple), "a list of strings") or []
+    if not all(isinstance(v, str) for v in value):
+        raise ProtocolError(f"task field '{key}' must be a list of strings")
+    return list(value)
+
+
+def _env(spec: dict) -> dict[str, str] | None:
+    env = _expect(spec, "env", (dict,), "an object of string values")
+    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ProtocolError("task field 'env' must map strings to strings")
+    return env
+
+
+def validate_task_spec(spec: Any) -> dict:
+    """Check one submitted task and return it normalised (defaults filled, unknown keys dropped).
+
+    Raises ProtocolError naming the field, the bad value and what is allowed.
+    """
+    if not isinstance(spec, dict):
+        raise ProtocolError(f"a task must be an object, got {type(spec).__name__}")
+    task_id = spec.get("id") or new_task_id()
+    if not is_valid_id(task_id):
+        raise ProtocolError(f"task id {task_id!r} is not allowed; use 1-64 of A-Z a-z 0-9 _ . : -")
+    kind = spec.get("kind")
+    if kind not in TASK_KINDS:
+        raise ProtocolError(f"task kind {kind!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
+    out: dict[str, Any] = {"id": task_id, "kind": kind}
+    if kind == "shell":
+        command = _expect(spec, "command", (str, list, tuple), "a string or a list of strings", True)
+        if isinstance(command, (list, tuple)) and not (command and all(isinstance(c, str) for c in command)):
+            raise ProtocolError("task field 'command' as a list must hold at least one string, all strings")
+        if isinstance(command, str) and not command.strip():
+            raise ProtocolError("task field 'command' is empty")
+        out["command"] = command if isinstance(command, str) else list(command)
+    elif kind == "script":
+        out["source"] = _expect(spec, "source", (str,), "the script's text", True)
+        if len(out["source"].encode()) > MAX_SCRIPT_BYTES:
+            raise ProtocolError(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
+        out["filename"] = _expect(spec, "filename", (str,), "a file name") or "script.py"
+        out["args"] = _str_list(spec, "args")
+    else:
+        function = _expect(spec, "function", (str,), "'module:function'", True)
+        if not _FUNC_RE.match(function):
+            raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
+        out["function"] = function
+        out["args"] = list(_expect(spec, "args", (list, tuple), "a list") or [])
+        out["kwargs"] = _expect(spec, "kwargs", (dict,), "an object") or {}
+        if not all(isinstance(k, str) for k in out["kwargs"]):
+            raise ProtocolError("task field 'kwargs' must have string keys")
+    if kind != "python":
+        out["cwd"] = _expect(spec, "cwd", (str,), "a directory path")
+        out["env"] = _env(spec)
+    out["priority"] = _expect(spec, "priority", (int,), "an integer") or 0
+    timeout = _expect(spec, "timeout", (int, float), "a number of seconds")
+    if timeout is not None and timeout <= 0:
+        raise ProtocolError(f"task field 'timeout' must be > 0 seconds, got {timeout!r}")
+    out["timeout"] = timeout
+    retries = _expect(spec, "retries", (int,), "an integer >= 0")
+    if retries is not None and retries < 0:
+        raise ProtocolError(f"task field 'retries' must be >= 0, got {retries!r}")
+    out["retries"] = retries
+    out["tags"] = _str_list(spec, "tags")
+    out["device"] = _expect(spec, "device", (str,), "a device id")
+    out["name"] = _expect(spec, "name", (str,), "a label") or describe_spec(out)
+    return out
+
+
+def describe_spec(spec: dict) -> str:
+    """A short human label for a task: its command, script name or function."""
+    kind = spec.get("kind")
+    if kind == "shell":
+        command = spec.get("command")
+        text = command if isinstance(command, str) else " ".join(command or [])
+    elif kind == "script":
+        text = " ".join([spec.get("filename") or "script.py", *spec.get("args", [])])
+    else:
+        text = spec.get("function") or ""
+    return text if len(text) <= 120 else text[:117] + "..."

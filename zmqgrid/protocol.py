@@ -1,0 +1,252 @@
+"""Wire messages: one frozen dataclass per kind, each encoded as [header, msgpack body].
+
+The header is two bytes, protocol version then kind letter. The body is a msgpack array of the
+fields in declaration order (arrays, not maps: smaller and faster). Every decoding or validation
+failure becomes one ProtocolError whose text names what was wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from .errors import ProtocolError
+
+VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# Field type tags used by validation (kept as plain tuples: isinstance is the hot path).
+STR, INT, NUM, BOOL, LIST, DICT, ANY = (str,), (int,), (int, float), (bool,), (list,), (dict,), None
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def packb(obj: Any) -> bytes:
+    return _packer.pack(obj)
+
+
+def unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+
+
+class Message:
+    """Base of all wire messages. Subclasses are frozen dataclasses with KIND and TYPES."""
+
+    KIND: ClassVar[bytes]
+    TYPES: ClassVar[tuple]  # one type tag per field, in order; None = any msgpack value
+    NULLABLE: ClassVar[frozenset] = frozenset()
+    _header: ClassVar[bytes]
+    _names: ClassVar[tuple]
+    _required: ClassVar[int]
+
+    def encode(self) -> list[bytes]:
+        return [self._header, packb([getattr(self, n) for n in self._names])]
+
+    @classmethod
+    def from_body(cls, body: bytes) -> "Message":
+        try:
+            values = unpackb(body)
+        except Exception as e:
+            raise ProtocolError(f"{cls.__name__}: body is not valid msgpack ({type(e).__name__})") from e
+        if not isinstance(values, list):
+            raise ProtocolError(f"{cls.__name__}: body must be an array, got {type(values).__name__}")
+        if not cls._required <= len(values) <= len(cls._names):
+            raise ProtocolError(f"{cls.__name__}: expected {cls._required}..{len(cls._names)} fields, got {len(values)}")
+        for name, types, value in zip(cls._names, cls.TYPES, values):
+            if types is None or (value is None and name in cls.NULLABLE):
+                continue
+            if not isinstance(value, types) or (isinstance(value, bool) and types is not BOOL):
+                raise ProtocolError(f"{cls.__name__}.{name}: expected {'/'.join(t.__name__ for t in types)}, "
+                                    f"got {type(value).__name__}")
+        return cls(*values)
+
+
+KINDS: dict[int, type[Message]] = {}
+
+
+def message(kind: str):
+    """Class decorator: register a frozen dataclass as the message of wire kind `kind`."""
+
+    def wrap(cls):
+        cls = dataclass(frozen=True, slots=True)(cls)
+        fields = dataclasses.fields(cls)
+        assert len(fields) == len(cls.TYPES), cls
+        cls.KIND = kind.encode()
+        cls._header = bytes([VERSION, ord(kind)])
+        cls._names = tuple(f.name for f in fields)
+        cls._required = sum(1 for f in fields if f.default is dataclasses.MISSING
+                            and f.default_factory is dataclasses.MISSING)
+        assert ord(kind) not in KINDS, kind
+        KINDS[ord(kind)] = cls
+        return cls
+
+    return wrap
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Decode [header, body] (the ROUTER identity already removed) into its message dataclass."""
+    if len(frames) != 2:
+        raise ProtocolError(f"expected 2 frames (header, body), got {len(frames)}")
+    header, body = frames
+    if len(header) != 2:
+        raise ProtocolError(f"header must be 2 bytes, got {len(header)}")
+    if header[0] != VERSION:
+        raise ProtocolError(f"protocol version {header[0]} is not supported; this side speaks {VERSION}")
+    cls = KINDS.get(header[1])
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {header[1:2]!r}")
+    return cls.from_body(body)
+
+
+# ---------------------------------------------------------------- worker <-> master (ROUTER/DEALER)
+
+@message("R")
+class Register(Message):
+    """Worker -> master: who I am, what I can do, what I am running and what waits in my outbox."""
+    TYPES = (STR, STR, STR, STR, STR, STR, LIST, INT, INT, LIST, LIST, INT, STR)
+    device_id: str
+    name: str
+    hostname: str
+    os: str
+    python_version: str
+    python_executable: str
+    tags: list
+    concurrency: int
+    credit: int
+    running: list          # [[task_id, attempt], ...]
+    outbox: list           # [[task_id, attempt], ...]
+    pid: int
+    version: str = ""
+
+
+@message("r")
+class RegisterAck(Message):
+    """Master -> worker: accepted; the other ports, the timing to use, and tasks to stop."""
+    TYPES = (STR, INT, INT, NUM, NUM, LIST)
+    incarnation: str
+    pub_port: int
+    heartbeat_port: int
+    heartbeat_interval_s: float
+    device_timeout_s: float
+    cancel: list = field(default_factory=list)   # [[task_id, attempt], ...] the master no longer gives this worker
+
+
+@message("C")
+class Credit(Message):
+    """Worker -> master: `slots` more tasks may be sent (additive, so it never races with dispatch)."""
+    TYPES = (INT,)
+    slots: int
+
+
+@message("T")
+class Tasks(Message):
+    """Master -> worker: tasks to run, each a spec dict plus 'attempt'. Never more than the worker's credit."""
+    TYPES = (LIST,)
+    tasks: list
+
+
+@message("D")
+class Results(Message):
+    """Worker -> master: finished attempts (dicts, see docs/architecture.md) plus credit freed by them."""
+    TYPES = (LIST, INT)
+    results: list
+    credit: int = 0
+
+
+@message("d")
+class ResultAck(Message):
+    """Master -> worker: these [task_id, attempt] are committed (or known stale); drop them from the outbox."""
+    TYPES = (LIST,)
+    keys: list
+
+
+@message("K")
+class Kill(Message):
+    """Master -> worker: stop these attempts ([task_id, attempt]); the worker reports them as cancelled."""
+    TYPES = (LIST, STR)
+    keys: list
+    reason: str = "cancelled"
+
+
+# ---------------------------------------------------------------- heartbeat (PUSH -> PULL), beacon (PUB)
+
+@message("H")
+class Heartbeat(Message):
+    """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
+    TYPES = (STR, STR, INT, LIST, LIST, DICT, NUM)
+    device_id: str
+    incarnation: str       # the master incarnation this worker registered with ("" if none yet)
+    seq: int
+    running: list          # [[task_id, attempt], ...] executing now
+    held: list             # [[task_id, attempt], ...] received, waiting for a free slot
+    metrics: dict
+    sent_at: float         # the worker's wall clock: shown, never used for liveness
+
+
+@message("B")
+class Beacon(Message):
+    """Master -> all over PUB (topic b'beacon'): I am alive, and this is my incarnation."""
+    TYPES = (STR, NUM)
+    incarnation: str
+    sent_at: float
+
+
+BEACON_TOPIC = b"beacon"
+
+# ---------------------------------------------------------------- client <-> master (DEALER/ROUTER)
+
+
+@message("S")
+class Submit(Message):
+    """Client -> master: tasks to queue. Acknowledged (Reply with the ids) only after they are committed."""
+    TYPES = (INT, LIST, BOOL)
+    req_id: int
+    tasks: list
+    notify: bool = False   # also send Finished to this client when each task ends
+
+
+@message("Q")
+class Query(Message):
+    """Client -> master: read-only request ('status', 'tasks', 'task', 'logs', 'devices')."""
+    TYPES = (INT, STR, DICT)
+    req_id: int
+    what: str
+    params: dict = field(default_factory=dict)
+
+
+@message("X")
+class Control(Message):
+    """Client -> master: a state-changing request ('cancel', 'watch')."""
+    TYPES = (INT, STR, DICT)
+    req_id: int
+    action: str
+    params: dict = field(default_factory=dict)
+
+
+@message("A")
+class Reply(Message):
+    """Master -> client: the answer to request `req_id`."""
+    TYPES = (INT, ANY)
+    req_id: int
+    data: Any = None
+
+
+@message("E")
+class Error(Message):
+    """Master -> any peer: the request failed; `code` is a stable word, `message` a sentence for a person."""
+    TYPES = (INT, STR, STR)
+    req_id: int            # 0 when the request could not be read far enough to know it
+    code: str
+    message: str
+
+
+@message("F")
+class Finished(Message):
+    """Master -> the client that submitted with notify (or watches): a task reached a final state."""
+    TYPES = (DICT,)
+    task: dict
+
+
+ERROR_CODES = ("bad_message", "bad_request", "not_found", "not_registered", "too_large", "unavailable")

@@ -1,0 +1,96 @@
+"""Standalone mode: a master in this process plus N local worker processes on loopback, same code and sockets."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .config import Config
+from .master.master import Master
+
+logger = logging.getLogger(__name__)
+
+
+class Standalone:
+    """Start with `start()`, stop with `stop()`; `stop()` ends the workers (by PID) before the master."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.master: Master | None = None
+        self.thread: threading.Thread | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    def worker_command(self, index: int) -> list[str]:
+        c = self.config
+        device_id = f"{c.device_id or 'local'}-{index}"
+        cmd = [sys.executable, "-m", "zmqgrid", "distribute", "--mode", "worker", "--master", c.master_url,
+               "--device-id", device_id, "--concurrency", str(c.concurrent_tasks), "--parent-pid", str(os.getpid()),
+               "--log-level", c.log_level]
+        if c.log_file:
+            log = Path(c.log_file)
+            cmd += ["--log-file", str(log.with_name(f"{log.stem}-{device_id}{log.suffix}"))]
+        for tag in c.tags:
+            cmd += ["--tag", tag]
+        return cmd
+
+    def start(self) -> None:
+        self.master = Master(self.config)
+        self.thread = threading.Thread(target=self.master.serve, name="master", daemon=True)
+        self.thread.start()
+        self.master.ready.wait(10)
+        env = dict(os.environ, ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
+                   ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
+                   ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
+                   ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch))
+        for i in range(1, self.config.workers + 1):
+            # exec, not fork: the master's ZeroMQ context must not cross into a child. Own session, so the
+            # terminal's Ctrl-C reaches only us and we stop the workers in order.
+            self.workers.append(subprocess.Popen(self.worker_command(i), env=env, start_new_session=True,
+                                                 stdin=subprocess.DEVNULL))
+        logger.info("standalone: master on %s, %d worker processes %s", self.config.master_url, len(self.workers),
+                    [p.pid for p in self.workers])
+
+    def stop(self, grace_s: float = 8.0) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.workers:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("worker pid=%d did not stop in %.0fs; killing its process tree", proc.pid, grace_s)
+                kill_tree(proc.pid)
+                proc.wait(5)
+        if self.master is not None:
+            self.master.stop()
+        if self.thread is not None:
+            self.thread.join(10)
+
+    def alive_workers(self) -> int:
+        return sum(1 for p in self.workers if p.poll() is None)
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
+def with_workers(config: Config, workers: int) -> Config:
+    return dataclasses.replace(config, workers=workers)

@@ -1,0 +1,90 @@
+"""The ledger's schema, created and migrated by sqlite-utils Migrations; opening checks the file first."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from ..errors import StoreError
+
+migrations = Migrations("zmqgrid")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["tasks"].create({
+        "id": str, "kind": str, "name": str, "state": str, "priority": int, "attempt": int,
+        "retries": int, "timeout_s": float, "tags": str, "device_req": str, "device_id": str,
+        "spec": bytes, "created_at": float, "updated_at": float, "started_at": float,
+        "finished_at": float, "exit_code": int, "value": bytes, "error": str, "reason": str,
+    }, pk="id", not_null={"kind", "state", "priority", "attempt"})
+    db["tasks"].create_index(["state", "priority"])
+    db["tasks"].create_index(["device_id"])
+    db["attempts"].create({
+        "task_id": str, "attempt": int, "device_id": str, "state": str, "assigned_at": float,
+        "started_at": float, "finished_at": float, "exit_code": int, "error": str, "stale": int,
+    }, pk=("task_id", "attempt"), not_null={"state"})
+    db["attempts"].create_index(["device_id"])
+    db["task_output"].create({
+        "task_id": str, "attempt": int, "stream": str, "data": str,
+    }, pk=("task_id", "attempt", "stream"))
+    db["devices"].create({
+        "device_id": str, "name": str, "hostname": str, "os": str, "python_version": str,
+        "python_executable": str, "tags": str, "concurrency": int, "state": str, "pid": int,
+        "version": str, "registered_at": float, "last_seen_at": float, "metrics": str, "running": int,
+    }, pk="device_id")
+    db["heartbeats"].create({
+        "device_id": str, "at": float, "cpu_percent": float, "memory_percent": float,
+        "disk_percent": float, "load_1m": float, "running": int,
+    })
+    db["heartbeats"].create_index(["device_id", "at"])
+
+
+def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
+    """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
+    path = Path(path)
+    if path.exists():
+        _check_existing(path)
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the directory for database {path}: {e.strerror}",
+                             "choose a writable --db path") from e
+    try:
+        # Built in one thread and served from another (standalone's master thread); never shared at once.
+        db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
+        db.enable_wal()
+        # NORMAL with WAL: a commit survives a process crash; only a power cut can lose the last ones.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        migrations.apply(db)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot open database {path}: {e}", "check the file and its permissions") from e
+    return db
+
+
+def _check_existing(path: Path) -> None:
+    """Read-only checks, so a bad file is reported and left exactly as it was."""
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"database {path} is not readable and writable by this user",
+                         "fix its permissions or choose another --db")
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise StoreError(f"database {path} is not an SQLite file", "point --db at a zmqgrid database or a new path")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"database {path} is corrupt or unreadable: {e}",
+                         "restore it from a backup or choose another --db") from e
+    if ok != "ok":
+        raise StoreError(f"database {path} failed its integrity check: {ok}",
+                         "restore it from a backup or choose another --db")

@@ -1,0 +1,234 @@
+"""TaskStore: every read and write of the ledger. Writes are queued and group-committed once per loop turn."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from ..errors import StoreError
+from ..protocol import packb, unpackb
+from .schema import open_database
+
+TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, tags, device_req, device_id, "
+                "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason")
+_INSERT_TASK = ("INSERT OR IGNORE INTO tasks (id, kind, name, state, priority, attempt, retries, timeout_s, tags, "
+                "device_req, spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)")
+_ASSIGN_TASK = "UPDATE tasks SET state='assigned', attempt=?, device_id=?, updated_at=? WHERE id=?"
+_INSERT_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, stale) "
+                   "VALUES (?, ?, ?, 'assigned', ?, 0)")
+_RUNNING_TASK = "UPDATE tasks SET state='running', started_at=?, updated_at=? WHERE id=? AND attempt=?"
+_RUNNING_ATTEMPT = "UPDATE attempts SET state='running', started_at=? WHERE task_id=? AND attempt=?"
+_END_ATTEMPT = ("UPDATE attempts SET state=?, started_at=coalesce(started_at, ?), finished_at=?, exit_code=?, "
+                "error=? WHERE task_id=? AND attempt=?")
+_STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?), "
+                  "error=coalesce(error, ?) WHERE task_id=? AND attempt=?")
+_FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
+                "exit_code=?, value=?, error=?, reason=? WHERE id=?")
+_REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=? WHERE id=?"
+_OUTPUT = "INSERT OR REPLACE INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
+_UPSERT_DEVICE = (
+    "INSERT INTO devices (device_id, name, hostname, os, python_version, python_executable, tags, concurrency, "
+    "state, pid, version, registered_at, last_seen_at, running) VALUES (?,?,?,?,?,?,?,?,'online',?,?,?,?,?) "
+    "ON CONFLICT(device_id) DO UPDATE SET name=excluded.name, hostname=excluded.hostname, os=excluded.os, "
+    "python_version=excluded.python_version, python_executable=excluded.python_executable, tags=excluded.tags, "
+    "concurrency=excluded.concurrency, state='online', pid=excluded.pid, version=excluded.version, "
+    "registered_at=excluded.registered_at, last_seen_at=excluded.last_seen_at, running=excluded.running")
+_DEVICE_SEEN = "UPDATE devices SET last_seen_at=?, metrics=?, running=? WHERE device_id=?"
+_DEVICE_STATE = "UPDATE devices SET state=? WHERE device_id=?"
+_SAMPLE = ("INSERT INTO heartbeats (device_id, at, cpu_percent, memory_percent, disk_percent, load_1m, running) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+class TaskStore:
+    """The ledger. Mutations are buffered by `stage()` and written by `commit()` in one transaction."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.db: sqlite_utils.Database = open_database(path)
+        self._ops: list[tuple[str, tuple]] = []
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------ staged writes (hot path)
+
+    def stage(self, sql: str, params: tuple) -> None:
+        self._ops.append((sql, params))
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._ops)
+
+    def commit(self) -> int:
+        """Write every staged change in one transaction; on failure nothing is written and StoreError is raised."""
+        ops, self._ops = self._ops, []
+        if not ops:
+            return 0
+        conn = self.db.conn
+        try:
+            with self.db.atomic():
+                # Consecutive statements of the same shape go through one executemany; order is kept.
+                start = 0
+                for i in range(1, len(ops) + 1):
+                    if i == len(ops) or ops[i][0] != ops[start][0]:
+                        if i - start == 1:
+                            conn.execute(*ops[start])
+                        else:
+                            conn.executemany(ops[start][0], [p for _, p in ops[start:i]])
+                        start = i
+        except Exception as e:
+            raise StoreError(f"commit of {len(ops)} changes failed: {e}", "check disk space and the database file") from e
+        return len(ops)
+
+    def insert_task(self, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
+        self.stage(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
+                                  _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec), now, now))
+
+    def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
+        self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
+        self.stage(_INSERT_ATTEMPT, (task_id, attempt, device_id, now))
+
+    def mark_running(self, task_id: str, attempt: int, now: float) -> None:
+        self.stage(_RUNNING_TASK, (now, now, task_id, attempt))
+        self.stage(_RUNNING_ATTEMPT, (now, task_id, attempt))
+
+    def end_attempt(self, task_id: str, attempt: int, state: str, now: float, *, started_at: float | None = None,
+                    exit_code: int | None = None, error: Any = None, stdout: str = "", stderr: str = "") -> None:
+        self.stage(_END_ATTEMPT, (state, started_at, now, exit_code, _json(error), task_id, attempt))
+        if stdout:
+            self.stage(_OUTPUT, (task_id, attempt, "stdout", stdout))
+        if stderr:
+            self.stage(_OUTPUT, (task_id, attempt, "stderr", stderr))
+
+    def record_stale(self, task_id: str, attempt: int, exit_code: int | None, error: Any) -> None:
+        self.stage(_STALE_ATTEMPT, (exit_code, _json(error), task_id, attempt))
+
+    def finish_task(self, task_id: str, state: str, now: float, *, started_at: float | None = None,
+                    exit_code: int | None = None, value: Any = None, error: Any = None, reason: str | None = None) -> None:
+        self.stage(_FINISH_TASK, (state, started_at, now, now, exit_code,
+                                  None if value is None else packb(value), _json(error), reason, task_id))
+
+    def requeue_task(self, task_id: str, reason: str, now: float) -> None:
+        self.stage(_REQUEUE_TASK, (now, reason, task_id))
+
+    def upsert_device(self, info: dict, now: float, running: int) -> None:
+        self.stage(_UPSERT_DEVICE, (info["device_id"], info["name"], info["hostname"], info["os"],
+                                    info["python_version"], info["python_executable"], _json(info["tags"]),
+                                    info["concurrency"], info["pid"], info["version"], now, now, running))
+
+    def device_seen(self, device_id: str, now: float, metrics: dict | None, running: int) -> None:
+        self.stage(_DEVICE_SEEN, (now, _json(metrics), running, device_id))
+
+    def set_device_state(self, device_id: str, state: str) -> None:
+        self.stage(_DEVICE_STATE, (state, device_id))
+
+    def sample_heartbeat(self, device_id: str, now: float, metrics: dict, running: int) -> None:
+        self.stage(_SAMPLE, (device_id, now, metrics.get("cpu_percent"), metrics.get("memory_percent"),
+                             metrics.get("disk_percent"), metrics.get("load_1m"), running))
+
+    def prune_heartbeats(self, keep_per_device: int) -> None:
+        self.stage("DELETE FROM heartbeats WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
+                   "(PARTITION BY device_id ORDER BY at DESC) AS n FROM heartbeats) WHERE n > ?)", (keep_per_device,))
+
+    # ------------------------------------------------------------ reads
+
+    def load_unfinished(self) -> Iterable[dict]:
+        """Queued, assigned and running tasks in submit order, with their spec: what a restart must resume."""
+        for row in self.db.query("SELECT id, state, priority, attempt, retries, timeout_s, device_id, spec "
+                                 "FROM tasks WHERE state IN ('queued', 'assigned', 'running') ORDER BY rowid"):
+            row["spec"] = unpackb(row["spec"])
+            yield row
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", chunk))
+        return found
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT state, count(*) FROM tasks GROUP BY state")}
+
+    def list_tasks(self, state: str | None = None, device_id: str | None = None, limit: int = 50,
+                   offset: int = 0) -> list[dict]:
+        where, params = [], []
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if device_id:
+            where.append("device_id = ?")
+            params.append(device_id)
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
+        return [self._task_row(r) for r in self.db.query(sql, params + [limit, offset])]
+
+    def find_task_id(self, ref: str) -> list[str]:
+        """Ids equal to `ref`, else ids starting with it (so a person may type a unique prefix)."""
+        if self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [ref]).fetchone():
+            return [ref]
+        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return [r[0] for r in self.db.execute("SELECT id FROM tasks WHERE id LIKE ? ESCAPE '\\' LIMIT 5",
+                                               [escaped + "%"])]
+
+    def get_task(self, task_id: str) -> dict | None:
+        rows = list(self.db.query(f"SELECT {TASK_COLUMNS}, spec FROM tasks WHERE id = ?", [task_id]))
+        if not rows:
+            return None
+        task = self._task_row(rows[0])
+        spec = unpackb(rows[0]["spec"])
+        spec.pop("source", None)  # the script text can be large; `tasks show` names the file
+        task["spec"] = spec
+        task["attempts"] = [dict(r, error=json.loads(r["error"]) if r["error"] else None) for r in self.db.query(
+            "SELECT attempt, device_id, state, assigned_at, started_at, finished_at, exit_code, error, stale "
+            "FROM attempts WHERE task_id = ? ORDER BY attempt", [task_id])]
+        return task
+
+    def get_output(self, task_id: str, attempt: int | None = None) -> dict:
+        if attempt is None:
+            row = self.db.execute("SELECT max(attempt) FROM task_output WHERE task_id = ?", [task_id]).fetchone()
+            attempt = row[0] if row and row[0] is not None else 0
+        out = {"task_id": task_id, "attempt": attempt, "stdout": "", "stderr": ""}
+        for stream, data in self.db.execute("SELECT stream, data FROM task_output WHERE task_id = ? AND attempt = ?",
+                                            [task_id, attempt]):
+            out[stream] = data
+        return out
+
+    def list_devices(self) -> list[dict]:
+        rows = []
+        for r in self.db.query("SELECT * FROM devices ORDER BY device_id"):
+            r["tags"] = json.loads(r["tags"]) if r["tags"] else []
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else {}
+            rows.append(r)
+        return rows
+
+    def device_ids_with_state(self, state: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT device_id FROM devices WHERE state = ?", [state])]
+
+    @staticmethod
+    def _task_row(row: dict) -> dict:
+        row = dict(row)
+        row["tags"] = json.loads(row["tags"]) if row.get("tags") else []
+        row["value"] = unpackb(row["value"]) if row.get("value") is not None else None
+        row["error"] = json.loads(row["error"]) if row.get("error") else None
+        return row
+
+
+def checked(fn):
+    """Turn an sqlite error raised by a read into StoreError (reads happen outside commit())."""
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as e:  # sqlite3.Error and decoding errors of a damaged row
+            raise StoreError(f"ledger read failed: {e}", "check the database file") from e
+    return wrapper

@@ -1,0 +1,40 @@
+"""The one place that creates ZeroMQ sockets and sets their options."""
+from __future__ import annotations
+
+import zmq
+
+from .errors import UsageError
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                linger_ms: int = 0, identity: bytes | None = None, sndhwm: int | None = None,
+                rcvhwm: int | None = None) -> zmq.Socket:
+    """A socket with the options every zmqgrid socket needs (LINGER, MAXMSGSIZE) plus those of its role."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    if sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if kind == zmq.ROUTER:
+        # A send to a vanished peer must raise (so dispatch re-queues), and a worker that reconnects
+        # with its identity must take over the stale pipe instead of being refused.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    elif kind == zmq.PUSH:
+        # Heartbeats are only useful fresh: never queue them for a master that is not there.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    return sock
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind, turning the common failure (port taken) into a sentence."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise UsageError(f"cannot bind {endpoint}: {e.strerror}",
+                         "choose another --port or stop what is using it") from e

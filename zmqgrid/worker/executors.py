@@ -1,0 +1,365 @@
+"""Runs one task attempt: shell and script tasks as a process in its own session, python tasks in the pool."""
+from __future__ import annotations
+
+import codecs
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from .proctree import kill_tree
+from .pypool import CallOutcome, CappedBuffer, PythonPool
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, str], None]
+"""Called with ("stdout" | "stderr", text) as output arrives, from a reader thread."""
+
+_POSIX = os.name == "posix"
+_EXIT_WAIT_S = 2.0  # how long to wait for a process that was just SIGKILLed, or for its pipes to close
+
+
+def _error(kind: str, message: str, tb: str = "") -> dict:
+    return {"type": kind, "message": message, "traceback": tb}
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"exited with code {code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return f"exited with code {code} (killed by signal {-code})"
+    return f"exited with code {code}"
+
+
+class Run:
+    """One attempt of one task. `wait()` runs it to the end in the calling thread; `kill()` stops it."""
+
+    def __init__(self, executor: Executor, task: dict, on_output: OutputCallback | None) -> None:
+        self.task_id: str = task["id"]
+        self.attempt: int = int(task.get("attempt") or 1)
+        self._executor = executor
+        self._task = task
+        self._on_output = on_output
+        timeout = task.get("timeout")
+        self._timeout_s: float | None = executor.default_timeout_s if timeout is None else float(timeout)
+        self._lock = threading.Lock()
+        self._wait_lock = threading.Lock()
+        self._kill_reason: str | None = None
+        self._wake = threading.Event()
+        self._in_wait = False
+        self._done = threading.Event()
+        self._result: dict | None = None
+        self._out = CappedBuffer("stdout", executor.max_output_bytes)
+        self._err = CappedBuffer("stderr", executor.max_output_bytes)
+        self._started_at = time.time()
+        self._t0 = time.monotonic()
+
+    def kill(self, reason: str = "cancelled") -> None:
+        """Stop the attempt (state "cancelled"); safe from any thread, at any time, more than once."""
+        with self._lock:
+            if self._kill_reason is not None or self._done.is_set():
+                return
+            self._kill_reason = reason
+            self._wake.set()
+            self._on_kill()
+
+    def wait(self) -> dict:
+        """Run the attempt to its end and return the result dict; later calls return the same dict."""
+        with self._wait_lock:
+            if self._result is None:
+                self._in_wait = True
+                self._started_at, self._t0 = time.time(), time.monotonic()
+                try:
+                    if self._kill_reason is not None:
+                        self._result = self._cancelled()
+                    else:
+                        self._result = self._execute()
+                except Exception as e:
+                    logger.exception("executor failed task=%s attempt=%d", self.task_id, self.attempt)
+                    self._result = self._make("failed", error=_error("ExecutorError", f"{type(e).__name__}: {e}"))
+                finally:
+                    with self._lock:
+                        self._done.set()
+                        self._cleanup()
+                    self._executor._forget(self)
+            return self._result
+
+    # -- for subclasses ---------------------------------------------------------------------
+
+    def _execute(self) -> dict:
+        return self._make("failed", error=_error("StartError", f"unknown task kind {self._task.get('kind')!r}"))
+
+    def _on_kill(self) -> None:
+        """Called under the lock when kill() is first called."""
+
+    def _cleanup(self) -> None:
+        """Called under the lock once the attempt ended."""
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout_s is None else self._t0 + self._timeout_s
+
+    def _emit(self, stream: str, text: str) -> None:
+        if self._on_output is None or not text:
+            return
+        try:
+            self._on_output(stream, text)
+        except Exception:
+            logger.exception("output callback failed task=%s", self.task_id)
+
+    def _make(self, state: str, *, exit_code: int | None = None, value: Any = None,
+              error: dict | None = None) -> dict:
+        return {"id": self.task_id, "attempt": self.attempt, "state": state, "exit_code": exit_code,
+                "value": value, "error": error, "stdout": self._out.text(), "stderr": self._err.text(),
+                "started_at": self._started_at, "finished_at": time.time(),
+                "duration_s": time.monotonic() - self._t0}
+
+    def _cancelled(self, exit_code: int | None = None) -> dict:
+        reason = self._kill_reason or "cancelled"
+        return self._make("cancelled", exit_code=exit_code, error=_error("Cancelled", f"cancelled: {reason}"))
+
+    def _timed_out(self, exit_code: int | None = None) -> dict:
+        return self._make("timed_out", exit_code=exit_code,
+                          error=_error("Timeout", f"exceeded timeout of {self._timeout_s:g} s"))
+
+
+class _ProcessRun(Run):
+    """A shell command or argv, run as the leader of its own session/process group.
+
+    The attempt ends when the process exits and its pipes close. Background children that keep
+    the pipes open longer than the kill grace period after the leader exited are killed with the
+    rest of the group, so no task can hold a worker slot (or a reader thread) forever.
+    """
+
+    def _argv(self) -> tuple[str | list[str], bool]:
+        command = self._task["command"]
+        return (command, True) if isinstance(command, str) else (list(command), False)
+
+    def _env(self) -> dict[str, str] | None:
+        env = self._task.get("env")
+        return {**os.environ, **env} if env else None
+
+    def _execute(self) -> dict:
+        argv, shell = self._argv()
+        return self._run_process(argv, shell, self._env())
+
+    def _run_process(self, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
+        grace_s = self._executor.kill_grace_s
+        options: dict[str, Any] = {"start_new_session": True} if _POSIX else {
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+        try:
+            proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, **options)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            return self._make("failed", error=_error("StartError", str(e)))
+        assert proc.stdout is not None and proc.stderr is not None
+        exited = threading.Event()
+        threads = [threading.Thread(target=self._pump, args=(proc.stdout, self._out), daemon=True,
+                                    name=f"zmqgrid-out-{self.task_id}"),
+                   threading.Thread(target=self._pump, args=(proc.stderr, self._err), daemon=True,
+                                    name=f"zmqgrid-err-{self.task_id}")]
+        watcher = threading.Thread(target=self._watch_exit, args=(proc, exited), daemon=True,
+                                   name=f"zmqgrid-exit-{self.task_id}")
+        for thread in (*threads, watcher):
+            thread.start()
+        state = self._wait_for_end(exited)
+        if state is not None:
+            kill_tree(proc.pid, grace_s=grace_s, own_session=True)
+        else:
+            pipes_deadline = time.monotonic() + grace_s
+            for thread in threads:
+                thread.join(timeout=max(0.0, pipes_deadline - time.monotonic()))
+            if any(t.is_alive() for t in threads):
+                logger.info("task=%s exited but its children hold the output open; killing them", self.task_id)
+                kill_tree(proc.pid, grace_s=grace_s, own_session=True)
+        # Reaped only now: until here the zombie leader keeps its pid (= group id) from being reused.
+        code = proc.wait()
+        watcher.join(timeout=_EXIT_WAIT_S)
+        for thread in threads:
+            thread.join(timeout=_EXIT_WAIT_S)
+        if any(t.is_alive() for t in threads):
+            logger.warning("task=%s: a process outside its group still holds its output pipe", self.task_id)
+        else:
+            proc.stdout.close()
+            proc.stderr.close()
+        if state == "cancelled":
+            return self._cancelled(code)
+        if state == "timed_out":
+            return self._timed_out(code)
+        if code == 0:
+            return self._make("done", exit_code=0)
+        return self._make("failed", exit_code=code, error=_error("ExitCode", _describe_exit(code)))
+
+    def _wait_for_end(self, exited: threading.Event) -> str | None:
+        """None when the process exited by itself, else "cancelled" or "timed_out"."""
+        deadline = self._deadline()
+        while True:
+            if exited.is_set():
+                return None
+            if self._kill_reason is not None:
+                return "cancelled"
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return "timed_out"
+            self._wake.wait(remaining)
+
+    def _watch_exit(self, proc: subprocess.Popen, exited: threading.Event) -> None:
+        try:
+            if _POSIX and hasattr(os, "waitid"):
+                # WNOWAIT: learn of the exit without reaping, so the pid stays safe to signal.
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            else:
+                proc.wait()
+        except ChildProcessError as e:
+            logger.warning("task=%s: lost track of pid=%d: %s", self.task_id, proc.pid, e)
+        finally:
+            exited.set()
+            self._wake.set()
+
+    def _pump(self, stream: IO[bytes], buffer: CappedBuffer) -> None:
+        # Read to EOF whatever the cap: a child blocked on a full pipe would never finish.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        read = getattr(stream, "read1", stream.read)
+        while True:
+            try:
+                data = read(65536)
+            except (OSError, ValueError) as e:
+                logger.debug("task=%s: %s pipe closed: %s", self.task_id, buffer.name, e)
+                break
+            if not data:
+                break
+            buffer.write(data)
+            if self._on_output is not None:
+                self._emit(buffer.name, decoder.decode(data))
+        if self._on_output is not None:
+            self._emit(buffer.name, decoder.decode(b"", final=True))
+
+
+class _ScriptRun(_ProcessRun):
+    """The client's script text written to a fresh temp dir and run by the worker's python."""
+
+    def _execute(self) -> dict:
+        name = os.path.basename((self._task.get("filename") or "").replace("\\", "/"))
+        if name in ("", ".", ".."):
+            name = "script.py"
+        env = dict(os.environ)
+        env.update(self._task.get("env") or {})
+        # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        try:
+            tmpdir = tempfile.mkdtemp(prefix="zmqgrid-script-")
+        except OSError as e:
+            return self._make("failed", error=_error("StartError", f"cannot create a temp dir: {e}"))
+        try:
+            path = os.path.join(tmpdir, name)
+            try:
+                with open(path, "w", encoding="utf-8", newline="") as f:
+                    f.write(self._task["source"])
+            except OSError as e:
+                return self._make("failed", error=_error("StartError", f"cannot write {path}: {e}"))
+            argv = [self._executor.python_executable, path, *self._task.get("args", [])]
+            return self._run_process(argv, False, env)
+        finally:
+            shutil.rmtree(tmpdir, onerror=self._log_rmtree_error)
+
+    def _log_rmtree_error(self, func: Any, path: str, exc_info: Any) -> None:
+        logger.warning("task=%s: cannot remove %s: %s", self.task_id, path, exc_info[1])
+
+
+class _PythonRun(Run):
+    """A `module:function` call in a pool child; the pool enforces nothing, this run does."""
+
+    def __init__(self, executor: Executor, task: dict, on_output: OutputCallback | None) -> None:
+        super().__init__(executor, task, on_output)
+        # A pipe rather than an Event: the pool waits on it together with the child's pipes.
+        self._stop_r, self._stop_w = multiprocessing.Pipe(duplex=False)
+
+    def _on_kill(self) -> None:
+        self._stop_w.send_bytes(b"k")
+
+    def _cleanup(self) -> None:
+        self._stop_r.close()
+        self._stop_w.close()
+
+    def _on_text(self, stream: str, text: str) -> None:
+        (self._out if stream == "stdout" else self._err).write(text.encode("utf-8", errors="replace"))
+        self._emit(stream, text)
+
+    def _execute(self) -> dict:
+        task = self._task
+        outcome: CallOutcome = self._executor._pool.call(
+            task["function"], list(task.get("args") or []), dict(task.get("kwargs") or {}),
+            deadline=self._deadline(), stop=self._stop_r, on_output=self._on_text)
+        if outcome.status == "returned":
+            return self._make("done", value=outcome.value)
+        if outcome.status == "timeout":
+            return self._timed_out()
+        if outcome.status == "stopped":
+            if self._kill_reason is None:
+                self._kill_reason = "the executor was closed"
+            return self._cancelled()
+        if outcome.status == "died" and self._kill_reason is not None:
+            return self._cancelled(outcome.exit_code)  # killed by Executor.close through the pool
+        return self._make("failed", exit_code=outcome.exit_code, error=outcome.error)
+
+
+_RUNS: dict[str, type[Run]] = {"shell": _ProcessRun, "script": _ScriptRun, "python": _PythonRun}
+
+
+class Executor:
+    """Starts task attempts and owns every process they need; `close()` kills them all."""
+
+    def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
+                 default_timeout_s: float | None = None, kill_grace_s: float = 3.0,
+                 max_tasks_per_child: int = 1000, max_child_memory_mb: int = 1024) -> None:
+        self.python_executable = python_executable
+        self.concurrency = concurrency
+        self.max_output_bytes = max_output_bytes
+        self.default_timeout_s = default_timeout_s
+        self.kill_grace_s = kill_grace_s
+        self._pool = PythonPool(size=concurrency, max_tasks_per_child=max_tasks_per_child,
+                                max_child_memory_mb=max_child_memory_mb, kill_grace_s=kill_grace_s)
+        self._lock = threading.Lock()
+        self._runs: set[Run] = set()
+        self._closed = False
+
+    def start(self, task: dict, on_output: OutputCallback | None = None) -> Run:
+        """Prepare one attempt of `task` (a validated spec plus "attempt"); `Run.wait()` runs it."""
+        run = _RUNS.get(task.get("kind", ""), Run)(self, task, on_output)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._runs.add(run)
+        if closed:
+            run.kill("the executor was closed")
+        return run
+
+    def python_child_pids(self) -> list[int]:
+        """Pids of the pool's live python children (for status and tests)."""
+        return self._pool.pids()
+
+    def close(self) -> None:
+        """Cancel every attempt, wait for their processes to die, then kill the pool's children."""
+        with self._lock:
+            self._closed = True
+            runs = list(self._runs)
+        for run in runs:
+            run.kill("the worker is shutting down")
+        deadline = time.monotonic() + self.kill_grace_s + 2 * _EXIT_WAIT_S
+        for run in runs:
+            if run._in_wait and not run._done.wait(max(0.0, deadline - time.monotonic())):
+                logger.warning("task=%s attempt=%d did not stop in time", run.task_id, run.attempt)
+        self._pool.close()
+
+    def _forget(self, run: Run) -> None:
+        with self._lock:
+            self._runs.discard(run)

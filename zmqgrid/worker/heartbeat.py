@@ -1,0 +1,52 @@
+"""Heartbeats from their own thread and PUSH socket, so a busy worker loop can never starve them."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from ..protocol import Heartbeat
+from ..transport import make_socket
+from .metrics import sample_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatSender(threading.Thread):
+    """Sends Heartbeat(device, incarnation, running, held, metrics) every interval until stop()."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
+                 owned: Callable[[], tuple[list, list]], with_metrics: bool, max_message_bytes: int) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.ctx, self.endpoint, self.device_id = ctx, endpoint, device_id
+        self.interval_s, self.owned, self.with_metrics = interval_s, owned, with_metrics
+        self.max_message_bytes = max_message_bytes
+        self.incarnation = ""
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=2 * self.interval_s + 1)
+
+    def run(self) -> None:
+        # SNDHWM small + IMMEDIATE (in make_socket): nothing piles up while the master is away.
+        sock = make_socket(self.ctx, zmq.PUSH, max_message_bytes=self.max_message_bytes, sndhwm=10)
+        sock.connect(self.endpoint)
+        seq = 0
+        try:
+            while not self._halt.is_set():
+                seq += 1
+                running, held = self.owned()
+                metrics = sample_metrics() if self.with_metrics else {}
+                frames = Heartbeat(self.device_id, self.incarnation, seq, running, held, metrics, time.time()).encode()
+                try:
+                    sock.send_multipart(frames, zmq.NOBLOCK)
+                except zmq.Again:
+                    logger.debug("heartbeat %d not sent: master not connected", seq)
+                self._halt.wait(self.interval_s)
+        finally:
+            sock.close(0)

@@ -1,0 +1,320 @@
+"""The worker daemon: registers, takes tasks within its credit, runs them, keeps results until acked."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from ..config import Config, master_host_port
+from ..errors import ProtocolError
+from ..protocol import (BEACON_TOPIC, Beacon, Error, Kill, Register, RegisterAck, ResultAck, Results, Tasks, decode)
+from ..transport import make_socket
+from .executors import Executor, Run
+from .heartbeat import HeartbeatSender
+from .metrics import system_info
+
+logger = logging.getLogger(__name__)
+VERSION = "0.1.0"
+RESEND_AFTER_S = 5.0
+
+
+class Worker:
+    """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
+    reported as cancelled so the master re-queues them at once."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        self.capacity = config.concurrent_tasks + config.prefetch
+        self.host, self.port = master_host_port(config.master_url)
+        self.info = system_info(config.python_executable)
+        self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
+                                 max_output_bytes=config.max_output_bytes,
+                                 default_timeout_s=config.task_timeout or None)
+        self.ctx = zmq.Context()
+        self.dealer: zmq.Socket | None = None
+        self.sub: zmq.Socket | None = None
+        self.heartbeats: HeartbeatSender | None = None
+        self.incarnation = ""                 # of the master we are registered with
+        self.held: deque[dict] = deque()      # received, waiting for a free slot
+        self.running: dict[str, Run] = {}     # task id -> its run
+        self.outbox: dict[tuple[str, int], list] = {}   # (id, attempt) -> [result, last sent (monotonic)]
+        self.finished: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()          # guards held/running for the heartbeat thread's snapshot
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop = threading.Event()
+        self.registered = threading.Event()
+        self.register_sent = 0.0
+        self.register_backoff = 0.5
+        self.last_beacon = time.monotonic()
+        self.device_timeout_s = float(config.device_timeout)
+        self.freed = 0                        # slots freed since the last Results/Credit message
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+
+    def owned(self) -> tuple[list, list]:
+        """([id, attempt] running, [id, attempt] held) — what heartbeats and Register report."""
+        with self.lock:
+            return ([[tid, r.attempt] for tid, r in self.running.items()],
+                    [[t["id"], t["attempt"]] for t in self.held])
+
+    def _connect(self) -> None:
+        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
+        if self.dealer is not None:
+            self.poller.unregister(self.dealer)
+            self.dealer.close(0)
+        self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
+                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0)
+        self.dealer.connect(f"tcp://{self.host}:{self.port}")
+        self.poller.register(self.dealer, zmq.POLLIN)
+
+    def _register(self) -> None:
+        running, held = self.owned()
+        credit = max(0, self.capacity - len(running) - len(held))
+        self.freed = 0
+        info = self.info
+        msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
+                       info["python_version"], info["python_executable"], list(self.config.tags),
+                       self.config.concurrent_tasks, credit, running + held, [list(k) for k in self.outbox],
+                       os.getpid(), VERSION)
+        self.dealer.send_multipart(msg.encode())
+        self.register_sent = time.monotonic()
+        self.registered.clear()
+        logger.debug("register sent device=%s credit=%d", self.device_id, credit)
+
+    def serve(self) -> None:
+        self.poller = zmq.Poller()
+        self.poller.register(self._wake_r, zmq.POLLIN)
+        self._connect()
+        self._register()
+        logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d", self.device_id, self.host,
+                    self.port, self.config.concurrent_tasks)
+        try:
+            while not self._stop.is_set():
+                events = dict(self.poller.poll(100))
+                now = time.monotonic()
+                if events.get(self._wake_r):
+                    os.read(self._wake_r, 4096)
+                if self.dealer in events:
+                    self._drain_dealer(now)
+                if self.sub is not None and self.sub in events:
+                    self._drain_sub(now)
+                self._collect_finished()
+                self._start_held()
+                self._flush_results(now)
+                self._watch_master(now)
+            self._shutdown()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.stop()
+        self.executor.close()
+        for sock in (self.dealer, self.sub):
+            if sock is not None:
+                sock.close(0)
+        self.ctx.term()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        logger.info("worker stopped device=%s", self.device_id)
+
+    def _shutdown(self) -> None:
+        """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
+        with self.lock:
+            held, self.held = list(self.held), deque()
+            runs = list(self.running.values())
+        for task in held:
+            self._queue_result(_cancelled(task, "worker shutting down"))
+        for run in runs:
+            run.kill("worker shutting down")
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and (self.running or self.outbox):
+            self._collect_finished()
+            self._flush_results(time.monotonic(), force=True)
+            if self.dealer.poll(50):
+                self._drain_dealer(time.monotonic())
+
+    # ------------------------------------------------------------ master -> worker
+
+    def _drain_dealer(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frames)
+            except ProtocolError as e:
+                logger.warning("bad message from master: %s", e)
+                continue
+            if isinstance(msg, Tasks):
+                with self.lock:
+                    self.held.extend(t for t in msg.tasks if isinstance(t, dict) and "id" in t and "attempt" in t)
+            elif isinstance(msg, ResultAck):
+                for key in msg.keys:
+                    self.outbox.pop(tuple(key), None)
+            elif isinstance(msg, Kill):
+                self._kill([tuple(k) for k in msg.keys], msg.reason)
+            elif isinstance(msg, RegisterAck):
+                self._registered(msg, now)
+            elif isinstance(msg, Error):
+                if msg.code == "not_registered":
+                    if now - self.register_sent > 1.0:
+                        logger.info("master does not know this device; registering again")
+                        self._register()
+                else:
+                    logger.warning("master error %s: %s", msg.code, msg.message)
+
+    def _registered(self, msg: RegisterAck, now: float) -> None:
+        first = self.heartbeats is None
+        if first or msg.incarnation != self.incarnation:
+            self._connect_side_sockets(msg)
+        self.incarnation = msg.incarnation
+        self.device_timeout_s = msg.device_timeout_s
+        self.register_backoff = 0.5
+        self.last_beacon = now
+        self.heartbeats.incarnation = msg.incarnation
+        self.registered.set()
+        if msg.cancel:
+            self._kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
+        for entry in self.outbox.values():
+            entry[1] = 0.0   # re-send everything not yet acknowledged, to this master
+        logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
+                    len(self.outbox), len(self.running))
+
+    def _connect_side_sockets(self, msg: RegisterAck) -> None:
+        if self.sub is not None:
+            self.poller.unregister(self.sub)
+            self.sub.close(0)
+        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes)
+        self.sub.setsockopt(zmq.SUBSCRIBE, BEACON_TOPIC)
+        self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
+        self.poller.register(self.sub, zmq.POLLIN)
+        if self.heartbeats is not None:
+            self.heartbeats.stop()
+        self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
+                                          msg.heartbeat_interval_s, self.owned, self.config.enable_monitoring,
+                                          self.config.max_message_bytes)
+        self.heartbeats.start()
+
+    def _drain_sub(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frames[1:])
+            except ProtocolError as e:
+                logger.warning("bad broadcast from master: %s", e)
+                continue
+            if isinstance(msg, Beacon):
+                self.last_beacon = now
+                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0:
+                    logger.info("master restarted (incarnation %s -> %s); registering again",
+                                self.incarnation or "-", msg.incarnation)
+                    self._register()
+
+    def _watch_master(self, now: float) -> None:
+        """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""
+        if not self.registered.is_set():
+            if now - self.register_sent > self.register_backoff:
+                self.register_backoff = min(self.register_backoff * 2, 10.0) * random.uniform(0.8, 1.2)
+                logger.debug("no answer to register; reconnecting (next wait %.1fs)", self.register_backoff)
+                self._connect()
+                self._register()
+        elif now - self.last_beacon > self.device_timeout_s:
+            logger.warning("no beacon from the master for %.1fs; reconnecting", now - self.last_beacon)
+            self.register_backoff = 0.5
+            self._connect()
+            self._register()
+
+    # ------------------------------------------------------------ running tasks
+
+    def _start_held(self) -> None:
+        with self.lock:
+            while self.held and len(self.running) < self.config.concurrent_tasks:
+                task = self.held.popleft()
+                run = self.executor.start(task)
+                self.running[task["id"]] = run
+                threading.Thread(target=self._wait_run, args=(run,), daemon=True,
+                                 name=f"task-{task['id']}").start()
+
+    def _wait_run(self, run: Run) -> None:
+        try:
+            result = run.wait()
+        except Exception as e:  # an executor bug must still end the attempt, or the slot leaks forever
+            logger.exception("executor failed task=%s", run.task_id)
+            result = _failed(run.task_id, run.attempt, e)
+        self.finished.put(result)
+        os.write(self._wake_w, b"r")
+
+    def _collect_finished(self) -> None:
+        while True:
+            try:
+                result = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            with self.lock:
+                self.running.pop(result["id"], None)
+            self._queue_result(result)
+
+    def _queue_result(self, result: dict) -> None:
+        self.outbox[(result["id"], result["attempt"])] = [result, 0.0]
+        self.freed += 1
+
+    def _kill(self, keys: list[tuple], reason: str) -> None:
+        wanted = {k for k in keys if len(k) == 2}
+        with self.lock:
+            kept = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
+            dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
+            self.held = kept
+            runs = [r for tid, r in self.running.items() if (tid, r.attempt) in wanted]
+        for task in dropped:
+            self._queue_result(_cancelled(task, reason))
+        for run in runs:
+            run.kill(reason)
+
+    def _flush_results(self, now: float, force: bool = False) -> None:
+        if not self.registered.is_set() and not force:
+            return
+        due = [entry for entry in self.outbox.values() if now - entry[1] >= RESEND_AFTER_S]
+        if not due and not self.freed:
+            return
+        for entry in due:
+            entry[1] = now
+        # One message per batch of results; bounded so one message never nears MAXMSGSIZE.
+        batch_bytes, batch = 0, []
+        for entry in due:
+            size = len(entry[0].get("stdout") or "") + len(entry[0].get("stderr") or "") + 512
+            if batch and batch_bytes + size > self.config.max_message_bytes // 2:
+                self.dealer.send_multipart(Results(batch, 0).encode())
+                batch, batch_bytes = [], 0
+            batch.append(entry[0])
+            batch_bytes += size
+        self.dealer.send_multipart(Results(batch, self.freed).encode())
+        self.freed = 0
+
+
+def _cancelled(task: dict, reason: str) -> dict:
+    now = time.time()
+    return {"id": task["id"], "attempt": task["attempt"], "state": "cancelled", "exit_code": None, "value": None,
+            "error": {"type": "Cancelled", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
+            "started_at": None, "finished_at": now, "duration_s": 0.0}
+
+
+def _failed(task_id: str, attempt: int, error: Exception) -> dict:
+    result = _cancelled({"id": task_id, "attempt": attempt}, "")
+    result.update(state="failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
+    return result
