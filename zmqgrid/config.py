@@ -159,7 +159,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"
     elif kind == "list[str]":
         ok = isinstance(value, (list, tuple)) and all(isinstance(t, str) and _TAG.fullmatch(t) for t in value)
-        expected = 'a list of non-empty tags without commas or spaces, such as ["linux", "gpu"]'
+        expected = 'non-empty tags without commas or spaces, as ["linux", "gpu"]' + (' or "linux,gpu"' if text else "")
         value = list(dict.fromkeys(value)) if ok else value  # a repeated tag adds nothing; keep the first
     elif key in _CHOICES:
         if isinstance(value, str):

@@ -50,6 +50,14 @@ def assert_all_die(pids: list[int], timeout_s: float = 10.0) -> None:
     assert not alive, f"still alive after {timeout_s} s: {alive}"
 
 
+def is_resource_tracker(proc: psutil.Process) -> bool:
+    # multiprocessing's process-wide helper: it lives as long as the test process, by design.
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
 def read_pids(path: Path) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
@@ -60,7 +68,15 @@ def task(kind: str, attempt: int = 1, **fields: Any) -> dict:
 
 
 @pytest.fixture
-def make_executor():
+def background():
+    """Runs Run.wait() in a thread, as the worker loop does."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield lambda run: pool.submit(run.wait)
+
+
+@pytest.fixture
+def make_executor(background):
+    # Depends on `background` so executors close (ending every wait) before its threads are joined.
     made: list[Executor] = []
 
     def make(**overrides: Any) -> Executor:
@@ -72,13 +88,6 @@ def make_executor():
     yield make
     for executor in made:
         executor.close()
-
-
-@pytest.fixture
-def background():
-    """Runs Run.wait() in a thread, as the worker loop does."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield lambda run: pool.submit(run.wait)
 
 
 # ---- shell -------------------------------------------------------------------------------------
@@ -356,16 +365,21 @@ def test_kill_of_a_running_python_task_is_cancelled_and_output_streams(make_exec
 def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_executor, background, tmp_path):
     threads_before = set(threading.enumerate())
     executor = make_executor(concurrency=2)
+    chunks: list[str] = []
+    python_run = executor.start(task("python", function="tests.tasks:sleep", args=[60, "started"]),
+                                on_output=lambda stream, text: chunks.append(text))
+    python_future = background(python_run)
+    wait_until(lambda: "started\n" in chunks, 10, "the python task to start")
+    # The first child is busy, so this call starts a second one, which stays idle afterwards.
     idle_pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    pid_file = tmp_path / "pids"
+    pid_file = tmp_path / "pid"
     shell_run = executor.start(task("shell", command=[PY, "-c", "import os, time; open(%r, 'w').write("
                                                       "str(os.getpid())); time.sleep(60)" % str(pid_file)]))
-    python_run = executor.start(task("python", function="tests.tasks:sleep", args=[60]))
-    shell_future, python_future = background(shell_run), background(python_run)
-    wait_until(lambda: read_pids(pid_file), 10, "the shell task to start")
-    wait_until(lambda: len(executor.python_child_pids()) == 2, 10, "a second python child")
-    children = psutil.Process().children(recursive=True)
-    assert idle_pid in [c.pid for c in children]
+    shell_future = background(shell_run)
+    [shell_pid] = wait_until(lambda: read_pids(pid_file), 10, "the shell task to start")
+    children = [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
+    assert {idle_pid, shell_pid, *executor.python_child_pids()} <= {c.pid for c in children}
+    assert len(executor.python_child_pids()) == 2
 
     executor.close()
 
@@ -393,3 +407,4 @@ def test_run_exposes_task_id_and_attempt(make_executor):
     run: Run = make_executor().start(task("python", function="tests.tasks:noop", id="abc", attempt=4))
     assert (run.task_id, run.attempt) == ("abc", 4)
     assert run.wait()["state"] == "done"
+

@@ -1,0 +1,158 @@
+"""Test helpers: deadline polling and a harness that runs a real master and real workers as processes."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from zmqgrid.client import Client
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"ZMQGRID_HEARTBEAT_INTERVAL": "0.2", "ZMQGRID_DEVICE_TIMEOUT": "1.5", "ZMQGRID_TIMEOUT_CHECK_INTERVAL": "0.1"}
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, describe: str = "condition",
+               interval_s: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; fail with the last value seen (not a hopeful sleep)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {describe}; last value: {last!r}")
+
+
+def free_port_block(count: int = 3) -> int:
+    """A port p with p..p+count-1 all free on 127.0.0.1 (the master binds port, port+1, port+2)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65535:
+            continue
+        ok = True
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def db_counts(db_path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall())
+    finally:
+        conn.close()
+
+
+def db_query(db_path: Path, sql: str, params: tuple = ()) -> list:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+class Harness:
+    """A master process and worker processes on 127.0.0.1, all stopped by PID at teardown."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        self.dir = tmp_path
+        self.port = free_port_block()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.db = tmp_path / "ledger.db"
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST, **(env or {}))
+        self.env.pop("ZMQGRID_MASTER", None)
+        self.master: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.clients: list[Client] = []
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        # cwd is the temp dir, so no config file of the repo leaks into a test.
+        with open(self.dir / log_name, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=self.dir, env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start_master(self, *extra: str) -> subprocess.Popen:
+        self.master = self._spawn(["distribute", "--mode", "master", "--port", str(self.port), "--db", str(self.db),
+                                   "--log-file", str(self.dir / "master.log"), *extra], "master.out")
+        wait_until(lambda: self._answers(), 20, "the master to answer")
+        return self.master
+
+    def _answers(self) -> bool:
+        if self.master is not None and self.master.poll() is not None:
+            raise AssertionError(f"master exited with {self.master.returncode}: "
+                                 f"{(self.dir / 'master.out').read_text()[-2000:]}")
+        with Client(self.url, timeout_s=0.5) as c:
+            try:
+                c.status()
+                return True
+            except Exception:
+                return False
+
+    def start_worker(self, device_id: str, *extra: str, concurrency: int = 2) -> subprocess.Popen:
+        proc = self._spawn(["distribute", "--mode", "worker", "--master", self.url, "--device-id", device_id,
+                            "--concurrency", str(concurrency), "--log-file", str(self.dir / f"{device_id}.log"),
+                            *extra], f"{device_id}.out")
+        self.workers[device_id] = proc
+        return proc
+
+    def client(self, timeout_s: float = 10.0) -> Client:
+        c = Client(self.url, timeout_s=timeout_s)
+        self.clients.append(c)
+        return c
+
+    def online(self, client: Client) -> set[str]:
+        return {d["device_id"] for d in client.devices() if d["state"] == "online"}
+
+    def wait_online(self, client: Client, *device_ids: str, timeout_s: float = 20) -> None:
+        wait_until(lambda: set(device_ids) <= self.online(client), timeout_s, f"devices {device_ids} online")
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                proc.wait(15)
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.close()
+        procs = list(self.workers.values()) + ([self.master] if self.master else [])
+        for proc in procs:
+            if proc.poll() is None:
+                kids = _descendants(proc.pid)
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+                for kid in kids:
+                    try:
+                        psutil.Process(kid).kill()
+                    except psutil.NoSuchProcess:
+                        pass
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []

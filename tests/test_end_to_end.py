@@ -1,0 +1,101 @@
+"""The whole system through real processes: 200 mixed tasks, outputs, exit codes and return values."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from zmqgrid.client import build_spec
+
+from .helpers import db_counts, db_query
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(cluster, tmp_path):
+    # Given a script file, and 200 tasks of the three kinds
+    script = tmp_path / "square.py"
+    script.write_text("import sys\nn = int(sys.argv[1])\nprint(f'square={n * n}')\nsys.exit(n % 3 == 0 and 0 or 0)\n")
+    specs, expect = [], {}
+    for i in range(200):
+        if i % 3 == 0:
+            spec = build_spec(shell=f"echo shell-{i}; exit {i % 5 == 0 and 4 or 0}", retries=0)
+            expect[spec["id"]] = ("failed" if i % 5 == 0 else "done", f"shell-{i}", 4 if i % 5 == 0 else 0, None)
+        elif i % 3 == 1:
+            spec = build_spec(script=str(script), args=[str(i)])
+            expect[spec["id"]] = ("done", f"square={i * i}", 0, None)
+        else:
+            spec = build_spec(python="tests.tasks:add", args=[i, 0.5])
+            expect[spec["id"]] = ("done", "", None, i + 0.5)
+        specs.append(spec)
+    client = cluster.client()
+
+    # When they are submitted in one batch and waited for
+    ids = client.submit(specs, notify=True)
+    results = client.wait(ids, timeout_s=90)
+
+    # Then every task ended as expected, and the ledger agrees
+    assert len(ids) == 200 and set(results) == set(ids)
+    for task_id, (state, out, exit_code, value) in expect.items():
+        r = results[task_id]
+        assert r["state"] == state, (task_id, r)
+        assert r["exit_code"] == exit_code, (task_id, r)
+        assert r["value"] == value, (task_id, r)
+        if out:
+            assert out in client.logs(task_id)["stdout"], task_id
+    counts = db_counts(cluster.db)
+    assert counts == {"done": 200 - sum(1 for e in expect.values() if e[0] == "failed"),
+                      "failed": sum(1 for e in expect.values() if e[0] == "failed")}
+    devices = {row[0] for row in db_query(cluster.db, "SELECT DISTINCT device_id FROM tasks")}
+    assert devices == {"w1", "w2"}, "both workers took work"
+
+
+def test_python_exception_travels_back_with_type_message_and_traceback(cluster):
+    client = cluster.client()
+    result = client.run(build_spec(python="tests.tasks:raise_value_error", args=["boom"], retries=0), timeout_s=30)
+    assert result["state"] == "failed"
+    assert result["error"]["type"] == "ValueError" and result["error"]["message"] == "boom"
+    shown = client.task(result["id"])
+    assert "raise ValueError" in shown["error"]["traceback"]
+    assert [a["state"] for a in shown["attempts"]] == ["failed"]
+
+
+def test_failed_task_is_retried_up_to_its_retry_limit(cluster):
+    client = cluster.client()
+    result = client.run(build_spec(shell="exit 7", retries=2), timeout_s=30)
+    assert result["state"] == "failed" and result["exit_code"] == 7 and result["attempt"] == 3
+    assert [a["state"] for a in client.task(result["id"])["attempts"]] == ["failed", "failed", "failed"]
+
+
+def test_shell_task_env_and_cwd_are_applied(cluster, tmp_path):
+    client = cluster.client()
+    result = client.run(build_spec(shell="echo $GREETING; pwd", env={"GREETING": "hej"}, cwd=str(tmp_path)), 30)
+    assert result["state"] == "done"
+    out = client.logs(result["id"])["stdout"]
+    assert out.splitlines() == ["hej", str(tmp_path)]
+
+
+def test_timeout_is_recorded_as_timed_out_with_output_so_far(cluster):
+    client = cluster.client()
+    result = client.run(build_spec(shell="echo started; sleep 30", timeout=0.5, retries=0), timeout_s=30)
+    assert result["state"] == "timed_out"
+    assert "started" in client.logs(result["id"])["stdout"]
+
+
+def test_cancel_of_a_running_task_kills_it_and_records_cancelled(cluster):
+    client = cluster.client()
+    task_id = client.submit(build_spec(shell="sleep 60"), notify=True)[0]
+    from .helpers import wait_until
+    wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the task to run")
+    assert client.cancel([task_id]) == {task_id: "cancelling"}
+    assert client.wait([task_id], timeout_s=20)[task_id]["state"] == "cancelled"
+    assert client.cancel([task_id]) == {task_id: "already cancelled"}
+
+
+def test_resubmitting_the_same_task_id_does_not_run_it_twice(cluster):
+    client = cluster.client()
+    spec = build_spec(python="tests.tasks:add", args=[1, 2])
+    first = client.submit(dict(spec), notify=True)
+    client.wait(first, 30)
+    assert client.submit(dict(spec)) == first
+    assert db_query(cluster.db, "SELECT count(*), max(attempt) FROM tasks WHERE id = ?", (spec["id"],)) == [(1, 1)]
