@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -16,24 +16,14 @@ from zmqgrid.model import validate_task_spec
 from zmqgrid.worker import metrics
 from zmqgrid.worker.executors import Executor, Run
 
+from ..helpers import wait_until
+
 pytestmark = pytest.mark.timeout(30)
 
 POSIX_SH = pytest.mark.skipif(os.name != "posix", reason="the command uses /bin/sh syntax")
 PY = sys.executable
 RESULT_KEYS = {"id", "attempt", "state", "exit_code", "value", "error", "stdout", "stderr",
                "started_at", "finished_at", "duration_s"}
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float, describe: str) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming what was awaited and last seen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {describe}; last saw {value!r}")
-        time.sleep(0.02)
 
 
 def is_alive(pid: int) -> bool:

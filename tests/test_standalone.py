@@ -1,0 +1,69 @@
+"""Standalone mode: the README's first command does real work, and SIGTERM/SIGINT leave no process behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from zmqgrid.client import Client
+
+from .helpers import REPO, free_port_block, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def test_demo_runs_the_sample_batch_to_the_end_and_exits_zero(tmp_path):
+    port = free_port_block()
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo",
+                           "--port", str(port), "--db", str(tmp_path / "demo.db"),
+                           "--log-file", str(tmp_path / "demo.log")],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "15/15" in proc.stdout
+    assert "13 done, 2 not done" in proc.stdout
+    assert "site=alpha" in proc.stdout and "hello from" in proc.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_standalone_stops_cleanly_on_a_signal_and_leaves_no_process_behind(tmp_path, sig):
+    # Given a standalone cluster with two workers that runs a long task
+    port = free_port_block()
+    proc = subprocess.Popen([sys.executable, "-m", "zmqgrid", "distribute", "--mode", "standalone", "--port", str(port),
+                             "--db", str(tmp_path / "s.db"), "--log-file", str(tmp_path / "s.log")],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout_s=0.5) as client:
+            def online() -> int:
+                try:
+                    return client.status()["devices"]["online"]
+                except Exception:
+                    return 0
+            wait_until(lambda: online() == 2, 30, "two workers online")
+        with Client(f"tcp://127.0.0.1:{port}", timeout_s=5) as client:
+            from zmqgrid.client import build_spec
+            task_id = client.submit(build_spec(shell="sleep 120"))[0]
+            wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the long task to run")
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len(family) >= 3, "two workers and the task's shell"
+
+        # When it gets the signal
+        proc.send_signal(sig)
+
+        # Then it exits by itself, and every process it started is gone
+        assert proc.wait(30) == 0
+        gone, alive = psutil.wait_procs(family, timeout=15)
+        assert not alive, f"left behind: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
