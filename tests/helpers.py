@@ -32,6 +32,19 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, describe: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {describe}; last value: {last!r}")
 
 
+def sample_until(measure: Callable[[], Any], done: Callable[[], bool], timeout_s: float = 30.0,
+                 interval_s: float = 0.005) -> list:
+    """Call measure() every interval until done() or the deadline; returns every value seen (for peaks)."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen.append(measure())
+        if done():
+            return seen
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s; last values: {seen[-5:]!r}")
+
+
 def free_port_block(count: int = 3) -> int:
     """A port p with p..p+count-1 all free on 127.0.0.1 (the master binds port, port+1, port+2)."""
     for _ in range(200):

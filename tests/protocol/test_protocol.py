@@ -1,0 +1,92 @@
+"""Every message kind round-trips, and every malformed frame becomes one ProtocolError naming the fault."""
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+
+from zmqgrid import protocol as p
+from zmqgrid.errors import ProtocolError
+from zmqgrid.model import validate_task_spec
+
+SAMPLES = [
+    p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
+    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
+    p.Credit(3),
+    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}]),
+    p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1),
+    p.ResultAck([["a", 1]]),
+    p.Kill([["a", 1]], "cancelled by user"),
+    p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0),
+    p.Beacon("inc", 1700000000.0),
+    p.Submit(1, [{"kind": "shell", "command": "true"}], True),
+    p.Query(2, "tasks", {"state": "done"}),
+    p.Control(3, "cancel", {"ids": ["a"]}),
+    p.Reply(4, {"ids": ["a"]}),
+    p.Error(5, "bad_request", "no"),
+    p.Finished({"id": "a", "state": "done"}),
+]
+
+
+def test_every_kind_has_a_sample_here():
+    assert {type(m) for m in SAMPLES} == set(p.KINDS.values())
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_each_message_round_trips_through_its_frames(msg):
+    frames = msg.encode()
+    assert len(frames) == 2 and frames[0] == bytes([p.VERSION]) + type(msg).KIND
+    assert p.decode(frames) == msg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(msg, dataclasses.fields(msg)[0].name, None)
+
+
+def test_optional_trailing_fields_may_be_left_out():
+    assert p.decode([b"\x01S", msgpack.packb([9, []])]) == p.Submit(9, [], False)
+
+
+@pytest.mark.parametrize("frames, reason", [
+    ([b"\x01S"], "expected 2 frames"),
+    ([b"\x01S", b"", b""], "expected 2 frames"),
+    ([b"", msgpack.packb([1, []])], "header must be 2 bytes"),
+    ([b"\x02S", msgpack.packb([1, []])], "protocol version 2"),
+    ([b"\x01?", msgpack.packb([1, []])], "unknown message kind"),
+    ([b"\x01S", b"\xc1\xc1garbage"], "not valid msgpack"),
+    ([b"\x01S", msgpack.packb({"req_id": 1})], "must be an array"),
+    ([b"\x01S", msgpack.packb([1])], "expected 2..3 fields"),
+    ([b"\x01S", msgpack.packb([1, [], True, "extra"])], "expected 2..3 fields"),
+    ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected int"),
+    ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected int"),
+    ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected list"),
+    ([b"\x01C", msgpack.packb([1.5])], "Credit.slots: expected int"),
+])
+def test_malformed_frames_raise_one_protocol_error_naming_the_fault(frames, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        p.decode(frames)
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ("not a dict", "must be an object"),
+    ({"kind": "ssh", "command": "x"}, "kind 'ssh' is unknown"),
+    ({"kind": "shell"}, "'command' is required"),
+    ({"kind": "shell", "command": "   "}, "is empty"),
+    ({"kind": "shell", "command": [1, 2]}, "list must hold"),
+    ({"kind": "python", "function": "no_colon"}, "must look like"),
+    ({"kind": "python", "function": "m:f", "kwargs": []}, "'kwargs' must be an object"),
+    ({"kind": "shell", "command": "x", "id": "has space"}, "is not allowed"),
+    ({"kind": "shell", "command": "x", "timeout": -1}, "must be > 0"),
+    ({"kind": "shell", "command": "x", "retries": -1}, "must be >= 0"),
+    ({"kind": "shell", "command": "x", "priority": True}, "must be an integer"),
+    ({"kind": "shell", "command": "x", "env": {"A": 1}}, "map strings to strings"),
+    ({"kind": "script", "source": "x" * (1 << 20 + 1)}, "larger than"),
+])
+def test_bad_task_specs_are_refused_with_the_field_named(spec, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        validate_task_spec(spec)
+
+
+def test_a_valid_spec_is_normalised_with_defaults():
+    spec = validate_task_spec({"kind": "python", "function": "pkg.mod:fn", "args": [1]})
+    assert spec["id"] and spec["priority"] == 0 and spec["kwargs"] == {} and spec["tags"] == []
+    assert spec["timeout"] is None and spec["retries"] is None and spec["name"] == "pkg.mod:fn"

@@ -1,0 +1,85 @@
+"""The ledger: schema migrations, group commit, refusal of unreadable or corrupt files without changing them."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import pytest
+
+from zmqgrid.errors import StoreError
+from zmqgrid.model import validate_task_spec
+from zmqgrid.store.schema import migrations
+from zmqgrid.store.task_store import TaskStore
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_new_ledger_is_created_in_wal_mode_with_every_migration_applied(tmp_path):
+    store = TaskStore(tmp_path / "sub" / "ledger.db")
+    try:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert not migrations.pending(store.db)
+        assert {"tasks", "attempts", "task_output", "devices", "heartbeats"} <= set(store.db.table_names())
+    finally:
+        store.close()
+    again = TaskStore(tmp_path / "sub" / "ledger.db")   # re-opening applies nothing twice
+    again.close()
+
+
+def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path):
+    store = TaskStore(tmp_path / "l.db")
+    try:
+        spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
+        store.insert_task(spec, 3, None, 1.0)
+        store.assign("t1", 1, "w1", 2.0)
+        assert store.count_tasks_by_state() == {}
+        assert store.commit() == 3
+        assert store.get_task("t1")["state"] == "assigned"
+        store.end_attempt("t1", 1, "done", 3.0, exit_code=0, stdout="out")
+        store.finish_task("t1", "done", 3.0, exit_code=0, value={"x": 1})
+        store.commit()
+        task = store.get_task("t1")
+        assert (task["state"], task["value"], task["attempts"][0]["state"]) == ("done", {"x": 1}, "done")
+        assert store.get_output("t1")["stdout"] == "out"
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_writes_nothing_and_raises_store_error(tmp_path):
+    store = TaskStore(tmp_path / "l.db")
+    try:
+        spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
+        store.insert_task(spec, 3, None, 1.0)
+        store.stage("INSERT INTO no_such_table VALUES (1)", ())
+        with pytest.raises(StoreError, match="commit of 2 changes failed"):
+            store.commit()
+        assert store.count_tasks_by_state() == {}
+        assert not store.has_pending
+    finally:
+        store.close()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"this is not a database" * 100)
+    before = _digest(path)
+    with pytest.raises(StoreError, match="is not an SQLite file"):
+        TaskStore(path)
+    assert _digest(path) == before and not (tmp_path / "ledger.db-wal").exists()
+
+
+def test_a_corrupt_ledger_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "ledger.db"
+    TaskStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = b"\xff" * 4096          # wreck the second page, keep the header
+    path.write_bytes(bytes(data))
+    before = _digest(path)
+    with pytest.raises(StoreError, match="corrupt|integrity"):
+        TaskStore(path)
+    assert _digest(path) == before
