@@ -271,7 +271,7 @@ class Cluster:
                 entry.state = "running"
                 self.store.mark_running(task_id, attempt, now)
         self.store.device_seen(device.device_id, now, metrics, len(device.inflight))
-        if metrics and device.heartbeats % self.sample_every == 1:
+        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
             self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
 
     def mark_offline(self, device: DeviceEntry, reason: str, now: float) -> None:

@@ -100,6 +100,7 @@ class Handlers:
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running = keys(msg.running, "Heartbeat.running")
+        keys(msg.held, "Heartbeat.held")
         device = self.cluster.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.

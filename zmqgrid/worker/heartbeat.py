@@ -19,11 +19,15 @@ class HeartbeatSender(threading.Thread):
     """Sends Heartbeat(device, incarnation, running, held, metrics) every interval until stop()."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
-                 owned: Callable[[], tuple[list, list]], with_metrics: bool, max_message_bytes: int) -> None:
+                 owned: Callable[[], tuple[list, list]], with_metrics: bool, max_message_bytes: int,
+                 info: dict | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.ctx, self.endpoint, self.device_id = ctx, endpoint, device_id
         self.interval_s, self.owned, self.with_metrics = interval_s, owned, with_metrics
         self.max_message_bytes = max_message_bytes
+        # Who this worker is travels with every heartbeat too, so the master's view heals by itself.
+        self.info = {k: v for k, v in (info or {}).items()
+                     if k in ("hostname", "os", "python_version", "python_executable", "cpu_count", "memory_total_mb")}
         self.incarnation = ""
         self._halt = threading.Event()
 
@@ -41,7 +45,7 @@ class HeartbeatSender(threading.Thread):
             while not self._halt.is_set():
                 seq += 1
                 running, held = self.owned()
-                metrics = sample_metrics() if self.with_metrics else {}
+                metrics = dict(sample_metrics(), **self.info) if self.with_metrics else dict(self.info)
                 frames = Heartbeat(self.device_id, self.incarnation, seq, running, held, metrics, time.time()).encode()
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)

@@ -119,10 +119,16 @@ class PythonPool:
         self._busy: set[_Child] = set()
         self._closed = False
         ref = weakref.ref(self)
-        self._atexit = lambda: (pool := ref()) is not None and pool.close()
+
+        def close_at_exit() -> None:
+            pool = ref()
+            if pool is not None:
+                pool.close()
+
         # Non-daemon children (daemons may not start processes of their own) would make
         # multiprocessing's own exit hook join them forever if the worker forgot close().
-        atexit.register(self._atexit)
+        self._atexit = close_at_exit
+        atexit.register(close_at_exit)
 
     def pids(self) -> list[int]:
         with self._lock:

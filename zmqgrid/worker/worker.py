@@ -205,7 +205,7 @@ class Worker:
             self.heartbeats.stop()
         self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
                                           msg.heartbeat_interval_s, self.owned, self.config.enable_monitoring,
-                                          self.config.max_message_bytes)
+                                          self.config.max_message_bytes, self.info)
         self.heartbeats.start()
 
     def _drain_sub(self, now: float) -> None:

@@ -1,0 +1,731 @@
+#!/usr/bin/env python
+"""End-to-end benchmark of the real zmqgrid on loopback, compared in the same run with the reference loop.
+
+    python tools/bench.py                 # N=5000, 3 runs, then ../shared/bench/reference_loop.py
+    python tools/bench.py --quick         # smoke run: N=500, 1 run
+    python tools/bench.py --json          # every figure as JSON on stdout (progress stays on stderr)
+
+What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards:
+
+1. Starts a real master (`python -m zmqgrid distribute --mode master ...`) and two real workers
+   (`--mode worker --concurrency C`, ZMQGRID_PREFETCH=P, so each advertises credit C+P) as child processes
+   with PYTHONPATH set to this repository, and waits until both devices are online.
+2. Warms up (200 tasks batched + 20 single round trips, not counted), then for each of `--runs` runs:
+   - batched: builds N no-op `python` tasks (`zmqgrid.samples:noop`, args [i]), submits them with
+     `Client.submit(specs, notify=True, batch_size=100)` and waits with `Client.wait` until all N have
+     finished -> tasks/s; the time until `submit` returned (every batch acknowledged, i.e. committed)
+     gives the submit-only rate;
+   - single: N_single tasks, ONE task per Submit message (`batch_size=1`) with up to `--single-window`
+     unacknowledged Submits in flight (like the reference's `sqlite:1:16`), then `Client.wait` -> tasks/s;
+   - latency: `--lat` sequential `Client.run(spec)` round trips (submit -> committed -> run -> Finished)
+     -> p50/p99 ms;
+   - checks in the ledger (sqlite3, read-only) that every task it submitted is there in state `done`.
+3. Runs `../shared/bench/reference_loop.py --variants sqlite:100:16,sqlite:1:16` (same N, runs, lat) and
+   reports zmqgrid / reference ratios.
+
+Figures are medians over the runs. Every process it starts is stopped by its PID (SIGTERM, then SIGKILL,
+descendants included), and the whole run is bounded by `--deadline` seconds.
+`--profile-master FILE` runs the master under cProfile and prints its top functions at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+import zmq  # noqa: E402
+
+from zmqgrid.client import Client, build_spec  # noqa: E402
+
+FUNCTION = "zmqgrid.samples:noop"
+REFERENCE = REPO.parent / "shared" / "bench" / "reference_loop.py"
+REF_VARIANTS = ("sqlite:100:16", "sqlite:1:16")
+TARGET_BATCHED_RATIO = 0.5
+WARMUP_BATCH, WARMUP_SINGLE = 200, 20
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+_T0 = time.monotonic()
+
+
+def progress(text: str) -> None:
+    """Progress goes to stderr, so `--json` keeps stdout clean."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+class Ticker:
+    """Prints 'still running' every few seconds while a long phase blocks in the client."""
+
+    def __init__(self, what: str, every_s: float = 5.0, status: Callable[[], str] | None = None) -> None:
+        self.what, self.every_s, self.status = what, every_s, status
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-ticker")
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            extra = ""
+            if self.status is not None:
+                try:
+                    extra = " " + self.status()
+                except Exception:  # a status line is best effort
+                    extra = ""
+            progress(f"  ... {self.what}: {time.monotonic() - t0:.0f}s{extra}")
+
+    def __enter__(self) -> "Ticker":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+
+def pct(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile (the reference loop's definition)."""
+    s = sorted(samples)
+    if not s:
+        return float("nan")
+    return s[max(0, math.ceil(p / 100.0 * len(s)) - 1)]
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+STARTED: list[subprocess.Popen] = []   # every child we started, stopped by PID at the end
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM one child by PID, wait, SIGKILL it if needed, then SIGKILL whatever it left behind."""
+    kids = descendants(proc.pid)
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        except ProcessLookupError:
+            pass
+    for kid in kids:
+        try:
+            p = psutil.Process(kid)
+            try:
+                p.wait(2)
+            except psutil.TimeoutExpired:
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def stop_all() -> None:
+    while STARTED:
+        stop_process(STARTED.pop())
+
+
+def spawn(argv: list[str], *, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    STARTED.append(proc)
+    return proc
+
+
+def free_port_block(count: int = 3) -> int:
+    """A port p with p..p+count-1 free on 127.0.0.1 (the master binds port, port+1 and port+2)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no block of 3 free ports on 127.0.0.1")
+
+
+def cpu_seconds(pids: list[int], tree: bool) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            procs = [psutil.Process(pid)]
+            if tree:
+                procs += procs[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+class CpuMeter:
+    """CPU used by groups of processes between start() and stop(), in % of ONE core."""
+
+    def __init__(self, groups: dict[str, tuple[list[int], bool]]) -> None:
+        self.groups = groups
+
+    def _snap(self) -> dict[str, float]:
+        return {name: cpu_seconds(pids, tree) for name, (pids, tree) in self.groups.items()}
+
+    def start(self) -> "CpuMeter":
+        self.t0, self.c0 = time.perf_counter(), self._snap()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        c1 = self._snap()
+        return {name: round(100.0 * (c1[name] - self.c0[name]) / wall, 1) for name in self.groups}
+
+
+class Cluster:
+    """A real master and two real workers, as child processes on 127.0.0.1."""
+
+    def __init__(self, tmp: Path, *, concurrency: int, prefetch: int, workers: int = 2,
+                 profile_master: Path | None = None) -> None:
+        self.tmp = tmp
+        self.port = free_port_block()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.db = tmp / "bench.db"
+        self.concurrency, self.prefetch, self.n_workers = concurrency, prefetch, workers
+        self.profile_master = profile_master
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}  # nothing leaks in
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["ZMQGRID_PREFETCH"] = str(prefetch)
+        self.env = env
+        self.master: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, str] = {}
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        master_args = ["distribute", "--mode", "master", "--port", str(self.port), "--db", str(self.db),
+                       "--log-file", str(self.tmp / "master.log"), "--log-level", "WARNING"]
+        argv = [sys.executable, "-m", "zmqgrid", *master_args]
+        if self.profile_master is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(self.profile_master), "-m", "zmqgrid", *master_args]
+        self.commands["master"] = shlex.join(argv)
+        self.master = spawn(argv, cwd=self.tmp, env=self.env, log=self.tmp / "master.out")
+        deadline = time.monotonic() + timeout_s
+        while not self._answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the master did not answer within {timeout_s:g}s; see {self.tmp / 'master.out'}")
+            time.sleep(0.1)
+        for j in range(1, self.n_workers + 1):
+            device = f"bench-{j}"
+            argv = [sys.executable, "-m", "zmqgrid", "distribute", "--mode", "worker", "--master", self.url,
+                    "--device-id", device, "--concurrency", str(self.concurrency),
+                    "--log-file", str(self.tmp / f"{device}.log"), "--log-level", "WARNING"]
+            self.commands[device] = f"ZMQGRID_PREFETCH={self.prefetch} " + shlex.join(argv)
+            self.workers[device] = spawn(argv, cwd=self.tmp, env=self.env, log=self.tmp / f"{device}.out")
+        with Client(self.url, timeout_s=5) as c:
+            while True:
+                online = {d["device_id"] for d in c.devices() if d["state"] == "online"}
+                if set(self.workers) <= online:
+                    break
+                for device, proc in self.workers.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"worker {device} exited with {proc.returncode}: "
+                                           f"{_tail(self.tmp / f'{device}.out')}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"workers not online within {timeout_s:g}s (online: {sorted(online)})")
+                time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        if self.master is not None and self.master.poll() is not None:
+            raise RuntimeError(f"the master exited with {self.master.returncode}: {_tail(self.tmp / 'master.out')}")
+        with Client(self.url, timeout_s=0.5) as c:
+            try:
+                c.status()
+                return True
+            except Exception:
+                return False
+
+    def pids(self) -> dict[str, int]:
+        out = {"master": self.master.pid} if self.master else {}
+        out.update({d: p.pid for d, p in self.workers.items()})
+        return out
+
+    def alive(self) -> None:
+        for name, proc in [("master", self.master), *self.workers.items()]:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} during the benchmark")
+
+    def stop(self) -> None:
+        for proc in [*self.workers.values(), self.master]:
+            if proc is not None:
+                stop_process(proc)
+                if proc in STARTED:
+                    STARTED.remove(proc)
+
+
+def _tail(path: Path, n: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no output)"
+
+
+# ---------------------------------------------------------------------------------------------- workload
+
+def specs(n: int, start: int) -> list[dict]:
+    return [build_spec(python=FUNCTION, args=[start + i]) for i in range(n)]
+
+
+def check_finished(results: dict, ids: list[str], what: str) -> None:
+    bad = {i: r.get("state") for i, r in results.items() if r.get("state") != "done"}
+    if len(results) != len(set(ids)) or bad:
+        raise RuntimeError(f"{what}: {len(results)} results for {len(set(ids))} ids; not done: "
+                           f"{dict(list(bad.items())[:5])}")
+
+
+def ledger_check(db: Path, ids: list[str]) -> dict[str, int]:
+    """Every id in the ledger, state done: read-only sqlite3 on the master's file."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    counts: dict[str, int] = {}
+    try:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for state, n in conn.execute(f"SELECT state, count(*) FROM tasks WHERE id IN ({','.join('?' * len(chunk))})"
+                                         " GROUP BY state", chunk):
+                counts[state] = counts.get(state, 0) + n
+    finally:
+        conn.close()
+    if counts.get("done", 0) != len(set(ids)) or set(counts) - {"done"}:
+        raise RuntimeError(f"ledger check failed: {len(set(ids))} tasks submitted, in the ledger by state: {counts}")
+    return counts
+
+
+class Bench:
+    def __init__(self, cluster: Cluster, args: argparse.Namespace) -> None:
+        self.cluster, self.a = cluster, args
+        self.client = Client(cluster.url, timeout_s=30)
+        self.next_arg = 0
+        pids = cluster.pids()
+        self.cpu_groups = {"client": ([os.getpid()], False), "master": ([pids["master"]], False),
+                           "workers": ([p for d, p in pids.items() if d != "master"], True)}
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _specs(self, n: int) -> list[dict]:
+        out = specs(n, self.next_arg)
+        self.next_arg += n
+        return out
+
+    def batched(self, n: int) -> dict:
+        c = self.client
+        t0 = time.perf_counter()
+        ids = c.submit(self._specs(n), notify=True, batch_size=self.a.batch, window=self.a.window)
+        t_sub = time.perf_counter() - t0
+        results = c.wait(ids, timeout_s=self.a.phase_timeout)
+        dt = time.perf_counter() - t0
+        check_finished(results, ids, "batched")
+        return {"ids": ids, "seconds": dt, "tasks_per_s": n / dt, "submit_seconds": t_sub,
+                "submit_per_s": n / t_sub}
+
+    def single(self, n: int) -> dict:
+        c = self.client
+        t0 = time.perf_counter()
+        ids = c.submit(self._specs(n), notify=True, batch_size=1, window=self.a.single_window)
+        t_sub = time.perf_counter() - t0
+        results = c.wait(ids, timeout_s=self.a.phase_timeout)
+        dt = time.perf_counter() - t0
+        check_finished(results, ids, "single")
+        return {"ids": ids, "seconds": dt, "tasks_per_s": n / dt, "submit_per_s": n / t_sub}
+
+    def latency(self, n: int) -> dict:
+        c = self.client
+        ids, lat = [], []
+        for spec in self._specs(n):
+            t0 = time.perf_counter()
+            result = c.run(spec, timeout_s=self.a.phase_timeout)
+            lat.append((time.perf_counter() - t0) * 1000.0)
+            if result.get("state") != "done":
+                raise RuntimeError(f"latency task {spec['id']} ended {result.get('state')}: {result}")
+            ids.append(spec["id"])
+        return {"ids": ids, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat),
+                "max_ms": max(lat)}
+
+    def warmup(self) -> None:
+        progress(f"warm-up: {WARMUP_BATCH} tasks batched + {WARMUP_SINGLE} single round trips (not counted)")
+        r = self.batched(WARMUP_BATCH)
+        l = self.latency(WARMUP_SINGLE)
+        ledger_check(self.cluster.db, r["ids"] + l["ids"])
+
+    def run(self, k: int) -> dict:
+        a = self.a
+        self.cluster.alive()
+        progress(f"run {k}/{a.runs}: batched {a.n} tasks, {a.batch} per Submit ...")
+        meter = CpuMeter(self.cpu_groups).start()
+        with Ticker(f"run {k} batched", status=lambda: f"({len(self.client.finished)} Finished buffered)"):
+            b = self.batched(a.n)
+        cpu = meter.stop()
+        progress(f"run {k}/{a.runs}: batched {b['tasks_per_s']:8.0f} tasks/s (submit-only {b['submit_per_s']:8.0f}/s, "
+                 f"{b['seconds']:.2f}s) | CPU % of one core: " + ", ".join(f"{g} {v:.0f}" for g, v in cpu.items()))
+        progress(f"run {k}/{a.runs}: single {a.n_single} tasks, 1 per Submit, window {a.single_window} ...")
+        meter = CpuMeter(self.cpu_groups).start()
+        with Ticker(f"run {k} single"):
+            s = self.single(a.n_single)
+        cpu_s = meter.stop()
+        progress(f"run {k}/{a.runs}: single  {s['tasks_per_s']:8.0f} tasks/s ({s['seconds']:.2f}s) | CPU % of one "
+                 "core: " + ", ".join(f"{g} {v:.0f}" for g, v in cpu_s.items()))
+        progress(f"run {k}/{a.runs}: latency, {a.lat} sequential submit -> Finished round trips ...")
+        with Ticker(f"run {k} latency"):
+            lt = self.latency(a.lat)
+        progress(f"run {k}/{a.runs}: latency p50 {lt['p50_ms']:.2f} ms  p99 {lt['p99_ms']:.2f} ms "
+                 f"(mean {lt['mean_ms']:.2f}, max {lt['max_ms']:.2f})")
+        ids = b["ids"] + s["ids"] + lt["ids"]
+        counts = ledger_check(self.cluster.db, ids)
+        progress(f"run {k}/{a.runs}: ledger check OK: all {len(ids)} tasks of this run are in the ledger, "
+                 f"state done ({counts})")
+        return {"batched_tasks_per_s": b["tasks_per_s"], "submit_per_s": b["submit_per_s"],
+                "batched_seconds": b["seconds"], "single_tasks_per_s": s["tasks_per_s"],
+                "single_submit_per_s": s["submit_per_s"], "p50_ms": lt["p50_ms"], "p99_ms": lt["p99_ms"],
+                "lat_mean_ms": lt["mean_ms"], "cpu_batched": cpu, "cpu_single": cpu_s,
+                "ledger_checked": len(ids)}
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+def run_reference(args: argparse.Namespace, tmp: Path, deadline: float) -> dict:
+    if not REFERENCE.exists():
+        progress(f"reference loop not found at {REFERENCE}: skipping it, no ratios")
+        return {"missing": str(REFERENCE)}
+    ref_dir = tmp / "ref"
+    ref_dir.mkdir()
+    argv = [sys.executable, str(REFERENCE), "--runs", str(args.runs), "--n", str(args.n), "--lat", str(args.lat),
+            "--variants", ",".join(REF_VARIANTS)]
+    env = dict(os.environ, ZG_REF_DIR=str(ref_dir), PYTHONUNBUFFERED="1")
+    env.pop("A3_PROFILE", None)
+    progress("reference: " + shlex.join(argv))
+    proc = subprocess.Popen(argv, cwd=REFERENCE.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, text=True, bufsize=1)
+    STARTED.append(proc)
+    lines: list[str] = []
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            progress("  [reference] " + line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True, name="reference-output")
+    reader.start()
+    try:
+        proc.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise DeadlineExceeded("the reference loop did not finish before the deadline") from None
+    finally:
+        reader.join(5)
+        if proc.poll() is None:
+            stop_process(proc)
+        if proc in STARTED:
+            STARTED.remove(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference loop exited with {proc.returncode}: " + "\n".join(lines[-20:]))
+    data = json.loads((ref_dir / "results" / "a3_durable_master_sketch.json").read_text())
+    out: dict[str, Any] = {"command": f"ZG_REF_DIR={ref_dir} " + shlex.join(argv), "versions": data.get("versions")}
+    for variant, row in zip(REF_VARIANTS, data["rows"]):
+        k, credit = variant.split(":")[1:]
+        assert f"credit {credit} each; {k} task(s)/SUBMIT" in row["setup"], (variant, row["setup"])
+        out[variant] = {"tasks_per_s": row["throughput"], "tasks_per_s_runs": row["throughput_runs"],
+                        "submit_per_s": median(row.get("submit_rates") or []),
+                        "submit_per_s_runs": row.get("submit_rates"),
+                        "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
+                        "p50_ms_runs": row["p50_runs_ms"], "p99_ms_runs": row["p99_runs_ms"], "cpu": row.get("cpu")}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def machine() -> dict:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import msgpack
+    commit = None
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        if commit and dirty:
+            commit += " (+ uncommitted changes)"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "msgpack": ".".join(map(str, msgpack.version)), "sqlite_utils": version("sqlite-utils"),
+            "sqlite": sqlite3.sqlite_version, "psutil": psutil.__version__, "zmqgrid_commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def summarize(runs: list[dict]) -> dict:
+    keys = ("batched_tasks_per_s", "submit_per_s", "single_tasks_per_s", "p50_ms", "p99_ms")
+    out = {k: median([r[k] for r in runs]) for k in keys}
+    out["runs"] = {k: [round(r[k], 2) for r in runs] for k in keys}
+    mid = sorted(range(len(runs)), key=lambda i: runs[i]["batched_tasks_per_s"])[len(runs) // 2]
+    out["cpu_batched_median_run"] = runs[mid]["cpu_batched"]
+    return out
+
+
+def ratios(z: dict, ref: dict) -> dict:
+    if "missing" in ref or not ref:
+        return {}
+    b, s = ref["sqlite:100:16"], ref["sqlite:1:16"]
+
+    def r(x: float | None, y: float | None) -> float | None:
+        return round(x / y, 3) if x is not None and y else None
+
+    out = {"batched_vs_sqlite:100:16": r(z["batched_tasks_per_s"], b["tasks_per_s"]),
+           "single_vs_sqlite:1:16": r(z["single_tasks_per_s"], s["tasks_per_s"]),
+           "p50_vs_reference": r(z["p50_ms"], b["p50_ms"]),
+           "p99_vs_reference": r(z["p99_ms"], b["p99_ms"]),
+           "submit_vs_sqlite:100:16_submit": r(z["submit_per_s"], b["submit_per_s"])}
+    out["target_batched_ratio"] = TARGET_BATCHED_RATIO
+    out["target_met"] = out["batched_vs_sqlite:100:16"] is not None and \
+        out["batched_vs_sqlite:100:16"] >= TARGET_BATCHED_RATIO
+    return out
+
+
+def fmt(v: float | None, nd: int = 0) -> str:
+    return "n/a" if v is None else f"{v:,.{nd}f}"
+
+
+def print_report(result: dict) -> None:
+    m, z, ref, rt = result["machine"], result["zmqgrid"], result["reference"], result["ratios"]
+    a = result["config"]
+    print()
+    print("zmqgrid end-to-end benchmark (loopback, no-op python tasks)")
+    print(f"  date:     {m['date']}")
+    print(f"  command:  {result['command']}")
+    print(f"  machine:  {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}")
+    print(f"  versions: Python {m['python']}, pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, "
+          f"sqlite-utils {m['sqlite_utils']} (SQLite {m['sqlite']}), zmqgrid {m['zmqgrid_commit']}")
+    print(f"  setup:    master + 2 workers, --concurrency {a['concurrency']}, ZMQGRID_PREFETCH={a['prefetch']} "
+          f"(credit {a['concurrency'] + a['prefetch']} per worker); N={a['n']} batched ({a['batch']}/Submit, "
+          f"window {a['window']}), N_single={a['n_single']} (1/Submit, window {a['single_window']}), "
+          f"{a['lat']} latency round trips; median of {a['runs']} run(s)")
+    print()
+    print("per run (zmqgrid):")
+    for i, r in enumerate(result["zmqgrid_runs"], 1):
+        print(f"  run {i}: batched {r['batched_tasks_per_s']:8.0f}/s  submit-only {r['submit_per_s']:8.0f}/s  "
+              f"single {r['single_tasks_per_s']:7.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+              f"CPU% master {r['cpu_batched']['master']:.0f} workers {r['cpu_batched']['workers']:.0f} "
+              f"client {r['cpu_batched']['client']:.0f}")
+    print()
+    have_ref = "missing" not in ref and ref
+    rb, rs = (ref.get("sqlite:100:16", {}), ref.get("sqlite:1:16", {})) if have_ref else ({}, {})
+    rows = [("batched throughput (tasks/s)", z["batched_tasks_per_s"], rb.get("tasks_per_s"), "sqlite:100:16",
+             rt.get("batched_vs_sqlite:100:16"), 0),
+            ("submit-only rate (tasks/s acked)", z["submit_per_s"], rb.get("submit_per_s"), "sqlite:100:16",
+             rt.get("submit_vs_sqlite:100:16_submit"), 0),
+            ("single, 1 task/Submit (tasks/s)", z["single_tasks_per_s"], rs.get("tasks_per_s"), "sqlite:1:16",
+             rt.get("single_vs_sqlite:1:16"), 0),
+            ("latency p50 (ms)", z["p50_ms"], rb.get("p50_ms"), "sqlite:100:16", rt.get("p50_vs_reference"), 2),
+            ("latency p99 (ms)", z["p99_ms"], rb.get("p99_ms"), "sqlite:100:16", rt.get("p99_vs_reference"), 2)]
+    print(f"{'metric (median)':34} {'zmqgrid':>10} {'reference':>10} {'ref variant':>14} {'zmqgrid/ref':>12}")
+    for name, zv, rv, var, ratio, nd in rows:
+        print(f"{name:34} {fmt(zv, nd):>10} {fmt(rv, nd):>10} {var if have_ref else '-':>14} "
+              f"{(f'{ratio:.2f}x' if ratio is not None else 'n/a'):>12}")
+    print()
+    if have_ref:
+        verdict = "MET" if rt["target_met"] else "NOT MET"
+        print(f"target: zmqgrid batched >= {TARGET_BATCHED_RATIO}x the reference's batched rate -> "
+              f"{rt['batched_vs_sqlite:100:16']:.2f}x: {verdict}")
+    elif ref.get("missing"):
+        print(f"reference loop missing ({ref['missing']}): no ratios")
+    else:
+        print("reference loop skipped (--no-reference): no ratios")
+    if result.get("profile"):
+        print()
+        print(f"master profile (cProfile, {result['profile']['file']}), top functions by own time:")
+        print(result["profile"]["text"])
+
+
+def profile_text(path: Path, top: int = 25) -> str:
+    import io
+    import pstats
+    buf = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buf)
+    stats.sort_stats("tottime").print_stats(top)
+    buf.write("\n")
+    stats.sort_stats("cumulative").print_stats(top)
+    text = buf.getvalue()
+    return text[text.find("   ncalls"):] if "   ncalls" in text else text
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=5000, help="tasks per batched run [5000]")
+    ap.add_argument("--n-single", type=int, default=1000, help="tasks per single run (1 per Submit) [1000]")
+    ap.add_argument("--lat", type=int, default=200, help="sequential latency round trips per run [200]")
+    ap.add_argument("--runs", type=int, default=3, help="runs; figures are medians [3]")
+    ap.add_argument("--batch", type=int, default=100, help="tasks per Submit in the batched run [100]")
+    ap.add_argument("--window", type=int, default=8, help="unacked Submits in flight, batched (Client default) [8]")
+    ap.add_argument("--single-window", type=int, default=64, help="unacked Submits in flight, single run [64]")
+    ap.add_argument("--concurrency", type=int, default=4, help="worker --concurrency [4]")
+    ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
+                    "prefetch [12, so credit 16 like the reference's best variant]")
+    ap.add_argument("--quick", action="store_true", help="smoke run: N=500, N_single=200, lat 50, 1 run")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference loop (no ratios)")
+    ap.add_argument("--json", action="store_true", help="print all figures as JSON on stdout")
+    ap.add_argument("--deadline", type=float, default=1800, help="seconds for the whole run [1800]")
+    ap.add_argument("--phase-timeout", type=float, default=300, help="seconds for one phase to finish [300]")
+    ap.add_argument("--profile-master", metavar="FILE.prof", help="run the master under cProfile, write FILE.prof "
+                    "and print its top functions")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, ledger)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n, a.n_single, a.lat, a.runs = 500, 200, 50, 1
+    if min(a.n, a.n_single, a.lat, a.runs, a.batch, a.window, a.single_window, a.concurrency) < 1 or a.prefetch < 0:
+        ap.error("counts must be >= 1 (prefetch >= 0)")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()) if Path(__file__).is_relative_to(Path.cwd())
+                          else __file__, *(sys.argv[1:] if argv is None else argv)])
+    deadline = time.monotonic() + a.deadline
+
+    def on_alarm(*_: object) -> None:
+        raise DeadlineExceeded(f"the benchmark did not finish within --deadline {a.deadline:g}s")
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(max(1, int(a.deadline)))
+    tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-bench-"))
+    profile = Path(a.profile_master).resolve() if a.profile_master else None
+    result: dict[str, Any] = {"command": command, "machine": machine(),
+                              "config": {k: getattr(a, k) for k in ("n", "n_single", "lat", "runs", "batch", "window",
+                                                                    "single_window", "concurrency", "prefetch")}}
+    m = result["machine"]
+    progress(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
+             f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, sqlite-utils {m['sqlite_utils']} "
+             f"(SQLite {m['sqlite']})")
+    progress(f"command: {command}")
+    if a.runs < 3 and not a.quick:
+        progress(f"note: --runs {a.runs}: medians of fewer than 3 runs are noisy")
+    cluster = None
+    bench = None
+    code = 0
+    try:
+        cluster = Cluster(tmp, concurrency=a.concurrency, prefetch=a.prefetch, profile_master=profile)
+        progress(f"starting master on {cluster.url} and 2 workers (concurrency {a.concurrency}, "
+                 f"prefetch {a.prefetch}) in {tmp} ...")
+        cluster.start()
+        progress(f"cluster up: pids {cluster.pids()}")
+        result["commands"] = cluster.commands
+        bench = Bench(cluster, a)
+        bench.warmup()
+        runs = [bench.run(k) for k in range(1, a.runs + 1)]
+        result["zmqgrid_runs"] = runs
+        result["zmqgrid"] = summarize(runs)
+        bench.close()
+        bench = None
+        progress("stopping the zmqgrid cluster ...")
+        cluster.stop()
+        cluster = None
+        if profile is not None:
+            if profile.exists():
+                result["profile"] = {"file": str(profile), "text": profile_text(profile)}
+            else:
+                progress(f"no profile written at {profile} (did the master exit cleanly?)")
+        result["reference"] = {} if a.no_reference else run_reference(a, tmp, deadline)
+        result["ratios"] = ratios(result["zmqgrid"], result["reference"])
+    except DeadlineExceeded as e:
+        progress(f"error: {e}")
+        code = 2
+    except KeyboardInterrupt:
+        progress("interrupted")
+        code = 130
+    except Exception as e:  # report, clean up, fail
+        progress(f"error: {type(e).__name__}: {e}")
+        code = 1
+    finally:
+        signal.alarm(0)
+        if bench is not None:
+            bench.close()
+        if cluster is not None:
+            cluster.stop()
+        stop_all()
+        if a.keep or code:
+            progress(f"kept {tmp} (logs and ledger)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if code:
+        return code
+    if a.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
