@@ -167,6 +167,10 @@ class Client:
     def cancel(self, task_ids: list[str]) -> dict:
         return self.request(Control, "cancel", {"ids": list(task_ids)})
 
+    def requeue(self, task_ids: list[str]) -> dict:
+        """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""
+        return self.request(Control, "requeue", {"ids": list(task_ids)})
+
     def wait(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0) -> dict:
         """Block until every task is final; returns {id: summary}. Survives a master restart by re-watching."""
         remaining = set(task_ids)

@@ -57,6 +57,12 @@ class Config:
     """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
     max_retry_count: int = 3
     """Default number of retries for a task that fails, times out or loses its worker."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry of a failed task; doubled each attempt, with jitter."""
+    retry_backoff_max: float = 60.0
+    """Longest wait before a retry, in seconds."""
+    quarantine_after: int = 3
+    """Quarantine a task after its worker died this many times while running it (0: never)."""
     dispatch_interval: float = 10.0
     """Most seconds between periodic re-dispatch scans; dispatch itself is event-driven."""
     load_balance_strategy: str = "least_tasks"
@@ -117,7 +123,7 @@ class Config:
 
 _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. "int | None"
 _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
-           "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100),
+           "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "load_balance_strategy": STRATEGIES, "log_level": LOG_LEVELS}

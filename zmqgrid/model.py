@@ -38,6 +38,8 @@ TASK_KINDS = ("shell", "script", "python")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _FUNC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 MAX_SCRIPT_BYTES = 1 << 20
+MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit
+MAX_RETRIES = 100            # as max_retry_count and `submit --retries`
 
 
 def new_task_id() -> str:
@@ -116,14 +118,20 @@ def validate_task_spec(spec: Any) -> dict:
         out["cwd"] = _expect(spec, "cwd", (str,), "a directory path")
         out["env"] = _env(spec)
     out["priority"] = _expect(spec, "priority", (int,), "an integer") or 0
+    if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
+        raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
     timeout = _expect(spec, "timeout", (int, float), "a number of seconds")
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not timeout > 0:  # written so that NaN is refused too
         raise ProtocolError(f"task field 'timeout' must be > 0 seconds, got {timeout!r}")
     out["timeout"] = timeout
     retries = _expect(spec, "retries", (int,), "an integer >= 0")
-    if retries is not None and retries < 0:
-        raise ProtocolError(f"task field 'retries' must be >= 0, got {retries!r}")
+    if retries is not None and not 0 <= retries <= MAX_RETRIES:
+        raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
     out["retries"] = retries
+    backoff = _expect(spec, "retry_backoff", (int, float), "a number of seconds")
+    if backoff is not None and not backoff >= 0:
+        raise ProtocolError(f"task field 'retry_backoff' must be >= 0 seconds, got {backoff!r}")
+    out["retry_backoff"] = backoff
     out["tags"] = _str_list(spec, "tags")
     out["device"] = _expect(spec, "device", (str,), "a device id")
     out["name"] = _expect(spec, "name", (str,), "a label") or describe_spec(out)

@@ -8,9 +8,9 @@ from typing import Any, Callable
 import click
 
 from ..client import Client, build_spec
-from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
 from ..model import TASK_STATES
-from .common import client_options, json_option
+from .common import client_options, client_options_with, json_option
 from .render import describe_error, emit_json, seconds, table, when
 
 
@@ -79,7 +79,7 @@ def read_batch(path: str | Path) -> list[dict]:
 @click.option("--file", "batch_file", type=click.Path(), help="Submit every task of a JSON-lines file.")
 @click.option("--wait", is_flag=True, help="Wait for the task(s) to end; exit 0 only if all are done.")
 @json_option
-@client_options
+@client_options_with("--master-timeout")
 def submit(client: Callable[[], Client], shell: str | None, script: str | None, python: str | None,
            args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
            task_timeout: float | None, retries: int | None, name: str | None, batch_file: str | None, wait: bool,
@@ -190,6 +190,25 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, a
         click.echo(out["stderr"], err=True, nl=not out["stderr"].endswith("\n"))
 
 
+@tasks.command("requeue")
+@click.argument("task_ids", nargs=-1, required=True)
+@json_option
+@client_options
+def requeue_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -> int:
+    """Queue failed, timed-out, cancelled or quarantined tasks again (retries start afresh).
+
+    Example: python main.py tasks requeue 3f2a9c01d2e4b5a6
+    """
+    with client() as c:
+        outcome = c.requeue(list(task_ids))
+    if as_json:
+        emit_json(outcome)
+    else:
+        for task_id, state in outcome.items():
+            click.echo(f"{task_id} {state}")
+    return EXIT_OK if all(v == "queued" for v in outcome.values()) else EXIT_FAILED
+
+
 @tasks.command("cancel")
 @click.argument("task_ids", nargs=-1, required=True)
 @json_option
@@ -201,9 +220,13 @@ def cancel_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -
     """
     with client() as c:
         outcome = c.cancel(list(task_ids))
+    missing = [task_id for task_id, state in outcome.items() if state == "not found"]
     if as_json:
         emit_json(outcome)
     else:
         for task_id, state in outcome.items():
-            click.echo(f"{task_id} {state}")
-    return EXIT_FAILED if any(v == "not found" for v in outcome.values()) else EXIT_OK
+            if state != "not found":
+                click.echo(f"{task_id} {state}")
+    if missing:  # an unknown id is the user's mistake: one error line and exit 3, as in `tasks show`
+        raise TaskNotFound(f"no task {', '.join(repr(i) for i in missing)}", "list tasks with: python main.py tasks list")
+    return EXIT_OK

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import random
+import time
 from dataclasses import dataclass, field
 
 from ..model import ACTIVE_STATES
@@ -27,6 +29,10 @@ class TaskEntry:
     seq: int = 0
     notify: set = field(default_factory=set)
     cancel_requested: bool = False
+    assigned_mono: float = 0.0    # when dispatched (monotonic): the lease is judged only after a grace period
+    misses: int = 0               # consecutive heartbeats of its worker that did not name it
+    deaths: int = 0               # times its worker died while running it
+    evidence: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -49,22 +55,28 @@ class Cluster:
     """Tasks, devices and the queue. Methods stage ledger writes and queue frames in `sends`."""
 
     def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
-                 default_timeout_s: float | None, device_timeout_s: float, sample_every: int = 5) -> None:
+                 default_timeout_s: float | None, device_timeout_s: float, lease_grace_s: float = 2.0,
+                 retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 60.0, quarantine_after: int = 3,
+                 sample_every: int = 5) -> None:
         self.store = store
         self.incarnation = incarnation
         self.strategy = strategy
         self.default_retries = default_retries
         self.default_timeout_s = default_timeout_s
         self.device_timeout_s = device_timeout_s
+        self.lease_grace_s = lease_grace_s
+        self.retry_backoff_s, self.retry_backoff_max_s = retry_backoff_s, retry_backoff_max_s
+        self.quarantine_after = quarantine_after
         self.sample_every = sample_every
         self.tasks: dict[str, TaskEntry] = {}
         self.devices: dict[str, DeviceEntry] = {}
         self.queue: list[tuple[int, int, str]] = []   # (-priority, seq, task id); stale entries skipped lazily
+        self.delayed: list[tuple[float, int, str]] = []  # (monotonic time it may run, seq, task id): retry backoff
         self.seq = 0
         # (identity, frames, dispatched task ids or None): sent after the turn's commit
         self.sends: list[tuple[bytes, list[bytes], list[str] | None]] = []
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "requeued": 0,
-                         "lost_attempts": 0}
+                         "lost_attempts": 0, "quarantined": 0}
 
     # ------------------------------------------------------------ recovery
 
@@ -72,19 +84,21 @@ class Cluster:
         """Load unfinished tasks; keep assigned/running ones with their device until it re-registers or times out."""
         for device_id in self.store.device_ids_with_state("online") + self.store.device_ids_with_state("draining"):
             self.store.set_device_state(device_id, "offline")
+        pids = {d["device_id"]: d["pid"] for d in self.store.list_devices()}
         for row in self.store.load_unfinished():
             entry = TaskEntry(row["id"], row["spec"], row["priority"], row["retries"], row["timeout_s"],
-                              attempt=row["attempt"])
+                              attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
             self.tasks[entry.id] = entry
             if row["state"] == "queued" or not row["device_id"]:
-                self._enqueue(entry)
+                self._enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
                 continue
             entry.state, entry.device_id = row["state"], row["device_id"]
             device = self.devices.get(row["device_id"])
             if device is None:
                 # Silent until it registers again; liveness gives it device_timeout from now.
                 device = self.devices[row["device_id"]] = DeviceEntry(row["device_id"], row["device_id"].encode(),
-                                                                      last_seen=now_mono)
+                                                                      last_seen=now_mono,
+                                                                      info={"pid": pids.get(row["device_id"])})
             device.inflight.add(entry.id)
         logger.info("recovered %d unfinished tasks (%d queued) from %s", len(self.tasks), len(self.queue),
                     self.store.path)
@@ -110,10 +124,27 @@ class Cluster:
             self.counters["submitted"] += 1
         return ids
 
-    def _enqueue(self, entry: TaskEntry) -> None:
+    def _enqueue(self, entry: TaskEntry, delay_s: float = 0.0, now_mono: float = 0.0) -> None:
         self.seq += 1
-        entry.seq, entry.state, entry.device_id = self.seq, "queued", None
-        heapq.heappush(self.queue, (-entry.priority, self.seq, entry.id))
+        entry.seq, entry.state, entry.device_id, entry.misses = self.seq, "queued", None, 0
+        if delay_s > 0:
+            heapq.heappush(self.delayed, (now_mono + delay_s, self.seq, entry.id))
+        else:
+            heapq.heappush(self.queue, (-entry.priority, self.seq, entry.id))
+
+    def release_delayed(self, now_mono: float) -> None:
+        """Retries whose backoff has passed join the queue."""
+        while self.delayed and self.delayed[0][0] <= now_mono:
+            _, seq, task_id = heapq.heappop(self.delayed)
+            entry = self.tasks.get(task_id)
+            if entry is not None and entry.state == "queued" and entry.seq == seq:
+                heapq.heappush(self.queue, (-entry.priority, seq, task_id))
+
+    def backoff_s(self, entry: TaskEntry) -> float:
+        base = entry.spec.get("retry_backoff")
+        base = self.retry_backoff_s if base is None else base
+        # Exponential with "equal jitter": retries of many tasks failing together spread out.
+        return min(self.retry_backoff_max_s, base * 2 ** max(0, entry.attempt - 1)) * random.uniform(0.5, 1.0)
 
     @staticmethod
     def can_take(device: DeviceEntry, spec: dict) -> bool:
@@ -123,8 +154,9 @@ class Cluster:
         tags = spec.get("tags")
         return not tags or device.tags.issuperset(tags)
 
-    def dispatch(self, now: float) -> None:
+    def dispatch(self, now: float, now_mono: float) -> None:
         """Hand queued tasks to registered online workers, never beyond their credit."""
+        self.release_delayed(now_mono)
         ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
         if not ready or not self.queue:
             return
@@ -144,7 +176,7 @@ class Cluster:
             device = eligible[0] if len(eligible) == 1 else eligible[self.strategy(
                 [(len(d.inflight), d.credit, float(d.concurrency)) for d in eligible])]
             entry.attempt += 1
-            entry.state, entry.device_id = "assigned", device.device_id
+            entry.state, entry.device_id, entry.assigned_mono = "assigned", device.device_id, now_mono
             device.credit -= 1
             device.inflight.add(entry.id)
             if device.credit <= 0:
@@ -179,18 +211,33 @@ class Cluster:
         if state == "done" or (state == "cancelled" and entry.cancel_requested):
             self.finish(entry, state, now, result=result)
         elif entry.attempt <= entry.retries and not entry.cancel_requested:
-            self.requeue(entry, f"attempt {attempt} {state}", now)
+            self.requeue(entry, f"attempt {attempt} {state}", now, self.backoff_s(entry))
         else:
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
 
-    def lose_attempt(self, entry: TaskEntry, reason: str, now: float) -> None:
-        """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task."""
+    def lose_attempt(self, entry: TaskEntry, reason: str, now: float, *, death: bool = False) -> None:
+        """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task.
+
+        `death`: the worker itself went away; if the task was running, that counts towards quarantine.
+        """
         device = self.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
         self.counters["lost_attempts"] += 1
         self.store.end_attempt(entry.id, entry.attempt, "lost", now,
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
+        if death and entry.state == "running" and not entry.cancel_requested:
+            entry.deaths += 1
+            entry.evidence.append({"attempt": entry.attempt, "device_id": entry.device_id, "reason": reason,
+                                   "at": now})
+            self.store.record_death(entry.id, entry.deaths, entry.evidence)
+            if self.quarantine_after and entry.deaths >= self.quarantine_after:
+                self.counters["quarantined"] += 1
+                logger.warning("quarantined task=%s: its worker died %d times while running it (devices %s)",
+                               entry.id, entry.deaths, ",".join(str(e["device_id"]) for e in entry.evidence))
+                self.finish(entry, "quarantined", now, reason=f"its worker died {entry.deaths} times while running it",
+                            error={"type": "Quarantined", "message": reason, "traceback": ""})
+                return
         if entry.cancel_requested:
             self.finish(entry, "cancelled", now, reason="cancelled by user")
         elif entry.attempt <= entry.retries:
@@ -199,11 +246,11 @@ class Cluster:
             self.finish(entry, "failed", now, reason=f"worker lost: {reason}",
                         error={"type": "WorkerLost", "message": reason, "traceback": ""})
 
-    def requeue(self, entry: TaskEntry, reason: str, now: float) -> None:
+    def requeue(self, entry: TaskEntry, reason: str, now: float, delay_s: float = 0.0) -> None:
         self.counters["requeued"] += 1
-        logger.info("requeued task=%s attempt=%d reason=%s", entry.id, entry.attempt, reason)
-        self.store.requeue_task(entry.id, reason, now)
-        self._enqueue(entry)
+        logger.info("requeued task=%s attempt=%d delay=%.1fs reason=%s", entry.id, entry.attempt, delay_s, reason)
+        self.store.requeue_task(entry.id, reason, now, now + delay_s if delay_s > 0 else None)
+        self._enqueue(entry, delay_s, time.monotonic())
 
     def finish(self, entry: TaskEntry, state: str, now: float, *, result: dict | None = None,
                reason: str | None = None, error: dict | None = None) -> None:
@@ -242,13 +289,16 @@ class Cluster:
         device = self.devices.get(device_id)
         if device is None:
             device = self.devices[device_id] = DeviceEntry(device_id, identity)
+        # A new process behind the same device id means the old one died, with whatever it was running.
+        restarted = device.info.get("pid") not in (None, info["pid"])
         device.identity, device.state, device.registered = identity, "online", True
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
         for task_id in list(device.inflight):
             entry = self.tasks[task_id]
             if (task_id, entry.attempt) not in reported:
-                self.lose_attempt(entry, f"device {device_id} registered again without it", now)
+                why = "restarted (new pid) without it" if restarted else "registered again without it"
+                self.lose_attempt(entry, f"device {device_id} {why}", now, death=restarted)
         disowned = []
         for task_id, attempt in running:
             entry = self.tasks.get(task_id)
@@ -260,9 +310,11 @@ class Cluster:
                     len(reported), len(disowned))
         return disowned
 
-    def heartbeat(self, device: DeviceEntry, running: list, metrics: dict, now_mono: float, now: float) -> None:
+    def heartbeat(self, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
+                  now_mono: float, now: float) -> None:
         device.last_seen = now_mono
-        device.metrics = metrics
+        # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
+        device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
         device.heartbeats += 1
         for task_id, attempt in running:
             entry = self.tasks.get(task_id)
@@ -270,9 +322,21 @@ class Cluster:
                     and entry.device_id == device.device_id:
                 entry.state = "running"
                 self.store.mark_running(task_id, attempt, now)
-        self.store.device_seen(device.device_id, now, metrics, len(device.inflight))
+        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
+        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
         if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
             self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
+
+    def check_leases(self, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
+        """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""
+        for task_id in list(device.inflight):
+            entry = self.tasks[task_id]
+            if (task_id, entry.attempt) in named:
+                entry.misses = 0
+            elif now_mono - entry.assigned_mono > self.lease_grace_s:
+                entry.misses += 1
+                if entry.misses >= 2:
+                    self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
 
     def mark_offline(self, device: DeviceEntry, reason: str, now: float) -> None:
         if device.state == "offline" and not device.inflight:
@@ -281,7 +345,7 @@ class Cluster:
         device.state, device.registered, device.credit = "offline", False, 0
         self.store.set_device_state(device.device_id, "offline")
         for task_id in list(device.inflight):
-            self.lose_attempt(self.tasks[task_id], reason, now)
+            self.lose_attempt(self.tasks[task_id], reason, now, death=True)
 
     def check_liveness(self, now_mono: float, now: float) -> None:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
@@ -289,6 +353,26 @@ class Cluster:
             silent = now_mono - device.last_seen
             if device.state != "offline" and silent > self.device_timeout_s:
                 self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
+
+    def reopen(self, task_id: str, now: float) -> str:
+        """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
+        retries and deaths start afresh."""
+        if task_id in self.tasks:
+            return f"already {self.tasks[task_id].state}"
+        row = self.store.get_task(task_id)
+        if row is None:
+            return "not found"
+        if row["state"] == "done":
+            return "already done"
+        spec = self.store.get_spec(task_id)
+        base = self.default_retries if spec.get("retries") is None else spec["retries"]
+        entry = TaskEntry(task_id, spec, row["priority"], row["attempt"] + base, row["timeout_s"],
+                          attempt=row["attempt"], evidence=row["evidence"])
+        self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
+        self.tasks[task_id] = entry
+        self._enqueue(entry)
+        logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
+        return "queued"
 
     def dispatch_failed(self, device_id: str, task_ids: list[str], now: float) -> None:
         """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""

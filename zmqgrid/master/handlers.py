@@ -100,13 +100,13 @@ class Handlers:
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running = keys(msg.running, "Heartbeat.running")
-        keys(msg.held, "Heartbeat.held")
+        held = keys(msg.held, "Heartbeat.held")
         device = self.cluster.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
             self.reply_error(msg.device_id.encode(), 0, "not_registered", "register again")
             return
-        self.cluster.heartbeat(device, running, msg.metrics, now_mono, now)
+        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, now_mono, now)
 
     # ------------------------------------------------------------ clients
 
@@ -146,6 +146,8 @@ class Handlers:
                     found = self.cluster.store.get_task(task_id)
                     outcome[task_id] = f"already {found['state']}" if found else "not found"
             self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
+        elif msg.action == "requeue":
+            self.acks.append((identity, Reply(msg.req_id, {i: self.cluster.reopen(i, now) for i in ids}).encode()))
         elif msg.action == "watch":
             finished = {}
             for task_id in ids:
@@ -157,4 +159,4 @@ class Handlers:
                     finished[task_id] = queries.summary(row) if row else None
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
-            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, watch")
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch")

@@ -55,7 +55,10 @@ class Master:
         c = self.config
         cluster = Cluster(self.store, incarnation=self.incarnation, strategy=make_strategy(c.load_balance_strategy),
                           default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
-                          device_timeout_s=float(c.device_timeout))
+                          device_timeout_s=float(c.device_timeout),
+                          lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),
+                          retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
+                          quarantine_after=c.quarantine_after)
         cluster.recover(time.monotonic(), time.time())
         self.store.commit()
         return cluster
@@ -95,7 +98,7 @@ class Master:
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
-                self.cluster.dispatch(now)
+                self.cluster.dispatch(now, now_mono)
                 self._commit_and_send(now)
                 if now_mono >= next_beacon:
                     next_beacon = now_mono + beacon_every

@@ -43,6 +43,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["heartbeats"].create_index(["device_id", "at"])
 
 
+@migrations()
+def m002_retry_and_quarantine(db: sqlite_utils.Database) -> None:
+    db["tasks"].add_column("not_before", float)     # wall-clock time before which a retry is not dispatched
+    db["tasks"].add_column("deaths", int)           # times its worker died while running it
+    db["tasks"].add_column("evidence", str)         # JSON list of those deaths
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)

@@ -12,7 +12,7 @@ from ..protocol import packb, unpackb
 from .schema import open_database
 
 TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, tags, device_req, device_id, "
-                "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason")
+                "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason, deaths, evidence")
 _INSERT_TASK = ("INSERT OR IGNORE INTO tasks (id, kind, name, state, priority, attempt, retries, timeout_s, tags, "
                 "device_req, spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)")
 _ASSIGN_TASK = "UPDATE tasks SET state='assigned', attempt=?, device_id=?, updated_at=? WHERE id=?"
@@ -26,7 +26,10 @@ _STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_co
                   "error=coalesce(error, ?) WHERE task_id=? AND attempt=?")
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
-_REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=? WHERE id=?"
+_REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
+_DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
+_REOPEN_TASK = ("UPDATE tasks SET state='queued', device_id=NULL, retries=?, deaths=0, updated_at=?, reason=?, "
+                "not_before=NULL, finished_at=NULL WHERE id=?")
 _OUTPUT = "INSERT OR REPLACE INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
 _UPSERT_DEVICE = (
     "INSERT INTO devices (device_id, name, hostname, os, python_version, python_executable, tags, concurrency, "
@@ -114,8 +117,14 @@ class TaskStore:
         self.stage(_FINISH_TASK, (state, started_at, now, now, exit_code,
                                   None if value is None else packb(value), _json(error), reason, task_id))
 
-    def requeue_task(self, task_id: str, reason: str, now: float) -> None:
-        self.stage(_REQUEUE_TASK, (now, reason, task_id))
+    def requeue_task(self, task_id: str, reason: str, now: float, not_before: float | None = None) -> None:
+        self.stage(_REQUEUE_TASK, (now, reason, not_before, task_id))
+
+    def record_death(self, task_id: str, deaths: int, evidence: list) -> None:
+        self.stage(_DEATH, (deaths, _json(evidence), task_id))
+
+    def reopen_task(self, task_id: str, retries: int, reason: str, now: float) -> None:
+        self.stage(_REOPEN_TASK, (retries, now, reason, task_id))
 
     def upsert_device(self, info: dict, now: float, running: int) -> None:
         self.stage(_UPSERT_DEVICE, (info["device_id"], info["name"], info["hostname"], info["os"],
@@ -140,9 +149,11 @@ class TaskStore:
 
     def load_unfinished(self) -> Iterable[dict]:
         """Queued, assigned and running tasks in submit order, with their spec: what a restart must resume."""
-        for row in self.db.query("SELECT id, state, priority, attempt, retries, timeout_s, device_id, spec "
+        for row in self.db.query("SELECT id, state, priority, attempt, retries, timeout_s, device_id, spec, "
+                                 "not_before, deaths, evidence "
                                  "FROM tasks WHERE state IN ('queued', 'assigned', 'running') ORDER BY rowid"):
             row["spec"] = unpackb(row["spec"])
+            row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
             yield row
 
     def existing_ids(self, ids: list[str]) -> set[str]:
@@ -192,6 +203,10 @@ class TaskStore:
             "FROM attempts WHERE task_id = ? ORDER BY attempt", [task_id])]
         return task
 
+    def get_spec(self, task_id: str) -> dict | None:
+        row = self.db.execute("SELECT spec FROM tasks WHERE id = ?", [task_id]).fetchone()
+        return unpackb(row[0]) if row else None
+
     def get_output(self, task_id: str, attempt: int | None = None) -> dict:
         if attempt is None:
             row = self.db.execute("SELECT max(attempt) FROM task_output WHERE task_id = ?", [task_id]).fetchone()
@@ -219,6 +234,8 @@ class TaskStore:
         row["tags"] = json.loads(row["tags"]) if row.get("tags") else []
         row["value"] = unpackb(row["value"]) if row.get("value") is not None else None
         row["error"] = json.loads(row["error"]) if row.get("error") else None
+        row["evidence"] = json.loads(row["evidence"]) if row.get("evidence") else []
+        row["deaths"] = row.get("deaths") or 0
         return row
 
 

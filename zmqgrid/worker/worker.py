@@ -63,10 +63,10 @@ class Worker:
         os.write(self._wake_w, b"x")
 
     def owned(self) -> tuple[list, list]:
-        """([id, attempt] running, [id, attempt] held) — what heartbeats and Register report."""
+        """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox) — the lease report."""
         with self.lock:
             return ([[tid, r.attempt] for tid, r in self.running.items()],
-                    [[t["id"], t["attempt"]] for t in self.held])
+                    [[t["id"], t["attempt"]] for t in self.held] + [list(k) for k in list(self.outbox)])
 
     def _connect(self) -> None:
         """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
@@ -79,7 +79,9 @@ class Worker:
         self.poller.register(self.dealer, zmq.POLLIN)
 
     def _register(self) -> None:
-        running, held = self.owned()
+        with self.lock:
+            running = [[tid, r.attempt] for tid, r in self.running.items()]
+            held = [[t["id"], t["attempt"]] for t in self.held]
         credit = max(0, self.capacity - len(running) - len(held))
         self.freed = 0
         info = self.info
