@@ -140,6 +140,13 @@ class Credit(Message):
     slots: int
 
 
+@message("G")
+class Started(Message):
+    """Worker -> master: these [task_id, attempt] began to run (batched per loop turn)."""
+    TYPES = (LIST,)
+    keys: list
+
+
 @message("T")
 class Tasks(Message):
     """Master -> worker: tasks to run, each a spec dict plus 'attempt'. Never more than the worker's credit."""

@@ -9,7 +9,7 @@ from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                 linger_ms: int = 0, identity: bytes | None = None, sndhwm: int | None = None,
-                rcvhwm: int | None = None) -> zmq.Socket:
+                rcvhwm: int | None = None, zmtp_heartbeat_ms: int | None = None) -> zmq.Socket:
     """A socket with the options every zmqgrid socket needs (LINGER, MAXMSGSIZE) plus those of its role."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
@@ -20,6 +20,12 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if zmtp_heartbeat_ms:
+        # ZMTP PINGs drop a connection whose peer vanished without a FIN (cable cut, frozen host), so it is
+        # re-established instead of hanging for the minutes TCP retransmission can take.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, zmtp_heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * zmtp_heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * zmtp_heartbeat_ms)
     if kind == zmq.ROUTER:
         # A send to a vanished peer must raise (so dispatch re-queues), and a worker that reconnects
         # with its identity must take over the stale pipe instead of being refused.

@@ -316,16 +316,19 @@ class Cluster:
         # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
         device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
         device.heartbeats += 1
-        for task_id, attempt in running:
+        self.mark_started(device, running, now)
+        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
+        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
+        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
+            self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
+
+    def mark_started(self, device: DeviceEntry, started: list, now: float) -> None:
+        for task_id, attempt in started:
             entry = self.tasks.get(task_id)
             if entry is not None and entry.state == "assigned" and entry.attempt == attempt \
                     and entry.device_id == device.device_id:
                 entry.state = "running"
                 self.store.mark_running(task_id, attempt, now)
-        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
-        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
-        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
-            self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
 
     def check_leases(self, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
         """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""

@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import ProtocolError, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Query, Register, RegisterAck, Reply, Results,
-                        ResultAck, Submit)
+                        ResultAck, Started, Submit)
 from . import queries
 from .cluster import Cluster, DeviceEntry
 
@@ -87,6 +87,12 @@ class Handlers:
         device = self.worker(identity, now_mono)
         if device is not None:
             device.credit += max(0, msg.slots)
+
+    def handle_started(self, identity: bytes, msg: Started, now_mono: float, now: float) -> None:
+        started = keys(msg.keys, "Started.keys")
+        device = self.worker(identity, now_mono)
+        if device is not None:
+            self.cluster.mark_started(device, started, now)
 
     def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
         results = [check_result(r) for r in msg.results]    # all checked before any is applied

@@ -13,7 +13,8 @@ import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Error, Kill, Register, RegisterAck, ResultAck, Results, Tasks, decode)
+from ..protocol import (BEACON_TOPIC, Beacon, Error, Kill, Register, RegisterAck, ResultAck, Results, Started, Tasks,
+                        decode)
 from ..transport import make_socket
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
@@ -52,9 +53,11 @@ class Worker:
         self.registered = threading.Event()
         self.register_sent = 0.0
         self.register_backoff = 0.5
+        self.side_sockets_stale = False
         self.last_beacon = time.monotonic()
         self.device_timeout_s = float(config.device_timeout)
         self.freed = 0                        # slots freed since the last Results/Credit message
+        self.zmtp_heartbeat_ms = max(100, int(1000 * config.heartbeat_interval))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -74,7 +77,8 @@ class Worker:
             self.poller.unregister(self.dealer)
             self.dealer.close(0)
         self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
-                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0)
+                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0,
+                                  zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
         self.poller.register(self.dealer, zmq.POLLIN)
 
@@ -179,8 +183,8 @@ class Worker:
                     logger.warning("master error %s: %s", msg.code, msg.message)
 
     def _registered(self, msg: RegisterAck, now: float) -> None:
-        first = self.heartbeats is None
-        if first or msg.incarnation != self.incarnation:
+        if self.heartbeats is None or msg.incarnation != self.incarnation or self.side_sockets_stale:
+            self.side_sockets_stale = False
             self._connect_side_sockets(msg)
         self.incarnation = msg.incarnation
         self.device_timeout_s = msg.device_timeout_s
@@ -199,7 +203,8 @@ class Worker:
         if self.sub is not None:
             self.poller.unregister(self.sub)
             self.sub.close(0)
-        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes)
+        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes,
+                               zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
         self.sub.setsockopt(zmq.SUBSCRIBE, BEACON_TOPIC)
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
         self.poller.register(self.sub, zmq.POLLIN)
@@ -239,19 +244,25 @@ class Worker:
         elif now - self.last_beacon > self.device_timeout_s:
             logger.warning("no beacon from the master for %.1fs; reconnecting", now - self.last_beacon)
             self.register_backoff = 0.5
+            self.side_sockets_stale = True   # the SUB and PUSH connections may be as dead as the DEALER's
             self._connect()
             self._register()
 
     # ------------------------------------------------------------ running tasks
 
     def _start_held(self) -> None:
+        started = []
         with self.lock:
             while self.held and len(self.running) < self.config.concurrent_tasks:
                 task = self.held.popleft()
                 run = self.executor.start(task)
                 self.running[task["id"]] = run
+                started.append([task["id"], task["attempt"]])
                 threading.Thread(target=self._wait_run, args=(run,), daemon=True,
                                  name=f"task-{task['id']}").start()
+        if started and self.registered.is_set():
+            # Told at once (not at the next heartbeat), so a task that kills this worker is known to have run.
+            self.dealer.send_multipart(Started(started).encode())
 
     def _wait_run(self, run: Run) -> None:
         try:
