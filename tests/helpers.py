@@ -82,6 +82,23 @@ def db_query(db_path: Path, sql: str, params: tuple = ()) -> list:
         conn.close()
 
 
+def account(db_path: Path, ids: list[str]) -> dict:
+    """Where every submitted task ended: the counts a fault test must balance (0 missing, 0 twice)."""
+    states = dict(db_query(db_path, "SELECT id, state FROM tasks"))
+    twice = db_query(db_path, "SELECT task_id FROM attempts WHERE state = 'done' GROUP BY task_id HAVING count(*) > 1")
+    counts = {"submitted": len(set(ids)), "missing": sum(1 for i in set(ids) if i not in states), "twice": len(twice)}
+    for state in ("done", "failed", "quarantined", "timed_out", "cancelled", "queued", "assigned", "running"):
+        counts[state] = sum(1 for i in set(ids) if states.get(i) == state)
+    return counts
+
+
+def assert_none_lost(db_path: Path, ids: list[str]) -> dict:
+    c = account(db_path, ids)
+    assert c["missing"] == 0 and c["twice"] == 0, c
+    assert c["submitted"] == c["done"] + c["failed"] + c["quarantined"], c
+    return c
+
+
 class Harness:
     """A master process and worker processes on 127.0.0.1, all stopped by PID at teardown."""
 

@@ -1,0 +1,61 @@
+"""A task that kills its worker every time is quarantined after 3 worker deaths; the other tasks all finish."""
+from __future__ import annotations
+
+import pytest
+
+from zmqgrid.client import build_spec
+
+from ..helpers import assert_none_lost, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_finish(harness):
+    # Given two workers that a supervisor (this test) restarts when they die, and 40 ordinary tasks
+    harness.start_master()
+    names = ["p1", "p2"]
+    for name in names:
+        harness.start_worker(name, concurrency=2)
+    client = harness.client()
+    harness.wait_online(client, *names)
+    ordinary = client.submit([build_spec(python="tests.tasks:sleep", args=[0.05]) for _ in range(40)])
+
+    # When a task that SIGKILLs whichever worker runs it is submitted (with retries to spare)
+    poison = client.submit(build_spec(python="tests.tasks:kill_worker", retries=10), notify=True)[0]
+    deaths = 0
+
+    def supervise() -> bool:
+        nonlocal deaths
+        for name in names:
+            if harness.workers[name].poll() is not None:
+                deaths += 1
+                harness.start_worker(name, concurrency=2)
+        return client.task(poison)["state"] == "quarantined"
+    wait_until(supervise, 90, "the poison task to be quarantined")
+
+    # Then it is parked with the evidence of three deaths, not retried forever
+    task = client.task(poison)
+    assert task["deaths"] == 3 and len(task["evidence"]) == 3
+    assert {e["device_id"] for e in task["evidence"]} <= set(names)
+    assert all("restarted" in e["reason"] or "no heartbeat" in e["reason"] for e in task["evidence"])
+    assert deaths >= 3
+    assert [t["id"] for t in client.tasks("quarantined")] == [poison]
+
+    # And every other task finished
+    results = client.wait(ordinary, timeout_s=60)
+    assert {r["state"] for r in results.values()} == {"done"}
+    counts = assert_none_lost(harness.db, ordinary + [poison])
+    assert counts["quarantined"] == 1 and counts["done"] == 40
+
+
+def test_a_user_can_requeue_a_failed_task_and_it_runs_again(cluster):
+    client = cluster.client()
+    first = client.run(build_spec(shell="exit 9", retries=0), timeout_s=30)
+    assert first["state"] == "failed"
+    assert client.requeue([first["id"], "nope"]) == {first["id"]: "queued", "nope": "not found"}
+    again = client.wait([first["id"]], timeout_s=30)[first["id"]]
+    assert again["state"] == "failed" and again["attempt"] == 2
+    assert client.requeue([first["id"]]) == {first["id"]: "queued"}
+    client.wait([first["id"]], timeout_s=30)
+    done = client.run(build_spec(shell="true"), timeout_s=30)
+    assert client.requeue([done["id"]]) == {done["id"]: "already done"}

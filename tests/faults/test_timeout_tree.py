@@ -1,0 +1,40 @@
+"""A timeout kills a shell task's whole tree: children and grandchildren, none survive (checked with psutil)."""
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from zmqgrid.client import build_spec
+
+from ..helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE   # an unreaped corpse is dead
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_timed_out_shell_task_leaves_no_child_or_grandchild_alive(cluster, tmp_path):
+    # Given a shell task that starts a child, a grandchild in a subshell, and a nohup'd sleeper
+    pids = tmp_path / "pids"
+    command = (f"sleep 300 & echo $! >> {pids}; "
+               f"sh -c 'sleep 300 & echo $! >> {pids}; sh -c \"sleep 300\" & echo $! >> {pids}; wait' & "
+               f"echo $! >> {pids}; nohup sleep 300 >/dev/null 2>&1 & echo $! >> {pids}; echo started; wait")
+    client = cluster.client()
+
+    # When it exceeds its timeout
+    task_id = client.submit(build_spec(shell=command, timeout=1.5, retries=0), notify=True)[0]
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) >= 5, 20, "all descendants to start")
+    started = [int(p) for p in pids.read_text().split()]
+    assert all(_alive(p) for p in started)
+    result = client.wait([task_id], timeout_s=30)[task_id]
+
+    # Then it is recorded as timed out with its output so far, and every process of its tree is gone
+    assert result["state"] == "timed_out" and result["error"]["type"] == "Timeout"
+    assert "started" in client.logs(task_id)["stdout"]
+    wait_until(lambda: not any(_alive(p) for p in started), 15, f"no survivor among {started}")
+    assert client.task(task_id)["attempts"][0]["state"] == "timed_out"
