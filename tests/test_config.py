@@ -49,7 +49,7 @@ def test_defaults_apply_when_there_is_no_file_env_or_flag() -> None:
     assert (config.port, config.pub_port, config.heartbeat_port) == (8000, 8001, 8002)
     assert config.master_url == "tcp://127.0.0.1:8000"
     assert config.concurrent_tasks == 3 and config.prefetch == 2 and config.credit == 5
-    assert config.heartbeat_interval == 1.0 and config.device_timeout == 5.0
+    assert config.heartbeat_interval == 1.0 and config.device_timeout == 2.5
     assert config.device_id is None and config.device_name is None
     assert config.tags == []
 

@@ -69,9 +69,9 @@ class Config:
     """How the master picks among eligible workers with credit: one of STRATEGIES."""
     heartbeat_interval: float = 1.0
     """Seconds between a worker's heartbeats (the seed's 30 would take minutes to notice a dead worker)."""
-    device_timeout: float = 5.0
+    device_timeout: float = 2.5
     """Seconds without a heartbeat before the master marks a device offline; must exceed heartbeat_interval."""
-    timeout_check_interval: float = 0.5
+    timeout_check_interval: float = 0.2
     """Seconds between the master's liveness and task-timeout checks."""
     enable_monitoring: bool = True
     """Whether heartbeats carry psutil resource metrics."""

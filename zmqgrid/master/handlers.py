@@ -26,11 +26,21 @@ def keys(value: Any, what: str) -> list[tuple[str, int]]:
     return out
 
 
+def _int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < 1 << 63
+
+
 def check_result(result: Any) -> dict:
     if not isinstance(result, dict):
         raise ProtocolError(f"Results: each result must be a map, got {type(result).__name__}")
-    if not isinstance(result.get("id"), str) or not isinstance(result.get("attempt"), int):
+    if not isinstance(result.get("id"), str) or not _int64(result.get("attempt")):
         raise ProtocolError("Results: a result needs 'id' (string) and 'attempt' (integer)")
+    # What goes into the ledger must bind as SQLite values, or it would fail the whole turn's commit.
+    if result.get("exit_code") is not None and not _int64(result["exit_code"]):
+        raise ProtocolError(f"Results: 'exit_code' must be a 64-bit integer or nil, got {result['exit_code']!r:.40}")
+    started_at = result.get("started_at")
+    if started_at is not None and not (isinstance(started_at, float) or _int64(started_at)):
+        raise ProtocolError(f"Results: 'started_at' must be a time in seconds or nil, got {started_at!r:.40}")
     if result.get("state") not in ATTEMPT_OUTCOMES:
         raise ProtocolError(f"Results: state {result.get('state')!r} is not one of {sorted(ATTEMPT_OUTCOMES)}")
     for name in ("stdout", "stderr"):

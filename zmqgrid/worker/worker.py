@@ -241,7 +241,8 @@ class Worker:
                 logger.debug("no answer to register; reconnecting (next wait %.1fs)", self.register_backoff)
                 self._connect()
                 self._register()
-        elif now - self.last_beacon > self.device_timeout_s:
+        elif now - self.last_beacon > 2 * self.device_timeout_s:
+            # Twice the master's own patience: a master busy with one long commit must not make the fleet flap.
             logger.warning("no beacon from the master for %.1fs; reconnecting", now - self.last_beacon)
             self.register_backoff = 0.5
             self.side_sockets_stale = True   # the SUB and PUSH connections may be as dead as the DEALER's

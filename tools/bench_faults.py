@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Failure detection and recovery time of the real system, with the default timings.
+
+    python tools/bench_faults.py [--trials 10] [--json]
+
+A real master and two real workers run on 127.0.0.1 (defaults: heartbeat 1 s, device_timeout 2.5 s,
+liveness check every 0.2 s). Each trial: a long task runs on each worker; the victim worker is SIGKILLed;
+the master is polled every 10 ms until it marks the victim offline (detection) and until the victim's task
+runs on the other worker (recovery). Both tasks are then cancelled and the victim restarted. Reports the
+median and the worst of the trials. Every process it starts is stopped by PID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import Cluster, machine, progress, spawn, stop_all  # noqa: E402
+
+from zmqgrid.client import Client, build_spec  # noqa: E402
+
+
+def poll(check, timeout_s: float, what: str, interval_s: float = 0.01) -> float:
+    """Seconds (monotonic) at which check() first held."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(interval_s)
+    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def trial(cluster: Cluster, client: Client, n: int) -> dict:
+    ids = client.submit([build_spec(python="zmqgrid.samples:nap", args=[120]) for _ in range(2)])
+    poll(lambda: all(client.task(i)["state"] == "running" for i in ids), 30, "both tasks to run", 0.05)
+    on_victim = next(i for i in ids if client.task(i)["device_id"] == "bench-1")
+    victim = cluster.workers["bench-1"]
+    t0 = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    detected = poll(lambda: {d["device_id"]: d["state"] for d in client.devices()}["bench-1"] == "offline",
+                    30, "the victim to be marked offline")
+    recovered = poll(lambda: (lambda t: t["state"] == "running" and t["device_id"] == "bench-2")(
+        client.task(on_victim)), 30, "its task to run on the other worker")
+    victim.wait(10)
+    client.cancel(ids)
+    client.wait(ids, timeout_s=30)
+    cluster.workers["bench-1"] = spawn(victim.args, cwd=cluster.tmp, env=cluster.env,
+                                       log=cluster.tmp / f"bench-1-{n}.out")
+    poll(lambda: "bench-1" in {d["device_id"] for d in client.devices() if d["state"] == "online"}, 30,
+         "the victim to come back", 0.05)
+    return {"detection_s": round(detected - t0, 3), "recovery_s": round(recovered - t0, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    command = "python tools/bench_faults.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="zg-faults-") as tmp:
+        cluster = Cluster(Path(tmp), concurrency=2, prefetch=0)
+        try:
+            cluster.start()
+            with Client(cluster.url, timeout_s=10) as client:
+                trials = []
+                for n in range(1, args.trials + 1):
+                    trials.append(trial(cluster, client, n))
+                    progress(f"trial {n}/{args.trials}: detection {trials[-1]['detection_s']:.2f}s "
+                             f"recovery {trials[-1]['recovery_s']:.2f}s")
+        finally:
+            cluster.stop()
+            stop_all()
+    result = {"command": command, "machine": machine(), "trials": trials}
+    for key in ("detection_s", "recovery_s"):
+        values = [t[key] for t in trials]
+        result[key] = {"median": round(statistics.median(values), 3), "worst": max(values)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{command}\n{len(trials)} trials, defaults (heartbeat 1 s, device_timeout 2.5 s, check 0.2 s):")
+        for key, label in (("detection_s", "detection (SIGKILL -> offline)"),
+                           ("recovery_s", "recovery (SIGKILL -> its task running elsewhere)")):
+            print(f"  {label:<50} median {result[key]['median']:.2f} s   worst {result[key]['worst']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
