@@ -167,6 +167,10 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
         click.echo(f"{'error:':<11} {describe_error(task['error'])}")
         if task["error"].get("traceback"):
             click.echo(task["error"]["traceback"].rstrip())
+    if task.get("evidence"):
+        click.echo(f"{'deaths:':<11} {task['deaths']} (its worker died while running it)")
+        for e in task["evidence"]:
+            click.echo(f"  attempt {e['attempt']} on {e['device_id']} at {when(e['at'])}: {e['reason']}")
     click.echo("attempts:")
     table(([a["attempt"], a["device_id"], a["state"], when(a["started_at"]), when(a["finished_at"]), a["exit_code"],
             "yes" if a["stale"] else "", describe_error(a["error"])] for a in task["attempts"]),
