@@ -107,7 +107,8 @@ class Harness:
         self.port = free_port_block()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.db = tmp_path / "ledger.db"
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST, **(env or {}))
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST)
+        self.env.update(env or {})
         self.env.pop("ZMQGRID_MASTER", None)
         self.master: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}

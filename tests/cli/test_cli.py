@@ -1,0 +1,248 @@
+"""The real command line, run as a subprocess against a real master and worker: output, JSON and exit codes.
+
+A user mistake must print exactly one line `error: ...` on stderr, no traceback, and exit with its code:
+3 bad input or config, 2 master unreachable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zmqgrid.client import build_spec
+
+from ..helpers import REPO, Harness, free_port_block
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
+    """`python -m zmqgrid ARGS` from `cwd` (no config file there), with every ZMQGRID_* variable cleared."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, exit_code: int) -> str:
+    """Exactly one stderr line starting `error: `, no traceback anywhere, and the expected exit code."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A master and one worker (w1) online, shared by this module's tests."""
+    harness = Harness(tmp_path_factory.mktemp("cli"))
+    try:
+        harness.start_master()
+        harness.start_worker("w1", concurrency=4)
+        harness.wait_online(harness.client(), "w1")
+        yield harness
+    finally:
+        harness.stop()
+
+
+@pytest.fixture
+def cli(grid, tmp_path):
+    """Run the CLI from a fresh empty directory against the shared master."""
+    def run(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess:
+        return run_cli(*args, "--master", grid.url, cwd=tmp_path, timeout_s=timeout_s)
+    return run
+
+
+def finished_task(grid: Harness, **spec) -> str:
+    client = grid.client()
+    result = client.run(build_spec(**spec), timeout_s=30)
+    assert result["state"] == "done", result
+    return result["id"]
+
+
+# ------------------------------------------------------------------ submit
+
+def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
+    result = cli("submit", "--shell", "echo hi", "--wait")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    task_id, state, _, device, exit_code = line.split()
+    assert (state, device, exit_code) == ("done", "w1", "exit=0") and len(task_id) == 16
+    assert result.stderr == ""
+
+
+def test_submit_of_a_failing_shell_command_with_wait_exits_1(cli):
+    result = cli("submit", "--shell", "exit 3", "--retries", "0", "--wait")
+    assert result.returncode == 1, result.stderr
+    assert " failed on w1 exit=3" in result.stdout
+
+
+def test_submit_timeout_is_the_tasks_timeout_and_a_timed_out_task_exits_1(cli):
+    # --timeout on submit is the task's own limit (the master-answer wait is --master-timeout)
+    result = cli("submit", "--shell", "sleep 30", "--timeout", "0.5", "--retries", "0", "--wait", "--json")
+    assert result.returncode == 1, result.stderr
+    [task] = json.loads(result.stdout)
+    assert task["state"] == "timed_out"
+
+
+def test_submit_python_with_wait_and_json_prints_the_return_value(cli):
+    result = cli("submit", "--python", "tests.tasks:add", "--args", "[1, 2]", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    [task] = json.loads(result.stdout)
+    assert task["state"] == "done" and task["value"] == 3 and task["device_id"] == "w1"
+
+
+def test_submit_file_runs_shell_script_and_python_lines_with_script_paths_relative_to_the_file(grid, tmp_path):
+    # Given a batch file in batch/, whose script line names jobs/greet.py relative to batch/
+    batch = tmp_path / "batch"
+    (batch / "jobs").mkdir(parents=True)
+    (batch / "jobs" / "greet.py").write_text("import sys\nprint('hello', sys.argv[1])\n")
+    lines = [{"shell": "echo from-shell"}, {"script": "jobs/greet.py", "args": ["batch"]},
+             {"python": "tests.tasks:add", "args": [2, 3]}]
+    (batch / "tasks.jsonl").write_text("# three kinds\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+
+    # When it is submitted from the directory above
+    result = run_cli("submit", "--file", "batch/tasks.jsonl", "--master", grid.url, cwd=tmp_path)
+
+    # Then one id per task is printed, and all three finish with their outputs
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 3
+    client = grid.client()
+    done = client.wait(ids, timeout_s=30)
+    assert [done[i]["state"] for i in ids] == ["done", "done", "done"]
+    assert client.logs(ids[0])["stdout"] == "from-shell\n"
+    assert client.logs(ids[1])["stdout"] == "hello batch\n"
+    assert done[ids[2]]["value"] == 5
+
+
+# ------------------------------------------------------------------ tasks and devices
+
+def test_tasks_list_json_has_id_kind_state_device_and_attempt(grid, cli):
+    task_id = finished_task(grid, shell="true")
+    result = cli("tasks", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and rows
+    for row in rows:
+        assert {"id", "kind", "state", "device_id", "attempt"} <= set(row), row
+    mine = {r["id"]: r for r in rows}[task_id]
+    assert (mine["kind"], mine["state"], mine["device_id"], mine["attempt"]) == ("shell", "done", "w1", 1)
+
+
+def test_tasks_list_filters_by_state_and_prints_a_table(grid, cli):
+    task_id = finished_task(grid, shell="true")
+    result = cli("tasks", "list", "--state", "done")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "KIND", "TASK", "STATE"]
+    assert any(row.startswith(task_id) for row in rows)
+
+
+def test_tasks_show_prints_the_task_by_id_or_unique_prefix(grid, cli):
+    task_id = finished_task(grid, python="tests.tasks:add", args=[20, 22])
+    shown = cli("tasks", "show", task_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"id:         {task_id}" in shown.stdout and "state:      done" in shown.stdout
+    assert "value:      42" in shown.stdout and "attempts:" in shown.stdout
+    as_json = json.loads(cli("tasks", "show", task_id[:12], "--json").stdout)
+    assert as_json["id"] == task_id and as_json["value"] == 42 and len(as_json["attempts"]) == 1
+
+
+def test_tasks_logs_prints_stdout_and_stderr_on_their_own_streams(grid, cli):
+    task_id = finished_task(grid, shell="echo to-out; echo to-err >&2")
+    result = cli("tasks", "logs", task_id)
+    assert result.returncode == 0
+    assert result.stdout == "to-out\n" and result.stderr == "to-err\n"
+
+
+def test_tasks_cancel_cancels_a_queued_task(grid, cli):
+    # Given a task no worker can take (it requires a tag nobody has), so it stays queued
+    client = grid.client()
+    task_id = client.submit(build_spec(shell="true", tag="nobody-has-this"))[0]
+
+    # When it is cancelled from the command line
+    result = cli("tasks", "cancel", task_id)
+
+    # Then it is cancelled at once
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{task_id} cancelled\n"
+    assert client.task(task_id)["state"] == "cancelled"
+
+
+def test_devices_list_json_has_device_id_and_state(cli):
+    result = cli("devices", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["device_id"], r["state"]) for r in rows] == [("w1", "online")]
+
+
+# ------------------------------------------------------------------ user mistakes
+
+@pytest.mark.parametrize("args", [
+    ["tasks", "show", "no-such-task"],
+    ["tasks", "logs", "no-such-task"],
+    ["tasks", "cancel", "no-such-task"],
+], ids=["show", "logs", "cancel"])
+def test_an_unknown_task_id_is_one_error_line_and_exit_3(cli, args):
+    line = assert_user_error(cli(*args), 3)
+    assert "no-such-task" in line
+
+
+BAD_FLAGS = [
+    (["submit", "--shell", "true", "--priority", "abc"], "--priority"),
+    (["submit", "--shell", "true", "--retries", "500"], "--retries"),
+    (["submit", "--shell", "true", "--timeout", "-1"], "--timeout"),
+    (["tasks", "list", "--state", "nope"], "--state"),
+    (["tasks", "list", "--limit", "0"], "--limit"),
+    (["submit", "--python", "tests.tasks:add", "--args", "not json"], "--args"),
+    (["submit", "--python", "tests.tasks:add", "--kwargs", "[1]"], "--kwargs"),
+    (["submit", "--python", "not-a-callable"], "function"),
+    (["submit"], "exactly one of shell, script, python"),
+    (["submit", "--script", "missing.py"], "missing.py"),
+    (["submit", "--file", "missing.jsonl"], "missing.jsonl"),
+    (["tasks", "bogus"], "bogus"),
+]
+
+
+@pytest.mark.parametrize("args, names", BAD_FLAGS, ids=[" ".join(args) for args, _ in BAD_FLAGS])
+def test_a_bad_flag_value_or_missing_file_is_one_error_line_and_exit_3(cli, args, names):
+    line = assert_user_error(cli(*args), 3)
+    assert names in line
+
+
+def test_a_bad_line_in_a_task_file_names_the_file_and_line(cli, tmp_path):
+    (tmp_path / "tasks.jsonl").write_text('{"shell": "echo ok"}\n{"shell": "echo", "colour": "red"}\n')
+    line = assert_user_error(cli("submit", "--file", "tasks.jsonl"), 3)
+    assert "tasks.jsonl:2" in line and "colour" in line
+
+
+@pytest.mark.parametrize("args, names", [
+    (["distribute", "--mode", "master", "--port", "99999"], "99999"),
+    (["distribute", "--mode", "master", "--config", "bad.json"], "bad.json"),
+    (["distribute", "--mode", "worker", "--config", "missing.json"], "missing.json"),
+    (["distribute", "--mode", "worker", "--master", "not a url"], "--master"),
+    (["distribute"], "--mode or --status"),
+], ids=["port out of range", "bad value in config file", "missing config file", "bad master url", "no mode"])
+def test_a_bad_config_or_usage_of_distribute_is_one_error_line_and_exit_3(tmp_path, args, names):
+    # A master or worker that wrongly started would run until the subprocess timeout and fail the test
+    (tmp_path / "bad.json").write_text(json.dumps({"port": 8000, "heartbeat_interval": "fast"}))
+    line = assert_user_error(run_cli(*args, cwd=tmp_path, timeout_s=20), 3)
+    assert names in line
+
+
+@pytest.mark.parametrize("args", [
+    ["tasks", "list", "--timeout", "0.3"],
+    ["tasks", "show", "abc", "--timeout", "0.3"],
+    ["devices", "list", "--json", "--master-timeout", "0.3"],
+    ["submit", "--shell", "true", "--master-timeout", "0.3"],
+], ids=["tasks list", "tasks show", "devices list", "submit"])
+def test_an_unreachable_master_is_one_error_line_and_exit_2(tmp_path, args):
+    nobody = f"tcp://127.0.0.1:{free_port_block(1)}"
+    line = assert_user_error(run_cli(*args, "--master", nobody, cwd=tmp_path), 2)
+    assert nobody in line
