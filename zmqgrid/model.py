@@ -132,6 +132,18 @@ def validate_task_spec(spec: Any) -> dict:
     if backoff is not None and not backoff >= 0:
         raise ProtocolError(f"task field 'retry_backoff' must be >= 0 seconds, got {backoff!r}")
     out["retry_backoff"] = backoff
+    out["all"] = bool(_expect(spec, "all", (bool,), "true or false"))
+    if out["all"] and spec.get("device"):
+        raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")
+    out["group"] = _expect(spec, "group", (str,), "a task id")
+    out["limit_key"] = _expect(spec, "limit_key", (str,), "a key such as a site name")
+    for name in ("limit_concurrency", "limit_per_minute"):
+        value = _expect(spec, name, (int,), "an integer >= 1")
+        if value is not None and value < 1:
+            raise ProtocolError(f"task field '{name}' must be >= 1, got {value!r}")
+        if value is not None and not out["limit_key"]:
+            raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
+        out[name] = value
     out["tags"] = _str_list(spec, "tags")
     out["device"] = _expect(spec, "device", (str,), "a device id")
     out["name"] = _expect(spec, "name", (str,), "a label") or describe_spec(out)

@@ -1,57 +1,23 @@
 """The master's in-memory view of tasks and devices, and every state transition (staged to the ledger)."""
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 
 from ..model import ACTIVE_STATES
 from ..protocol import Finished, Kill, Tasks
 from ..store.task_store import TaskStore
+from .entries import DeviceEntry, TaskEntry
+from .fleet import FleetEvents
+from .limits import Limits
 from .scheduling import Strategy
+from .taskqueue import TaskQueue
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class TaskEntry:
-    """A task that is not final yet (queued, assigned or running). Final tasks live only in the ledger."""
-    id: str
-    spec: dict
-    priority: int
-    retries: int
-    timeout_s: float | None
-    attempt: int = 0
-    state: str = "queued"
-    device_id: str | None = None
-    seq: int = 0
-    notify: set = field(default_factory=set)
-    cancel_requested: bool = False
-    assigned_mono: float = 0.0    # when dispatched (monotonic): the lease is judged only after a grace period
-    misses: int = 0               # consecutive heartbeats of its worker that did not name it
-    deaths: int = 0               # times its worker died while running it
-    evidence: list = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DeviceEntry:
-    device_id: str
-    identity: bytes
-    state: str = "online"
-    registered: bool = False      # registered with this incarnation: only then does it get tasks
-    credit: int = 0
-    concurrency: int = 1
-    tags: frozenset = frozenset()
-    last_seen: float = 0.0        # master's monotonic clock
-    inflight: set = field(default_factory=set)
-    info: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    heartbeats: int = 0
-
-
-class Cluster:
+class Cluster(FleetEvents):
     """Tasks, devices and the queue. Methods stage ledger writes and queue frames in `sends`."""
 
     def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
@@ -70,8 +36,8 @@ class Cluster:
         self.sample_every = sample_every
         self.tasks: dict[str, TaskEntry] = {}
         self.devices: dict[str, DeviceEntry] = {}
-        self.queue: list[tuple[int, int, str]] = []   # (-priority, seq, task id); stale entries skipped lazily
-        self.delayed: list[tuple[float, int, str]] = []  # (monotonic time it may run, seq, task id): retry backoff
+        self.queue = TaskQueue(self._queued_under)
+        self.limits = Limits()
         self.seq = 0
         # (identity, frames, dispatched task ids or None): sent after the turn's commit
         self.sends: list[tuple[bytes, list[bytes], list[str] | None]] = []
@@ -85,6 +51,8 @@ class Cluster:
         for device_id in self.store.device_ids_with_state("online") + self.store.device_ids_with_state("draining"):
             self.store.set_device_state(device_id, "offline")
         pids = {d["device_id"]: d["pid"] for d in self.store.list_devices()}
+        for key, max_concurrent, per_minute in self.store.load_limits():
+            self.limits.define(key, max_concurrent, per_minute)
         for row in self.store.load_unfinished():
             entry = TaskEntry(row["id"], row["spec"], row["priority"], row["retries"], row["timeout_s"],
                               attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
@@ -100,12 +68,14 @@ class Cluster:
                                                                       last_seen=now_mono,
                                                                       info={"pid": pids.get(row["device_id"])})
             device.inflight.add(entry.id)
-        logger.info("recovered %d unfinished tasks (%d queued) from %s", len(self.tasks), len(self.queue),
-                    self.store.path)
+            self.limits.started(entry.spec.get("limit_key"), now_mono)
+        logger.info("recovered %d unfinished tasks (%d queued) from %s", len(self.tasks),
+                    sum(1 for e in self.tasks.values() if e.state == "queued"), self.store.path)
 
     # ------------------------------------------------------------ submit and dispatch
 
     def submit(self, specs: list[dict], client: bytes, notify: bool, now: float) -> list[str]:
+        specs = [child for spec in specs for child in self.fan_out(spec)]
         ids = [s["id"] for s in specs]
         known = {i for i in ids if i in self.tasks}
         known |= self.store.existing_ids([i for i in ids if i not in known])
@@ -116,6 +86,9 @@ class Cluster:
             retries = self.default_retries if spec["retries"] is None else spec["retries"]
             timeout_s = self.default_timeout_s if spec["timeout"] is None else spec["timeout"]
             self.store.insert_task(spec, retries, timeout_s, now)
+            if spec.get("limit_key") and (spec.get("limit_concurrency") or spec.get("limit_per_minute")):
+                self.limits.define(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
+                self.store.set_limit(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
             entry = TaskEntry(spec["id"], spec, spec["priority"], retries, timeout_s)
             if notify:
                 entry.notify.add(client)
@@ -124,21 +97,32 @@ class Cluster:
             self.counters["submitted"] += 1
         return ids
 
+    def fan_out(self, spec: dict) -> list[dict]:
+        """A task for all matching workers becomes one task per matching online worker, in one group."""
+        if not spec.get("all"):
+            return [spec]
+        targets = sorted(d.device_id for d in self.devices.values()
+                         if d.registered and d.state == "online" and self.can_take(d, dict(spec, device=None)))
+        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"],
+                     name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
+
+    def _queued_under(self, task_id: str, gen: int) -> bool:
+        entry = self.tasks.get(task_id)
+        return entry is not None and entry.state == "queued" and entry.gen == gen
+
     def _enqueue(self, entry: TaskEntry, delay_s: float = 0.0, now_mono: float = 0.0) -> None:
         self.seq += 1
         entry.seq, entry.state, entry.device_id, entry.misses = self.seq, "queued", None, 0
+        entry.gen += 1
         if delay_s > 0:
-            heapq.heappush(self.delayed, (now_mono + delay_s, self.seq, entry.id))
+            self.queue.push_later(now_mono + delay_s, entry.gen, entry.id)
         else:
-            heapq.heappush(self.queue, (-entry.priority, self.seq, entry.id))
+            self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
-    def release_delayed(self, now_mono: float) -> None:
-        """Retries whose backoff has passed join the queue."""
-        while self.delayed and self.delayed[0][0] <= now_mono:
-            _, seq, task_id = heapq.heappop(self.delayed)
-            entry = self.tasks.get(task_id)
-            if entry is not None and entry.state == "queued" and entry.seq == seq:
-                heapq.heappush(self.queue, (-entry.priority, seq, task_id))
+    def _push(self, entry: TaskEntry) -> None:
+        """Back into the queue at its old place (a skipped or unparked task keeps its order)."""
+        entry.gen += 1
+        self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
     def backoff_s(self, entry: TaskEntry) -> float:
         base = entry.spec.get("retry_backoff")
@@ -155,24 +139,31 @@ class Cluster:
         return not tags or device.tags.issuperset(tags)
 
     def dispatch(self, now: float, now_mono: float) -> None:
-        """Hand queued tasks to registered online workers, never beyond their credit."""
-        self.release_delayed(now_mono)
+        """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit."""
+        for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
+            self._push(self.tasks[task_id])
         ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
         if not ready or not self.queue:
             return
         batches: dict[str, list[dict]] = {}
-        skipped = []
-        while self.queue and ready:
-            item = heapq.heappop(self.queue)
-            entry = self.tasks.get(item[2])
-            if entry is None or entry.state != "queued" or entry.seq != item[1]:
+        skipped: list[TaskEntry] = []
+        while ready:
+            task_id = self.queue.pop()
+            if task_id is None:
+                break
+            entry = self.tasks[task_id]
+            entry.gen += 1          # taken out: its twin in the other heap goes stale
+            key = entry.spec.get("limit_key")
+            if not self.limits.allows(key, now_mono):
+                self.limits.park(key, entry.id)     # out of the queue until the key has room
                 continue
             eligible = [d for d in ready if self.can_take(d, entry.spec)]
             if not eligible:
-                skipped.append(item)
+                skipped.append(entry)
                 if len(skipped) >= 10_000:
                     break
                 continue
+            self.limits.started(key, now_mono)
             device = eligible[0] if len(eligible) == 1 else eligible[self.strategy(
                 [(len(d.inflight), d.credit, float(d.concurrency)) for d in eligible])]
             entry.attempt += 1
@@ -185,8 +176,8 @@ class Cluster:
             batches.setdefault(device.device_id, []).append(
                 dict(entry.spec, attempt=entry.attempt, timeout=entry.timeout_s))
             self.counters["dispatched"] += 1
-        for item in skipped:
-            heapq.heappush(self.queue, item)
+        for entry in skipped:
+            self._push(entry)
         for device_id, tasks in batches.items():
             self.sends.append((self.devices[device_id].identity, Tasks(tasks).encode(), [t["id"] for t in tasks]))
 
@@ -204,6 +195,7 @@ class Cluster:
             return
         self.counters["results"] += 1
         device.inflight.discard(task_id)
+        self.limits.ended(entry.spec.get("limit_key"))
         state = result["state"]
         self.store.end_attempt(task_id, attempt, state, now, started_at=result.get("started_at"),
                                exit_code=result.get("exit_code"), error=result.get("error"),
@@ -223,6 +215,7 @@ class Cluster:
         device = self.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
+        self.limits.ended(entry.spec.get("limit_key"))
         self.counters["lost_attempts"] += 1
         self.store.end_attempt(entry.id, entry.attempt, "lost", now,
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
@@ -280,83 +273,6 @@ class Cluster:
             self.sends.append((device.identity, Kill([[entry.id, entry.attempt]], "cancelled by user").encode(), None))
         return "cancelling"
 
-    # ------------------------------------------------------------ devices
-
-    def register(self, identity: bytes, info: dict, credit: int, reported: set, running: list,
-                 now_mono: float, now: float) -> list:
-        """A worker (re-)registers; returns the [task id, attempt] pairs it runs that are no longer its own."""
-        device_id = info["device_id"]
-        device = self.devices.get(device_id)
-        if device is None:
-            device = self.devices[device_id] = DeviceEntry(device_id, identity)
-        # A new process behind the same device id means the old one died, with whatever it was running.
-        restarted = device.info.get("pid") not in (None, info["pid"])
-        device.identity, device.state, device.registered = identity, "online", True
-        device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
-        device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
-        for task_id in list(device.inflight):
-            entry = self.tasks[task_id]
-            if (task_id, entry.attempt) not in reported:
-                why = "restarted (new pid) without it" if restarted else "registered again without it"
-                self.lose_attempt(entry, f"device {device_id} {why}", now, death=restarted)
-        disowned = []
-        for task_id, attempt in running:
-            entry = self.tasks.get(task_id)
-            if entry is None or entry.attempt != attempt or entry.device_id != device_id:
-                disowned.append([task_id, attempt])
-        self.store.upsert_device(info, now, len(device.inflight))
-        logger.info("registered device=%s host=%s concurrency=%d credit=%d tags=%s reported=%d disowned=%d",
-                    device_id, info["hostname"], device.concurrency, device.credit, ",".join(info["tags"]) or "-",
-                    len(reported), len(disowned))
-        return disowned
-
-    def heartbeat(self, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
-                  now_mono: float, now: float) -> None:
-        device.last_seen = now_mono
-        # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
-        device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
-        device.heartbeats += 1
-        self.mark_started(device, running, now)
-        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
-        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
-        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
-            self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
-
-    def mark_started(self, device: DeviceEntry, started: list, now: float) -> None:
-        for task_id, attempt in started:
-            entry = self.tasks.get(task_id)
-            if entry is not None and entry.state == "assigned" and entry.attempt == attempt \
-                    and entry.device_id == device.device_id:
-                entry.state = "running"
-                self.store.mark_running(task_id, attempt, now)
-
-    def check_leases(self, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
-        """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""
-        for task_id in list(device.inflight):
-            entry = self.tasks[task_id]
-            if (task_id, entry.attempt) in named:
-                entry.misses = 0
-            elif now_mono - entry.assigned_mono > self.lease_grace_s:
-                entry.misses += 1
-                if entry.misses >= 2:
-                    self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
-
-    def mark_offline(self, device: DeviceEntry, reason: str, now: float) -> None:
-        if device.state == "offline" and not device.inflight:
-            return
-        logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
-        device.state, device.registered, device.credit = "offline", False, 0
-        self.store.set_device_state(device.device_id, "offline")
-        for task_id in list(device.inflight):
-            self.lose_attempt(self.tasks[task_id], reason, now, death=True)
-
-    def check_liveness(self, now_mono: float, now: float) -> None:
-        """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
-        for device in self.devices.values():
-            silent = now_mono - device.last_seen
-            if device.state != "offline" and silent > self.device_timeout_s:
-                self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
-
     def reopen(self, task_id: str, now: float) -> str:
         """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
         retries and deaths start afresh."""
@@ -376,9 +292,3 @@ class Cluster:
         self._enqueue(entry)
         logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
         return "queued"
-
-    def dispatch_failed(self, device_id: str, task_ids: list[str], now: float) -> None:
-        """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""
-        device = self.devices.get(device_id)
-        if device is not None:
-            self.mark_offline(device, "unreachable on the ROUTER", now)

@@ -181,7 +181,7 @@ class Master:
         except zmq.ZMQError as e:
             if task_ids:
                 logger.warning("dispatch to %r failed (%s); re-queueing %d tasks", identity, e.strerror, len(task_ids))
-                self.cluster.dispatch_failed(identity.decode("utf-8", "replace"), task_ids, now)
+                self.cluster.dispatch_failed(identity.decode("utf-8", "replace"), now)
             else:
                 logger.debug("reply to gone peer %r dropped (%s)", identity, e.strerror)
 

@@ -50,6 +50,13 @@ def m002_retry_and_quarantine(db: sqlite_utils.Database) -> None:
     db["tasks"].add_column("evidence", str)         # JSON list of those deaths
 
 
+@migrations()
+def m003_groups_and_limits(db: sqlite_utils.Database) -> None:
+    db["tasks"].add_column("group_id", str)         # the fan-out (submit --all) a task belongs to
+    db["tasks"].create_index(["group_id"])
+    db["limits"].create({"key": str, "max_concurrent": int, "per_minute": int}, pk="key")
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)

@@ -12,9 +12,9 @@ from ..protocol import packb, unpackb
 from .schema import open_database
 
 TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, tags, device_req, device_id, "
-                "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason, deaths, evidence")
+                "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason, deaths, evidence, group_id")
 _INSERT_TASK = ("INSERT OR IGNORE INTO tasks (id, kind, name, state, priority, attempt, retries, timeout_s, tags, "
-                "device_req, spec, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)")
+                "device_req, spec, created_at, updated_at, group_id) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)")
 _ASSIGN_TASK = "UPDATE tasks SET state='assigned', attempt=?, device_id=?, updated_at=? WHERE id=?"
 _INSERT_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, stale) "
                    "VALUES (?, ?, ?, 'assigned', ?, 0)")
@@ -91,7 +91,8 @@ class TaskStore:
 
     def insert_task(self, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
         self.stage(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
-                                  _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec), now, now))
+                                  _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec), now, now,
+                                  spec.get("group")))
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
         self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
@@ -119,6 +120,13 @@ class TaskStore:
 
     def requeue_task(self, task_id: str, reason: str, now: float, not_before: float | None = None) -> None:
         self.stage(_REQUEUE_TASK, (now, reason, not_before, task_id))
+
+    def set_limit(self, key: str, max_concurrent: int | None, per_minute: int | None) -> None:
+        self.stage("INSERT OR REPLACE INTO limits (key, max_concurrent, per_minute) VALUES (?, ?, ?)",
+                   (key, max_concurrent, per_minute))
+
+    def load_limits(self) -> list[tuple]:
+        return self.db.execute("SELECT key, max_concurrent, per_minute FROM limits").fetchall()
 
     def record_death(self, task_id: str, deaths: int, evidence: list) -> None:
         self.stage(_DEATH, (deaths, _json(evidence), task_id))

@@ -1,0 +1,97 @@
+"""Device events of the master: register, heartbeats and leases, liveness, drain."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .entries import DeviceEntry
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+logger = logging.getLogger(__name__)
+
+
+class FleetEvents:
+    """Mixed into Cluster: what happens when devices come, speak, fall silent or are drained."""
+
+    def register(self: Cluster, identity: bytes, info: dict, credit: int, reported: set, running: list,
+                 now_mono: float, now: float) -> list:
+        """A worker (re-)registers; returns the [task id, attempt] pairs it runs that are no longer its own."""
+        device_id = info["device_id"]
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceEntry(device_id, identity)
+        # A new process behind the same device id means the old one died, with whatever it was running.
+        restarted = device.info.get("pid") not in (None, info["pid"])
+        device.identity, device.state, device.registered = identity, "online", True
+        device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
+        device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
+        for task_id in list(device.inflight):
+            entry = self.tasks[task_id]
+            if (task_id, entry.attempt) not in reported:
+                why = "restarted (new pid) without it" if restarted else "registered again without it"
+                self.lose_attempt(entry, f"device {device_id} {why}", now, death=restarted)
+        disowned = []
+        for task_id, attempt in running:
+            entry = self.tasks.get(task_id)
+            if entry is None or entry.attempt != attempt or entry.device_id != device_id:
+                disowned.append([task_id, attempt])
+        self.store.upsert_device(info, now, len(device.inflight))
+        logger.info("registered device=%s host=%s concurrency=%d credit=%d tags=%s reported=%d disowned=%d",
+                    device_id, info["hostname"], device.concurrency, device.credit, ",".join(info["tags"]) or "-",
+                    len(reported), len(disowned))
+        return disowned
+
+    def heartbeat(self: Cluster, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
+                  now_mono: float, now: float) -> None:
+        device.last_seen = now_mono
+        # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
+        device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
+        device.heartbeats += 1
+        self.mark_started(device, running, now)
+        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
+        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
+        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
+            self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
+
+    def mark_started(self: Cluster, device: DeviceEntry, started: list, now: float) -> None:
+        for task_id, attempt in started:
+            entry = self.tasks.get(task_id)
+            if entry is not None and entry.state == "assigned" and entry.attempt == attempt \
+                    and entry.device_id == device.device_id:
+                entry.state = "running"
+                self.store.mark_running(task_id, attempt, now)
+
+    def check_leases(self: Cluster, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
+        """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""
+        for task_id in list(device.inflight):
+            entry = self.tasks[task_id]
+            if (task_id, entry.attempt) in named:
+                entry.misses = 0
+            elif now_mono - entry.assigned_mono > self.lease_grace_s:
+                entry.misses += 1
+                if entry.misses >= 2:
+                    self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
+
+    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float) -> None:
+        if device.state == "offline" and not device.inflight:
+            return
+        logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
+        device.state, device.registered, device.credit = "offline", False, 0
+        self.store.set_device_state(device.device_id, "offline")
+        for task_id in list(device.inflight):
+            self.lose_attempt(self.tasks[task_id], reason, now, death=True)
+
+    def check_liveness(self: Cluster, now_mono: float, now: float) -> None:
+        """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
+        for device in self.devices.values():
+            silent = now_mono - device.last_seen
+            if device.state != "offline" and silent > self.device_timeout_s:
+                self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
+
+    def dispatch_failed(self: Cluster, device_id: str, now: float) -> None:
+        """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            self.mark_offline(device, "unreachable on the ROUTER", now)
