@@ -9,12 +9,13 @@ from typing import Any, Iterable
 import zmq
 
 from .errors import MasterUnavailable, ProtocolError, RemoteError, TaskNotFound, UsageError
-from .model import TASK_KINDS, new_task_id, validate_task_spec
+from .model import FINAL_STATES, TASK_KINDS, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
 from .transport import make_socket
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
-SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "tags", "device", "cwd", "env", "args", "kwargs")
+SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
+             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
 
 
 def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
@@ -164,8 +165,32 @@ class Client:
     def devices(self) -> list:
         return self.request(Query, "devices", {})
 
-    def cancel(self, task_ids: list[str]) -> dict:
-        return self.request(Control, "cancel", {"ids": list(task_ids)})
+    def cancel(self, task_ids: list[str] | None = None, *, state: str | None = None, tag: str | None = None) -> dict:
+        """Cancel by ids, or every unfinished task in `state` and/or requiring `tag`: {id: outcome}."""
+        if task_ids is not None:
+            return self.request(Control, "cancel", {"ids": list(task_ids)})
+        return self.request(Control, "cancel", {k: v for k, v in (("state", state), ("tag", tag)) if v is not None})
+
+    def control_devices(self, action: str, device_ids: list[str]) -> dict:
+        """drain, resume or shutdown devices: {device id: what happened}."""
+        return self.request(Control, action, {"devices": list(device_ids)})
+
+    def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None):
+        """Yield (stream, text) as a task's output grows, until the task is final."""
+        printed = {"stdout": 0, "stderr": 0}
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            out = self.request(Query, "logs", {"id": task_id, "stdout_from": printed["stdout"],
+                                               "stderr_from": printed["stderr"]})
+            for stream in ("stdout", "stderr"):
+                if out[stream]:
+                    yield stream, out[stream]
+                printed[stream] = max(printed[stream], out[f"{stream}_length"])
+            if out["state"] in FINAL_STATES:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise MasterUnavailable(f"task {task_id} still {out['state']} after {timeout_s:g}s", "follow it again")
+            time.sleep(poll_s)
 
     def requeue(self, task_ids: list[str]) -> dict:
         """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""

@@ -182,14 +182,15 @@ class Kill(Message):
 @message("H")
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
-    TYPES = (STR, STR, INT, LIST, LIST, DICT, NUM)
+    TYPES = (STR, STR, INT, LIST, LIST, DICT, NUM, LIST)
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
     running: list          # [[task_id, attempt], ...] executing now
-    held: list             # [[task_id, attempt], ...] received, waiting for a free slot
+    held: list             # [[task_id, attempt], ...] waiting for a free slot, or in the outbox
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
+    commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
 
 
 @message("B")
@@ -200,7 +201,25 @@ class Beacon(Message):
     sent_at: float
 
 
+@message("M")
+class Command(Message):
+    """Master -> workers over PUB (topic b'all', b'device.<id>' or b'tag.<tag>'), or re-sent over the ROUTER
+    to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
+    TYPES = (INT, STR, DICT)
+    seq: int
+    action: str
+    params: dict = field(default_factory=dict)
+
+
+@message("O")
+class Output(Message):
+    """Worker -> master: output of running tasks as it comes, [[task_id, attempt, stream, text], ...]."""
+    TYPES = (LIST,)
+    chunks: list
+
+
 BEACON_TOPIC = b"beacon"
+COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 
 # ---------------------------------------------------------------- client <-> master (DEALER/ROUTER)
 

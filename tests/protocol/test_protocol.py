@@ -19,7 +19,7 @@ SAMPLES = [
     p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1),
     p.ResultAck([["a", 1]]),
     p.Kill([["a", 1]], "cancelled by user"),
-    p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0),
+    p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0, [3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
     p.Query(2, "tasks", {"state": "done"}),
@@ -27,6 +27,8 @@ SAMPLES = [
     p.Reply(4, {"ids": ["a"]}),
     p.Error(5, "bad_request", "no"),
     p.Finished({"id": "a", "state": "done"}),
+    p.Command(7, "drain", {}),
+    p.Output([["a", 1, "stdout", "line\n"]]),
 ]
 
 

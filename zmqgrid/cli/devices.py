@@ -7,6 +7,7 @@ import click
 
 from ..client import Client
 from .common import client_options, json_option
+from ..errors import EXIT_FAILED, EXIT_OK
 from .render import emit_json, seconds, table
 
 
@@ -32,3 +33,27 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
             f"{r['in_flight']}/{r['concurrency']}", pct(r, "cpu_percent"), pct(r, "memory_percent"),
             pct(r, "disk_percent"), ",".join(r["tags"]) or "-", r["os"], r["python_version"]] for r in rows),
           ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON"])
+
+
+def _device_command(action: str, doc: str):
+    @devices.command(action, help=doc)
+    @click.argument("device_ids", nargs=-1, required=True)
+    @json_option
+    @client_options
+    def command(client: Callable[[], Client], device_ids: tuple, as_json: bool) -> int:
+        with client() as c:
+            outcome = c.control_devices(action, list(device_ids))
+        if as_json:
+            emit_json(outcome)
+        else:
+            for device_id, state in outcome.items():
+                click.echo(f"{device_id} {state}")
+        return EXIT_FAILED if any(v in ("not found", "offline") for v in outcome.values()) else EXIT_OK
+    return command
+
+
+drain = _device_command("drain", "Let a device finish what it has and take nothing new.  "
+                                 "Example: python main.py devices drain crawler-01")
+resume = _device_command("resume", "Let a drained device take tasks again.  Example: python main.py devices resume crawler-01")
+shutdown = _device_command("shutdown", "Drain a device, then stop its worker process when it is idle.  "
+                                       "Example: python main.py devices shutdown crawler-01")

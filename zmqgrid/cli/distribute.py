@@ -62,7 +62,7 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
     if mode == "master":
         return run_master(config)
     if mode == "worker":
-        return run_worker(config, parent_pid)
+        return run_worker(config, parent_pid, config_path, flags)
     return run_standalone(config, demo)
 
 
@@ -107,9 +107,9 @@ def run_master(config: Config) -> int:
     return EXIT_OK
 
 
-def run_worker(config: Config, parent_pid: int | None) -> int:
+def run_worker(config: Config, parent_pid: int | None, config_path: str | None, flags: dict) -> int:
     from ..worker.worker import Worker
-    worker = Worker(config)
+    worker = Worker(config, reload_config=lambda: load_config("worker", config_path, flags))
     _on_signals(worker.stop)
     if parent_pid:
         # A standalone child must not outlive its parent, even one killed with SIGKILL.

@@ -76,14 +76,20 @@ def read_batch(path: str | Path) -> list[dict]:
 @click.option("--timeout", "task_timeout", type=click.FloatRange(min=0.001), help="Seconds before the task is killed.")
 @click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count].")
 @click.option("--name", help="A label shown in lists.")
+@click.option("--all", "fan_out", is_flag=True, help="Run once on every online worker (with --tag: every matching one).")
+@click.option("--limit-key", help="Share a limit with tasks of this key (e.g. a site: example.com).")
+@click.option("--limit-concurrency", type=click.IntRange(1), help="At most this many tasks of the key at once.")
+@click.option("--limit-per-minute", type=click.IntRange(1), help="At most this many tasks of the key started a minute.")
+@click.option("--retry-backoff", type=click.FloatRange(0), help="Seconds before the first retry [retry_backoff].")
 @click.option("--file", "batch_file", type=click.Path(), help="Submit every task of a JSON-lines file.")
 @click.option("--wait", is_flag=True, help="Wait for the task(s) to end; exit 0 only if all are done.")
 @json_option
 @client_options_with("--master-timeout")
 def submit(client: Callable[[], Client], shell: str | None, script: str | None, python: str | None,
            args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
-           task_timeout: float | None, retries: int | None, name: str | None, batch_file: str | None, wait: bool,
-           as_json: bool) -> int:
+           task_timeout: float | None, retries: int | None, name: str | None, fan_out: bool, limit_key: str | None,
+           limit_concurrency: int | None, limit_per_minute: int | None, retry_backoff: float | None,
+           batch_file: str | None, wait: bool, as_json: bool) -> int:
     """Submit a task (or a batch with --file); prints the id(s).
 
     \b
@@ -91,6 +97,8 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
     python main.py submit --python zmqgrid.samples:fib --args '[25]' --wait
     python main.py submit --script crawl.py --args '["--site", "a"]' --tag linux
     python main.py submit --file tasks.jsonl --wait
+    python main.py submit --all --tag linux --shell "df -h /" --wait      (one run per worker)
+    python main.py submit --shell "python crawl.py" --limit-key example.com --limit-concurrency 2
     """
     if batch_file:
         if shell or script or python:
@@ -99,9 +107,16 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
     else:
         specs = [build_spec(shell=shell, script=script, python=python, args=_json_arg(args, "--args", list),
                             kwargs=_json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
-                            priority=priority, timeout=task_timeout, retries=retries, name=name)]
+                            priority=priority, timeout=task_timeout, retries=retries, name=name,
+                            all=fan_out or None, limit_key=limit_key, limit_concurrency=limit_concurrency,
+                            limit_per_minute=limit_per_minute, retry_backoff=retry_backoff)]
     with client() as c:
         ids = c.submit(specs, notify=wait)
+        if fan_out and not ids:
+            raise UsageError("no online worker matches --all" + (f" --tag {' --tag '.join(tags)}" if tags else ""),
+                             "check: python main.py devices list")
+        if fan_out and wait and not as_json:
+            return fan_out_report(c, ids)
         if not wait:
             if as_json:
                 emit_json({"ids": ids})
@@ -119,6 +134,21 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
             click.echo(f"{r['id']} {r['state']} on {r.get('device_id') or '-'}{detail}")
     return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
+
+
+def fan_out_report(c: Client, ids: list[str]) -> int:
+    """One row per worker, like an ad-hoc command across a fleet, and a combined exit code."""
+    results = c.wait(ids)
+    rows = []
+    for task_id in ids:
+        r, task = results[task_id], c.task(task_id)
+        tail = (c.logs(task_id)["stdout"].strip().splitlines() or [describe_error(r.get("error"))])[-1]
+        took = task["finished_at"] - task["started_at"] if task["started_at"] and task["finished_at"] else None
+        rows.append([r.get("device_id"), r["state"], r.get("exit_code"), seconds(took), tail])
+    table(rows, ["DEVICE", "STATE", "EXIT", "TOOK", "OUTPUT (LAST LINE)"])
+    ok = sum(1 for r in results.values() if r["state"] == "done")
+    click.echo(f"{ok}/{len(ids)} workers succeeded")
+    return EXIT_OK if ok == len(ids) else EXIT_FAILED
 
 
 @click.group()
@@ -180,10 +210,16 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
 @tasks.command("logs")
 @click.argument("task_id")
 @click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last].")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing output as it comes, until the task ends.")
 @json_option
 @client_options
-def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, as_json: bool) -> None:
-    """Print a task's stdout and stderr.  Example: python main.py tasks logs 3f2a"""
+def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> None:
+    """Print a task's stdout and stderr.  Example: python main.py tasks logs 3f2a --follow"""
+    if follow:
+        with client() as c:
+            for stream, text in c.follow(c.task(task_id)["id"]):
+                click.echo(text, nl=False, err=stream == "stderr")
+        return
     with client() as c:
         out = c.logs(task_id, attempt)
     if as_json:
@@ -214,16 +250,23 @@ def requeue_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) 
 
 
 @tasks.command("cancel")
-@click.argument("task_ids", nargs=-1, required=True)
+@click.argument("task_ids", nargs=-1)
+@click.option("--state", type=click.Choice(["queued", "assigned", "running"]), help="Cancel every task in this state.")
+@click.option("--tag", help="Cancel every unfinished task that requires this tag.")
 @json_option
 @client_options
-def cancel_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -> int:
+def cancel_tasks(client: Callable[[], Client], task_ids: tuple, state: str | None, tag: str | None,
+                 as_json: bool) -> int:
     """Cancel tasks: queued ones at once, running ones are killed on their worker.
 
-    Example: python main.py tasks cancel 3f2a9c01d2e4b5a6
+    
+    python main.py tasks cancel 3f2a9c01d2e4b5a6
+    python main.py tasks cancel --state queued --tag gpu
     """
+    if bool(task_ids) == bool(state or tag):
+        raise UsageError("give task ids, or --state/--tag, not both", "e.g. python main.py tasks cancel --state queued")
     with client() as c:
-        outcome = c.cancel(list(task_ids))
+        outcome = c.cancel(list(task_ids)) if task_ids else c.cancel(state=state, tag=tag)
     missing = [task_id for task_id, state in outcome.items() if state == "not found"]
     if as_json:
         emit_json(outcome)

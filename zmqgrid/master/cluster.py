@@ -5,9 +5,11 @@ import logging
 import random
 import time
 
+from ..errors import UsageError
 from ..model import ACTIVE_STATES
-from ..protocol import Finished, Kill, Tasks
+from ..protocol import Finished, Tasks
 from ..store.task_store import TaskStore
+from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
 from .fleet import FleetEvents
 from .limits import Limits
@@ -23,7 +25,7 @@ class Cluster(FleetEvents):
     def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
                  default_timeout_s: float | None, device_timeout_s: float, lease_grace_s: float = 2.0,
                  retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 60.0, quarantine_after: int = 3,
-                 sample_every: int = 5) -> None:
+                 max_output_bytes: int = 1 << 20, sample_every: int = 5) -> None:
         self.store = store
         self.incarnation = incarnation
         self.strategy = strategy
@@ -33,10 +35,14 @@ class Cluster(FleetEvents):
         self.lease_grace_s = lease_grace_s
         self.retry_backoff_s, self.retry_backoff_max_s = retry_backoff_s, retry_backoff_max_s
         self.quarantine_after = quarantine_after
+        self.max_output_bytes = max_output_bytes
         self.sample_every = sample_every
         self.tasks: dict[str, TaskEntry] = {}
         self.devices: dict[str, DeviceEntry] = {}
         self.queue = TaskQueue(self._queued_under)
+        self.commands = CommandBook(resend_after_s=lease_grace_s)
+        self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
+        self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
         self.limits = Limits()
         self.seq = 0
         # (identity, frames, dispatched task ids or None): sent after the turn's commit
@@ -48,7 +54,8 @@ class Cluster(FleetEvents):
 
     def recover(self, now_mono: float, now: float) -> None:
         """Load unfinished tasks; keep assigned/running ones with their device until it re-registers or times out."""
-        for device_id in self.store.device_ids_with_state("online") + self.store.device_ids_with_state("draining"):
+        self.drained = set(self.store.device_ids_with_state("draining"))
+        for device_id in self.store.device_ids_with_state("online"):
             self.store.set_device_state(device_id, "offline")
         pids = {d["device_id"]: d["pid"] for d in self.store.list_devices()}
         for key, max_concurrent, per_minute in self.store.load_limits():
@@ -259,6 +266,30 @@ class Cluster(FleetEvents):
                                "value": result.get("value"), "error": error, "reason": reason}).encode()
             self.sends.extend((client, frames, None) for client in entry.notify)
 
+    def select_ids(self, state: str | None, tag: str | None) -> list[str]:
+        """Unfinished tasks in `state` and/or requiring `tag`: what a bulk cancel acts on."""
+        if state is not None and state not in ("queued", "assigned", "running"):
+            raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
+        if state is None and tag is None:
+            raise UsageError("cancel needs task ids, a state or a tag")
+        return [e.id for e in self.tasks.values()
+                if (state is None or e.state == state) and (tag is None or tag in (e.spec.get("tags") or ()))]
+
+    def append_output(self, device: DeviceEntry, chunks: list) -> None:
+        """Live output of running attempts; capped per stream (the final result replaces it with head + tail)."""
+        for task_id, attempt, stream, text in chunks:
+            entry = self.tasks.get(task_id)
+            if entry is None or entry.attempt != attempt or entry.device_id != device.device_id:
+                continue
+            sent = entry.streamed.get(stream, 0)
+            if sent >= self.max_output_bytes:
+                continue
+            if sent + len(text) >= self.max_output_bytes:
+                text = text[:self.max_output_bytes - sent] + f"\n[... zmqgrid: live {stream} cut at " \
+                                                             f"{self.max_output_bytes} bytes; the end comes with the result ...]\n"
+            entry.streamed[stream] = sent + len(text)
+            self.store.append_output(task_id, attempt, stream, text)
+
     def cancel(self, task_id: str, now: float) -> str:
         """Cancel one task: 'cancelled' (was queued), 'cancelling' (Kill sent to its worker) or 'unknown'."""
         entry = self.tasks.get(task_id)
@@ -268,9 +299,8 @@ class Cluster(FleetEvents):
             self.finish(entry, "cancelled", now, reason="cancelled by user")
             return "cancelled"
         entry.cancel_requested = True
-        device = self.devices.get(entry.device_id or "")
-        if device is not None and device.registered:
-            self.sends.append((device.identity, Kill([[entry.id, entry.attempt]], "cancelled by user").encode(), None))
+        self.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
+                     [entry.device_id], time.monotonic())
         return "cancelling"
 
     def reopen(self, task_id: str, now: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..protocol import Command
 from .entries import DeviceEntry
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ class FleetEvents:
             device = self.devices[device_id] = DeviceEntry(device_id, identity)
         # A new process behind the same device id means the old one died, with whatever it was running.
         restarted = device.info.get("pid") not in (None, info["pid"])
-        device.identity, device.state, device.registered = identity, "online", True
+        new_process = device.info.get("pid") != info["pid"]
+        device.identity, device.registered = identity, True
+        device.state = "draining" if device_id in self.drained else "online"
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
         for task_id in list(device.inflight):
@@ -37,18 +40,28 @@ class FleetEvents:
             entry = self.tasks.get(task_id)
             if entry is None or entry.attempt != attempt or entry.device_id != device_id:
                 disowned.append([task_id, attempt])
-        self.store.upsert_device(info, now, len(device.inflight))
+        self.store.upsert_device(info, now, len(device.inflight), device.state)
+        if new_process:
+            # It knows none of this incarnation's commands: whatever it still lacks goes again, after the ack.
+            self.commands.forget(device_id, "cancel")   # the old process's attempts are gone with it
+            pending = self.commands.restarted(device_id)
+            if device.state == "draining" and not any(c.action in ("drain", "shutdown") for c in pending):
+                pending.append(self.commands.issue("shutdown" if device.shutdown else "drain", {}, [device_id],
+                                                   now_mono))
+            self.sends.extend((identity, c.encode(), None) for c in pending)
         logger.info("registered device=%s host=%s concurrency=%d credit=%d tags=%s reported=%d disowned=%d",
                     device_id, info["hostname"], device.concurrency, device.credit, ",".join(info["tags"]) or "-",
                     len(reported), len(disowned))
         return disowned
 
     def heartbeat(self: Cluster, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
-                  now_mono: float, now: float) -> None:
+                  commands: list, now_mono: float, now: float) -> None:
         device.last_seen = now_mono
         # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
         device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
         device.heartbeats += 1
+        for command in self.commands.applied(device.device_id, commands, now_mono):
+            self.sends.append((device.identity, command.encode(), None))
         self.mark_started(device, running, now)
         self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
         self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
@@ -95,3 +108,41 @@ class FleetEvents:
         device = self.devices.get(device_id)
         if device is not None:
             self.mark_offline(device, "unreachable on the ROUTER", now)
+
+    # ------------------------------------------------------------ operator commands
+
+    def command(self: Cluster, action: str, params: dict, device_ids: list[str], now_mono: float) -> Command:
+        """Issue a command to devices: published on each device's topic now, re-sent until applied."""
+        command = self.commands.issue(action, params, device_ids, now_mono)
+        for device_id in device_ids:
+            self.publishes.append((f"device.{device_id}".encode(), command.encode()))
+        return command
+
+    def control_device(self: Cluster, action: str, device_id: str, now_mono: float) -> str:
+        """drain (finish what it has, take nothing new), resume, or shutdown (drain, then exit)."""
+        device = self.devices.get(device_id)
+        known = device is not None or device_id in self.drained or self.store.has_device(device_id)
+        if not known:
+            return "not found"
+        if action == "resume":
+            self.drained.discard(device_id)
+            self.commands.forget(device_id, "drain")
+            self.commands.forget(device_id, "shutdown")
+            if device is not None:
+                device.shutdown = False
+                if device.state == "draining":
+                    device.state = "online"
+            self.store.set_device_state(device_id, device.state if device else "offline")
+            self.command("resume", {}, [device_id], now_mono)
+            return device.state if device else "offline"
+        if device is None or not device.registered:
+            if action == "shutdown":
+                return "offline"
+            self.drained.add(device_id)   # applied when it registers again
+            self.store.set_device_state(device_id, "draining")
+            return "draining when it returns"
+        self.drained.add(device_id)
+        device.state, device.shutdown = "draining", action == "shutdown"
+        self.store.set_device_state(device_id, "draining")
+        self.command(action, {}, [device_id], now_mono)
+        return "shutting down" if action == "shutdown" else "draining"

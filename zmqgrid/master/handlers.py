@@ -6,8 +6,8 @@ from typing import Any
 
 from ..errors import ProtocolError, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, validate_task_spec
-from ..protocol import (Control, Credit, Error, Heartbeat, Message, Query, Register, RegisterAck, Reply, Results,
-                        ResultAck, Started, Submit)
+from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
+                        Results, ResultAck, Started, Submit)
 from . import queries
 from .cluster import Cluster, DeviceEntry
 
@@ -104,6 +104,17 @@ class Handlers:
         if device is not None:
             self.cluster.mark_started(device, started, now)
 
+    def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
+        chunks = []
+        for chunk in msg.chunks:
+            if not (isinstance(chunk, list) and len(chunk) == 4 and isinstance(chunk[0], str)
+                    and isinstance(chunk[1], int) and chunk[2] in ("stdout", "stderr") and isinstance(chunk[3], str)):
+                raise ProtocolError("Output: each chunk must be [task id, attempt, 'stdout'|'stderr', text]")
+            chunks.append(chunk)
+        device = self.worker(identity, now_mono)
+        if device is not None:
+            self.cluster.append_output(device, chunks)
+
     def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
         results = [check_result(r) for r in msg.results]    # all checked before any is applied
         device = self.worker(identity, now_mono)
@@ -117,12 +128,14 @@ class Handlers:
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running = keys(msg.running, "Heartbeat.running")
         held = keys(msg.held, "Heartbeat.held")
+        if not all(isinstance(seq, int) and not isinstance(seq, bool) for seq in msg.commands):
+            raise ProtocolError("Heartbeat.commands must be a list of command sequence numbers")
         device = self.cluster.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
             self.reply_error(msg.device_id.encode(), 0, "not_registered", "register again")
             return
-        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, now_mono, now)
+        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now)
 
     # ------------------------------------------------------------ clients
 
@@ -151,6 +164,20 @@ class Handlers:
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
+        if msg.action in ("drain", "resume", "shutdown"):
+            devices = params.get("devices")
+            if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
+                self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'devices' must list device ids")
+                return
+            outcome = {d: self.cluster.control_device(msg.action, d, now_mono) for d in devices}
+            self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
+            return
+        if msg.action == "cancel" and "ids" not in params:
+            try:
+                params = dict(params, ids=self.cluster.select_ids(params.get("state"), params.get("tag")))
+            except ZmqgridError as e:
+                self.reply_error(identity, msg.req_id, "bad_request", str(e))
+                return
         ids = params.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'ids' must be a list of task ids")
@@ -175,4 +202,4 @@ class Handlers:
                     finished[task_id] = queries.summary(row) if row else None
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
-            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch")
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown")

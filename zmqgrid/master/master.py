@@ -33,7 +33,9 @@ class Master:
         self.ctx = zmq.Context()
         size = config.max_message_bytes
         self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0)
-        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size)
+        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever.
+        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size,
+                               zmtp_heartbeat_ms=max(100, int(1000 * config.heartbeat_interval)))
         self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size)
         try:
             for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
@@ -58,7 +60,7 @@ class Master:
                           device_timeout_s=float(c.device_timeout),
                           lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
-                          quarantine_after=c.quarantine_after)
+                          quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes)
         cluster.recover(time.monotonic(), time.time())
         self.store.commit()
         return cluster
@@ -167,6 +169,9 @@ class Master:
             self._send(identity, frames, None, now)
         for identity, frames, task_ids in sends:
             self._send(identity, frames, task_ids, now)
+        publishes, self.cluster.publishes = self.cluster.publishes, []
+        for topic, frames in publishes:
+            self.pub.send_multipart([topic, *frames])
 
     def _new_cluster_safely(self) -> Cluster:
         try:

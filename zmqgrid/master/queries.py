@@ -36,6 +36,28 @@ def _resolve(cluster: Cluster, ref: Any) -> str:
     return found[0]
 
 
+def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
+    """Why a queued task is not running yet, in words a person can act on."""
+    spec = entry.spec
+    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    if not online:
+        return "no worker is online"
+    if spec.get("device") and not any(d.device_id == spec["device"] for d in online):
+        return f"device {spec['device']} is not online"
+    tags = spec.get("tags") or []
+    for tag in tags:
+        if not any(tag in d.tags for d in online):
+            return f"no online worker has tag {tag}"
+    if not any(cluster.can_take(d, spec) for d in online):
+        return f"no online worker has all of the tags {', '.join(tags)}"
+    key = spec.get("limit_key")
+    if key and not cluster.limits.allows(key, now_mono):
+        return f"waiting for room under {cluster.limits.describe(key)}"
+    if any(item[2] == entry.id and item[0] > now_mono for item in cluster.queue.delayed):
+        return "waiting out its retry backoff"
+    return "waiting for a free slot on an eligible worker"
+
+
 def devices(cluster: Cluster, now_mono: float) -> list[dict]:
     rows = cluster.store.list_devices()
     for row in rows:
@@ -86,6 +108,9 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
     if what == "task":
         task = store.get_task(_resolve(cluster, params.get("id")))
         assert task is not None
+        entry = cluster.tasks.get(task["id"])
+        if entry is not None and entry.state == "queued":
+            task["waiting"] = waiting_reason(cluster, entry, now_mono)
         return task
     if what == "logs":
         task_id = _resolve(cluster, params.get("id"))
@@ -95,5 +120,12 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         out = store.get_output(task_id, attempt)
         entry = cluster.tasks.get(task_id)
         out["state"] = entry.state if entry else store.get_task(task_id)["state"]
+        # --follow asks only for what it has not printed yet.
+        for stream in ("stdout", "stderr"):
+            start = params.get(f"{stream}_from", 0)
+            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                raise UsageError(f"{stream}_from must be an integer >= 0, got {start!r}")
+            out[f"{stream}_length"] = len(out[stream])
+            out[stream] = out[stream][start:]
         return out
     raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs")

@@ -33,10 +33,10 @@ _REOPEN_TASK = ("UPDATE tasks SET state='queued', device_id=NULL, retries=?, dea
 _OUTPUT = "INSERT OR REPLACE INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
 _UPSERT_DEVICE = (
     "INSERT INTO devices (device_id, name, hostname, os, python_version, python_executable, tags, concurrency, "
-    "state, pid, version, registered_at, last_seen_at, running) VALUES (?,?,?,?,?,?,?,?,'online',?,?,?,?,?) "
+    "state, pid, version, registered_at, last_seen_at, running) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(device_id) DO UPDATE SET name=excluded.name, hostname=excluded.hostname, os=excluded.os, "
     "python_version=excluded.python_version, python_executable=excluded.python_executable, tags=excluded.tags, "
-    "concurrency=excluded.concurrency, state='online', pid=excluded.pid, version=excluded.version, "
+    "concurrency=excluded.concurrency, state=excluded.state, pid=excluded.pid, version=excluded.version, "
     "registered_at=excluded.registered_at, last_seen_at=excluded.last_seen_at, running=excluded.running")
 _DEVICE_SEEN = "UPDATE devices SET last_seen_at=?, metrics=?, running=? WHERE device_id=?"
 _DEVICE_STATE = "UPDATE devices SET state=? WHERE device_id=?"
@@ -110,6 +110,11 @@ class TaskStore:
         if stderr:
             self.stage(_OUTPUT, (task_id, attempt, "stderr", stderr))
 
+    def append_output(self, task_id: str, attempt: int, stream: str, text: str) -> None:
+        self.stage("INSERT INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT(task_id, attempt, stream) DO UPDATE SET data = data || excluded.data",
+                   (task_id, attempt, stream, text))
+
     def record_stale(self, task_id: str, attempt: int, exit_code: int | None, error: Any) -> None:
         self.stage(_STALE_ATTEMPT, (exit_code, _json(error), task_id, attempt))
 
@@ -134,10 +139,13 @@ class TaskStore:
     def reopen_task(self, task_id: str, retries: int, reason: str, now: float) -> None:
         self.stage(_REOPEN_TASK, (retries, now, reason, task_id))
 
-    def upsert_device(self, info: dict, now: float, running: int) -> None:
+    def upsert_device(self, info: dict, now: float, running: int, state: str = "online") -> None:
         self.stage(_UPSERT_DEVICE, (info["device_id"], info["name"], info["hostname"], info["os"],
                                     info["python_version"], info["python_executable"], _json(info["tags"]),
-                                    info["concurrency"], info["pid"], info["version"], now, now, running))
+                                    info["concurrency"], state, info["pid"], info["version"], now, now, running))
+
+    def has_device(self, device_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone() is not None
 
     def device_seen(self, device_id: str, now: float, metrics: dict | None, running: int) -> None:
         self.stage(_DEVICE_SEEN, (now, _json(metrics), running, device_id))

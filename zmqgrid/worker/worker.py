@@ -8,29 +8,31 @@ import random
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Error, Kill, Register, RegisterAck, ResultAck, Results, Started, Tasks,
-                        decode)
+from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Kill, Output, Register, RegisterAck, ResultAck, Started,
+                        Tasks, decode)
 from ..transport import make_socket
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
+from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
-RESEND_AFTER_S = 5.0
 
 
 class Worker:
     """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
     reported as cancelled so the master re-queues them at once."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self.reload_config = reload_config
         self.device_id = config.device_id
         self.capacity = config.concurrent_tasks + config.prefetch
         self.host, self.port = master_host_port(config.master_url)
@@ -45,31 +47,38 @@ class Worker:
         self.incarnation = ""                 # of the master we are registered with
         self.held: deque[dict] = deque()      # received, waiting for a free slot
         self.running: dict[str, Run] = {}     # task id -> its run
-        self.outbox: dict[tuple[str, int], list] = {}   # (id, attempt) -> [result, last sent (monotonic)]
+        self.outbox = Outbox(config.max_message_bytes)
         self.finished: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()          # guards held/running for the heartbeat thread's snapshot
         self._wake_r, self._wake_w = os.pipe()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.registered = threading.Event()
         self.register_sent = 0.0
         self.register_backoff = 0.5
         self.side_sockets_stale = False
         self.last_beacon = time.monotonic()
         self.device_timeout_s = float(config.device_timeout)
-        self.freed = 0                        # slots freed since the last Results/Credit message
         self.zmtp_heartbeat_ms = max(100, int(1000 * config.heartbeat_interval))
+        self.draining = False                 # an operator drained this device: the master sends nothing new
+        self.shutting_down = False            # drain, then exit once nothing is running or unacknowledged
+        self.applied: deque[int] = deque(maxlen=64)   # seqs of commands applied under this incarnation
+        self.live: dict[tuple[str, int], list] = {}   # (id, attempt) -> [[stream, text], ...] not sent yet
+        self.live_lock = threading.Lock()
+        self.live_flushed = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         os.write(self._wake_w, b"x")
 
-    def owned(self) -> tuple[list, list]:
-        """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox) — the lease report."""
+    def owned(self) -> tuple[list, list, list]:
+        """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox, applied command
+        seqs) — what every heartbeat reports."""
         with self.lock:
             return ([[tid, r.attempt] for tid, r in self.running.items()],
-                    [[t["id"], t["attempt"]] for t in self.held] + [list(k) for k in list(self.outbox)])
+                    [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys(),
+                    list(self.applied))
 
     def _connect(self) -> None:
         """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
@@ -87,11 +96,11 @@ class Worker:
             running = [[tid, r.attempt] for tid, r in self.running.items()]
             held = [[t["id"], t["attempt"]] for t in self.held]
         credit = max(0, self.capacity - len(running) - len(held))
-        self.freed = 0
+        self.outbox.freed = 0   # Register states the credit absolutely
         info = self.info
         msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
                        info["python_version"], info["python_executable"], list(self.config.tags),
-                       self.config.concurrent_tasks, credit, running + held, [list(k) for k in self.outbox],
+                       self.config.concurrent_tasks, credit, running + held, self.outbox.keys(),
                        os.getpid(), VERSION)
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
@@ -106,7 +115,7 @@ class Worker:
         logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d", self.device_id, self.host,
                     self.port, self.config.concurrent_tasks)
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 events = dict(self.poller.poll(100))
                 now = time.monotonic()
                 if events.get(self._wake_r):
@@ -115,10 +124,14 @@ class Worker:
                     self._drain_dealer(now)
                 if self.sub is not None and self.sub in events:
                     self._drain_sub(now)
+                self._flush_output(now)
                 self._collect_finished()
                 self._start_held()
                 self._flush_results(now)
                 self._watch_master(now)
+                if self.shutting_down and not (self.held or self.running or self.outbox):
+                    logger.info("drained and idle: shutting down as the master asked")
+                    self._halt.set()
             self._shutdown()
         finally:
             self.close()
@@ -168,12 +181,13 @@ class Worker:
                 with self.lock:
                     self.held.extend(t for t in msg.tasks if isinstance(t, dict) and "id" in t and "attempt" in t)
             elif isinstance(msg, ResultAck):
-                for key in msg.keys:
-                    self.outbox.pop(tuple(key), None)
+                self.outbox.ack(msg.keys)
             elif isinstance(msg, Kill):
                 self._kill([tuple(k) for k in msg.keys], msg.reason)
             elif isinstance(msg, RegisterAck):
                 self._registered(msg, now)
+            elif isinstance(msg, Command):
+                self._apply(msg)
             elif isinstance(msg, Error):
                 if msg.code == "not_registered":
                     if now - self.register_sent > 1.0:
@@ -186,6 +200,8 @@ class Worker:
         if self.heartbeats is None or msg.incarnation != self.incarnation or self.side_sockets_stale:
             self.side_sockets_stale = False
             self._connect_side_sockets(msg)
+        if msg.incarnation != self.incarnation:
+            self.applied.clear()    # command seqs start again with each master incarnation
         self.incarnation = msg.incarnation
         self.device_timeout_s = msg.device_timeout_s
         self.register_backoff = 0.5
@@ -194,8 +210,7 @@ class Worker:
         self.registered.set()
         if msg.cancel:
             self._kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
-        for entry in self.outbox.values():
-            entry[1] = 0.0   # re-send everything not yet acknowledged, to this master
+        self.outbox.resend_all()   # everything not yet acknowledged goes to this master
         logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
                     len(self.outbox), len(self.running))
 
@@ -205,7 +220,8 @@ class Worker:
             self.sub.close(0)
         self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes,
                                zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
-        self.sub.setsockopt(zmq.SUBSCRIBE, BEACON_TOPIC)
+        for topic in (BEACON_TOPIC, *self.topics()):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
         self.poller.register(self.sub, zmq.POLLIN)
         if self.heartbeats is not None:
@@ -215,18 +231,26 @@ class Worker:
                                           self.config.max_message_bytes, self.info)
         self.heartbeats.start()
 
+    def topics(self) -> list[bytes]:
+        return [b"all", f"device.{self.device_id}".encode(), *(f"tag.{t}".encode() for t in self.config.tags)]
+
     def _drain_sub(self, now: float) -> None:
+        mine = set(self.topics())
         while True:
             try:
                 frames = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if frames[0] != BEACON_TOPIC and frames[0] not in mine:
+                continue    # SUBSCRIBE matches prefixes: device.w1 also receives device.w10
             try:
                 msg = decode(frames[1:])
             except ProtocolError as e:
                 logger.warning("bad broadcast from master: %s", e)
                 continue
-            if isinstance(msg, Beacon):
+            if isinstance(msg, Command):
+                self._apply(msg)
+            elif isinstance(msg, Beacon):
                 self.last_beacon = now
                 if msg.incarnation != self.incarnation and now - self.register_sent > 1.0:
                     logger.info("master restarted (incarnation %s -> %s); registering again",
@@ -249,6 +273,40 @@ class Worker:
             self._connect()
             self._register()
 
+    def _apply(self, command: Command) -> None:
+        """Apply a command once: PUB and the ROUTER's re-sends may both deliver it."""
+        if command.seq in self.applied:
+            return
+        self.applied.append(command.seq)
+        action = command.action
+        logger.info("command seq=%d action=%s", command.seq, action)
+        if action == "drain":
+            self.draining = True
+        elif action == "resume":
+            self.draining = self.shutting_down = False
+        elif action == "shutdown":
+            self.draining = self.shutting_down = True
+        elif action == "cancel":
+            keys = command.params.get("keys") or []
+            self._kill([tuple(k) for k in keys if isinstance(k, list)], str(command.params.get("reason", "cancelled")))
+        elif action == "reload" and self.reload_config is not None:
+            self._reload()
+        else:
+            logger.warning("unknown command action %r ignored", action)
+
+    def _reload(self) -> None:
+        try:
+            fresh = self.reload_config()
+        except Exception as e:  # a bad file must not take the worker down: keep the running config
+            logger.error("reload refused, keeping the current config: %s", e)
+            return
+        self.config.concurrent_tasks, self.config.tags = fresh.concurrent_tasks, fresh.tags
+        self.capacity = fresh.concurrent_tasks + fresh.prefetch
+        logging.getLogger("zmqgrid").setLevel(fresh.log_level)
+        logger.info("config reloaded: concurrency=%d tags=%s", fresh.concurrent_tasks, ",".join(fresh.tags) or "-")
+        self.side_sockets_stale = True    # subscribe to the new tags' topics
+        self._register()
+
     # ------------------------------------------------------------ running tasks
 
     def _start_held(self) -> None:
@@ -256,7 +314,8 @@ class Worker:
         with self.lock:
             while self.held and len(self.running) < self.config.concurrent_tasks:
                 task = self.held.popleft()
-                run = self.executor.start(task)
+                key = (task["id"], task["attempt"])
+                run = self.executor.start(task, on_output=lambda stream, text, key=key: self._on_output(key, stream, text))
                 self.running[task["id"]] = run
                 started.append([task["id"], task["attempt"]])
                 threading.Thread(target=self._wait_run, args=(run,), daemon=True,
@@ -274,6 +333,20 @@ class Worker:
         self.finished.put(result)
         os.write(self._wake_w, b"r")
 
+    def _on_output(self, key: tuple[str, int], stream: str, text: str) -> None:
+        with self.live_lock:
+            self.live.setdefault(key, []).append([stream, text])
+
+    def _flush_output(self, now: float) -> None:
+        """Live output goes to the master at most every quarter second, batched across tasks."""
+        if not self.live or now - self.live_flushed < 0.25 or not self.registered.is_set():
+            return
+        self.live_flushed = now
+        with self.live_lock:
+            live, self.live = self.live, {}
+        chunks = [[key[0], key[1], stream, text] for key, parts in live.items() for stream, text in parts]
+        self.dealer.send_multipart(Output(chunks).encode())
+
     def _collect_finished(self) -> None:
         while True:
             try:
@@ -285,8 +358,7 @@ class Worker:
             self._queue_result(result)
 
     def _queue_result(self, result: dict) -> None:
-        self.outbox[(result["id"], result["attempt"])] = [result, 0.0]
-        self.freed += 1
+        self.outbox.add(result)
 
     def _kill(self, keys: list[tuple], reason: str) -> None:
         wanted = {k for k in keys if len(k) == 2}
@@ -301,24 +373,9 @@ class Worker:
             run.kill(reason)
 
     def _flush_results(self, now: float, force: bool = False) -> None:
-        if not self.registered.is_set() and not force:
-            return
-        due = [entry for entry in self.outbox.values() if now - entry[1] >= RESEND_AFTER_S]
-        if not due and not self.freed:
-            return
-        for entry in due:
-            entry[1] = now
-        # One message per batch of results; bounded so one message never nears MAXMSGSIZE.
-        batch_bytes, batch = 0, []
-        for entry in due:
-            size = len(entry[0].get("stdout") or "") + len(entry[0].get("stderr") or "") + 512
-            if batch and batch_bytes + size > self.config.max_message_bytes // 2:
-                self.dealer.send_multipart(Results(batch, 0).encode())
-                batch, batch_bytes = [], 0
-            batch.append(entry[0])
-            batch_bytes += size
-        self.dealer.send_multipart(Results(batch, self.freed).encode())
-        self.freed = 0
+        if self.registered.is_set() or force:
+            for msg in self.outbox.messages(now):
+                self.dealer.send_multipart(msg.encode())
 
 
 def _cancelled(task: dict, reason: str) -> dict:

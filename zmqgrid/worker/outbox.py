@@ -1,0 +1,53 @@
+"""The worker's outbox: every result is kept until the master acknowledges it, and re-sent until then."""
+from __future__ import annotations
+
+from ..protocol import Results
+
+RESEND_AFTER_S = 5.0
+
+
+class Outbox:
+    """Results by (task id, attempt), with when each was last sent, and the slots freed since the last send."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.entries: dict[tuple[str, int], list] = {}   # key -> [result, last sent (monotonic)]
+        self.freed = 0
+        self.batch_bytes = max_message_bytes // 2
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def keys(self) -> list[list]:
+        return [list(k) for k in list(self.entries)]
+
+    def add(self, result: dict) -> None:
+        self.entries[(result["id"], result["attempt"])] = [result, 0.0]
+        self.freed += 1
+
+    def ack(self, keys: list) -> None:
+        for key in keys:
+            self.entries.pop(tuple(key), None)
+
+    def resend_all(self) -> None:
+        for entry in self.entries.values():
+            entry[1] = 0.0
+
+    def messages(self, now: float) -> list[Results]:
+        """Results messages for what is due (new, or unacknowledged for RESEND_AFTER_S), credit on the last.
+
+        Batched, each batch well under MAXMSGSIZE."""
+        due = [entry for entry in self.entries.values() if now - entry[1] >= RESEND_AFTER_S]
+        if not due and not self.freed:
+            return []
+        out, batch, size = [], [], 0
+        for entry in due:
+            entry[1] = now
+            cost = len(entry[0].get("stdout") or "") + len(entry[0].get("stderr") or "") + 512
+            if batch and size + cost > self.batch_bytes:
+                out.append(Results(batch, 0))
+                batch, size = [], 0
+            batch.append(entry[0])
+            size += cost
+        out.append(Results(batch, self.freed))
+        self.freed = 0
+        return out
