@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import entry_points
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -66,7 +67,10 @@ class Config:
     dispatch_interval: float = 10.0
     """Most seconds between periodic re-dispatch scans; dispatch itself is event-driven."""
     load_balance_strategy: str = "least_tasks"
-    """How the master picks among eligible workers with credit: one of STRATEGIES."""
+    """How the master picks among eligible workers with credit: one of STRATEGIES, a dotted path
+    "package.module:function", or the name of an entry point in the group "zmqgrid.strategies"."""
+    weight: float = 1.0
+    """A worker's weight for the `weighted` strategy (e.g. 2 for a machine twice as strong)."""
     heartbeat_interval: float = 1.0
     """Seconds between a worker's heartbeats (the seed's 30 would take minutes to notice a dead worker)."""
     device_timeout: float = 2.5
@@ -126,11 +130,14 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1)}
-_CHOICES = {"mode": MODES, "load_balance_strategy": STRATEGIES, "log_level": LOG_LEVELS}
+_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
     "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),
-    "device_name": (r".{1,128}", "a name of 1-128 characters")}
+    "device_name": (r".{1,128}", "a name of 1-128 characters"),
+    "load_balance_strategy": (r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?",
+                              "one of " + ", ".join(STRATEGIES) + ", a dotted path pkg.mod:function, "
+                              "or an entry point name in the group zmqgrid.strategies")}
 _TAG = re.compile(r"[^\s,]{1,64}")
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _PARSERS: dict[str, Callable[[str], Any]] = {  # how text from the environment or a flag becomes a value
@@ -174,6 +181,8 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
     else:
         pattern, expected = _PATTERNS.get(key, (r".+", "a non-empty string"))
         ok = isinstance(value, str) and re.fullmatch(pattern, value.strip()) is not None
+        if ok and key == "load_balance_strategy" and value.strip() not in STRATEGIES and ":" not in value:
+            ok = any(ep.name == value.strip() for ep in entry_points(group="zmqgrid.strategies"))
     if not ok:
         expected += ", or null" if kind != _TYPES[key] else ""
         raise ConfigError(f"{source}: {key} = {_show(key, raw)} is not allowed", f"expected {expected}")

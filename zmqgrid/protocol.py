@@ -105,7 +105,7 @@ def decode(frames: list[bytes]) -> Message:
 @message("R")
 class Register(Message):
     """Worker -> master: who I am, what I can do, what I am running and what waits in my outbox."""
-    TYPES = (STR, STR, STR, STR, STR, STR, LIST, INT, INT, LIST, LIST, INT, STR)
+    TYPES = (STR, STR, STR, STR, STR, STR, LIST, INT, INT, LIST, LIST, INT, STR, NUM)
     device_id: str
     name: str
     hostname: str
@@ -119,6 +119,7 @@ class Register(Message):
     outbox: list           # [[task_id, attempt], ...]
     pid: int
     version: str = ""
+    weight: float = 1.0    # for the weighted strategy
 
 
 @message("r")

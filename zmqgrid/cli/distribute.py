@@ -31,6 +31,8 @@ from .render import emit_json, table
 @click.option("--device-name", help="Worker: display name.")
 @click.option("--tag", "tags", multiple=True, help="Worker: a tag tasks can require (repeat for more).")
 @click.option("--concurrency", "concurrent_tasks", type=int, help="Worker: tasks run at once [3].")
+@click.option("--weight", type=float, help="Worker: weight for the weighted strategy [1].")
+@click.option("--strategy", "load_balance_strategy", help="Master: least_tasks, round_robin, weighted, random, or pkg.mod:func.")
 @click.option("--workers", type=int, help="Standalone: local worker processes [2].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-file", help="Log file [logs/distribution.log].")

@@ -13,7 +13,7 @@ from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
 from .fleet import FleetEvents
 from .limits import Limits
-from .scheduling import Strategy
+from .scheduling import Strategy, least_tasks
 from .taskqueue import TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,16 @@ class Cluster(FleetEvents):
             self.counters["submitted"] += 1
         return ids
 
+    def pick(self, eligible: list[DeviceEntry]) -> int:
+        loads = [(len(d.inflight), d.credit,
+                  d.weight * max(0.05, 1.0 - (d.metrics.get("cpu_percent") or 0.0) / 100.0)) for d in eligible]
+        index = self.strategy(loads)
+        if not (isinstance(index, int) and 0 <= index < len(eligible)):
+            # A user strategy's bug must not stall dispatch: say so once per call, and fall back.
+            logger.error("load balancing strategy returned %r for %d workers; using least_tasks", index, len(loads))
+            return least_tasks(loads)
+        return index
+
     def fan_out(self, spec: dict) -> list[dict]:
         """A task for all matching workers becomes one task per matching online worker, in one group."""
         if not spec.get("all"):
@@ -171,8 +181,7 @@ class Cluster(FleetEvents):
                     break
                 continue
             self.limits.started(key, now_mono)
-            device = eligible[0] if len(eligible) == 1 else eligible[self.strategy(
-                [(len(d.inflight), d.credit, float(d.concurrency)) for d in eligible])]
+            device = eligible[0] if len(eligible) == 1 else eligible[self.pick(eligible)]
             entry.attempt += 1
             entry.state, entry.device_id, entry.assigned_mono = "assigned", device.device_id, now_mono
             device.credit -= 1

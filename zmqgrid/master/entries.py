@@ -35,6 +35,7 @@ class DeviceEntry:
     registered: bool = False      # registered with this incarnation: only then does it get tasks
     credit: int = 0
     concurrency: int = 1
+    weight: float = 1.0
     tags: frozenset = frozenset()
     last_seen: float = 0.0        # master's monotonic clock
     inflight: set = field(default_factory=set)

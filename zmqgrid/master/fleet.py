@@ -29,6 +29,7 @@ class FleetEvents:
         device.identity, device.registered = identity, True
         device.state = "draining" if device_id in self.drained else "online"
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
+        device.weight = info.get("weight", 1.0)
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
         for task_id in list(device.inflight):
             entry = self.tasks[task_id]

@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from ..errors import ProtocolError, StoreError, ZmqgridError
-from ..model import ATTEMPT_OUTCOMES, validate_task_spec
+from ..model import ATTEMPT_OUTCOMES, FINAL_STATES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
                         Results, ResultAck, Started, Submit)
 from . import queries
@@ -87,7 +87,10 @@ class Handlers:
             raise ProtocolError("Register.tags must be strings")
         info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
-                "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version}
+                "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
+                "weight": float(msg.weight)}
+        if not 0 < info["weight"] < 1e6:
+            raise ProtocolError(f"Register.weight must be > 0, got {msg.weight!r}")
         disowned = self.cluster.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
         self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
@@ -199,7 +202,10 @@ class Handlers:
                     entry.notify.add(identity)
                 else:
                     row = self.cluster.store.get_task(task_id)
-                    finished[task_id] = queries.summary(row) if row else None
+                    if row is None or row["state"] in FINAL_STATES:
+                        finished[task_id] = queries.summary(row) if row else None
+                    # else it ended in this very turn: the ledger shows its final state only after this turn's
+                    # commit, so it is left out here (the client watches again) rather than reported as running.
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
             self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown")

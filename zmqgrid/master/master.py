@@ -26,6 +26,7 @@ class Master:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.strategy = make_strategy(config.load_balance_strategy)   # a bad one is refused before binding
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
@@ -55,7 +56,7 @@ class Master:
 
     def _new_cluster(self) -> Cluster:
         c = self.config
-        cluster = Cluster(self.store, incarnation=self.incarnation, strategy=make_strategy(c.load_balance_strategy),
+        cluster = Cluster(self.store, incarnation=self.incarnation, strategy=self.strategy,
                           default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
                           device_timeout_s=float(c.device_timeout),
                           lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),

@@ -101,7 +101,7 @@ class Worker:
         msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
                        info["python_version"], info["python_executable"], list(self.config.tags),
                        self.config.concurrent_tasks, credit, running + held, self.outbox.keys(),
-                       os.getpid(), VERSION)
+                       os.getpid(), VERSION, float(self.config.weight))
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()
