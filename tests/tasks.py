@@ -90,3 +90,16 @@ def kill_worker() -> None:
     """A poison task: SIGKILLs the worker that runs it (the pool child's parent), every time."""
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(30)
+
+
+def chatty(lines: int, pause: float) -> int:
+    """Prints a numbered line, then pauses, `lines` times: output that arrives while the task runs."""
+    for i in range(lines):
+        print(f"line {i}", flush=True)
+        time.sleep(pause)
+    return lines
+
+
+def always_last(loads: list) -> int:
+    """A user load-balancing strategy: always the last eligible worker."""
+    return len(loads) - 1

@@ -2,30 +2,34 @@
 """End-to-end benchmark of the real zmqgrid on loopback, compared in the same run with the reference loop.
 
     python tools/bench.py                 # N=5000, 3 runs, then ../shared/bench/reference_loop.py
-    python tools/bench.py --quick         # smoke run: N=500, 1 run
+    python tools/bench.py --quick         # smoke run: N=500, N_single=200, 50 round trips, 1 run
     python tools/bench.py --json          # every figure as JSON on stdout (progress stays on stderr)
 
-What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards:
+What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards (kept on error or --keep):
 
 1. Starts a real master (`python -m zmqgrid distribute --mode master ...`) and two real workers
    (`--mode worker --concurrency C`, ZMQGRID_PREFETCH=P, so each advertises credit C+P) as child processes
-   with PYTHONPATH set to this repository, and waits until both devices are online.
-2. Warms up (200 tasks batched + 20 single round trips, not counted), then for each of `--runs` runs:
+   with PYTHONPATH set to this repository and no inherited ZMQGRID_* variable, and waits until both
+   devices are online (Client.devices()).
+2. Warms up (200 tasks batched + 20 single round trips, not counted), then for each of `--runs` runs
+   (after waiting up to `--settle` seconds for the machine to be quiet; the busy % is reported):
    - batched: builds N no-op `python` tasks (`zmqgrid.samples:noop`, args [i]), submits them with
      `Client.submit(specs, notify=True, batch_size=100)` and waits with `Client.wait` until all N have
      finished -> tasks/s; the time until `submit` returned (every batch acknowledged, i.e. committed)
      gives the submit-only rate;
    - single: N_single tasks, ONE task per Submit message (`batch_size=1`) with up to `--single-window`
      unacknowledged Submits in flight (like the reference's `sqlite:1:16`), then `Client.wait` -> tasks/s;
-   - latency: `--lat` sequential `Client.run(spec)` round trips (submit -> committed -> run -> Finished)
+   - latency: `--lat` sequential submit -> Finished round trips, each timed (what `Client.run` does)
      -> p50/p99 ms;
    - checks in the ledger (sqlite3, read-only) that every task it submitted is there in state `done`.
-3. Runs `../shared/bench/reference_loop.py --variants sqlite:100:16,sqlite:1:16` (same N, runs, lat) and
-   reports zmqgrid / reference ratios.
+3. Runs `../shared/bench/reference_loop.py --variants sqlite:100:16,sqlite:1:16` (same N, runs, lat) with
+   ZG_REF_DIR in the temporary folder, and reports zmqgrid / reference ratios.
 
 Figures are medians over the runs. Every process it starts is stopped by its PID (SIGTERM, then SIGKILL,
 descendants included), and the whole run is bounded by `--deadline` seconds.
-`--profile-master FILE` runs the master under cProfile and prints its top functions at the end.
+Diagnostics: `--profile-master FILE` runs the master under cProfile and prints its top functions;
+`--py-spy DIR` samples master, workers (with their python-pool children) and this client with py-spy
+during the batched phases and prints where their Python CPU goes.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ import psutil  # noqa: E402
 import zmq  # noqa: E402
 
 from zmqgrid.client import Client, build_spec  # noqa: E402
+from zmqgrid.model import FINAL_STATES  # noqa: E402
 
 FUNCTION = "zmqgrid.samples:noop"
 REFERENCE = REPO.parent / "shared" / "bench" / "reference_loop.py"
@@ -189,6 +194,34 @@ def free_port_block(count: int = 3) -> int:
     raise RuntimeError("no block of 3 free ports on 127.0.0.1")
 
 
+def machine_busy(seconds: float = 1.0) -> float | None:
+    """% of all cores busy over `seconds` (from /proc/stat), or None where there is no /proc."""
+    a = SysStat._read()
+    time.sleep(seconds)
+    b = SysStat._read()
+    if a is None or b is None:
+        return None
+    total = sum(b.values()) - sum(a.values())
+    return round(100.0 * (1 - (b["idle"] - a["idle"]) / total), 1) if total else 0.0
+
+
+def settle(max_wait_s: float, threshold: float, what: str) -> float | None:
+    """Wait (at most max_wait_s) until the machine is at most `threshold`% busy; return the last busy %.
+    Other programs on the machine (a test suite, a build) skew every figure, so the report shows this."""
+    t_end = time.monotonic() + max_wait_s
+    warned = False
+    while True:
+        busy = machine_busy()
+        if busy is None or busy <= threshold or time.monotonic() >= t_end:
+            if busy is not None and busy > threshold:
+                progress(f"  warning: machine still {busy:.0f}% busy before {what}: figures are skewed by other load")
+            return busy
+        if not warned:
+            progress(f"  machine {busy:.0f}% busy before {what} (other processes); waiting up to "
+                     f"{max_wait_s:.0f}s for it to drop to {threshold:.0f}% ...")
+            warned = True
+
+
 def cpu_seconds(pids: list[int], tree: bool) -> float:
     total = 0.0
     for pid in pids:
@@ -201,10 +234,37 @@ def cpu_seconds(pids: list[int], tree: bool) -> float:
         for p in procs:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                # children_*: children already reaped (a worker's retired python-pool processes)
+                total += t.user + t.system + (t.children_user + t.children_system if tree else 0.0)
             except psutil.NoSuchProcess:
                 pass
     return total
+
+
+class SysStat:
+    """Machine-wide CPU between start() and stop() from /proc/stat, in % of all cores."""
+
+    @staticmethod
+    def _read() -> dict[str, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                v = list(map(int, f.readline().split()[1:9]))
+        except (OSError, ValueError):
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = v
+        return {"user": user + nice, "system": system + irq + softirq, "idle": idle + iowait, "steal": steal}
+
+    def start(self) -> "SysStat":
+        self.s0 = self._read()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        s1 = self._read()
+        if self.s0 is None or s1 is None:
+            return {}
+        d = {k: s1[k] - self.s0[k] for k in s1}
+        total = sum(d.values()) or 1
+        return {k: round(100.0 * v / total, 1) for k, v in d.items()}
 
 
 class CpuMeter:
@@ -313,10 +373,90 @@ def _tail(path: Path, n: int = 1500) -> str:
         return "(no output)"
 
 
+class Spies:
+    """py-spy record (sampling, --nonblocking, only stacks holding the GIL: CPU spent in Python) of the master, the workers (with their pool children) and this
+    client, during the batched phases only. Raw stacks go to DIR/<role>-run<k>.txt; summary() ranks functions."""
+
+    def __init__(self, outdir: Path, targets: dict[str, tuple[int, bool]], rate: int = 250) -> None:
+        self.outdir, self.targets, self.rate = outdir, targets, rate
+        self.exe = shutil.which("py-spy")
+        if self.exe is None:
+            raise RuntimeError("--py-spy needs py-spy on PATH (pip install py-spy)")
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, run: int) -> None:
+        for role, (pid, subprocesses) in self.targets.items():
+            argv = [self.exe, "record", "--pid", str(pid), "--rate", str(self.rate), "--format", "raw",
+                    "--nonblocking", "--gil", "--nolineno", "--output", str(self.outdir / f"{role}-run{run}.txt")]
+            if subprocesses:
+                argv.append("--subprocesses")
+            with open(self.outdir / f"{role}-run{run}.log", "wb") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+            STARTED.append(proc)
+            self.procs.append(proc)
+        time.sleep(1.0)   # let py-spy attach before the phase starts
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                stop_process(proc)
+            if proc in STARTED:
+                STARTED.remove(proc)
+        self.procs = []
+
+    def summary(self, top: int = 15) -> dict[str, dict]:
+        """Per role: total samples, and the top functions by own ('self') and by inclusive samples."""
+        out: dict[str, dict] = {}
+        for role in self.targets:
+            own: dict[str, int] = {}
+            incl: dict[str, int] = {}
+            total = 0
+            for path in sorted(self.outdir.glob(f"{role}-run*.txt")):
+                for line in path.read_text(errors="replace").splitlines():
+                    stack, _, count = line.rpartition(" ")
+                    if not stack or not count.isdigit():
+                        continue
+                    n = int(count)
+                    frames = [f for f in stack.split(";") if f and not f.startswith("process ")
+                              and not f.startswith("thread ")]
+                    if not frames:
+                        continue
+                    total += n
+                    own[frames[-1]] = own.get(frames[-1], 0) + n
+                    for f in set(frames):
+                        incl[f] = incl.get(f, 0) + n
+            rank = lambda d: [(f, round(100.0 * c / total, 1)) for f, c in  # noqa: E731
+                              sorted(d.items(), key=lambda kv: -kv[1])[:top]] if total else []
+            out[role] = {"samples": total, "self_pct": rank(own), "inclusive_pct": rank(incl)}
+        return out
+
+
 # ---------------------------------------------------------------------------------------------- workload
 
 def specs(n: int, start: int) -> list[dict]:
     return [build_spec(python=FUNCTION, args=[start + i]) for i in range(n)]
+
+
+def wait_final(client: Client, ids: list[str], timeout_s: float) -> tuple[dict, int]:
+    """Client.wait, plus a work-around: Client.wait can return a summary whose state is not final (a `watch`
+    answered from the ledger before the turn that finished the task was committed; see docs/benchmarks.md).
+    Such ids are waited for again. Returns (results, how many ids needed that second wait)."""
+    results = client.wait(ids, timeout_s=timeout_s)
+    retried = 0
+    for _ in range(10):
+        pending = [i for i, r in results.items() if r.get("state") not in FINAL_STATES]
+        if not pending:
+            break
+        retried += len(pending)
+        results.update(client.wait(pending, timeout_s=timeout_s))
+    return results, retried
 
 
 def check_finished(results: dict, ids: list[str], what: str) -> None:
@@ -348,9 +488,15 @@ class Bench:
         self.cluster, self.a = cluster, args
         self.client = Client(cluster.url, timeout_s=30)
         self.next_arg = 0
+        self.non_final = 0      # summaries Client.wait returned in a non-final state (a zmqgrid bug)
         pids = cluster.pids()
         self.cpu_groups = {"client": ([os.getpid()], False), "master": ([pids["master"]], False),
                            "workers": ([p for d, p in pids.items() if d != "master"], True)}
+        self.spies = None
+        if args.py_spy:
+            targets = {"master": (pids["master"], False), "client": (os.getpid(), False)}
+            targets.update({d: (p, True) for d, p in pids.items() if d != "master"})
+            self.spies = Spies(Path(args.py_spy).resolve(), targets)
 
     def close(self) -> None:
         self.client.close()
@@ -365,34 +511,47 @@ class Bench:
         t0 = time.perf_counter()
         ids = c.submit(self._specs(n), notify=True, batch_size=self.a.batch, window=self.a.window)
         t_sub = time.perf_counter() - t0
-        results = c.wait(ids, timeout_s=self.a.phase_timeout)
+        results, retried = wait_final(c, ids, self.a.phase_timeout)
         dt = time.perf_counter() - t0
         check_finished(results, ids, "batched")
+        self._note_retried("batched", retried)
         return {"ids": ids, "seconds": dt, "tasks_per_s": n / dt, "submit_seconds": t_sub,
-                "submit_per_s": n / t_sub}
+                "submit_per_s": n / t_sub, "non_final_from_wait": retried}
 
     def single(self, n: int) -> dict:
         c = self.client
         t0 = time.perf_counter()
         ids = c.submit(self._specs(n), notify=True, batch_size=1, window=self.a.single_window)
         t_sub = time.perf_counter() - t0
-        results = c.wait(ids, timeout_s=self.a.phase_timeout)
+        results, retried = wait_final(c, ids, self.a.phase_timeout)
         dt = time.perf_counter() - t0
         check_finished(results, ids, "single")
-        return {"ids": ids, "seconds": dt, "tasks_per_s": n / dt, "submit_per_s": n / t_sub}
+        self._note_retried("single", retried)
+        return {"ids": ids, "seconds": dt, "tasks_per_s": n / dt, "submit_per_s": n / t_sub,
+                "non_final_from_wait": retried}
 
     def latency(self, n: int) -> dict:
         c = self.client
-        ids, lat = [], []
+        ids, lat, retried = [], [], 0
         for spec in self._specs(n):
             t0 = time.perf_counter()
-            result = c.run(spec, timeout_s=self.a.phase_timeout)
+            # What Client.run does (submit with notify, then wait), with wait_final's work-around.
+            task_id = c.submit(spec, notify=True)[0]
+            results, again = wait_final(c, [task_id], self.a.phase_timeout)
             lat.append((time.perf_counter() - t0) * 1000.0)
-            if result.get("state") != "done":
-                raise RuntimeError(f"latency task {spec['id']} ended {result.get('state')}: {result}")
-            ids.append(spec["id"])
+            retried += again
+            if results[task_id].get("state") != "done":
+                raise RuntimeError(f"latency task {task_id} ended {results[task_id].get('state')}: {results[task_id]}")
+            ids.append(task_id)
+        self._note_retried("latency", retried)
         return {"ids": ids, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat),
-                "max_ms": max(lat)}
+                "max_ms": max(lat), "non_final_from_wait": retried}
+
+    def _note_retried(self, phase: str, retried: int) -> None:
+        if retried:
+            self.non_final += retried
+            progress(f"  note: Client.wait returned {retried} non-final summaries in the {phase} phase "
+                     "(watch answered before commit); waited for them again")
 
     def warmup(self) -> None:
         progress(f"warm-up: {WARMUP_BATCH} tasks batched + {WARMUP_SINGLE} single round trips (not counted)")
@@ -403,13 +562,23 @@ class Bench:
     def run(self, k: int) -> dict:
         a = self.a
         self.cluster.alive()
+        background = settle(a.settle, a.busy_threshold, f"run {k}")
+        progress(f"run {k}/{a.runs}: machine {background}% busy before the run (our idle cluster included)")
+        if self.spies is not None:
+            progress(f"run {k}/{a.runs}: py-spy attaching to {list(self.spies.targets)} ...")
+            self.spies.start(k)
         progress(f"run {k}/{a.runs}: batched {a.n} tasks, {a.batch} per Submit ...")
-        meter = CpuMeter(self.cpu_groups).start()
-        with Ticker(f"run {k} batched", status=lambda: f"({len(self.client.finished)} Finished buffered)"):
-            b = self.batched(a.n)
-        cpu = meter.stop()
+        meter, sysstat = CpuMeter(self.cpu_groups).start(), SysStat().start()
+        try:
+            with Ticker(f"run {k} batched", status=lambda: f"({len(self.client.finished)} Finished buffered)"):
+                b = self.batched(a.n)
+        finally:
+            cpu, machine_cpu = meter.stop(), sysstat.stop()
+            if self.spies is not None:
+                self.spies.stop()
         progress(f"run {k}/{a.runs}: batched {b['tasks_per_s']:8.0f} tasks/s (submit-only {b['submit_per_s']:8.0f}/s, "
-                 f"{b['seconds']:.2f}s) | CPU % of one core: " + ", ".join(f"{g} {v:.0f}" for g, v in cpu.items()))
+                 f"{b['seconds']:.2f}s) | CPU % of one core: " + ", ".join(f"{g} {v:.0f}" for g, v in cpu.items())
+                 + " | machine %: " + ", ".join(f"{g} {v:.0f}" for g, v in machine_cpu.items()))
         progress(f"run {k}/{a.runs}: single {a.n_single} tasks, 1 per Submit, window {a.single_window} ...")
         meter = CpuMeter(self.cpu_groups).start()
         with Ticker(f"run {k} single"):
@@ -429,24 +598,27 @@ class Bench:
         return {"batched_tasks_per_s": b["tasks_per_s"], "submit_per_s": b["submit_per_s"],
                 "batched_seconds": b["seconds"], "single_tasks_per_s": s["tasks_per_s"],
                 "single_submit_per_s": s["submit_per_s"], "p50_ms": lt["p50_ms"], "p99_ms": lt["p99_ms"],
-                "lat_mean_ms": lt["mean_ms"], "cpu_batched": cpu, "cpu_single": cpu_s,
-                "ledger_checked": len(ids)}
+                "lat_mean_ms": lt["mean_ms"], "cpu_batched": cpu, "cpu_single": cpu_s, "machine_cpu_batched": machine_cpu,
+                "ledger_checked": len(ids), "busy_before_pct": background,
+                "non_final_from_wait": b["non_final_from_wait"] + s["non_final_from_wait"] + lt["non_final_from_wait"]}
 
 
 # ---------------------------------------------------------------------------------------------- reference
 
 def run_reference(args: argparse.Namespace, tmp: Path, deadline: float) -> dict:
-    if not REFERENCE.exists():
-        progress(f"reference loop not found at {REFERENCE}: skipping it, no ratios")
-        return {"missing": str(REFERENCE)}
+    reference = Path(args.reference).resolve() if args.reference else REFERENCE
+    if not reference.exists():
+        progress(f"reference loop not found at {reference}: skipping it, no ratios")
+        return {"missing": str(reference)}
     ref_dir = tmp / "ref"
     ref_dir.mkdir()
-    argv = [sys.executable, str(REFERENCE), "--runs", str(args.runs), "--n", str(args.n), "--lat", str(args.lat),
+    argv = [sys.executable, str(reference), "--runs", str(args.runs), "--n", str(args.n), "--lat", str(args.lat),
             "--variants", ",".join(REF_VARIANTS)]
     env = dict(os.environ, ZG_REF_DIR=str(ref_dir), PYTHONUNBUFFERED="1")
     env.pop("A3_PROFILE", None)
-    progress("reference: " + shlex.join(argv))
-    proc = subprocess.Popen(argv, cwd=REFERENCE.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    busy = settle(args.settle, args.busy_threshold, "the reference loop")
+    progress(f"reference: machine {busy}% busy before it; " + shlex.join(argv))
+    proc = subprocess.Popen(argv, cwd=reference.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True, text=True, bufsize=1)
     STARTED.append(proc)
     lines: list[str] = []
@@ -471,7 +643,8 @@ def run_reference(args: argparse.Namespace, tmp: Path, deadline: float) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"reference loop exited with {proc.returncode}: " + "\n".join(lines[-20:]))
     data = json.loads((ref_dir / "results" / "a3_durable_master_sketch.json").read_text())
-    out: dict[str, Any] = {"command": f"ZG_REF_DIR={ref_dir} " + shlex.join(argv), "versions": data.get("versions")}
+    out: dict[str, Any] = {"command": f"ZG_REF_DIR={ref_dir} " + shlex.join(argv), "versions": data.get("versions"),
+                           "busy_before_pct": busy}
     for variant, row in zip(REF_VARIANTS, data["rows"]):
         k, credit = variant.split(":")[1:]
         assert f"credit {credit} each; {k} task(s)/SUBMIT" in row["setup"], (variant, row["setup"])
@@ -524,6 +697,7 @@ def summarize(runs: list[dict]) -> dict:
     out["runs"] = {k: [round(r[k], 2) for r in runs] for k in keys}
     mid = sorted(range(len(runs)), key=lambda i: runs[i]["batched_tasks_per_s"])[len(runs) // 2]
     out["cpu_batched_median_run"] = runs[mid]["cpu_batched"]
+    out["machine_cpu_batched_median_run"] = runs[mid]["machine_cpu_batched"]
     return out
 
 
@@ -567,7 +741,7 @@ def print_report(result: dict) -> None:
     print()
     print("per run (zmqgrid):")
     for i, r in enumerate(result["zmqgrid_runs"], 1):
-        print(f"  run {i}: batched {r['batched_tasks_per_s']:8.0f}/s  submit-only {r['submit_per_s']:8.0f}/s  "
+        print(f"  run {i}: busy before {fmt(r.get('busy_before_pct'))}%  batched {r['batched_tasks_per_s']:8.0f}/s  submit-only {r['submit_per_s']:8.0f}/s  "
               f"single {r['single_tasks_per_s']:7.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"CPU% master {r['cpu_batched']['master']:.0f} workers {r['cpu_batched']['workers']:.0f} "
               f"client {r['cpu_batched']['client']:.0f}")
@@ -595,6 +769,24 @@ def print_report(result: dict) -> None:
         print(f"reference loop missing ({ref['missing']}): no ratios")
     else:
         print("reference loop skipped (--no-reference): no ratios")
+    busy = [r.get("busy_before_pct") for r in result["zmqgrid_runs"]] + [ref.get("busy_before_pct")]
+    if any(b is not None and b > a["busy_threshold"] for b in busy):
+        print(f"warning: the machine was busier than {a['busy_threshold']:.0f}% before some runs (other programs): "
+              "those figures are skewed")
+    if z.get("non_final_from_wait_total"):
+        print(f"warning: Client.wait returned {z['non_final_from_wait_total']} summaries in a non-final state "
+              "(a watch answered from the ledger before the commit of the turn that finished them); "
+              "the benchmark waited for those again")
+    if result.get("py_spy"):
+        print()
+        print(f"py-spy during the batched phases (raw stacks in {result['py_spy']['dir']}), % of samples:")
+        for role, d in result["py_spy"]["roles"].items():
+            print(f"  {role}: {d['samples']} samples; own time:")
+            for f, p in d["self_pct"][:10]:
+                print(f"    {p:5.1f}%  {f}")
+            print(f"  {role}: inclusive:")
+            for f, p in d["inclusive_pct"][:12]:
+                print(f"    {p:5.1f}%  {f}")
     if result.get("profile"):
         print()
         print(f"master profile (cProfile, {result['profile']['file']}), top functions by own time:")
@@ -629,12 +821,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
     ap.add_argument("--quick", action="store_true", help="smoke run: N=500, N_single=200, lat 50, 1 run")
+    ap.add_argument("--reference", metavar="PATH", help=f"the reference loop [{REFERENCE}]")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference loop (no ratios)")
     ap.add_argument("--json", action="store_true", help="print all figures as JSON on stdout")
+    ap.add_argument("--settle", type=float, default=60, help="before each run, wait up to this many seconds "
+                    "for the machine to be quiet [60]")
+    ap.add_argument("--busy-threshold", type=float, default=20, help="%% busy that counts as quiet [20]")
     ap.add_argument("--deadline", type=float, default=1800, help="seconds for the whole run [1800]")
     ap.add_argument("--phase-timeout", type=float, default=300, help="seconds for one phase to finish [300]")
     ap.add_argument("--profile-master", metavar="FILE.prof", help="run the master under cProfile, write FILE.prof "
                     "and print its top functions")
+    ap.add_argument("--py-spy", metavar="DIR", help="sample master, workers and client with py-spy during the "
+                    "batched phases (raw stacks in DIR) and print their top functions; slows the system down")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, ledger)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -663,7 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = Path(a.profile_master).resolve() if a.profile_master else None
     result: dict[str, Any] = {"command": command, "machine": machine(),
                               "config": {k: getattr(a, k) for k in ("n", "n_single", "lat", "runs", "batch", "window",
-                                                                    "single_window", "concurrency", "prefetch")}}
+                                                                    "single_window", "concurrency", "prefetch",
+                                                                    "busy_threshold")}}
     m = result["machine"]
     progress(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
              f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, sqlite-utils {m['sqlite_utils']} "
@@ -686,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = [bench.run(k) for k in range(1, a.runs + 1)]
         result["zmqgrid_runs"] = runs
         result["zmqgrid"] = summarize(runs)
+        result["zmqgrid"]["non_final_from_wait_total"] = bench.non_final
+        if bench.spies is not None:
+            result["py_spy"] = {"dir": str(bench.spies.outdir), "roles": bench.spies.summary()}
         bench.close()
         bench = None
         progress("stopping the zmqgrid cluster ...")

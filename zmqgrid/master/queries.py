@@ -67,9 +67,11 @@ def devices(cluster: Cluster, now_mono: float) -> list[dict]:
             row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
             row["in_flight"] = len(live.inflight)
             row["credit"] = live.credit
+            row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
             row["metrics"] = live.metrics or row["metrics"]
         else:
             row["state"], row["seconds_since_heartbeat"], row["in_flight"], row["credit"] = "offline", None, 0, 0
+            row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
     return rows
 
 
