@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import zmq
 
-from .errors import MasterUnavailable, ProtocolError, RemoteError, TaskNotFound, UsageError
+from .errors import MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, TaskNotFound, UsageError
 from .model import FINAL_STATES, TASK_KINDS, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
 from .transport import make_socket
@@ -68,6 +68,7 @@ class Client:
         self.sock.connect(master_url)
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
+        self.notified: set[str] = set()          # ids submitted with notify: their Finished will come unasked
 
     def close(self) -> None:
         self.sock.close(0)
@@ -90,7 +91,9 @@ class Client:
             return None
         msg = decode(self.sock.recv_multipart())
         if isinstance(msg, Finished):
-            self.finished[msg.task.get("id")] = msg.task
+            for summary in msg.tasks:
+                if isinstance(summary, dict) and summary.get("state") in FINAL_STATES:
+                    self.finished[summary.get("id")] = summary
         return msg
 
     def _wait_reply(self, req_id: int, timeout_s: float | None = None) -> Any:
@@ -125,6 +128,8 @@ class Client:
         specs = [tasks] if isinstance(tasks, dict) else list(tasks)
         for spec in specs:
             spec.setdefault("id", new_task_id())
+            if notify:
+                self.notified.add(spec["id"])
         batches = [specs[i:i + batch_size] for i in range(0, len(specs), batch_size)]
         pending: dict[int, int] = {}
         ids: list[list[str]] = [[] for _ in batches]
@@ -175,6 +180,35 @@ class Client:
         """drain, resume or shutdown devices: {device id: what happened}."""
         return self.request(Control, action, {"devices": list(device_ids)})
 
+    def schedule_add(self, name: str, cron: str, spec: dict, missed: str = "run_once") -> dict:
+        """Fire `spec` (from `build_spec`; its id is dropped) at every tick of `cron`, in the master's local time.
+
+        `missed`: what to do with ticks that passed while the master was down: "run_once" or "skip".
+        Returns the schedule as `schedules()` lists it.
+        """
+        spec = {k: v for k, v in spec.items() if k != "id"}
+        return self._schedule("add", name, cron=cron, spec=spec, missed=missed)
+
+    def schedule_remove(self, name: str) -> dict:
+        return self._schedule("remove", name)
+
+    def schedule_pause(self, name: str) -> dict:
+        return self._schedule("pause", name)
+
+    def schedule_resume(self, name: str) -> dict:
+        """Go on from the next tick after now; ticks that passed while paused are not fired."""
+        return self._schedule("resume", name)
+
+    def schedules(self) -> list:
+        """Every schedule: name, cron, missed, state (active|paused), next_at, last_fired_at, fired_count, spec."""
+        return self.request(Query, "schedules", {})
+
+    def _schedule(self, op: str, name: str, **params: Any) -> dict:
+        try:
+            return self.request(Control, "schedule", {"op": op, "name": name, **params})
+        except TaskNotFound as e:   # the master's not_found: here it names a schedule
+            raise ScheduleNotFound(e.message, "list them with: python main.py schedules list") from None
+
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None):
         """Yield (stream, text) as a task's output grows, until the task is final."""
         printed = {"stdout": 0, "stderr": 0}
@@ -197,35 +231,55 @@ class Client:
         return self.request(Control, "requeue", {"ids": list(task_ids)})
 
     def wait(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0) -> dict:
-        """Block until every task is final; returns {id: summary}. Survives a master restart by re-watching."""
+        """Block until every task is final; returns {id: summary}.
+
+        Tasks submitted here with notify=True are simply awaited; others are watched. When nothing arrives for
+        `rewatch_s`, the master is asked again (it may have restarted and forgotten who waits).
+        """
         remaining = set(task_ids)
         results: dict[str, dict] = {}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            for task_id in list(remaining):
-                if task_id in self.finished:
-                    results[task_id] = self.finished.pop(task_id)
-                    remaining.discard(task_id)
-            if not remaining:
-                return results
-            if deadline is not None and time.monotonic() >= deadline:
+
+        def take(task_id: str) -> None:
+            if task_id in remaining and task_id in self.finished:
+                results[task_id] = self.finished.pop(task_id)
+                remaining.discard(task_id)
+                self.notified.discard(task_id)
+
+        for task_id in list(remaining):
+            take(task_id)
+        to_watch = {i for i in remaining if i not in self.notified}
+        quiet_since = time.monotonic()
+        while remaining:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 raise MasterUnavailable(f"{len(remaining)} task(s) not finished within {timeout_s:g}s",
                                         "see them with: python main.py tasks list")
-            try:
-                reply = self.request(Control, "watch", {"ids": sorted(remaining)})
-            except MasterUnavailable:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                continue   # the master may be restarting: ask again
-            for task_id, summary in reply["finished"].items():
-                if summary is None:
-                    raise TaskNotFound(f"no task {task_id!r}", "check the id")
-                self.finished[task_id] = summary
-            stop_at = time.monotonic() + rewatch_s
-            while remaining - set(self.finished) and time.monotonic() < stop_at:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                self._receive(min(0.5, max(0.0, stop_at - time.monotonic())))
+            if to_watch or now - quiet_since >= rewatch_s:
+                quiet_since = now
+                try:
+                    reply = self.request(Control, "watch", {"ids": sorted(to_watch or remaining)})
+                except MasterUnavailable:
+                    continue   # the master may be restarting: ask again
+                to_watch = set()
+                for task_id, summary in reply["finished"].items():
+                    if summary is None:
+                        raise TaskNotFound(f"no task {task_id!r}", "check the id")
+                    if summary.get("state") in FINAL_STATES:
+                        self.finished.setdefault(task_id, summary)
+                for task_id in list(remaining):
+                    take(task_id)
+                continue
+            wait = min(0.5, rewatch_s - (now - quiet_since))
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            msg = self._receive(max(0.0, wait))
+            if isinstance(msg, Finished):
+                quiet_since = time.monotonic()
+                for summary in msg.tasks:
+                    if isinstance(summary, dict):
+                        take(summary.get("id"))
+        return results
 
     def run(self, task: dict, timeout_s: float | None = None) -> dict:
         """Submit one task and wait for it; returns its summary (state, exit_code, value, error)."""

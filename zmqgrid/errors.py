@@ -35,6 +35,10 @@ class TaskNotFound(UsageError):
     """Raised when a task id matches no task in the master's ledger."""
 
 
+class ScheduleNotFound(UsageError):
+    """Raised when a schedule name matches no schedule of the master."""
+
+
 class ProtocolError(ZmqgridError):
     """Raised when a frame or message fails to decode or validate; the reason names what was wrong."""
 

@@ -271,9 +271,10 @@ class Error(Message):
 
 @message("F")
 class Finished(Message):
-    """Master -> the client that submitted with notify (or watches): a task reached a final state."""
-    TYPES = (DICT,)
-    task: dict
+    """Master -> the client that submitted with notify (or watches): tasks that reached a final state this turn,
+    each a summary {id, state, attempt, device_id, exit_code, value, error, reason}."""
+    TYPES = (LIST,)
+    tasks: list
 
 
 ERROR_CODES = ("bad_message", "bad_request", "not_found", "not_registered", "too_large", "unavailable")

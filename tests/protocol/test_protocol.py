@@ -26,7 +26,7 @@ SAMPLES = [
     p.Control(3, "cancel", {"ids": ["a"]}),
     p.Reply(4, {"ids": ["a"]}),
     p.Error(5, "bad_request", "no"),
-    p.Finished({"id": "a", "state": "done"}),
+    p.Finished([{"id": "a", "state": "done"}]),
     p.Command(7, "drain", {}),
     p.Output([["a", 1, "stdout", "line\n"]]),
 ]

@@ -8,6 +8,7 @@ import click
 from ..errors import EXIT_USAGE, ZmqgridError
 from .devices import devices
 from .distribute import distribute
+from .schedules import schedules
 from .tasks import submit, tasks
 
 
@@ -26,6 +27,7 @@ cli.add_command(distribute)
 cli.add_command(submit)
 cli.add_command(tasks)
 cli.add_command(devices)
+cli.add_command(schedules)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="main.py", standalone_mode=False)
     except ZmqgridError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo("error: " + str(e).replace("\n", " "), err=True)   # one line, whatever the cause said
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

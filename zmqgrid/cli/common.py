@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any, Callable
 
@@ -9,8 +10,46 @@ import click
 
 from ..client import Client
 from ..config import load_config
+from ..errors import UsageError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+_TASK_OPTIONS = (
+    click.option("--shell", help="A shell command to run."),
+    click.option("--script", type=click.Path(), help="A Python script to ship and run with the worker's interpreter."),
+    click.option("--python", "python", metavar="MOD:FUNC", help="A Python callable importable on the worker."),
+    click.option("--args", "args", help="JSON array: the callable's args, or the script's argv."),
+    click.option("--kwargs", "kwargs", help="JSON object: the callable's keyword args."),
+    click.option("--tag", "tags", multiple=True, help="Run only on a worker with this tag (repeat for more)."),
+    click.option("--device", help="Run only on this device id."),
+    click.option("--priority", type=int, help="Higher runs first [0]."),
+    click.option("--timeout", "task_timeout", type=click.FloatRange(min=0.001), help="Seconds before the task is killed."),
+    click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count]."),
+    click.option("--name", help="A label shown in lists."),
+)
+
+
+def task_options(fn: Callable) -> Callable:
+    """What a task runs and where, shared by `submit` and `schedules add`. The command receives shell, script,
+    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries and name."""
+    for option in reversed(_TASK_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def json_arg(value: str | None, name: str, kind: type) -> Any:
+    """A JSON array or object given on the command line, or None."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{name} is not valid JSON ({e.msg})", f"e.g. {name} '[1, 2]'" if kind is list
+                         else f"e.g. {name} '{{\"n\": 1}}'") from None
+    if not isinstance(parsed, kind):
+        raise UsageError(f"{name} must be a JSON {'array' if kind is list else 'object'}, got {type(parsed).__name__}",
+                         "fix the value")
+    return parsed
 
 
 def client_options_with(*timeout_flags: str) -> Callable[[Callable], Callable]:

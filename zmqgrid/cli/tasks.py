@@ -3,29 +3,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
 from ..client import Client, build_spec
 from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
 from ..model import TASK_STATES
-from .common import client_options, client_options_with, json_option
+from .common import client_options, client_options_with, json_arg, json_option, task_options
 from .render import describe_error, emit_json, seconds, table, when
-
-
-def _json_arg(value: str | None, name: str, kind: type) -> Any:
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{name} is not valid JSON ({e.msg})", f"e.g. {name} '[1, 2]'" if kind is list
-                         else f"e.g. {name} '{{\"n\": 1}}'") from None
-    if not isinstance(parsed, kind):
-        raise UsageError(f"{name} must be a JSON {'array' if kind is list else 'object'}, got {type(parsed).__name__}",
-                         "fix the value")
-    return parsed
 
 
 def read_batch(path: str | Path) -> list[dict]:
@@ -65,17 +51,7 @@ def read_batch(path: str | Path) -> list[dict]:
 
 
 @click.command()
-@click.option("--shell", help="A shell command to run.")
-@click.option("--script", type=click.Path(), help="A Python script to ship and run with the worker's interpreter.")
-@click.option("--python", "python", metavar="MOD:FUNC", help="A Python callable importable on the worker.")
-@click.option("--args", "args", help="JSON array: the callable's args, or the script's argv.")
-@click.option("--kwargs", "kwargs", help="JSON object: the callable's keyword args.")
-@click.option("--tag", "tags", multiple=True, help="Run only on a worker with this tag (repeat for more).")
-@click.option("--device", help="Run only on this device id.")
-@click.option("--priority", type=int, help="Higher runs first [0].")
-@click.option("--timeout", "task_timeout", type=click.FloatRange(min=0.001), help="Seconds before the task is killed.")
-@click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count].")
-@click.option("--name", help="A label shown in lists.")
+@task_options
 @click.option("--all", "fan_out", is_flag=True, help="Run once on every online worker (with --tag: every matching one).")
 @click.option("--limit-key", help="Share a limit with tasks of this key (e.g. a site: example.com).")
 @click.option("--limit-concurrency", type=click.IntRange(1), help="At most this many tasks of the key at once.")
@@ -105,8 +81,8 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             raise UsageError("--file cannot be combined with --shell, --script or --python", "use one or the other")
         specs = read_batch(batch_file)
     else:
-        specs = [build_spec(shell=shell, script=script, python=python, args=_json_arg(args, "--args", list),
-                            kwargs=_json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
+        specs = [build_spec(shell=shell, script=script, python=python, args=json_arg(args, "--args", list),
+                            kwargs=json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
                             priority=priority, timeout=task_timeout, retries=retries, name=name,
                             all=fan_out or None, limit_key=limit_key, limit_concurrency=limit_concurrency,
                             limit_per_minute=limit_per_minute, retry_backoff=retry_backoff)]

@@ -7,7 +7,7 @@ import time
 
 from ..errors import UsageError
 from ..model import ACTIVE_STATES
-from ..protocol import Finished, Tasks
+from ..protocol import Tasks
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
@@ -43,6 +43,8 @@ class Cluster(FleetEvents):
         self.commands = CommandBook(resend_after_s=lease_grace_s)
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
+        self.notices: dict[bytes, list[dict]] = {}   # client -> summaries of its tasks finished this turn
+        self.just_finished: dict[str, dict] = {}
         self.limits = Limits()
         self.seq = 0
         # (identity, frames, dispatched task ids or None): sent after the turn's commit
@@ -200,6 +202,10 @@ class Cluster(FleetEvents):
     # ------------------------------------------------------------ results and endings
 
     def record_result(self, device: DeviceEntry, result: dict, now: float) -> None:
+        with self.store.op("result"):
+            self._record_result(device, result, now)
+
+    def _record_result(self, device: DeviceEntry, result: dict, now: float) -> None:
         task_id, attempt = result["id"], result["attempt"]
         entry = self.tasks.get(task_id)
         if (entry is None or entry.attempt != attempt or entry.device_id != device.device_id
@@ -228,6 +234,10 @@ class Cluster(FleetEvents):
 
         `death`: the worker itself went away; if the task was running, that counts towards quarantine.
         """
+        with self.store.op("lost"):
+            self._lose_attempt(entry, reason, now, death)
+
+    def _lose_attempt(self, entry: TaskEntry, reason: str, now: float, death: bool) -> None:
         device = self.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
@@ -269,11 +279,13 @@ class Cluster(FleetEvents):
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]
-        if entry.notify:
-            frames = Finished({"id": entry.id, "state": state, "attempt": entry.attempt,
-                               "device_id": entry.device_id, "exit_code": result.get("exit_code"),
-                               "value": result.get("value"), "error": error, "reason": reason}).encode()
-            self.sends.extend((client, frames, None) for client in entry.notify)
+        summary = {"id": entry.id, "state": state, "attempt": entry.attempt, "device_id": entry.device_id,
+                   "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error,
+                   "reason": reason}
+        # Until the commit, the ledger still shows it unfinished: a `watch` this turn is answered from here.
+        self.just_finished[entry.id] = summary
+        for client in entry.notify:
+            self.notices.setdefault(client, []).append(summary)
 
     def select_ids(self, state: str | None, tag: str | None) -> list[str]:
         """Unfinished tasks in `state` and/or requiring `tag`: what a bulk cancel acts on."""

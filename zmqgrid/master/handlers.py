@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ProtocolError, StoreError, ZmqgridError
+from ..errors import ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, FINAL_STATES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
                         Results, ResultAck, Started, Submit)
 from . import queries
 from .cluster import Cluster, DeviceEntry
+from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
@@ -52,8 +53,9 @@ def check_result(result: Any) -> dict:
 class Handlers:
     """Routes one decoded ROUTER or PULL message to the cluster. Replies that need the commit wait in `acks`."""
 
-    def __init__(self, cluster: Cluster, settings: dict) -> None:
+    def __init__(self, cluster: Cluster, settings: dict, schedules: Schedules | None = None) -> None:
         self.cluster = cluster
+        self.schedules = schedules
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.bad_messages = 0
@@ -157,7 +159,10 @@ class Handlers:
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         try:
-            data = queries.answer(self.cluster, msg.what, msg.params, now_mono, self.settings)
+            if msg.what == "schedules" and self.schedules is not None:
+                data = self.schedules.rows()
+            else:
+                data = queries.answer(self.cluster, msg.what, msg.params, now_mono, self.settings)
         except ZmqgridError as e:
             code = "not_found" if "no task" in e.message else "unavailable" if isinstance(e, StoreError) \
                 else "bad_request"
@@ -167,6 +172,13 @@ class Handlers:
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
+        if msg.action == "schedule" and self.schedules is not None:
+            try:
+                self.acks.append((identity, Reply(msg.req_id, self.schedules.control(params, now)).encode()))
+            except ZmqgridError as e:
+                code = "not_found" if isinstance(e, ScheduleNotFound) else "bad_request"
+                self.reply_error(identity, msg.req_id, code, str(e))
+            return
         if msg.action in ("drain", "resume", "shutdown"):
             devices = params.get("devices")
             if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
@@ -208,4 +220,4 @@ class Handlers:
                     # commit, so it is left out here (the client watches again) rather than reported as running.
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
-            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown")
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, schedule")

@@ -130,4 +130,4 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
             out[f"{stream}_length"] = len(out[stream])
             out[stream] = out[stream][start:]
         return out
-    raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs")
+    raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs, schedules")

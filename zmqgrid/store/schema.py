@@ -57,6 +57,16 @@ def m003_groups_and_limits(db: sqlite_utils.Database) -> None:
     db["limits"].create({"key": str, "max_concurrent": int, "per_minute": int}, pk="key")
 
 
+@migrations()
+def m004_schedules(db: sqlite_utils.Database) -> None:
+    # spec: the validated task spec without its id (msgpack); each firing adds id sched-<name>-<tick>.
+    # next_at: the next tick (epoch seconds), NULL while paused; last_fired_at: the tick of the last firing.
+    db["schedules"].create({
+        "name": str, "cron": str, "spec": bytes, "missed": str, "paused": int, "next_at": float,
+        "last_fired_at": float, "created_at": float, "fired_count": int,
+    }, pk="name", not_null={"cron", "spec", "missed", "paused", "fired_count"})
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)
@@ -90,8 +100,11 @@ def _check_existing(path: Path) -> None:
         header = f.read(16)
     if header and header != b"SQLite format 3\x00":
         raise StoreError(f"database {path} is not an SQLite file", "point --db at a zmqgrid database or a new path")
+    # A read-only open of a WAL-mode file still creates its -wal and -shm files; `immutable` opens it without
+    # them. A -wal left by a crash holds committed changes the check must see, so then the sidecars are used.
+    uri = path.resolve().as_uri() + "?mode=ro" + ("" if Path(f"{path}-wal").exists() else "&immutable=1")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(uri, uri=True)
         try:
             ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
@@ -54,7 +55,8 @@ class TaskStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
         self.db: sqlite_utils.Database = open_database(path)
-        self._ops: list[tuple[str, tuple]] = []
+        self._ops: list[tuple[str, list[tuple[str, tuple]]]] = []   # (op name, its statements), in order
+        self._op: list[tuple[str, tuple]] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -62,7 +64,28 @@ class TaskStore:
     # ------------------------------------------------------------ staged writes (hot path)
 
     def stage(self, sql: str, params: tuple) -> None:
-        self._ops.append((sql, params))
+        if self._op is not None:
+            self._op.append((sql, params))
+        else:
+            self._ops.append((sql, [(sql, params)]))
+
+    @contextmanager
+    def op(self, name: str) -> Iterator[None]:
+        """Stage the statements of one logical change together (a result: end attempt, output, finish task).
+
+        Runs of the same op are written statement by statement with executemany; ops of one run touch other
+        rows (other tasks), so regrouping their statements is safe, and the order between runs is kept.
+        """
+        if self._op is not None:   # nested: part of the enclosing op
+            yield
+            return
+        self._op = []
+        try:
+            yield
+        finally:
+            statements, self._op = self._op, None
+            if statements:
+                self._ops.append((name, statements))
 
     @property
     def has_pending(self) -> bool:
@@ -74,20 +97,25 @@ class TaskStore:
         if not ops:
             return 0
         conn = self.db.conn
+        count = sum(len(statements) for _, statements in ops)
         try:
             with self.db.atomic():
-                # Consecutive statements of the same shape go through one executemany; order is kept.
                 start = 0
                 for i in range(1, len(ops) + 1):
                     if i == len(ops) or ops[i][0] != ops[start][0]:
-                        if i - start == 1:
-                            conn.execute(*ops[start])
-                        else:
-                            conn.executemany(ops[start][0], [p for _, p in ops[start:i]])
+                        by_sql: dict[str, list[tuple]] = {}
+                        for _, statements in ops[start:i]:
+                            for sql, params in statements:
+                                by_sql.setdefault(sql, []).append(params)
+                        for sql, rows in by_sql.items():
+                            if len(rows) == 1:
+                                conn.execute(sql, rows[0])
+                            else:
+                                conn.executemany(sql, rows)
                         start = i
         except Exception as e:
-            raise StoreError(f"commit of {len(ops)} changes failed: {e}", "check disk space and the database file") from e
-        return len(ops)
+            raise StoreError(f"commit of {count} changes failed: {e}", "check disk space and the database file") from e
+        return count
 
     def insert_task(self, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
         self.stage(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
@@ -95,12 +123,14 @@ class TaskStore:
                                   spec.get("group")))
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
-        self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
-        self.stage(_INSERT_ATTEMPT, (task_id, attempt, device_id, now))
+        with self.op("assign"):
+            self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
+            self.stage(_INSERT_ATTEMPT, (task_id, attempt, device_id, now))
 
     def mark_running(self, task_id: str, attempt: int, now: float) -> None:
-        self.stage(_RUNNING_TASK, (now, now, task_id, attempt))
-        self.stage(_RUNNING_ATTEMPT, (now, task_id, attempt))
+        with self.op("running"):
+            self.stage(_RUNNING_TASK, (now, now, task_id, attempt))
+            self.stage(_RUNNING_ATTEMPT, (now, task_id, attempt))
 
     def end_attempt(self, task_id: str, attempt: int, state: str, now: float, *, started_at: float | None = None,
                     exit_code: int | None = None, error: Any = None, stdout: str = "", stderr: str = "") -> None:

@@ -9,7 +9,6 @@ straight to file descriptors 1 and 2 (C extensions, `os.system`) is not captured
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import io
 import logging
@@ -18,6 +17,7 @@ import multiprocessing.connection
 import multiprocessing.util  # imported first so our atexit hook runs before its join of children
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -324,9 +324,19 @@ def _resolve(function: str, cache: dict[str, Any]) -> Any:
     return fn
 
 
+_SELF: Any = None
+
+
 def _rss() -> int:
-    import psutil
-    return psutil.Process().memory_info().rss
+    """Peak resident memory in bytes: one cheap getrusage call on POSIX (psutil elsewhere)."""
+    global _SELF
+    if os.name == "posix":
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    if _SELF is None:
+        import psutil
+        _SELF = psutil.Process()
+    return _SELF.memory_info().rss
 
 
 def _watch_parent() -> None:
@@ -345,6 +355,8 @@ def child_main(conn: Any) -> None:
     out, err = _Forwarder("stdout", conn, send_lock), _Forwarder("stderr", conn, send_lock)
     threading.Thread(target=_flush_forever, args=(out, err), name="zmqgrid-flush", daemon=True).start()
     cache: dict[str, Any] = {}
+    # This process runs nothing but calls: its streams are the forwarders for good, not per call.
+    sys.stdout, sys.stderr = out, err
     while True:
         try:
             message = conn.recv()
@@ -353,15 +365,16 @@ def child_main(conn: Any) -> None:
         if message is None:
             return
         _, function, args, kwargs = message
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                value = _resolve(function, cache)(*args, **kwargs)
-            except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
-                # Drop this frame: the user's traceback starts at their callable (or the import).
-                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-                reply: tuple = ("error", _error(type(e).__name__, str(e), tb))
-            else:
-                reply = _pack(value)
+        try:
+            value = _resolve(function, cache)(*args, **kwargs)
+        except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
+            # Drop this frame: the user's traceback starts at their callable (or the import).
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+            reply: tuple = ("error", _error(type(e).__name__, str(e), tb))
+        else:
+            reply = _pack(value)
+        if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
+            sys.stdout, sys.stderr = out, err
         out.flush()
         err.flush()
         with send_lock:

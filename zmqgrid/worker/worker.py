@@ -20,13 +20,15 @@ from ..transport import make_socket
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
+from .commands import CommandsMixin
 from .outbox import Outbox
+from .pyslots import PySlots
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-class Worker:
+class Worker(CommandsMixin):
     """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
     reported as cancelled so the master re-queues them at once."""
 
@@ -40,6 +42,10 @@ class Worker:
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
                                  default_timeout_s=config.task_timeout or None)
+        self.poller = zmq.Poller()
+        self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
+                               default_timeout_s=config.task_timeout or None,
+                               watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister)
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
@@ -108,18 +114,24 @@ class Worker:
         logger.debug("register sent device=%s credit=%d", self.device_id, credit)
 
     def serve(self) -> None:
-        self.poller = zmq.Poller()
         self.poller.register(self._wake_r, zmq.POLLIN)
+        self.pyslots.prestart()
         self._connect()
         self._register()
         logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d", self.device_id, self.host,
                     self.port, self.config.concurrent_tasks)
         try:
             while not self._halt.is_set():
-                events = dict(self.poller.poll(100))
+                deadline = self.pyslots.next_deadline()
+                wait_ms = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
+                events = dict(self.poller.poll(wait_ms))
                 now = time.monotonic()
                 if events.get(self._wake_r):
                     os.read(self._wake_r, 4096)
+                for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pyslots.watched]:
+                    self._python_ended(self.pyslots.handle(fd))
+                for result in self.pyslots.expire(now):
+                    self._python_ended(result)
                 if self.dealer in events:
                     self._drain_dealer(now)
                 if self.sub is not None and self.sub in events:
@@ -139,6 +151,7 @@ class Worker:
     def close(self) -> None:
         if self.heartbeats is not None:
             self.heartbeats.stop()
+        self.pyslots.close()
         self.executor.close()
         for sock in (self.dealer, self.sub):
             if sock is not None:
@@ -151,12 +164,8 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
         with self.lock:
-            held, self.held = list(self.held), deque()
-            runs = list(self.running.values())
-        for task in held:
-            self._queue_result(_cancelled(task, "worker shutting down"))
-        for run in runs:
-            run.kill("worker shutting down")
+            keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
+        self._kill(keys, "worker shutting down")
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and (self.running or self.outbox):
             self._collect_finished()
@@ -273,40 +282,6 @@ class Worker:
             self._connect()
             self._register()
 
-    def _apply(self, command: Command) -> None:
-        """Apply a command once: PUB and the ROUTER's re-sends may both deliver it."""
-        if command.seq in self.applied:
-            return
-        self.applied.append(command.seq)
-        action = command.action
-        logger.info("command seq=%d action=%s", command.seq, action)
-        if action == "drain":
-            self.draining = True
-        elif action == "resume":
-            self.draining = self.shutting_down = False
-        elif action == "shutdown":
-            self.draining = self.shutting_down = True
-        elif action == "cancel":
-            keys = command.params.get("keys") or []
-            self._kill([tuple(k) for k in keys if isinstance(k, list)], str(command.params.get("reason", "cancelled")))
-        elif action == "reload" and self.reload_config is not None:
-            self._reload()
-        else:
-            logger.warning("unknown command action %r ignored", action)
-
-    def _reload(self) -> None:
-        try:
-            fresh = self.reload_config()
-        except Exception as e:  # a bad file must not take the worker down: keep the running config
-            logger.error("reload refused, keeping the current config: %s", e)
-            return
-        self.config.concurrent_tasks, self.config.tags = fresh.concurrent_tasks, fresh.tags
-        self.capacity = fresh.concurrent_tasks + fresh.prefetch
-        logging.getLogger("zmqgrid").setLevel(fresh.log_level)
-        logger.info("config reloaded: concurrency=%d tags=%s", fresh.concurrent_tasks, ",".join(fresh.tags) or "-")
-        self.side_sockets_stale = True    # subscribe to the new tags' topics
-        self._register()
-
     # ------------------------------------------------------------ running tasks
 
     def _start_held(self) -> None:
@@ -315,9 +290,16 @@ class Worker:
             while self.held and len(self.running) < self.config.concurrent_tasks:
                 task = self.held.popleft()
                 key = (task["id"], task["attempt"])
-                run = self.executor.start(task, on_output=lambda stream, text, key=key: self._on_output(key, stream, text))
-                self.running[task["id"]] = run
                 started.append([task["id"], task["attempt"]])
+                on_output = lambda stream, text, key=key: self._on_output(key, stream, text)  # noqa: E731
+                if task.get("kind") == "python":
+                    self.running[task["id"]] = PyRun(task["id"], task["attempt"])
+                    failed = self.pyslots.start(task, on_output)
+                    if failed is not None:
+                        self.finished.put(failed)
+                    continue
+                run = self.executor.start(task, on_output=on_output)
+                self.running[task["id"]] = run
                 threading.Thread(target=self._wait_run, args=(run,), daemon=True,
                                  name=f"task-{task['id']}").start()
         if started and self.registered.is_set():
@@ -332,6 +314,12 @@ class Worker:
             result = _failed(run.task_id, run.attempt, e)
         self.finished.put(result)
         os.write(self._wake_w, b"r")
+
+    def _python_ended(self, result: dict | None) -> None:
+        if result is not None:
+            with self.lock:
+                self.running.pop(result["id"], None)
+            self._queue_result(result)
 
     def _on_output(self, key: tuple[str, int], stream: str, text: str) -> None:
         with self.live_lock:
@@ -370,12 +358,24 @@ class Worker:
         for task in dropped:
             self._queue_result(_cancelled(task, reason))
         for run in runs:
-            run.kill(reason)
+            if isinstance(run, PyRun):
+                self._python_ended(self.pyslots.kill((run.task_id, run.attempt), reason))
+            else:
+                run.kill(reason)
 
     def _flush_results(self, now: float, force: bool = False) -> None:
         if self.registered.is_set() or force:
             for msg in self.outbox.messages(now):
                 self.dealer.send_multipart(msg.encode())
+
+
+class PyRun:
+    """A python call in progress: driven by PySlots from this loop, so it has no thread of its own."""
+
+    __slots__ = ("task_id", "attempt")
+
+    def __init__(self, task_id: str, attempt: int) -> None:
+        self.task_id, self.attempt = task_id, attempt
 
 
 def _cancelled(task: dict, reason: str) -> dict:
