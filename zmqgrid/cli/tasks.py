@@ -166,6 +166,8 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
     for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
                 "exit_code", "reason"):
         click.echo(f"{key + ':':<11} {task.get(key) if task.get(key) not in (None, []) else '-'}")
+    if task.get("waiting"):
+        click.echo(f"{'waiting:':<11} {task['waiting']}")
     click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
     if task.get("value") is not None:
         click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")

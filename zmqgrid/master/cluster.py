@@ -160,7 +160,9 @@ class Cluster(FleetEvents):
     def dispatch(self, now: float, now_mono: float) -> None:
         """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit."""
         for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
-            self._push(self.tasks[task_id])
+            entry = self.tasks.get(task_id)
+            if entry is not None and entry.state == "queued":   # a parked task may have been cancelled since
+                self._push(entry)
         ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
         if not ready or not self.queue:
             return
