@@ -141,13 +141,6 @@ class Credit(Message):
     slots: int
 
 
-@message("G")
-class Started(Message):
-    """Worker -> master: these [task_id, attempt] began to run (batched per loop turn)."""
-    TYPES = (LIST,)
-    keys: list
-
-
 @message("T")
 class Tasks(Message):
     """Master -> worker: tasks to run, each a spec dict plus 'attempt'. Never more than the worker's credit."""
@@ -157,10 +150,12 @@ class Tasks(Message):
 
 @message("D")
 class Results(Message):
-    """Worker -> master: finished attempts (dicts, see docs/architecture.md) plus credit freed by them."""
-    TYPES = (LIST, INT)
+    """Worker -> master: finished attempts (dicts, see docs/architecture.md), credit freed by them, and the
+    attempts that began to run since the last message (sent alone when nothing finished this turn)."""
+    TYPES = (LIST, INT, LIST)
     results: list
     credit: int = 0
+    started: list = field(default_factory=list)
 
 
 @message("d")

@@ -5,9 +5,9 @@ import logging
 from typing import Any
 
 from ..errors import ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
-from ..model import ATTEMPT_OUTCOMES, FINAL_STATES, validate_task_spec
+from ..model import ATTEMPT_OUTCOMES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
-                        Results, ResultAck, Started, Submit)
+                        Results, ResultAck, Submit)
 from . import queries
 from .cluster import Cluster, DeviceEntry
 from .schedules import Schedules
@@ -103,12 +103,6 @@ class Handlers:
         if device is not None:
             device.credit += max(0, msg.slots)
 
-    def handle_started(self, identity: bytes, msg: Started, now_mono: float, now: float) -> None:
-        started = keys(msg.keys, "Started.keys")
-        device = self.worker(identity, now_mono)
-        if device is not None:
-            self.cluster.mark_started(device, started, now)
-
     def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
         chunks = []
         for chunk in msg.chunks:
@@ -122,13 +116,17 @@ class Handlers:
 
     def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
         results = [check_result(r) for r in msg.results]    # all checked before any is applied
+        started = keys(msg.started, "Results.started")
         device = self.worker(identity, now_mono)
         if device is None:
             return
+        if started:
+            self.cluster.mark_started(device, started, now)
         for result in results:
             self.cluster.record_result(device, result, now)
         device.credit += max(0, msg.credit)
-        self.acks.append((identity, ResultAck([[r["id"], r["attempt"]] for r in results]).encode()))
+        if results:
+            self.acks.append((identity, ResultAck([[r["id"], r["attempt"]] for r in results]).encode()))
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running = keys(msg.running, "Heartbeat.running")
@@ -212,12 +210,12 @@ class Handlers:
                 entry = self.cluster.tasks.get(task_id)
                 if entry is not None:
                     entry.notify.add(identity)
+                elif task_id in self.cluster.just_finished:
+                    # It ended in this very turn: the ledger shows that only after this turn's commit.
+                    finished[task_id] = self.cluster.just_finished[task_id]
                 else:
                     row = self.cluster.store.get_task(task_id)
-                    if row is None or row["state"] in FINAL_STATES:
-                        finished[task_id] = queries.summary(row) if row else None
-                    # else it ended in this very turn: the ledger shows its final state only after this turn's
-                    # commit, so it is left out here (the client watches again) rather than reported as running.
+                    finished[task_id] = queries.summary(row) if row else None
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
             self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, schedule")

@@ -58,7 +58,7 @@ class Master:
         logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s", self.incarnation,
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path)
 
-    def _new_cluster(self) -> Cluster:
+    def _new_cluster(self, reloading: bool = False) -> Cluster:
         c = self.config
         cluster = Cluster(self.store, incarnation=self.incarnation, strategy=self.strategy,
                           default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
@@ -67,7 +67,15 @@ class Master:
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
                           quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes)
         cluster.recover(time.monotonic(), time.time())
-        self.store.commit()
+        try:
+            self.store.commit()
+        except StoreError as e:
+            if not reloading:
+                raise
+            # The view just read from the ledger stands: only recovery's bookkeeping (online devices marked
+            # offline) is lost. Falling back to the old view would keep this turn's refused tasks, and a client
+            # resubmitting them would be acknowledged for tasks the ledger does not hold.
+            logger.error("ledger reloaded, its bookkeeping not written (%s)", e)
         return cluster
 
     def stop(self) -> None:
@@ -197,7 +205,7 @@ class Master:
 
     def _new_cluster_safely(self) -> Cluster:
         try:
-            return self._new_cluster()
+            return self._new_cluster(reloading=True)
         except StoreError as e:
             logger.error("ledger reload failed (%s); keeping the previous view", e)
             return self.cluster

@@ -32,13 +32,12 @@ class Outbox:
         for entry in self.entries.values():
             entry[1] = 0.0
 
-    def messages(self, now: float) -> list[Results]:
-        """Results messages for what is due (new, or unacknowledged for RESEND_AFTER_S), credit on the last.
-
-        Batched, each batch well under MAXMSGSIZE."""
+    def messages(self, now: float, started: list | None = None) -> list[Results]:
+        """Results messages for what is due (new, or unacknowledged for RESEND_AFTER_S), with credit and the
+        `started` keys on the last. Batched, each batch well under MAXMSGSIZE."""
         due = [entry for entry in self.entries.values() if now - entry[1] >= RESEND_AFTER_S]
         if not due and not self.freed:
-            return []
+            return [Results([], 0, started)] if started else []
         out, batch, size = [], [], 0
         for entry in due:
             entry[1] = now
@@ -48,6 +47,6 @@ class Outbox:
                 batch, size = [], 0
             batch.append(entry[0])
             size += cost
-        out.append(Results(batch, self.freed))
+        out.append(Results(batch, self.freed, started or []))
         self.freed = 0
         return out

@@ -14,7 +14,7 @@ import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Kill, Output, Register, RegisterAck, ResultAck, Started,
+from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Kill, Output, Register, RegisterAck, ResultAck,
                         Tasks, decode)
 from ..transport import make_socket
 from .executors import Executor, Run
@@ -71,6 +71,7 @@ class Worker(CommandsMixin):
         self.live: dict[tuple[str, int], list] = {}   # (id, attempt) -> [[stream, text], ...] not sent yet
         self.live_lock = threading.Lock()
         self.live_flushed = 0.0
+        self.started: list[list] = []         # [id, attempt] begun this turn, told with the next Results
 
     # ------------------------------------------------------------ lifecycle
 
@@ -302,9 +303,9 @@ class Worker(CommandsMixin):
                 self.running[task["id"]] = run
                 threading.Thread(target=self._wait_run, args=(run,), daemon=True,
                                  name=f"task-{task['id']}").start()
-        if started and self.registered.is_set():
-            # Told at once (not at the next heartbeat), so a task that kills this worker is known to have run.
-            self.dealer.send_multipart(Started(started).encode())
+        # Told in this very turn (with the results, or alone), so a task that kills this worker is known to
+        # have run, not merely to have been handed over.
+        self.started.extend(started)
 
     def _wait_run(self, run: Run) -> None:
         try:
@@ -365,7 +366,8 @@ class Worker(CommandsMixin):
 
     def _flush_results(self, now: float, force: bool = False) -> None:
         if self.registered.is_set() or force:
-            for msg in self.outbox.messages(now):
+            started, self.started = self.started, []
+            for msg in self.outbox.messages(now, started):
                 self.dealer.send_multipart(msg.encode())
 
 
