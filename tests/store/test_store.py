@@ -35,13 +35,14 @@ def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path
         store.insert_task(spec, 3, None, 1.0)
         store.assign("t1", 1, "w1", 2.0)
         assert store.count_tasks_by_state() == {}
-        assert store.commit() == 3
+        assert store.commit() == 2
         assert store.get_task("t1")["state"] == "assigned"
-        store.end_attempt("t1", 1, "done", 3.0, exit_code=0, stdout="out")
+        store.end_attempt("t1", 1, "w1", "done", 3.0, assigned_at=2.0, exit_code=0, stdout="out")
         store.finish_task("t1", "done", 3.0, exit_code=0, value={"x": 1})
         store.commit()
         task = store.get_task("t1")
         assert (task["state"], task["value"], task["attempts"][0]["state"]) == ("done", {"x": 1}, "done")
+        assert (task["attempts"][0]["device_id"], task["attempts"][0]["assigned_at"]) == ("w1", 2.0)
         assert store.get_output("t1")["stdout"] == "out"
     finally:
         store.close()

@@ -70,6 +70,8 @@ class Cluster(FleetEvents):
                 self._enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
                 continue
             entry.state, entry.device_id = row["state"], row["device_id"]
+            entry.assigned_at, entry.started_at = row["updated_at"], row["started_at"]
+            entry.running_saved = row["state"] == "running"
             device = self.devices.get(row["device_id"])
             if device is None:
                 # Silent until it registers again; liveness gives it device_timeout from now.
@@ -188,6 +190,7 @@ class Cluster(FleetEvents):
             device = eligible[0] if len(eligible) == 1 else eligible[self.pick(eligible)]
             entry.attempt += 1
             entry.state, entry.device_id, entry.assigned_mono = "assigned", device.device_id, now_mono
+            entry.assigned_at, entry.started_at, entry.running_saved = now, None, False
             device.credit -= 1
             device.inflight.add(entry.id)
             if device.credit <= 0:
@@ -221,7 +224,8 @@ class Cluster(FleetEvents):
         device.inflight.discard(task_id)
         self.limits.ended(entry.spec.get("limit_key"))
         state = result["state"]
-        self.store.end_attempt(task_id, attempt, state, now, started_at=result.get("started_at"),
+        self.store.end_attempt(task_id, attempt, device.device_id, state, now, assigned_at=entry.assigned_at,
+                               started_at=result.get("started_at") or entry.started_at,
                                exit_code=result.get("exit_code"), error=result.get("error"),
                                stdout=result.get("stdout") or "", stderr=result.get("stderr") or "")
         if state == "done" or (state == "cancelled" and entry.cancel_requested):
@@ -245,7 +249,8 @@ class Cluster(FleetEvents):
             device.inflight.discard(entry.id)
         self.limits.ended(entry.spec.get("limit_key"))
         self.counters["lost_attempts"] += 1
-        self.store.end_attempt(entry.id, entry.attempt, "lost", now,
+        self.store.end_attempt(entry.id, entry.attempt, entry.device_id, "lost", now, assigned_at=entry.assigned_at,
+                               started_at=entry.started_at,
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
         if death and entry.state == "running" and not entry.cancel_requested:
             entry.deaths += 1

@@ -20,6 +20,9 @@ class TaskEntry:
     notify: set = field(default_factory=set)
     cancel_requested: bool = False
     assigned_mono: float = 0.0    # when dispatched (monotonic): the lease is judged only after a grace period
+    assigned_at: float | None = None   # wall-clock times of the current attempt, for its row when it ends
+    started_at: float | None = None
+    running_saved: bool = False   # the ledger already says running (written at a heartbeat, not per start)
     misses: int = 0               # consecutive heartbeats of its worker that did not name it
     deaths: int = 0               # times its worker died while running it
     evidence: list = field(default_factory=list)

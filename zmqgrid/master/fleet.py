@@ -63,19 +63,24 @@ class FleetEvents:
         device.heartbeats += 1
         for command in self.commands.applied(device.device_id, commands, now_mono):
             self.sends.append((device.identity, command.encode(), None))
-        self.mark_started(device, running, now)
+        self.mark_started(device, running, now, save=True)
         self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
         self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
         if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
             self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
 
-    def mark_started(self: Cluster, device: DeviceEntry, started: list, now: float) -> None:
+    def mark_started(self: Cluster, device: DeviceEntry, started: list, now: float, save: bool = False) -> None:
+        """Running at once in memory; in the ledger only from a heartbeat (`save`), so a short task never
+        costs the write: its row goes from assigned to its outcome, with started_at from the result."""
         for task_id, attempt in started:
             entry = self.tasks.get(task_id)
-            if entry is not None and entry.state == "assigned" and entry.attempt == attempt \
-                    and entry.device_id == device.device_id:
-                entry.state = "running"
-                self.store.mark_running(task_id, attempt, now)
+            if entry is None or entry.attempt != attempt or entry.device_id != device.device_id:
+                continue
+            if entry.state == "assigned":
+                entry.state, entry.started_at = "running", now
+            if save and entry.state == "running" and not entry.running_saved:
+                entry.running_saved = True
+                self.store.mark_running(task_id, attempt, entry.started_at or now, now)
 
     def check_leases(self: Cluster, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
         """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""

@@ -113,6 +113,13 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         entry = cluster.tasks.get(task["id"])
         if entry is not None and entry.state == "queued":
             task["waiting"] = waiting_reason(cluster, entry, now_mono)
+        if entry is not None and entry.state in ("assigned", "running"):
+            # The current attempt's row is written when it ends; until then, memory knows it best.
+            task["state"] = entry.state
+            task["started_at"] = task["started_at"] or entry.started_at
+            task["attempts"].append({"attempt": entry.attempt, "device_id": entry.device_id, "state": entry.state,
+                                     "assigned_at": entry.assigned_at, "started_at": entry.started_at,
+                                     "finished_at": None, "exit_code": None, "error": None, "stale": 0})
         return task
     if what == "logs":
         task_id = _resolve(cluster, params.get("id"))

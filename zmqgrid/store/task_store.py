@@ -17,12 +17,11 @@ TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, t
 _INSERT_TASK = ("INSERT OR IGNORE INTO tasks (id, kind, name, state, priority, attempt, retries, timeout_s, tags, "
                 "device_req, spec, created_at, updated_at, group_id) VALUES (?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)")
 _ASSIGN_TASK = "UPDATE tasks SET state='assigned', attempt=?, device_id=?, updated_at=? WHERE id=?"
-_INSERT_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, stale) "
-                   "VALUES (?, ?, ?, 'assigned', ?, 0)")
 _RUNNING_TASK = "UPDATE tasks SET state='running', started_at=?, updated_at=? WHERE id=? AND attempt=?"
-_RUNNING_ATTEMPT = "UPDATE attempts SET state='running', started_at=? WHERE task_id=? AND attempt=?"
-_END_ATTEMPT = ("UPDATE attempts SET state=?, started_at=coalesce(started_at, ?), finished_at=?, exit_code=?, "
-                "error=? WHERE task_id=? AND attempt=?")
+# An attempt's row is written once, when it ends (the tasks row says who holds the current one): one statement
+# per attempt instead of three on the hot path.
+_END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, started_at, "
+                "finished_at, exit_code, error, stale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
 _STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?), "
                   "error=coalesce(error, ?) WHERE task_id=? AND attempt=?")
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
@@ -123,18 +122,16 @@ class TaskStore:
                                   spec.get("group")))
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
-        with self.op("assign"):
-            self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
-            self.stage(_INSERT_ATTEMPT, (task_id, attempt, device_id, now))
+        self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
 
-    def mark_running(self, task_id: str, attempt: int, now: float) -> None:
-        with self.op("running"):
-            self.stage(_RUNNING_TASK, (now, now, task_id, attempt))
-            self.stage(_RUNNING_ATTEMPT, (now, task_id, attempt))
+    def mark_running(self, task_id: str, attempt: int, started_at: float, now: float) -> None:
+        self.stage(_RUNNING_TASK, (started_at, now, task_id, attempt))
 
-    def end_attempt(self, task_id: str, attempt: int, state: str, now: float, *, started_at: float | None = None,
-                    exit_code: int | None = None, error: Any = None, stdout: str = "", stderr: str = "") -> None:
-        self.stage(_END_ATTEMPT, (state, started_at, now, exit_code, _json(error), task_id, attempt))
+    def end_attempt(self, task_id: str, attempt: int, device_id: str | None, state: str, now: float, *,
+                    assigned_at: float | None = None, started_at: float | None = None, exit_code: int | None = None,
+                    error: Any = None, stdout: str = "", stderr: str = "") -> None:
+        self.stage(_END_ATTEMPT, (task_id, attempt, device_id, state, assigned_at, started_at, now, exit_code,
+                                  _json(error)))
         if stdout:
             self.stage(_OUTPUT, (task_id, attempt, "stdout", stdout))
         if stderr:
@@ -196,7 +193,7 @@ class TaskStore:
     def load_unfinished(self) -> Iterable[dict]:
         """Queued, assigned and running tasks in submit order, with their spec: what a restart must resume."""
         for row in self.db.query("SELECT id, state, priority, attempt, retries, timeout_s, device_id, spec, "
-                                 "not_before, deaths, evidence "
+                                 "not_before, deaths, evidence, started_at, updated_at "
                                  "FROM tasks WHERE state IN ('queued', 'assigned', 'running') ORDER BY rowid"):
             row["spec"] = unpackb(row["spec"])
             row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
