@@ -130,16 +130,18 @@ class PySlots:
         if call is None:
             self._reap_idle(fd)
             return None
-        conn = call.child.conn
-        try:
-            while conn.poll():
-                reply = conn.recv()
+        if fd == call.child.conn.fileno():
+            try:
+                # One message per readable event: the poller reports the pipe again if more is waiting, and
+                # Connection.poll() would build a selector per call.
+                reply = call.child.conn.recv()
+            except (EOFError, OSError):
+                reply = None
+            if reply is not None:
                 if reply[0] == "out":
                     self._output(call, reply[1], reply[2])
-                    continue
+                    return None
                 return self._finish(call, reply)
-        except (EOFError, OSError):
-            pass
         if not call.child.process.is_alive() or fd == call.child.process.sentinel:
             self._release(call, keep=False)
             died = _died(call.child)
