@@ -25,7 +25,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX = "ZMQGRID_"
 ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
-FLAG_NAMES = {"master_url": "--master", "concurrent_tasks": "--concurrency", "tags": "--tag", "db_path": "--db"}
+FLAG_NAMES = {"master_url": "--master", "concurrent_tasks": "--concurrency", "tags": "--tag", "db_path": "--db",
+              "allowed_kinds": "--allow-kind", "allowed_modules": "--allow-module"}
+TASK_KINDS = ("shell", "script", "python")   # as zmqgrid.model.TASK_KINDS (config sits beside model, not above it)
 
 
 @dataclass
@@ -97,6 +99,15 @@ class Config:
     """Standalone only: how many local worker processes to start."""
     heartbeat_retention: int = 600
     """Heartbeat samples the master keeps per device."""
+    insecure: bool = False
+    """Master: allow binding a non-loopback address without CURVE, open to anyone who reaches the ports
+    (a WARNING at every start); without it such a bind is refused."""
+    allowed_kinds: list[str] = field(default_factory=lambda: list(TASK_KINDS))
+    """Task kinds a worker runs; the master sends it no other kind, and one that arrives fails as Forbidden."""
+    allowed_modules: list[str] = field(default_factory=list)
+    """Module prefixes a worker runs `python` tasks from (e.g. myjobs, zmqgrid.samples); empty: any module."""
+    max_queued_per_client: int = 1_000_000
+    """Most unfinished tasks one client connection may have at the master; a Submit beyond it is refused."""
 
     @property
     def credit(self) -> int:
@@ -129,7 +140,7 @@ _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. 
 _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
-           "max_message_bytes": (1024, 2**31 - 1)}
+           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
@@ -139,6 +150,11 @@ _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be no
                               "one of " + ", ".join(STRATEGIES) + ", a dotted path pkg.mod:function, "
                               "or an entry point name in the group zmqgrid.strategies")}
 _TAG = re.compile(r"[^\s,]{1,64}")
+_LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
+    "tags": (_TAG.fullmatch, 'non-empty tags without commas or spaces, as ["linux", "gpu"]', '"linux,gpu"'),
+    "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),
+    "allowed_modules": (re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*").fullmatch,
+                        'module names such as ["myjobs", "zmqgrid.samples"]', '"myjobs,zmqgrid.samples"')}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _PARSERS: dict[str, Callable[[str], Any]] = {  # how text from the environment or a flag becomes a value
     "int": int, "float": float, "bool": lambda s: _BOOL_WORDS.get(s.lower(), s),
@@ -171,8 +187,10 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
     elif kind == "bool":
         ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"
     elif kind == "list[str]":
-        ok = isinstance(value, (list, tuple)) and all(isinstance(t, str) and _TAG.fullmatch(t) for t in value)
-        expected = 'non-empty tags without commas or spaces, as ["linux", "gpu"]' + (' or "linux,gpu"' if text else "")
+        item, expected, as_text = _LIST_ITEMS[key]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(t, str) and item(t) for t in value) \
+            and (bool(value) or key != "allowed_kinds")   # a worker that runs no kind at all is a mistake
+        expected += f" or {as_text}" if text else ""
         value = list(dict.fromkeys(value)) if ok else value  # a repeated tag adds nothing; keep the first
     elif key in _CHOICES:
         if isinstance(value, str):

@@ -26,6 +26,7 @@ class TaskEntry:
     misses: int = 0               # consecutive heartbeats of its worker that did not name it
     deaths: int = 0               # times its worker died while running it
     evidence: list = field(default_factory=list)
+    wire: dict | None = None      # the spec as sent to workers (see Cluster.wire_spec)
     streamed: dict = field(default_factory=dict)   # stream -> characters of live output stored for this attempt
 
 
