@@ -39,6 +39,10 @@ class ScheduleNotFound(UsageError):
     """Raised when a schedule name matches no schedule of the master."""
 
 
+class LimitExceeded(UsageError):
+    """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
+
+
 class ProtocolError(ZmqgridError):
     """Raised when a frame or message fails to decode or validate; the reason names what was wrong."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,14 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_BYTES = 10 * 1024 * 1024
 BACKUP_COUNT = 5
 _MARK = "_zmqgrid_handler"  # set on handlers we add, so a second call replaces them instead of stacking
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are created owner-only (0600): logs name hosts, commands and task output."""
+
+    def _open(self):  # type: ignore[override]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def configure_logging(level: str = "INFO", log_file: str | None = None, *, stream: bool = True,
@@ -29,7 +38,7 @@ def configure_logging(level: str = "INFO", log_file: str | None = None, *, strea
     if log_file:
         try:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.handlers.RotatingFileHandler(
+            handlers.append(PrivateRotatingFileHandler(
                 log_file, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"))
         except OSError as e:
             raise ConfigError(f"log_file = {str(log_file)!r} cannot be written ({e.strerror or e})",

@@ -215,6 +215,8 @@ class Output(Message):
 
 
 BEACON_TOPIC = b"beacon"
+# A worker whose allowed_kinds leave a kind out says so in Register.tags ("no-kind:shell"): the master sends it none.
+NO_KIND_TAG = "no-kind:"
 COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 
 # ---------------------------------------------------------------- client <-> master (DEALER/ROUTER)

@@ -39,6 +39,9 @@ class Standalone:
             cmd += ["--log-file", str(log.with_name(f"{log.stem}-{device_id}{log.suffix}"))]
         for tag in c.tags:
             cmd += ["--tag", tag]
+        for flag, values in (("--allow-kind", c.allowed_kinds), ("--allow-module", c.allowed_modules)):
+            for value in values:
+                cmd += [flag, value]
         return cmd
 
     def start(self) -> None:

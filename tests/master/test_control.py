@@ -108,3 +108,23 @@ def test_submit_all_runs_once_per_matching_worker_and_reports_each(harness):
     nobody = subprocess.run(cli + ["--all", "--tag", "gamma", "--shell", "true"], env=env, capture_output=True,
                             text=True, timeout=40)
     assert nobody.returncode == 3 and nobody.stderr.startswith("error: no online worker matches --all --tag gamma")
+
+
+def test_reload_makes_a_worker_re_read_its_config_file_and_register_again(harness):
+    import json
+    config = harness.dir / "worker.json"
+    config.write_text(json.dumps({"concurrent_tasks": 1, "tags": ["old"]}))
+    harness.start_master()
+    harness.start_worker("w1", "--config", str(config), concurrency=1)
+    client = harness.client()
+    harness.wait_online(client, "w1")
+
+    config.write_text(json.dumps({"concurrent_tasks": 3, "tags": ["fresh"]}))
+    assert client.control_devices("reload", ["w1"]) == {"w1": "reloading"}
+
+    def reloaded():   # the file's tags apply; its concurrency does not, since the --concurrency flag wins
+        row = next(d for d in client.devices() if d["device_id"] == "w1")
+        return row["tags"] == ["fresh"] and row["concurrency"] == 1
+    wait_until(reloaded, 20, "w1 to register again with its new config")
+    done = client.run(build_spec(shell="echo tagged", tags=["fresh"]), timeout_s=30)
+    assert done["state"] == "done" and done["device_id"] == "w1"

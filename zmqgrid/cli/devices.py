@@ -55,5 +55,7 @@ def _device_command(action: str, doc: str):
 drain = _device_command("drain", "Let a device finish what it has and take nothing new.  "
                                  "Example: python main.py devices drain crawler-01")
 resume = _device_command("resume", "Let a drained device take tasks again.  Example: python main.py devices resume crawler-01")
+reload = _device_command("reload", "Make a worker re-read its config file (concurrency, tags, log level) and "
+                                   "register again.  Example: python main.py devices reload crawler-01")
 shutdown = _device_command("shutdown", "Drain a device, then stop its worker process when it is idle.  "
                                        "Example: python main.py devices shutdown crawler-01")

@@ -32,6 +32,12 @@ from .render import emit_json, table
 @click.option("--tag", "tags", multiple=True, help="Worker: a tag tasks can require (repeat for more).")
 @click.option("--concurrency", "concurrent_tasks", type=int, help="Worker: tasks run at once [3].")
 @click.option("--weight", type=float, help="Worker: weight for the weighted strategy [1].")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Master: allow binding a non-loopback --host without CURVE encryption (open to the network).")
+@click.option("--allow-kind", "allowed_kinds", multiple=True, type=click.Choice(["shell", "script", "python"]),
+              help="Worker: run only tasks of this kind (repeat for more) [all].")
+@click.option("--allow-module", "allowed_modules", multiple=True, metavar="MODULE",
+              help="Worker: run python tasks only from this module or package (repeat for more) [any].")
 @click.option("--strategy", "load_balance_strategy", help="Master: least_tasks, round_robin, weighted, random, or pkg.mod:func.")
 @click.option("--workers", type=int, help="Standalone: local worker processes [2].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -47,11 +53,13 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
 
     \b
     python main.py distribute --mode standalone            master + 2 local workers
-    python main.py distribute --mode master --host 0.0.0.0  the master daemon
+    python main.py distribute --mode master --host 0.0.0.0 --insecure  the master daemon
     python main.py distribute --mode worker --master tcp://10.0.0.5:8000 --tag linux
     python main.py distribute --status --json
     """
-    flags["tags"] = list(flags["tags"]) or None
+    for key in ("tags", "allowed_kinds", "allowed_modules"):
+        flags[key] = list(flags[key]) or None   # not given: the config file's or environment's value stands
+    flags["insecure"] = flags["insecure"] or None
     if flags.get("log_level"):
         flags["log_level"] = str(flags["log_level"]).upper()
     if status:

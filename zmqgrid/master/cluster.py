@@ -5,9 +5,9 @@ import logging
 import random
 import time
 
-from ..errors import UsageError
-from ..model import ACTIVE_STATES
-from ..protocol import Tasks
+from ..errors import LimitExceeded, UsageError
+from ..model import ACTIVE_STATES, TASK_KINDS
+from ..protocol import NO_KIND_TAG, Tasks
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
@@ -17,6 +17,7 @@ from .scheduling import Strategy, least_tasks
 from .taskqueue import TaskQueue
 
 logger = logging.getLogger(__name__)
+_REFUSED = {kind: NO_KIND_TAG + kind for kind in TASK_KINDS}   # kind -> the tag refusing it
 WORKER_KEYS = frozenset({"id", "kind", "name", "command", "cwd", "env", "source", "filename", "args", "function",
                          "kwargs"})
 
@@ -27,7 +28,8 @@ class Cluster(FleetEvents):
     def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
                  default_timeout_s: float | None, device_timeout_s: float, lease_grace_s: float = 2.0,
                  retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 60.0, quarantine_after: int = 3,
-                 max_output_bytes: int = 1 << 20, sample_every: int = 5) -> None:
+                 max_output_bytes: int = 1 << 20, sample_every: int = 5,
+                 max_queued_per_client: int = 1_000_000) -> None:
         self.store = store
         self.incarnation = incarnation
         self.strategy = strategy
@@ -39,6 +41,8 @@ class Cluster(FleetEvents):
         self.quarantine_after = quarantine_after
         self.max_output_bytes = max_output_bytes
         self.sample_every = sample_every
+        self.max_queued_per_client = max_queued_per_client
+        self.per_client: dict[bytes, int] = {}        # client identity -> its unfinished tasks (since this start)
         self.tasks: dict[str, TaskEntry] = {}
         self.devices: dict[str, DeviceEntry] = {}
         self.queue = TaskQueue(self._queued_under)
@@ -92,6 +96,8 @@ class Cluster(FleetEvents):
         ids = [s["id"] for s in specs]
         known = {i for i in ids if i in self.tasks}
         known |= self.store.existing_ids([i for i in ids if i not in known])
+        if client:   # the master's own schedules submit as b"" and are not capped
+            self._admit(client, len(set(ids) - known))
         for spec in specs:
             if spec["id"] in known:
                 continue  # a re-sent submission: the first one already holds this id
@@ -105,10 +111,21 @@ class Cluster(FleetEvents):
             entry = TaskEntry(spec["id"], spec, spec["priority"], retries, timeout_s)
             if notify:
                 entry.notify.add(client)
+            if client:
+                entry.client = client
+                self.per_client[client] = self.per_client.get(client, 0) + 1
             self.tasks[entry.id] = entry
             self._enqueue(entry)
             self.counters["submitted"] += 1
         return ids
+
+    def _admit(self, client: bytes, fresh: int) -> None:
+        """Refuse, before anything is staged, a submission that would leave one client too many unfinished tasks."""
+        held = self.per_client.get(client, 0)
+        if fresh and held + fresh > self.max_queued_per_client:
+            raise LimitExceeded(f"this client has {held} unfinished tasks and {fresh} more would exceed "
+                                f"max_queued_per_client = {self.max_queued_per_client}",
+                                "wait for some to finish, or raise max_queued_per_client on the master")
 
     def pick(self, eligible: list[DeviceEntry]) -> int:
         loads = [(len(d.inflight), d.credit,
@@ -165,6 +182,8 @@ class Cluster(FleetEvents):
     def can_take(device: DeviceEntry, spec: dict) -> bool:
         wanted = spec.get("device")
         if wanted and wanted != device.device_id:
+            return False
+        if device.tags and _REFUSED.get(spec.get("kind")) in device.tags:   # its allowed_kinds leave this out
             return False
         tags = spec.get("tags")
         return not tags or device.tags.issuperset(tags)
@@ -296,6 +315,10 @@ class Cluster(FleetEvents):
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]
+        if entry.client:
+            left = self.per_client.pop(entry.client, 1) - 1
+            if left > 0:
+                self.per_client[entry.client] = left
         summary = {"id": entry.id, "state": state, "attempt": entry.attempt, "device_id": entry.device_id,
                    "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error,
                    "reason": reason}

@@ -18,6 +18,7 @@ class TaskEntry:
     seq: int = 0                  # queue order: set each time it is queued (a retry goes to the back)
     gen: int = 0                  # bumped on every push into the queue; older queue items go stale
     notify: set = field(default_factory=set)
+    client: bytes = b""           # the submitting client's identity (counted against max_queued_per_client)
     cancel_requested: bool = False
     assigned_mono: float = 0.0    # when dispatched (monotonic): the lease is judged only after a grace period
     assigned_at: float | None = None   # wall-clock times of the current attempt, for its row when it ends

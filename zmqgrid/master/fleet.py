@@ -125,7 +125,8 @@ class FleetEvents:
         return command
 
     def control_device(self: Cluster, action: str, device_id: str, now_mono: float) -> str:
-        """drain (finish what it has, take nothing new), resume, or shutdown (drain, then exit)."""
+        """drain (finish what it has, take nothing new), resume, shutdown (drain, then exit), or reload (the
+        worker re-reads its config file and registers again with its new concurrency and tags)."""
         device = self.devices.get(device_id)
         known = device is not None or device_id in self.drained or self.store.has_device(device_id)
         if not known:
@@ -141,6 +142,11 @@ class FleetEvents:
             self.store.set_device_state(device_id, device.state if device else "offline")
             self.command("resume", {}, [device_id], now_mono)
             return device.state if device else "offline"
+        if action == "reload":
+            if device is None or not device.registered:
+                return "offline"
+            self.command("reload", {}, [device_id], now_mono)
+            return "reloading"
         if device is None or not device.registered:
             if action == "shutdown":
                 return "offline"

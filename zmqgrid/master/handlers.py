@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
+from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
                         Results, ResultAck, Submit)
@@ -152,7 +152,11 @@ class Handlers:
         except ProtocolError as e:
             self.reply_error(identity, msg.req_id, "bad_request", str(e))
             return
-        ids = self.cluster.submit(specs, identity, msg.notify, now)
+        try:
+            ids = self.cluster.submit(specs, identity, msg.notify, now)
+        except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
+            self.reply_error(identity, msg.req_id, "too_large", str(e))
+            return
         self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
@@ -177,7 +181,7 @@ class Handlers:
                 code = "not_found" if isinstance(e, ScheduleNotFound) else "bad_request"
                 self.reply_error(identity, msg.req_id, code, str(e))
             return
-        if msg.action in ("drain", "resume", "shutdown"):
+        if msg.action in ("drain", "resume", "shutdown", "reload"):
             devices = params.get("devices")
             if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
                 self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'devices' must list device ids")
@@ -218,4 +222,4 @@ class Handlers:
                     finished[task_id] = queries.summary(row) if row else None
             self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
         else:
-            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, schedule")
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule")

@@ -11,6 +11,7 @@ import zmq
 from ..config import Config
 from ..errors import ProtocolError, StoreError
 from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, decode, unpackb
+from ..security import require_safe_bind
 from ..store.task_store import TaskStore
 from ..transport import bind, make_socket
 from .cluster import Cluster
@@ -29,6 +30,7 @@ class Master:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        require_safe_bind(config)   # an open non-loopback bind is refused (or, with --insecure, warned about)
         self.strategy = make_strategy(config.load_balance_strategy)   # a bad one is refused before binding
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
@@ -65,7 +67,8 @@ class Master:
                           device_timeout_s=float(c.device_timeout),
                           lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
-                          quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes)
+                          quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes,
+                          max_queued_per_client=c.max_queued_per_client)
         cluster.recover(time.monotonic(), time.time())
         try:
             self.store.commit()

@@ -48,6 +48,8 @@ def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
     for tag in tags:
         if not any(tag in d.tags for d in online):
             return f"no online worker has tag {tag}"
+    if all(f"no-kind:{spec.get('kind')}" in d.tags for d in online):
+        return f"no online worker runs {spec.get('kind')} tasks (their allowed_kinds leave it out)"
     if not any(cluster.can_take(d, spec) for d in online):
         return f"no online worker has all of the tags {', '.join(tags)}"
     key = spec.get("limit_key")

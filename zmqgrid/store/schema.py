@@ -75,8 +75,10 @@ def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if str(path) != ":memory:":   # created owner-only; SQLite gives its -wal and -shm files the same mode
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as e:
-            raise StoreError(f"cannot create the directory for database {path}: {e.strerror}",
+            raise StoreError(f"cannot create database {path} or its directory: {e.strerror}",
                              "choose a writable --db path") from e
     try:
         # Built in one thread and served from another (standalone's master thread); never shared at once.

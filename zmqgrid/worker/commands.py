@@ -43,7 +43,9 @@ class CommandsMixin:
             logger.error("reload refused, keeping the current config: %s", e)
             return
         self.config.concurrent_tasks, self.config.tags = fresh.concurrent_tasks, fresh.tags
+        self.config.allowed_kinds, self.config.allowed_modules = fresh.allowed_kinds, fresh.allowed_modules
         self.capacity = fresh.concurrent_tasks + fresh.prefetch
+        self.pyslots.size = fresh.concurrent_tasks
         logging.getLogger("zmqgrid").setLevel(fresh.log_level)
         logger.info("config reloaded: concurrency=%d tags=%s", fresh.concurrent_tasks, ",".join(fresh.tags) or "-")
         self.side_sockets_stale = True    # subscribe to the new tags' topics

@@ -17,6 +17,7 @@ from ..errors import ProtocolError
 from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Kill, Output, Register, RegisterAck, ResultAck,
                         Tasks, decode)
 from ..transport import make_socket
+from .allow import admit, advertised_tags
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
@@ -106,7 +107,7 @@ class Worker(CommandsMixin):
         self.outbox.freed = 0   # Register states the credit absolutely
         info = self.info
         msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
-                       info["python_version"], info["python_executable"], list(self.config.tags),
+                       info["python_version"], info["python_executable"], advertised_tags(self.config),
                        self.config.concurrent_tasks, credit, running + held, self.outbox.keys(),
                        os.getpid(), VERSION, float(self.config.weight))
         self.dealer.send_multipart(msg.encode())
@@ -189,7 +190,7 @@ class Worker(CommandsMixin):
                 continue
             if isinstance(msg, Tasks):
                 with self.lock:
-                    self.held.extend(t for t in msg.tasks if isinstance(t, dict) and "id" in t and "attempt" in t)
+                    self.held.extend(admit(msg.tasks, self.config, self._queue_result))   # refused: failed, Forbidden
             elif isinstance(msg, ResultAck):
                 self.outbox.ack(msg.keys)
             elif isinstance(msg, Kill):

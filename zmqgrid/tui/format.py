@@ -1,0 +1,104 @@
+"""Short text for cells and headers: durations, times, states in colour, sparklines."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Sequence
+
+from rich.text import Text
+
+TASK_STATE_STYLES = {"queued": "cyan", "assigned": "blue", "running": "yellow", "done": "green", "failed": "bold red",
+                     "timed_out": "red", "cancelled": "dim", "quarantined": "magenta"}
+DEVICE_STATE_STYLES = {"online": "green", "draining": "yellow", "offline": "bold red", "pending": "dim"}
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def duration(seconds: float | None) -> str:
+    """1.2s, 42s, 3m05s, 2h04m, 3d02h."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def clock(ts: float | None) -> str:
+    """Local time of day (the dashboard is watched live; tasks show has the full date)."""
+    return "-" if not ts else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def short(text: object, width: int) -> str:
+    value = "-" if text is None or text == "" else str(text).replace("\n", " ")
+    return value if len(value) <= width else value[:width - 1] + "…"
+
+
+def styled_state(state: str | None, styles: dict[str, str] = TASK_STATE_STYLES, suffix: str = "") -> Text:
+    state = state or "-"
+    return Text(state + suffix, style=styles.get(state, ""))
+
+
+def describe_error(error: dict | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('type')}: {error.get('message')}"
+
+
+def task_command(task: dict) -> str:
+    """What a task runs, from a list row (its name defaults to the command) or a full spec."""
+    spec = task.get("spec") or {}
+    return str(spec.get("command") or spec.get("function") or spec.get("filename") or task.get("name") or "-")
+
+
+def task_duration(task: dict, now: float) -> float | None:
+    started = task.get("started_at")
+    if not started:
+        return None
+    return (task.get("finished_at") or now) - started
+
+
+def spark(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to `top` (default: their maximum)."""
+    if width <= 0:
+        return ""
+    tail = list(values)[-width:]
+    if not tail:
+        return " " * width
+    ceiling = top if top is not None else max(tail)
+    if ceiling <= 0:
+        return (BARS[0] * len(tail)).rjust(width)
+    bars = "".join(BARS[min(len(BARS) - 1, max(0, round(v / ceiling * (len(BARS) - 1))))] for v in tail)
+    return bars.rjust(width)
+
+
+class RateHistory:
+    """Per-second rates from successive readings of a growing counter (tasks done), for a sparkline."""
+
+    def __init__(self, size: int = 120) -> None:
+        self.rates: deque[float] = deque(maxlen=size)
+        self.last: tuple[float, float] | None = None
+
+    def add(self, count: float, at: float) -> None:
+        if self.last is not None and at > self.last[1]:
+            # A master restarted on another ledger can go backwards: that is not negative throughput.
+            self.rates.append(max(0.0, count - self.last[0]) / (at - self.last[1]))
+        if self.last is None or at > self.last[1]:
+            self.last = (count, at)
+
+    def reset_baseline(self) -> None:
+        self.last = None
+
+    @property
+    def current(self) -> float:
+        return self.rates[-1] if self.rates else 0.0

@@ -1,0 +1,139 @@
+"""Provides the devices table: one row per device, with CPU and memory sparklines, sorted and filtered here."""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+from textual.binding import Binding
+from textual.message import Message
+
+from ..format import DEVICE_STATE_STYLES, duration, percent, short, spark, styled_state
+from .keyed_table import KeyedTable
+
+HISTORY = 30
+SPARK_WIDTH = 8
+STATE_ORDER = {"offline": 0, "draining": 1, "pending": 2, "online": 3}
+
+
+def _metric(device: dict, name: str) -> float:
+    value = (device.get("metrics") or {}).get(name)
+    return value if isinstance(value, (int, float)) else -1.0
+
+
+SORTS: list[tuple[str, Callable[[dict], Any], bool]] = [
+    # (name, key, highest first)
+    ("id", lambda d: d.get("device_id") or "", False),
+    ("state", lambda d: (STATE_ORDER.get(d.get("state"), 9), d.get("device_id") or ""), False),
+    ("cpu", lambda d: _metric(d, "cpu_percent"), True),
+    ("memory", lambda d: _metric(d, "memory_percent"), True),
+    ("disk", lambda d: _metric(d, "disk_percent"), True),
+    ("running", lambda d: d.get("in_flight") or 0, True),
+    ("last seen", lambda d: d.get("seconds_since_heartbeat") or 0.0, True),
+]
+
+
+class DevicesTable(KeyedTable):
+    """Devices as the master lists them. Sorting and the text filter are applied here, on every device."""
+
+    COLUMNS = [("device", "DEVICE"), ("state", "STATE"), ("seen", "SEEN"), ("run", "RUN"), ("cpu", "CPU%"),
+               ("cpu_spark", "cpu"), ("mem", "MEM%"), ("mem_spark", "mem"), ("disk", "DISK%"), ("host", "HOST"),
+               ("os", "OS"), ("tags", "TAGS"), ("python", "PYTHON"), ("name", "NAME")]
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Its tasks", tooltip="Show only this device's tasks"),
+        Binding("d", "screen.device('drain')", "Drain", tooltip="Finish what it has, take nothing new"),
+        Binding("u", "screen.device('resume')", "Resume", tooltip="Let a drained device take tasks again"),
+        Binding("x", "screen.device('shutdown')", "Shutdown", tooltip="Drain, then stop the worker once idle"),
+        Binding("o", "cycle_sort", "Sort", tooltip="Sort devices by the next column"),
+        Binding("O", "reverse_sort", "Reverse sort", show=False),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.devices: list[dict] = []
+        self.history: dict[str, tuple[deque, deque]] = {}
+        """CPU and memory percent of each device, one sample per snapshot (recorded even while paused)."""
+        self.sort_index = 0
+        self.reverse = False
+        self.filter_text = ""
+
+    def record(self, devices: list[dict]) -> None:
+        for device in devices:
+            cpu, mem = self.history.setdefault(device["device_id"], (deque(maxlen=HISTORY), deque(maxlen=HISTORY)))
+            metrics = device.get("metrics") or {}
+            if device.get("state") != "offline" and metrics:
+                cpu.append(float(metrics.get("cpu_percent") or 0.0))
+                mem.append(float(metrics.get("memory_percent") or 0.0))
+
+    def show(self, devices: list[dict] | None = None) -> None:
+        """Show `devices` (or the last ones again, after a sort or filter change)."""
+        if devices is not None:
+            self.devices = devices
+        name, key, highest_first = SORTS[self.sort_index]
+        rows = sorted((d for d in self.devices if self.matches(d)), key=key, reverse=highest_first != self.reverse)
+        self.sync([(d["device_id"], self.cells_of(d)) for d in rows])
+
+    def matches(self, device: dict) -> bool:
+        if not self.filter_text:
+            return True
+        haystack = " ".join(str(device.get(k) or "") for k in ("device_id", "name", "hostname", "os", "state"))
+        haystack += " " + " ".join(device.get("tags") or [])
+        return self.filter_text.lower() in haystack.lower()
+
+    def cells_of(self, device: dict) -> dict[str, Any]:
+        metrics = device.get("metrics") or {}
+        cpu, mem = self.history.get(device["device_id"], ((), ()))
+        seen = device.get("seconds_since_heartbeat")
+        return {
+            "device": device["device_id"],
+            "state": styled_state(device.get("state"), DEVICE_STATE_STYLES),
+            "seen": duration(seen) if seen is not None else "never",
+            "run": f"{device.get('in_flight', 0)}/{device.get('concurrency', '-')}",
+            "cpu": percent(metrics.get("cpu_percent")),
+            "cpu_spark": spark(cpu, SPARK_WIDTH, top=100.0),
+            "mem": percent(metrics.get("memory_percent")),
+            "mem_spark": spark(mem, SPARK_WIDTH, top=100.0),
+            "disk": percent(metrics.get("disk_percent")),
+            "host": short(device.get("hostname"), 20),
+            "os": short(device.get("os"), 24),
+            "tags": short(",".join(device.get("tags") or []), 20),
+            "python": device.get("python_version") or "-",
+            "name": short(device.get("name"), 20),
+        }
+
+    def describe(self) -> str:
+        shown, total = len(self.cells), len(self.devices)
+        text = f"Devices {shown}" if shown == total else f"Devices {shown} of {total}"
+        text += f" · sort {SORTS[self.sort_index][0]}{' (reversed)' if self.reverse else ''}"
+        if self.filter_text:
+            text += f" · filter {self.filter_text!r}"
+        return text
+
+    def action_cycle_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self.reverse = False
+        self.show()
+        self.post_message(self.ViewChanged(self))
+
+    def action_reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self.show()
+        self.post_message(self.ViewChanged(self))
+
+    def on_data_table_header_selected(self, event: KeyedTable.HeaderSelected) -> None:
+        by_column = {"device": "id", "state": "state", "seen": "last seen", "run": "running", "cpu": "cpu",
+                     "cpu_spark": "cpu", "mem": "memory", "mem_spark": "memory", "disk": "disk"}
+        name = by_column.get(event.column_key.value or "")
+        if name is not None:
+            index = [s[0] for s in SORTS].index(name)
+            self.reverse = not self.reverse if index == self.sort_index else False
+            self.sort_index = index
+            self.show()
+            self.post_message(self.ViewChanged(self))
+
+    class ViewChanged(Message):
+        """Posted when sorting changed, so the panel title can say so."""
+
+        def __init__(self, table: "DevicesTable") -> None:
+            super().__init__()
+            self.table = table

@@ -1,0 +1,62 @@
+"""Provides the tasks table: one page of tasks from the master, newest first."""
+from __future__ import annotations
+
+from typing import Any
+
+from textual.binding import Binding
+
+from ..format import duration, short, styled_state, task_duration
+from .keyed_table import KeyedTable
+
+
+class TasksTable(KeyedTable):
+    """A page of tasks. State and device filters are asked of the master; the text filter narrows the page."""
+
+    COLUMNS = [("id", "ID"), ("kind", "KIND"), ("command", "COMMAND / FUNCTION"), ("state", "STATE"),
+               ("device", "DEVICE"), ("attempt", "TRY"), ("duration", "TOOK"), ("exit", "EXIT"), ("tags", "TAGS")]
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Open", tooltip="Spec, attempts, result and live output"),
+        Binding("k", "screen.cancel_task", "Cancel", tooltip="Cancel the task (kills it if it runs)"),
+        Binding("R", "screen.requeue_task", "Requeue", tooltip="Queue a failed, cancelled or quarantined task again"),
+        Binding("s", "screen.cycle_state", "State", tooltip="Show only tasks in the next state"),
+        Binding("left_square_bracket", "screen.page(-1)", "Prev page", key_display="["),
+        Binding("right_square_bracket", "screen.page(1)", "Next page", key_display="]"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.tasks: list[dict] = []
+        self.filter_text = ""
+        self.now = 0.0
+
+    def show(self, tasks: list[dict] | None = None, now: float | None = None) -> None:
+        """Show `tasks` (or the last page again, after a filter change); durations of running tasks run to `now`."""
+        if tasks is not None:
+            self.tasks = tasks
+        if now is not None:
+            self.now = now
+        self.sync([(t["id"], self.cells_of(t)) for t in self.tasks if self.matches(t)])
+
+    def matches(self, task: dict) -> bool:
+        if not self.filter_text:
+            return True
+        haystack = " ".join(str(task.get(k) or "") for k in ("id", "name", "kind", "state", "device_id"))
+        haystack += " " + " ".join(task.get("tags") or [])
+        return self.filter_text.lower() in haystack.lower()
+
+    def cells_of(self, task: dict) -> dict[str, Any]:
+        exit_code = task.get("exit_code")
+        retries = task.get("retries")
+        attempt = task.get("attempt") or 0
+        return {
+            "id": task["id"],
+            "kind": task.get("kind") or "-",
+            "command": short(task.get("name"), 40),
+            "state": styled_state(task.get("state")),
+            "device": short(task.get("device_id"), 16),
+            "attempt": f"{attempt}/{retries + 1}" if isinstance(retries, int) else str(attempt),
+            "duration": duration(task_duration(task, self.now)),
+            "exit": "-" if exit_code is None else str(exit_code),
+            "tags": short(",".join(task.get("tags") or []), 16),
+        }

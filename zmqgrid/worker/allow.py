@@ -1,0 +1,51 @@
+"""What a worker agrees to run: its allow-lists of task kinds (`allowed_kinds`) and of python modules
+(`allowed_modules`). A task outside them is never started: it ends at once as failed, error type Forbidden."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from ..config import Config
+from ..protocol import NO_KIND_TAG
+
+logger = logging.getLogger(__name__)
+KINDS = ("shell", "script", "python")
+
+
+def advertised_tags(config: Config) -> list[str]:
+    """The worker's tags plus one `no-kind:<kind>` per kind it refuses, so the master never sends it one."""
+    return [*config.tags, *(NO_KIND_TAG + kind for kind in KINDS if kind not in config.allowed_kinds)]
+
+
+def refusal(task: dict, config: Config) -> str | None:
+    """Why this worker refuses `task`, naming the kind or module and the setting; None when it may run it."""
+    kind = task.get("kind")
+    if kind not in config.allowed_kinds:
+        return (f"this worker does not run {kind} tasks: allowed_kinds is {', '.join(config.allowed_kinds)} "
+                "(--allow-kind)")
+    if kind == "python" and config.allowed_modules:
+        function = task.get("function")
+        module = function.partition(":")[0] if isinstance(function, str) else ""
+        if not any(module == prefix or module.startswith(prefix + ".") for prefix in config.allowed_modules):
+            return (f"this worker does not run python tasks from module {module!r}: allowed_modules is "
+                    f"{', '.join(config.allowed_modules)} (--allow-module)")
+    return None
+
+
+def admit(tasks: list, config: Config, refuse: Callable[[dict], None]) -> list[dict]:
+    """The well-formed tasks of a Tasks message that this worker may run; each refused one is passed to
+    `refuse` as its final result (failed, Forbidden), without anything being started."""
+    runnable = []
+    for task in tasks:
+        if not (isinstance(task, dict) and "id" in task and "attempt" in task):
+            continue
+        reason = refusal(task, config)
+        if reason is None:
+            runnable.append(task)
+            continue
+        logger.warning("refused task=%s attempt=%s: %s", task["id"], task["attempt"], reason)
+        refuse({"id": task["id"], "attempt": task["attempt"], "state": "failed", "exit_code": None, "value": None,
+                "error": {"type": "Forbidden", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
+                "started_at": None, "finished_at": time.time(), "duration_s": 0.0})
+    return runnable
