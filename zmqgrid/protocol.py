@@ -143,9 +143,11 @@ class Credit(Message):
 
 @message("T")
 class Tasks(Message):
-    """Master -> worker: tasks to run, each a spec dict plus 'attempt'. Never more than the worker's credit."""
-    TYPES = (LIST,)
+    """Master -> worker: tasks to run, each a spec dict plus 'attempt' (never more than the worker's credit),
+    and the [task_id, attempt] of its results committed this turn (so no separate ResultAck is needed)."""
+    TYPES = (LIST, LIST)
     tasks: list
+    acks: list = field(default_factory=list)
 
 
 @message("D")

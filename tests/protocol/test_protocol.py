@@ -14,7 +14,7 @@ SAMPLES = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
     p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
     p.Credit(3),
-    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}]),
+    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
     p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),
     p.Kill([["a", 1]], "cancelled by user"),

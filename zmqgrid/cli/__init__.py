@@ -6,6 +6,7 @@ import sys
 import click
 
 from ..errors import EXIT_USAGE, ZmqgridError
+from .dashboard import dashboard
 from .devices import devices
 from .distribute import distribute
 from .schedules import schedules
@@ -28,6 +29,7 @@ cli.add_command(submit)
 cli.add_command(tasks)
 cli.add_command(devices)
 cli.add_command(schedules)
+cli.add_command(dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:

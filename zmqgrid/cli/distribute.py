@@ -14,6 +14,7 @@ from ..client import Client
 from ..config import MODES, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
+from .dashboard import has_terminal
 from .render import emit_json, table
 
 
@@ -73,7 +74,7 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
         return run_master(config)
     if mode == "worker":
         return run_worker(config, parent_pid, config_path, flags)
-    return run_standalone(config, demo)
+    return run_standalone(config, demo, dashboard=not (demo or no_dashboard) and has_terminal())
 
 
 def check_status(master_url: str, timeout_s: float, as_json: bool) -> int:
@@ -132,16 +133,24 @@ def run_worker(config: Config, parent_pid: int | None, config_path: str | None, 
     return EXIT_OK
 
 
-def run_standalone(config: Config, demo: bool) -> int:
+def run_standalone(config: Config, demo: bool, dashboard: bool = False) -> int:
     from ..standalone import Standalone
+    from .dashboard import children_write_to, run_dashboard
     from .demo import run_demo
     cluster = Standalone(config)
     stopping = threading.Event()
     _on_signals(stopping.set)
-    cluster.start()
+    if dashboard:   # the dashboard owns the terminal: log lines go to the log files only
+        configure_logging(config.log_level, config.log_file, stream=False)
+        with children_write_to(config.log_file):
+            cluster.start()
+    else:
+        cluster.start()
     try:
         if demo:
             return run_demo(config.master_url, stopping)
+        if dashboard:
+            return run_dashboard(config.master_url, stopping=stopping)
         click.echo(f"zmqgrid standalone: master {config.master_url}, {config.workers} workers, ledger {config.db_path}")
         click.echo("submit from another terminal:  python main.py submit --shell 'echo hello' --wait")
         click.echo("Ctrl-C stops everything.")

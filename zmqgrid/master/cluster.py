@@ -50,6 +50,7 @@ class Cluster(FleetEvents):
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
         self.notices: dict[bytes, list[dict]] = {}   # client -> summaries of its tasks finished this turn
+        self.dispatched: dict[bytes, list[dict]] = {}   # worker -> tasks handed to it this turn
         self.just_finished: dict[str, dict] = {}
         self.limits = Limits()
         self.seq = 0
@@ -231,7 +232,7 @@ class Cluster(FleetEvents):
         for entry in skipped:
             self._push(entry)
         for device_id, tasks in batches.items():
-            self.sends.append((self.devices[device_id].identity, Tasks(tasks).encode(), [t["id"] for t in tasks]))
+            self.dispatched.setdefault(self.devices[device_id].identity, []).extend(tasks)
 
     # ------------------------------------------------------------ results and endings
 

@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, validate_task_spec
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
-                        Results, ResultAck, Submit)
+                        Results, Submit)
 from . import queries
 from .cluster import Cluster, DeviceEntry
 from .schedules import Schedules
@@ -42,7 +42,7 @@ def check_result(result: Any) -> dict:
     started_at = result.get("started_at")
     if started_at is not None and not (isinstance(started_at, float) or _int64(started_at)):
         raise ProtocolError(f"Results: 'started_at' must be a time in seconds or nil, got {started_at!r:.40}")
-    if result.get("state") not in ATTEMPT_OUTCOMES:
+    if not isinstance(result.get("state"), str) or result["state"] not in ATTEMPT_OUTCOMES:   # a list is unhashable
         raise ProtocolError(f"Results: state {result.get('state')!r} is not one of {sorted(ATTEMPT_OUTCOMES)}")
     for name in ("stdout", "stderr"):
         if result.get(name) is not None and not isinstance(result[name], str):
@@ -58,6 +58,7 @@ class Handlers:
         self.schedules = schedules
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
+        self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.bad_messages = 0
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
@@ -125,8 +126,8 @@ class Handlers:
         for result in results:
             self.cluster.record_result(device, result, now)
         device.credit += max(0, msg.credit)
-        if results:
-            self.acks.append((identity, ResultAck([[r["id"], r["attempt"]] for r in results]).encode()))
+        if results:   # sent after the commit, riding on this turn's Tasks to the worker if there are any
+            self.result_acks.setdefault(identity, []).extend([r["id"], r["attempt"]] for r in results)
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running = keys(msg.running, "Heartbeat.running")

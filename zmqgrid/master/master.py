@@ -10,7 +10,7 @@ import zmq
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
-from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, decode, unpackb
+from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, ResultAck, Tasks, decode, unpackb
 from ..security import require_safe_bind
 from ..store.task_store import TaskStore
 from ..transport import bind, make_socket
@@ -170,7 +170,9 @@ class Master:
 
     def _commit_and_send(self, now: float) -> None:
         acks, self.handlers.acks = self.handlers.acks, []
+        result_acks, self.handlers.result_acks = self.handlers.result_acks, {}
         sends, self.cluster.sends = self.cluster.sends, []
+        dispatched, self.cluster.dispatched = self.cluster.dispatched, {}
         try:
             self.store.commit()
         except StoreError as e:
@@ -188,6 +190,10 @@ class Master:
             self._send(identity, frames, None, now)
         for identity, frames, task_ids in sends:
             self._send(identity, frames, task_ids, now)
+        for identity, tasks in dispatched.items():
+            self._send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks], now)
+        for identity, keys in result_acks.items():
+            self._send(identity, ResultAck(keys).encode(), None, now)
         notices, self.cluster.notices = self.cluster.notices, {}
         self.cluster.just_finished = {}
         for client, summaries in notices.items():

@@ -189,6 +189,7 @@ class Worker(CommandsMixin):
                 logger.warning("bad message from master: %s", e)
                 continue
             if isinstance(msg, Tasks):
+                self.outbox.ack(msg.acks)
                 with self.lock:
                     self.held.extend(admit(msg.tasks, self.config, self._queue_result))   # refused: failed, Forbidden
             elif isinstance(msg, ResultAck):

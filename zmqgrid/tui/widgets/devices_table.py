@@ -53,11 +53,16 @@ class DevicesTable(KeyedTable):
         self.devices: list[dict] = []
         self.history: dict[str, tuple[deque, deque]] = {}
         """CPU and memory percent of each device, one sample per snapshot (recorded even while paused)."""
+        self.recorded_at = float("-inf")
         self.sort_index = 0
         self.reverse = False
         self.filter_text = ""
 
-    def record(self, devices: list[dict]) -> None:
+    def record(self, devices: list[dict], at: float) -> None:
+        """Add one sample per device, once per moment `at` (the same snapshot shown twice adds nothing)."""
+        if at <= self.recorded_at:
+            return
+        self.recorded_at = at
         for device in devices:
             cpu, mem = self.history.setdefault(device["device_id"], (deque(maxlen=HISTORY), deque(maxlen=HISTORY)))
             metrics = device.get("metrics") or {}

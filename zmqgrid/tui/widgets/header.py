@@ -44,23 +44,24 @@ class ClusterHeader(Widget):
     def render(self) -> Text:
         width = max(20, self.size.width - 2)
         lines = [self._title_line(width), self._devices_line(), self._tasks_line(), self._rate_line(width)]
-        return Text("\n").join(lines)
+        for line in lines:
+            line.truncate(width, overflow="ellipsis")
+        return Text("\n", no_wrap=True).join(lines)
 
     def _title_line(self, width: int) -> Text:
         status = self.last_ok.status if self.last_ok else {}
-        line = Text.assemble(("zmqgrid ", "bold"), (self.master_url, "bold cyan"))
-        if status:
-            line.append(f"  incarnation {str(status.get('incarnation', '-'))[:12]}")
-            line.append(f"  up {duration(status.get('uptime_s'))}")
-        right = Text(f"refresh {self.refresh_s:g}s")
+        right = Text(f"refresh {self.refresh_s:g}s (+/-)")
         if self.paused:
             right.append("  ")
             right.append(" PAUSED ", style="bold black on yellow")
-        gap = width - line.cell_len - right.cell_len
-        if gap >= 2:
-            line.append(" " * gap)
-        else:
-            line.append("  ")
+        for labels in (("incarnation ", "up "), ("inc ", "up "), None):
+            line = Text.assemble(("zmqgrid ", "bold"), (self.master_url, "bold cyan"))
+            if status and labels:
+                line.append(f"  {labels[0]}{str(status.get('incarnation', '-'))[:12]}")
+                line.append(f"  {labels[1]}{duration(status.get('uptime_s'))}")
+            if line.cell_len + 2 + right.cell_len <= width:
+                break
+        line.append(" " * max(2, width - line.cell_len - right.cell_len))
         return line + right
 
     def _devices_line(self) -> Text:

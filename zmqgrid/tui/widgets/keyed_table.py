@@ -20,8 +20,6 @@ class KeyedTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.cells: dict[str, dict[str, Any]] = {}
         """What each row shows now, by row key then column key."""
-
-    def on_mount(self) -> None:
         for key, label in self.COLUMNS:
             self.add_column(label, key=key)
 

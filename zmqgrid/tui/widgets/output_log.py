@@ -49,6 +49,10 @@ class OutputLog(Log):
         if value:
             self.scroll_end(animate=False)
 
+    def on_resize(self) -> None:
+        if self.auto_scroll:
+            self.scroll_end(animate=False)
+
     def append(self, stream: str, text: str) -> None:
         """Add output of `stream`; complete lines are shown at once."""
         if not text:

@@ -20,8 +20,8 @@ class TasksTable(KeyedTable):
         Binding("k", "screen.cancel_task", "Cancel", tooltip="Cancel the task (kills it if it runs)"),
         Binding("R", "screen.requeue_task", "Requeue", tooltip="Queue a failed, cancelled or quarantined task again"),
         Binding("s", "screen.cycle_state", "State", tooltip="Show only tasks in the next state"),
-        Binding("left_square_bracket", "screen.page(-1)", "Prev page", key_display="["),
-        Binding("right_square_bracket", "screen.page(1)", "Next page", key_display="]"),
+        Binding("left_square_bracket", "screen.page(-1)", "Previous page", key_display="[", show=False),
+        Binding("right_square_bracket", "screen.page(1)", "Next page", key_display="]", show=False),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:

@@ -1,0 +1,76 @@
+"""`dashboard`: the live cluster in the terminal (a Textual app on zmqgrid.Client)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from ..errors import EXIT_OK, UsageError
+from .common import master_url_for
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def run_dashboard(master_url: str, refresh_s: float = 1.0, stopping: threading.Event | None = None) -> int:
+    """Show the dashboard until the user quits it (or `stopping` is set); returns the exit code."""
+    if not has_terminal():
+        raise UsageError("the dashboard needs a terminal (stdin and stdout are not both one)",
+                         "run it in a terminal, or use: python main.py distribute --status / tasks list")
+    from ..tui import make_app
+    app = make_app(master_url, refresh_s=refresh_s)
+    if stopping is not None:
+        def watch() -> None:
+            stopping.wait()
+            with contextlib.suppress(RuntimeError):   # the app already ended
+                app.call_from_thread(app.exit)
+        threading.Thread(target=watch, daemon=True, name="dashboard-stop").start()
+    app.run()
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def children_write_to(path: str | None) -> Iterator[None]:
+    """Processes started inside write their stdout and stderr to `path` (os.devnull if None), not the terminal.
+
+    The dashboard owns the terminal; a local worker's log line would be drawn over it.
+    """
+    target = os.devnull
+    if path:
+        target = str(Path(path).with_name(Path(path).stem + "-workers.out"))
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in (fd, *saved):
+            os.close(descriptor)
+
+
+@click.command()
+@click.option("--master", "master_url", metavar="URL",
+              help="The master's ROUTER, tcp://HOST:PORT [env ZMQGRID_MASTER; default from the master config].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file to read the master address from.")
+@click.option("--refresh", "refresh_s", type=click.FloatRange(0.25, 60), default=1.0, show_default=True,
+              help="Seconds between refreshes (+ and - change it while it runs).")
+def dashboard(master_url: str | None, config_path: str | None, refresh_s: float) -> int:
+    """Watch the cluster live: devices, tasks, output; cancel, requeue, drain, submit.
+
+    \b
+    python main.py dashboard --master tcp://10.0.0.5:8000
+    Keys: ? lists them all; q quits.
+    """
+    return run_dashboard(master_url_for(master_url, config_path), refresh_s)

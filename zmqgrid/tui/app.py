@@ -1,0 +1,167 @@
+"""Provides DashboardApp, the live cluster in a terminal, and `make_app`, which the CLI and the tests use."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from ..errors import ZmqgridError
+from .messages import ActionDone, SnapshotFetched
+from .screens import ConfirmScreen, HelpScreen, MainScreen, SubmitScreen, TaskScreen
+from .source import ClientSource, ClusterSnapshot, Source, TaskQuery
+from .widgets import DevicesTable, TasksTable
+
+INTERVALS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""The refresh intervals `+` and `-` step through."""
+
+
+class DashboardApp(App):
+    """Polls a `Source` from a thread worker every `refresh_s` and shows what it answers."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "zmqgrid dashboard"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", tooltip="List every key"),
+        Binding("space", "pause", "Pause", tooltip="Freeze the tables (the header keeps moving)"),
+        Binding("space", "resume", "Resume", tooltip="Unfreeze the tables"),
+        Binding("plus,equals_sign", "interval(1)", "Slower", key_display="+", show=False,
+                tooltip="Refresh less often"),
+        Binding("minus", "interval(-1)", "Faster", key_display="-", show=False, tooltip="Refresh more often"),
+        Binding("r", "refresh_now", "Refresh now", show=False),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
+    ]
+
+    def __init__(self, source: Source, refresh_s: float = 1.0) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_s = refresh_s
+        self.paused = False
+        self.task_query = TaskQuery()
+        """Which page of tasks the next refresh asks for."""
+        self.fetching = False
+        self.snapshots_applied = 0
+        self.last_snapshot: ClusterSnapshot | None = None
+        self._timer: Any = None
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen(self.source.master_url)
+
+    @property
+    def main(self) -> MainScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(self.refresh_s, self.refresh_now)
+        self.refresh_now()
+
+    # ------------------------------------------------------------ refresh
+
+    def refresh_now(self) -> None:
+        """Ask for a snapshot unless one is already on its way."""
+        if self.fetching:
+            return
+        self.fetching = True
+        self.fetch(self.task_query)
+
+    @work(thread=True, group="refresh", exit_on_error=False)
+    def fetch(self, query: TaskQuery) -> None:
+        try:
+            snapshot = self.source.snapshot(query)
+        except Exception as e:   # a bug in a source must not stop the refresh loop; the header shows it
+            snapshot = ClusterSnapshot({}, [], [], reachable=False, error=f"{type(e).__name__}: {e}",
+                                       at=self.source.now(), query=query)
+        self.post_message(SnapshotFetched(snapshot))
+
+    def on_snapshot_fetched(self, message: SnapshotFetched) -> None:
+        self.fetching = False
+        self.last_snapshot = message.snapshot
+        self.main.apply(message.snapshot, self.paused, self.refresh_s)
+        self.snapshots_applied += 1
+        if message.snapshot.query != self.task_query:
+            self.refresh_now()   # the filters changed while it was on its way
+
+    def action_refresh_now(self) -> None:
+        self.refresh_now()
+
+    def action_pause(self) -> None:
+        self.paused = True
+        self._view_changed()
+
+    def action_resume(self) -> None:
+        self.paused = False
+        self._view_changed()
+        self.refresh_now()
+
+    def action_interval(self, step: int) -> None:
+        slower = [i for i in INTERVALS_S if i > self.refresh_s]
+        faster = [i for i in INTERVALS_S if i < self.refresh_s]
+        if step > 0 and slower:
+            self.refresh_s = slower[0]
+        elif step < 0 and faster:
+            self.refresh_s = faster[-1]
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.refresh_s, self.refresh_now)
+        self._view_changed()
+        self.notify(f"refreshing every {self.refresh_s:g}s", timeout=2)
+
+    def _view_changed(self) -> None:
+        self.main.set_view(self.paused, self.refresh_s)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "resume"):
+            if not isinstance(self.screen, MainScreen):
+                return False
+            return self.paused == (action == "resume")
+        return True
+
+    # ------------------------------------------------------------ actions on the cluster
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def perform(self, what: str, call: Callable[..., Any], *args: Any) -> None:
+        """Run one action on the master (cancel, requeue, drain, submit, ...) and report what it answered."""
+        try:
+            outcome = call(*args)
+        except ZmqgridError as e:
+            self.post_message(ActionDone(f"{what} failed: {e}", ok=False))
+            return
+        if isinstance(outcome, dict):
+            text = "; ".join(f"{key}: {value}" for key, value in outcome.items()) or "nothing to do"
+        elif isinstance(outcome, list):
+            text = ", ".join(map(str, outcome))
+        else:
+            text = str(outcome)
+        self.post_message(ActionDone(f"{what} {text}"))
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, severity="information" if message.ok else "error",
+                    timeout=4 if message.ok else 8)
+        self.refresh_now()
+
+    # ------------------------------------------------------------ help
+
+    def help_sections(self) -> list[tuple[str, list[Binding]]]:
+        return [("Everywhere", list(self.BINDINGS)), ("Dashboard", list(MainScreen.BINDINGS)),
+                ("Devices table", list(DevicesTable.BINDINGS)), ("Tasks table", list(TasksTable.BINDINGS)),
+                ("Task detail", list(TaskScreen.BINDINGS)), ("Confirmation", list(ConfirmScreen.BINDINGS)),
+                ("Submit form", list(SubmitScreen.BINDINGS))]
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
+
+
+def make_app(source: Source | str, refresh_s: float = 1.0, timeout_s: float = 2.0) -> DashboardApp:
+    """The dashboard on a source, or on the master at a tcp:// URL."""
+    if isinstance(source, str):
+        source = ClientSource(source, timeout_s=timeout_s)
+    return DashboardApp(source, refresh_s=refresh_s)

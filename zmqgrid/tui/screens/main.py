@@ -1,0 +1,201 @@
+"""Provides the main screen: cluster header, devices panel and tasks panel."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ...model import TASK_STATES
+from ..source import ClusterSnapshot, TaskQuery
+from ..widgets import ClusterHeader, DevicesTable, TasksTable
+from .dialogs import SubmitScreen, ask_then_do
+from .task import TaskScreen
+
+if TYPE_CHECKING:
+    from ..app import DashboardApp
+
+DEVICE_ACTIONS = {
+    "drain": "It finishes the tasks it has and takes nothing new.",
+    "resume": "It takes tasks again.",
+    "shutdown": "It stops taking tasks, and its worker process exits once idle.",
+}
+
+
+class MainScreen(Screen):
+    """The live cluster. Tables freeze while paused; the header keeps moving."""
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", tooltip="Filter the focused table by text"),
+        Binding("c", "clear_filters", "Clear filters", show=False, tooltip="State, device and text filters"),
+        Binding("n", "new_task", "New task", tooltip="Submit a shell task"),
+        Binding("1", "toggle_panel('devices-panel')", "Show/hide the devices panel", show=False),
+        Binding("2", "toggle_panel('tasks-panel')", "Show/hide the tasks panel", show=False),
+        Binding("escape", "close_filter", "Close filter", show=False),
+    ]
+
+    def __init__(self, master_url: str) -> None:
+        super().__init__()
+        self.master_url = master_url
+        self.shown_query: TaskQuery | None = None
+        self.filter_target: DevicesTable | TasksTable | None = None
+
+    @property
+    def dashboard(self) -> "DashboardApp":
+        return cast("DashboardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield ClusterHeader(self.master_url, id="header")
+        with Vertical(id="devices-panel"):
+            yield Static("Devices", id="devices-title", classes="panel-title")
+            yield DevicesTable(id="devices")
+        with Vertical(id="tasks-panel"):
+            yield Static("Tasks", id="tasks-title", classes="panel-title")
+            yield TasksTable(id="tasks")
+        yield Input(id="filter")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(TasksTable).focus()
+
+    def apply(self, snapshot: ClusterSnapshot, paused: bool, refresh_s: float) -> None:
+        """Show a snapshot: always in the header, in the tables unless paused (a changed query still shows)."""
+        self.query_one(ClusterHeader).show(snapshot, paused=paused, refresh_s=refresh_s)
+        devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
+        if not snapshot.reachable:
+            return
+        devices.record(snapshot.devices, snapshot.at)
+        if paused and snapshot.query == self.shown_query:
+            return
+        with self.app.batch_update():
+            devices.show(snapshot.devices)
+            tasks.show(snapshot.tasks, now=snapshot.at)
+            self.shown_query = snapshot.query
+            self.update_titles()
+
+    def set_view(self, paused: bool, refresh_s: float) -> None:
+        self.query_one(ClusterHeader).set_view(paused=paused, refresh_s=refresh_s)
+
+    def update_titles(self) -> None:
+        devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
+        self.query_one("#devices-title", Static).update(devices.describe())
+        query = self.dashboard.task_query
+        first = query.offset + 1
+        text = f"Tasks · page {query.offset // query.limit + 1} (rows {first}-{query.offset + len(tasks.tasks)})"
+        if query.state:
+            text += f" · state {query.state}"
+        if query.device:
+            text += f" · device {query.device}"
+        if tasks.filter_text:
+            text += f" · filter {tasks.filter_text!r} ({len(tasks.cells)} on this page)"
+        self.query_one("#tasks-title", Static).update(text)
+
+    # ------------------------------------------------------------ the task query
+
+    def change_query(self, **changes: Any) -> None:
+        app = self.dashboard
+        app.task_query = dataclasses.replace(app.task_query, **changes)
+        self.update_titles()
+        app.refresh_now()
+
+    def action_cycle_state(self) -> None:
+        states = (None, *TASK_STATES)
+        current = states.index(self.dashboard.task_query.state)
+        self.change_query(state=states[(current + 1) % len(states)], offset=0)
+
+    def action_page(self, step: int) -> None:
+        query = self.dashboard.task_query
+        if step < 0 and query.offset == 0:
+            self.notify("already on the first page")
+            return
+        if step > 0 and len(self.query_one(TasksTable).tasks) < query.limit:
+            self.notify("this is the last page")
+            return
+        self.change_query(offset=max(0, query.offset + step * query.limit))
+
+    def action_clear_filters(self) -> None:
+        for table in (self.query_one(DevicesTable), self.query_one(TasksTable)):
+            table.filter_text = ""
+            table.show()
+        self.change_query(state=None, device=None, offset=0)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key is None:
+            return
+        if isinstance(event.data_table, TasksTable):
+            self.app.push_screen(TaskScreen(key))
+        elif isinstance(event.data_table, DevicesTable):
+            self.change_query(device=key, offset=0)
+            self.query_one(TasksTable).focus()
+
+    def on_devices_table_view_changed(self, _: DevicesTable.ViewChanged) -> None:
+        self.update_titles()
+
+    # ------------------------------------------------------------ text filter
+
+    def action_filter(self) -> None:
+        focused = self.focused
+        self.filter_target = focused if isinstance(focused, DevicesTable) else self.query_one(TasksTable)
+        what = "devices (id, host, OS, tag, state)" if isinstance(self.filter_target, DevicesTable) else \
+            "tasks on this page (id, command, state, device, tag)"
+        box = self.query_one("#filter", Input)
+        box.placeholder = f"filter {what}; enter or escape closes"
+        box.value = self.filter_target.filter_text
+        box.add_class("visible")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter" and self.filter_target is not None:
+            self.filter_target.filter_text = event.value.strip()
+            self.filter_target.show()
+            self.update_titles()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.action_close_filter()
+
+    def action_close_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.remove_class("visible")
+        (self.filter_target or self.query_one(TasksTable)).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_filter":
+            return self.query_one("#filter", Input).has_class("visible")
+        return True
+
+    def action_toggle_panel(self, panel_id: str) -> None:
+        panel = self.query_one(f"#{panel_id}")
+        panel.display = not panel.display
+
+    # ------------------------------------------------------------ actions on the cluster
+
+    def action_cancel_task(self) -> None:
+        task_id = self.query_one(TasksTable).selected_key
+        if task_id:
+            ask_then_do(self, f"Cancel task {task_id}?", "A queued task is cancelled at once; a running one is "
+                        "killed on its worker (its whole process tree).", "cancel", [task_id])
+
+    def action_requeue_task(self) -> None:
+        task_id = self.query_one(TasksTable).selected_key
+        if task_id:
+            ask_then_do(self, f"Queue task {task_id} again?", "Only a failed, timed-out, cancelled or quarantined "
+                        "task can be queued again; its retries start afresh.", "requeue", [task_id])
+
+    def action_device(self, action: str) -> None:
+        device_id = self.query_one(DevicesTable).selected_key
+        if device_id:
+            ask_then_do(self, f"{action.capitalize()} device {device_id}?", DEVICE_ACTIONS[action], action,
+                        [device_id])
+
+    def action_new_task(self) -> None:
+        def submit(spec: dict | None) -> None:
+            if spec is not None:
+                self.dashboard.perform(f"submitted {spec['command'][:40]!r} as", self.dashboard.source.submit, spec)
+        self.app.push_screen(SubmitScreen(), submit)
+

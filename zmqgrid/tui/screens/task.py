@@ -1,0 +1,238 @@
+"""Provides the task detail screen: spec, attempts, result or error, and the output followed live."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, cast
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ..format import clock, describe_error, duration, short, styled_state, task_command, task_duration
+from ..messages import TaskFetched
+from ...model import FINAL_STATES
+from ..widgets import OutputLog
+from .dialogs import ask_then_do
+
+if TYPE_CHECKING:
+    from ..app import DashboardApp
+
+FOLLOW_S = 0.5
+"""How often a running task's detail and new output are fetched."""
+
+
+class TaskScreen(Screen):
+    """One task. Its output is tailed while it runs; `/` finds text in it."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("t", "toggle_tail", "Tail", tooltip="Follow new output (on while the task runs)"),
+        Binding("slash,ctrl+f", "find", "Find", key_display="/"),
+        Binding("n", "find_next(1)", "Next match"),
+        Binding("N", "find_next(-1)", "Prev match", show=False),
+        Binding("k", "cancel_task", "Cancel"),
+        Binding("R", "requeue_task", "Requeue"),
+    ]
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.detail: dict | None = None
+        self.offsets = (0, 0)
+        self.attempt_shown: int | None = None
+        self.ended_attempt: int | None = None
+        self.fetching = False
+        self.complete = False
+        """The task is final and all its output is shown: nothing more to fetch."""
+        self.find_status = ""
+        self.fetch_error = ""
+
+    @property
+    def dashboard(self) -> "DashboardApp":
+        return cast("DashboardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Task {self.task_id} …", id="task-summary")
+        yield DataTable(id="attempts", cursor_type="row", zebra_stripes=True)
+        yield Static("Output", id="output-title", classes="panel-title")
+        yield OutputLog(id="output")
+        yield Input(id="find", placeholder="find in the output; enter: next match, escape: close")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#attempts", DataTable)
+        for key, label in (("attempt", "#"), ("device", "DEVICE"), ("state", "STATE"), ("assigned", "ASSIGNED"),
+                           ("started", "STARTED"), ("finished", "FINISHED"), ("took", "TOOK"), ("exit", "EXIT"),
+                           ("error", "ERROR")):
+            table.add_column(label, key=key)
+        self.query_one(OutputLog).focus()
+        self.set_interval(FOLLOW_S, self.tick)
+        self.tick()
+
+    def tick(self) -> None:
+        if self.fetching or self.complete:
+            return
+        self.fetching = True
+        self.fetch(*self.offsets)
+
+    @work(thread=True, group="task-detail", exit_on_error=False)
+    def fetch(self, stdout_from: int, stderr_from: int) -> None:
+        source = self.dashboard.source
+        try:
+            task = source.task(self.task_id)
+            output = source.output(self.task_id, stdout_from, stderr_from)
+        except Exception as e:   # shown on the screen; the next tick tries again
+            self.post_message(TaskFetched(self.task_id, None, None, str(e) or type(e).__name__))
+            return
+        self.post_message(TaskFetched(self.task_id, task, output))
+
+    def on_task_fetched(self, message: TaskFetched) -> None:
+        self.fetching = False
+        self.fetch_error = message.error
+        if message.task is not None:
+            self.detail = message.task
+            self.show_task(message.task)
+        out, log = message.output, self.query_one(OutputLog)
+        if out is not None:
+            if self.attempt_shown != out.attempt:
+                if self.offsets != (0, 0):   # a new attempt began: what we asked for was cut from the old one
+                    self.offsets = (0, 0)
+                    self.attempt_shown = out.attempt
+                    log.restart(f"── attempt {out.attempt} ──")
+                    self.update_output_title()
+                    return
+                self.attempt_shown = out.attempt
+            log.append("stdout", out.stdout)
+            log.append("stderr", out.stderr)
+            self.offsets = (out.stdout_length, out.stderr_length)
+            if out.is_final and self.detail is not None and self.detail.get("state") in FINAL_STATES:
+                if self.ended_attempt != out.attempt:
+                    self.ended_attempt = out.attempt
+                    log.flush()
+                    traceback = (self.detail.get("error") or {}).get("traceback")
+                    if traceback:
+                        log.write_lines(["── traceback ──", *traceback.rstrip().splitlines()])
+                self.complete = True
+        self.update_output_title()
+
+    def show_task(self, task: dict) -> None:
+        now = self.dashboard.source.now()
+        self.query_one("#task-summary", Static).update(summary(task, now))
+        table = self.query_one("#attempts", DataTable)
+        table.clear()
+        for a in task.get("attempts") or []:
+            took = None
+            if a.get("started_at"):
+                took = (a.get("finished_at") or now) - a["started_at"]
+            table.add_row(str(a.get("attempt")), a.get("device_id") or "-",
+                          styled_state(a.get("state"), suffix=" (stale)" if a.get("stale") else ""),
+                          clock(a.get("assigned_at")), clock(a.get("started_at")), clock(a.get("finished_at")),
+                          duration(took), "-" if a.get("exit_code") is None else str(a["exit_code"]),
+                          short(describe_error(a.get("error")), 40), key=str(a.get("attempt")))
+
+    def update_output_title(self) -> None:
+        log = self.query_one(OutputLog)
+        parts = [f"Output of attempt {self.attempt_shown}" if self.attempt_shown else "Output (none yet)",
+                 f"{log.line_count} lines", "tail on" if log.tail else "tail off (t)"]
+        if not self.complete and self.detail is not None:
+            parts.append("following")
+        if self.find_status:
+            parts.append(self.find_status)
+        if self.fetch_error:
+            parts.append(f"[red]{self.fetch_error}[/]")
+        self.query_one("#output-title", Static).update(" · ".join(parts))
+
+    # ------------------------------------------------------------ keys
+
+    def action_back(self) -> None:
+        box = self.query_one("#find", Input)
+        if box.has_class("visible"):
+            box.remove_class("visible")
+            self.query_one(OutputLog).focus()
+            return
+        self.app.pop_screen()
+
+    def action_toggle_tail(self) -> None:
+        log = self.query_one(OutputLog)
+        log.tail = not log.tail
+        self.update_output_title()
+
+    def action_find(self) -> None:
+        box = self.query_one("#find", Input)
+        box.add_class("visible")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "find":
+            self.report_find(self.query_one(OutputLog).find(event.value), event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "find":
+            self.report_find(self.query_one(OutputLog).find_next(1), event.value)
+
+    def action_find_next(self, step: int) -> None:
+        log = self.query_one(OutputLog)
+        self.report_find(log.find_next(step), log.finder.term)
+
+    def report_find(self, found: tuple[int, int], term: str) -> None:
+        number, count = found
+        self.find_status = "" if not term else f"find {term!r}: " + (f"{number}/{count}" if count else "no match")
+        self.update_output_title()
+
+    def action_cancel_task(self) -> None:
+        ask_then_do(self, f"Cancel task {self.task_id}?", "A queued task is cancelled at once; a running one is "
+                    "killed on its worker (its whole process tree).", "cancel", [self.task_id])
+
+    def action_requeue_task(self) -> None:
+        def follow_again() -> None:
+            self.complete = False
+        ask_then_do(self, f"Queue task {self.task_id} again?", "Its retries start afresh.", "requeue", [self.task_id],
+                    then=follow_again)
+
+
+def summary(task: dict, now: float) -> Text:
+    """The task's spec, state, times and outcome, a few lines."""
+    spec = task.get("spec") or {}
+    state = task.get("state")
+    retries = task.get("retries")
+    text = Text.assemble(("Task ", "bold"), (task["id"], "bold cyan"), f" · {task.get('kind')} · ",
+                         styled_state(state))
+    if task.get("device_id"):
+        text.append(f" on {task['device_id']}")
+    text.append(f" · attempt {task.get('attempt') or 0}" + (f" of {retries + 1}" if isinstance(retries, int) else ""))
+    lines = [text, Text.assemble(("runs     ", "bold"), short(task_command(task), 200))]
+    if spec.get("args") or spec.get("kwargs"):
+        lines.append(Text.assemble(("args     ", "bold"), short(json.dumps([spec.get("args"), spec.get("kwargs")]),
+                                                                   200)))
+    options = [f"priority {task.get('priority', 0)}", f"timeout {duration(task.get('timeout_s'))}",
+               f"tags {','.join(task.get('tags') or []) or '-'}", f"device {task.get('device_req') or '-'}"]
+    if spec.get("name") and spec.get("name") != task_command(task):
+        options.append(f"name {spec['name']}")
+    lines.append(Text.assemble(("options  ", "bold"), " · ".join(options)))
+    lines.append(Text.assemble(("times    ", "bold"), f"created {clock(task.get('created_at'))} · started "
+                               f"{clock(task.get('started_at'))} · finished {clock(task.get('finished_at'))} · took "
+                               f"{duration(task_duration(task, now))}"))
+    lines.append(outcome(task))
+    return Text("\n").join(lines)
+
+
+def outcome(task: dict) -> Text:
+    state = task.get("state")
+    if state == "queued" and task.get("waiting"):
+        return Text.assemble(("waiting  ", "bold"), (task["waiting"], "yellow"))
+    if task.get("error"):
+        line = Text.assemble(("error    ", "bold"), (describe_error(task["error"]), "red"))
+        if task.get("exit_code") is not None:
+            line.append(f" · exit {task['exit_code']}")
+        if task.get("deaths"):
+            line.append(f" · its worker died {task['deaths']} time(s) running it")
+        return line
+    if state == "done":
+        value = "" if task.get("value") is None else f" · value {short(json.dumps(task['value']), 120)}"
+        return Text.assemble(("result   ", "bold"), (f"exit {task.get('exit_code')}", "green"), value)
+    if task.get("reason"):
+        return Text.assemble(("reason   ", "bold"), task["reason"])
+    return Text.assemble(("result   ", "bold"), ("not yet", "dim"))
