@@ -454,7 +454,7 @@ def test_configure_logging_twice_does_not_duplicate_handlers_or_touch_root(tmp_p
     configure_logging("INFO", str(tmp_path / "a.log"), name=log_name)
     configure_logging("WARNING", str(tmp_path / "a.log"), name=log_name)
     logger = logging.getLogger(log_name)
-    assert sorted(type(h).__name__ for h in logger.handlers) == ["RotatingFileHandler", "StreamHandler"]
+    assert sorted(type(h).__name__ for h in logger.handlers) == ["PrivateRotatingFileHandler", "StreamHandler"]
     assert logger.level == logging.WARNING
     assert logging.getLogger().handlers == root_handlers
 

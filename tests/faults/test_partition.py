@@ -123,7 +123,7 @@ def held_by(db, device_id: str) -> int:
 def test_a_worker_cut_off_past_the_device_timeout_loses_its_tasks_and_takes_work_again_when_restored(
         netns, harness):
     # Given a master on every interface, a worker "near" on loopback and a worker "far" behind a veth link
-    harness.start_master("--host", "0.0.0.0")
+    harness.start_master("--host", "0.0.0.0", "--insecure")   # an open bind needs it (CURVE off)
     harness.start_worker("near", concurrency=2)
     far = start_worker_in(harness, netns, "far", concurrency=2)
     client = harness.client()

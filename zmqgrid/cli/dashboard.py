@@ -18,13 +18,14 @@ def has_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def run_dashboard(master_url: str, refresh_s: float = 1.0, stopping: threading.Event | None = None) -> int:
+def run_dashboard(master_url: str, refresh_s: float = 1.0, stopping: threading.Event | None = None,
+                  timeout_s: float = 2.0) -> int:
     """Show the dashboard until the user quits it (or `stopping` is set); returns the exit code."""
     if not has_terminal():
         raise UsageError("the dashboard needs a terminal (stdin and stdout are not both one)",
                          "run it in a terminal, or use: python main.py distribute --status / tasks list")
     from ..tui import make_app
-    app = make_app(master_url, refresh_s=refresh_s)
+    app = make_app(master_url, refresh_s=refresh_s, timeout_s=timeout_s)
     if stopping is not None:
         def watch() -> None:
             stopping.wait()
@@ -66,11 +67,13 @@ def children_write_to(path: str | None) -> Iterator[None]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file to read the master address from.")
 @click.option("--refresh", "refresh_s", type=click.FloatRange(0.25, 60), default=1.0, show_default=True,
               help="Seconds between refreshes (+ and - change it while it runs).")
-def dashboard(master_url: str | None, config_path: str | None, refresh_s: float) -> int:
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Seconds to wait for the master's answer before showing it unreachable.")
+def dashboard(master_url: str | None, config_path: str | None, refresh_s: float, timeout_s: float) -> int:
     """Watch the cluster live: devices, tasks, output; cancel, requeue, drain, submit.
 
     \b
     python main.py dashboard --master tcp://10.0.0.5:8000
     Keys: ? lists them all; q quits.
     """
-    return run_dashboard(master_url_for(master_url, config_path), refresh_s)
+    return run_dashboard(master_url_for(master_url, config_path), refresh_s, timeout_s=timeout_s)

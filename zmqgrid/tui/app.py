@@ -53,10 +53,10 @@ class DashboardApp(App):
         return MainScreen(self.source.master_url)
 
     @property
-    def main(self) -> MainScreen:
-        screen = self.screen_stack[0]
-        assert isinstance(screen, MainScreen)
-        return screen
+    def main(self) -> MainScreen | None:
+        """The main screen; None while the app starts or closes (a late snapshot is then dropped)."""
+        stack = self.screen_stack
+        return stack[0] if stack and isinstance(stack[0], MainScreen) else None
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(self.refresh_s, self.refresh_now)
@@ -83,6 +83,8 @@ class DashboardApp(App):
     def on_snapshot_fetched(self, message: SnapshotFetched) -> None:
         self.fetching = False
         self.last_snapshot = message.snapshot
+        if self.main is None:
+            return
         self.main.apply(message.snapshot, self.paused, self.refresh_s)
         self.snapshots_applied += 1
         if message.snapshot.query != self.task_query:
@@ -114,12 +116,13 @@ class DashboardApp(App):
         self.notify(f"refreshing every {self.refresh_s:g}s", timeout=2)
 
     def _view_changed(self) -> None:
-        self.main.set_view(self.paused, self.refresh_s)
+        if self.main is not None:
+            self.main.set_view(self.paused, self.refresh_s)
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("pause", "resume"):
-            if not isinstance(self.screen, MainScreen):
+            if not self.screen_stack or not isinstance(self.screen_stack[-1], MainScreen):
                 return False
             return self.paused == (action == "resume")
         return True

@@ -12,8 +12,10 @@ from .keyed_table import KeyedTable
 class TasksTable(KeyedTable):
     """A page of tasks. State and device filters are asked of the master; the text filter narrows the page."""
 
-    COLUMNS = [("id", "ID"), ("kind", "KIND"), ("command", "COMMAND / FUNCTION"), ("state", "STATE"),
-               ("device", "DEVICE"), ("attempt", "TRY"), ("duration", "TOOK"), ("exit", "EXIT"), ("tags", "TAGS")]
+    COLUMNS = [("id", "ID"), ("state", "STATE"), ("command", "COMMAND / FUNCTION"), ("device", "DEVICE"),
+               ("attempt", "TRY"), ("duration", "TOOK"), ("exit", "EXIT"), ("kind", "KIND"), ("tags", "TAGS")]
+    OTHER_COLUMNS_WIDTH = 58
+    """What the columns but the command take at most, padding included: the command gets the rest (20-40)."""
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Open", tooltip="Spec, attempts, result and live output"),
@@ -29,6 +31,13 @@ class TasksTable(KeyedTable):
         self.tasks: list[dict] = []
         self.filter_text = ""
         self.now = 0.0
+        self.command_width = 40
+
+    def on_resize(self) -> None:
+        width = max(20, min(40, self.size.width - self.OTHER_COLUMNS_WIDTH))
+        if width != self.command_width:
+            self.command_width = width
+            self.show()
 
     def show(self, tasks: list[dict] | None = None, now: float | None = None) -> None:
         """Show `tasks` (or the last page again, after a filter change); durations of running tasks run to `now`."""
@@ -52,7 +61,7 @@ class TasksTable(KeyedTable):
         return {
             "id": task["id"],
             "kind": task.get("kind") or "-",
-            "command": short(task.get("name"), 40),
+            "command": short(task.get("name"), self.command_width),
             "state": styled_state(task.get("state")),
             "device": short(task.get("device_id"), 16),
             "attempt": f"{attempt}/{retries + 1}" if isinstance(retries, int) else str(attempt),

@@ -1,0 +1,175 @@
+#!/usr/bin/env python
+"""Long fuzz run against a real master, outside the default test suite (README, "Fuzzing").
+
+    python tools/fuzz_long.py                          # 200,000 frames or 15 minutes, whichever comes first
+    python tools/fuzz_long.py --frames 20000 --seconds 60 --seed 7
+    python tools/fuzz_long.py --json                   # the summary as JSON on stdout (progress on stderr)
+
+A master (`python -m zmqgrid distribute --mode master`) runs on 127.0.0.1 in a temporary folder, with one
+queued task in its ledger and no worker. Frames from tests/fuzzframes.py (random bytes, random msgpack under
+valid headers, type-confused fields, mutated valid encodings of every kind) go alternately to its ROUTER (from
+a raw DEALER, replaced by a fresh identity every 5,000 frames) and its heartbeat PULL (raw PUSH). Valid
+Submit, Control and Register messages are not sent: they are requests, and the ledger must not change.
+
+Every 10,000 frames it checks that the master is alive and answers `status`, and prints progress. At the end
+it reports: frames sent, frames the local decoder refuses, the growth of the master's `bad_messages`, the
+master's memory, log lines at ERROR (a handler that raised: a bug even if the master survived), whether the
+ledger changed, and whether the master died. Exit 0 only when nothing was found.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests import fuzzframes  # noqa: E402
+from tests.helpers import Harness  # noqa: E402
+from zmqgrid import protocol as p  # noqa: E402
+from zmqgrid.client import Client, build_spec  # noqa: E402
+
+TABLES = ("tasks", "attempts", "devices", "task_output", "heartbeats", "schedules")
+
+
+def ledger(db: Path) -> dict:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in TABLES}
+    finally:
+        conn.close()
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(frames_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="zmqgrid-fuzz-"))
+    harness = Harness(folder)
+    rng = random.Random(seed)
+    ctx = zmq.Context()
+    summary: dict = {"seed": seed, "frames_sent": 0, "router_frames": 0, "pull_frames": 0,
+                     "refused_by_local_decoder": 0, "skipped_valid_requests": 0, "router_answers": 0}
+    found: list[str] = []
+    try:
+        harness.start_master()
+        master = psutil.Process(harness.master.pid)
+        with Client(harness.url, timeout_s=10) as client:
+            seeded = client.submit(build_spec(shell="echo seeded"))[0]
+            bad_before = client.status()["bad_messages"]
+        before, rss_before = ledger(harness.db), master.memory_info().rss
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(f"tcp://127.0.0.1:{harness.port + 2}")
+        dealer = None
+        started = time.monotonic()
+        while summary["frames_sent"] < frames_wanted and time.monotonic() - started < seconds:
+            n = summary["frames_sent"]
+            if n % 5000 == 0:
+                if dealer is not None:
+                    summary["router_answers"] += drain(dealer, 1.0)
+                    dealer.close(0)
+                dealer = ctx.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.LINGER, 0)
+                dealer.connect(harness.url)
+            frames = fuzzframes.frames(rng)
+            if fuzzframes.accepted_as_request(frames):
+                summary["skipped_valid_requests"] += 1
+                continue
+            to_router = n % 2 == 0
+            try:
+                msg = p.decode(frames)
+                refused = not to_router and not isinstance(msg, p.Heartbeat)
+            except p.ProtocolError:
+                refused = True
+            summary["refused_by_local_decoder"] += refused
+            (dealer if to_router else push).send_multipart(frames)
+            summary["router_frames" if to_router else "pull_frames"] += 1
+            summary["frames_sent"] += 1
+            if n % 64 == 0:
+                summary["router_answers"] += drain(dealer, 0)
+            if (n + 1) % 10_000 == 0:
+                if harness.master.poll() is not None:
+                    found.append(f"the master exited with {harness.master.returncode}")
+                    break
+                with Client(harness.url, timeout_s=10) as client:
+                    bad = client.status()["bad_messages"] - bad_before
+                rate = (n + 1) / (time.monotonic() - started)
+                log(f"{n + 1:>8} frames  {rate:7.0f}/s  bad_messages +{bad}  master rss "
+                    f"{master.memory_info().rss / 2**20:.0f} MiB")
+        summary["router_answers"] += drain(dealer, 2.0)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        if harness.master.poll() is None:
+            time.sleep(1.0)   # let the master drain what is still queued on the PULL
+            with Client(harness.url, timeout_s=10) as client:
+                summary["bad_messages_counted"] = client.status()["bad_messages"] - bad_before
+                if client.task(seeded)["state"] != "queued":
+                    found.append("the seeded task changed state")
+            summary["master_rss_mib"] = [round(rss_before / 2**20, 1), round(master.memory_info().rss / 2**20, 1)]
+            if ledger(harness.db) != before:
+                found.append("the ledger changed")
+            if summary["bad_messages_counted"] < summary["refused_by_local_decoder"]:
+                found.append("some undecodable frames were not counted in bad_messages")
+        elif not found:
+            found.append(f"the master exited with {harness.master.returncode}")
+        errors = [line for line in (folder / "master.log").read_text(errors="replace").splitlines()
+                  if " ERROR " in line or " CRITICAL " in line or "Traceback" in line]
+        summary["master_error_lines"] = len(errors)
+        found += [f"master log: {line}" for line in errors[:10]]
+    finally:
+        if dealer is not None:
+            dealer.close(0)
+        push.close(0)
+        ctx.term()
+        harness.stop()
+        if keep or found:
+            log(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    summary["found"] = found
+    return summary
+
+
+def drain(sock: zmq.Socket, wait_s: float) -> int:
+    """Read the master's answers (so they do not pile up); returns how many."""
+    count = 0
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            sock.recv_multipart(zmq.NOBLOCK)
+            count += 1
+        except zmq.Again:
+            if time.monotonic() >= deadline or not sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=200_000, help="frames to send [200000]")
+    parser.add_argument("--seconds", type=float, default=900, help="stop after this long [900]")
+    parser.add_argument("--seed", type=int, default=1, help="random seed: a run is repeatable [1]")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (master log, ledger)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args()
+    summary = run(args.frames, args.seconds, args.seed, args.keep)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 1 if summary["found"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
