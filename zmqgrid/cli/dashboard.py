@@ -64,7 +64,8 @@ def children_write_to(path: str | None) -> Iterator[None]:
 @click.command()
 @click.option("--master", "master_url", metavar="URL",
               help="The master's ROUTER, tcp://HOST:PORT [env ZMQGRID_MASTER; default from the master config].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file to read the master address from.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file to read the master address from.")
 @click.option("--refresh", "refresh_s", type=click.FloatRange(0.25, 60), default=1.0, show_default=True,
               help="Seconds between refreshes (+ and - change it while it runs).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,

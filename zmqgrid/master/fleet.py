@@ -31,11 +31,12 @@ class FleetEvents:
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.weight = info.get("weight", 1.0)
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
+        suspects = self.suspects(device) if restarted else set()
         for task_id in list(device.inflight):
             entry = self.tasks[task_id]
             if (task_id, entry.attempt) not in reported:
                 why = "restarted (new pid) without it" if restarted else "registered again without it"
-                self.lose_attempt(entry, f"device {device_id} {why}", now, death=restarted)
+                self.lose_attempt(entry, f"device {device_id} {why}", now, death=task_id in suspects)
         disowned = []
         for task_id, attempt in running:
             entry = self.tasks.get(task_id)
@@ -99,8 +100,19 @@ class FleetEvents:
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
         device.state, device.registered, device.credit = "offline", False, 0
         self.store.set_device_state(device.device_id, "offline")
+        suspects = self.suspects(device)
         for task_id in list(device.inflight):
-            self.lose_attempt(self.tasks[task_id], reason, now, death=True)
+            self.lose_attempt(self.tasks[task_id], reason, now, death=task_id in suspects)
+
+    def suspects(self: Cluster, device: DeviceEntry) -> set[str]:
+        """The tasks a dead worker's death is blamed on: the running one(s) it started last. A task that kills
+        its worker does so after it starts; the tasks that merely ran beside it are bystanders, so a poison
+        task does not drag innocent neighbours into quarantine with it."""
+        running = [self.tasks[t] for t in device.inflight if self.tasks[t].state == "running"]
+        if not running:
+            return set()
+        last = max(e.started_at or 0.0 for e in running)
+        return {e.id for e in running if (e.started_at or 0.0) >= last - 0.05}
 
     def check_liveness(self: Cluster, now_mono: float, now: float) -> None:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,9 +12,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-NAVIGATION = [("↑ ↓ pgup pgdn home end", "move in a table or the output"),
-              ("tab / shift+tab", "go to the next / previous panel"),
-              ("click a devices header", "sort devices by that column (again: reversed)")]
+NAVIGATION = [("↑ ↓ pgup pgdn", "move in a table, the output or this list"),
+              ("home end", "go to the first / last row"),
+              ("tab shift+tab", "go to the next / previous table"),
+              ("click", "on a devices column header: sort by it (again: reversed)")]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -35,11 +37,10 @@ class HelpScreen(ModalScreen[None]):
         return " ".join(self.app.get_key_display(dataclasses.replace(binding, key=key.strip()))
                         for key in binding.key.split(","))
 
-    def render_help(self) -> Table:
+    def render_help(self) -> Group:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        table.add_row(Text("zmqgrid dashboard — keys", style="bold"), "")
         for title, bindings in self.sections:
             table.add_row("", "")
             table.add_row(Text(title, style="bold underline"), "")
@@ -56,4 +57,4 @@ class HelpScreen(ModalScreen[None]):
         table.add_row(Text("Moving around", style="bold underline"), "")
         for keys, words in NAVIGATION:
             table.add_row(keys, words)
-        return table
+        return Group(Text("zmqgrid dashboard — keys (esc closes)", style="bold"), table)

@@ -84,8 +84,9 @@ class MainScreen(Screen):
         devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
         self.query_one("#devices-title", Static).update(devices.describe())
         query = self.dashboard.task_query
-        first = query.offset + 1
-        text = f"Tasks · page {query.offset // query.limit + 1} (rows {first}-{query.offset + len(tasks.tasks)})"
+        page = query.offset // query.limit + 1
+        text = f"Tasks · page {page} (rows {query.offset + 1}-{query.offset + len(tasks.tasks)})" if tasks.tasks \
+            else f"Tasks · page {page}: none"
         if query.state:
             text += f" · state {query.state}"
         if query.device:

@@ -136,11 +136,12 @@ class TaskScreen(Screen):
     def update_output_title(self) -> None:
         log = self.query_one(OutputLog)
         parts = [f"Output of attempt {self.attempt_shown}" if self.attempt_shown else "Output (none yet)",
-                 f"{log.line_count} lines", "tail on" if log.tail else "tail off (t)"]
-        if not self.complete and self.detail is not None:
-            parts.append("following")
+                 f"{log.line_count} lines"]
         if self.find_status:
             parts.append(self.find_status)
+        parts.append("tail on" if log.tail else "tail off (t)")
+        if not self.complete and self.detail is not None:
+            parts.append("following")
         if self.fetch_error:
             parts.append(f"[red]{self.fetch_error}[/]")
         self.query_one("#output-title", Static).update(" · ".join(parts))
@@ -179,7 +180,7 @@ class TaskScreen(Screen):
 
     def report_find(self, found: tuple[int, int], term: str) -> None:
         number, count = found
-        self.find_status = "" if not term else f"find {term!r}: " + (f"{number}/{count}" if count else "no match")
+        self.find_status = "" if not term else f"{term!r} " + (f"{number}/{count}" if count else "not found")
         self.update_output_title()
 
     def action_cancel_task(self) -> None:
@@ -223,6 +224,11 @@ def outcome(task: dict) -> Text:
     state = task.get("state")
     if state == "queued" and task.get("waiting"):
         return Text.assemble(("waiting  ", "bold"), (task["waiting"], "yellow"))
+    if state not in FINAL_STATES:
+        line = Text.assemble(("result   ", "bold"), ("not yet", "dim"))
+        if task.get("error"):   # the attempt before this one
+            line.append(f" · the last attempt ended: {describe_error(task['error'])}", style="dim")
+        return line
     if task.get("error"):
         line = Text.assemble(("error    ", "bold"), (describe_error(task["error"]), "red"))
         if task.get("exit_code") is not None:

@@ -35,7 +35,7 @@ SORTS: list[tuple[str, Callable[[dict], Any], bool]] = [
 class DevicesTable(KeyedTable):
     """Devices as the master lists them. Sorting and the text filter are applied here, on every device."""
 
-    COLUMNS = [("device", "DEVICE"), ("state", "STATE"), ("seen", "SEEN"), ("run", "RUN"), ("cpu", "CPU%"),
+    COLUMNS = [("device", "DEVICE"), ("state", "STATE"), ("seen", "SEEN"), ("run", "TASKS"), ("cpu", "CPU%"),
                ("cpu_spark", "cpu"), ("mem", "MEM%"), ("mem_spark", "mem"), ("disk", "DISK%"), ("host", "HOST"),
                ("os", "OS"), ("tags", "TAGS"), ("python", "PYTHON"), ("name", "NAME")]
 

@@ -42,7 +42,7 @@ class ClusterHeader(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        width = max(20, self.size.width - 2)
+        width = max(20, self.size.width)   # the content area: padding excluded
         lines = [self._title_line(width), self._devices_line(), self._tasks_line(), self._rate_line(width)]
         for line in lines:
             line.truncate(width, overflow="ellipsis")
@@ -50,15 +50,17 @@ class ClusterHeader(Widget):
 
     def _title_line(self, width: int) -> Text:
         status = self.last_ok.status if self.last_ok else {}
-        right = Text(f"refresh {self.refresh_s:g}s (+/-)")
-        if self.paused:
-            right.append("  ")
-            right.append(" PAUSED ", style="bold black on yellow")
-        for labels in (("incarnation ", "up "), ("inc ", "up "), None):
+        # The longest that fits: full labels, then short ones, then no key hint, then the address alone.
+        for labels, hint in ((("incarnation ", "up "), True), (("inc ", "up "), True), (("inc ", "up "), False),
+                             (None, False)):
             line = Text.assemble(("zmqgrid ", "bold"), (self.master_url, "bold cyan"))
             if status and labels:
                 line.append(f"  {labels[0]}{str(status.get('incarnation', '-'))[:12]}")
                 line.append(f"  {labels[1]}{duration(status.get('uptime_s'))}")
+            right = Text(f"refresh {self.refresh_s:g}s" + (" (+/-)" if hint else ""))
+            if self.paused:
+                right.append("  ")
+                right.append(" PAUSED ", style="bold black on yellow")
             if line.cell_len + 2 + right.cell_len <= width:
                 break
         line.append(" " * max(2, width - line.cell_len - right.cell_len))
@@ -70,8 +72,8 @@ class ClusterHeader(Widget):
             return Text(f"connecting to {self.master_url} …", style="dim")
         if not snap.reachable:
             down = duration(snap.at - self.down_since) if self.down_since is not None else "-"
-            return Text(f"✖ master unreachable — retrying every {self.refresh_s:g}s (down {down}): {snap.error}",
-                        style="bold white on red")
+            error = snap.error.replace(f"the master at {self.master_url} ", "")
+            return Text(f"✖ master unreachable — retrying (down {down}): {error}", style="bold white on red")
         devices = snap.status.get("devices", {})
         line = Text("devices ", style="bold")
         for state in ("online", "draining", "offline"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
@@ -12,6 +13,11 @@ class KeyedTable(DataTable):
 
     The first column's cell of every row must be its key (as text), so rows can be put in order by it.
     """
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
 
     COLUMNS: ClassVar[list[tuple[str, str]]] = []
     """(column key, label) pairs, in display order."""
@@ -35,8 +41,11 @@ class KeyedTable(DataTable):
         return row_key.value
 
     def sync(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        """Show exactly `rows`, in this order."""
-        selected = self.selected_key
+        """Show exactly `rows`, in this order.
+
+        A cursor on the first row stays there (new rows arrive at the top); elsewhere it stays on its row's key.
+        """
+        selected = self.selected_key if self.cursor_row > 0 else None
         wanted = [key for key, _ in rows]
         keep = set(wanted)
         for key in [k for k in self.cells if k not in keep]:

@@ -26,7 +26,7 @@ class OutputLog(Log):
     """Lines of a task's output. Partial lines wait until their newline (or the end of the task)."""
 
     DEFAULT_CSS = """
-    OutputLog { border: round $primary 50%; }
+    OutputLog { border: round $primary 50%; overflow-x: auto; }
     OutputLog:focus { border: round $primary; }
     """
 

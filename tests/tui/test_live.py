@@ -1,0 +1,114 @@
+"""The dashboard against a real master and real workers (tests.helpers.Harness), driven through a Pilot."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import Harness, wait_until
+from zmqgrid.client import build_spec
+from zmqgrid.tui import ClientSource, make_app
+from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, TasksTable
+
+from .pilot import screen_text, until, until_shown
+
+pytestmark = pytest.mark.timeout(60)
+
+SIZE = (120, 40)
+
+
+def live_app(harness: Harness):
+    return make_app(ClientSource(harness.url, timeout_s=1.0), refresh_s=0.25)
+
+
+def cell_text(table, row_key: str, column: str) -> str:
+    return str(table.cells.get(row_key, {}).get(column, ""))
+
+
+def test_devices_of_a_live_cluster_appear_online(cluster: Harness):
+    async def scenario() -> None:
+        app = live_app(cluster)
+        async with app.run_test(size=SIZE) as pilot:
+            devices = app.screen.query_one(DevicesTable)
+            await until(pilot, lambda: {"w1", "w2"} <= set(devices.cells), describe="rows for w1 and w2")
+            await until(pilot, lambda: all(cell_text(devices, d, "state") == "online" for d in ("w1", "w2")),
+                        describe="w1 and w2 online")
+            await until(pilot, lambda: all(text in screen_text(app) for text in ("2 online", "w1", "w2")),
+                        describe="both devices on the screen")
+            assert cell_text(devices, "w1", "run") == "0/2"   # in flight / concurrency
+            await until(pilot, lambda: cell_text(devices, "w1", "cpu") != "-", describe="heartbeat metrics")
+    asyncio.run(scenario())
+
+
+def test_a_task_submitted_from_the_form_goes_from_queued_to_done_on_screen(cluster: Harness):
+    async def scenario() -> None:
+        app = live_app(cluster)
+        async with app.run_test(size=SIZE) as pilot:
+            tasks = app.screen.query_one(TasksTable)
+            await until_shown(pilot, "2 online")
+            # Given a task for a device that is not online yet (so it is seen queued)
+            await pilot.press("n")
+            await until(pilot, lambda: app.screen.query("#field-command"), describe="the submit form")
+            app.screen.query_one("#field-command").value = "echo from-the-dashboard"
+            app.screen.query_one("#field-device").value = "w3"
+            await pilot.press("enter")
+            task_id = await until(pilot, lambda: next(iter(tasks.cells), None), describe="the submitted task's row")
+            await until(pilot, lambda: cell_text(tasks, task_id, "state") == "queued", describe="state queued")
+            # When that device comes online
+            await asyncio.to_thread(cluster.start_worker, "w3")
+            # Then the row goes to done, and the task's output is shown in its detail
+            await until(pilot, lambda: cell_text(tasks, task_id, "state") == "done", describe="state done")
+            assert cell_text(tasks, task_id, "device") == "w3"
+            assert cell_text(tasks, task_id, "exit") == "0"
+            tasks.focus()
+            tasks.move_cursor(row=tasks.get_row_index(task_id))
+            await pilot.press("enter")
+            log = await until(pilot, lambda: app.screen.query(OutputLog) and app.screen.query_one(OutputLog),
+                              describe="the task screen")
+            await until(pilot, lambda: "from-the-dashboard" in log.lines, describe="the task's output")
+            shown = await until_shown(pilot, "result   exit 0")
+            assert task_id in shown and "echo from-the-dashboard" in shown
+    asyncio.run(scenario())
+
+
+def test_cancel_from_the_dashboard_kills_the_running_task_on_its_worker(cluster: Harness):
+    client = cluster.client()
+    task_id = client.submit(build_spec(shell="echo started; sleep 60"))[0]
+    wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the task to run")
+
+    async def scenario() -> None:
+        app = live_app(cluster)
+        async with app.run_test(size=SIZE) as pilot:
+            tasks = app.screen.query_one(TasksTable)
+            await until(pilot, lambda: task_id in tasks.cells, describe="the running task's row")
+            tasks.focus()
+            tasks.move_cursor(row=tasks.get_row_index(task_id))
+            await pilot.press("k")
+            await until_shown(pilot, f"Cancel task {task_id}?")
+            await pilot.press("y")
+            await until(pilot, lambda: cell_text(tasks, task_id, "state") == "cancelled", describe="state cancelled")
+    asyncio.run(scenario())
+    task = client.task(task_id)
+    assert task["state"] == "cancelled"
+    assert task["attempts"][-1]["state"] == "cancelled"
+
+
+def test_a_killed_master_shows_unreachable_and_the_dashboard_recovers_when_it_is_back(cluster: Harness):
+    async def scenario() -> None:
+        app = live_app(cluster)
+        async with app.run_test(size=SIZE) as pilot:
+            header = app.screen.query_one(ClusterHeader)
+            devices = app.screen.query_one(DevicesTable)
+            await until_shown(pilot, "2 online")
+            # When the master dies
+            cluster.kill(cluster.master)
+            shown = await until_shown(pilot, "master unreachable — retrying")
+            assert header.has_class("unreachable")
+            assert "w1" in shown   # the last known devices stay on screen
+            # Then it comes back by itself once the master is restarted on the same ledger
+            await asyncio.to_thread(cluster.start_master)
+            await until(pilot, lambda: not header.has_class("unreachable"), describe="the header to recover")
+            await until(pilot, lambda: all(cell_text(devices, d, "state") == "online" for d in ("w1", "w2")),
+                        describe="the workers to register again")
+            assert "unreachable" not in screen_text(app)
+    asyncio.run(scenario())
