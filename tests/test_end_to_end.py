@@ -1,7 +1,6 @@
 """The whole system through real processes: 200 mixed tasks, outputs, exit codes and return values."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 

@@ -23,7 +23,7 @@ from zmqgrid.errors import RemoteError, UsageError
 from zmqgrid.logs import PrivateRotatingFileHandler
 from zmqgrid.security import is_loopback, require_safe_bind
 
-from .helpers import REPO, Harness, db_counts, db_query, free_port_block, wait_until
+from .helpers import REPO, Harness, db_counts, db_query, free_port_block
 
 pytestmark = pytest.mark.timeout(90)
 

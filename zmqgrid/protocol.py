@@ -167,14 +167,6 @@ class ResultAck(Message):
     keys: list
 
 
-@message("K")
-class Kill(Message):
-    """Master -> worker: stop these attempts ([task_id, attempt]); the worker reports them as cancelled."""
-    TYPES = (LIST, STR)
-    keys: list
-    reason: str = "cancelled"
-
-
 # ---------------------------------------------------------------- heartbeat (PUSH -> PULL), beacon (PUB)
 
 @message("H")

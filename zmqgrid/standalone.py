@@ -1,7 +1,6 @@
 """Standalone mode: a master in this process plus N local worker processes on loopback, same code and sockets."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -93,7 +92,3 @@ def kill_tree(pid: int) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             continue
-
-
-def with_workers(config: Config, workers: int) -> Config:
-    return dataclasses.replace(config, workers=workers)

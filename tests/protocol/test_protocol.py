@@ -17,7 +17,6 @@ SAMPLES = [
     p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
     p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),
-    p.Kill([["a", 1]], "cancelled by user"),
     p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0, [3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),

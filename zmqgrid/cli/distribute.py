@@ -5,7 +5,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import click
 import psutil
@@ -15,7 +14,7 @@ from ..config import MODES, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
 from .dashboard import has_terminal
-from .render import emit_json, table
+from .render import emit_json
 
 
 @click.command()

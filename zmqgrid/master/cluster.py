@@ -7,7 +7,7 @@ import time
 
 from ..errors import LimitExceeded, UsageError
 from ..model import ACTIVE_STATES, TASK_KINDS
-from ..protocol import NO_KIND_TAG, Tasks
+from ..protocol import NO_KIND_TAG
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
@@ -353,7 +353,7 @@ class Cluster(FleetEvents):
             self.store.append_output(task_id, attempt, stream, text)
 
     def cancel(self, task_id: str, now: float) -> str:
-        """Cancel one task: 'cancelled' (was queued), 'cancelling' (Kill sent to its worker) or 'unknown'."""
+        """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
         entry = self.tasks.get(task_id)
         if entry is None:
             return "unknown"

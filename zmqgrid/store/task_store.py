@@ -280,15 +280,3 @@ class TaskStore:
         row["evidence"] = json.loads(row["evidence"]) if row.get("evidence") else []
         row["deaths"] = row.get("deaths") or 0
         return row
-
-
-def checked(fn):
-    """Turn an sqlite error raised by a read into StoreError (reads happen outside commit())."""
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as e:  # sqlite3.Error and decoding errors of a damaged row
-            raise StoreError(f"ledger read failed: {e}", "check the database file") from e
-    return wrapper

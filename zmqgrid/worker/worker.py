@@ -14,7 +14,7 @@ import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Kill, Output, Register, RegisterAck, ResultAck,
+from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck,
                         Tasks, decode)
 from ..transport import make_socket
 from .allow import admit, advertised_tags
@@ -194,8 +194,6 @@ class Worker(CommandsMixin):
                     self.held.extend(admit(msg.tasks, self.config, self._queue_result))   # refused: failed, Forbidden
             elif isinstance(msg, ResultAck):
                 self.outbox.ack(msg.keys)
-            elif isinstance(msg, Kill):
-                self._kill([tuple(k) for k in msg.keys], msg.reason)
             elif isinstance(msg, RegisterAck):
                 self._registered(msg, now)
             elif isinstance(msg, Command):
