@@ -90,6 +90,7 @@ def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
                 if e.state == "queued" and not any(cluster.can_take(d, e.spec) for d in online))
     return {"incarnation": cluster.incarnation, "uptime_s": round(now_mono - STARTED, 1),
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
+            "last_hour": cluster.store.count_finished_since(time.time() - 3600),
             "stuck_tasks": stuck, "counters": dict(cluster.counters),
             "bad_messages": settings.get("bad_messages", 0)}
 

@@ -67,6 +67,11 @@ def m004_schedules(db: sqlite_utils.Database) -> None:
     }, pk="name", not_null={"cron", "spec", "missed", "paused", "fired_count"})
 
 
+@migrations()
+def m005_finished_index(db: sqlite_utils.Database) -> None:
+    db["tasks"].create_index(["finished_at"])      # "done / failed in the last hour" without a scan
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)

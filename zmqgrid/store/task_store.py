@@ -207,6 +207,10 @@ class TaskStore:
             found.update(r[0] for r in self.db.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", chunk))
         return found
 
+    def count_finished_since(self, since: float) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT state, count(*) FROM tasks WHERE finished_at >= ? GROUP BY state", [since])}
+
     def count_tasks_by_state(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT state, count(*) FROM tasks GROUP BY state")}
 

@@ -88,11 +88,15 @@ class ClusterHeader(Widget):
         status = self.last_ok.status if self.last_ok else {}
         counts = status.get("tasks", {})
         line = Text("tasks ", style="bold")
+        # Finished counts are the last hour's when the master reports them (a cluster's recent health, not
+        # its whole history); queued and running are now.
+        finished = status.get("last_hour", counts)
+        hour = " (1h)" if "last_hour" in status else ""
         shown = [("queued", counts.get("queued", 0)), ("running", counts.get("running", 0) + counts.get("assigned", 0)),
-                 ("done", counts.get("done", 0)), ("failed", counts.get("failed", 0))]
+                 ("done" + hour, finished.get("done", 0)), ("failed" + hour, finished.get("failed", 0))]
         shown += [(s, counts[s]) for s in ("timed_out", "cancelled", "quarantined") if counts.get(s)]
         for state, n in shown:
-            line.append(f"{n} ", style=TASK_STATE_STYLES.get(state, "") if n else "")
+            line.append(f"{n} ", style=TASK_STATE_STYLES.get(state.split(" ")[0], "") if n else "")
             line.append(f"{state}  ")
         if self.current is not None and not self.current.reachable:
             line.stylize("dim")
