@@ -45,6 +45,23 @@ def sample_until(measure: Callable[[], Any], done: Callable[[], bool], timeout_s
     raise AssertionError(f"timed out after {timeout_s}s; last values: {seen[-5:]!r}")
 
 
+def stays(predicate: Callable[[], Any], seconds: float, describe: str = "condition",
+          interval_s: float = 0.05) -> None:
+    """Check that predicate() holds on every poll for `seconds`: a negative outcome proved by watching."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{describe} stopped holding"
+        time.sleep(interval_s)
+
+
+def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
+    """`python -m zmqgrid ARGS` from `cwd` (no config file there), with every ZMQGRID_* variable cleared."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+
 def free_port_block(count: int = 3) -> int:
     """A port p with p..p+count-1 all free on 127.0.0.1 (the master binds port, port+1, port+2)."""
     for _ in range(200):

@@ -23,7 +23,7 @@ from zmqgrid.errors import RemoteError, UsageError
 from zmqgrid.logs import PrivateRotatingFileHandler
 from zmqgrid.security import is_loopback, require_safe_bind
 
-from .helpers import REPO, Harness, db_counts, db_query, free_port_block
+from .helpers import REPO, Harness, db_counts, db_query, free_port_block, stays
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -159,7 +159,7 @@ def test_a_restricted_worker_runs_what_it_allows_and_refuses_the_rest(tmp_path):
         assert error["type"] == "Forbidden", error
         assert "zmqgrid.samples" in error["message"] and "allowed_modules" in error["message"]
         # The shell task is never sent to a worker that refuses its kind: it waits, saying why, and never runs.
-        time.sleep(1.0)
+        stays(lambda: client.task(shell)["state"] == "queued", 1.0, "the refused shell task staying queued")
         shown = client.task(shell)
         assert shown["state"] == "queued" and "allowed_kinds" in shown["waiting"], shown
         assert client.status()["stuck_tasks"] == 1

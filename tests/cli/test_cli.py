@@ -6,26 +6,15 @@ A user mistake must print exactly one line `error: ...` on stderr, no traceback,
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from zmqgrid.client import build_spec
 
-from ..helpers import REPO, Harness, free_port_block
+from ..helpers import Harness, free_port_block, run_cli
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    """`python -m zmqgrid ARGS` from `cwd` (no config file there), with every ZMQGRID_* variable cleared."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, exit_code: int) -> str:

@@ -2,27 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from zmqgrid.model import DEVICE_STATES, TASK_STATES
 
-from ..helpers import REPO, Harness, free_port_block
+from ..helpers import Harness, free_port_block, run_cli
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    """`python -m zmqgrid ARGS` from `cwd` (no config file there), with every ZMQGRID_* variable cleared."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
 
 def status(harness: Harness, *extra: str) -> subprocess.CompletedProcess:
