@@ -27,7 +27,6 @@ SAMPLES: list[p.Message] = [
     p.Tasks([TASK]),
     p.Results([RESULT], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),
-    p.Kill([["a", 1]], "cancelled by user"),
     p.Heartbeat("w1", "inc", 7, [["a", 1]], [["b", 2]], {"cpu_percent": 1.5, "hostname": "h"}, 1.7e9, [3, 4]),
     p.Beacon("inc", 1.7e9),
     p.Submit(1, [{"kind": "shell", "command": "true", "id": "fuzz-never"}], True),
