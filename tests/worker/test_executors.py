@@ -1,4 +1,4 @@
-"""Executor tests on real processes: shell, script and python tasks, timeouts, kills and the pool."""
+"""Executor tests on real processes: shell and script tasks, timeouts, kills (python tasks: test_pyslots.py)."""
 from __future__ import annotations
 
 import os
@@ -224,159 +224,24 @@ def test_failing_script_reports_its_traceback_on_stderr(make_executor):
     assert "no luck" in result["stderr"]
 
 
-# ---- python ------------------------------------------------------------------------------------
-
-def test_python_returns_a_value_and_captures_print(make_executor):
-    executor = make_executor()
-    assert executor.start(task("python", function="tests.tasks:add", args=[2, 3])).wait()["value"] == 5
-    result = executor.start(task("python", function="tests.tasks:echo", args=[1, "x"], kwargs={"k": [1]})).wait()
-    assert (result["state"], result["exit_code"], result["error"]) == ("done", None, None)
-    assert result["value"] == {"args": [1, "x"], "kwargs": {"k": [1]}}
-    assert result["stdout"] == "echo to stdout: (1, 'x')\n"
-    assert result["stderr"] == "echo to stderr: {'k': [1]}\n"
-
-
-def test_python_exception_gives_type_message_and_traceback(make_executor):
-    result = make_executor().start(task("python", function="tests.tasks:raise_value_error", args=["nope"])).wait()
-    assert result["state"] == "failed"
-    error = result["error"]
-    assert (error["type"], error["message"]) == ("ValueError", "nope")
-    assert "raise_value_error" in error["traceback"] and "ValueError: nope" in error["traceback"]
-
-
-def test_python_unserialisable_return_is_a_type_error(make_executor):
-    result = make_executor().start(task("python", function="tests.tasks:return_unserialisable")).wait()
-    assert (result["state"], result["value"]) == ("failed", None)
-    assert result["error"]["type"] == "TypeError"
-    assert "not msgpack-serialisable" in result["error"]["message"]
-
-
-def test_bad_import_fails_and_the_child_survives(make_executor):
-    executor = make_executor(concurrency=1)
-    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    missing_module = executor.start(task("python", function="tests.no_such_module:f")).wait()
-    missing_function = executor.start(task("python", function="tests.tasks:no_such_function")).wait()
-    exits = executor.start(task("python", function="tests.tasks:system_exit", args=[5])).wait()
-    assert missing_module["state"] == "failed"
-    assert missing_module["error"]["type"] in ("ImportError", "ModuleNotFoundError")
-    assert "tests.no_such_module" in missing_module["error"]["message"]
-    assert missing_function["error"]["type"] == "AttributeError"
-    assert "no_such_function" in missing_function["error"]["message"]
-    assert (exits["state"], exits["error"]["type"]) == ("failed", "SystemExit")
-    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] == pid
-
-
-def test_python_output_is_capped_too(make_executor):
-    result = make_executor(max_output_bytes=10_000).start(
-        task("python", function="tests.tasks:print_bytes", args=[30_000])).wait()
-    assert result["state"] == "done"
-    assert "[... zmqgrid: 20000 bytes of stdout cut ...]" in result["stdout"]
-    assert len(result["stdout"]) < 10_100
-
-
-def test_pool_child_is_reused_across_calls(make_executor):
-    executor = make_executor(concurrency=1)
-    first = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    second = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    assert first == second != os.getpid()
-    assert executor.python_child_pids() == [first]
-
-
-def test_pool_child_is_recycled_after_max_tasks(make_executor):
-    executor = make_executor(concurrency=1, max_tasks_per_child=2)
-    pids = [executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] for _ in range(3)]
-    assert pids[0] == pids[1] != pids[2]
-    assert_all_die([pids[0]])
-
-
-def test_pool_child_is_recycled_when_its_memory_grows(make_executor):
-    executor = make_executor(concurrency=1, max_child_memory_mb=150)
-    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    assert executor.start(task("python", function="tests.tasks:allocate", args=[200])).wait()["value"] == 200
-    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] != pid
-    assert_all_die([pid])
-
-
-@pytest.mark.parametrize("function, exit_code", [
-    ("tests.tasks:exit_hard", 3),
-    pytest.param("tests.tasks:kill_self", -9, marks=pytest.mark.skipif(os.name != "posix", reason="SIGKILL")),
-])
-def test_a_child_that_dies_mid_call_is_reported_and_replaced(make_executor, function, exit_code):
-    executor = make_executor(concurrency=1)
-    pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
-    result = executor.start(task("python", function=function)).wait()
-    assert (result["state"], result["exit_code"]) == ("failed", exit_code)
-    assert result["error"]["type"] == "WorkerChildDied"
-    assert str(pid) in result["error"]["message"]
-    after = executor.start(task("python", function="tests.tasks:add", args=[1, 1])).wait()
-    assert after["value"] == 2
-
-
-def test_python_timeout_kills_the_child_tree_and_the_pool_replaces_it(make_executor, tmp_path):
-    executor = make_executor(concurrency=1)
-    pid_file = tmp_path / "pids"
-    result = executor.start(task("python", function="tests.tasks:spawn_grandchild",
-                                 args=[str(pid_file)], timeout=3)).wait()
-    assert result["state"] == "timed_out"
-    assert result["error"]["message"] == "exceeded timeout of 3 s"
-    pids = read_pids(pid_file)
-    assert len(pids) == 2, pids  # the pool child and the grandchild it started
-    assert_all_die(pids)
-    assert executor.start(task("python", function="tests.tasks:getpid")).wait()["value"] not in pids
-
-
-def test_python_timeout_keeps_output_printed_so_far(make_executor):
-    result = make_executor().start(task("python", function="tests.tasks:sleep", args=[60, "before"],
-                                        timeout=1.5)).wait()
-    assert result["state"] == "timed_out"
-    assert result["stdout"] == "before\n"
-    assert result["duration_s"] < 20
-
-
-def test_kill_of_a_running_python_task_is_cancelled_and_output_streams(make_executor, background):
-    executor = make_executor(concurrency=1)
-    chunks: list[tuple[str, str]] = []
-    run = executor.start(task("python", function="tests.tasks:sleep", args=[60, "started"]),
-                         on_output=lambda stream, text: chunks.append((stream, text)))
-    future = background(run)
-    wait_until(lambda: ("stdout", "started\n") in chunks, 10, "the function to print 'started'")
-    [pid] = executor.python_child_pids()
-    run.kill("user asked")
-    result = future.result(timeout=20)
-    assert result["state"] == "cancelled"
-    assert "user asked" in result["error"]["message"]
-    assert result["stdout"] == "started\n"
-    assert_all_die([pid])
-    assert executor.start(task("python", function="tests.tasks:noop")).wait()["state"] == "done"
-
-
 # ---- lifecycle ---------------------------------------------------------------------------------
 
 def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_executor, background, tmp_path):
     threads_before = set(threading.enumerate())
     executor = make_executor(concurrency=2)
-    chunks: list[str] = []
-    python_run = executor.start(task("python", function="tests.tasks:sleep", args=[60, "started"]),
-                                on_output=lambda stream, text: chunks.append(text))
-    python_future = background(python_run)
-    wait_until(lambda: "started\n" in chunks, 10, "the python task to start")
-    # The first child is busy, so this call starts a second one, which stays idle afterwards.
-    idle_pid = executor.start(task("python", function="tests.tasks:getpid")).wait()["value"]
     pid_file = tmp_path / "pid"
     shell_run = executor.start(task("shell", command=[PY, "-c", "import os, time; open(%r, 'w').write("
                                                       "str(os.getpid())); time.sleep(60)" % str(pid_file)]))
     shell_future = background(shell_run)
     [shell_pid] = wait_until(lambda: read_pids(pid_file), 10, "the shell task to start")
     children = [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
-    assert {idle_pid, shell_pid, *executor.python_child_pids()} <= {c.pid for c in children}
-    assert len(executor.python_child_pids()) == 2
+    assert shell_pid in {c.pid for c in children}
 
     executor.close()
 
     assert shell_future.result(timeout=20)["state"] == "cancelled"
-    assert python_future.result(timeout=20)["state"] == "cancelled"
     assert_all_die([c.pid for c in children])
-    assert executor.start(task("python", function="tests.tasks:noop")).wait()["state"] == "cancelled"
+    assert executor.start(task("shell", command="true")).wait()["state"] == "cancelled"
     wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before
                             and not t.name.startswith("ThreadPoolExecutor")] or None,
                10, "the executor's threads to end")
@@ -394,7 +259,7 @@ def test_metrics_are_plain_numbers():
 
 
 def test_run_exposes_task_id_and_attempt(make_executor):
-    run: Run = make_executor().start(task("python", function="tests.tasks:noop", id="abc", attempt=4))
+    run: Run = make_executor().start(task("shell", command="true", id="abc", attempt=4))
     assert (run.task_id, run.attempt) == ("abc", 4)
     assert run.wait()["state"] == "done"
 

@@ -1,9 +1,8 @@
-"""Runs one task attempt: shell and script tasks as a process in its own session, python tasks in the pool."""
+"""Runs one shell or script task attempt as a process in its own session (python tasks: see pyslots.py)."""
 from __future__ import annotations
 
 import codecs
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .proctree import kill_tree
-from .pypool import CallOutcome, CappedBuffer, PythonPool
+from .pypool import CappedBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -275,59 +274,20 @@ class _ScriptRun(_ProcessRun):
         logger.warning("task=%s: cannot remove %s: %s", self.task_id, path, exc_info[1])
 
 
-class _PythonRun(Run):
-    """A `module:function` call in a pool child; the pool enforces nothing, this run does."""
-
-    def __init__(self, executor: Executor, task: dict, on_output: OutputCallback | None) -> None:
-        super().__init__(executor, task, on_output)
-        # A pipe rather than an Event: the pool waits on it together with the child's pipes.
-        self._stop_r, self._stop_w = multiprocessing.Pipe(duplex=False)
-
-    def _on_kill(self) -> None:
-        self._stop_w.send_bytes(b"k")
-
-    def _cleanup(self) -> None:
-        self._stop_r.close()
-        self._stop_w.close()
-
-    def _on_text(self, stream: str, text: str) -> None:
-        (self._out if stream == "stdout" else self._err).write(text.encode("utf-8", errors="replace"))
-        self._emit(stream, text)
-
-    def _execute(self) -> dict:
-        task = self._task
-        outcome: CallOutcome = self._executor._pool.call(
-            task["function"], list(task.get("args") or []), dict(task.get("kwargs") or {}),
-            deadline=self._deadline(), stop=self._stop_r, on_output=self._on_text)
-        if outcome.status == "returned":
-            return self._make("done", value=outcome.value)
-        if outcome.status == "timeout":
-            return self._timed_out()
-        if outcome.status == "stopped":
-            if self._kill_reason is None:
-                self._kill_reason = "the executor was closed"
-            return self._cancelled()
-        if outcome.status == "died" and self._kill_reason is not None:
-            return self._cancelled(outcome.exit_code)  # killed by Executor.close through the pool
-        return self._make("failed", exit_code=outcome.exit_code, error=outcome.error)
-
-
-_RUNS: dict[str, type[Run]] = {"shell": _ProcessRun, "script": _ScriptRun, "python": _PythonRun}
+# `python` tasks are not run here: the worker drives them in its pool children itself (pyslots.py).
+_RUNS: dict[str, type[Run]] = {"shell": _ProcessRun, "script": _ScriptRun}
 
 
 class Executor:
     """Starts task attempts and owns every process they need; `close()` kills them all."""
 
     def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
-                 default_timeout_s: float | None = None, kill_grace_s: float = 3.0,
-                 max_tasks_per_child: int = 1000, max_child_memory_mb: int = 1024) -> None:
+                 default_timeout_s: float | None = None, kill_grace_s: float = 3.0) -> None:
         self.python_executable = python_executable
         self.concurrency = concurrency
         self.max_output_bytes = max_output_bytes
         self.default_timeout_s = default_timeout_s
         self.kill_grace_s = kill_grace_s
-        self._pool = PythonPool(size=concurrency, max_tasks_per_child=max_tasks_per_child,
-                                max_child_memory_mb=max_child_memory_mb, kill_grace_s=kill_grace_s)
         self._lock = threading.Lock()
         self._runs: set[Run] = set()
         self._closed = False
@@ -343,12 +303,8 @@ class Executor:
             run.kill("the executor was closed")
         return run
 
-    def python_child_pids(self) -> list[int]:
-        """Pids of the pool's live python children (for status and tests)."""
-        return self._pool.pids()
-
     def close(self) -> None:
-        """Cancel every attempt, wait for their processes to die, then kill the pool's children."""
+        """Cancel every attempt and wait for their processes to die."""
         with self._lock:
             self._closed = True
             runs = list(self._runs)
@@ -358,7 +314,6 @@ class Executor:
         for run in runs:
             if run._in_wait and not run._done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("task=%s attempt=%d did not stop in time", run.task_id, run.attempt)
-        self._pool.close()
 
     def _forget(self, run: Run) -> None:
         with self._lock:

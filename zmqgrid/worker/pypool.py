@@ -1,4 +1,4 @@
-"""The pool of long-lived python child processes that run `python` tasks.
+"""The long-lived python child processes that run `python` tasks: the child's side, and the parent's handle.
 
 Children are started with the spawn method (never fork: the worker holds a ZeroMQ context), one
 per slot, lazily, and reused across calls; each becomes the leader of its own session on POSIX so
@@ -8,26 +8,22 @@ straight to file descriptors 1 and 2 (C extensions, `os.system`) is not captured
 """
 from __future__ import annotations
 
-import atexit
 import importlib
 import io
 import logging
 import multiprocessing
 import multiprocessing.connection
-import multiprocessing.util  # imported first so our atexit hook runs before its join of children
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import packb, unpackb
-from .proctree import kill_tree, kill_trees
+from ..protocol import packb
+from .proctree import kill_tree
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +66,7 @@ class CappedBuffer:
 
 @dataclass
 class CallOutcome:
-    """How one call ended: returned, raised, died, timeout, stopped or start_failed."""
+    """How a call ended when its child died: the error and the child's exit code."""
 
     status: str
     value: Any = None
@@ -102,155 +98,6 @@ class _Child:
             logger.debug("python child pid=%d gone before retire: %s", self.pid, e)
         self.process.join(timeout=1.0)
         self.discard(grace_s)
-
-
-class PythonPool:
-    """At most `size` reusable spawn children; `call` blocks the calling thread until the call ends."""
-
-    def __init__(self, *, size: int, max_tasks_per_child: int = 1000, max_child_memory_mb: int = 1024,
-                 kill_grace_s: float = 3.0) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
-        self._max_tasks = max_tasks_per_child
-        self._max_rss = max_child_memory_mb * 1024 * 1024
-        self._grace_s = kill_grace_s
-        self._slots = threading.BoundedSemaphore(max(1, size))
-        self._lock = threading.Lock()
-        self._idle: list[_Child] = []
-        self._busy: set[_Child] = set()
-        self._closed = False
-        ref = weakref.ref(self)
-
-        def close_at_exit() -> None:
-            pool = ref()
-            if pool is not None:
-                pool.close()
-
-        # Non-daemon children (daemons may not start processes of their own) would make
-        # multiprocessing's own exit hook join them forever if the worker forgot close().
-        self._atexit = close_at_exit
-        atexit.register(close_at_exit)
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [c.pid for c in [*self._idle, *self._busy]]
-
-    def call(self, function: str, args: list, kwargs: dict, *, deadline: float | None,
-             stop: multiprocessing.connection.Connection,
-             on_output: Callable[[str, str], None]) -> CallOutcome:
-        """Run `function(*args, **kwargs)` in a child until it ends, `deadline` passes or `stop` is readable."""
-        while not self._slots.acquire(timeout=0.05):
-            if stop.poll() or self._closed:
-                return CallOutcome("stopped")
-        try:
-            child = self._checkout()
-        except (OSError, RuntimeError) as e:
-            self._slots.release()
-            return CallOutcome("start_failed", error=_error("StartError", f"cannot start python child: {e}"))
-        if child is None:
-            self._slots.release()
-            return CallOutcome("stopped")
-        keep = False
-        try:
-            outcome, keep = self._run_on(child, (function, args, kwargs), deadline, stop, on_output)
-            return outcome
-        finally:
-            with self._lock:
-                self._busy.discard(child)
-                keep = keep and not self._closed
-                if keep:
-                    self._idle.append(child)
-            if not keep:
-                child.discard(self._grace_s)
-            self._slots.release()
-
-    def close(self) -> None:
-        """Kill every child, idle or busy, with its tree; later calls return 'stopped'."""
-        with self._lock:
-            self._closed = True
-            children, self._idle = [*self._idle, *self._busy], []
-        atexit.unregister(self._atexit)
-        if children:
-            kill_trees([c.pid for c in children], grace_s=self._grace_s, own_session=True)
-        for child in children:
-            child.process.join(timeout=2.0)
-            if child not in self._busy:
-                child.conn.close()
-
-    def _checkout(self) -> _Child | None:
-        with self._lock:
-            if self._closed:
-                return None
-            while self._idle:
-                child = self._idle.pop()
-                if child.process.is_alive():
-                    self._busy.add(child)
-                    return child
-                logger.warning("python child pid=%d died while idle (exit code %s); replacing it",
-                               child.pid, child.process.exitcode)
-                child.discard(0.0)
-        child = _Child(self._ctx)  # spawning takes a while: outside the lock
-        logger.debug("started python child pid=%d", child.pid)
-        with self._lock:
-            self._busy.add(child)
-            if self._closed:
-                self._busy.discard(child)
-                child.discard(0.0)
-                return None
-        return child
-
-    def _run_on(self, child: _Child, call: tuple, deadline: float | None, stop: Any,
-                on_output: Callable[[str, str], None]) -> tuple[CallOutcome, bool]:
-        try:
-            child.conn.send(("call", *call))
-        except OSError as e:
-            return _died(child, f"cannot send the call: {e}"), False
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = multiprocessing.connection.wait([child.conn, child.process.sentinel, stop], timeout)
-            if child.conn in ready:
-                try:
-                    reply = child.conn.recv()
-                except (EOFError, OSError):
-                    return _died(child), False
-                if reply[0] == "out":
-                    on_output(reply[1], reply[2])
-                    continue
-                child.tasks_done += 1
-                return self._finish(child, reply)
-            if child.process.sentinel in ready:
-                self._drain(child, on_output)
-                return _died(child), False
-            if stop in ready:
-                self._stop(child, on_output)
-                return CallOutcome("stopped"), False
-            if deadline is not None and time.monotonic() >= deadline:
-                self._stop(child, on_output)
-                return CallOutcome("timeout"), False
-
-    def _finish(self, child: _Child, reply: tuple) -> tuple[CallOutcome, bool]:
-        status, payload, rss = reply[0], reply[1], reply[2]
-        keep = child.tasks_done < self._max_tasks and rss <= self._max_rss
-        if not keep:
-            logger.info("recycling python child pid=%d after %d tasks, rss=%d MB",
-                        child.pid, child.tasks_done, rss >> 20)
-            child.retire(self._grace_s)
-        if status == "ok":
-            return CallOutcome("returned", value=unpackb(payload)), keep
-        return CallOutcome("raised", error=payload), keep
-
-    def _stop(self, child: _Child, on_output: Callable[[str, str], None]) -> None:
-        kill_tree(child.pid, grace_s=self._grace_s, own_session=True)
-        self._drain(child, on_output)
-
-    def _drain(self, child: _Child, on_output: Callable[[str, str], None]) -> None:
-        # Output the child forwarded before it died still sits in the pipe: keep it.
-        try:
-            while child.conn.poll():
-                reply = child.conn.recv()
-                if reply[0] == "out":
-                    on_output(reply[1], reply[2])
-        except (EOFError, OSError):
-            return
 
 
 def _error(kind: str, message: str, tb: str = "") -> dict:

@@ -1,0 +1,188 @@
+"""PySlots on real processes: python calls in long-lived spawn children, driven by a poll loop as the worker does."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import pytest
+import zmq
+
+from zmqgrid.worker.pyslots import PySlots
+
+from .test_executors import assert_all_die, read_pids, task
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Driver:
+    """The worker's loop in miniature: a poller over the children's pipes, handle() and expire() each turn."""
+
+    def __init__(self, size: int = 1, **options: Any) -> None:
+        self.poller = zmq.Poller()
+        options.setdefault("max_output_bytes", 1 << 20)
+        options.setdefault("default_timeout_s", None)
+        self.slots = PySlots(size=size, kill_grace_s=1.0, watch=lambda fd: self.poller.register(fd, zmq.POLLIN),
+                             unwatch=self.poller.unregister, **options)
+        self.results: dict[str, dict] = {}
+
+    def turn(self) -> None:
+        for fd, _ in self.poller.poll(50):
+            if fd in self.slots.watched:
+                result = self.slots.handle(fd)
+                if result is not None:
+                    self.results[result["id"]] = result
+        for result in self.slots.expire(time.monotonic()):
+            self.results[result["id"]] = result
+
+    def until(self, predicate: Callable[[], Any], timeout_s: float = 20) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not (value := predicate()):
+            assert time.monotonic() < deadline, "timed out driving the children"
+            self.turn()
+        return value
+
+    def run(self, spec: dict, on_output: Callable[[str, str], None] | None = None) -> dict:
+        assert self.slots.start(spec, on_output) is None
+        return self.until(lambda: self.results.pop(spec["id"], None))
+
+
+@pytest.fixture
+def driver():
+    made: list[Driver] = []
+
+    def make(**options: Any) -> Driver:
+        made.append(Driver(**options))
+        return made[-1]
+    yield make
+    for d in made:
+        d.slots.close()
+
+
+def test_python_returns_a_value_and_captures_print(driver):
+    d = driver()
+    assert d.run(task("python", function="tests.tasks:add", args=[2, 3]))["value"] == 5
+    result = d.run(task("python", function="tests.tasks:echo", args=[1, "x"], kwargs={"k": [1]}))
+    assert (result["state"], result["exit_code"], result["error"]) == ("done", None, None)
+    assert result["value"] == {"args": [1, "x"], "kwargs": {"k": [1]}}
+    assert result["stdout"] == "echo to stdout: (1, 'x')\n"
+    assert result["stderr"] == "echo to stderr: {'k': [1]}\n"
+
+
+def test_python_exception_gives_type_message_and_traceback(driver):
+    result = driver().run(task("python", function="tests.tasks:raise_value_error", args=["nope"]))
+    assert result["state"] == "failed"
+    error = result["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "nope")
+    assert "raise_value_error" in error["traceback"] and "ValueError: nope" in error["traceback"]
+
+
+def test_python_unserialisable_return_is_a_type_error(driver):
+    result = driver().run(task("python", function="tests.tasks:return_unserialisable"))
+    assert (result["state"], result["value"]) == ("failed", None)
+    assert result["error"]["type"] == "TypeError"
+    assert "not msgpack-serialisable" in result["error"]["message"]
+
+
+def test_bad_import_fails_and_the_child_survives(driver):
+    d = driver()
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    missing_module = d.run(task("python", function="tests.no_such_module:f"))
+    missing_function = d.run(task("python", function="tests.tasks:no_such_function"))
+    exits = d.run(task("python", function="tests.tasks:system_exit", args=[5]))
+    assert missing_module["state"] == "failed"
+    assert missing_module["error"]["type"] in ("ImportError", "ModuleNotFoundError")
+    assert "tests.no_such_module" in missing_module["error"]["message"]
+    assert missing_function["error"]["type"] == "AttributeError"
+    assert "no_such_function" in missing_function["error"]["message"]
+    assert (exits["state"], exits["error"]["type"]) == ("failed", "SystemExit")
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] == pid
+
+
+def test_python_output_is_capped_too(driver):
+    result = driver(max_output_bytes=10_000).run(task("python", function="tests.tasks:print_bytes", args=[30_000]))
+    assert result["state"] == "done"
+    assert "[... zmqgrid: 20000 bytes of stdout cut ...]" in result["stdout"]
+    assert len(result["stdout"]) < 10_100
+
+
+def test_a_child_is_reused_across_calls(driver):
+    d = driver()
+    first = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    second = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    assert first == second != os.getpid()
+    assert d.slots.pids() == [first]
+
+
+def test_a_child_is_recycled_after_max_tasks(driver):
+    d = driver(max_tasks_per_child=2)
+    pids = [d.run(task("python", function="tests.tasks:getpid"))["value"] for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
+    assert_all_die([pids[0]])
+
+
+def test_a_child_is_recycled_when_its_memory_grows(driver):
+    d = driver(max_child_memory_mb=150)
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    assert d.run(task("python", function="tests.tasks:allocate", args=[200]))["value"] == 200
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] != pid
+    assert_all_die([pid])
+
+
+@pytest.mark.parametrize("function, exit_code", [
+    ("tests.tasks:exit_hard", 3),
+    pytest.param("tests.tasks:kill_self", -9, marks=pytest.mark.skipif(os.name != "posix", reason="SIGKILL")),
+])
+def test_a_child_that_dies_mid_call_is_reported_and_replaced(driver, function, exit_code):
+    d = driver()
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    result = d.run(task("python", function=function))
+    assert (result["state"], result["exit_code"]) == ("failed", exit_code)
+    assert result["error"]["type"] == "WorkerChildDied"
+    assert str(pid) in result["error"]["message"]
+    assert d.run(task("python", function="tests.tasks:add", args=[1, 1]))["value"] == 2
+
+
+def test_a_timeout_kills_the_child_tree_and_the_next_call_gets_a_new_child(driver, tmp_path):
+    d = driver()
+    pid_file = tmp_path / "pids"
+    result = d.run(task("python", function="tests.tasks:spawn_grandchild", args=[str(pid_file)], timeout=3))
+    assert result["state"] == "timed_out"
+    assert result["error"]["message"] == "exceeded timeout of 3 s"
+    pids = read_pids(pid_file)
+    assert len(pids) == 2, pids  # the child and the grandchild it started
+    assert_all_die(pids)
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] not in pids
+
+
+def test_a_timeout_keeps_output_printed_so_far(driver):
+    result = driver().run(task("python", function="tests.tasks:sleep", args=[60, "before"], timeout=1.5))
+    assert result["state"] == "timed_out"
+    assert result["stdout"] == "before\n"
+    assert result["duration_s"] < 20
+
+
+def test_kill_of_a_running_call_is_cancelled_and_its_output_streamed(driver):
+    d = driver()
+    chunks: list[tuple[str, str]] = []
+    spec = task("python", function="tests.tasks:sleep", args=[60, "started"])
+    assert d.slots.start(spec, lambda stream, text: chunks.append((stream, text))) is None
+    d.until(lambda: ("stdout", "started\n") in chunks)
+    [pid] = d.slots.pids()
+    result = d.slots.kill((spec["id"], spec["attempt"]), "user asked")
+    assert result["state"] == "cancelled" and "user asked" in result["error"]["message"]
+    assert result["stdout"] == "started\n"
+    assert_all_die([pid])
+    assert d.run(task("python", function="tests.tasks:noop"))["state"] == "done"
+
+
+def test_close_cancels_calls_and_leaves_no_child(driver):
+    d = driver(size=2)
+    d.slots.prestart()
+    pids = d.slots.pids()
+    assert len(pids) == 2
+    spec = task("python", function="tests.tasks:sleep", args=[60])
+    assert d.slots.start(spec) is None
+    d.slots.close()
+    assert_all_die(pids)
+    assert not d.slots.watched
