@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import packb
+from ..protocol import packb, unpackb
 from .proctree import kill_tree
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class _Child:
     def retire(self, grace_s: float) -> None:
         """Ask an idle child to exit; kill it if it does not."""
         try:
-            self.conn.send(None)
+            self.conn.send_bytes(packb(None))
         except OSError as e:
             logger.debug("python child pid=%d gone before retire: %s", self.pid, e)
         self.process.join(timeout=1.0)
@@ -157,7 +157,7 @@ class _Forwarder(io.TextIOBase):
         if self._parts:
             text, self._parts, self._size = "".join(self._parts), [], 0
             with self._send_lock:
-                self._conn.send(("out", self.name, text))
+                self._conn.send_bytes(packb(("out", self.name, text)))
 
 
 def _resolve(function: str, cache: dict[str, Any]) -> Any:
@@ -171,19 +171,18 @@ def _resolve(function: str, cache: dict[str, Any]) -> Any:
     return fn
 
 
-_SELF: Any = None
+if os.name == "posix":
+    import resource
 
+    _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
-def _rss() -> int:
-    """Peak resident memory in bytes: one cheap getrusage call on POSIX (psutil elsewhere)."""
-    global _SELF
-    if os.name == "posix":
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    if _SELF is None:
+    def _rss() -> int:
+        """Peak resident memory in bytes: one getrusage call."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
+else:
+    def _rss() -> int:
         import psutil
-        _SELF = psutil.Process()
-    return _SELF.memory_info().rss
+        return psutil.Process().memory_info().rss
 
 
 def _watch_parent() -> None:
@@ -206,7 +205,7 @@ def child_main(conn: Any) -> None:
     sys.stdout, sys.stderr = out, err
     while True:
         try:
-            message = conn.recv()
+            message = unpackb(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if message is None:
@@ -217,23 +216,25 @@ def child_main(conn: Any) -> None:
         except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
             # Drop this frame: the user's traceback starts at their callable (or the import).
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-            reply: tuple = ("error", _error(type(e).__name__, str(e), tb))
+            status, value = "error", _error(type(e).__name__, str(e), tb)
         else:
-            reply = _pack(value)
+            status = "ok"
         if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
             sys.stdout, sys.stderr = out, err
         out.flush()
         err.flush()
         with send_lock:
-            conn.send((*reply, _rss()))
+            conn.send_bytes(_reply(status, value, _rss()))
 
 
-def _pack(value: Any) -> tuple:
+def _reply(status: str, value: Any, rss: int) -> bytes:
+    """One msgpack frame (cheaper than pickling through Connection.send); a value msgpack cannot carry
+    becomes the call's error."""
     try:
-        return ("ok", packb(value))
+        return packb((status, value, rss))
     except (TypeError, ValueError, OverflowError) as e:
-        return ("error", _error("TypeError", f"return value of type {type(value).__name__} is not "
-                                             f"msgpack-serialisable: {e}"))
+        return packb(("error", _error("TypeError", f"return value of type {type(value).__name__} is not "
+                                                   f"msgpack-serialisable: {e}"), rss))
 
 
 def _flush_forever(*streams: _Forwarder) -> None:

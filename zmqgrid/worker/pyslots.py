@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..protocol import unpackb
+from ..protocol import packb, unpackb
 from .pypool import CappedBuffer, _Child, _died, _error
 from .proctree import kill_tree
 
@@ -94,7 +93,7 @@ class PySlots:
         if child is None:
             return call.result("failed", error=_error("StartError", "cannot start a python child process"))
         try:
-            child.conn.send(("call", task["function"], list(task.get("args") or []), dict(task.get("kwargs") or {})))
+            child.conn.send_bytes(packb(("call", task["function"], task.get("args") or [], task.get("kwargs") or {})))
         except OSError as e:
             self._discard(child, 0.0)
             return call.result("failed", error=_error("WorkerChildDied", f"cannot send the call: {e}"))
@@ -134,7 +133,7 @@ class PySlots:
             try:
                 # One message per readable event: the poller reports the pipe again if more is waiting, and
                 # Connection.poll() would build a selector per call.
-                reply = call.child.conn.recv()
+                reply = unpackb(call.child.conn.recv_bytes())
             except (EOFError, OSError):
                 reply = None
             if reply is not None:
@@ -165,8 +164,8 @@ class PySlots:
             except Exception:
                 logger.exception("output callback failed task=%s", call.task["id"])
 
-    def _finish(self, call: _Call, reply: tuple) -> dict:
-        status, payload, rss = reply
+    def _finish(self, call: _Call, reply: list) -> dict:
+        status, value, rss = reply
         call.child.tasks_done += 1
         keep = call.child.tasks_done < self.max_tasks and rss <= self.max_rss
         if not keep:
@@ -174,17 +173,14 @@ class PySlots:
                         call.child.tasks_done, rss >> 20)
         self._release(call, keep)
         if status != "ok":
-            return call.result("failed", error=payload)
-        try:
-            return call.result("done", value=unpackb(payload))
-        except Exception as e:  # the child packed it, so this is a bug, but the attempt must still end
-            return call.result("failed", error=_error("DecodeError", str(e), traceback.format_exc()))
+            return call.result("failed", error=value)
+        return call.result("done", value=value)
 
     def _stop(self, call: _Call, state: str, error: dict) -> dict:
         kill_tree(call.child.pid, grace_s=self.grace_s, own_session=True)
         try:   # output the child sent before it died is still in the pipe: keep it
             while call.child.conn.poll():
-                reply = call.child.conn.recv()
+                reply = unpackb(call.child.conn.recv_bytes())
                 if reply[0] == "out":
                     self._output(call, reply[1], reply[2])
         except (EOFError, OSError):
