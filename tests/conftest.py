@@ -15,12 +15,33 @@ def harness(tmp_path: Path):
     h.stop()
 
 
-@pytest.fixture
-def cluster(harness: Harness):
-    """A running master and two workers (w1, w2), both online."""
+def start_cluster(harness: Harness) -> Harness:
     harness.start_master()
     harness.start_worker("w1")
     harness.start_worker("w2")
-    client = harness.client()
-    harness.wait_online(client, "w1", "w2")
+    harness.wait_online(harness.client(), "w1", "w2")
     return harness
+
+
+@pytest.fixture
+def cluster(harness: Harness):
+    """A running master and two workers (w1, w2), both online."""
+    return start_cluster(harness)
+
+
+@pytest.fixture
+def secured_harness(tmp_path: Path):
+    """A harness with CURVE on (keys for the master, an admin client and workers w1..w4)."""
+    h = Harness(tmp_path, secured=True)
+    yield h
+    h.stop()
+
+
+@pytest.fixture(params=["open", "curve"])
+def any_cluster(request, tmp_path: Path):
+    """The `cluster` of two workers, run open and again with CURVE on (cases that must hold both ways)."""
+    h = Harness(tmp_path, secured=request.param == "curve")
+    try:
+        yield start_cluster(h)
+    finally:
+        h.stop()

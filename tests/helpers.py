@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import psutil
+from zmq.auth import load_certificate
 
 from zmqgrid.client import Client
+from zmqgrid.security import generate
+from zmqgrid.transport import Curve
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"ZMQGRID_HEARTBEAT_INTERVAL": "0.2", "ZMQGRID_DEVICE_TIMEOUT": "1.5", "ZMQGRID_TIMEOUT_CHECK_INTERVAL": "0.1"}
@@ -117,24 +120,53 @@ def assert_none_lost(db_path: Path, ids: list[str]) -> dict:
 
 
 class Harness:
-    """A master process and worker processes on 127.0.0.1, all stopped by PID at teardown."""
+    """A master process and worker processes on 127.0.0.1, all stopped by PID at teardown.
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    `secured`: CURVE on. Keys live in `keys/`: the master's, an admin key (what `client()` uses) and worker keys
+    w1..w4, all accepted through `authorized/` (the master's authorized_keys_dir); a worker with any other device id
+    gets a fresh key of its own, which the master holds as pending until it is accepted."""
+
+    AUTHORIZED_WORKERS = ("w1", "w2", "w3", "w4")
+
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, secured: bool = False) -> None:
         self.dir = tmp_path
+        self.secured = secured
         self.port = free_port_block()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.db = tmp_path / "ledger.db"
         self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST)
         self.env.update(env or {})
         self.env.pop("ZMQGRID_MASTER", None)
+        self.curve: Curve | None = None
+        if secured:
+            self.keys = tmp_path / "keys"
+            authorized = tmp_path / "authorized"
+            authorized.mkdir()
+            for role, name in (("master", "master"), ("admin", "admin"), ("client", "client"),
+                               *(("worker", w) for w in self.AUTHORIZED_WORKERS)):
+                made = generate(role, name, self.keys)
+                if role != "master":
+                    (authorized / f"{name}.key").write_text(Path(made["public_file"]).read_text())
+            (authorized / "client.key").unlink()   # enrolled by the tests that need it
+            self.env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=str(self.keys),
+                            ZMQGRID_AUTHORIZED_KEYS_DIR=str(authorized))
+            self.curve = self.client_curve("admin")
         self.master: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
         self.clients: list[Client] = []
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def client_curve(self, name: str) -> Curve:
+        """A client-side Curve for the certificate keys/NAME.key_secret (made if missing, so not yet accepted)."""
+        if not (self.keys / f"{name}.key_secret").exists():
+            generate("worker", name, self.keys)
+        public, secret = load_certificate(self.keys / f"{name}.key_secret")
+        return Curve(public, secret, load_certificate(self.keys / "master.key")[0])
+
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         # cwd is the temp dir, so no config file of the repo leaks into a test.
         with open(self.dir / log_name, "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=self.dir, env=self.env,
+            return subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=self.dir,
+                                    env={**self.env, **(env or {})},
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start_master(self, *extra: str) -> subprocess.Popen:
@@ -147,7 +179,7 @@ class Harness:
         if self.master is not None and self.master.poll() is not None:
             raise AssertionError(f"master exited with {self.master.returncode}: "
                                  f"{(self.dir / 'master.out').read_text()[-2000:]}")
-        with Client(self.url, timeout_s=0.5) as c:
+        with Client(self.url, timeout_s=0.5, curve=self.curve) as c:
             try:
                 c.status()
                 return True
@@ -157,12 +189,18 @@ class Harness:
     def start_worker(self, device_id: str, *extra: str, concurrency: int = 2) -> subprocess.Popen:
         proc = self._spawn(["distribute", "--mode", "worker", "--master", self.url, "--device-id", device_id,
                             "--concurrency", str(concurrency), "--log-file", str(self.dir / f"{device_id}.log"),
-                            *extra], f"{device_id}.out")
+                            *extra], f"{device_id}.out", env=self._worker_env(device_id))
         self.workers[device_id] = proc
         return proc
 
-    def client(self, timeout_s: float = 10.0) -> Client:
-        c = Client(self.url, timeout_s=timeout_s)
+    def _worker_env(self, device_id: str) -> dict[str, str]:
+        if not self.secured:
+            return {}
+        self.client_curve(device_id)   # the worker's own key: authorized for w1..w4, else new and pending
+        return {"ZMQGRID_KEY_FILE": str(self.keys / f"{device_id}.key_secret")}
+
+    def client(self, timeout_s: float = 10.0, curve: Curve | None = None) -> Client:
+        c = Client(self.url, timeout_s=timeout_s, curve=curve or self.curve)
         self.clients.append(c)
         return c
 

@@ -11,7 +11,8 @@ from .helpers import db_counts, db_query
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(cluster, tmp_path):
+def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(any_cluster, tmp_path):
+    cluster = any_cluster
     # Given a script file, and 200 tasks of the three kinds
     script = tmp_path / "square.py"
     script.write_text("import sys\nn = int(sys.argv[1])\nprint(f'square={n * n}')\nsys.exit(n % 3 == 0 and 0 or 0)\n")
@@ -49,7 +50,8 @@ def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(clu
     assert devices == {"w1", "w2"}, "both workers took work"
 
 
-def test_python_exception_travels_back_with_type_message_and_traceback(cluster):
+def test_python_exception_travels_back_with_type_message_and_traceback(any_cluster):
+    cluster = any_cluster
     client = cluster.client()
     result = client.run(build_spec(python="tests.tasks:raise_value_error", args=["boom"], retries=0), timeout_s=30)
     assert result["state"] == "failed"
@@ -81,7 +83,8 @@ def test_timeout_is_recorded_as_timed_out_with_output_so_far(cluster):
     assert "started" in client.logs(result["id"])["stdout"]
 
 
-def test_cancel_of_a_running_task_kills_it_and_records_cancelled(cluster):
+def test_cancel_of_a_running_task_kills_it_and_records_cancelled(any_cluster):
+    cluster = any_cluster
     client = cluster.client()
     task_id = client.submit(build_spec(shell="sleep 60"), notify=True)[0]
     from .helpers import wait_until

@@ -11,7 +11,7 @@ import zmq
 from .errors import MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, TaskNotFound, UsageError
 from .model import FINAL_STATES, TASK_KINDS, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
-from .transport import make_socket
+from .transport import Curve, make_socket
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
 SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
@@ -60,11 +60,15 @@ class Client:
     """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
 
     def __init__(self, master_url: str = DEFAULT_MASTER, *, timeout_s: float = 5.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, curve: Curve | None = None) -> None:
+        """`curve`: this client's keys and the master's public key (zmqgrid.security.client_curve(config)),
+        for a master with CURVE on."""
         self.master_url = master_url
         self.timeout_s = timeout_s
+        self.curve = curve
         self.ctx = zmq.Context()
-        self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0)
+        self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0,
+                                curve=curve)
         self.sock.connect(master_url)
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed

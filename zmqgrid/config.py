@@ -108,6 +108,18 @@ class Config:
     """Module prefixes a worker runs `python` tasks from (e.g. myjobs, zmqgrid.samples); empty: any module."""
     max_queued_per_client: int = 1_000_000
     """Most unfinished tasks one client connection may have at the master; a Submit beyond it is refused."""
+    curve: bool = False
+    """CURVE encryption and key authentication on the master's three sockets (and for workers and clients)."""
+    keys_dir: str = "keys"
+    """Where `keys generate` writes certificates and where each process finds its own by role."""
+    key_file: str | None = None
+    """Master or worker: this process's secret certificate; null: <keys_dir>/master.key_secret or worker.key_secret."""
+    client_key_file: str | None = None
+    """Client commands: the secret certificate; null: <keys_dir>/admin.key_secret if present, else client.key_secret."""
+    master_key: str | None = None
+    """Workers and clients: the master's public key, as z85 text or a certificate path; null: <keys_dir>/master.key."""
+    authorized_keys_dir: str | None = None
+    """Master: public certificates found here at start are accepted (role from their metadata, default worker)."""
 
     @property
     def credit(self) -> int:

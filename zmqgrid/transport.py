@@ -1,19 +1,49 @@
 """The one place that creates ZeroMQ sockets and sets their options."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import zmq
 
 from .errors import UsageError
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 
+ZAP_DOMAINS = {zmq.ROUTER: b"zmqgrid.router", zmq.PUB: b"zmqgrid.pub", zmq.PULL: b"zmqgrid.pull"}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """CURVE keys for one process (z85 bytes). With `server_key` (the master's public key) its sockets are CURVE
+    clients; without, CURVE servers that ask ZAP (domain `zmqgrid.<socket>`) about every peer."""
+
+    public: bytes
+    secret: bytes = b""
+    server_key: bytes | None = None
+
+    def __repr__(self) -> str:   # a secret key never reaches a log
+        return f"Curve(public={self.public.decode()!r}, server={self.server_key is None})"
+
 
 def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                 linger_ms: int = 0, identity: bytes | None = None, sndhwm: int | None = None,
-                rcvhwm: int | None = None, zmtp_heartbeat_ms: int | None = None) -> zmq.Socket:
-    """A socket with the options every zmqgrid socket needs (LINGER, MAXMSGSIZE) plus those of its role."""
+                rcvhwm: int | None = None, zmtp_heartbeat_ms: int | None = None,
+                curve: Curve | None = None) -> zmq.Socket:
+    """A socket with the options every zmqgrid socket needs (LINGER, MAXMSGSIZE, CURVE when given) plus those of
+    its role. A CURVE client never sets its routing id (`identity` is ignored): the master's ROUTER then gives the
+    connection one no peer can choose, so nobody takes over another device's pipe by naming it."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    if curve is not None:
+        if curve.server_key is None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAINS.get(kind, b"zmqgrid"))
+        else:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            identity = None
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     if sndhwm is not None:

@@ -9,6 +9,7 @@ from ..errors import EXIT_USAGE, ZmqgridError
 from .dashboard import dashboard
 from .devices import devices
 from .distribute import distribute
+from .keys import keys
 from .schedules import schedules
 from .tasks import submit, tasks
 
@@ -30,6 +31,7 @@ cli.add_command(tasks)
 cli.add_command(devices)
 cli.add_command(schedules)
 cli.add_command(dashboard)
+cli.add_command(keys)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ from typing import Any, Callable
 import click
 
 from ..client import Client
-from ..config import load_config
+from ..config import Config, load_config
 from ..errors import UsageError
+from ..security import client_curve
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -76,11 +77,12 @@ def client_options_with(*timeout_flags: str) -> Callable[[Callable], Callable]:
 client_options = client_options_with("--timeout", "--master-timeout")
 
 
-def master_url_for(master_url: str | None, config_path: str | None) -> str:
-    """--master, else ZMQGRID_MASTER, else the master config's own ROUTER (so one --port moves everything)."""
-    config = load_config("master", config_path, flags={"master_url": master_url}, env=os.environ)
-    return config.master_url
+def client_config(master_url: str | None, config_path: str | None) -> Config:
+    """The master config as a client sees it: --master, else ZMQGRID_MASTER, else the master config's own ROUTER
+    (so one --port moves everything); with `curve` on, the client's keys come from it too (security.client_curve)."""
+    return load_config("master", config_path, flags={"master_url": master_url}, env=os.environ)
 
 
 def open_client(master_url: str | None, config_path: str | None, timeout_s: float) -> Client:
-    return Client(master_url_for(master_url, config_path), timeout_s=timeout_s)
+    config = client_config(master_url, config_path)
+    return Client(config.master_url, timeout_s=timeout_s, curve=client_curve(config))

@@ -6,12 +6,13 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
 from ..errors import EXIT_OK, UsageError
-from .common import master_url_for
+from ..security import client_curve
+from .common import client_config
 
 
 def has_terminal() -> bool:
@@ -19,13 +20,13 @@ def has_terminal() -> bool:
 
 
 def run_dashboard(master_url: str, refresh_s: float = 1.0, stopping: threading.Event | None = None,
-                  timeout_s: float = 2.0) -> int:
+                  timeout_s: float = 2.0, curve: Any = None) -> int:
     """Show the dashboard until the user quits it (or `stopping` is set); returns the exit code."""
     if not has_terminal():
         raise UsageError("the dashboard needs a terminal (stdin and stdout are not both one)",
                          "run it in a terminal, or use: python main.py distribute --status / tasks list")
     from ..tui import make_app
-    app = make_app(master_url, refresh_s=refresh_s, timeout_s=timeout_s)
+    app = make_app(master_url, refresh_s=refresh_s, timeout_s=timeout_s, curve=curve)
     if stopping is not None:
         def watch() -> None:
             stopping.wait()
@@ -77,4 +78,5 @@ def dashboard(master_url: str | None, config_path: str | None, refresh_s: float,
     python main.py dashboard --master tcp://10.0.0.5:8000
     Keys: ? lists them all; q quits.
     """
-    return run_dashboard(master_url_for(master_url, config_path), refresh_s, timeout_s=timeout_s)
+    config = client_config(master_url, config_path)
+    return run_dashboard(config.master_url, refresh_s, timeout_s=timeout_s, curve=client_curve(config))

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,11 +17,12 @@ from .tasks import read_batch
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
 
 
-def run_demo(master_url: str, stopping: threading.Event, sample: Path = SAMPLE) -> int:
+def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
+             sample: Path = SAMPLE) -> int:
     specs = read_batch(sample)
     names = {s["id"]: s["name"] for s in specs}
     started = time.monotonic()
-    with Client(master_url, timeout_s=10) as client:
+    with Client(master_url, timeout_s=10, curve=curve) as client:
         ids = client.submit(specs, notify=True)
         click.echo(f"submitted {len(ids)} sample tasks (shell, script, python) from {sample}")
         done: dict[str, dict] = {}

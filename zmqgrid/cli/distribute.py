@@ -13,6 +13,8 @@ from ..client import Client
 from ..config import MODES, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
+from ..security import client_curve
+from ..transport import Curve
 from .dashboard import has_terminal
 from .render import emit_json
 
@@ -34,6 +36,9 @@ from .render import emit_json
 @click.option("--weight", type=float, help="Worker: weight for the weighted strategy [1].")
 @click.option("--insecure", is_flag=True, default=None,
               help="Master: allow binding a non-loopback --host without CURVE encryption (open to the network).")
+@click.option("--curve", is_flag=True, default=None,
+              help="CURVE encryption and key authentication (keys from --keys-dir; see README, Security).")
+@click.option("--keys-dir", help="Where this process finds its certificates [keys].")
 @click.option("--allow-kind", "allowed_kinds", multiple=True, type=click.Choice(["shell", "script", "python"]),
               help="Worker: run only tasks of this kind (repeat for more) [all].")
 @click.option("--allow-module", "allowed_modules", multiple=True, metavar="MODULE",
@@ -60,11 +65,12 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
     for key in ("tags", "allowed_kinds", "allowed_modules"):
         flags[key] = list(flags[key]) or None   # not given: the config file's or environment's value stands
     flags["insecure"] = flags["insecure"] or None
+    flags["curve"] = flags["curve"] or None
     if flags.get("log_level"):
         flags["log_level"] = str(flags["log_level"]).upper()
     if status:
         config = load_config(mode or "master", config_path, flags)
-        return check_status(config.master_url, timeout_s, as_json)
+        return check_status(config.master_url, timeout_s, as_json, client_curve(config))
     if mode is None:
         raise UsageError("--mode or --status is required", "e.g. python main.py distribute --mode standalone")
     config = load_config(mode, config_path, flags)
@@ -76,9 +82,9 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
     return run_standalone(config, demo, dashboard=not (demo or no_dashboard) and has_terminal())
 
 
-def check_status(master_url: str, timeout_s: float, as_json: bool) -> int:
+def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve | None = None) -> int:
     """Ask the master for its status; imports no user code and answers within timeout_s."""
-    client = Client(master_url, timeout_s=timeout_s)
+    client = Client(master_url, timeout_s=timeout_s, curve=curve)
     try:
         report = client.status()
     except MasterUnavailable as e:
@@ -147,9 +153,9 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False) -> int:
         cluster.start()
     try:
         if demo:
-            return run_demo(config.master_url, stopping)
+            return run_demo(config.master_url, stopping, client_curve(config))
         if dashboard:
-            return run_dashboard(config.master_url, stopping=stopping)
+            return run_dashboard(config.master_url, stopping=stopping, curve=client_curve(config))
         click.echo(f"zmqgrid standalone: master {config.master_url}, {config.workers} workers, ledger {config.db_path}")
         click.echo("submit from another terminal:  python main.py submit --shell 'echo hello' --wait")
         click.echo("Ctrl-C stops everything.")

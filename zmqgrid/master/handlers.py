@@ -60,6 +60,9 @@ class Handlers:
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.bad_messages = 0
+        # CURVE on: ROUTER identity -> device id, set by a Register the Guard admitted (a CURVE peer's identity is
+        # chosen by the ROUTER, not the device id). None when open: there the identity is the device id.
+        self.peers: dict[bytes, str] | None = None
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
         self.cluster.sends.append((identity, Error(req_id, code, message).encode(), None))
@@ -72,7 +75,8 @@ class Handlers:
 
     def worker(self, identity: bytes, now_mono: float) -> DeviceEntry | None:
         """The registered device behind a worker message, or None after telling it to register again."""
-        device = self.cluster.devices.get(identity.decode("utf-8", "replace"))
+        device_id = identity.decode("utf-8", "replace") if self.peers is None else self.peers.get(identity, "")
+        device = self.cluster.devices.get(device_id)
         if device is None or not device.registered or device.identity != identity:
             self.reply_error(identity, 0, "not_registered", "register first: this master does not know the device")
             return None
@@ -82,7 +86,7 @@ class Handlers:
     # ------------------------------------------------------------ workers
 
     def handle_register(self, identity: bytes, msg: Register, now_mono: float, now: float) -> None:
-        if identity != msg.device_id.encode():
+        if self.peers is None and identity != msg.device_id.encode():
             raise ProtocolError(f"Register: device_id {msg.device_id!r} does not match the socket identity")
         running = keys(msg.running, "Register.running")
         reported = set(running) | set(keys(msg.outbox, "Register.outbox"))
@@ -137,7 +141,8 @@ class Handlers:
         device = self.cluster.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
-            self.reply_error(msg.device_id.encode(), 0, "not_registered", "register again")
+            to = device.identity if device is not None else msg.device_id.encode()
+            self.reply_error(to, 0, "not_registered", "register again")
             return
         self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now)
 

@@ -7,14 +7,16 @@ import threading
 import time
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
 from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, ResultAck, Tasks, decode, unpackb
-from ..security import require_safe_bind
+from ..security import master_curve, require_safe_bind
 from ..store.task_store import TaskStore
-from ..transport import bind, make_socket
+from ..transport import ZAP_DOMAINS, bind, make_socket
 from .cluster import Cluster
+from .guard import Guard, KeyRing, user_id
 from .handlers import Handlers
 from .schedules import Schedules
 from .scheduling import make_strategy
@@ -32,17 +34,28 @@ class Master:
         self.config = config
         require_safe_bind(config)   # an open non-loopback bind is refused (or, with --insecure, warned about)
         self.strategy = make_strategy(config.load_balance_strategy)   # a bad one is refused before binding
+        curve = master_curve(config)   # a missing key file is refused before the ledger or any socket is opened
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.store = TaskStore(config.db_path)
         self.ctx = zmq.Context()
+        self.keyring: KeyRing | None = None
+        self.guard: Guard | None = None
+        self.auth: ThreadAuthenticator | None = None
+        if curve is not None:
+            self.keyring = KeyRing(self.store, config.authorized_keys_dir, time.time())
+            self.store.commit()
+            self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("zmqgrid.zap"))
+            self.auth.start()
+            for domain in ZAP_DOMAINS.values():
+                self.auth.configure_curve_callback(domain.decode(), self.keyring)
         size = config.max_message_bytes
-        self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0)
+        self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0, curve=curve)
         # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever.
-        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size,
+        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size, curve=curve,
                                zmtp_heartbeat_ms=max(100, int(1000 * config.heartbeat_interval)))
-        self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size)
+        self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size, curve=curve)
         try:
             for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
                                (self.pull, config.heartbeat_port)):
@@ -57,8 +70,12 @@ class Master:
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)
         self.handlers = Handlers(self.cluster, self.settings, self.schedules)
-        logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s", self.incarnation,
-                    self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path)
+        if self.keyring is not None:
+            self.handlers.peers = {}
+            self.guard = Guard(self.keyring, self.handlers, self.settings)
+        logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s curve=%s", self.incarnation,
+                    self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,
+                    "on" if curve else "off")
 
     def _new_cluster(self, reloading: bool = False) -> Cluster:
         c = self.config
@@ -87,6 +104,8 @@ class Master:
     def close(self) -> None:
         for sock in (self.router, self.pub, self.pull):
             sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         self.store.close()
 
@@ -114,6 +133,8 @@ class Master:
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.cluster.check_liveness(now_mono, now)
+                    if self.keyring is not None:
+                        self._apply_key_changes(now)
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
@@ -132,15 +153,21 @@ class Master:
         logger.warning("bad message from %s: %s", peer, error)
 
     def _drain_router(self, now_mono: float, now: float) -> None:
-        recv = self.router.recv_multipart
+        recv, guard, key = self.router.recv_multipart, self.guard, None
         for _ in range(DRAIN_PER_TURN):
             try:
-                frames = recv(zmq.NOBLOCK)
+                if guard is None:
+                    frames = recv(zmq.NOBLOCK)
+                else:   # CURVE: the User-Id (the peer's key) is read from the message's metadata, then trusted
+                    parts = recv(zmq.NOBLOCK, copy=False)
+                    key, frames = user_id(parts[-1]), [part.bytes for part in parts]
             except zmq.Again:
                 return
             identity = frames[0]
             try:
-                self.handlers.on_router(identity, decode(frames[1:]), now_mono, now)
+                msg = decode(frames[1:])
+                if guard is None or guard.admit(identity, key, msg, now):
+                    self.handlers.on_router(identity, msg, now_mono, now)
             except ProtocolError as e:
                 self._bad(f"router peer {identity.hex()}", e)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_message", str(e))
@@ -152,17 +179,22 @@ class Master:
                 self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:
-        recv = self.pull.recv_multipart
+        recv, guard, key = self.pull.recv_multipart, self.guard, None
         for _ in range(DRAIN_PER_TURN):
             try:
-                frames = recv(zmq.NOBLOCK)
+                if guard is None:
+                    frames = recv(zmq.NOBLOCK)
+                else:
+                    parts = recv(zmq.NOBLOCK, copy=False)
+                    key, frames = user_id(parts[-1]), [part.bytes for part in parts]
             except zmq.Again:
                 return
             try:
                 msg = decode(frames)
                 if not isinstance(msg, Heartbeat):
                     raise ProtocolError(f"{type(msg).__name__} does not belong on the heartbeat socket")
-                self.handlers.on_heartbeat(msg, now_mono, now)
+                if guard is None or guard.admit_heartbeat(key, msg):
+                    self.handlers.on_heartbeat(msg, now_mono, now)
             except ProtocolError as e:
                 self._bad("heartbeat socket", e)
             except Exception:
@@ -202,6 +234,19 @@ class Master:
         for topic, frames in publishes:
             self.pub.send_multipart([topic, *frames])
 
+    def _apply_key_changes(self, now: float) -> None:
+        """A `keys` command changed the ledger: a key no longer accepted loses its device at once (its attempts are
+        re-queued; ZAP refuses its next handshake, the Guard every message it still sends); a newly accepted
+        pending worker is told to register again, so it gets tasks without waiting for its backoff."""
+        for key, old, row in self.keyring.refresh():
+            logger.info("key %s: %s -> %s (role %s)", key[:8], old or "unknown", row["state"], row["role"])
+            device = self.cluster.devices.get(row["device_id"] or "")
+            if device is not None and (row["state"] != "accepted" or row["role"] != "worker"):
+                self.cluster.mark_offline(device, f"key {key[:8]}... {row['state']}", now)
+                self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
+            elif row["state"] == "accepted" and key in self.keyring.peers:
+                self.handlers.reply_error(self.keyring.peers[key], 0, "not_registered", "key accepted: register")
+
     def _fire_schedules(self, now: float) -> None:
         """Submit the tasks of the schedule ticks due now; they commit with the schedules' progress, in this turn."""
         specs = self.schedules.fire_due(now)
@@ -229,7 +274,9 @@ class Master:
         except zmq.ZMQError as e:
             if task_ids:
                 logger.warning("dispatch to %r failed (%s); re-queueing %d tasks", identity, e.strerror, len(task_ids))
-                self.cluster.dispatch_failed(identity.decode("utf-8", "replace"), now)
+                peers = self.handlers.peers
+                device_id = identity.decode("utf-8", "replace") if peers is None else peers.get(identity, "")
+                self.cluster.dispatch_failed(device_id, now)
             else:
                 logger.debug("reply to gone peer %r dropped (%s)", identity, e.strerror)
 

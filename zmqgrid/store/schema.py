@@ -72,6 +72,17 @@ def m005_finished_index(db: sqlite_utils.Database) -> None:
     db["tasks"].create_index(["finished_at"])      # "done / failed in the last hour" without a scan
 
 
+@migrations()
+def m006_keys(db: sqlite_utils.Database) -> None:
+    # CURVE public keys (z85) and their enrollment: state pending|accepted|rejected|revoked, role worker|client|admin,
+    # device_id the one device the key may speak for (bound when it first registers). Times are epoch seconds.
+    db["keys"].create({
+        "public_key": str, "state": str, "role": str, "name": str, "device_id": str, "hostname": str,
+        "first_seen_at": float, "last_seen_at": float, "changed_at": float,
+    }, pk="public_key", not_null={"state", "role"})
+    db["keys"].create_index(["device_id"])
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)

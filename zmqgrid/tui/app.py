@@ -163,8 +163,9 @@ class DashboardApp(App):
             self.push_screen(HelpScreen(self.help_sections()))
 
 
-def make_app(source: Source | str, refresh_s: float = 1.0, timeout_s: float = 2.0) -> DashboardApp:
-    """The dashboard on a source, or on the master at a tcp:// URL."""
+def make_app(source: Source | str, refresh_s: float = 1.0, timeout_s: float = 2.0,
+             curve: Any = None) -> DashboardApp:
+    """The dashboard on a source, or on the master at a tcp:// URL (with `curve`, a transport.Curve, if secured)."""
     if isinstance(source, str):
-        source = ClientSource(source, timeout_s=timeout_s)
+        source = ClientSource(source, timeout_s=timeout_s, curve=curve)
     return DashboardApp(source, refresh_s=refresh_s)

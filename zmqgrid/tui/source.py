@@ -8,7 +8,7 @@ from typing import Callable, Protocol, Sequence
 
 import zmq
 
-from ..client import Client
+from ..client import Client, Curve
 from ..errors import MasterUnavailable, ZmqgridError
 from ..model import FINAL_STATES
 from ..protocol import Query
@@ -75,16 +75,18 @@ class ClientSource:
     The Client is not thread-safe, so every call opens its own and closes it: calls may come from any thread.
     """
 
-    def __init__(self, master_url: str, timeout_s: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, master_url: str, timeout_s: float = 2.0, clock: Callable[[], float] = time.time,
+                 curve: Curve | None = None) -> None:
         self.master_url = master_url
         self.timeout_s = timeout_s
         self.clock = clock
+        self.curve = curve
 
     def now(self) -> float:
         return self.clock()
 
     def _client(self) -> Client:
-        return Client(self.master_url, timeout_s=self.timeout_s)
+        return Client(self.master_url, timeout_s=self.timeout_s, curve=self.curve)
 
     def snapshot(self, query: TaskQuery) -> ClusterSnapshot:
         try:

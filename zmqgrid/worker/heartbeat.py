@@ -9,7 +9,7 @@ from typing import Callable
 import zmq
 
 from ..protocol import Heartbeat
-from ..transport import make_socket
+from ..transport import Curve, make_socket
 from .metrics import sample_metrics
 
 logger = logging.getLogger(__name__)
@@ -20,11 +20,11 @@ class HeartbeatSender(threading.Thread):
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
                  owned: Callable[[], tuple[list, list, list]], with_metrics: bool, max_message_bytes: int,
-                 info: dict | None = None) -> None:
+                 info: dict | None = None, curve: Curve | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.ctx, self.endpoint, self.device_id = ctx, endpoint, device_id
         self.interval_s, self.owned, self.with_metrics = interval_s, owned, with_metrics
-        self.max_message_bytes = max_message_bytes
+        self.max_message_bytes, self.curve = max_message_bytes, curve
         # Who this worker is travels with every heartbeat too, so the master's view heals by itself.
         self.info = {k: v for k, v in (info or {}).items()
                      if k in ("hostname", "os", "python_version", "python_executable", "cpu_count", "memory_total_mb")}
@@ -38,7 +38,8 @@ class HeartbeatSender(threading.Thread):
 
     def run(self) -> None:
         # SNDHWM small + IMMEDIATE (in make_socket): nothing piles up while the master is away.
-        sock = make_socket(self.ctx, zmq.PUSH, max_message_bytes=self.max_message_bytes, sndhwm=10)
+        sock = make_socket(self.ctx, zmq.PUSH, max_message_bytes=self.max_message_bytes, sndhwm=10,
+                           curve=self.curve)
         sock.connect(self.endpoint)
         seq = 0
         try:

@@ -16,6 +16,7 @@ from ..config import Config, master_host_port
 from ..errors import ProtocolError
 from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck,
                         Tasks, decode)
+from ..security import worker_curve
 from ..transport import make_socket
 from .allow import admit, advertised_tags
 from .executors import Executor, Run
@@ -39,6 +40,7 @@ class Worker(CommandsMixin):
         self.device_id = config.device_id
         self.capacity = config.concurrent_tasks + config.prefetch
         self.host, self.port = master_host_port(config.master_url)
+        self.curve = worker_curve(config)     # None unless `curve` is on; a missing key file stops us here
         self.info = system_info(config.python_executable)
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
@@ -94,7 +96,7 @@ class Worker(CommandsMixin):
             self.poller.unregister(self.dealer)
             self.dealer.close(0)
         self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
-                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0,
+                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0, curve=self.curve,
                                   zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
         self.poller.register(self.dealer, zmq.POLLIN)
@@ -229,7 +231,7 @@ class Worker(CommandsMixin):
             self.poller.unregister(self.sub)
             self.sub.close(0)
         self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes,
-                               zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
+                               zmtp_heartbeat_ms=self.zmtp_heartbeat_ms, curve=self.curve)
         for topic in (BEACON_TOPIC, *self.topics()):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
@@ -238,7 +240,7 @@ class Worker(CommandsMixin):
             self.heartbeats.stop()
         self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
                                           msg.heartbeat_interval_s, self.owned, self.config.enable_monitoring,
-                                          self.config.max_message_bytes, self.info)
+                                          self.config.max_message_bytes, self.info, self.curve)
         self.heartbeats.start()
 
     def topics(self) -> list[bytes]:
