@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import Any, Callable
 
 import pytest
@@ -22,18 +23,19 @@ class Driver:
         self.poller = zmq.Poller()
         options.setdefault("max_output_bytes", 1 << 20)
         options.setdefault("default_timeout_s", None)
+        self.requeued: list[dict] = []
         self.slots = PySlots(size=size, kill_grace_s=1.0, watch=lambda fd: self.poller.register(fd, zmq.POLLIN),
-                             unwatch=self.poller.unregister, **options)
+                             unwatch=self.poller.unregister, requeue=self.requeued.extend, **options)
         self.results: dict[str, dict] = {}
 
     def turn(self) -> None:
         for fd, _ in self.poller.poll(50):
             if fd in self.slots.watched:
-                result = self.slots.handle(fd)
-                if result is not None:
-                    self.results[result["id"]] = result
-        for result in self.slots.expire(time.monotonic()):
-            self.results[result["id"]] = result
+                self.keep(self.slots.handle(fd))
+        self.keep(self.slots.expire(time.monotonic()))
+
+    def keep(self, results: list[dict]) -> None:
+        self.results.update((r["id"], r) for r in results)
 
     def until(self, predicate: Callable[[], Any], timeout_s: float = 20) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -169,7 +171,7 @@ def test_kill_of_a_running_call_is_cancelled_and_its_output_streamed(driver):
     assert d.slots.start(spec, lambda stream, text: chunks.append((stream, text))) is None
     d.until(lambda: ("stdout", "started\n") in chunks)
     [pid] = d.slots.pids()
-    result = d.slots.kill((spec["id"], spec["attempt"]), "user asked")
+    [result] = d.slots.kill((spec["id"], spec["attempt"]), "user asked")
     assert result["state"] == "cancelled" and "user asked" in result["error"]["message"]
     assert result["stdout"] == "started\n"
     assert_all_die([pid])
@@ -186,3 +188,74 @@ def test_close_cancels_calls_and_leaves_no_child(driver):
     d.slots.close()
     assert_all_die(pids)
     assert not d.slots.watched
+
+
+# ---- batches: calls of functions seen to be fast go to one child in one message
+
+def batch(d: Driver, specs: list[dict]) -> list[dict]:
+    """Start `specs` as one batch and drive until each has a result or was given back for a re-run."""
+    assert d.slots.start_batch([(s, None) for s in specs]) == []
+    return d.until(lambda: len(d.results) + len(d.requeued) >= len(specs) and [d.results.get(s["id"]) for s in specs])
+
+
+def test_fast_functions_are_batched_and_slow_or_unknown_ones_are_not(driver):
+    d = driver(size=2)
+    waiting = deque([task("python", function="tests.tasks:getpid") for _ in range(6)])
+    assert d.slots.batch_size(waiting, 2) == 1    # never seen: one at a time
+    d.run(task("python", function="tests.tasks:getpid"))
+    assert d.slots.batch_size(waiting, 2) == 3    # fast now: shared out over the 2 free children
+    assert d.slots.batch_size(waiting, 1) == 6
+    d.run(task("python", function="tests.tasks:sleep", args=[0.05]))
+    assert d.slots.batch_size(deque([task("python", function="tests.tasks:sleep", args=[0])] * 4), 1) == 1
+    results = batch(d, list(waiting))
+    assert [r["state"] for r in results] == ["done"] * 6
+    assert len({r["value"] for r in results}) == 1   # one child ran the six, in one round trip
+
+
+def test_each_call_of_a_batch_keeps_its_own_output_and_value(driver):
+    d = driver()
+    results = batch(d, [task("python", function="tests.tasks:echo", args=[i]) for i in range(3)])
+    assert [r["value"]["args"] for r in results] == [[0], [1], [2]]
+    assert [r["stdout"] for r in results] == [f"echo to stdout: ({i},)\n" for i in range(3)]
+
+
+def test_a_timeout_in_a_batch_ends_that_call_keeps_the_earlier_and_gives_back_the_later(driver):
+    d = driver()
+    first, slow, later = (task("python", function="tests.tasks:noop"),
+                          task("python", function="tests.tasks:sleep", args=[60], timeout=1.0),
+                          task("python", function="tests.tasks:noop"))
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    assert batch(d, [first, slow, later])[:2] and d.until(lambda: slow["id"] in d.results)
+    assert d.results[first["id"]]["state"] == "done"
+    assert d.results[slow["id"]]["state"] == "timed_out"
+    assert later["id"] not in d.results and [t["id"] for t in d.requeued] == [later["id"]]
+    assert_all_die([pid])
+
+
+def test_a_child_dying_mid_batch_fails_that_call_only(driver):
+    d = driver()
+    first, killer, later = (task("python", function="tests.tasks:noop"), task("python", function="tests.tasks:exit_hard"),
+                            task("python", function="tests.tasks:noop"))
+    batch(d, [first, killer, later])
+    d.until(lambda: killer["id"] in d.results)
+    assert (d.results[killer["id"]]["state"], d.results[killer["id"]]["exit_code"]) == ("failed", 3)
+    # The earlier call's result died with the child unless it had been sent: then it runs again (at least once).
+    ended = [t["id"] for t in d.requeued] + [i for i in d.results if i != killer["id"]]
+    assert sorted(ended) == sorted([first["id"], later["id"]])
+    assert later["id"] in [t["id"] for t in d.requeued]
+
+
+def test_cancel_of_an_unstarted_call_skips_it_and_spares_the_child(driver):
+    d = driver()
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    chunks: list[tuple[str, str]] = []
+    holder = task("python", function="tests.tasks:sleep", args=[1.0, "holding"])
+    skipped, after = task("python", function="tests.tasks:noop"), task("python", function="tests.tasks:getpid")
+    assert d.slots.start_batch([(holder, lambda s, t: chunks.append((s, t))), (skipped, None), (after, None)]) == []
+    d.until(lambda: ("stdout", "holding\n") in chunks)
+    assert d.slots.kill((skipped["id"], skipped["attempt"]), "user asked") == []   # its child reports it
+    d.until(lambda: after["id"] in d.results)
+    assert d.results[holder["id"]]["state"] == "done"
+    assert d.results[skipped["id"]]["state"] == "cancelled"
+    assert "user asked" in d.results[skipped["id"]]["error"]["message"]
+    assert d.results[after["id"]]["value"] == pid and not d.requeued

@@ -1,6 +1,8 @@
 """The worker's outbox: every result is kept until the master acknowledges it, and re-sent until then."""
 from __future__ import annotations
 
+import time
+
 from ..protocol import Results
 
 RESEND_AFTER_S = 5.0
@@ -50,3 +52,16 @@ class Outbox:
         out.append(Results(batch, self.freed, started or []))
         self.freed = 0
         return out
+
+
+def cancelled_result(task: dict, reason: str) -> dict:
+    """The result of an attempt stopped before it produced one of its own."""
+    return {"id": task["id"], "attempt": task["attempt"], "state": "cancelled", "exit_code": None, "value": None,
+            "error": {"type": "Cancelled", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
+            "started_at": None, "finished_at": time.time(), "duration_s": 0.0}
+
+
+def failed_result(task_id: str, attempt: int, error: Exception) -> dict:
+    result = cancelled_result({"id": task_id, "attempt": attempt}, "")
+    result.update(state="failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
+    return result

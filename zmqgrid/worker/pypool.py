@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 _FLUSH_INTERVAL_S = 0.05
 _FLUSH_BYTES = 16384
+MAX_BATCH = 8              # calls handed to a child in one message
+REPLY_FLUSH_S = 0.05       # results held back longer than this are sent mid-batch
 
 
 class CappedBuffer:
@@ -75,9 +77,17 @@ class CallOutcome:
 
 
 class _Child:
+    """The worker's handle on one child. `current` (index of the call of the batch being run, -1 before the
+    first, len(batch) after the last), `started` (its monotonic start) and `skip` (calls not to run) live in
+    shared memory, so the worker sees progress and cancels unstarted calls without a message or a wake-up."""
+
     def __init__(self, ctx: Any) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=child_main, args=(child_conn,), name="zmqgrid-pychild")
+        self.current = ctx.RawValue("i", -1)
+        self.started = ctx.RawValue("d", 0.0)
+        self.skip = ctx.RawArray("b", MAX_BATCH)
+        self.process = ctx.Process(target=child_main, args=(child_conn, self.current, self.started, self.skip),
+                                   name="zmqgrid-pychild")
         self.process.start()
         child_conn.close()
         self.pid: int = self.process.pid
@@ -121,11 +131,12 @@ def _died(child: _Child, why: str = "") -> CallOutcome:
 # ---- child side -------------------------------------------------------------------------------
 
 class _Forwarder(io.TextIOBase):
-    """A text stream that batches writes and sends them to the worker as ("out", name, text)."""
+    """A text stream that batches writes and sends them to the worker as ("out", name, text, call index)."""
 
-    def __init__(self, name: str, conn: Any, send_lock: threading.Lock) -> None:
+    def __init__(self, name: str, conn: Any, send_lock: threading.Lock, current: Any) -> None:
         self.name = name
         self._conn = conn
+        self._current = current
         self._send_lock = send_lock
         self._lock = threading.Lock()
         self._parts: list[str] = []
@@ -157,7 +168,8 @@ class _Forwarder(io.TextIOBase):
         if self._parts:
             text, self._parts, self._size = "".join(self._parts), [], 0
             with self._send_lock:
-                self._conn.send_bytes(packb(("out", self.name, text)))
+                # The main thread flushes after each call, before `current` moves on: the text is that call's.
+                self._conn.send_bytes(packb(("out", self.name, text, self._current.value)))
 
 
 def _resolve(function: str, cache: dict[str, Any]) -> Any:
@@ -192,14 +204,42 @@ def _watch_parent() -> None:
         os._exit(70)  # the worker died: never run on as an orphan
 
 
-def child_main(conn: Any) -> None:
-    """Entry point of a pool child: run calls from `conn` until told to stop or the worker goes away."""
+class _Replies:
+    """Results of a batch, sent together when it ends, or by the flush thread once they wait REPLY_FLUSH_S
+    (so a long call does not hold back its batch-mates' results): ("results", [[status, value, duration]...],
+    peak rss, final)."""
+
+    def __init__(self, conn: Any, send_lock: threading.Lock) -> None:
+        self._conn, self._lock = conn, send_lock
+        self._items: list[tuple] = []
+        self._since = 0.0
+
+    def add(self, item: tuple) -> None:
+        with self._lock:
+            if not self._items:
+                self._since = time.monotonic()
+            self._items.append(item)
+
+    def send(self, final: bool) -> None:
+        with self._lock:
+            if self._items or final:
+                self._conn.send_bytes(_reply(self._items, _rss() if final else 0, final))
+                self._items = []
+
+    def flush(self) -> None:
+        if self._items and time.monotonic() - self._since >= REPLY_FLUSH_S:
+            self.send(final=False)
+
+
+def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
+    """Entry point of a pool child: run batches of calls from `conn` until told to stop or the worker goes away."""
     if os.name == "posix":
         os.setsid()
     threading.Thread(target=_watch_parent, name="zmqgrid-parent-watch", daemon=True).start()
     send_lock = threading.Lock()
-    out, err = _Forwarder("stdout", conn, send_lock), _Forwarder("stderr", conn, send_lock)
-    threading.Thread(target=_flush_forever, args=(out, err), name="zmqgrid-flush", daemon=True).start()
+    out, err = _Forwarder("stdout", conn, send_lock, current), _Forwarder("stderr", conn, send_lock, current)
+    replies = _Replies(conn, send_lock)
+    threading.Thread(target=_flush_forever, args=(out, err, replies), name="zmqgrid-flush", daemon=True).start()
     cache: dict[str, Any] = {}
     # This process runs nothing but calls: its streams are the forwarders for good, not per call.
     sys.stdout, sys.stderr = out, err
@@ -210,38 +250,54 @@ def child_main(conn: Any) -> None:
             return
         if message is None:
             return
-        _, function, args, kwargs = message
+        for index, (function, args, kwargs) in enumerate(message[1]):
+            if skip[index]:   # cancelled by the worker before it started
+                replies.add(("skipped", None, 0.0))
+                continue
+            # `started` before `current`: a worker that reads `current` first never pairs it with an older start.
+            started.value = t0 = time.monotonic()
+            current.value = index
+            try:
+                value = _resolve(function, cache)(*args, **kwargs)
+            except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
+                # Drop this frame: the user's traceback starts at their callable (or the import).
+                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+                status, value = "error", _error(type(e).__name__, str(e), tb)
+            else:
+                status = "ok"
+            if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
+                sys.stdout, sys.stderr = out, err
+            out.flush()
+            err.flush()
+            replies.add((status, value, time.monotonic() - t0))
+        current.value = len(message[1])
+        replies.send(final=True)
+
+
+def _checked(status: str, value: Any, duration: float) -> tuple:
+    """A value msgpack cannot carry becomes that call's error, not a failure of the whole batch's reply."""
+    if status == "ok":
         try:
-            value = _resolve(function, cache)(*args, **kwargs)
-        except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
-            # Drop this frame: the user's traceback starts at their callable (or the import).
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-            status, value = "error", _error(type(e).__name__, str(e), tb)
-        else:
-            status = "ok"
-        if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
-            sys.stdout, sys.stderr = out, err
-        out.flush()
-        err.flush()
-        with send_lock:
-            conn.send_bytes(_reply(status, value, _rss()))
+            packb(value)
+        except (TypeError, ValueError, OverflowError) as e:
+            return ("error", _error("TypeError", f"return value of type {type(value).__name__} is not "
+                                                 f"msgpack-serialisable: {e}"), duration)
+    return (status, value, duration)
 
 
-def _reply(status: str, value: Any, rss: int) -> bytes:
-    """One msgpack frame (cheaper than pickling through Connection.send); a value msgpack cannot carry
-    becomes the call's error."""
+def _reply(items: list[tuple], rss: int, final: bool) -> bytes:
     try:
-        return packb((status, value, rss))
-    except (TypeError, ValueError, OverflowError) as e:
-        return packb(("error", _error("TypeError", f"return value of type {type(value).__name__} is not "
-                                                   f"msgpack-serialisable: {e}"), rss))
+        return packb(("results", items, rss, final))
+    except (TypeError, ValueError, OverflowError):
+        return packb(("results", [_checked(*item) for item in items], rss, final))
 
 
-def _flush_forever(*streams: _Forwarder) -> None:
+def _flush_forever(out: _Forwarder, err: _Forwarder, replies: _Replies) -> None:
     while True:
         time.sleep(_FLUSH_INTERVAL_S)
-        for stream in streams:
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                return
+        try:
+            out.flush()
+            err.flush()
+            replies.flush()
+        except (OSError, ValueError):
+            return

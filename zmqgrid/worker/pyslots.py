@@ -1,70 +1,112 @@
 """Python tasks driven from the worker's own poll loop: one long-lived spawn child per slot, no thread per call.
 
-The children are pypool's (same `child_main`, same pipe protocol, same output capture); what differs is who
-waits: the worker's poller watches each child's pipe and death sentinel, so a no-op call costs two pipe
-messages and no thread, lock or selector of its own. Timeouts and kills are enforced here, on the monotonic
-clock, by killing the child's whole session; the next call gets a fresh child.
+The worker's poller watches each child's pipe and death sentinel. Calls of functions known to be fast go to a
+child in batches (one message out, one back), since a pipe write that wakes a sleeping child costs more than
+a no-op call. The child publishes which call it is running in shared memory, so timeouts are enforced per
+call, on the monotonic clock, and an unstarted call can be cancelled without killing its batch-mates.
+When a child is killed (timeout, cancel) or dies, the call it was running ends; its batch-mates that had not
+reported go back to the worker's queue and run again (at-least-once, as when a worker dies).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..protocol import packb, unpackb
-from .pypool import CappedBuffer, _Child, _died, _error
+from .pypool import MAX_BATCH, CappedBuffer, _Child, _died, _error
 from .proctree import kill_tree
 
 logger = logging.getLogger(__name__)
 OutputCallback = Callable[[str, str], None]
+FAST_CALL_S = 0.005      # a function whose calls take less than this (observed) may be batched
+
+
+class PyRun:
+    """A python call in progress, as the worker's `running` map holds it: driven by PySlots from the worker's
+    loop, so it has no thread of its own."""
+
+    __slots__ = ("task_id", "attempt")
+
+    def __init__(self, task_id: str, attempt: int) -> None:
+        self.task_id, self.attempt = task_id, attempt
 
 
 @dataclass
 class _Call:
     task: dict
-    child: _Child
-    deadline: float | None
-    timeout_s: float | None
     on_output: OutputCallback | None
     out: CappedBuffer
     err: CappedBuffer
-    started_at: float = field(default_factory=time.time)
-    t0: float = field(default_factory=time.monotonic)
+    timeout_s: float | None
+    index: int
+    batch: "_Batch | None" = None
+    cancel_reason: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
         return self.task["id"], self.task["attempt"]
 
-    def result(self, state: str, *, value: Any = None, error: dict | None = None,
+    def result(self, state: str, duration_s: float, *, value: Any = None, error: dict | None = None,
                exit_code: int | None = None) -> dict:
+        now = time.time()
         return {"id": self.task["id"], "attempt": self.task["attempt"], "state": state, "exit_code": exit_code,
                 "value": value, "error": error, "stdout": self.out.text(), "stderr": self.err.text(),
-                "started_at": self.started_at, "finished_at": time.time(), "duration_s": time.monotonic() - self.t0}
+                "started_at": now - duration_s, "finished_at": now, "duration_s": duration_s}
+
+
+@dataclass
+class _Batch:
+    child: _Child
+    calls: list[_Call]
+    received: int = 0                      # calls whose result has come back
+    sent_at: float = field(default_factory=time.monotonic)
+
+    def running(self) -> tuple[_Call, float] | None:
+        """The call the child is on and when it started (the batch's sending, if the child has not begun)."""
+        index = self.child.current.value   # read before `started`: the child writes them in the other order
+        if index < 0:
+            return self.calls[self.received], self.sent_at
+        if index < len(self.calls):
+            return self.calls[index], self.child.started.value
+        return None
 
 
 class PySlots:
-    """`start` hands a call to an idle child; `handle(fd)` and `expire(now)` return finished result dicts."""
+    """`start`/`start_batch` hand calls to an idle child; `handle(fd)`, `expire(now)` and `kill` return finished
+    result dicts; calls that must run again are given to `requeue`."""
 
     def __init__(self, *, size: int, max_output_bytes: int, default_timeout_s: float | None,
-                 watch: Callable[[int], None], unwatch: Callable[[int], None], kill_grace_s: float = 3.0,
+                 watch: Callable[[int], None], unwatch: Callable[[int], None],
+                 requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
                  max_tasks_per_child: int = 10_000, max_child_memory_mb: int = 1024) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
+        self.requeue = requeue or (lambda tasks: None)
         self.grace_s, self.max_tasks, self.max_rss = kill_grace_s, max_tasks_per_child, max_child_memory_mb << 20
         self.idle: list[_Child] = []
-        self.calls: dict[int, _Call] = {}        # fd (pipe or sentinel) -> call in progress
+        self.batches: dict[int, _Batch] = {}     # fd (pipe or sentinel) of a busy child -> its batch
         self.watched: set[int] = set()           # fds of live children, registered with the worker's poller
         self.by_key: dict[tuple[str, int], _Call] = {}
+        self.durations: dict[str, float] = {}    # function -> recent call duration (rises at once, decays slowly)
 
     def pids(self) -> list[int]:
-        return [c.pid for c in self.idle] + [c.child.pid for c in self.by_key.values()]
+        return [c.pid for c in self.idle] + [b.child.pid for b in self._busy()]
+
+    def _busy(self) -> list[_Batch]:
+        return list({id(b): b for b in self.batches.values()}.values())
+
+    @property
+    def busy_children(self) -> int:
+        return len(self.batches) // 2
 
     def prestart(self) -> None:
         """Start every child now, so the first tasks do not wait for an interpreter to boot."""
-        while len(self.idle) + len(self.by_key) < self.size:
+        while len(self.idle) + self.busy_children < self.size:
             self.idle.append(self._spawn())
 
     def _spawn(self) -> _Child:
@@ -82,24 +124,52 @@ class PySlots:
                 self.unwatch(fd)
         child.discard(grace_s)
 
+    # ------------------------------------------------------------ starting
+
+    def batch_size(self, waiting: deque[dict], free_children: int) -> int:
+        """How many of the tasks at the front of `waiting` the next child takes: one, unless they are python
+        calls of functions seen to be fast, shared out over the free children, at most MAX_BATCH."""
+        share = min(MAX_BATCH, -(-len(waiting) // max(1, free_children)))
+        n = 0
+        while n < min(share, len(waiting)) and self._fast(waiting[n]):
+            n += 1
+        return max(1, n)
+
+    def _fast(self, task: dict) -> bool:
+        return task.get("kind") == "python" and self.durations.get(task.get("function"), FAST_CALL_S) < FAST_CALL_S
+
     def start(self, task: dict, on_output: OutputCallback | None = None) -> dict | None:
-        """Begin a call; returns a result dict at once only if it could not start."""
-        timeout = task.get("timeout")
-        timeout_s = self.default_timeout_s if timeout is None else float(timeout)
-        out, err = CappedBuffer("stdout", self.max_output_bytes), CappedBuffer("stderr", self.max_output_bytes)
+        """Begin one call; returns a result dict at once only if it could not start."""
+        failed = self.start_batch([(task, on_output)])
+        return failed[0] if failed else None
+
+    def start_batch(self, items: list[tuple[dict, OutputCallback | None]]) -> list[dict]:
+        """Hand calls to one idle child in one message; returns result dicts of calls that could not start."""
+        calls = []
+        for index, (task, on_output) in enumerate(items[:MAX_BATCH]):
+            timeout = task.get("timeout")
+            calls.append(_Call(task, on_output, CappedBuffer("stdout", self.max_output_bytes),
+                               CappedBuffer("stderr", self.max_output_bytes),
+                               self.default_timeout_s if timeout is None else float(timeout), index))
         child = self._checkout()
-        call = _Call(task, child, None, timeout_s, on_output, out, err)
-        call.deadline = None if timeout_s is None else call.t0 + timeout_s
         if child is None:
-            return call.result("failed", error=_error("StartError", "cannot start a python child process"))
+            return [c.result("failed", 0.0, error=_error("StartError", "cannot start a python child process"))
+                    for c in calls]
+        child.current.value = -1
+        child.skip[:] = bytes(MAX_BATCH)
         try:
-            child.conn.send_bytes(packb(("call", task["function"], task.get("args") or [], task.get("kwargs") or {})))
+            child.conn.send_bytes(packb(("calls", [(c.task["function"], c.task.get("args") or [],
+                                                    c.task.get("kwargs") or {}) for c in calls])))
         except OSError as e:
             self._discard(child, 0.0)
-            return call.result("failed", error=_error("WorkerChildDied", f"cannot send the call: {e}"))
-        self.by_key[call.key] = call
-        self.calls[child.conn.fileno()] = self.calls[child.process.sentinel] = call
-        return None
+            return [c.result("failed", 0.0, error=_error("WorkerChildDied", f"cannot send the call: {e}"))
+                    for c in calls]
+        batch = _Batch(child, calls)
+        for call in calls:
+            call.batch = batch
+            self.by_key[call.key] = call
+        self.batches[child.conn.fileno()] = self.batches[child.process.sentinel] = batch
+        return []
 
     def _checkout(self) -> _Child | None:
         while self.idle:
@@ -114,38 +184,71 @@ class PySlots:
             logger.error("cannot start a python child: %s", e)
             return None
 
-    def _release(self, call: _Call, keep: bool) -> None:
-        for fd in (call.child.conn.fileno(), call.child.process.sentinel):
-            self.calls.pop(fd, None)
-        self.by_key.pop(call.key, None)
-        if keep:
-            self.idle.append(call.child)
-        else:
-            self._discard(call.child, self.grace_s)
+    # ------------------------------------------------------------ replies
 
-    def handle(self, fd: int) -> dict | None:
-        """The child's pipe or death sentinel is readable: output, the call's end, or the child's death."""
-        call = self.calls.get(fd)
-        if call is None:
+    def handle(self, fd: int) -> list[dict]:
+        """The child's pipe or death sentinel is readable: output, results, or the child's death."""
+        batch = self.batches.get(fd)
+        if batch is None:
             self._reap_idle(fd)
-            return None
-        if fd == call.child.conn.fileno():
+            return []
+        child = batch.child
+        if fd == child.conn.fileno():
             try:
                 # One message per readable event: the poller reports the pipe again if more is waiting, and
                 # Connection.poll() would build a selector per call.
-                reply = unpackb(call.child.conn.recv_bytes())
+                reply = unpackb(child.conn.recv_bytes())
             except (EOFError, OSError):
                 reply = None
             if reply is not None:
-                if reply[0] == "out":
-                    self._output(call, reply[1], reply[2])
-                    return None
-                return self._finish(call, reply)
-        if not call.child.process.is_alive() or fd == call.child.process.sentinel:
-            self._release(call, keep=False)
-            died = _died(call.child)
-            return call.result("failed", error=died.error, exit_code=died.exit_code)
-        return None
+                return self._reply(batch, reply)
+        if not child.process.is_alive() or fd == child.process.sentinel:
+            return self._end_batch(batch, None, "failed", None)
+        return []
+
+    def _reply(self, batch: _Batch, reply: list) -> list[dict]:
+        if reply[0] == "out":
+            _, stream, text, index = reply
+            call = batch.calls[min(max(index, 0), len(batch.calls) - 1)]
+            (call.out if stream == "stdout" else call.err).write(text.encode("utf-8", errors="replace"))
+            if call.on_output is not None and text:
+                try:
+                    call.on_output(stream, text)
+                except Exception:
+                    logger.exception("output callback failed task=%s", call.task["id"])
+            return []
+        _, items, rss, final = reply
+        results = []
+        for status, value, duration in items:
+            call = batch.calls[batch.received]
+            batch.received += 1
+            self.by_key.pop(call.key, None)
+            function = call.task["function"]
+            last = self.durations.get(function, 0.0)
+            self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
+            if status == "ok":
+                results.append(call.result("done", duration, value=value))
+            elif status == "skipped":
+                results.append(call.result("cancelled", 0.0, error=_error("Cancelled", call.cancel_reason)))
+            else:
+                results.append(call.result("failed", duration, error=value))
+        if final:
+            self._release(batch, rss)
+        return results
+
+    def _release(self, batch: _Batch, rss: int) -> None:
+        child = batch.child
+        for fd in (child.conn.fileno(), child.process.sentinel):
+            self.batches.pop(fd, None)
+        if len(self.durations) > 1000:   # many distinct functions: forget, they are measured again
+            self.durations.clear()
+        child.tasks_done += len(batch.calls)
+        if child.tasks_done < self.max_tasks and rss <= self.max_rss:
+            self.idle.append(child)
+            return
+        logger.info("recycling python child pid=%d after %d tasks, rss=%d MB", child.pid, child.tasks_done,
+                    rss >> 20)
+        self._discard(child, self.grace_s)
 
     def _reap_idle(self, fd: int) -> None:
         """An idle child's sentinel fired (it died) or its pipe closed: drop it; the next call starts another."""
@@ -156,56 +259,87 @@ class PySlots:
                 self.idle.remove(child)
                 self._discard(child, 0.0)
 
-    def _output(self, call: _Call, stream: str, text: str) -> None:
-        (call.out if stream == "stdout" else call.err).write(text.encode("utf-8", errors="replace"))
-        if call.on_output is not None and text:
-            try:
-                call.on_output(stream, text)
-            except Exception:
-                logger.exception("output callback failed task=%s", call.task["id"])
+    # ------------------------------------------------------------ ending calls early
 
-    def _finish(self, call: _Call, reply: list) -> dict:
-        status, value, rss = reply
-        call.child.tasks_done += 1
-        keep = call.child.tasks_done < self.max_tasks and rss <= self.max_rss
-        if not keep:
-            logger.info("recycling python child pid=%d after %d tasks, rss=%d MB", call.child.pid,
-                        call.child.tasks_done, rss >> 20)
-        self._release(call, keep)
-        if status != "ok":
-            return call.result("failed", error=value)
-        return call.result("done", value=value)
-
-    def _stop(self, call: _Call, state: str, error: dict) -> dict:
-        kill_tree(call.child.pid, grace_s=self.grace_s, own_session=True)
-        try:   # output the child sent before it died is still in the pipe: keep it
-            while call.child.conn.poll():
-                reply = unpackb(call.child.conn.recv_bytes())
-                if reply[0] == "out":
-                    self._output(call, reply[1], reply[2])
+    def _end_batch(self, batch: _Batch, culprit: _Call | None, state: str, error: dict | None,
+                   everyone: bool = False) -> list[dict]:
+        """The child is killed (`culprit` timed out or was cancelled) or died by itself (culprit None: the call
+        it was on). What it had sent is kept; the call it was running ends as `state`; the rest run again."""
+        child = batch.child
+        if child.process.exitcode is None:
+            kill_tree(child.pid, grace_s=self.grace_s, own_session=True)
+        running = batch.running()
+        results = []
+        try:   # results and output sent before it died are still in the pipe
+            while batch.received < len(batch.calls) and child.conn.poll():
+                results += self._reply(batch, unpackb(child.conn.recv_bytes()))
         except (EOFError, OSError):
             pass
-        self._release(call, keep=False)
-        return call.result(state, error=error)
+        for fd in (child.conn.fileno(), child.process.sentinel):
+            self.batches.pop(fd, None)
+        culprit = culprit or (running[0] if running and child.current.value >= 0 else None)
+        again = []
+        for call in batch.calls[batch.received:]:
+            self.by_key.pop(call.key, None)
+            if call is not culprit and not everyone:
+                again.append(call.task)
+            elif state == "failed":
+                died = _died(child)
+                results.append(call.result(state, time.monotonic() - batch.sent_at, error=died.error,
+                                           exit_code=died.exit_code))
+            else:
+                results.append(call.result(state, time.monotonic() - batch.sent_at, error=error))
+        self._discard(child, self.grace_s)
+        if again:
+            logger.info("python child pid=%d ended mid-batch: %d calls run again", child.pid, len(again))
+            self.requeue(again)
+        return results
 
     def expire(self, now: float) -> list[dict]:
         """Calls past their deadline: their child is killed, and they end as timed_out."""
-        return [self._stop(c, "timed_out", _error("Timeout", f"exceeded timeout of {c.timeout_s:g} s"))
-                for c in list(self.by_key.values()) if c.deadline is not None and now >= c.deadline]
+        results = []
+        for batch in self._busy():
+            running = batch.running()
+            if running is not None and running[0].timeout_s is not None and now >= running[1] + running[0].timeout_s:
+                call = running[0]
+                results += self._end_batch(batch, call, "timed_out",
+                                           _error("Timeout", f"exceeded timeout of {call.timeout_s:g} s"))
+        return results
 
     def next_deadline(self) -> float | None:
-        deadlines = [c.deadline for c in self.by_key.values() if c.deadline is not None]
+        deadlines = [r[1] + r[0].timeout_s for b in self._busy()
+                     if (r := b.running()) is not None and r[0].timeout_s is not None]
         return min(deadlines) if deadlines else None
 
-    def kill(self, key: tuple[str, int], reason: str) -> dict | None:
+    def kill(self, key: tuple[str, int], reason: str) -> list[dict]:
+        """Cancel a call: an unstarted one is skipped by its child (its result comes back as cancelled), a
+        running one ends with its child's tree."""
         call = self.by_key.get(key)
-        if call is None:
-            return None
-        return self._stop(call, "cancelled", _error("Cancelled", f"cancelled: {reason}"))
+        if call is None or call.batch is None:
+            return []
+        current = call.batch.child.current.value
+        if call.index > current:
+            call.cancel_reason = f"cancelled: {reason}"
+            call.batch.child.skip[call.index] = 1
+            return []
+        if call.index < current:   # it has finished; its result is on the way
+            return []
+        return self._end_batch(call.batch, call, "cancelled", _error("Cancelled", f"cancelled: {reason}"))
+
+    def cancel_all(self, reason: str) -> list[dict]:
+        """Stop every call now (the worker is going away): each unreported one ends as cancelled."""
+        results = []
+        for batch in self._busy():
+            error = _error("Cancelled", f"cancelled: {reason}")
+            results += self._end_batch(batch, None, "cancelled", error, everyone=True)
+        return results
 
     def close(self) -> None:
-        for call in list(self.by_key.values()):
-            self._stop(call, "cancelled", _error("Cancelled", "cancelled: the worker is shutting down"))
+        for batch in self._busy():
+            for call in batch.calls:
+                self.by_key.pop(call.key, None)
+            self._discard(batch.child, self.grace_s)
+        self.batches.clear()
         for child in self.idle:
             for fd in (child.conn.fileno(), child.process.sentinel):
                 if fd in self.watched:

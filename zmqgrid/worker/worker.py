@@ -23,8 +23,8 @@ from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
 from .commands import CommandsMixin
-from .outbox import Outbox
-from .pyslots import PySlots
+from .outbox import Outbox, cancelled_result, failed_result
+from .pyslots import PyRun, PySlots
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -48,7 +48,8 @@ class Worker(CommandsMixin):
         self.poller = zmq.Poller()
         self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
                                default_timeout_s=config.task_timeout or None,
-                               watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister)
+                               watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister,
+                               requeue=self._rehold)
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
@@ -134,8 +135,7 @@ class Worker(CommandsMixin):
                     os.read(self._wake_r, 4096)
                 for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pyslots.watched]:
                     self._python_ended(self.pyslots.handle(fd))
-                for result in self.pyslots.expire(now):
-                    self._python_ended(result)
+                self._python_ended(self.pyslots.expire(now))
                 if self.dealer in events:
                     self._drain_dealer(now)
                 if self.sub is not None and self.sub in events:
@@ -169,6 +169,7 @@ class Worker(CommandsMixin):
         """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
         with self.lock:
             keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
+        self._python_ended(self.pyslots.cancel_all("worker shutting down"))
         self._kill(keys, "worker shutting down")
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and (self.running or self.outbox):
@@ -290,18 +291,18 @@ class Worker(CommandsMixin):
     def _start_held(self) -> None:
         started = []
         with self.lock:
-            while self.held and len(self.running) < self.config.concurrent_tasks:
-                task = self.held.popleft()
-                key = (task["id"], task["attempt"])
-                started.append([task["id"], task["attempt"]])
-                on_output = lambda stream, text, key=key: self._on_output(key, stream, text)  # noqa: E731
-                if task.get("kind") == "python":
-                    self.running[task["id"]] = PyRun(task["id"], task["attempt"])
-                    failed = self.pyslots.start(task, on_output)
-                    if failed is not None:
+            while self.held and (free := self.config.concurrent_tasks - self._executing()) > 0:
+                if self.held[0].get("kind") == "python":
+                    tasks = [self.held.popleft() for _ in range(self.pyslots.batch_size(self.held, free))]
+                    for task in tasks:
+                        self.running[task["id"]] = PyRun(task["id"], task["attempt"])
+                    started += [[t["id"], t["attempt"]] for t in tasks]
+                    for failed in self.pyslots.start_batch([(t, self._output_to(t)) for t in tasks]):
                         self.finished.put(failed)
                     continue
-                run = self.executor.start(task, on_output=on_output)
+                task = self.held.popleft()
+                started.append([task["id"], task["attempt"]])
+                run = self.executor.start(task, on_output=self._output_to(task))
                 self.running[task["id"]] = run
                 threading.Thread(target=self._wait_run, args=(run,), daemon=True,
                                  name=f"task-{task['id']}").start()
@@ -309,17 +310,32 @@ class Worker(CommandsMixin):
         # have run, not merely to have been handed over.
         self.started.extend(started)
 
+    def _executing(self) -> int:
+        """Slots in use: shell and script runs, and python children busy with a batch."""
+        return len(self.running) - len(self.pyslots.by_key) + self.pyslots.busy_children
+
+    def _output_to(self, task: dict) -> Callable[[str, str], None]:
+        key = (task["id"], task["attempt"])
+        return lambda stream, text: self._on_output(key, stream, text)
+
+    def _rehold(self, tasks: list[dict]) -> None:
+        """Calls a python child did not finish before it was killed: first in line again."""
+        with self.lock:
+            for task in tasks:
+                self.running.pop(task["id"], None)
+            self.held.extendleft(reversed(tasks))
+
     def _wait_run(self, run: Run) -> None:
         try:
             result = run.wait()
         except Exception as e:  # an executor bug must still end the attempt, or the slot leaks forever
             logger.exception("executor failed task=%s", run.task_id)
-            result = _failed(run.task_id, run.attempt, e)
+            result = failed_result(run.task_id, run.attempt, e)
         self.finished.put(result)
         os.write(self._wake_w, b"r")
 
-    def _python_ended(self, result: dict | None) -> None:
-        if result is not None:
+    def _python_ended(self, results: list[dict]) -> None:
+        for result in results:
             with self.lock:
                 self.running.pop(result["id"], None)
             self._queue_result(result)
@@ -354,42 +370,20 @@ class Worker(CommandsMixin):
     def _kill(self, keys: list[tuple], reason: str) -> None:
         wanted = {k for k in keys if len(k) == 2}
         with self.lock:
-            kept = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
-            dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
-            self.held = kept
             runs = [r for tid, r in self.running.items() if (tid, r.attempt) in wanted]
-        for task in dropped:
-            self._queue_result(_cancelled(task, reason))
         for run in runs:
             if isinstance(run, PyRun):
                 self._python_ended(self.pyslots.kill((run.task_id, run.attempt), reason))
             else:
                 run.kill(reason)
+        with self.lock:   # after the runs: a killed python batch gives its unfinished calls back to `held`
+            dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
+            self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
+        for task in dropped:
+            self._queue_result(cancelled_result(task, reason))
 
     def _flush_results(self, now: float, force: bool = False) -> None:
         if self.registered.is_set() or force:
             started, self.started = self.started, []
             for msg in self.outbox.messages(now, started):
                 self.dealer.send_multipart(msg.encode())
-
-
-class PyRun:
-    """A python call in progress: driven by PySlots from this loop, so it has no thread of its own."""
-
-    __slots__ = ("task_id", "attempt")
-
-    def __init__(self, task_id: str, attempt: int) -> None:
-        self.task_id, self.attempt = task_id, attempt
-
-
-def _cancelled(task: dict, reason: str) -> dict:
-    now = time.time()
-    return {"id": task["id"], "attempt": task["attempt"], "state": "cancelled", "exit_code": None, "value": None,
-            "error": {"type": "Cancelled", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
-            "started_at": None, "finished_at": now, "duration_s": 0.0}
-
-
-def _failed(task_id: str, attempt: int, error: Exception) -> dict:
-    result = _cancelled({"id": task_id, "attempt": attempt}, "")
-    result.update(state="failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
-    return result
