@@ -57,6 +57,10 @@ def _expect(spec: dict, key: str, types: tuple, what: str, required: bool = Fals
         if required:
             raise ProtocolError(f"task field '{key}' is required ({what})")
         return None
+    return _typed(key, value, types, what)
+
+
+def _typed(key: str, value: Any, types: tuple, what: str) -> Any:
     if isinstance(value, bool) and bool not in types:
         raise ProtocolError(f"task field '{key}' must be {what}, got {value!r}")
     if not isinstance(value, types):
@@ -76,6 +80,15 @@ def _env(spec: dict) -> dict[str, str] | None:
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise ProtocolError("task field 'env' must map strings to strings")
     return env
+
+
+# Optional fields that are only type-checked here (their ranges are checked below when present).
+_TYPED_OPTIONS = (("priority", (int,), "an integer"), ("timeout", (int, float), "a number of seconds"),
+                  ("retries", (int,), "an integer >= 0"), ("retry_backoff", (int, float), "a number of seconds"),
+                  ("all", (bool,), "true or false"), ("group", (str,), "a task id"),
+                  ("limit_key", (str,), "a key such as a site name"),
+                  ("limit_concurrency", (int,), "an integer >= 1"), ("limit_per_minute", (int,), "an integer >= 1"),
+                  ("device", (str,), "a device id"), ("name", (str,), "a label"))
 
 
 def validate_task_spec(spec: Any) -> dict:
@@ -117,36 +130,34 @@ def validate_task_spec(spec: Any) -> dict:
     if kind != "python":
         out["cwd"] = _expect(spec, "cwd", (str,), "a directory path")
         out["env"] = _env(spec)
-    out["priority"] = _expect(spec, "priority", (int,), "an integer") or 0
+    get = spec.get
+    # Most fields are absent from most tasks: only those present are looked at (this runs for every task).
+    for key, types, what in _TYPED_OPTIONS:
+        value = get(key)
+        out[key] = None if value is None else _typed(key, value, types, what)
+    out["priority"] = out["priority"] or 0
     if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
         raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
-    timeout = _expect(spec, "timeout", (int, float), "a number of seconds")
+    timeout = out["timeout"]
     if timeout is not None and not timeout > 0:  # written so that NaN is refused too
         raise ProtocolError(f"task field 'timeout' must be > 0 seconds, got {timeout!r}")
-    out["timeout"] = timeout
-    retries = _expect(spec, "retries", (int,), "an integer >= 0")
+    retries = out["retries"]
     if retries is not None and not 0 <= retries <= MAX_RETRIES:
         raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
-    out["retries"] = retries
-    backoff = _expect(spec, "retry_backoff", (int, float), "a number of seconds")
+    backoff = out["retry_backoff"]
     if backoff is not None and not backoff >= 0:
         raise ProtocolError(f"task field 'retry_backoff' must be >= 0 seconds, got {backoff!r}")
-    out["retry_backoff"] = backoff
-    out["all"] = bool(_expect(spec, "all", (bool,), "true or false"))
-    if out["all"] and spec.get("device"):
+    out["all"] = bool(out["all"])
+    if out["all"] and get("device"):
         raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")
-    out["group"] = _expect(spec, "group", (str,), "a task id")
-    out["limit_key"] = _expect(spec, "limit_key", (str,), "a key such as a site name")
     for name in ("limit_concurrency", "limit_per_minute"):
-        value = _expect(spec, name, (int,), "an integer >= 1")
+        value = out[name]
         if value is not None and value < 1:
             raise ProtocolError(f"task field '{name}' must be >= 1, got {value!r}")
         if value is not None and not out["limit_key"]:
             raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
-        out[name] = value
-    out["tags"] = _str_list(spec, "tags")
-    out["device"] = _expect(spec, "device", (str,), "a device id")
-    out["name"] = _expect(spec, "name", (str,), "a label") or describe_spec(out)
+    out["tags"] = [] if get("tags") is None else _str_list(spec, "tags")
+    out["name"] = out["name"] or describe_spec(out)
     return out
 
 

@@ -84,3 +84,31 @@ def test_a_corrupt_ledger_is_refused_and_left_unchanged(tmp_path):
     with pytest.raises(StoreError, match="corrupt|integrity"):
         TaskStore(path)
     assert _digest(path) == before
+
+
+def test_the_master_store_checkpoints_its_wal_in_the_background(tmp_path):
+    from tests.helpers import wait_until
+    path = tmp_path / "l.db"
+    store = TaskStore(path)
+    try:
+        store.checkpoint_in_background()
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0   # not inside the loop's commits
+        for i in range(50):
+            store.insert_task(validate_task_spec({"kind": "shell", "command": "true", "id": f"t{i}"}), 0, None, 1.0)
+        store.commit()
+
+        def in_main_file() -> int:
+            # The main file alone (no -wal beside it) holds only what was checkpointed into it.
+            copy = tmp_path / "copy.db"
+            copy.write_bytes(path.read_bytes())
+            conn = sqlite3.connect(f"{copy.as_uri()}?immutable=1", uri=True)
+            try:
+                return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            except sqlite3.OperationalError:   # not even the schema is in it yet
+                return -1
+            finally:
+                conn.close()
+        wait_until(lambda: in_main_file() == 50, 10, "the 50 tasks checkpointed into the main file")
+    finally:
+        store.close()
+    assert not store._checkpointer.is_alive()

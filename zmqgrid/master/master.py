@@ -39,6 +39,7 @@ class Master:
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.store = TaskStore(config.db_path)
+        self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
         self.keyring: KeyRing | None = None
         self.guard: Guard | None = None
