@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import zmq
 
 from .errors import MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, TaskNotFound, UsageError
-from .model import FINAL_STATES, TASK_KINDS, new_task_id, validate_task_spec
+from .model import FINAL_STATES, TASK_KINDS, compact_spec, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
 from .transport import Curve, make_socket
 
@@ -134,6 +134,7 @@ class Client:
             spec.setdefault("id", new_task_id())
             if notify:
                 self.notified.add(spec["id"])
+        specs = [compact_spec(s) if isinstance(s, dict) else s for s in specs]
         batches = [specs[i:i + batch_size] for i in range(0, len(specs), batch_size)]
         pending: dict[int, int] = {}
         ids: list[list[str]] = [[] for _ in batches]

@@ -161,6 +161,18 @@ def validate_task_spec(spec: Any) -> dict:
     return out
 
 
+_DEFAULTS = {"priority": 0, "all": False, "tags": [], "args": [], "kwargs": {}, "filename": "script.py"}
+
+
+def compact_spec(spec: dict) -> dict:
+    """A validated spec without the values validation fills in by itself (None, defaults, the derived name):
+    what goes on the wire, so the master decodes and checks a few keys per task instead of twenty."""
+    out = {k: v for k, v in spec.items() if v is not None and not (k in _DEFAULTS and _DEFAULTS[k] == v)}
+    if out.get("name") == describe_spec(spec):
+        del out["name"]
+    return out
+
+
 def describe_spec(spec: dict) -> str:
     """A short human label for a task: its command, script name or function."""
     kind = spec.get("kind")

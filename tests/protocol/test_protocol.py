@@ -8,7 +8,7 @@ import pytest
 
 from zmqgrid import protocol as p
 from zmqgrid.errors import ProtocolError
-from zmqgrid.model import validate_task_spec
+from zmqgrid.model import compact_spec, validate_task_spec
 
 SAMPLES = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
@@ -91,3 +91,19 @@ def test_a_valid_spec_is_normalised_with_defaults():
     spec = validate_task_spec({"kind": "python", "function": "pkg.mod:fn", "args": [1]})
     assert spec["id"] and spec["priority"] == 0 and spec["kwargs"] == {} and spec["tags"] == []
     assert spec["timeout"] is None and spec["retries"] is None and spec["name"] == "pkg.mod:fn"
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "python", "function": "pkg.mod:f"},
+    {"kind": "python", "function": "pkg.mod:f", "args": [0, None, False], "kwargs": {"a": None}, "priority": -3,
+     "tags": ["gpu"], "timeout": 2.5, "retries": 0, "retry_backoff": 0, "name": "mine", "device": "w1"},
+    {"kind": "shell", "command": ["echo", "hi"], "cwd": "/tmp", "env": {"A": ""}, "limit_key": "site",
+     "limit_concurrency": 1, "limit_per_minute": 60, "all": True, "group": "g"},
+    {"kind": "script", "source": "print(1)", "filename": "s.py", "args": ["x"]},
+    {"kind": "script", "source": "print(1)"},
+])
+def test_a_compact_spec_validates_back_to_the_same_task(spec):
+    full = validate_task_spec({"id": "t1", **spec})
+    small = compact_spec(full)
+    assert validate_task_spec(small) == full
+    assert all(v is not None for v in small.values()) and len(small) <= len(full)
