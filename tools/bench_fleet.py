@@ -1,0 +1,573 @@
+#!/usr/bin/env python
+"""Many workers on one master: 1,000 simulated workers with real sockets, the real master, default timings.
+
+    python tools/bench_fleet.py [--workers 1000] [--procs 4] [--tasks 5000] [--json]
+
+All on 127.0.0.1, in a temporary folder removed afterwards (kept on error or with --keep):
+
+1. Starts the real master (`python -m zmqgrid distribute --mode master`, default config: heartbeat 1 s,
+   device_timeout 2.5 s, liveness check 0.2 s, log level INFO) and `--procs` simulator processes (this file with
+   `--simulate`), each running workers/procs simulated workers. A simulated worker is what a real one is on the
+   wire: its own DEALER (identity = device id), SUB (beacon, all, device.<id>) and PUSH (heartbeats), speaking
+   zmqgrid.protocol's messages (Register with credit, Heartbeat every heartbeat_interval with psutil metrics,
+   Results with credit and `started`, the worker's Outbox). It registers after a random delay in [0, --ramp]
+   (a fleet started together), re-registers with the real worker's jittered backoff when unanswered, and "runs"
+   a task by holding it: `zmqgrid.samples:nap` for its seconds, anything else ends at once (done).
+2. Registration: time until the master has all of them online, and the spread of the master's own
+   `registered_at` per 100 ms (a herd would put most of the fleet into a few buckets).
+3. Idle: the master's CPU (psutil, % of one core) over --idle seconds with the whole fleet heartbeating, and
+   whether any device flapped offline.
+4. Fault: submits --tasks `nap(--task-s)` tasks, SIGKILLs one simulator process while its workers hold tasks,
+   and polls the ledger (read-only, every 20 ms) until its devices are offline (detection) and every task they
+   held is re-queued (then: running elsewhere or done). Waits for every task; checks submitted = done in the ledger.
+
+Every process it starts is stopped by PID (also on error, Ctrl-C or --deadline). Progress on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import random
+import resource
+import shlex
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+import psutil  # noqa: E402
+import zmq  # noqa: E402
+
+from zmqgrid.protocol import (BEACON_TOPIC, Beacon, Error, Heartbeat, Register, RegisterAck,  # noqa: E402
+                              ResultAck, Tasks, decode)
+from zmqgrid.transport import make_socket  # noqa: E402
+from zmqgrid.worker.metrics import sample_metrics, system_info  # noqa: E402
+from zmqgrid.worker.outbox import Outbox  # noqa: E402
+
+TARGETS = {"idle_cpu_pct": 25.0, "all_registered_s": 10.0, "detection_s": 3.0, "requeue_s": 5.0}
+HERD_SHARE = 0.10     # more than this share of the fleet registered within one 100 ms: a herd
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit: each simulated worker is three sockets (and their fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+
+class SimWorker:
+    """One simulated worker: its three sockets, credit, held/running tasks and outbox."""
+
+    def __init__(self, sim: "Simulator", device_id: str) -> None:
+        self.sim, self.device_id = sim, device_id
+        self.dealer = self.sub = self.push = None
+        self.incarnation = ""
+        self.registered = False
+        self.register_sent, self.backoff = 0.0, 0.5
+        self.seq = 0
+        self.held: list[dict] = []
+        self.running: dict[tuple, dict] = {}
+        self.started: list[list] = []
+        self.outbox = Outbox(1 << 24)
+
+    def connect(self) -> None:
+        if self.dealer is not None:
+            self.sim.forget(self.dealer)
+        self.dealer = make_socket(self.sim.ctx, zmq.DEALER, identity=self.device_id.encode(), sndhwm=0, rcvhwm=0,
+                                  zmtp_heartbeat_ms=1000)
+        self.dealer.connect(self.sim.url)
+        self.sim.watch(self.dealer, self)
+
+    def register(self, now: float) -> None:
+        running = [list(k) for k in self.running] + [[t["id"], t["attempt"]] for t in self.held]
+        credit = max(0, self.sim.capacity - len(running))
+        self.outbox.freed = 0
+        info = self.sim.info
+        self.dealer.send_multipart(Register(
+            self.device_id, self.device_id, info["hostname"], info["os"], info["python_version"],
+            info["python_executable"], [], self.sim.concurrency, credit, running, self.outbox.keys(), os.getpid(),
+            "sim").encode())
+        self.register_sent, self.registered = now, False
+
+    def on_dealer(self, now: float) -> None:
+        while True:
+            try:
+                msg = decode(self.dealer.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if isinstance(msg, Tasks):
+                self.outbox.ack(msg.acks)
+                self.held.extend(msg.tasks)
+                self.sim.dirty.add(self)
+            elif isinstance(msg, ResultAck):
+                self.outbox.ack(msg.keys)
+            elif isinstance(msg, RegisterAck):
+                self.registered_with(msg, now)
+            elif isinstance(msg, Error) and msg.code == "not_registered" and now - self.register_sent > 1.0:
+                self.register(now)
+
+    def registered_with(self, msg: RegisterAck, now: float) -> None:
+        if self.push is None or msg.incarnation != self.incarnation:
+            for sock in (self.sub, self.push):
+                if sock is not None:
+                    self.sim.forget(sock)
+            self.sub = make_socket(self.sim.ctx, zmq.SUB, zmtp_heartbeat_ms=1000)
+            for topic in (BEACON_TOPIC, b"all", f"device.{self.device_id}".encode()):
+                self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+            self.sub.connect(f"tcp://127.0.0.1:{msg.pub_port}")
+            self.sim.watch(self.sub, self)
+            self.push = make_socket(self.sim.ctx, zmq.PUSH, sndhwm=10)
+            self.push.connect(f"tcp://127.0.0.1:{msg.heartbeat_port}")
+            self.sim.schedule(now, "beat", self)   # the real sender beats at once, then every interval
+        self.incarnation, self.registered, self.backoff = msg.incarnation, True, 0.5
+        self.sim.interval_s = msg.heartbeat_interval_s
+        self.outbox.resend_all()
+        self.sim.dirty.add(self)
+
+    def on_sub(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            msg = decode(frames[1:])
+            if isinstance(msg, Beacon):
+                self.sim.beacons += 1
+                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0:
+                    self.register(now)
+
+    def beat(self, now: float) -> None:
+        self.seq += 1
+        held = [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys()
+        frames = Heartbeat(self.device_id, self.incarnation, self.seq, [list(k) for k in self.running], held,
+                           self.sim.metrics, time.time(), []).encode()
+        try:
+            self.push.send_multipart(frames, zmq.NOBLOCK)
+            self.sim.heartbeats += 1
+        except zmq.Again:
+            pass
+        self.sim.schedule(now + self.sim.interval_s, "beat", self)
+
+    def start_held(self, now: float) -> None:
+        while self.held and len(self.running) < self.sim.concurrency:
+            task = self.held.pop(0)
+            key = (task["id"], task["attempt"])
+            seconds = task["args"][0] if task.get("function") == "zmqgrid.samples:nap" and task.get("args") else 0
+            self.running[key] = {"started_at": time.time()}
+            self.started.append(list(key))
+            self.sim.schedule(now + float(seconds), "end", self, key)
+
+    def end(self, key: tuple, now: float) -> None:
+        run = self.running.pop(key, None)
+        if run is None:
+            return
+        t = time.time()
+        self.outbox.add({"id": key[0], "attempt": key[1], "state": "done", "exit_code": None, "value": None,
+                         "error": None, "stdout": "", "stderr": "", "started_at": run["started_at"],
+                         "finished_at": t, "duration_s": round(t - run["started_at"], 6)})
+        self.sim.tasks_done += 1
+        self.sim.dirty.add(self)
+
+    def flush(self, now: float) -> None:
+        self.start_held(now)
+        if self.registered:
+            started, self.started = self.started, []
+            for msg in self.outbox.messages(now, started):
+                self.dealer.send_multipart(msg.encode())
+
+
+class Simulator:
+    """`count` simulated workers in one process, driven by one poller and a timer heap."""
+
+    def __init__(self, url: str, prefix: str, count: int, ramp_s: float, concurrency: int, prefetch: int,
+                 seed: int) -> None:
+        self.url, self.concurrency, self.capacity = url, concurrency, concurrency + prefetch
+        self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, 3 * count + 64)
+        self.poller = zmq.Poller()
+        self.owners: dict[zmq.Socket, SimWorker] = {}
+        self.timers: list = []
+        self.tick = 0
+        self.dirty: set[SimWorker] = set()
+        self.info = system_info(sys.executable)
+        self.metrics = dict(sample_metrics(), **{k: v for k, v in self.info.items()})
+        self.interval_s = 1.0
+        self.heartbeats = self.beacons = self.tasks_done = 0
+        self.halt = False
+        rng = random.Random(seed)
+        self.workers = [SimWorker(self, f"{prefix}{i:04d}") for i in range(count)]
+        now = time.monotonic()
+        for w in self.workers:
+            self.schedule(now + rng.uniform(0, ramp_s), "first", w)
+
+    def watch(self, sock: zmq.Socket, owner: SimWorker) -> None:
+        self.owners[sock] = owner
+        self.poller.register(sock, zmq.POLLIN)
+
+    def forget(self, sock: zmq.Socket) -> None:
+        if self.owners.pop(sock, None) is not None:
+            self.poller.unregister(sock)
+        sock.close(0)
+
+    def schedule(self, at: float, what: str, worker: SimWorker, arg: object = None) -> None:
+        self.tick += 1
+        heapq.heappush(self.timers, (at, self.tick, what, worker, arg))
+
+    def serve(self) -> None:
+        last_metrics = last_report = time.monotonic()
+        while not self.halt:
+            now = time.monotonic()
+            wait_ms = 50 if not self.timers else max(0, min(50, (self.timers[0][0] - now) * 1000))
+            for sock, _ in self.poller.poll(wait_ms):
+                owner = self.owners.get(sock)
+                if owner is not None:
+                    (owner.on_dealer if sock is owner.dealer else owner.on_sub)(time.monotonic())
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                _, _, what, w, arg = heapq.heappop(self.timers)
+                if what == "first":
+                    w.connect()
+                    w.register(now)
+                elif what == "beat":
+                    w.beat(now)
+                elif what == "end":
+                    w.end(arg, now)
+            for w in self.workers:   # the real worker's backoff: 0.5 s, doubled with jitter 0.8-1.2, at most 10 s
+                if w.dealer is not None and not w.registered and now - w.register_sent > w.backoff:
+                    w.backoff = min(w.backoff * 2, 10.0) * random.uniform(0.8, 1.2)
+                    w.connect()
+                    w.register(now)
+            dirty, self.dirty = self.dirty, set()
+            for w in dirty:
+                w.flush(now)
+            if now - last_metrics >= 1.0:   # one psutil sample per process per second, shared by its workers
+                last_metrics = now
+                self.metrics = dict(sample_metrics(), **self.info)
+            if now - last_report >= 5.0:
+                last_report = now
+                print(f"{time.strftime('%H:%M:%S')} registered={sum(w.registered for w in self.workers)} "
+                      f"heartbeats={self.heartbeats} beacons={self.beacons} done={self.tasks_done}", flush=True)
+        for sock in list(self.owners) + [w.push for w in self.workers if w.push is not None]:
+            sock.close(0)
+        self.ctx.term()
+
+
+def simulate(args: argparse.Namespace) -> int:
+    raise_fd_limit()
+    sim = Simulator(args.master, args.prefix, args.count, args.ramp, args.concurrency, args.prefetch, args.seed)
+
+    def stop(*_: object) -> None:
+        sim.halt = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sim.serve()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+from bench import STARTED, Spies, SysStat, free_port_block, machine, progress, settle, spawn, stop_all, stop_process  # noqa: E402,I001
+
+from zmqgrid.client import Client, build_spec  # noqa: E402
+
+
+class Deadline(Exception):
+    pass
+
+
+class Ledger:
+    """Read-only views of the master's SQLite file (what the master committed, one loop turn behind at most)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+    def one(self, sql: str, params: tuple = ()) -> object:
+        return self.conn.execute(sql, params).fetchone()[0]
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+def poll(check, timeout_s: float, what: str, interval_s: float = 0.02) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(interval_s)
+    raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+
+def buckets(times: list[float], width_s: float) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for t in times:
+        out[int(t // width_s)] = out.get(int(t // width_s), 0) + 1
+    return out
+
+
+def run(a: argparse.Namespace, tmp: Path, result: dict) -> None:
+    port = free_port_block()
+    url = f"tcp://127.0.0.1:{port}"
+    db = tmp / "fleet.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}   # default config, nothing leaks in
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    argv = [sys.executable, "-m", "zmqgrid", "distribute", "--mode", "master", "--port", str(port), "--db", str(db),
+            "--log-file", str(tmp / "master.log")]
+    result["commands"] = {"master": shlex.join(argv)}
+    master = spawn(argv, cwd=tmp, env=env, log=tmp / "master.out")
+    client = Client(url, timeout_s=10)
+    try:
+        poll(lambda: _answers(client, master), 30, "the master to answer", 0.1)
+        master_ps = psutil.Process(master.pid)
+        progress(f"master pid {master.pid} on {url}; fd limit soft/hard {resource.getrlimit(resource.RLIMIT_NOFILE)}")
+        ledger = Ledger(db)
+        # ---- registration
+        per = [a.workers // a.procs + (1 if p < a.workers % a.procs else 0) for p in range(a.procs)]
+        sims, t_spawn_wall = {}, time.time()
+        t_spawn = time.monotonic()
+        for p, count in enumerate(per):
+            prefix = f"sim{p}-"
+            sargv = [sys.executable, str(Path(__file__).resolve()), "--simulate", "--master", url, "--prefix", prefix,
+                     "--count", str(count), "--ramp", str(a.ramp), "--concurrency", str(a.concurrency),
+                     "--prefetch", str(a.prefetch), "--seed", str(a.seed + p)]
+            sims[prefix] = spawn(sargv, cwd=tmp, env=env, log=tmp / f"{prefix}out")
+        result["commands"]["simulator"] = shlex.join(sargv)
+        progress(f"{a.procs} simulator processes ({'+'.join(map(str, per))} workers), ramp {a.ramp:g}s ...")
+        last = [0.0]
+
+        def all_online() -> bool:
+            for prefix, proc in sims.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"simulator {prefix} exited with {proc.returncode}; see {tmp}/{prefix}out")
+            n = ledger.one("SELECT count(*) FROM devices WHERE state='online'")
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                progress(f"  {n}/{a.workers} online")
+            return n >= a.workers
+
+        t_all = poll(all_online, 60, f"all {a.workers} workers online", 0.05)
+        status = client.status()
+        reg = sorted(r[0] - t_spawn_wall for r in ledger.rows("SELECT registered_at FROM devices"))
+        b100 = buckets(reg, 0.1)
+        reg_fig = {"all_registered_s": round(t_all - t_spawn, 2), "online_in_status": status["devices"]["online"],
+                   "first_s": round(reg[0], 2), "last_s": round(reg[-1], 2),
+                   "max_per_100ms": max(b100.values()), "max_per_1s": max(buckets(reg, 1.0).values()),
+                   "buckets_100ms": [b100.get(i, 0) for i in range(int(reg[-1] // 0.1) + 1)]}
+        result["registration"] = reg_fig
+        progress(f"all {a.workers} online after {reg_fig['all_registered_s']}s (status says "
+                 f"{reg_fig['online_in_status']}); at most {reg_fig['max_per_100ms']} registrations in one 100 ms")
+        # ---- idle
+        time.sleep(2.0)   # the last ones' first heartbeats and registration logs are behind us
+        busy_before = settle(a.settle, 60.0, "the idle measurement")
+        cpu0, sys0, t0 = master_ps.cpu_times(), SysStat().start(), time.perf_counter()
+        sim_cpu0 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in sims.values())
+        hb0 = ledger.one("SELECT count(*) FROM heartbeats")
+        flaps = 0
+        spies = Spies(Path(a.py_spy), {"master": (master.pid, False)}) if a.py_spy else None
+        if spies is not None:
+            spies.start(1)
+        while time.perf_counter() - t0 < a.idle:
+            time.sleep(0.5)
+            flaps = max(flaps, a.workers - ledger.one("SELECT count(*) FROM devices WHERE state='online'"))
+        wall = time.perf_counter() - t0
+        cpu1 = master_ps.cpu_times()
+        sim_cpu1 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in sims.values())
+        idle = {"seconds": round(wall, 1), "master_cpu_pct": round(100 * ((cpu1.user + cpu1.system)
+                                                                             - (cpu0.user + cpu0.system)) / wall, 1),
+                "simulators_cpu_pct": round(100 * (sim_cpu1 - sim_cpu0) / wall, 1), "machine": sys0.stop(),
+                "machine_busy_before_pct": busy_before, "offline_at_worst": flaps,
+                "heartbeat_rows_per_s": round((ledger.one("SELECT count(*) FROM heartbeats") - hb0) / wall, 1),
+                "master_rss_mb": round(master_ps.memory_info().rss / 2**20, 1), "master_fds": master_ps.num_fds()}
+        result["idle"] = idle
+        if spies is not None:
+            spies.stop()
+            result["py_spy"] = spies.summary()["master"]
+            progress("py-spy, master while idle (own %): " + ", ".join(f"{f} {p}" for f, p in
+                                                                     result["py_spy"]["self_pct"][:8]))
+        progress(f"idle: master {idle['master_cpu_pct']}% of a core over {idle['seconds']}s (simulators "
+                 f"{idle['simulators_cpu_pct']}%, machine {idle['machine']}); offline at worst {flaps}")
+        # ---- tasks and a SIGKILLed simulator
+        specs = [build_spec(python="zmqgrid.samples:nap", args=[a.task_s]) for _ in range(a.tasks)]
+        ids = client.submit(specs, batch_size=1000)
+        t_sub = time.monotonic()
+        victim_prefix = "sim0-"
+        held_sql = ("SELECT id FROM tasks WHERE state IN ('assigned','running') AND device_id LIKE ?")
+        poll(lambda: len(ledger.rows(held_sql, (victim_prefix + "%",))) >= min(per[0], a.tasks // a.procs // 2),
+             30, "the victim's workers to hold tasks", 0.05)
+        time.sleep(max(0.0, a.kill_after - (time.monotonic() - t_sub)))
+        held = [r[0] for r in ledger.rows(held_sql, (victim_prefix + "%",))]
+        victim = sims[victim_prefix]
+        t_kill = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        progress(f"SIGKILLed simulator {victim_prefix} (pid {victim.pid}, {per[0]} workers) holding {len(held)} tasks")
+        offline_sql = "SELECT count(*) FROM devices WHERE state='offline' AND device_id LIKE ?"
+        t_first = poll(lambda: ledger.one(offline_sql, (victim_prefix + "%",)) > 0, 30, "a victim device offline")
+        t_det = poll(lambda: ledger.one(offline_sql, (victim_prefix + "%",)) >= per[0], 30, "every victim offline")
+        marks = ",".join("?" * len(held))
+
+        def moved(states: tuple) -> bool:
+            rows = ledger.rows(f"SELECT state, device_id FROM tasks WHERE id IN ({marks})", tuple(held))
+            return all(s in states and not (d or "").startswith(victim_prefix) if s != "queued" else "queued" in states
+                       for s, d in rows)
+
+        t_req = poll(lambda: moved(("queued", "assigned", "running", "done")), 30, "the victim's tasks re-queued")
+        t_else = poll(lambda: moved(("assigned", "running", "done")), 60, "the victim's tasks running elsewhere")
+        view = {d["device_id"]: d["state"] for d in client.devices()}
+        fault = {"victim_workers": per[0], "held_at_kill": len(held),
+                 "first_offline_s": round(t_first - t_kill, 2), "detection_s": round(t_det - t_kill, 2),
+                 "requeue_s": round(t_req - t_kill, 2), "running_elsewhere_s": round(t_else - t_kill, 2),
+                 "victims_offline_in_devices": sum(1 for d, s in view.items()
+                                                   if d.startswith(victim_prefix) and s == "offline")}
+        progress(f"detection {fault['detection_s']}s (first {fault['first_offline_s']}s), re-queued "
+                 f"{fault['requeue_s']}s, all running elsewhere {fault['running_elsewhere_s']}s")
+        poll(lambda: ledger.one("SELECT count(*) FROM tasks WHERE state NOT IN ('done','failed','timed_out',"
+                                "'cancelled','quarantined')") == 0, 120, "every task to finish", 0.2)
+        fault["all_done_s"] = round(time.monotonic() - t_sub, 2)
+        counts = dict(ledger.rows("SELECT state, count(*) FROM tasks GROUP BY state"))
+        fault["ledger"] = {"submitted": len(ids), "states": counts,
+                           "lost_attempts": ledger.one("SELECT count(*) FROM attempts WHERE state='lost'"),
+                           "ok": counts.get("done", 0) == len(ids) == a.tasks}
+        result["fault"] = fault
+        progress(f"all {len(ids)} tasks final after {fault['all_done_s']}s: {counts}")
+        ledger.conn.close()
+    finally:
+        client.close()
+        for proc in [*sims.values(), master] if "sims" in locals() else [master]:
+            stop_process(proc)
+            if proc in STARTED:
+                STARTED.remove(proc)
+
+
+def _answers(client: Client, master) -> bool:
+    if master.poll() is not None:
+        raise RuntimeError(f"the master exited with {master.returncode}")
+    try:
+        client.status()
+        return True
+    except Exception:  # not up yet
+        return False
+
+
+def verdicts(r: dict) -> dict:
+    reg, idle, fault = r["registration"], r["idle"], r["fault"]
+    herd_limit = max(1, int(HERD_SHARE * r["config"]["workers"]))
+    return {"idle_cpu": (f"{idle['master_cpu_pct']}% of a core", "≤ 25%", idle["master_cpu_pct"] <= 25.0),
+            "registered": (f"{reg['all_registered_s']} s", "≤ 10 s", reg["all_registered_s"] <= 10.0),
+            "no_herd": (f"max {reg['max_per_100ms']} per 100 ms", f"≤ {herd_limit} per 100 ms",
+                        reg["max_per_100ms"] <= herd_limit),
+            "no_flap": (f"{idle['offline_at_worst']} offline while idle", "0", idle["offline_at_worst"] == 0),
+            "detection": (f"{fault['detection_s']} s", "≤ 3 s", fault["detection_s"] <= 3.0),
+            "requeue": (f"{fault['requeue_s']} s", "≤ 5 s", fault["requeue_s"] <= 5.0),
+            "no_task_lost": (f"{fault['ledger']['states'].get('done', 0)}/{fault['ledger']['submitted']} done",
+                             "all done", fault["ledger"]["ok"])}
+
+
+def report(r: dict) -> None:
+    m = r["machine"]
+    print(f"{r['command']}\n{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, pyzmq {m['pyzmq']} "
+          f"(libzmq {m['libzmq']}), commit {m['zmqgrid_commit']}, {m['date']}")
+    reg, idle, fault = r["registration"], r["idle"], r["fault"]
+    print(f"registration: spread {reg['first_s']}-{reg['last_s']} s after spawn, max {reg['max_per_1s']} per 1 s")
+    print(f"idle {idle['seconds']} s: simulators {idle['simulators_cpu_pct']}% of a core, machine {idle['machine']}, "
+          f"busy before {idle['machine_busy_before_pct']}%, master RSS {idle['master_rss_mb']} MB, "
+          f"{idle['master_fds']} fds, {idle['heartbeat_rows_per_s']} heartbeat rows/s")
+    print(f"fault: {fault['victim_workers']} workers killed holding {fault['held_at_kill']} tasks; first offline "
+          f"{fault['first_offline_s']} s; running elsewhere {fault['running_elsewhere_s']} s; "
+          f"all {fault['ledger']['submitted']} final {fault['all_done_s']} s after submit; "
+          f"lost attempts {fault['ledger']['lost_attempts']}")
+    print(f"\n| {'measure':<14} | {'figure':<26} | {'target':<18} | met |\n|---|---|---|---|")
+    for name, (figure, target, ok) in r["verdicts"].items():
+        print(f"| {name:<14} | {figure:<26} | {target:<18} | {'yes' if ok else 'NO'} |")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=1000)
+    ap.add_argument("--procs", type=int, default=4, help="simulator processes")
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--task-s", type=float, default=1.0, help="seconds each task holds its simulated worker")
+    ap.add_argument("--kill-after", type=float, default=1.5, help="seconds after the submit to kill a simulator")
+    ap.add_argument("--ramp", type=float, default=2.0, help="simulated workers start at random within this")
+    ap.add_argument("--idle", type=float, default=15.0, help="seconds of the idle CPU measurement")
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--prefetch", type=int, default=1)
+    ap.add_argument("--settle", type=float, default=30.0, help="wait up to this for a quieter machine")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--deadline", type=float, default=300.0)
+    ap.add_argument("--py-spy", metavar="DIR", help="py-spy the master during the idle phase (GIL stacks)")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--master", help=argparse.SUPPRESS)
+    ap.add_argument("--prefix", help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if not a.simulate and (a.procs < 2 or a.workers < a.procs or a.tasks < 1):
+        ap.error("need --procs >= 2 (one is killed), --workers >= --procs and --tasks >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.simulate:
+        return simulate(a)
+    limits = raise_fd_limit()   # the children (master included) inherit it
+    command = shlex.join(["python", "tools/bench_fleet.py", *(sys.argv[1:] if argv is None else argv)])
+
+    def on_alarm(*_: object) -> None:
+        raise Deadline(f"not finished within --deadline {a.deadline:g}s")
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(max(1, int(a.deadline)))
+    tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-fleet-"))
+    result: dict = {"command": command, "machine": machine(), "fd_limit": list(limits),
+                    "config": {k: getattr(a, k) for k in ("workers", "procs", "tasks", "task_s", "ramp", "idle",
+                                                          "concurrency", "prefetch", "kill_after")}}
+    progress(f"command: {command}; fd limit {limits}; folder {tmp}")
+    code = 0
+    try:
+        run(a, tmp, result)
+        result["verdicts"] = verdicts(result)
+    except Deadline as e:
+        progress(f"error: {e}")
+        code = 2
+    except KeyboardInterrupt:
+        progress("interrupted")
+        code = 130
+    except Exception as e:  # report, clean up, fail
+        progress(f"error: {type(e).__name__}: {e}")
+        code = 1
+    finally:
+        signal.alarm(0)
+        stop_all()
+        if a.keep or code:
+            progress(f"kept {tmp} (logs and ledger)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if code:
+        return code
+    if a.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        report(result)
+    return 0 if all(ok for _, _, ok in result["verdicts"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
