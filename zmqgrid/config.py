@@ -58,6 +58,8 @@ class Config:
     """Tasks queued on a worker beyond concurrent_tasks; credit = concurrent_tasks + prefetch."""
     task_timeout: float = 3600.0
     """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
+    task_nice: int = 5
+    """Added to the niceness of every task process (POSIX): a busy task yields the CPU to the daemons first."""
     max_retry_count: int = 3
     """Default number of retries for a task that fails, times out or loses its worker."""
     retry_backoff: float = 1.0
@@ -151,6 +153,7 @@ class Config:
 _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. "int | None"
 _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
+           "task_nice": (0, 19),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}

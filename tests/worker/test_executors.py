@@ -141,6 +141,24 @@ def test_output_beyond_the_cap_keeps_head_and_tail_with_one_marker(make_executor
 
 
 @POSIX_SH
+def test_task_processes_run_nicer_than_the_worker(make_executor):
+    code = "import os; print(os.nice(0))"
+    result = make_executor(nice=5).start(task("shell", command=[PY, "-c", code])).wait()
+    assert int(result["stdout"]) == min(19, os.nice(0) + 5)
+
+
+def test_live_output_stops_at_the_cap_while_the_task_goes_on(make_executor):
+    cap = 64 * 1024
+    code = f"import sys\nfor _ in range(200): sys.stdout.write('x' * 8191 + chr(10))"   # 1.6 MB, 25 caps
+    streamed: list[str] = []
+    run = make_executor(max_output_bytes=cap).start(task("shell", command=[PY, "-c", code]),
+                                                    on_output=lambda stream, text: streamed.append(text))
+    result = run.wait()
+    assert result["state"] == "done" and "bytes of stdout cut" in result["stdout"]
+    assert cap <= sum(map(len, streamed)) <= cap + 65536    # the chunk that crosses the cap, then nothing
+
+
+@POSIX_SH
 def test_shell_timeout_kills_children_and_grandchildren(make_executor, tmp_path):
     pid_file = tmp_path / "pids"
     command = (f"echo $$ >> {pid_file}; sleep 60 & echo $! >> {pid_file}; "

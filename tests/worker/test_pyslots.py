@@ -108,6 +108,19 @@ def test_python_output_is_capped_too(driver):
     assert len(result["stdout"]) < 10_100
 
 
+def test_python_live_output_stops_at_the_cap(driver):
+    streamed: list[str] = []
+    result = driver(max_output_bytes=10_000).run(task("python", function="tests.tasks:print_bytes", args=[300_000]),
+                                                 lambda stream, text: streamed.append(text))
+    assert result["state"] == "done" and "bytes of stdout cut" in result["stdout"]
+    assert 10_000 <= sum(map(len, streamed)) <= 10_000 + 65536
+
+
+@pytest.mark.skipif(os.name != "posix", reason="niceness")
+def test_python_children_run_nicer_than_the_worker(driver):
+    assert driver(nice=4).run(task("python", function="tests.tasks:niceness"))["value"] == min(19, os.nice(0) + 4)
+
+
 def test_a_child_is_reused_across_calls(driver):
     d = driver()
     first = d.run(task("python", function="tests.tasks:getpid"))["value"]

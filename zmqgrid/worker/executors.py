@@ -159,6 +159,7 @@ class _ProcessRun(Run):
                                     stderr=subprocess.PIPE, **options)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             return self._make("failed", error=_error("StartError", str(e)))
+        lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
         exited = threading.Event()
         threads = [threading.Thread(target=self._pump, args=(proc.stdout, self._out), daemon=True,
@@ -236,7 +237,7 @@ class _ProcessRun(Run):
             if not data:
                 break
             buffer.write(data)
-            if self._on_output is not None:
+            if self._on_output is not None and buffer.streaming(data):
                 self._emit(buffer.name, decoder.decode(data))
         if self._on_output is not None:
             self._emit(buffer.name, decoder.decode(b"", final=True))
@@ -282,8 +283,9 @@ class Executor:
     """Starts task attempts and owns every process they need; `close()` kills them all."""
 
     def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
-                 default_timeout_s: float | None = None, kill_grace_s: float = 3.0) -> None:
+                 default_timeout_s: float | None = None, kill_grace_s: float = 3.0, nice: int = 0) -> None:
         self.python_executable = python_executable
+        self.nice = nice
         self.concurrency = concurrency
         self.max_output_bytes = max_output_bytes
         self.default_timeout_s = default_timeout_s
@@ -318,3 +320,14 @@ class Executor:
     def _forget(self, run: Run) -> None:
         with self._lock:
             self._runs.discard(run)
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Make a task's process `nice` steps nicer than it is (POSIX; its children inherit it). Best effort: a
+    task that already ended, or a platform without niceness, just runs as it is."""
+    if nice <= 0 or not _POSIX:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + nice))
+    except OSError as e:
+        logger.debug("cannot lower the priority of pid=%d: %s", pid, e)

@@ -39,6 +39,7 @@ class CappedBuffer:
     def __init__(self, name: str, max_bytes: int) -> None:
         self.name = name
         self.total = 0
+        self.max_bytes = max_bytes
         self._head_cap = max_bytes // 2
         self._tail_cap = max_bytes - self._head_cap
         self._head = bytearray()
@@ -55,6 +56,11 @@ class CappedBuffer:
             # Trim lazily so a stream of small writes stays linear.
             if len(self._tail) > 2 * self._tail_cap + 65536:
                 del self._tail[: len(self._tail) - self._tail_cap]
+
+    def streaming(self, data: bytes) -> bool:
+        """Whether `data`, just written, should still be streamed live: the master keeps no more than the cap of
+        live output either, so what lies beyond it is not sent (the result carries the head and the tail)."""
+        return self.total - len(data) < self.max_bytes
 
     def text(self) -> str:
         tail = self._tail[-self._tail_cap:] if self._tail_cap else b""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..protocol import packb, unpackb
+from .executors import lower_priority
 from .pypool import MAX_BATCH, CappedBuffer, _Child, _died, _error
 from .proctree import kill_tree
 
@@ -82,11 +83,12 @@ class PySlots:
     def __init__(self, *, size: int, max_output_bytes: int, default_timeout_s: float | None,
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
-                 max_tasks_per_child: int = 10_000, max_child_memory_mb: int = 1024) -> None:
+                 max_tasks_per_child: int = 10_000, max_child_memory_mb: int = 1024, nice: int = 0) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue = requeue or (lambda tasks: None)
+        self.nice = nice
         self.grace_s, self.max_tasks, self.max_rss = kill_grace_s, max_tasks_per_child, max_child_memory_mb << 20
         self.idle: list[_Child] = []
         self.batches: dict[int, _Batch] = {}     # fd (pipe or sentinel) of a busy child -> its batch
@@ -111,6 +113,7 @@ class PySlots:
 
     def _spawn(self) -> _Child:
         child = _Child(self.ctx)
+        lower_priority(child.pid, self.nice)
         # Watched for its whole life, not per call: (un)registering with the poller costs more than a call.
         for fd in (child.conn.fileno(), child.process.sentinel):
             self.watched.add(fd)
@@ -210,8 +213,10 @@ class PySlots:
         if reply[0] == "out":
             _, stream, text, index = reply
             call = batch.calls[min(max(index, 0), len(batch.calls) - 1)]
-            (call.out if stream == "stdout" else call.err).write(text.encode("utf-8", errors="replace"))
-            if call.on_output is not None and text:
+            data = text.encode("utf-8", errors="replace")
+            buffer = call.out if stream == "stdout" else call.err
+            buffer.write(data)
+            if call.on_output is not None and text and buffer.streaming(data):
                 try:
                     call.on_output(stream, text)
                 except Exception:

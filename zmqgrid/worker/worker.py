@@ -44,12 +44,12 @@ class Worker(CommandsMixin):
         self.info = system_info(config.python_executable)
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
-                                 default_timeout_s=config.task_timeout or None)
+                                 default_timeout_s=config.task_timeout or None, nice=config.task_nice)
         self.poller = zmq.Poller()
         self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
                                default_timeout_s=config.task_timeout or None,
                                watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister,
-                               requeue=self._rehold)
+                               requeue=self._rehold, nice=config.task_nice)
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
