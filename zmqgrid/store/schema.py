@@ -83,6 +83,26 @@ def m006_keys(db: sqlite_utils.Database) -> None:
     db["keys"].create_index(["device_id"])
 
 
+@migrations()
+def m007_ledger_indexes(db: sqlite_utils.Database) -> None:
+    # Indexes shaped by the queries a big ledger must answer fast (docs/benchmarks.md, "Big ledger"); entries of
+    # an index on (a, b) come in rowid order for equal a and b, so `... WHERE state = ? ORDER BY rowid DESC LIMIT n`
+    # walks one index backwards instead of sorting every task in that state.
+    # - tasks(state): tasks list by state; recovery reads queued/assigned/running through it; counts by state.
+    # - tasks(device_id, state), rows with a device: a device's tasks in a state, and (merged over the states)
+    #   all its tasks. Queued tasks have no device, so their inserts skip it.
+    # - tasks(finished_at, state), finished rows: "finished in the last hour" and retention's oldest-first, from
+    #   the index alone; inserts (never finished) skip it.
+    # - tasks(group_id), fan-out rows only. attempts(device_id) goes: no query reads attempts by device.
+    for name in ("idx_tasks_state_priority", "idx_tasks_device_id", "idx_tasks_group_id", "idx_tasks_finished_at",
+                 "idx_attempts_device_id"):
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+    db.execute("CREATE INDEX idx_tasks_state ON tasks (state)")
+    db.execute("CREATE INDEX idx_tasks_device_state ON tasks (device_id, state) WHERE device_id IS NOT NULL")
+    db.execute("CREATE INDEX idx_tasks_finished ON tasks (finished_at, state) WHERE finished_at IS NOT NULL")
+    db.execute("CREATE INDEX idx_tasks_group ON tasks (group_id) WHERE group_id IS NOT NULL")
+
+
 def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
     path = Path(path)
