@@ -34,6 +34,24 @@ def test_demo_runs_the_sample_batch_to_the_end_and_exits_zero(tmp_path):
     assert "site=alpha" in proc.stdout and "hello from" in proc.stdout
 
 
+def test_standalone_with_curve_makes_its_keys_and_runs_every_worker_secured(tmp_path):
+    port, keys = free_port_block(), tmp_path / "keys"
+    argv = [sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo", "--curve",
+            "--keys-dir", str(keys), "--port", str(port), "--db", str(tmp_path / "demo.db"),
+            "--log-file", str(tmp_path / "demo.log")]
+    proc = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "13 done, 2 not done" in proc.stdout
+    # both local workers ran tasks: each got a key of its own, accepted at start
+    assert "local-1" in proc.stdout and "local-2" in proc.stdout
+    assert "curve=on" in (tmp_path / "demo.log").read_text()
+    for secret in ("master.key_secret", "admin.key_secret", "standalone/local-1.key_secret",
+                   "standalone/local-2.key_secret"):
+        assert (keys / secret).stat().st_mode & 0o077 == 0, secret
+    again = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=80)
+    assert again.returncode == 0 and "13 done, 2 not done" in again.stdout   # the same keys, reused
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_standalone_stops_cleanly_on_a_signal_and_leaves_no_process_behind(tmp_path, sig):
     # Given a standalone cluster with two workers that runs a long task

@@ -14,6 +14,7 @@ import psutil
 
 from .config import Config
 from .master.master import Master
+from .security import generate, load_keypair, secured
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +27,31 @@ class Standalone:
         self.master: Master | None = None
         self.thread: threading.Thread | None = None
         self.workers: list[subprocess.Popen] = []
+        self.local_keys = Path(config.keys_dir) / "standalone"
+
+    def device_id(self, index: int) -> str:
+        return f"{self.config.device_id or 'local'}-{index}"
+
+    def ensure_keys(self) -> None:
+        """With `curve` on, what a secured standalone needs and the user has not made yet: the master's keys and
+        an admin key in keys_dir (for this process's own client: demo, dashboard), one worker key per local
+        worker in keys_dir/standalone (a key speaks for one device); the local ones are accepted at start."""
+        keys = Path(self.config.keys_dir)
+        wanted = [("master", "master", keys)]
+        if self.config.client_key_file is None:
+            wanted.append(("admin", "admin", keys))
+        wanted += [("worker", self.device_id(i), self.local_keys) for i in range(1, self.config.workers + 1)]
+        for role, name, folder in wanted:
+            if not (folder / f"{name}.key_secret").exists() and not (role == "master" and self.config.key_file):
+                made = generate(role, name, folder)
+                logger.info("standalone: generated the %s key %s", role, made["secret_file"])
+        admin = keys / "admin.key"
+        if self.config.client_key_file is None and admin.exists():
+            (self.local_keys / "admin.key").write_bytes(admin.read_bytes())
 
     def worker_command(self, index: int) -> list[str]:
         c = self.config
-        device_id = f"{c.device_id or 'local'}-{index}"
+        device_id = self.device_id(index)
         cmd = [sys.executable, "-m", "zmqgrid", "distribute", "--mode", "worker", "--master", c.master_url,
                "--device-id", device_id, "--concurrency", str(c.concurrent_tasks), "--parent-pid", str(os.getpid()),
                "--log-level", c.log_level]
@@ -41,10 +63,17 @@ class Standalone:
         for flag, values in (("--allow-kind", c.allowed_kinds), ("--allow-module", c.allowed_modules)):
             for value in values:
                 cmd += [flag, value]
+        if secured(c):
+            cmd += ["--curve", "--keys-dir", c.keys_dir]
         return cmd
 
     def start(self) -> None:
+        if secured(self.config):
+            self.ensure_keys()
         self.master = Master(self.config)
+        if self.master.keyring is not None:
+            self.master.keyring.authorize(self.local_keys, time.time())
+            self.master.store.commit()
         self.thread = threading.Thread(target=self.master.serve, name="master", daemon=True)
         self.thread.start()
         self.master.ready.wait(10)
@@ -52,7 +81,13 @@ class Standalone:
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
                    ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch))
+        if secured(self.config):
+            master_key = load_keypair(self.config.key_file or Path(self.config.keys_dir) / "master.key_secret",
+                                      "master")[0].decode()
+            env["ZMQGRID_MASTER_KEY"] = master_key
         for i in range(1, self.config.workers + 1):
+            if secured(self.config):
+                env["ZMQGRID_KEY_FILE"] = str(self.local_keys / f"{self.device_id(i)}.key_secret")
             # exec, not fork: the master's ZeroMQ context must not cross into a child. Own session, so the
             # terminal's Ctrl-C reaches only us and we stop the workers in order.
             self.workers.append(subprocess.Popen(self.worker_command(i), env=env, start_new_session=True,

@@ -49,9 +49,10 @@ class KeyRing:
         self.peers: dict[str, bytes] = {}        # key -> ROUTER identity of its latest connection
         self._staged: dict[str, float] = {}      # key -> when its last_seen_at was last staged
         if authorized_dir:
-            self._authorize(Path(authorized_dir), now)
+            self.authorize(Path(authorized_dir), now)
 
-    def _authorize(self, folder: Path, now: float) -> None:
+    def authorize(self, folder: Path, now: float) -> None:
+        """Accept the public certificates in `folder` (staged: the caller commits)."""
         if not folder.is_dir():
             logger.warning("authorized_keys_dir %s is not a directory; no key accepted from it", folder)
             return
