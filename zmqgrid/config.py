@@ -101,6 +101,11 @@ class Config:
     """Standalone only: how many local worker processes to start."""
     heartbeat_retention: int = 600
     """Heartbeat samples the master keeps per device."""
+    retention_days: int = 30
+    """Master: finished tasks (done, failed, timed_out, cancelled, quarantined) whose finish is older than this many
+    days are deleted with their attempts and output; 0 keeps them forever."""
+    retention_max_tasks: int = 1_000_000
+    """Master: most finished tasks kept; beyond it the oldest finished are deleted first; 0: no cap."""
     insecure: bool = False
     """Master: allow binding a non-loopback address without CURVE, open to anyone who reaches the ports
     (a WARNING at every start); without it such a bind is refused."""
@@ -155,7 +160,8 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "task_nice": (0, 19),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
-           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1)}
+           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
+           "retention_days": (0, 36500), "retention_max_tasks": (0, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),

@@ -14,6 +14,7 @@ from ..config import Config
 from ..errors import ProtocolError, StoreError
 from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, ResultAck, Tasks, decode, unpackb
 from ..security import master_curve, require_safe_bind
+from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
 from ..transport import ZAP_DOMAINS, bind, make_socket
 from .cluster import Cluster
@@ -71,6 +72,8 @@ class Master:
                          "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0}
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)
+        self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
+                                        time.monotonic())
         self.handlers = Handlers(self.cluster, self.settings, self.schedules)
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -148,6 +151,7 @@ class Master:
                 self._fire_schedules(now)
                 self.cluster.dispatch(now, now_mono)
                 self._commit_and_send(now)
+                self.retention.run(now_mono, now)   # its own transaction, a bounded chunk, after the turn's
                 if now_mono >= next_beacon:
                     next_beacon = now_mono + beacon_every
                     self.pub.send_multipart([BEACON_TOPIC, *Beacon(self.incarnation, now).encode()])

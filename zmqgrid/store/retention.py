@@ -1,0 +1,135 @@
+"""Retention: finished tasks past an age or beyond a count leave the ledger with their attempts and output."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from ..errors import StoreError
+from ..model import FINAL_STATES
+
+logger = logging.getLogger(__name__)
+CHUNK_ROWS = 5000          # most tasks deleted per transaction
+CHUNK_S = 0.05             # the master sizes its chunks to hold its loop about this long (measured as it goes)
+FIRST_CHUNK_ROWS = 200
+EVERY_S = 60.0             # between passes once nothing is left to prune
+FIRST_AFTER_S = 1.0        # the first pass waits for start-up to finish answering
+BUSY_SHARE = 0.2           # while a backlog lasts, pruning takes at most this share of the loop's time
+_FINAL = "(" + ", ".join(f"'{s}'" for s in sorted(FINAL_STATES)) + ")"
+# +state: the (finished_at, state) index gives the oldest first and checks their state; the state index would
+# make SQLite sort every finished task.
+_OLDEST = (f"SELECT id FROM tasks WHERE finished_at IS NOT NULL AND +state IN {_FINAL} "
+           "ORDER BY finished_at LIMIT ?")
+_OLDER_THAN = (f"SELECT id FROM tasks WHERE finished_at < ? AND +state IN {_FINAL} "
+               "ORDER BY finished_at LIMIT ?")
+
+
+@dataclass
+class Pruned:
+    """What one chunk did: tasks deleted, whether more are due now, and how long it held the ledger."""
+
+    tasks: int
+    more: bool
+    seconds: float
+
+
+class Retention:
+    """Deletes finished tasks older than `days` (0: no age limit) and the oldest beyond `max_tasks` finished ones
+    (0: no cap), at most `chunk` per call, each call one transaction. Queued, assigned and running tasks are never
+    touched: only rows in a final state with a finish time are chosen, and checked again in the DELETE itself."""
+
+    def __init__(self, db: sqlite_utils.Database, days: float, max_tasks: int, chunk: int = CHUNK_ROWS) -> None:
+        self.db, self.days, self.max_tasks, self.chunk = db, days, max_tasks, chunk
+
+    @property
+    def enabled(self) -> bool:
+        return self.days > 0 or self.max_tasks > 0
+
+    def finished_count(self) -> int:
+        """Finished tasks in the ledger: all rows (SQLite counts a b-tree without decoding it) minus the few active."""
+        total = self.db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        active = self.db.execute(f"SELECT count(*) FROM tasks WHERE state NOT IN {_FINAL}").fetchone()[0] \
+            if total else 0
+        return total - active
+
+    def due(self, now: float, rows: int) -> list[str]:
+        """Ids of the finished tasks to delete next, oldest first, at most `rows`."""
+        ids: dict[str, None] = {}
+        if self.days > 0:
+            ids.update((r[0], None) for r in self.db.execute(_OLDER_THAN, (now - self.days * 86400, rows)))
+        if self.max_tasks > 0 and len(ids) < rows:
+            excess = self.finished_count() - self.max_tasks
+            if excess > len(ids):
+                ids.update((r[0], None) for r in self.db.execute(_OLDEST, (min(excess, rows),)))
+        return list(ids)[:rows]
+
+    def prune_chunk(self, now: float, rows: int | None = None) -> Pruned:
+        """Delete the next (at most `rows`, default `chunk`) in one transaction; raises StoreError (nothing
+        deleted) if the ledger refuses."""
+        rows = self.chunk if rows is None else min(rows, self.chunk)
+        if not self.enabled:
+            return Pruned(0, False, 0.0)
+        t0 = time.perf_counter()
+        try:
+            ids = self.due(now, rows)
+            if ids:
+                keys = [(i,) for i in ids]
+                conn = self.db.conn
+                with self.db.atomic():
+                    conn.executemany(f"DELETE FROM task_output WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks "
+                                     f"WHERE id = task_id AND state IN {_FINAL})", keys)
+                    conn.executemany(f"DELETE FROM attempts WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks "
+                                     f"WHERE id = task_id AND state IN {_FINAL})", keys)
+                    conn.executemany(f"DELETE FROM tasks WHERE id = ? AND state IN {_FINAL}", keys)
+        except sqlite3.Error as e:
+            raise StoreError(f"retention could not prune: {e}", "check disk space and the database file") from e
+        return Pruned(len(ids), len(ids) >= rows, time.perf_counter() - t0)
+
+    def describe(self) -> str:
+        limits = []
+        if self.days > 0:
+            limits.append(f"older than {self.days:g} days")
+        if self.max_tasks > 0:
+            limits.append(f"beyond the newest {self.max_tasks}")
+        return " or ".join(limits) or "never"
+
+
+class RetentionTimer:
+    """When the master's loop runs the next chunk, and how big: every EVERY_S, or sooner while a backlog lasts,
+    leaving the loop at least (1 - BUSY_SHARE) of its time; each chunk sized from the last one's rate to take about
+    CHUNK_S (a delete's cost depends on the disk and the ledger's size). `run(now_mono, now)` never raises: a failed
+    prune waits for the next pass."""
+
+    def __init__(self, retention: Retention, now_mono: float) -> None:
+        self.retention = retention
+        self.next_at = now_mono + FIRST_AFTER_S
+        self.pass_total = 0
+        self.rows = FIRST_CHUNK_ROWS
+        logger.info("retention: finished tasks %s are pruned", retention.describe())
+
+    def run(self, now_mono: float, now: float) -> int:
+        if now_mono < self.next_at or not self.retention.enabled:
+            return 0
+        try:
+            pruned = self.retention.prune_chunk(now, self.rows)
+        except StoreError as e:
+            logger.warning("%s; trying again in %.0f s", e.message, EVERY_S)
+            self.next_at = now_mono + EVERY_S
+            return 0
+        self.pass_total += pruned.tasks
+        if pruned.tasks:
+            logger.info("retention pruned %d finished tasks (%s) with their attempts and output in %.1f ms%s",
+                        pruned.tasks, self.retention.describe(), pruned.seconds * 1000,
+                        "; more to prune" if pruned.more else f"; {self.pass_total} in this pass")
+        if pruned.tasks and pruned.seconds > 0:
+            rate = pruned.tasks / pruned.seconds
+            self.rows = max(FIRST_CHUNK_ROWS // 2, min(self.retention.chunk, int(rate * CHUNK_S)))
+        if pruned.more:
+            self.next_at = now_mono + pruned.seconds * (1 - BUSY_SHARE) / BUSY_SHARE
+        else:
+            self.next_at = now_mono + EVERY_S
+            self.pass_total = 0
+        return pruned.tasks
