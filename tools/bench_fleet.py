@@ -74,7 +74,7 @@ class SimWorker:
         self.sim, self.device_id = sim, device_id
         self.dealer = self.sub = self.push = None
         self.incarnation = ""
-        self.registered = False
+        self.registered = self.rejoin = False
         self.register_sent, self.backoff = 0.0, 0.5
         self.seq = 0
         self.held: list[dict] = []
@@ -86,7 +86,7 @@ class SimWorker:
         if self.dealer is not None:
             self.sim.forget(self.dealer)
         self.dealer = make_socket(self.sim.ctx, zmq.DEALER, identity=self.device_id.encode(), sndhwm=0, rcvhwm=0,
-                                  zmtp_heartbeat_ms=1000)
+                                  zmtp_heartbeat_ms=self.sim.zmtp_ms)
         self.dealer.connect(self.sim.url)
         self.sim.watch(self.dealer, self)
 
@@ -123,7 +123,7 @@ class SimWorker:
             for sock in (self.sub, self.push):
                 if sock is not None:
                     self.sim.forget(sock)
-            self.sub = make_socket(self.sim.ctx, zmq.SUB, zmtp_heartbeat_ms=1000)
+            self.sub = make_socket(self.sim.ctx, zmq.SUB)   # as the real worker's: the beacon is its heartbeat
             for topic in (BEACON_TOPIC, b"all", f"device.{self.device_id}".encode()):
                 self.sub.setsockopt(zmq.SUBSCRIBE, topic)
             self.sub.connect(f"tcp://127.0.0.1:{msg.pub_port}")
@@ -132,7 +132,7 @@ class SimWorker:
             self.push.connect(f"tcp://127.0.0.1:{msg.heartbeat_port}")
             self.sim.schedule(now, "beat", self)   # the real sender beats at once, then every interval
         self.incarnation, self.registered, self.backoff = msg.incarnation, True, 0.5
-        self.sim.interval_s = msg.heartbeat_interval_s
+        self.sim.interval_s, self.sim.device_timeout_s = msg.heartbeat_interval_s, msg.device_timeout_s
         self.outbox.resend_all()
         self.sim.dirty.add(self)
 
@@ -145,8 +145,9 @@ class SimWorker:
             msg = decode(frames[1:])
             if isinstance(msg, Beacon):
                 self.sim.beacons += 1
-                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0:
-                    self.register(now)
+                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0 and not self.rejoin:
+                    self.rejoin = True   # as the real worker: a random part of a quarter of device_timeout later
+                    self.sim.schedule(now + random.uniform(0, 0.25 * self.sim.device_timeout_s), "first", self)
 
     def beat(self, now: float) -> None:
         self.seq += 1
@@ -203,7 +204,8 @@ class Simulator:
         self.dirty: set[SimWorker] = set()
         self.info = system_info(sys.executable)
         self.metrics = dict(sample_metrics(), **{k: v for k, v in self.info.items()})
-        self.interval_s = 1.0
+        self.interval_s, self.device_timeout_s = 1.0, 2.5
+        self.zmtp_ms = int(os.environ.get("FLEET_ZMTP_MS", "1000"))
         self.heartbeats = self.beacons = self.tasks_done = 0
         self.halt = False
         rng = random.Random(seed)
@@ -238,7 +240,9 @@ class Simulator:
             while self.timers and self.timers[0][0] <= now:
                 _, _, what, w, arg = heapq.heappop(self.timers)
                 if what == "first":
-                    w.connect()
+                    if w.dealer is None:
+                        w.connect()
+                    w.rejoin = False
                     w.register(now)
                 elif what == "beat":
                     w.beat(now)
@@ -299,6 +303,19 @@ class Ledger:
 
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()
+
+
+def thread_times(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (main loop, libzmq's ZMQbg/IO, the WAL checkpointer, ...), from /proc."""
+    out: dict[str, float] = {}
+    for t in psutil.Process(pid).threads():
+        try:
+            name = Path(f"/proc/{pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        name = "main" if t.id == pid else name
+        out[name] = out.get(name, 0.0) + t.user_time + t.system_time
+    return out
 
 
 def poll(check, timeout_s: float, what: str, interval_s: float = 0.02) -> float:
@@ -371,21 +388,27 @@ def run(a: argparse.Namespace, tmp: Path, result: dict) -> None:
         # ---- idle
         time.sleep(2.0)   # the last ones' first heartbeats and registration logs are behind us
         busy_before = settle(a.settle, 60.0, "the idle measurement")
-        cpu0, sys0, t0 = master_ps.cpu_times(), SysStat().start(), time.perf_counter()
-        sim_cpu0 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in sims.values())
-        hb0 = ledger.one("SELECT count(*) FROM heartbeats")
-        flaps = 0
         spies = Spies(Path(a.py_spy), {"master": (master.pid, False)}) if a.py_spy else None
         if spies is not None:
             spies.start(1)
+        cpu0, sys0, t0 = master_ps.cpu_times(), SysStat().start(), time.perf_counter()
+        threads0 = thread_times(master.pid)
+        sim_cpu0 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in sims.values())
+        hb0 = ledger.one("SELECT count(*) FROM heartbeats")
+        flaps = 0
         while time.perf_counter() - t0 < a.idle:
             time.sleep(0.5)
             flaps = max(flaps, a.workers - ledger.one("SELECT count(*) FROM devices WHERE state='online'"))
         wall = time.perf_counter() - t0
         cpu1 = master_ps.cpu_times()
+        threads1 = thread_times(master.pid)
         sim_cpu1 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in sims.values())
         idle = {"seconds": round(wall, 1), "master_cpu_pct": round(100 * ((cpu1.user + cpu1.system)
                                                                              - (cpu0.user + cpu0.system)) / wall, 1),
+                "master_user_system_pct": [round(100 * (cpu1.user - cpu0.user) / wall, 1),
+                                           round(100 * (cpu1.system - cpu0.system) / wall, 1)],
+                "master_threads_pct": {k: round(100 * (v - threads0.get(k, 0.0)) / wall, 1)
+                                       for k, v in threads1.items() if v - threads0.get(k, 0.0) > 0.001 * wall},
                 "simulators_cpu_pct": round(100 * (sim_cpu1 - sim_cpu0) / wall, 1), "machine": sys0.stop(),
                 "machine_busy_before_pct": busy_before, "offline_at_worst": flaps,
                 "heartbeat_rows_per_s": round((ledger.one("SELECT count(*) FROM heartbeats") - hb0) / wall, 1),
@@ -483,6 +506,7 @@ def report(r: dict) -> None:
     print(f"idle {idle['seconds']} s: simulators {idle['simulators_cpu_pct']}% of a core, machine {idle['machine']}, "
           f"busy before {idle['machine_busy_before_pct']}%, master RSS {idle['master_rss_mb']} MB, "
           f"{idle['master_fds']} fds, {idle['heartbeat_rows_per_s']} heartbeat rows/s")
+    print(f"master while idle: user/system {idle['master_user_system_pct']} %, by thread {idle['master_threads_pct']}")
     print(f"fault: {fault['victim_workers']} workers killed holding {fault['held_at_kill']} tasks; first offline "
           f"{fault['first_offline_s']} s; running elsewhere {fault['running_elsewhere_s']} s; "
           f"all {fault['ledger']['submitted']} final {fault['all_done_s']} s after submit; "

@@ -47,3 +47,4 @@ class DeviceEntry:
     info: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     heartbeats: int = 0
+    beat_mono: float = 0.0        # when its previous heartbeat was handled (master's monotonic clock)

@@ -13,6 +13,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def raise_fd_limit() -> None:
+    """Each worker keeps three connections (three file descriptors) open on the master: a fleet of 1,000 needs over
+    3,000, beyond the usual soft limit of 1,024, past which libzmq refuses connections. Raise the soft limit to the
+    hard one (the most an unprivileged process may), and say so."""
+    try:
+        import resource
+    except ImportError:   # no such limit to raise (Windows)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        logger.info("open files limit raised from %d to %d (each worker holds 3 connections)", soft, target)
+    except (ValueError, OSError) as e:
+        logger.warning("open files limit stays %d (about %d workers): cannot raise it to %d: %s", soft, soft // 3,
+                       target, e)
+
+
 class FleetEvents:
     """Mixed into Cluster: what happens when devices come, speak, fall silent or are drained."""
 
@@ -57,18 +77,30 @@ class FleetEvents:
         return disowned
 
     def heartbeat(self: Cluster, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
-                  commands: list, now_mono: float, now: float) -> None:
-        device.last_seen = now_mono
+                  commands: list, now_mono: float, now: float, spacing_s: float = 0.0) -> None:
+        """`spacing_s`: a heartbeat handled less than this after the device's previous one does not judge leases."""
+        # After a long loop turn (a big submit, a slow disk) the PULL holds a backlog: several heartbeats per device,
+        # all sent before that turn's tasks could reach the workers. Drained in a burst, they would count as misses
+        # in a row and end every attempt the turn dispatched. Only a heartbeat handled at its own pace is evidence.
+        paced = now_mono - device.beat_mono >= spacing_s
+        device.beat_mono = device.last_seen = now_mono
         # Shown only (devices list): a skewed wall clock on a worker never decides anything here.
         device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
         device.heartbeats += 1
         for command in self.commands.applied(device.device_id, commands, now_mono):
             self.sends.append((device.identity, command.encode(), None))
-        self.mark_started(device, running, now, save=True)
-        self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now)
-        self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
-        if metrics.get("cpu_percent") is not None and device.heartbeats % self.sample_every == 1:
-            self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
+        if running:
+            self.mark_started(device, running, now, save=True)
+        if device.inflight:
+            self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now, paced)
+        # The live view (devices list, liveness) is in memory. The ledger's devices row (last seen, metrics, running:
+        # what a reader of the file or a restarted master sees) and a metrics sample are written every sample_every-th
+        # heartbeat only: with 1,000 workers a row per heartbeat was 1,000 JSON encodings and UPDATEs a second, and a
+        # transaction in nearly every loop turn of an idle master.
+        if device.heartbeats % self.sample_every == 1:
+            self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
+            if metrics.get("cpu_percent") is not None:
+                self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
 
     def mark_started(self: Cluster, device: DeviceEntry, started: list, now: float, save: bool = False) -> None:
         """Running at once in memory; in the ledger only from a heartbeat (`save`), so a short task never
@@ -83,13 +115,14 @@ class FleetEvents:
                 entry.running_saved = True
                 self.store.mark_running(task_id, attempt, entry.started_at or now, now)
 
-    def check_leases(self: Cluster, device: DeviceEntry, named: set, now_mono: float, now: float) -> None:
+    def check_leases(self: Cluster, device: DeviceEntry, named: set, now_mono: float, now: float,
+                     judge: bool = True) -> None:
         """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""
         for task_id in list(device.inflight):
             entry = self.tasks[task_id]
             if (task_id, entry.attempt) in named:
                 entry.misses = 0
-            elif now_mono - entry.assigned_mono > self.lease_grace_s:
+            elif judge and now_mono - entry.assigned_mono > self.lease_grace_s:
                 entry.misses += 1
                 if entry.misses >= 2:
                     self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)

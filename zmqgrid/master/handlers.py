@@ -144,7 +144,8 @@ class Handlers:
             to = device.identity if device is not None else msg.device_id.encode()
             self.reply_error(to, 0, "not_registered", "register again")
             return
-        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now)
+        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
+                               0.5 * self.settings["heartbeat_interval_s"])
 
     # ------------------------------------------------------------ clients
 

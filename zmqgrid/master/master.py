@@ -18,6 +18,7 @@ from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
 from ..transport import ZAP_DOMAINS, bind, make_socket
 from .cluster import Cluster
+from .fleet import raise_fd_limit
 from .guard import Guard, KeyRing, user_id
 from .handlers import Handlers
 from .schedules import Schedules
@@ -37,6 +38,7 @@ class Master:
         require_safe_bind(config)   # an open non-loopback bind is refused (or, with --insecure, warned about)
         self.strategy = make_strategy(config.load_balance_strategy)   # a bad one is refused before binding
         curve = master_curve(config)   # a missing key file is refused before the ledger or any socket is opened
+        raise_fd_limit()   # three connections per worker
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()

@@ -67,6 +67,9 @@ def devices(cluster: Cluster, now_mono: float) -> list[dict]:
         if live is not None:
             row["state"] = live.state if live.registered or live.state == "offline" else "offline"
             row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
+            if live.registered:   # the ledger's row is written every few heartbeats only (see FleetEvents.heartbeat)
+                row["last_seen_at"] = round(time.time() - (now_mono - live.last_seen), 3)
+                row["running"] = len(live.inflight)
             row["in_flight"] = len(live.inflight)
             row["credit"] = live.credit
             row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))

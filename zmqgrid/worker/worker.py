@@ -65,6 +65,7 @@ class Worker(CommandsMixin):
         self.registered = threading.Event()
         self.register_sent = 0.0
         self.register_backoff = 0.5
+        self.reregister_at = 0.0              # a new master incarnation was seen: register at this time (jittered)
         self.side_sockets_stale = False
         self.last_beacon = time.monotonic()
         self.device_timeout_s = float(config.device_timeout)
@@ -116,6 +117,7 @@ class Worker(CommandsMixin):
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()
+        self.reregister_at = 0.0   # this is the Register a beacon may have scheduled
         logger.debug("register sent device=%s credit=%d", self.device_id, credit)
 
     def serve(self) -> None:
@@ -231,8 +233,10 @@ class Worker(CommandsMixin):
         if self.sub is not None:
             self.poller.unregister(self.sub)
             self.sub.close(0)
-        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes,
-                               zmtp_heartbeat_ms=self.zmtp_heartbeat_ms, curve=self.curve)
+        # No ZMTP pings of its own: the beacon is the SUB's heartbeat (none for 2 x device_timeout reconnects it, see
+        # _watch_master) and the master's PUB pings it already. Its own pings were 1,000 more packets a second into
+        # the master's I/O thread per 1,000 workers (tools/bench_fleet.py).
+        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes, curve=self.curve)
         for topic in (BEACON_TOPIC, *self.topics()):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
@@ -265,13 +269,19 @@ class Worker(CommandsMixin):
                 self._apply(msg)
             elif isinstance(msg, Beacon):
                 self.last_beacon = now
-                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0:
-                    logger.info("master restarted (incarnation %s -> %s); registering again",
-                                self.incarnation or "-", msg.incarnation)
-                    self._register()
+                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0 and not self.reregister_at:
+                    # The whole fleet sees the same beacon at once: each worker waits a random part of a quarter of
+                    # device_timeout, so a restarted master gets its Registers (and 2 connections per worker) spread
+                    # out, not in one burst, and still well before it would judge the silent devices offline.
+                    self.reregister_at = now + random.uniform(0, 0.25 * self.device_timeout_s)
+                    logger.info("master restarted (incarnation %s -> %s); registering again in %.2fs",
+                                self.incarnation or "-", msg.incarnation, self.reregister_at - now)
 
     def _watch_master(self, now: float) -> None:
         """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""
+        if self.reregister_at and now >= self.reregister_at:
+            self._register()
+            return
         if not self.registered.is_set():
             if now - self.register_sent > self.register_backoff:
                 self.register_backoff = min(self.register_backoff * 2, 10.0) * random.uniform(0.8, 1.2)
