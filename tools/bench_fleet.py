@@ -205,7 +205,7 @@ class Simulator:
         self.info = system_info(sys.executable)
         self.metrics = dict(sample_metrics(), **{k: v for k, v in self.info.items()})
         self.interval_s, self.device_timeout_s = 1.0, 2.5
-        self.zmtp_ms = int(os.environ.get("FLEET_ZMTP_MS", "1000"))
+        self.zmtp_ms = 1000   # the real worker's DEALER: max(100, heartbeat_interval in ms), default config
         self.heartbeats = self.beacons = self.tasks_done = 0
         self.halt = False
         rng = random.Random(seed)
