@@ -79,7 +79,8 @@ def test_the_master_prunes_finished_tasks_past_the_age_with_attempts_and_output_
         assert set(fresh) <= ids(h.db)
         log = (tmp_path / "master.log").read_text()
         assert "retention: finished tasks older than 30 days or beyond the newest 1000000 are pruned" in log
-        assert "retention pruned 20 finished tasks" in log
+        assert "retention pruned 20 finished tasks (older than 30 days or beyond the newest 1000000) with their " \
+            "attempts and output in 1 chunk(s)" in log
     finally:
         h.stop()
 

@@ -18,6 +18,7 @@ FIRST_CHUNK_ROWS = 200
 EVERY_S = 60.0             # between passes once nothing is left to prune
 FIRST_AFTER_S = 1.0        # the first pass waits for start-up to finish answering
 BUSY_SHARE = 0.2           # while a backlog lasts, pruning takes at most this share of the loop's time
+LOG_EVERY_S = 10.0         # a long backlog logs its progress this often
 _FINAL = "(" + ", ".join(f"'{s}'" for s in sorted(FINAL_STATES)) + ")"
 # +state: the (finished_at, state) index gives the oldest first and checks their state; the state index would
 # make SQLite sort every finished task.
@@ -101,13 +102,14 @@ class RetentionTimer:
     """When the master's loop runs the next chunk, and how big: every EVERY_S, or sooner while a backlog lasts,
     leaving the loop at least (1 - BUSY_SHARE) of its time; each chunk sized from the last one's rate to take about
     CHUNK_S (a delete's cost depends on the disk and the ledger's size). `run(now_mono, now)` never raises: a failed
-    prune waits for the next pass."""
+    prune waits for the next pass. INFO once a pass ends, and every LOG_EVERY_S while a backlog lasts."""
 
     def __init__(self, retention: Retention, now_mono: float) -> None:
         self.retention = retention
         self.next_at = now_mono + FIRST_AFTER_S
-        self.pass_total = 0
         self.rows = FIRST_CHUNK_ROWS
+        self._tally = [0, 0, 0, 0.0, 0.0]   # since the last log line: tasks, chunks, largest chunk, longest s, all s
+        self._logged_at = now_mono
         logger.info("retention: finished tasks %s are pruned", retention.describe())
 
     def run(self, now_mono: float, now: float) -> int:
@@ -119,17 +121,27 @@ class RetentionTimer:
             logger.warning("%s; trying again in %.0f s", e.message, EVERY_S)
             self.next_at = now_mono + EVERY_S
             return 0
-        self.pass_total += pruned.tasks
         if pruned.tasks:
-            logger.info("retention pruned %d finished tasks (%s) with their attempts and output in %.1f ms%s",
-                        pruned.tasks, self.retention.describe(), pruned.seconds * 1000,
-                        "; more to prune" if pruned.more else f"; {self.pass_total} in this pass")
-        if pruned.tasks and pruned.seconds > 0:
-            rate = pruned.tasks / pruned.seconds
+            t = self._tally
+            t[0] += pruned.tasks
+            t[1] += 1
+            t[2] = max(t[2], pruned.tasks)
+            t[3] = max(t[3], pruned.seconds)
+            t[4] += pruned.seconds
+            rate = pruned.tasks / max(pruned.seconds, 1e-6)
             self.rows = max(FIRST_CHUNK_ROWS // 2, min(self.retention.chunk, int(rate * CHUNK_S)))
         if pruned.more:
             self.next_at = now_mono + pruned.seconds * (1 - BUSY_SHARE) / BUSY_SHARE
         else:
             self.next_at = now_mono + EVERY_S
-            self.pass_total = 0
+        if self._tally[0] and (not pruned.more or now_mono - self._logged_at >= LOG_EVERY_S):
+            self._log(pruned.more, now_mono)
         return pruned.tasks
+
+    def _log(self, more: bool, now_mono: float) -> None:
+        tasks, chunks, largest, longest, total = self._tally
+        logger.info("retention pruned %d finished tasks (%s) with their attempts and output in %d chunk(s) of at most "
+                    "%d, longest %.1f ms, %.1f ms in all; %s", tasks, self.retention.describe(), chunks, largest,
+                    longest * 1000, total * 1000, "more to prune" if more else "done until the next pass")
+        self._tally = [0, 0, 0, 0.0, 0.0]
+        self._logged_at = now_mono
