@@ -556,7 +556,7 @@ def print_table(r: dict) -> None:
     print(f"master: {r['master_command']}")
     print()
     print(f"{'figure':<44} {'value':>12}")
-    print(f"{'ledger build (s)':<44} {r['build_s']:>12}")
+    print(f"{'ledger build (or copy, with --ledger) (s)':<44} {r['build_s']:>12}")
     print(f"{'first start, until status answers (s)':<44} {r['first_start_s']:>12}")
     print(f"{'restart = recovery scan, median (s)':<44} {r['restart_s']:>12}")
     print(f"{'RSS after first start (MB)':<44} {r['rss_first_start_mb']:>12}")
