@@ -120,7 +120,8 @@ def generate(role: str, name: str | None, directory: str | os.PathLike) -> dict:
 def master_public_key(config: Config) -> bytes:
     """`master_key` as z85 text, or the certificate it names; default <keys_dir>/master.key."""
     value = config.master_key or str(Path(config.keys_dir) / "master.key")
-    if is_z85_key(value):
+    # A file first: a 40-character path of z85 characters (e.g. /tmp/...-keys-24592/master.key) is not a key.
+    if is_z85_key(value) and not Path(value).is_file():
         return value.encode()
     return load_keypair(value, "master public", need_secret=False)[0]
 

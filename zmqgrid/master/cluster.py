@@ -195,8 +195,10 @@ class Cluster(FleetEvents):
             entry = self.tasks.get(task_id)
             if entry is not None and entry.state == "queued":   # a parked task may have been cancelled since
                 self._push(entry)
+        if not self.queue:   # idle with a big fleet: do not walk every device each turn
+            return
         ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
-        if not ready or not self.queue:
+        if not ready:
             return
         batches: dict[str, list[dict]] = {}
         skipped: list[TaskEntry] = []
