@@ -7,15 +7,18 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
+import sqlite_utils
 from zmq.auth import load_certificate
 
 from zmqgrid.client import Client
 from zmqgrid.security import generate
+from zmqgrid.store import key_store
 from zmqgrid.transport import Curve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +60,15 @@ def stays(predicate: Callable[[], Any], seconds: float, describe: str = "conditi
         time.sleep(interval_s)
 
 
+SUITE_KEYS = Path(tempfile.gettempdir()) / f"zmqgrid-suite-keys-{os.getpid()}"
+
+
 def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
     """`python -m zmqgrid ARGS` from `cwd` (no config file there), with every ZMQGRID_* variable cleared."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
     env["PYTHONPATH"] = str(REPO)
+    if os.environ.get("TEST_WITH_CURVE") == "1":   # the secured suite: the harnesses' shared keys
+        env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=str(SUITE_KEYS))
     return subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
@@ -130,7 +138,9 @@ class Harness:
 
     def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, secured: bool = False) -> None:
         self.dir = tmp_path
-        self.secured = secured
+        # TEST_WITH_CURVE=1 runs every harness's cluster secured (README, Security: the suite with CURVE on).
+        self.enroll_all = not secured and os.environ.get("TEST_WITH_CURVE") == "1"   # no test of enrollment here
+        self.secured = secured = secured or self.enroll_all
         self.port = free_port_block()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.db = tmp_path / "ledger.db"
@@ -139,14 +149,16 @@ class Harness:
         self.env.pop("ZMQGRID_MASTER", None)
         self.curve: Curve | None = None
         if secured:
-            self.keys = tmp_path / "keys"
+            # The secured suite shares one set of keys, so CLI runs (run_cli) find them without a harness.
+            self.keys = SUITE_KEYS if self.enroll_all else tmp_path / "keys"
             authorized = tmp_path / "authorized"
             authorized.mkdir()
             for role, name in (("master", "master"), ("admin", "admin"), ("client", "client"),
                                *(("worker", w) for w in self.AUTHORIZED_WORKERS)):
-                made = generate(role, name, self.keys)
+                if not (self.keys / f"{name}.key").exists():
+                    generate(role, name, self.keys)
                 if role != "master":
-                    (authorized / f"{name}.key").write_text(Path(made["public_file"]).read_text())
+                    (authorized / f"{name}.key").write_text((self.keys / f"{name}.key").read_text())
             (authorized / "client.key").unlink()   # enrolled by the tests that need it
             self.env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=str(self.keys),
                             ZMQGRID_AUTHORIZED_KEYS_DIR=str(authorized))
@@ -189,15 +201,28 @@ class Harness:
     def start_worker(self, device_id: str, *extra: str, concurrency: int = 2) -> subprocess.Popen:
         proc = self._spawn(["distribute", "--mode", "worker", "--master", self.url, "--device-id", device_id,
                             "--concurrency", str(concurrency), "--log-file", str(self.dir / f"{device_id}.log"),
-                            *extra], f"{device_id}.out", env=self._worker_env(device_id))
+                            *extra], f"{device_id}.out", env=self.worker_env(device_id))
         self.workers[device_id] = proc
         return proc
 
-    def _worker_env(self, device_id: str) -> dict[str, str]:
+    def worker_env(self, device_id: str) -> dict[str, str]:
         if not self.secured:
             return {}
         self.client_curve(device_id)   # the worker's own key: authorized for w1..w4, else new and pending
+        if self.enroll_all and device_id not in self.AUTHORIZED_WORKERS:
+            self._accept(device_id)
         return {"ZMQGRID_KEY_FILE": str(self.keys / f"{device_id}.key_secret")}
+
+    def _accept(self, name: str) -> None:
+        """Enroll keys/NAME.key as an operator would (`keys accept`), unless it already is."""
+        public = load_certificate(self.keys / f"{name}.key")[0].decode()
+        db = sqlite_utils.Database(self.db)
+        try:
+            row = key_store.find_key(db, public)
+            if row is None or row["state"] == "pending":
+                key_store.change_state(db, public, row, "accepted", "worker", name)
+        finally:
+            db.close()
 
     def client(self, timeout_s: float = 10.0, curve: Curve | None = None) -> Client:
         c = Client(self.url, timeout_s=timeout_s, curve=curve or self.curve)

@@ -6,14 +6,19 @@ intruders."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 
 from zmqgrid import protocol as p
 from zmqgrid.client import Client, build_spec
+from zmqgrid.config import Config
 from zmqgrid.errors import MasterUnavailable, RemoteError, TaskNotFound
+from zmqgrid.security import generate, master_public_key
 from zmqgrid.transport import Curve
 
 from .helpers import Harness, db_query, run_cli, stays, wait_until
@@ -278,3 +283,17 @@ def test_a_secured_master_may_bind_every_interface_and_open_clients_get_nothing(
     with Client(h.url, timeout_s=1.0) as open_client:
         with pytest.raises(MasterUnavailable):
             open_client.status()
+
+
+def test_a_master_key_path_that_looks_like_a_z85_key_is_read_as_a_file(tmp_path):
+    # "/tmp/<24 characters>/master.key" is 40 characters, all of the z85 alphabet: it must still be a path.
+    folder = Path(tempfile.mkdtemp(prefix="zq", dir="/tmp"))
+    short = Path("/tmp") / (folder.name + "x" * 24)[:24]
+    folder.rename(short)
+    try:
+        made = generate("master", "master", short)
+        assert len(str(short / "master.key")) == 40
+        config = Config(curve=True, keys_dir=str(short))
+        assert master_public_key(config) == made["public_key"].encode()
+    finally:
+        shutil.rmtree(short)

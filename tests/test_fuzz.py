@@ -26,7 +26,7 @@ from zmqgrid.model import validate_task_spec
 from . import fuzzframes
 from .helpers import Harness, db_query, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.open_wire]
 
 # database=None: nothing written into the repository; the long run is tools/fuzz_long.py.
 FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

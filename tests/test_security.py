@@ -25,7 +25,7 @@ from zmqgrid.security import is_loopback, require_safe_bind
 
 from .helpers import REPO, Harness, db_counts, db_query, free_port_block, stays
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.open_wire]
 
 SECRET = "s3cret-api-key-never-log-me"
 REFUSAL_START = "error: refusing to bind {host} without CURVE encryption;"

@@ -69,8 +69,8 @@ def start_skewed_worker(harness, device_id: str, env: dict, concurrency: int = 4
            "--device-id", device_id, "--concurrency", str(concurrency),
            "--log-file", str(harness.dir / f"{device_id}.log")]
     with open(harness.dir / f"{device_id}.out", "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=harness.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=harness.dir, env={**env, **harness.worker_env(device_id)}, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     harness.workers[device_id] = proc
     return proc
 

@@ -105,8 +105,8 @@ def start_worker_in(harness, ns: Netns, device_id: str, concurrency: int = 2) ->
            "--master", f"tcp://{ns.host_ip}:{harness.port}", "--device-id", device_id,
            "--concurrency", str(concurrency), "--log-file", str(harness.dir / f"{device_id}.log")]
     with open(harness.dir / f"{device_id}.out", "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=harness.dir, env=harness.env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=harness.dir, env={**harness.env, **harness.worker_env(device_id)},
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     harness.workers[device_id] = proc
     return proc
 

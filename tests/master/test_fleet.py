@@ -13,7 +13,7 @@ from zmqgrid.client import build_spec
 from ..helpers import Harness, db_query, stays, wait_until
 from .test_malformed_input import Raw, register_body
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.open_wire]
 
 
 def receive(sock: zmq.Socket, kind: type, timeout_s: float = 10.0):

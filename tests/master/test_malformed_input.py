@@ -19,7 +19,7 @@ from zmqgrid.client import Client, build_spec
 
 from ..helpers import Harness, db_query, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.open_wire]
 
 MAX_MESSAGE_BYTES = 65536
 LEDGER_TABLES = ("tasks", "attempts", "devices", "task_output", "heartbeats")

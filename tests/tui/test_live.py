@@ -18,7 +18,7 @@ SIZE = (120, 40)
 
 
 def live_app(harness: Harness):
-    return make_app(ClientSource(harness.url, timeout_s=1.0), refresh_s=0.25)
+    return make_app(ClientSource(harness.url, timeout_s=1.0, curve=harness.curve), refresh_s=0.25)
 
 
 def cell_text(table, row_key: str, column: str) -> str:
