@@ -58,7 +58,7 @@ class Config:
     """Tasks queued on a worker beyond concurrent_tasks; credit = concurrent_tasks + prefetch."""
     task_timeout: float = 3600.0
     """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
-    task_nice: int = 5
+    task_nice: int = 10
     """Added to the niceness of every task process (POSIX): a busy task yields the CPU to the daemons first."""
     max_retry_count: int = 3
     """Default number of retries for a task that fails, times out or loses its worker."""

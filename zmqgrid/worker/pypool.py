@@ -57,10 +57,10 @@ class CappedBuffer:
             if len(self._tail) > 2 * self._tail_cap + 65536:
                 del self._tail[: len(self._tail) - self._tail_cap]
 
-    def streaming(self, data: bytes) -> bool:
-        """Whether `data`, just written, should still be streamed live: the master keeps no more than the cap of
-        live output either, so what lies beyond it is not sent (the result carries the head and the tail)."""
-        return self.total - len(data) < self.max_bytes
+    def live_part(self, data: bytes) -> bytes:
+        """What of `data`, just written, is still streamed live: the master keeps no more than the cap of live
+        output either, so what lies beyond it is not sent (the result carries the head and the tail)."""
+        return data[:max(0, self.max_bytes - (self.total - len(data)))]
 
     def text(self) -> str:
         tail = self._tail[-self._tail_cap:] if self._tail_cap else b""

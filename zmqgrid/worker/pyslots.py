@@ -216,7 +216,7 @@ class PySlots:
             data = text.encode("utf-8", errors="replace")
             buffer = call.out if stream == "stdout" else call.err
             buffer.write(data)
-            if call.on_output is not None and text and buffer.streaming(data):
+            if call.on_output is not None and text and buffer.live_part(data):   # chunks of <= 16 KB: whole
                 try:
                     call.on_output(stream, text)
                 except Exception:
