@@ -24,6 +24,7 @@ from .proctree import kill_tree
 logger = logging.getLogger(__name__)
 OutputCallback = Callable[[str, str], None]
 FAST_CALL_S = 0.005      # a function whose calls take less than this (observed) may be batched
+TINY_CALL_S = 0.0005     # ... and under this, its calls are not spread over several children
 
 
 class PyRun:
@@ -131,15 +132,24 @@ class PySlots:
 
     def batch_size(self, waiting: deque[dict], free_children: int) -> int:
         """How many of the tasks at the front of `waiting` the next child takes: one, unless they are python
-        calls of functions seen to be fast, shared out over the free children, at most MAX_BATCH."""
-        share = min(MAX_BATCH, -(-len(waiting) // max(1, free_children)))
+        calls of functions seen to be fast, shared out over the free children (at most MAX_BATCH). Calls seen to
+        take under TINY_CALL_S all go to one child, up to MAX_BATCH: spreading them over processes costs more in
+        wake-ups than running them side by side gains."""
+        if not waiting:
+            return 0
+        tiny = self._observed(waiting[0]) < TINY_CALL_S
+        share = MAX_BATCH if tiny else min(MAX_BATCH, -(-len(waiting) // max(1, free_children)))
+        limit = TINY_CALL_S if tiny else FAST_CALL_S
         n = 0
-        while n < min(share, len(waiting)) and self._fast(waiting[n]):
+        while n < min(share, len(waiting)) and self._observed(waiting[n]) < limit:
             n += 1
         return max(1, n)
 
-    def _fast(self, task: dict) -> bool:
-        return task.get("kind") == "python" and self.durations.get(task.get("function"), FAST_CALL_S) < FAST_CALL_S
+    def _observed(self, task: dict) -> float:
+        """Recent duration of the task's function; infinite when unknown or not a python call."""
+        if task.get("kind") != "python":
+            return float("inf")
+        return self.durations.get(task.get("function"), float("inf"))
 
     def start(self, task: dict, on_output: OutputCallback | None = None) -> dict | None:
         """Begin one call; returns a result dict at once only if it could not start."""
