@@ -297,3 +297,17 @@ def test_a_master_key_path_that_looks_like_a_z85_key_is_read_as_a_file(tmp_path)
         assert master_public_key(config) == made["public_key"].encode()
     finally:
         shutil.rmtree(short)
+
+
+def test_the_queue_cap_counts_per_key_not_per_connection(tmp_path):
+    h = Harness(tmp_path, env={"ZMQGRID_MAX_QUEUED_PER_CLIENT": "5"}, secured=True)
+    try:
+        h.start_master()   # no worker: what is submitted stays queued
+        first, second = h.client(), h.client()   # two connections, one admin key
+        assert len(first.submit([build_spec(shell="true") for _ in range(3)])) == 3
+        with pytest.raises(RemoteError) as refused:
+            second.submit([build_spec(shell="true") for _ in range(3)])
+        assert refused.value.code == "too_large" and "max_queued_per_client = 5" in refused.value.message
+        assert db_query(h.db, "SELECT count(*) FROM tasks") == [(3,)]
+    finally:
+        h.stop()

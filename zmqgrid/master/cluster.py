@@ -92,13 +92,16 @@ class Cluster(FleetEvents):
 
     # ------------------------------------------------------------ submit and dispatch
 
-    def submit(self, specs: list[dict], client: bytes, notify: bool, now: float) -> list[str]:
+    def submit(self, specs: list[dict], client: bytes, notify: bool, now: float, account: bytes = b"") -> list[str]:
+        """`client` is told when tasks finish (if `notify`); `account` (the client's key under CURVE, else its
+        connection) is what max_queued_per_client counts."""
+        account = account or client
         specs = [child for spec in specs for child in self.fan_out(spec)]
         ids = [s["id"] for s in specs]
         known = {i for i in ids if i in self.tasks}
         known |= self.store.existing_ids([i for i in ids if i not in known])
-        if client:   # the master's own schedules submit as b"" and are not capped
-            self._admit(client, len(set(ids) - known))
+        if account:   # the master's own schedules submit as b"" and are not capped
+            self._admit(account, len(set(ids) - known))
         for spec in specs:
             if spec["id"] in known:
                 continue  # a re-sent submission: the first one already holds this id
@@ -112,9 +115,9 @@ class Cluster(FleetEvents):
             entry = TaskEntry(spec["id"], spec, spec["priority"], retries, timeout_s)
             if notify:
                 entry.notify.add(client)
-            if client:
-                entry.client = client
-                self.per_client[client] = self.per_client.get(client, 0) + 1
+            if account:
+                entry.client = account
+                self.per_client[account] = self.per_client.get(account, 0) + 1
             self.tasks[entry.id] = entry
             self._enqueue(entry)
             self.counters["submitted"] += 1

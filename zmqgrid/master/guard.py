@@ -172,6 +172,7 @@ class Guard:
             what = f"Control {msg.action}" if isinstance(msg, Control) else type(msg).__name__
             return self.refuse(identity, key, msg, "forbidden", f"a {role} key may not send {what}")
         ring.peers[key] = identity
+        self.handlers.account = key.encode()   # the submitter's cap counts per key, not per connection
         if isinstance(msg, Register):
             if not self._binding_ok(identity, key, msg):
                 return False

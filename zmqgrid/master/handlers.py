@@ -58,6 +58,7 @@ class Handlers:
         self.schedules = schedules
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
+        self.account: bytes | None = None   # with CURVE, the key of the message being handled (set by the guard)
         self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.bad_messages = 0
         # CURVE on: ROUTER identity -> device id, set by a Register the Guard admitted (a CURVE peer's identity is
@@ -160,7 +161,7 @@ class Handlers:
             self.reply_error(identity, msg.req_id, "bad_request", str(e))
             return
         try:
-            ids = self.cluster.submit(specs, identity, msg.notify, now)
+            ids = self.cluster.submit(specs, identity, msg.notify, now, account=self.account or identity)
         except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
             self.reply_error(identity, msg.req_id, "too_large", str(e))
             return
