@@ -41,7 +41,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -54,9 +53,11 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
+from bench import free_port_block  # noqa: E402  (tools/bench.py, beside this file)
 from zmqgrid.client import Client  # noqa: E402
 from zmqgrid.model import validate_task_spec  # noqa: E402
 from zmqgrid.protocol import packb  # noqa: E402
@@ -192,23 +193,6 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
             proc.wait(5)
     if proc in STARTED:
         STARTED.remove(proc)
-
-
-def free_port_block(count: int = 3) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for p in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of 3 free ports on 127.0.0.1")
 
 
 class Master:
