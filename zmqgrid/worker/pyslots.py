@@ -70,8 +70,8 @@ class _Batch:
     def running(self) -> tuple[_Call, float] | None:
         """The call the child is on and when it started (the batch's sending, if the child has not begun)."""
         index = self.child.current.value   # read before `started`: the child writes them in the other order
-        if index < 0:
-            return self.calls[self.received], self.sent_at
+        if index < 0:   # not begun (or every call so far skipped)
+            return (self.calls[self.received], self.sent_at) if self.received < len(self.calls) else None
         if index < len(self.calls):
             return self.calls[index], self.child.started.value
         return None
