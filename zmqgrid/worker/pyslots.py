@@ -158,8 +158,10 @@ class PySlots:
 
     def start_batch(self, items: list[tuple[dict, OutputCallback | None]]) -> list[dict]:
         """Hand calls to one idle child in one message; returns result dicts of calls that could not start."""
+        if not 0 < len(items) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} calls, not {len(items)}")
         calls = []
-        for index, (task, on_output) in enumerate(items[:MAX_BATCH]):
+        for index, (task, on_output) in enumerate(items):
             timeout = task.get("timeout")
             calls.append(_Call(task, on_output, CappedBuffer("stdout", self.max_output_bytes),
                                CappedBuffer("stderr", self.max_output_bytes),
@@ -238,9 +240,10 @@ class PySlots:
             call = batch.calls[batch.received]
             batch.received += 1
             self.by_key.pop(call.key, None)
-            function = call.task["function"]
-            last = self.durations.get(function, 0.0)
-            self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
+            if status != "skipped":   # a skipped call says nothing about how long the function takes
+                function = call.task["function"]
+                last = self.durations.get(function, 0.0)
+                self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
             if status == "ok":
                 results.append(call.result("done", duration, value=value))
             elif status == "skipped":
@@ -292,6 +295,8 @@ class PySlots:
             pass
         for fd in (child.conn.fileno(), child.process.sentinel):
             self.batches.pop(fd, None)
+        if child in self.idle:   # its final reply was in the pipe and released it: it is being discarded
+            self.idle.remove(child)
         culprit = culprit or (running[0] if running and child.current.value >= 0 else None)
         again = []
         for call in batch.calls[batch.received:]:
