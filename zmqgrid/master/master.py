@@ -231,12 +231,14 @@ class Master:
             self.handlers.cluster = self.cluster
             self.schedules.reload()   # this turn's firings were not committed: they fire again, with the same ids
             return
+        # Tasks first: they are on the way to a result, the replies are not (a worker that registered this turn
+        # gets its RegisterAck a moment after its first Tasks; it keeps the results until the ack).
+        for identity, tasks in dispatched.items():
+            self._send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks], now)
         for identity, frames in acks:
             self._send(identity, frames, None, now)
         for identity, frames, task_ids in sends:
             self._send(identity, frames, task_ids, now)
-        for identity, tasks in dispatched.items():
-            self._send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks], now)
         for identity, keys in result_acks.items():
             self._send(identity, ResultAck(keys).encode(), None, now)
         notices, self.cluster.notices = self.cluster.notices, {}
