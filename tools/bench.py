@@ -168,6 +168,51 @@ def stop_all() -> None:
         stop_process(STARTED.pop())
 
 
+def guarded(a: argparse.Namespace, tmp: Path, body: Callable[[], None], cleanup: Callable[[], None] = lambda: None,
+            kept: str = "logs and ledger") -> int:
+    """The frame every benchmark tool runs in: `--deadline` ends it (exit 2), so do Ctrl-C and SIGTERM (130); any
+    other error is reported in one line (1). Then `cleanup()` and everything started is stopped by PID, and `tmp`
+    is kept on failure or `--keep`, else removed. Returns the exit code."""
+    def on_alarm(*_: object) -> None:
+        raise DeadlineExceeded(f"the benchmark did not finish within --deadline {a.deadline:g}s")
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(max(1, int(a.deadline)))
+    code = 0
+    try:
+        body()
+    except DeadlineExceeded as e:
+        progress(f"error: {e}")
+        code = 2
+    except KeyboardInterrupt:
+        progress("interrupted")
+        code = 130
+    except Exception as e:  # report, clean up, fail
+        progress(f"error: {type(e).__name__}: {e}")
+        code = 1
+    finally:
+        signal.alarm(0)
+        cleanup()
+        stop_all()
+        if a.keep or code:
+            progress(f"kept {tmp} ({kept})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+def emit(a: argparse.Namespace, result: dict, report: Callable[[dict], None]) -> None:
+    """The figures: JSON on stdout with --json, else the tool's report for a person."""
+    if a.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        report(result)
+
+
 def spawn(argv: list[str], *, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -847,16 +892,6 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()) if Path(__file__).is_relative_to(Path.cwd())
                           else __file__, *(sys.argv[1:] if argv is None else argv)])
     deadline = time.monotonic() + a.deadline
-
-    def on_alarm(*_: object) -> None:
-        raise DeadlineExceeded(f"the benchmark did not finish within --deadline {a.deadline:g}s")
-
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(a.deadline)))
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-bench-"))
     profile = Path(a.profile_master).resolve() if a.profile_master else None
     result: dict[str, Any] = {"command": command, "machine": machine(),
@@ -870,10 +905,11 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"command: {command}")
     if a.runs < 3 and not a.quick:
         progress(f"note: --runs {a.runs}: medians of fewer than 3 runs are noisy")
-    cluster = None
-    bench = None
-    code = 0
-    try:
+    cluster: Cluster | None = None
+    bench: Bench | None = None
+
+    def measure() -> None:
+        nonlocal cluster, bench
         cluster = Cluster(tmp, concurrency=a.concurrency, prefetch=a.prefetch, profile_master=profile)
         progress(f"starting master on {cluster.url} and 2 workers (concurrency {a.concurrency}, "
                  f"prefetch {a.prefetch}) in {tmp} ...")
@@ -900,32 +936,17 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"no profile written at {profile} (did the master exit cleanly?)")
         result["reference"] = {} if a.no_reference else run_reference(a, tmp, deadline)
         result["ratios"] = ratios(result["zmqgrid"], result["reference"])
-    except DeadlineExceeded as e:
-        progress(f"error: {e}")
-        code = 2
-    except KeyboardInterrupt:
-        progress("interrupted")
-        code = 130
-    except Exception as e:  # report, clean up, fail
-        progress(f"error: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        signal.alarm(0)
+
+    def cleanup() -> None:
         if bench is not None:
             bench.close()
         if cluster is not None:
             cluster.stop()
-        stop_all()
-        if a.keep or code:
-            progress(f"kept {tmp} (logs and ledger)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    code = guarded(a, tmp, measure, cleanup)
     if code:
         return code
-    if a.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
+    emit(a, result, print_report)
     return 0
 
 

@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import shlex
-import shutil
 import signal
 import sqlite3
 import sys
@@ -293,13 +292,10 @@ def simulate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- the run
 
-from bench import STARTED, Spies, SysStat, free_port_block, machine, progress, settle, spawn, stop_all, stop_process  # noqa: E402,I001
+from bench import (STARTED, Spies, SysStat, emit, free_port_block, guarded, machine, progress, settle, spawn,  # noqa: E402,I001
+                   stop_process)
 
 from zmqgrid.client import Client, build_spec  # noqa: E402
-
-
-class Deadline(Exception):
-    pass
 
 
 class Ledger:
@@ -570,47 +566,20 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(a)
     limits = raise_fd_limit()   # the children (master included) inherit it
     command = shlex.join(["python", "tools/bench_fleet.py", *(sys.argv[1:] if argv is None else argv)])
-
-    def on_alarm(*_: object) -> None:
-        raise Deadline(f"not finished within --deadline {a.deadline:g}s")
-
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(a.deadline)))
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-fleet-"))
     result: dict = {"command": command, "machine": machine(), "fd_limit": list(limits),
                     "config": {k: getattr(a, k) for k in ("workers", "procs", "tasks", "task_s", "ramp", "idle",
                                                           "concurrency", "prefetch", "kill_after")}}
     progress(f"command: {command}; fd limit {limits}; folder {tmp}")
-    code = 0
-    try:
+
+    def measure() -> None:
         run(a, tmp, result)
         result["verdicts"] = verdicts(result)
-    except Deadline as e:
-        progress(f"error: {e}")
-        code = 2
-    except KeyboardInterrupt:
-        progress("interrupted")
-        code = 130
-    except Exception as e:  # report, clean up, fail
-        progress(f"error: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        signal.alarm(0)
-        stop_all()
-        if a.keep or code:
-            progress(f"kept {tmp} (logs and ledger)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    code = guarded(a, tmp, measure)
     if code:
         return code
-    if a.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        report(result)
+    emit(a, result, report)
     return 0 if all(ok for _, _, ok in result["verdicts"].values()) else 1
 
 

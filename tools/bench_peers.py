@@ -39,11 +39,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -65,10 +63,6 @@ SYSTEMS = ("zmqgrid", "dramatiq", "celery")
 TARGETS = {"dramatiq": 5.0, "celery": 20.0}          # issue 8, target 2: zmqgrid tasks/s >= this x the peer's
 WARMUP_BATCH, WARMUP_SINGLE = zb.WARMUP_BATCH, zb.WARMUP_SINGLE
 progress = zb.progress
-
-
-class DeadlineExceeded(Exception):
-    pass
 
 
 class Unavailable(Exception):
@@ -564,15 +558,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
 
-    def on_alarm(*_: object) -> None:
-        raise DeadlineExceeded(f"the benchmark did not finish within --deadline {a.deadline:g}s")
-
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(a.deadline)))
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-bench-peers-"))
     m = zb.machine()
     versions = {"python": m["python"], "redis-server": redis_server_version(redis_exe) if redis_exe else None,
@@ -592,8 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"note: --runs {a.runs}: medians of fewer than 3 runs are noisy")
     redis_server: RedisServer | None = None
     systems: dict[str, System] = {}
-    code = 0
-    try:
+
+    def measure() -> None:
+        nonlocal redis_server
         if redis_exe:
             redis_server = RedisServer(redis_exe, tmp / "redis")
             redis_server.start()
@@ -616,32 +602,17 @@ def main(argv: list[str] | None = None) -> int:
             system.stop()
             result["systems"][name] = summarize(system, runs[name])
         result["comparison"] = compare(result["systems"])
-    except DeadlineExceeded as e:
-        progress(f"error: {e}")
-        code = 2
-    except KeyboardInterrupt:
-        progress("interrupted")
-        code = 130
-    except Exception as e:  # report, clean up, fail
-        progress(f"error: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        signal.alarm(0)
+
+    def cleanup() -> None:
         for system in systems.values():
             system.stop()
         if redis_server is not None:
             redis_server.stop()
-        zb.stop_all()
-        if a.keep or code:
-            progress(f"kept {tmp} (logs{', ledger' if 'zmqgrid' in a.systems else ''})")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    code = zb.guarded(a, tmp, measure, cleanup, kept=f"logs{', ledger' if 'zmqgrid' in a.systems else ''}")
     if code:
         return code
-    if a.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
+    zb.emit(a, result, print_report)
     return 0
 
 
