@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,7 @@ def is_alive(pid: int) -> bool:
 
 
 def assert_all_die(pids: list[int], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (alive := [p for p in pids if is_alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not alive, f"still alive after {timeout_s} s: {alive}"
+    wait_until(lambda: not [p for p in pids if is_alive(p)], timeout_s, f"processes {pids} to die", interval_s=0.02)
 
 
 def is_resource_tracker(proc: psutil.Process) -> bool:
