@@ -40,7 +40,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -57,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
-from bench import free_port_block  # noqa: E402  (tools/bench.py, beside this file)
+from bench import (STARTED, DeadlineExceeded, emit, free_port_block, guarded, progress,  # noqa: E402  (tools/bench.py)
+                   stop_process)
 from zmqgrid.client import Client  # noqa: E402
 from zmqgrid.model import validate_task_spec  # noqa: E402
 from zmqgrid.protocol import packb  # noqa: E402
@@ -67,15 +67,6 @@ TARGET_LIST_MS, TARGET_RSS_MB, TARGET_START_S = 50.0, 200.0, 5.0
 DEVICES = [f"dev-{i:02d}" for i in range(1, 17)]
 RUNNING, ASSIGNED = 300, 150
 FINAL = ("done", "failed", "timed_out", "cancelled", "quarantined")
-_T0 = time.monotonic()
-
-
-class DeadlineExceeded(Exception):
-    pass
-
-
-def progress(text: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- the ledger
@@ -179,22 +170,6 @@ def build_ledger(path: Path, n: int, days: float, seed: int = 8) -> dict:
 
 # ---------------------------------------------------------------------------------------------- processes
 
-STARTED: list[subprocess.Popen] = []
-
-
-def stop_process(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM one child by its PID, SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    if proc in STARTED:
-        STARTED.remove(proc)
-
-
 class Master:
     """The real master as a child process on 127.0.0.1."""
 
@@ -234,7 +209,9 @@ class Master:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
+            stop_process(self.proc, grace_s=15.0)   # a big ledger's master takes a moment to close
+            if self.proc in STARTED:
+                STARTED.remove(self.proc)
             self.proc = None
 
     def rss_mb(self) -> float:
@@ -594,29 +571,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise DeadlineExceeded(f"the run took longer than --deadline {args.deadline:g}s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(1, int(args.deadline)))
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ledger-"))
-    ok = False
-    try:
-        result = run(args, tmp)
-        ok = True
-    finally:
-        signal.alarm(0)
-        for proc in list(STARTED):
-            stop_process(proc)
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            progress(f"kept {tmp}")
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    result: dict = {}
+
+    def measure() -> None:
+        result.update(run(args, tmp))
+
+    code = guarded(args, tmp, measure, kept="ledger and logs")
+    if code:
+        return code
+    emit(args, result, print_table)
     return 0 if all(ok for _, ok in result["targets"].values()) else 1
 
 
