@@ -14,7 +14,7 @@ import psutil
 
 from .config import Config
 from .master.master import Master
-from .security import generate, load_keypair, secured
+from .security import generate, master_curve, secured
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,11 @@ class Standalone:
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
                    ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch))
-        if secured(self.config):
-            master_key = load_keypair(self.config.key_file or Path(self.config.keys_dir) / "master.key_secret",
-                                      "master")[0].decode()
-            env["ZMQGRID_MASTER_KEY"] = master_key
+        curve = master_curve(self.config)
+        if curve is not None:
+            env["ZMQGRID_MASTER_KEY"] = curve.public.decode()
         for i in range(1, self.config.workers + 1):
-            if secured(self.config):
+            if curve is not None:
                 env["ZMQGRID_KEY_FILE"] = str(self.local_keys / f"{self.device_id(i)}.key_secret")
             # exec, not fork: the master's ZeroMQ context must not cross into a child. Own session, so the
             # terminal's Ctrl-C reaches only us and we stop the workers in order.
