@@ -101,3 +101,42 @@ def test_resubmitting_the_same_task_id_does_not_run_it_twice(cluster):
     client.wait(first, 30)
     assert client.submit(dict(spec)) == first
     assert db_query(cluster.db, "SELECT count(*), max(attempt) FROM tasks WHERE id = ?", (spec["id"],)) == [(1, 1)]
+
+
+def test_map_runs_one_call_per_argument_tuple_with_the_shared_options(cluster):
+    client = cluster.client()
+
+    # When 300 calls go through map with options every call shares, in batches of 100
+    ids = client.map("tests.tasks:add", [(i, 1) for i in range(300)], notify=True, batch_size=100, timeout=30,
+                     retries=1, priority=2)
+
+    # Then each ran with its own arguments, in the order given, and the shared options are on every task
+    results = client.wait(ids, 60)
+    assert [results[i]["value"] for i in ids] == [i + 1 for i in range(300)]
+    assert len(set(ids)) == 300 and ids == sorted(ids)   # ids sort by creation
+    rows = db_query(cluster.db, "SELECT timeout_s, retries, priority, state, count(*) FROM tasks GROUP BY 1, 2, 3, 4")
+    assert rows == [(30.0, 1, 2, "done", 300)]
+    assert client.task(ids[7])["spec"]["args"] == [7, 1]
+
+
+def test_submitting_the_same_batch_of_calls_twice_runs_each_once(cluster):
+    client = cluster.client()
+    specs = [build_spec(python="tests.tasks:add", args=[i, 2]) for i in range(50)]
+    first = client.submit([dict(s) for s in specs], notify=True)   # travels as one shared part + 50 calls
+    client.wait(first, 30)
+    assert client.submit([dict(s) for s in specs]) == first
+    assert db_query(cluster.db, "SELECT count(*), max(attempt) FROM tasks") == [(50, 1)]
+
+
+@pytest.mark.parametrize("call, reason", [
+    (lambda c: c.map("tests.tasks:add", [1, 2]), "must be a list or tuple"),
+    (lambda c: c.map("tests.tasks:add", [(1, 2)], args=[1]), "takes its arguments from"),
+    (lambda c: c.map("no_colon", [(1, 2)]), "must look like"),
+    (lambda c: c.map("tests.tasks:add", [(1, 2)], timeout=-1), "must be > 0"),
+])
+def test_a_bad_map_is_refused_before_anything_is_sent(cluster, call, reason):
+    from zmqgrid.errors import UsageError
+    client = cluster.client()
+    with pytest.raises(UsageError, match=reason):
+        call(client)
+    assert db_query(cluster.db, "SELECT count(*) FROM tasks") == [(0,)]

@@ -13,14 +13,16 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
    devices are online (Client.devices()).
 2. Warms up (200 tasks batched + 20 single round trips, not counted), then for each of `--runs` runs
    (after waiting up to `--settle` seconds for the machine to be quiet; the busy % is reported):
-   - batched: builds N no-op `python` tasks (`zmqgrid.samples:noop`, args [i]), submits them with
-     `Client.submit(specs, notify=True, batch_size=100)` and waits with `Client.wait` until all N have
-     finished -> tasks/s; the time until `submit` returned (every batch acknowledged, i.e. committed)
-     gives the submit-only rate;
+   - batched: N no-op `python` calls (`zmqgrid.samples:noop`, args [i]) through
+     `Client.map(FUNCTION, [(i,), ...], notify=True, batch_size=100)` (window 8), then `Client.wait` until
+     all N have finished -> tasks/s; the time until `map` returned (every batch acknowledged, i.e.
+     committed) gives the submit-only rate;
    - single: N_single tasks, ONE task per Submit message (`batch_size=1`) with up to `--single-window`
      unacknowledged Submits in flight (like the reference's `sqlite:1:16`), then `Client.wait` -> tasks/s;
    - latency: `--lat` sequential submit -> Finished round trips, each timed (what `Client.run` does)
      -> p50/p99 ms;
+   - big submit (`--submit-n`, 100,000): one `Client.map` call with its defaults (1,000 per Submit,
+     window 8), timed until every task is acknowledged -> tasks/s (issue 8, target 4), then waits for them;
    - checks in the ledger (sqlite3, read-only) that every task it submitted is there in state `done`.
 3. Runs `../shared/bench/reference_loop.py --variants sqlite:100:16,sqlite:1:16` (same N, runs, lat) with
    ZG_REF_DIR in the temporary folder, and reports zmqgrid / reference ratios.
@@ -551,10 +553,17 @@ class Bench:
         self.next_arg += n
         return out
 
-    def batched(self, n: int) -> dict:
+    def _arguments(self, n: int) -> list[tuple]:
+        out = [(self.next_arg + i,) for i in range(n)]
+        self.next_arg += n
+        return out
+
+    def batched(self, n: int, batch_size: int | None = None, window: int | None = None) -> dict:
+        """N calls through Client.map (the API for many calls of one function), from the call to the last result."""
         c = self.client
         t0 = time.perf_counter()
-        ids = c.submit(self._specs(n), notify=True, batch_size=self.a.batch, window=self.a.window)
+        ids = c.map(FUNCTION, self._arguments(n), notify=True, batch_size=batch_size or self.a.batch,
+                    window=window or self.a.window)
         t_sub = time.perf_counter() - t0
         results, retried = wait_final(c, ids, self.a.phase_timeout)
         dt = time.perf_counter() - t0
@@ -637,6 +646,15 @@ class Bench:
         progress(f"run {k}/{a.runs}: latency p50 {lt['p50_ms']:.2f} ms  p99 {lt['p99_ms']:.2f} ms "
                  f"(mean {lt['mean_ms']:.2f}, max {lt['max_ms']:.2f})")
         ids = b["ids"] + s["ids"] + lt["ids"]
+        big = None
+        if a.submit_n:
+            progress(f"run {k}/{a.runs}: submit {a.submit_n} tasks with Client.map's defaults (1,000 per Submit, "
+                     "window 8), then wait for them ...")
+            with Ticker(f"run {k} big submit", status=lambda: f"({len(self.client.finished)} Finished buffered)"):
+                big = self.batched(a.submit_n, batch_size=1000, window=8)
+            progress(f"run {k}/{a.runs}: {a.submit_n} tasks acknowledged at {big['submit_per_s']:8.0f} tasks/s "
+                     f"({big['submit_seconds']:.2f}s), all done at {big['tasks_per_s']:8.0f} tasks/s")
+            ids += big["ids"]
         counts = ledger_check(self.cluster.db, ids)
         progress(f"run {k}/{a.runs}: ledger check OK: all {len(ids)} tasks of this run are in the ledger, "
                  f"state done ({counts})")
@@ -645,6 +663,8 @@ class Bench:
                 "single_submit_per_s": s["submit_per_s"], "p50_ms": lt["p50_ms"], "p99_ms": lt["p99_ms"],
                 "lat_mean_ms": lt["mean_ms"], "cpu_batched": cpu, "cpu_single": cpu_s, "machine_cpu_batched": machine_cpu,
                 "ledger_checked": len(ids), "busy_before_pct": background,
+                "big_submit_per_s": big["submit_per_s"] if big else None,
+                "big_tasks_per_s": big["tasks_per_s"] if big else None,
                 "non_final_from_wait": b["non_final_from_wait"] + s["non_final_from_wait"] + lt["non_final_from_wait"]}
 
 
@@ -737,9 +757,9 @@ def machine() -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    keys = ("batched_tasks_per_s", "submit_per_s", "single_tasks_per_s", "p50_ms", "p99_ms")
+    keys = ("batched_tasks_per_s", "submit_per_s", "single_tasks_per_s", "p50_ms", "p99_ms", "big_submit_per_s")
     out = {k: median([r[k] for r in runs]) for k in keys}
-    out["runs"] = {k: [round(r[k], 2) for r in runs] for k in keys}
+    out["runs"] = {k: [round(r[k], 2) if r[k] is not None else None for r in runs] for k in keys}
     mid = sorted(range(len(runs)), key=lambda i: runs[i]["batched_tasks_per_s"])[len(runs) // 2]
     out["cpu_batched_median_run"] = runs[mid]["cpu_batched"]
     out["machine_cpu_batched_median_run"] = runs[mid]["machine_cpu_batched"]
@@ -758,7 +778,8 @@ def ratios(z: dict, ref: dict) -> dict:
            "single_vs_sqlite:1:16": r(z["single_tasks_per_s"], s["tasks_per_s"]),
            "p50_vs_reference": r(z["p50_ms"], b["p50_ms"]),
            "p99_vs_reference": r(z["p99_ms"], b["p99_ms"]),
-           "submit_vs_sqlite:100:16_submit": r(z["submit_per_s"], b["submit_per_s"])}
+           "submit_vs_sqlite:100:16_submit": r(z["submit_per_s"], b["submit_per_s"]),
+           "big_submit_vs_sqlite:100:16_submit": r(z["big_submit_per_s"], b["submit_per_s"])}
     out["target_batched_ratio"] = TARGET_BATCHED_RATIO
     out["target_met"] = out["batched_vs_sqlite:100:16"] is not None and \
         out["batched_vs_sqlite:100:16"] >= TARGET_BATCHED_RATIO
@@ -797,6 +818,8 @@ def print_report(result: dict) -> None:
              rt.get("batched_vs_sqlite:100:16"), 0),
             ("submit-only rate (tasks/s acked)", z["submit_per_s"], rb.get("submit_per_s"), "sqlite:100:16",
              rt.get("submit_vs_sqlite:100:16_submit"), 0),
+            (f"submit of {a['submit_n']:,} (tasks/s acked)", z["big_submit_per_s"], rb.get("submit_per_s"),
+             "sqlite:100:16", rt.get("big_submit_vs_sqlite:100:16_submit"), 0),
             ("single, 1 task/Submit (tasks/s)", z["single_tasks_per_s"], rs.get("tasks_per_s"), "sqlite:1:16",
              rt.get("single_vs_sqlite:1:16"), 0),
             ("latency p50 (ms)", z["p50_ms"], rb.get("p50_ms"), "sqlite:100:16", rt.get("p50_vs_reference"), 2),
@@ -865,7 +888,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=4, help="worker --concurrency [4]")
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
-    ap.add_argument("--quick", action="store_true", help="smoke run: N=500, N_single=200, lat 50, 1 run")
+    ap.add_argument("--submit-n", type=int, default=100_000,
+                    help="per run, also submit this many tasks in one Client.map call (its defaults: 1,000 per Submit, "
+                         "window 8), timed until all are acknowledged, then wait for them; 0 skips [100000]")
+    ap.add_argument("--quick", action="store_true", help="smoke run: N=500, N_single=200, lat 50, 1 run, submit-n 2000")
     ap.add_argument("--reference", metavar="PATH", help=f"the reference loop [{REFERENCE}]")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference loop (no ratios)")
     ap.add_argument("--json", action="store_true", help="print all figures as JSON on stdout")
@@ -881,9 +907,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, ledger)")
     a = ap.parse_args(argv)
     if a.quick:
-        a.n, a.n_single, a.lat, a.runs = 500, 200, 50, 1
-    if min(a.n, a.n_single, a.lat, a.runs, a.batch, a.window, a.single_window, a.concurrency) < 1 or a.prefetch < 0:
-        ap.error("counts must be >= 1 (prefetch >= 0)")
+        a.n, a.n_single, a.lat, a.runs, a.submit_n = 500, 200, 50, 1, 2000
+    if min(a.n, a.n_single, a.lat, a.runs, a.batch, a.window, a.single_window, a.concurrency) < 1 or \
+            min(a.prefetch, a.submit_n) < 0:
+        ap.error("counts must be >= 1 (prefetch and submit-n >= 0)")
     return a
 
 
@@ -897,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"command": command, "machine": machine(),
                               "config": {k: getattr(a, k) for k in ("n", "n_single", "lat", "runs", "batch", "window",
                                                                     "single_window", "concurrency", "prefetch",
-                                                                    "busy_threshold")}}
+                                                                    "busy_threshold", "submit_n")}}
     m = result["machine"]
     progress(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
              f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, sqlite-utils {m['sqlite_utils']} "

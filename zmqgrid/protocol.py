@@ -219,10 +219,11 @@ COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 @message("S")
 class Submit(Message):
     """Client -> master: tasks to queue. Acknowledged (Reply with the ids) only after they are committed."""
-    TYPES = (INT, LIST, BOOL)
+    TYPES = (INT, LIST, BOOL, DICT)
     req_id: int
     tasks: list
     notify: bool = False   # also send Finished to this client when each task ends
+    common: dict = field(default_factory=dict)   # shared by every task: task i is {**common, **tasks[i]}
 
 
 @message("Q")

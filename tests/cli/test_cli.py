@@ -61,7 +61,7 @@ def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
     task_id, state, _, device, exit_code = line.split()
-    assert (state, device, exit_code) == ("done", "w1", "exit=0") and len(task_id) == 16
+    assert (state, device, exit_code) == ("done", "w1", "exit=0") and len(task_id) == 24
     assert result.stderr == ""
 
 
@@ -139,7 +139,7 @@ def test_tasks_show_prints_the_task_by_id_or_unique_prefix(grid, cli):
     assert shown.returncode == 0, shown.stderr
     assert f"id:         {task_id}" in shown.stdout and "state:      done" in shown.stdout
     assert "value:      42" in shown.stdout and "attempts:" in shown.stdout
-    as_json = json.loads(cli("tasks", "show", task_id[:12], "--json").stdout)
+    as_json = json.loads(cli("tasks", "show", task_id[:14], "--json").stdout)
     assert as_json["id"] == task_id and as_json["value"] == 42 and len(as_json["attempts"]) == 1
 
 

@@ -159,6 +159,7 @@ UNDECODABLE = {
     "body is msgpack nil": ([b"\x01S", packb(None)], 0),
     "Submit with tasks a string": ([b"\x01S", packb([13, "x", False])], 13),
     "Submit with notify a string": ([b"\x01S", packb([13, [], "yes"])], 13),
+    "Submit with common a list": ([b"\x01S", packb([13, [], False, []])], 13),
     "Query with req_id a string": ([b"\x01Q", packb(["a", "status", {}])], 0),
     "Query with req_id a bool": ([b"\x01Q", packb([True, "status", {}])], 0),
     "Query with params a list": ([b"\x01Q", packb([14, "status", []])], 14),
@@ -271,6 +272,36 @@ def test_a_submit_with_an_invalid_task_spec_is_refused_whole_with_bad_request(ma
     # Then the whole submit is refused with bad_request, and not one of its tasks reaches the ledger
     error = expect_error(dealer)
     assert (error.code, error.req_id) == ("bad_request", 41), error
+    status = assert_unharmed(master, ledger_before)
+    assert status["bad_messages"] == bad_before
+
+
+CALLS = {"kind": "python", "function": "tests.tasks:add"}
+INVALID_BATCHES = {
+    "common holding an id": ({**CALLS, "id": "t-shared"}, [{"id": "t-c1"}]),
+    "common with a bad function": ({"kind": "python", "function": "no_colon"}, [{"id": "t-c2"}]),
+    "common with an unknown kind": ({"kind": "perl"}, [{"id": "t-c3"}]),
+    "a good call then args a string": (CALLS, [{"id": "t-c4", "args": [1, 2]}, {"id": "t-c5", "args": "12"}]),
+    "kwargs with integer keys": (CALLS, [{"id": "t-c6", "kwargs": {1: 2}}]),
+    "a call with a bad id": (CALLS, [{"id": "has space", "args": [1, 2]}]),
+    "a call overriding timeout with a negative one": (CALLS, [{"id": "t-c7", "timeout": -1}]),
+    "a call that is not a map": (CALLS, [[1, 2]]),
+}
+
+
+@pytest.mark.parametrize("common, tasks", INVALID_BATCHES.values(), ids=INVALID_BATCHES.keys())
+def test_a_submit_with_common_and_an_invalid_part_is_refused_whole_with_bad_request(master, raw, before, common,
+                                                                                     tasks):
+    ledger_before, bad_before = before
+    dealer = raw.dealer()
+
+    # When a batch of calls (shared part + per-call part) holds something that does not validate
+    dealer.send_multipart(p.Submit(42, tasks, True, common).encode())
+
+    # Then the whole submit is refused with bad_request naming it, and the ledger is untouched
+    error = expect_error(dealer)
+    assert (error.code, error.req_id) == ("bad_request", 42), error
+    assert "task" in error.message or "Submit.common" in error.message
     status = assert_unharmed(master, ledger_before)
     assert status["bad_messages"] == bad_before
 

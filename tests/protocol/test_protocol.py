@@ -8,7 +8,10 @@ import pytest
 
 from zmqgrid import protocol as p
 from zmqgrid.errors import ProtocolError
-from zmqgrid.model import compact_spec, validate_task_spec
+import os
+import time
+
+from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batch, validate_task_spec
 
 SAMPLES = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
@@ -20,6 +23,7 @@ SAMPLES = [
     p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0, [3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
+    p.Submit(1, [{"id": "a", "args": [1]}], False, {"kind": "python", "function": "m:f"}),
     p.Query(2, "tasks", {"state": "done"}),
     p.Control(3, "cancel", {"ids": ["a"]}),
     p.Reply(4, {"ids": ["a"]}),
@@ -55,8 +59,9 @@ def test_optional_trailing_fields_may_be_left_out():
     ([b"\x01?", msgpack.packb([1, []])], "unknown message kind"),
     ([b"\x01S", b"\xc1\xc1garbage"], "not valid msgpack"),
     ([b"\x01S", msgpack.packb({"req_id": 1})], "must be an array"),
-    ([b"\x01S", msgpack.packb([1])], "expected 2..3 fields"),
-    ([b"\x01S", msgpack.packb([1, [], True, "extra"])], "expected 2..3 fields"),
+    ([b"\x01S", msgpack.packb([1])], "expected 2..4 fields"),
+    ([b"\x01S", msgpack.packb([1, [], True, {}, "extra"])], "expected 2..4 fields"),
+    ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected dict"),
     ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected int"),
     ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected int"),
     ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected list"),
@@ -107,3 +112,78 @@ def test_a_compact_spec_validates_back_to_the_same_task(spec):
     small = compact_spec(full)
     assert validate_task_spec(small) == full
     assert all(v is not None for v in small.values()) and len(small) <= len(full)
+
+
+COMMONS = [
+    {"kind": "python", "function": "pkg.mod:f"},
+    {"kind": "python", "function": "pkg.mod:f", "args": [9], "kwargs": {"k": 1}, "timeout": 3, "tags": ["gpu"],
+     "priority": 5, "retries": 0, "name": "mine", "limit_key": "site", "limit_concurrency": 2},
+    {"kind": "python", "function": "pkg.mod:f", "all": True},
+    {"kind": "shell", "command": "echo hi", "env": {"A": "1"}},
+    {"kind": "script", "source": "print(1)", "args": ["a"]},
+]
+TASKS = [{"id": "t1"}, {"id": "t2", "args": [1, [2]]}, {"id": "t3", "kwargs": {"x": None}},
+         {"id": "t4", "args": (), "kwargs": {}}, {"id": "t5", "args": None}, {"id": "t6", "timeout": 7.5},
+         {"id": "t7", "priority": -1, "args": [3]}, {"id": "t8", "tags": ["x"]}]
+
+
+@pytest.mark.parametrize("common", COMMONS, ids=lambda c: f"{c['kind']}-{len(c)}")
+def test_a_submit_with_common_gives_the_specs_of_its_merged_tasks(common):
+    """The fast path (items of only id/args/kwargs checked alone) must give exactly what validating each merged task
+    whole gives, for every kind and option; items with other keys take the whole path."""
+    tasks = TASKS if common["kind"] == "python" else [{"id": "t1"}, {"id": "t2", "args": ["x"]}, {"id": "t6", "timeout": 7.5}]
+    merged = [validate_task_spec({**common, **task}) for task in tasks]
+    assert validate_batch(tasks, common) == merged
+    assert validate_batch([{**common, **t} for t in tasks]) == merged   # no common: as before
+
+
+@pytest.mark.parametrize("common, task, reason", [
+    ({"kind": "python", "function": "m:f"}, {"id": "has space"}, "is not allowed"),
+    ({"kind": "python", "function": "m:f"}, {"id": "a", "args": "abc"}, "'args' must be a list"),
+    ({"kind": "python", "function": "m:f"}, {"id": "a", "kwargs": {1: 2}}, "string keys"),
+    ({"kind": "python", "function": "m:f"}, {"id": "a", "kwargs": [1]}, "'kwargs' must be an object"),
+    ({"kind": "python", "function": "m:f"}, "not a dict", "must be an object"),
+    ({"kind": "python", "function": "m:f"}, {"id": "a", "timeout": -1}, "must be > 0"),
+    ({"kind": "python", "function": "no_colon"}, {"id": "a"}, "must look like"),
+    ({"kind": "python", "function": "m:f", "id": "shared"}, {"id": "a"}, "must not hold an 'id'"),
+    ({"kind": "ssh"}, {"id": "a"}, "kind 'ssh' is unknown"),
+])
+def test_a_bad_common_or_task_is_refused_naming_the_field(common, task, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        validate_batch([{"id": "ok"}, task], common)
+
+
+def test_a_batch_of_calls_is_factored_and_anything_else_is_sent_whole():
+    calls = [compact_spec(validate_task_spec({"id": f"t{i}", "kind": "python", "function": "m:f", "args": [i],
+                                              "timeout": 5})) for i in range(3)]
+    common, tasks = factor_batch(calls)
+    assert common == {"kind": "python", "function": "m:f", "timeout": 5}
+    assert tasks == [{"id": f"t{i}", "args": [i]} for i in range(3)]
+    assert [{**common, **t} for t in tasks] == calls
+    mixed = calls + [dict(calls[0], id="t9", timeout=6)]
+    shells = [{"id": "s1", "kind": "shell", "command": "x"}, {"id": "s2", "kind": "shell", "command": "x"}]
+    missing = calls[:2] + [{k: v for k, v in calls[2].items() if k != "timeout"}]
+    for specs in (mixed, shells, missing, calls[:1], [], [calls[0], "junk"]):
+        assert factor_batch(specs) == ({}, specs)
+
+
+def test_new_task_ids_sort_by_creation_and_do_not_repeat():
+    ids = [new_task_id() for _ in range(100_000)]
+    assert len(set(ids)) == len(ids) and all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    assert int(ids[0][:8], 16) == pytest.approx(time.time(), abs=5)
+    # Within one process the ids of one second are consecutive (so inserts append); across seconds they grow.
+    assert sum(a < b for a, b in zip(ids, ids[1:])) >= len(ids) - 3   # the 24-bit counter may wrap once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_draws_its_own_id_source():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, new_task_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child, mine = os.read(read, 64).decode(), new_task_id()
+    os.close(read)
+    os.close(write)
+    assert child[14:] != mine[14:]

@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
-from ..model import ATTEMPT_OUTCOMES, validate_task_spec
+from ..model import ATTEMPT_OUTCOMES, validate_batch
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
                         Results, Submit)
 from . import queries
@@ -156,7 +156,7 @@ class Handlers:
                              f"{len(msg.tasks)} tasks in one submit; at most {MAX_TASKS_PER_SUBMIT}, split the batch")
             return
         try:
-            specs = [validate_task_spec(t) for t in msg.tasks]
+            specs = validate_batch(msg.tasks, msg.common)
         except ProtocolError as e:
             self.reply_error(identity, msg.req_id, "bad_request", str(e))
             return
