@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _FLUSH_INTERVAL_S = 0.05
 _FLUSH_BYTES = 16384
-MAX_BATCH = 8              # calls handed to a child in one message
+MAX_BATCH = 16              # calls handed to a child in one message
 REPLY_FLUSH_S = 0.05       # results held back longer than this are sent mid-batch
 
 
