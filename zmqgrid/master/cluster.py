@@ -205,23 +205,30 @@ class Cluster(FleetEvents):
             return
         batches: dict[str, list[dict]] = {}
         skipped: list[TaskEntry] = []
+        # Devices without tags take any task that names no device and needs no tag: such tasks skip can_take.
+        untagged = not any(d.tags for d in ready)
         while ready:
             task_id = self.queue.pop()
             if task_id is None:
                 break
             entry = self.tasks[task_id]
             entry.gen += 1          # taken out: its twin in the other heap goes stale
-            key = entry.spec.get("limit_key")
-            if not self.limits.allows(key, now_mono):
+            spec = entry.spec
+            key = spec.get("limit_key")
+            if key is not None and not self.limits.allows(key, now_mono):
                 self.limits.park(key, entry.id)     # out of the queue until the key has room
                 continue
-            eligible = [d for d in ready if self.can_take(d, entry.spec)]
-            if not eligible:
-                skipped.append(entry)
-                if len(skipped) >= 10_000:
-                    break
-                continue
-            self.limits.started(key, now_mono)
+            if untagged and not spec.get("device") and not spec.get("tags"):
+                eligible = ready
+            else:
+                eligible = [d for d in ready if self.can_take(d, spec)]
+                if not eligible:
+                    skipped.append(entry)
+                    if len(skipped) >= 10_000:
+                        break
+                    continue
+            if key is not None:
+                self.limits.started(key, now_mono)
             device = eligible[0] if len(eligible) == 1 else eligible[self.pick(eligible)]
             entry.attempt += 1
             entry.state, entry.device_id, entry.assigned_mono = "assigned", device.device_id, now_mono

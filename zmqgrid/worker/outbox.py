@@ -6,6 +6,8 @@ import time
 from ..protocol import Results
 
 RESEND_AFTER_S = 5.0
+# What the master reads of a result besides its key and state (it times the attempt's end itself).
+_RECORDED = ("exit_code", "value", "error", "stdout", "stderr", "started_at")
 
 
 class Outbox:
@@ -23,7 +25,13 @@ class Outbox:
         return [list(k) for k in list(self.entries)]
 
     def add(self, result: dict) -> None:
-        self.entries[(result["id"], result["attempt"])] = [result, 0.0]
+        """Keep `result` as it goes on the wire: what the master records, nothing that is nil or empty output."""
+        wire = {"id": result["id"], "attempt": result["attempt"], "state": result["state"]}
+        for key in _RECORDED:
+            value = result.get(key)
+            if value is not None and not (value == "" and key in ("stdout", "stderr")):
+                wire[key] = value
+        self.entries[(result["id"], result["attempt"])] = [wire, 0.0]
         self.freed += 1
 
     def ack(self, keys: list) -> None:

@@ -41,12 +41,22 @@ class PyRun:
 class _Call:
     task: dict
     on_output: OutputCallback | None
-    out: CappedBuffer
-    err: CappedBuffer
+    max_output_bytes: int
     timeout_s: float | None
     index: int
     batch: "_Batch | None" = None
     cancel_reason: str = ""
+    streams: dict[str, CappedBuffer] | None = None   # made at the first output: most calls print nothing
+
+    def buffer(self, stream: str) -> CappedBuffer:
+        if self.streams is None:
+            self.streams = {}
+        if stream not in self.streams:
+            self.streams[stream] = CappedBuffer(stream, self.max_output_bytes)
+        return self.streams[stream]
+
+    def text(self, stream: str) -> str:
+        return self.streams[stream].text() if self.streams and stream in self.streams else ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -56,7 +66,7 @@ class _Call:
                exit_code: int | None = None) -> dict:
         now = time.time()
         return {"id": self.task["id"], "attempt": self.task["attempt"], "state": state, "exit_code": exit_code,
-                "value": value, "error": error, "stdout": self.out.text(), "stderr": self.err.text(),
+                "value": value, "error": error, "stdout": self.text("stdout"), "stderr": self.text("stderr"),
                 "started_at": now - duration_s, "finished_at": now, "duration_s": duration_s}
 
 
@@ -163,8 +173,7 @@ class PySlots:
         calls = []
         for index, (task, on_output) in enumerate(items):
             timeout = task.get("timeout")
-            calls.append(_Call(task, on_output, CappedBuffer("stdout", self.max_output_bytes),
-                               CappedBuffer("stderr", self.max_output_bytes),
+            calls.append(_Call(task, on_output, self.max_output_bytes,
                                self.default_timeout_s if timeout is None else float(timeout), index))
         child = self._checkout()
         if child is None:
@@ -226,7 +235,7 @@ class PySlots:
             _, stream, text, index = reply
             call = batch.calls[min(max(index, 0), len(batch.calls) - 1)]
             data = text.encode("utf-8", errors="replace")
-            buffer = call.out if stream == "stdout" else call.err
+            buffer = call.buffer("stdout" if stream == "stdout" else "stderr")
             buffer.write(data)
             if call.on_output is not None and text and buffer.live_part(data):   # chunks of <= 16 KB: whole
                 try:
