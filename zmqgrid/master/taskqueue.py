@@ -16,6 +16,9 @@ class TaskQueue:
     Every push carries a generation number; `live(id, gen)` says whether the task is still queued under it.
     The caller bumps the task's generation on each push, so an item left behind in the other heap (or from
     an earlier push) goes stale and is skipped when popped: removal costs nothing.
+
+    While every queued task has the same priority, the highest-priority task is the oldest, so the age heap is
+    not kept (a push and a pop fewer per task); it is built from the priority heap when a second priority comes.
     """
 
     def __init__(self, live: Callable[[str, int], bool], aging_every: int = AGING_EVERY) -> None:
@@ -25,10 +28,19 @@ class TaskQueue:
         self.by_age: list[tuple[int, int, str]] = []             # (order, gen, id)
         self.delayed: list[tuple[float, int, str]] = []          # (monotonic due, gen, id)
         self.pops = 0
+        self.priority: int | None = None   # the one priority queued, while there is only one
+        self.mixed = False                 # several priorities queued: by_age is kept
 
     def push(self, priority: int, order: int, gen: int, task_id: str) -> None:
         heapq.heappush(self.by_priority, (-priority, order, gen, task_id))
-        heapq.heappush(self.by_age, (order, gen, task_id))
+        if self.mixed:
+            heapq.heappush(self.by_age, (order, gen, task_id))
+        elif self.priority is None:
+            self.priority = priority
+        elif priority != self.priority:
+            self.mixed = True
+            self.by_age = [(order_, gen_, id_) for _, order_, gen_, id_ in self.by_priority]
+            heapq.heapify(self.by_age)
 
     def push_later(self, due_mono: float, gen: int, task_id: str) -> None:
         heapq.heappush(self.delayed, (due_mono, gen, task_id))
@@ -45,9 +57,18 @@ class TaskQueue:
     def pop(self) -> str | None:
         """Id of the next task to dispatch, or None when nothing is queued."""
         self.pops += 1
+        if not self.mixed:
+            task_id = self._pop_priority()
+            if task_id is None:
+                self.priority = None
+            return task_id
         if self.pops % self.aging_every == 0:
-            return self._pop_age() or self._pop_priority()
-        return self._pop_priority() or self._pop_age()
+            task_id = self._pop_age() or self._pop_priority()
+        else:
+            task_id = self._pop_priority() or self._pop_age()
+        if not self.by_priority:   # every live task has an item there: what is left in by_age is stale
+            self.by_age, self.priority, self.mixed = [], None, False
+        return task_id
 
     def _pop_priority(self) -> str | None:
         while self.by_priority:

@@ -6,8 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import sqlite_utils
 
@@ -82,6 +81,26 @@ class Checkpointer(threading.Thread):
         self.join(timeout=5.0)
 
 
+class _Op:
+    """`with store.op(name):` (a class, not a generator: it is entered for every result on the hot path)."""
+
+    __slots__ = ("store", "name", "nested")
+
+    def __init__(self, store: "TaskStore", name: str) -> None:
+        self.store, self.name = store, name
+
+    def __enter__(self) -> None:
+        self.nested = self.store._op is not None   # nested: part of the enclosing op
+        if not self.nested:
+            self.store._op = []
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.nested:
+            statements, self.store._op = self.store._op, None
+            if statements:
+                self.store._ops.append((self.name, statements))
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
@@ -118,23 +137,13 @@ class TaskStore:
         else:
             self._ops.append((sql, [(sql, params)]))
 
-    @contextmanager
-    def op(self, name: str) -> Iterator[None]:
+    def op(self, name: str) -> "_Op":
         """Stage the statements of one logical change together (a result: end attempt, output, finish task).
 
         Runs of the same op are written statement by statement with executemany; ops of one run touch other
         rows (other tasks), so regrouping their statements is safe, and the order between runs is kept.
         """
-        if self._op is not None:   # nested: part of the enclosing op
-            yield
-            return
-        self._op = []
-        try:
-            yield
-        finally:
-            statements, self._op = self._op, None
-            if statements:
-                self._ops.append((name, statements))
+        return _Op(self, name)
 
     @property
     def has_pending(self) -> bool:
