@@ -34,6 +34,39 @@ def test_demo_runs_the_sample_batch_to_the_end_and_exits_zero(tmp_path):
     assert "site=alpha" in proc.stdout and "hello from" in proc.stdout
 
 
+def test_demo_started_from_another_directory_runs_its_workers_on_the_same_code(tmp_path):
+    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo",
+                           "--port", str(free_port_block()), "--db", str(tmp_path / "demo.db"),
+                           "--log-file", str(tmp_path / "demo.log")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0 and "13 done, 2 not done" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_demo_whose_workers_all_die_says_so_and_fails_instead_of_waiting(tmp_path):
+    # Given the demo starting
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo",
+                             "--port", str(free_port_block()), "--db", str(tmp_path / "demo.db"),
+                             "--log-file", str(tmp_path / "demo.log")],
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # When both of its worker processes are SIGKILLed as soon as they exist (before they can register)
+        def workers() -> list[psutil.Process]:
+            return psutil.Process(proc.pid).children()
+        wait_until(lambda: len(workers()) == 2, 30, "the two worker processes")
+        for worker in workers():
+            worker.kill()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # Then it stops at once with a one-line error, not after some timeout, and fails
+    assert proc.returncode == 1, out + err
+    assert "error: every worker process exited with 15 sample tasks unfinished" in err
+    assert "Traceback" not in err
+
+
 def test_standalone_with_curve_makes_its_keys_and_runs_every_worker_secured(tmp_path):
     port, keys = free_port_block(), tmp_path / "keys"
     argv = [sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo", "--curve",

@@ -77,7 +77,10 @@ class Standalone:
         self.thread = threading.Thread(target=self.master.serve, name="master", daemon=True)
         self.thread.start()
         self.master.ready.wait(10)
-        env = dict(os.environ, ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
+        # The workers import the zmqgrid this process runs, wherever it is started from, installed or not.
+        package_root = str(Path(__file__).resolve().parents[1])
+        python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=python_path, ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
                    ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch))

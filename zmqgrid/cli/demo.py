@@ -5,7 +5,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -18,7 +18,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
 
 
 def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
-             sample: Path = SAMPLE) -> int:
+             sample: Path = SAMPLE, workers_alive: Callable[[], int] | None = None) -> int:
     specs = read_batch(sample)
     names = {s["id"]: s["name"] for s in specs}
     started = time.monotonic()
@@ -27,6 +27,10 @@ def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
         click.echo(f"submitted {len(ids)} sample tasks (shell, script, python) from {sample}")
         done: dict[str, dict] = {}
         while len(done) < len(ids) and not stopping.is_set():
+            if workers_alive is not None and not workers_alive():
+                click.echo(f"error: every worker process exited with {len(ids) - len(done)} sample tasks unfinished; "
+                           "see the log files", err=True)
+                return EXIT_FAILED
             client._receive(0.2)
             for task_id in [i for i in ids if i in client.finished and i not in done]:
                 r = done[task_id] = client.finished.pop(task_id)

@@ -153,7 +153,8 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False) -> int:
         cluster.start()
     try:
         if demo:
-            return run_demo(config.master_url, stopping, client_curve(config))
+            return run_demo(config.master_url, stopping, client_curve(config),
+                            workers_alive=cluster.alive_workers if config.workers else None)
         if dashboard:
             return run_dashboard(config.master_url, stopping=stopping, curve=client_curve(config))
         click.echo(f"zmqgrid standalone: master {config.master_url}, {config.workers} workers, ledger {config.db_path}")
