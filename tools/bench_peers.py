@@ -353,7 +353,7 @@ class Zmqgrid(System):
     def start(self) -> None:
         a = self.a
         self.setup = (f"master + 2 workers --concurrency {a.concurrency}, ZMQGRID_PREFETCH={a.prefetch}; "
-                      f"Client.submit(notify=True, batch_size={a.batch}) + Client.wait; durable (SQLite)")
+                      f"Client.map(notify=True, batch_size={a.batch}) + Client.wait; durable (SQLite)")
         folder = self.tmp / "zmqgrid"
         folder.mkdir()
         self.cluster = zb.Cluster(folder, concurrency=a.concurrency, prefetch=a.prefetch)

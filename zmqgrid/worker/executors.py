@@ -228,6 +228,9 @@ class _ProcessRun(Run):
             self._wake.set()
 
     def _pump(self, stream: IO[bytes], buffer: CappedBuffer) -> None:
+        # A task printing without pause keeps this thread busy: it copies at the task's own lower priority, so
+        # the worker's loop (and the other tasks' results) go first.
+        lower_this_thread(self._executor.nice)
         # Read to EOF whatever the cap: a child blocked on a full pipe would never finish.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         read = getattr(stream, "read1", stream.read)
@@ -338,6 +341,12 @@ def _widen(pipe: IO[bytes]) -> None:
             fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
         except OSError:   # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
             pass
+
+
+def lower_this_thread(nice: int) -> None:
+    """`lower_priority` for the calling thread alone, where a thread has a niceness of its own (Linux)."""
+    if sys.platform.startswith("linux"):
+        lower_priority(threading.get_native_id(), nice)
 
 
 def lower_priority(pid: int, nice: int) -> None:

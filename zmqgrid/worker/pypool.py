@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,12 @@ REPLY_FLUSH_S = 0.05       # results held back longer than this are sent mid-bat
 
 
 class CappedBuffer:
-    """Keeps the first and the last half of at most `max_bytes` of a stream, counting what was cut."""
+    """Keeps the first and the last half of at most `max_bytes` of a stream, counting what was cut.
+
+    The tail is a queue of the chunks as they were read, dropped from the front once the rest covers it: a task
+    printing 100 MB costs the worker no copy of it (the thread reading the pipe would hold Python's lock while
+    copying, and the worker's loop would wait for it).
+    """
 
     def __init__(self, name: str, max_bytes: int) -> None:
         self.name = name
@@ -43,7 +49,8 @@ class CappedBuffer:
         self._head_cap = max_bytes // 2
         self._tail_cap = max_bytes - self._head_cap
         self._head = bytearray()
-        self._tail = bytearray()
+        self._tail: deque[bytes] = deque()
+        self._tail_len = 0
 
     def write(self, data: bytes) -> None:
         self.total += len(data)
@@ -51,11 +58,11 @@ class CappedBuffer:
         if room > 0:
             self._head += data[:room]
             data = data[room:]
-        if data:
-            self._tail += data
-            # Trim lazily so a stream of small writes stays linear.
-            if len(self._tail) > 2 * self._tail_cap + 65536:
-                del self._tail[: len(self._tail) - self._tail_cap]
+        if data and self._tail_cap:
+            self._tail.append(data)
+            self._tail_len += len(data)
+            while self._tail_len - len(self._tail[0]) >= self._tail_cap:
+                self._tail_len -= len(self._tail.popleft())
 
     def live_part(self, data: bytes) -> bytes:
         """What of `data`, just written, is still streamed live: the master keeps no more than the cap of live
@@ -63,13 +70,13 @@ class CappedBuffer:
         return data[:max(0, self.max_bytes - (self.total - len(data)))]
 
     def text(self) -> str:
-        tail = self._tail[-self._tail_cap:] if self._tail_cap else b""
+        tail = b"".join(self._tail)[-self._tail_cap:] if self._tail_cap else b""
         cut = self.total - len(self._head) - len(tail)
         if cut <= 0:
-            return (bytes(self._head) + bytes(tail)).decode("utf-8", errors="replace")
+            return (bytes(self._head) + tail).decode("utf-8", errors="replace")
         marker = f"\n[... zmqgrid: {cut} bytes of {self.name} cut ...]\n"
         return (bytes(self._head).decode("utf-8", errors="replace") + marker
-                + bytes(tail).decode("utf-8", errors="replace"))
+                + tail.decode("utf-8", errors="replace"))
 
 
 @dataclass
