@@ -237,6 +237,28 @@ def test_how_many_calls_a_child_takes_follows_their_observed_duration(driver, se
     assert d.slots.batch_size(waiting, free) == 1
 
 
+def test_the_reply_to_a_lone_tiny_call_is_awaited_awake_for_a_bounded_time(driver):
+    from zmqgrid.worker.pyslots import SPIN_S
+    d = driver(size=2)
+    d.slots.durations["tests.tasks:sleep"] = 0.0001   # as measured by earlier calls
+    assert not d.slots.reply_due()                    # nothing out
+    # A lone tiny call: the loop polls awake, but only for SPIN_S after it went out
+    assert d.slots.start(task("python", function="tests.tasks:sleep", args=[0.2])) is None
+    assert d.slots.reply_due()
+    time.sleep(SPIN_S)
+    assert not d.slots.reply_due()
+    d.until(lambda: d.results)
+    d.results.clear()
+    # Two calls out, or a call of a slow function: the loop sleeps in its poll as usual
+    d.slots.durations["tests.tasks:sleep"] = 0.0001
+    assert d.slots.start_batch([(task("python", function="tests.tasks:sleep", args=[0.2]), None) for _ in range(2)]) == []
+    assert not d.slots.reply_due()
+    d.until(lambda: d.results)
+    d.slots.durations["tests.tasks:sleep"] = 0.05
+    assert d.slots.start(task("python", function="tests.tasks:sleep", args=[0.2])) is None
+    assert not d.slots.reply_due()
+
+
 def test_each_call_of_a_batch_keeps_its_own_output_and_value(driver):
     d = driver()
     results = batch(d, [task("python", function="tests.tasks:echo", args=[i]) for i in range(3)])

@@ -131,7 +131,7 @@ class Worker(CommandsMixin):
             while not self._halt.is_set():
                 deadline = self.pyslots.next_deadline()
                 wait_ms = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
-                events = dict(self.poller.poll(wait_ms))
+                events = dict(self.poller.poll(0 if self.pyslots.reply_due() and not self.held else wait_ms))
                 now = time.monotonic()
                 if events.get(self._wake_r):
                     os.read(self._wake_r, 4096)
