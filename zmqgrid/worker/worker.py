@@ -14,7 +14,7 @@ import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck,
+from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck, Results,
                         Tasks, decode)
 from ..security import worker_curve
 from ..transport import make_socket
@@ -136,8 +136,8 @@ class Worker(CommandsMixin):
                 if events.get(self._wake_r):
                     os.read(self._wake_r, 4096)
                 for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pyslots.watched]:
-                    self._python_ended(self.pyslots.handle(fd))
-                self._python_ended(self.pyslots.expire(now))
+                    self._ended(self.pyslots.handle(fd))
+                self._ended(self.pyslots.expire(now))
                 if self.dealer in events:
                     self._drain_dealer(now)
                 if self.sub is not None and self.sub in events:
@@ -171,7 +171,7 @@ class Worker(CommandsMixin):
         """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
         with self.lock:
             keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
-        self._python_ended(self.pyslots.cancel_all("worker shutting down"))
+        self._ended(self.pyslots.cancel_all("worker shutting down"))
         self._kill(keys, "worker shutting down")
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and (self.running or self.outbox):
@@ -196,7 +196,7 @@ class Worker(CommandsMixin):
             if isinstance(msg, Tasks):
                 self.outbox.ack(msg.acks)
                 with self.lock:
-                    self.held.extend(admit(msg.tasks, self.config, self._queue_result))   # refused: failed, Forbidden
+                    self.held.extend(admit(msg.tasks, self.config, self.outbox.add))   # refused: failed, Forbidden
             elif isinstance(msg, ResultAck):
                 self.outbox.ack(msg.keys)
             elif isinstance(msg, RegisterAck):
@@ -306,7 +306,11 @@ class Worker(CommandsMixin):
                     tasks = [self.held.popleft() for _ in range(self.pyslots.batch_size(self.held, free))]
                     for task in tasks:
                         self.running[task["id"]] = PyRun(task["id"], task["attempt"])
-                    started += [[t["id"], t["attempt"]] for t in tasks]
+                    keys = [[t["id"], t["attempt"]] for t in tasks]
+                    if self.outbox.freed or not self.registered.is_set():
+                        started += keys   # they ride on this turn's Results
+                    else:   # alone: sent before the child can begin, and read by the master while they run
+                        self.dealer.send_multipart(Results([], 0, keys).encode())
                     for failed in self.pyslots.start_batch([(t, self._output_to(t)) for t in tasks]):
                         self.finished.put(failed)
                     continue
@@ -344,11 +348,11 @@ class Worker(CommandsMixin):
         self.finished.put(result)
         os.write(self._wake_w, b"r")
 
-    def _python_ended(self, results: list[dict]) -> None:
+    def _ended(self, results: list[dict]) -> None:
         for result in results:
             with self.lock:
                 self.running.pop(result["id"], None)
-            self._queue_result(result)
+            self.outbox.add(result)
 
     def _on_output(self, key: tuple[str, int], stream: str, text: str) -> None:
         with self.live_lock:
@@ -365,17 +369,9 @@ class Worker(CommandsMixin):
         self.dealer.send_multipart(Output(chunks).encode())
 
     def _collect_finished(self) -> None:
-        while True:
-            try:
-                result = self.finished.get_nowait()
-            except queue.Empty:
-                return
-            with self.lock:
-                self.running.pop(result["id"], None)
-            self._queue_result(result)
-
-    def _queue_result(self, result: dict) -> None:
-        self.outbox.add(result)
+        """Results of shell and script runs, put by their waiting threads (this loop is the only reader)."""
+        while not self.finished.empty():
+            self._ended([self.finished.get_nowait()])
 
     def _kill(self, keys: list[tuple], reason: str) -> None:
         wanted = {k for k in keys if len(k) == 2}
@@ -383,14 +379,14 @@ class Worker(CommandsMixin):
             runs = [r for tid, r in self.running.items() if (tid, r.attempt) in wanted]
         for run in runs:
             if isinstance(run, PyRun):
-                self._python_ended(self.pyslots.kill((run.task_id, run.attempt), reason))
+                self._ended(self.pyslots.kill((run.task_id, run.attempt), reason))
             else:
                 run.kill(reason)
         with self.lock:   # after the runs: a killed python batch gives its unfinished calls back to `held`
             dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
             self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
         for task in dropped:
-            self._queue_result(cancelled_result(task, reason))
+            self.outbox.add(cancelled_result(task, reason))
 
     def _flush_results(self, now: float, force: bool = False) -> None:
         if self.registered.is_set() or force:
