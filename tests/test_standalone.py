@@ -85,6 +85,32 @@ def test_standalone_with_curve_makes_its_keys_and_runs_every_worker_secured(tmp_
     assert again.returncode == 0 and "13 done, 2 not done" in again.stdout   # the same keys, reused
 
 
+@pytest.mark.parametrize("user_path", ["", "/srv/crawler-lib"])
+def test_standalone_tasks_see_the_users_own_pythonpath_not_the_one_its_workers_need(tmp_path, user_path):
+    # Given a standalone cluster started from its checkout with the user's PYTHONPATH (or none)
+    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
+    if user_path:
+        env["PYTHONPATH"] = user_path
+    port = free_port_block()
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone",
+                             "--port", str(port), "--db", str(tmp_path / "s.db"), "--log-file", str(tmp_path / "s.log")],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout_s=30) as client:
+            # When a shell task and a python task read PYTHONPATH where they run
+            from zmqgrid.client import build_spec
+            shell = client.run(build_spec(shell='echo "path=[$PYTHONPATH]"'), timeout_s=60)
+            python = client.run(build_spec(python="os:getenv", args=["PYTHONPATH"]), timeout_s=60)
+            output = client.logs(shell["id"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    # Then both see the user's value, without the package root the workers themselves were started with
+    assert (shell["state"], python["state"]) == ("done", "done"), (shell, python)
+    assert f"path=[{user_path}]" in str(output), output
+    assert python["value"] == (user_path or None), python
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_standalone_stops_cleanly_on_a_signal_and_leaves_no_process_behind(tmp_path, sig):
     # Given a standalone cluster with two workers that runs a long task

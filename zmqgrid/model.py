@@ -199,9 +199,15 @@ def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
     that holds only CALL_KEYS, just those keys; the specs are the same as validating every merged task whole."""
     if not common:
         return [validate_task_spec(t) for t in tasks]
-    if "id" in common:
-        raise ProtocolError("Submit.common must not hold an 'id': each task has its own")
-    base = validate_task_spec(dict(common, id="common"))
+    base = None
+    if "id" not in common:
+        try:
+            base = validate_task_spec(dict(common, id="common"))
+        except ProtocolError:
+            pass    # `common` need not be a task by itself (the tasks may complete it): each merged task decides
+    if base is None:
+        return [validate_task_spec({**common, **task}) if isinstance(task, dict) else validate_task_spec(task)
+                for task in tasks]
     calls = base["kind"] == "python"
     specs = []
     for task in tasks:

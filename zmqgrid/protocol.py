@@ -225,6 +225,12 @@ class Submit(Message):
     notify: bool = False   # also send Finished to this client when each task ends
     common: dict = field(default_factory=dict)   # shared by every task: task i is {**common, **tasks[i]}
 
+    def encode(self) -> list[bytes]:
+        # Without a shared part, the three fields older masters know: only batches of calls need a newer master.
+        fields = [self.req_id, self.tasks, self.notify, self.common] if self.common else \
+            [self.req_id, self.tasks, self.notify]
+        return [self._header, packb(fields)]
+
 
 @message("Q")
 class Query(Message):

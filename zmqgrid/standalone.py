@@ -79,8 +79,11 @@ class Standalone:
         self.master.ready.wait(10)
         # The workers import the zmqgrid this process runs, wherever it is started from, installed or not.
         package_root = str(Path(__file__).resolve().parents[1])
-        python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        env = dict(os.environ, PYTHONPATH=python_path, ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
+        user_path = os.environ.get("PYTHONPATH", "")
+        python_path = os.pathsep.join(p for p in (package_root, user_path) if p)
+        # zmqgrid/__main__.py gives the tasks back the user's own PYTHONPATH.
+        env = dict(os.environ, PYTHONPATH=python_path, ZMQGRID_USER_PYTHONPATH=user_path,
+                   ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
                    ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch))

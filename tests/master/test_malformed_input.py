@@ -278,7 +278,7 @@ def test_a_submit_with_an_invalid_task_spec_is_refused_whole_with_bad_request(ma
 
 CALLS = {"kind": "python", "function": "tests.tasks:add"}
 INVALID_BATCHES = {
-    "common holding an id": ({**CALLS, "id": "t-shared"}, [{"id": "t-c1"}]),
+    "common no task completes": ({"kind": "python"}, [{"id": "t-c1", "args": [1]}]),
     "common with a bad function": ({"kind": "python", "function": "no_colon"}, [{"id": "t-c2"}]),
     "common with an unknown kind": ({"kind": "perl"}, [{"id": "t-c3"}]),
     "a good call then args a string": (CALLS, [{"id": "t-c4", "args": [1, 2]}, {"id": "t-c5", "args": "12"}]),

@@ -49,6 +49,8 @@ def test_each_message_round_trips_through_its_frames(msg):
 
 def test_optional_trailing_fields_may_be_left_out():
     assert p.decode([b"\x01S", msgpack.packb([9, []])]) == p.Submit(9, [], False)
+    # A Submit without a shared part keeps to the three fields a master before `common` accepts.
+    assert msgpack.unpackb(p.Submit(9, [], True).encode()[1]) == [9, [], True]
 
 
 @pytest.mark.parametrize("frames, reason", [
@@ -145,12 +147,26 @@ def test_a_submit_with_common_gives_the_specs_of_its_merged_tasks(common):
     ({"kind": "python", "function": "m:f"}, "not a dict", "must be an object"),
     ({"kind": "python", "function": "m:f"}, {"id": "a", "timeout": -1}, "must be > 0"),
     ({"kind": "python", "function": "no_colon"}, {"id": "a"}, "must look like"),
-    ({"kind": "python", "function": "m:f", "id": "shared"}, {"id": "a"}, "must not hold an 'id'"),
+    ({"kind": "python"}, {"id": "a", "args": [1]}, "'function'"),
     ({"kind": "ssh"}, {"id": "a"}, "kind 'ssh' is unknown"),
 ])
 def test_a_bad_common_or_task_is_refused_naming_the_field(common, task, reason):
     with pytest.raises(ProtocolError, match=reason):
         validate_batch([{"id": "ok"}, task], common)
+
+
+@pytest.mark.parametrize("common, tasks", [
+    ({"kind": "python"}, [{"id": "a", "function": "m:f"}, {"id": "b", "function": "m:g", "args": [1]}]),
+    ({"kind": "python", "function": "m:f", "id": "shared"}, [{"id": "a"}, {"args": [2]}]),
+    ({"kind": "python", "function": "m:f", "id": None}, [{"id": "a"}]),
+    ({"kind": "bogus"}, [{"id": "a", "kind": "shell", "command": "true"}]),
+    ({"kind": "bogus"}, []),
+], ids=["function-in-tasks", "id-in-common", "id-none", "kind-overridden", "no-tasks"])
+def test_a_common_that_is_no_task_alone_is_judged_merged_into_each_task(common, tasks):
+    """The rule is task i = {**common, **tasks[i]}: a shared part that only the tasks complete is accepted exactly
+    when the merged specs are."""
+    merged = [validate_task_spec({**common, **task}) for task in tasks]
+    assert validate_batch(tasks, common) == merged
 
 
 def test_a_batch_of_calls_is_factored_and_anything_else_is_sent_whole():

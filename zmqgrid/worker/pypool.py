@@ -39,8 +39,11 @@ class CappedBuffer:
 
     The tail is a queue of the chunks as they were read, dropped from the front once the rest covers it: a task
     printing 100 MB costs the worker no copy of it (the thread reading the pipe would hold Python's lock while
-    copying, and the worker's loop would wait for it).
+    copying, and the worker's loop would wait for it). Small writes are gathered into chunks of about
+    `coalesce_bytes`, so a stream of tiny lines does not keep one object per line.
     """
+
+    coalesce_bytes = 1 << 16
 
     def __init__(self, name: str, max_bytes: int) -> None:
         self.name = name
@@ -49,7 +52,7 @@ class CappedBuffer:
         self._head_cap = max_bytes // 2
         self._tail_cap = max_bytes - self._head_cap
         self._head = bytearray()
-        self._tail: deque[bytes] = deque()
+        self._tail: deque[bytes | bytearray] = deque()
         self._tail_len = 0
 
     def write(self, data: bytes) -> None:
@@ -59,7 +62,12 @@ class CappedBuffer:
             self._head += data[:room]
             data = data[room:]
         if data and self._tail_cap:
-            self._tail.append(data)
+            small = self.coalesce_bytes
+            if len(data) < small and self._tail and isinstance(self._tail[-1], bytearray) \
+                    and len(self._tail[-1]) < small:
+                self._tail[-1] += data
+            else:
+                self._tail.append(bytearray(data) if len(data) < small else data)
             self._tail_len += len(data)
             while self._tail_len - len(self._tail[0]) >= self._tail_cap:
                 self._tail_len -= len(self._tail.popleft())
