@@ -28,6 +28,18 @@ def test_a_new_ledger_is_created_in_wal_mode_with_every_migration_applied(tmp_pa
     again.close()
 
 
+def test_none_and_bytes_are_bound_as_null_and_blob_as_without_the_ledgers_adapters(tmp_path):
+    store = TaskStore(tmp_path / "l.db")   # the store registers pass-through adapters for None and bytes
+    try:
+        conn = store.db.conn
+        conn.execute("CREATE TABLE probe (a, b, c)")
+        conn.execute("INSERT INTO probe VALUES (?, ?, ?)", (None, b"\x00\xff", bytearray(b"z")))
+        assert conn.execute("SELECT a, typeof(a), b, typeof(b), typeof(c) FROM probe").fetchone() == \
+            (None, "null", b"\x00\xff", "blob", "blob")
+    finally:
+        store.close()
+
+
 def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path):
     store = TaskStore(tmp_path / "l.db")
     try:
