@@ -130,6 +130,7 @@ def test_submitting_the_same_batch_of_calls_twice_runs_each_once(cluster):
 
 @pytest.mark.parametrize("call, reason", [
     (lambda c: c.map("tests.tasks:add", [1, 2]), "must be a list or tuple"),
+    (lambda c: c.map("tests.tasks:add", [(1, 2)] * 1500 + [3]), "must be a list or tuple"),   # after a whole batch
     (lambda c: c.map("tests.tasks:add", [(1, 2)], args=[1]), "takes its arguments from"),
     (lambda c: c.map("no_colon", [(1, 2)]), "must look like"),
     (lambda c: c.map("tests.tasks:add", [(1, 2)], timeout=-1), "must be > 0"),

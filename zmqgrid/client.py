@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import zmq
 
@@ -134,10 +134,12 @@ class Client:
             spec.setdefault("id", new_task_id())
             if notify:
                 self.notified.add(spec["id"])
-        specs = [compact_spec(s) if isinstance(s, dict) else s for s in specs]
-        # A batch of calls of one function goes as their shared part once and each call's id and arguments.
-        return self._send_batches([factor_batch(specs[i:i + batch_size]) for i in range(0, len(specs), batch_size)],
-                                  notify, window)
+
+        def batches() -> Iterator[tuple[dict, list]]:
+            for i in range(0, len(specs), batch_size):
+                # A batch of calls of one function goes as their shared part once and each call's id and arguments.
+                yield factor_batch([compact_spec(s) if isinstance(s, dict) else s for s in specs[i:i + batch_size]])
+        return self._send_batches(batches(), notify, window)
 
     def map(self, python: str, arguments: Iterable[list | tuple], *, notify: bool = False, batch_size: int = 1000,
             window: int = 8, **options: Any) -> list[str]:
@@ -152,29 +154,34 @@ class Client:
                              "pass e.g. client.map('mod:fn', [(1,), (2,)])")
         common = compact_spec(build_spec(python=python, **options))
         del common["id"]
-        calls = []
-        for item in arguments:
+        items = list(arguments)
+        for item in items:   # all checked before anything is sent: a bad item submits nothing
             if not isinstance(item, (list, tuple)):
                 raise UsageError(f"each item of map's arguments must be a list or tuple of positional arguments, "
                                  f"got {type(item).__name__}", "for one argument per call, wrap it: [(x,) for x in values]")
-            calls.append({"id": new_task_id(), "args": list(item)})
-        if notify:
-            self.notified.update(call["id"] for call in calls)
-        return self._send_batches([(common, calls[i:i + batch_size]) for i in range(0, len(calls), batch_size)],
-                                  notify, window)
 
-    def _send_batches(self, batches: list[tuple[dict, list]], notify: bool, window: int) -> list[str]:
-        """Send Submits of (common, tasks) with up to `window` unacknowledged; the ids once all are committed."""
+        def batches() -> Iterator[tuple[dict, list]]:
+            for i in range(0, len(items), batch_size):
+                calls = [{"id": new_task_id(), "args": list(item)} for item in items[i:i + batch_size]]
+                if notify:
+                    self.notified.update(call["id"] for call in calls)
+                yield common, calls
+        return self._send_batches(batches(), notify, window)
+
+    def _send_batches(self, batches: Iterator[tuple[dict, list]], notify: bool, window: int) -> list[str]:
+        """Send Submits of (common, tasks) with up to `window` unacknowledged; the ids once all are committed.
+        Each batch is built just before it is sent, while the master commits the ones before it."""
         pending: dict[int, int] = {}
-        ids: list[list[str]] = [[] for _ in batches]
-        sent = 0
-        while sent < len(batches) or pending:
-            while sent < len(batches) and len(pending) < window:
+        ids: list[list[str]] = []
+        batch = next(batches, None)
+        while batch is not None or pending:
+            while batch is not None and len(pending) < window:
                 req_id = next(self._req_ids)
-                common, tasks = batches[sent]
+                common, tasks = batch
                 self._send(Submit(req_id, tasks, notify, common))
-                pending[req_id] = sent
-                sent += 1
+                pending[req_id] = len(ids)
+                ids.append([])
+                batch = next(batches, None)
             msg = self._receive(self.timeout_s)
             if msg is None:
                 raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
