@@ -110,7 +110,7 @@ def _task_id(spec: dict) -> str:
 def _call_arguments(spec: dict) -> tuple[list, dict]:
     args = list(_expect(spec, "args", (list, tuple), "a list") or [])
     kwargs = _expect(spec, "kwargs", (dict,), "an object") or {}
-    if not all(isinstance(k, str) for k in kwargs):
+    if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise ProtocolError("task field 'kwargs' must have string keys")
     return args, kwargs
 

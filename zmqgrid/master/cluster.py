@@ -102,13 +102,14 @@ class Cluster(FleetEvents):
         known |= self.store.existing_ids([i for i in ids if i not in known])
         if account:   # the master's own schedules submit as b"" and are not capped
             self._admit(account, len(set(ids) - known))
+        inserts = []
         for spec in specs:
             if spec["id"] in known:
                 continue  # a re-sent submission: the first one already holds this id
             known.add(spec["id"])
             retries = self.default_retries if spec["retries"] is None else spec["retries"]
             timeout_s = self.default_timeout_s if spec["timeout"] is None else spec["timeout"]
-            self.store.insert_task(spec, retries, timeout_s, now)
+            inserts.append((spec, retries, timeout_s))
             if spec.get("limit_key") and (spec.get("limit_concurrency") or spec.get("limit_per_minute")):
                 self.limits.define(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
                 self.store.set_limit(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
@@ -120,7 +121,8 @@ class Cluster(FleetEvents):
                 self.per_client[account] = self.per_client.get(account, 0) + 1
             self.tasks[entry.id] = entry
             self._enqueue(entry)
-            self.counters["submitted"] += 1
+        self.store.insert_tasks(inserts, now)
+        self.counters["submitted"] += len(inserts)
         return ids
 
     def _admit(self, client: bytes, fresh: int) -> None:

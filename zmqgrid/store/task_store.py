@@ -176,9 +176,18 @@ class TaskStore:
         return count
 
     def insert_task(self, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
-        self.stage(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
-                                  _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec), now, now,
-                                  spec.get("group")))
+        self.insert_tasks([(spec, retries, timeout_s)], now)
+
+    def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> None:
+        """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each)."""
+        statements = [(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
+                                      _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec),
+                                      now, now, spec.get("group")))
+                      for spec, retries, timeout_s in tasks]
+        if self._op is not None:
+            self._op.extend(statements)
+        elif statements:
+            self._ops.append(("insert", statements))
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
         self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
