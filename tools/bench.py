@@ -333,6 +333,31 @@ class CpuMeter:
         return {name: round(100.0 * (c1[name] - self.c0[name]) / wall, 1) for name in self.groups}
 
 
+class PeakSize:
+    """The largest size a file reached, sampled every 0.1 s in a thread (the ledger's WAL under load)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.peak = path, 0
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-size")
+
+    def _run(self) -> None:
+        while not self._halt.wait(0.1):
+            try:
+                self.peak = max(self.peak, self.path.stat().st_size)
+            except OSError:
+                pass
+
+    def start(self) -> "PeakSize":
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._halt.set()
+        self._thread.join()
+        return self.peak
+
+
 class Cluster:
     """A real master and two real workers, as child processes on 127.0.0.1."""
 
@@ -650,10 +675,13 @@ class Bench:
         if a.submit_n:
             progress(f"run {k}/{a.runs}: submit {a.submit_n} tasks with Client.map's defaults (1,000 per Submit, "
                      "window 8), then wait for them ...")
+            wal = PeakSize(Path(f"{self.cluster.db}-wal")).start()
             with Ticker(f"run {k} big submit", status=lambda: f"({len(self.client.finished)} Finished buffered)"):
                 big = self.batched(a.submit_n, batch_size=1000, window=8)
+            big["wal_peak_mb"] = wal.stop() / 2**20
             progress(f"run {k}/{a.runs}: {a.submit_n} tasks acknowledged at {big['submit_per_s']:8.0f} tasks/s "
-                     f"({big['submit_seconds']:.2f}s), all done at {big['tasks_per_s']:8.0f} tasks/s")
+                     f"({big['submit_seconds']:.2f}s), all done at {big['tasks_per_s']:8.0f} tasks/s; the ledger's "
+                     f"WAL file peaked at {big['wal_peak_mb']:.0f} MB")
             ids += big["ids"]
         counts = ledger_check(self.cluster.db, ids)
         progress(f"run {k}/{a.runs}: ledger check OK: all {len(ids)} tasks of this run are in the ledger, "
@@ -665,6 +693,7 @@ class Bench:
                 "ledger_checked": len(ids), "busy_before_pct": background,
                 "big_submit_per_s": big["submit_per_s"] if big else None,
                 "big_tasks_per_s": big["tasks_per_s"] if big else None,
+                "big_wal_peak_mb": big["wal_peak_mb"] if big else None,
                 "non_final_from_wait": b["non_final_from_wait"] + s["non_final_from_wait"] + lt["non_final_from_wait"]}
 
 
@@ -810,7 +839,8 @@ def print_report(result: dict) -> None:
         print(f"  run {i}: busy before {fmt(r.get('busy_before_pct'))}%  batched {r['batched_tasks_per_s']:8.0f}/s  submit-only {r['submit_per_s']:8.0f}/s  "
               f"single {r['single_tasks_per_s']:7.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"CPU% master {r['cpu_batched']['master']:.0f} workers {r['cpu_batched']['workers']:.0f} "
-              f"client {r['cpu_batched']['client']:.0f}")
+              f"client {r['cpu_batched']['client']:.0f}"
+              + (f"  WAL peak {r['big_wal_peak_mb']:.0f} MB" if r.get("big_wal_peak_mb") is not None else ""))
     print()
     have_ref = "missing" not in ref and ref
     rb, rs = (ref.get("sqlite:100:16", {}), ref.get("sqlite:1:16", {})) if have_ref else ({}, {})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 
 import pytest
 
@@ -36,6 +37,33 @@ def test_none_and_bytes_are_bound_as_null_and_blob_as_without_the_ledgers_adapte
         conn.execute("INSERT INTO probe VALUES (?, ?, ?)", (None, b"\x00\xff", bytearray(b"z")))
         assert conn.execute("SELECT a, typeof(a), b, typeof(b), typeof(c) FROM probe").fetchone() == \
             (None, "null", b"\x00\xff", "blob", "blob")
+    finally:
+        store.close()
+
+
+def test_the_wal_starts_over_while_the_loop_commits_back_to_back(tmp_path, monkeypatch):
+    """A busy loop never leaves the WAL wholly copied by a PASSIVE checkpoint (it writes during it), so without
+    the RESTART that follows, SQLite never starts the WAL over and the file grows without end (870 MB in 14 s)."""
+    from zmqgrid.store import task_store
+    monkeypatch.setattr(task_store, "CHECKPOINT_EVERY_S", 0.05)
+    store = TaskStore(tmp_path / "l.db")
+    store.checkpoint_in_background()
+    try:
+        def wal_generation() -> int:   # the WAL header's checkpoint sequence number: +1 each time it starts over
+            with open(tmp_path / "l.db-wal", "rb") as wal:
+                return int.from_bytes(wal.read(16)[12:16], "big")
+
+        spec = validate_task_spec({"kind": "python", "function": "m:f", "id": "x"})
+        deadline, turn = time.monotonic() + 60, 0
+        store.insert_tasks([(dict(spec, id="first"), 3, None)], 1.0)
+        store.commit()
+        first = wal_generation()
+        while wal_generation() < first + 3:   # turns of 16 inserts, committed back to back
+            assert time.monotonic() < deadline, "the WAL never started over while the loop committed"
+            store.insert_tasks([(dict(spec, id=f"t{turn}-{i}"), 3, None) for i in range(16)], 1.0)
+            store.commit()
+            turn += 1
+        assert store.count_tasks_by_state() == {"queued": 16 * turn + 1}
     finally:
         store.close()
 
