@@ -13,9 +13,9 @@ from ..errors import StoreError
 migrations = Migrations("zmqgrid")
 
 # Python 3.11's sqlite3 binds int, float and str directly but sends None and bytes through its adapter lookup,
-# which, finding no adapter, raises and clears an AttributeError with a formatted message for each value: about
-# 14% of the instructions the master's commits cost (nine such values per task). An adapter returning the value
-# itself (C callables, no Python frame) takes the lookup's first, cheap exit; what is bound does not change.
+# which, finding no adapter, raises and clears an AttributeError with a formatted message for each value (nine
+# per task on the master's hot path). An adapter returning the value itself (C callables, no Python frame) takes
+# the lookup's first, cheap exit; what is bound does not change. Measured: the master's instructions per task -6.7%.
 sqlite3.register_adapter(type(None), {}.get)
 sqlite3.register_adapter(bytes, bytes)
 
