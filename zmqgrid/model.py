@@ -216,7 +216,10 @@ def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
         if calls and task.keys() <= CALL_KEYS:
             spec = base.copy()
             spec["id"] = _task_id(task)
-            if "args" in task or "kwargs" in task:
+            args = task.get("args")
+            if type(args) is list and "kwargs" not in task:   # the usual call: positional arguments only
+                spec["args"] = args
+            elif "args" in task or "kwargs" in task:
                 args, kwargs = _call_arguments(task)
                 if "args" in task:
                     spec["args"] = args

@@ -96,31 +96,39 @@ class Cluster(FleetEvents):
         """`client` is told when tasks finish (if `notify`); `account` (the client's key under CURVE, else its
         connection) is what max_queued_per_client counts."""
         account = account or client
-        specs = [child for spec in specs for child in self.fan_out(spec)]
+        if any(spec.get("all") for spec in specs):
+            specs = [child for spec in specs for child in self.fan_out(spec)]
         ids = [s["id"] for s in specs]
-        known = {i for i in ids if i in self.tasks}
+        tasks = self.tasks
+        known = {i for i in ids if i in tasks}
         known |= self.store.existing_ids([i for i in ids if i not in known])
         if account:   # the master's own schedules submit as b"" and are not capped
             self._admit(account, len(set(ids) - known))
         inserts = []
+        # This loop runs for every submitted task: the defaults, the queue and the counters are looked up once.
+        default_retries, default_timeout_s, push = self.default_retries, self.default_timeout_s, self.queue.push
+        seq = self.seq
         for spec in specs:
-            if spec["id"] in known:
+            task_id = spec["id"]
+            if task_id in known:
                 continue  # a re-sent submission: the first one already holds this id
-            known.add(spec["id"])
-            retries = self.default_retries if spec["retries"] is None else spec["retries"]
-            timeout_s = self.default_timeout_s if spec["timeout"] is None else spec["timeout"]
+            known.add(task_id)
+            retries = default_retries if spec["retries"] is None else spec["retries"]
+            timeout_s = default_timeout_s if spec["timeout"] is None else spec["timeout"]
             inserts.append((spec, retries, timeout_s))
             if spec.get("limit_key") and (spec.get("limit_concurrency") or spec.get("limit_per_minute")):
                 self.limits.define(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
                 self.store.set_limit(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
-            entry = TaskEntry(spec["id"], spec, spec["priority"], retries, timeout_s)
+            seq += 1
+            # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
+            entry = tasks[task_id] = TaskEntry(task_id, spec, spec["priority"], retries, timeout_s, seq=seq, gen=1,
+                                               client=account)
             if notify:
-                entry.notify.add(client)
-            if account:
-                entry.client = account
-                self.per_client[account] = self.per_client.get(account, 0) + 1
-            self.tasks[entry.id] = entry
-            self._enqueue(entry)
+                entry.notify = (client,)
+            push(entry.priority, seq, 1, task_id)
+        self.seq = seq
+        if account and inserts:
+            self.per_client[account] = self.per_client.get(account, 0) + len(inserts)
         self.store.insert_tasks(inserts, now)
         self.counters["submitted"] += len(inserts)
         return ids
@@ -298,8 +306,8 @@ class Cluster(FleetEvents):
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
         if death and entry.state == "running" and not entry.cancel_requested:
             entry.deaths += 1
-            entry.evidence.append({"attempt": entry.attempt, "device_id": entry.device_id, "reason": reason,
-                                   "at": now})
+            entry.evidence = [*entry.evidence, {"attempt": entry.attempt, "device_id": entry.device_id,
+                                                "reason": reason, "at": now}]
             self.store.record_death(entry.id, entry.deaths, entry.evidence)
             if self.quarantine_after and entry.deaths >= self.quarantine_after:
                 self.counters["quarantined"] += 1

@@ -17,7 +17,9 @@ class TaskEntry:
     device_id: str | None = None
     seq: int = 0                  # queue order: set each time it is queued (a retry goes to the back)
     gen: int = 0                  # bumped on every push into the queue; older queue items go stale
-    notify: set = field(default_factory=set)
+    # Tuples, not a set and a list: most tasks have no death and at most one client waiting, and a tuple of
+    # bytes is dropped from the garbage collector's walks (which visit every container the master holds).
+    notify: tuple = ()            # identities of the clients to tell when it finishes
     client: bytes = b""           # the submitting client's identity (counted against max_queued_per_client)
     cancel_requested: bool = False
     assigned_mono: float = 0.0    # when dispatched (monotonic): the lease is judged only after a grace period
@@ -26,7 +28,7 @@ class TaskEntry:
     running_saved: bool = False   # the ledger already says running (written at a heartbeat, not per start)
     misses: int = 0               # consecutive heartbeats of its worker that did not name it
     deaths: int = 0               # times its worker died while running it
-    evidence: list = field(default_factory=list)
+    evidence: tuple | list = ()   # its deaths, as recorded in the ledger
     wire: dict | None = None      # the spec as sent to workers (see Cluster.wire_spec)
     streamed: dict = field(default_factory=dict)   # stream -> characters of live output stored for this attempt
 

@@ -221,7 +221,8 @@ class Handlers:
             for task_id in ids:
                 entry = self.cluster.tasks.get(task_id)
                 if entry is not None:
-                    entry.notify.add(identity)
+                    if identity not in entry.notify:
+                        entry.notify = (*entry.notify, identity)
                 elif task_id in self.cluster.just_finished:
                     # It ended in this very turn: the ledger shows that only after this turn's commit.
                     finished[task_id] = self.cluster.just_finished[task_id]
