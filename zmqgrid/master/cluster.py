@@ -92,16 +92,20 @@ class Cluster(FleetEvents):
 
     # ------------------------------------------------------------ submit and dispatch
 
-    def submit(self, specs: list[dict], client: bytes, notify: bool, now: float, account: bytes = b"") -> list[str]:
+    def submit(self, specs: list[dict], client: bytes, notify: bool, now: float, account: bytes = b"",
+               looked_up: tuple[set[str], set[str]] | None = None) -> list[str]:
         """`client` is told when tasks finish (if `notify`); `account` (the client's key under CURVE, else its
-        connection) is what max_queued_per_client counts."""
+        connection) is what max_queued_per_client counts. `looked_up`: (ids already looked for in the ledger,
+        those of them found there), so several Submits of a turn share one query."""
         account = account or client
         if any(spec.get("all") for spec in specs):
             specs = [child for spec in specs for child in self.fan_out(spec)]
         ids = [s["id"] for s in specs]
         tasks = self.tasks
         known = {i for i in ids if i in tasks}
-        known |= self.store.existing_ids([i for i in ids if i not in known])
+        asked, found = looked_up or ((), ())
+        known.update(i for i in ids if i in found)
+        known |= self.store.existing_ids([i for i in ids if i not in known and i not in asked])
         if account:   # the master's own schedules submit as b"" and are not capped
             self._admit(account, len(set(ids) - known))
         inserts = []

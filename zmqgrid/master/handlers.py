@@ -60,6 +60,7 @@ class Handlers:
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.account: bytes | None = None   # with CURVE, the key of the message being handled (set by the guard)
         self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
+        self.submits: list[tuple[bytes, Submit, list[dict], bytes]] = []   # validated, not applied yet (see submit)
         self.bad_messages = 0
         # CURVE on: ROUTER identity -> device id, set by a Register the Guard admitted (a CURVE peer's identity is
         # chosen by the ROUTER, not the device id). None when open: there the identity is the device id.
@@ -72,6 +73,8 @@ class Handlers:
         handler = getattr(self, "handle_" + type(msg).__name__.lower(), None)
         if handler is None:
             raise ProtocolError(f"{type(msg).__name__} is not a request the master accepts")
+        if self.submits and not isinstance(msg, Submit):
+            self.apply_submits(now)   # a watch or cancel right after a submit must find its tasks
         handler(identity, msg, now_mono, now)
 
     def worker(self, identity: bytes, now_mono: float) -> DeviceEntry | None:
@@ -160,12 +163,38 @@ class Handlers:
         except ProtocolError as e:
             self.reply_error(identity, msg.req_id, "bad_request", str(e))
             return
-        try:
-            ids = self.cluster.submit(specs, identity, msg.notify, now, account=self.account or identity)
-        except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
-            self.reply_error(identity, msg.req_id, "too_large", str(e))
+        self.submits.append((identity, msg, specs, self.account or identity))
+
+    def apply_submits(self, now: float) -> None:
+        """Submit the turn's validated Submits, in the order they came, after one look in the ledger for the ids
+        it already holds (a re-sent Submit's): one SELECT per 500 ids instead of one per Submit."""
+        submits, self.submits = self.submits, []
+        if not submits:
             return
-        self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
+        tasks = self.cluster.tasks
+        try:
+            unseen = [spec["id"] for _, _, specs, _ in submits for spec in specs if spec["id"] not in tasks]
+            looked_up = (set(unseen), self.cluster.store.existing_ids(unseen))
+        except StoreError as e:
+            logger.error("ledger read failed: %s", e)
+            for identity, msg, _, _ in submits:
+                self.reply_error(identity, msg.req_id, "unavailable", str(e))
+            return
+        for identity, msg, specs, account in submits:
+            try:
+                ids = self.cluster.submit(specs, identity, msg.notify, now, account=account, looked_up=looked_up)
+            except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
+                self.reply_error(identity, msg.req_id, "too_large", str(e))
+                continue
+            except StoreError as e:      # the look-up of a fan-out's ids failed: nothing of this submit is staged
+                logger.error("ledger read failed: %s", e)
+                self.reply_error(identity, msg.req_id, "unavailable", str(e))
+                continue
+            except Exception:  # a bug must not stop the master, nor leave the other Submits unanswered
+                logger.exception("submit failed for peer %s", identity.hex())
+                self.reply_error(identity, msg.req_id, "bad_request", "the master could not handle this")
+                continue
+            self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         try:

@@ -140,6 +140,7 @@ class Master:
                 now_mono, now = time.monotonic(), time.time()
                 if self.router in events:
                     self._drain_router(now_mono, now)
+                    self.handlers.apply_submits(now)
                 if self.pull in events:
                     self._drain_pull(now_mono, now)
                 if now_mono >= next_check:
@@ -239,12 +240,12 @@ class Master:
             self._send(identity, frames, None, now)
         for identity, frames, task_ids in sends:
             self._send(identity, frames, task_ids, now)
-        for identity, keys in result_acks.items():
-            self._send(identity, ResultAck(keys).encode(), None, now)
         notices, self.cluster.notices = self.cluster.notices, {}
         self.cluster.just_finished = {}
-        for client, summaries in notices.items():
+        for client, summaries in notices.items():   # before the workers' acks: a client is waiting on these
             self._send(client, Finished(summaries).encode(), None, now)
+        for identity, keys in result_acks.items():
+            self._send(identity, ResultAck(keys).encode(), None, now)
         publishes, self.cluster.publishes = self.cluster.publishes, []
         for topic, frames in publishes:
             self.pub.send_multipart([topic, *frames])
