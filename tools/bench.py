@@ -17,8 +17,9 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
      `Client.map(FUNCTION, [(i,), ...], notify=True, batch_size=100)` (window 8), then `Client.wait` until
      all N have finished -> tasks/s; the time until `map` returned (every batch acknowledged, i.e.
      committed) gives the submit-only rate;
-   - single: N_single tasks, ONE task per Submit message (`batch_size=1`) with up to `--single-window`
-     unacknowledged Submits in flight (like the reference's `sqlite:1:16`), then `Client.wait` -> tasks/s;
+   - single: N_single (default N) tasks, ONE task per Submit message (`batch_size=1`) with up to
+     `--single-window` (1,000) unacknowledged Submits in flight (the reference's `sqlite:1:16` count and
+     window), then `Client.wait` -> tasks/s;
    - latency: `--lat` sequential submit -> Finished round trips, each timed (what `Client.run` does)
      -> p50/p99 ms;
    - big submit (`--submit-n`, 100,000): one `Client.map` call with its defaults (1,000 per Submit,
@@ -68,7 +69,12 @@ from zmqgrid.model import FINAL_STATES  # noqa: E402
 FUNCTION = "zmqgrid.samples:noop"
 REFERENCE = REPO.parent / "shared" / "bench" / "reference_loop.py"
 REF_VARIANTS = ("sqlite:100:16", "sqlite:1:16")
-TARGET_BATCHED_RATIO = 0.5
+# Issue 8's targets against the reference in the same run: (ratio key, at least or at most, bound, what).
+TARGETS = (("batched_vs_sqlite:100:16", ">=", 1.0, "1: batched throughput"),
+           ("single_vs_sqlite:1:16", ">=", 1.0, "1: single-task throughput"),
+           ("p50_vs_reference", "<=", 1.5, "3: latency p50"),
+           ("p99_vs_reference", "<=", 1.5, "3: latency p99"),
+           ("big_submit_vs_sqlite:100:16_submit", ">=", 0.8, "4: big submit rate"))
 WARMUP_BATCH, WARMUP_SINGLE = 200, 20
 
 
@@ -809,9 +815,9 @@ def ratios(z: dict, ref: dict) -> dict:
            "p99_vs_reference": r(z["p99_ms"], b["p99_ms"]),
            "submit_vs_sqlite:100:16_submit": r(z["submit_per_s"], b["submit_per_s"]),
            "big_submit_vs_sqlite:100:16_submit": r(z["big_submit_per_s"], b["submit_per_s"])}
-    out["target_batched_ratio"] = TARGET_BATCHED_RATIO
-    out["target_met"] = out["batched_vs_sqlite:100:16"] is not None and \
-        out["batched_vs_sqlite:100:16"] >= TARGET_BATCHED_RATIO
+    out["targets"] = {key: {"what": what, "bound": f"{op} {bound}", "met": None if out[key] is None else
+                            (out[key] >= bound if op == ">=" else out[key] <= bound)}
+                      for key, op, bound, what in TARGETS}
     return out
 
 
@@ -860,9 +866,12 @@ def print_report(result: dict) -> None:
               f"{(f'{ratio:.2f}x' if ratio is not None else 'n/a'):>12}")
     print()
     if have_ref:
-        verdict = "MET" if rt["target_met"] else "NOT MET"
-        print(f"target: zmqgrid batched >= {TARGET_BATCHED_RATIO}x the reference's batched rate -> "
-              f"{rt['batched_vs_sqlite:100:16']:.2f}x: {verdict}")
+        print("issue 8 targets (zmqgrid/reference in this run):")
+        for key, t in rt["targets"].items():
+            verdict = "n/a" if t["met"] is None else "MET" if t["met"] else "NOT MET"
+            ratio = "n/a" if rt[key] is None else f"{rt[key]:.2f}x"
+            what = f"4: submit of {a['submit_n']:,}" if key.startswith("big_submit") else t["what"]
+            print(f"  {what:28} {ratio:>7} (target {t['bound']}x{'' if what == t['what'] or a['submit_n'] == 100_000 else ', for 100,000'}): {verdict}")
     elif ref.get("missing"):
         print(f"reference loop missing ({ref['missing']}): no ratios")
     else:
@@ -909,12 +918,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000, help="tasks per batched run [5000]")
-    ap.add_argument("--n-single", type=int, default=1000, help="tasks per single run (1 per Submit) [1000]")
+    ap.add_argument("--n-single", type=int, help="tasks per single run (1 per Submit) [N, as the reference's]")
     ap.add_argument("--lat", type=int, default=200, help="sequential latency round trips per run [200]")
     ap.add_argument("--runs", type=int, default=3, help="runs; figures are medians [3]")
     ap.add_argument("--batch", type=int, default=100, help="tasks per Submit in the batched run [100]")
     ap.add_argument("--window", type=int, default=8, help="unacked Submits in flight, batched (Client default) [8]")
-    ap.add_argument("--single-window", type=int, default=64, help="unacked Submits in flight, single run [64]")
+    ap.add_argument("--single-window", type=int, default=1000, help="unacked Submits in flight, single run "
+                    "[1000, the reference's]")
     ap.add_argument("--concurrency", type=int, default=4, help="worker --concurrency [4]")
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
@@ -938,6 +948,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.n_single, a.lat, a.runs, a.submit_n = 500, 200, 50, 1, 2000
+    if a.n_single is None:
+        a.n_single = a.n
     if min(a.n, a.n_single, a.lat, a.runs, a.batch, a.window, a.single_window, a.concurrency) < 1 or \
             min(a.prefetch, a.submit_n) < 0:
         ap.error("counts must be >= 1 (prefetch and submit-n >= 0)")

@@ -5,11 +5,12 @@ import logging
 import random
 import time
 
-from ..errors import LimitExceeded, UsageError
+from ..errors import LimitExceeded
 from ..model import ACTIVE_STATES, TASK_KINDS
 from ..protocol import NO_KIND_TAG
 from ..store.task_store import TaskStore
 from .commands import CommandBook
+from .controls import TaskControls
 from .entries import DeviceEntry, TaskEntry
 from .fleet import FleetEvents
 from .limits import Limits
@@ -22,7 +23,7 @@ WORKER_KEYS = frozenset({"id", "kind", "name", "command", "cwd", "env", "source"
                          "kwargs"})
 
 
-class Cluster(FleetEvents):
+class Cluster(FleetEvents, TaskControls):
     """Tasks, devices and the queue. Methods stage ledger writes and queue frames in `sends`."""
 
     def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
@@ -354,15 +355,6 @@ class Cluster(FleetEvents):
         for client in entry.notify:
             self.notices.setdefault(client, []).append(summary)
 
-    def select_ids(self, state: str | None, tag: str | None) -> list[str]:
-        """Unfinished tasks in `state` and/or requiring `tag`: what a bulk cancel acts on."""
-        if state is not None and state not in ("queued", "assigned", "running"):
-            raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
-        if state is None and tag is None:
-            raise UsageError("cancel needs task ids, a state or a tag")
-        return [e.id for e in self.tasks.values()
-                if (state is None or e.state == state) and (tag is None or tag in (e.spec.get("tags") or ()))]
-
     def append_output(self, device: DeviceEntry, chunks: list) -> None:
         """Live output of running attempts; capped per stream (the final result replaces it with head + tail)."""
         for task_id, attempt, stream, text in chunks:
@@ -377,36 +369,3 @@ class Cluster(FleetEvents):
                                                              f"{self.max_output_bytes} bytes; the end comes with the result ...]\n"
             entry.streamed[stream] = sent + len(text)
             self.store.append_output(task_id, attempt, stream, text)
-
-    def cancel(self, task_id: str, now: float) -> str:
-        """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
-        entry = self.tasks.get(task_id)
-        if entry is None:
-            return "unknown"
-        if entry.state == "queued":
-            self.finish(entry, "cancelled", now, reason="cancelled by user")
-            return "cancelled"
-        entry.cancel_requested = True
-        self.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
-                     [entry.device_id], time.monotonic())
-        return "cancelling"
-
-    def reopen(self, task_id: str, now: float) -> str:
-        """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
-        retries and deaths start afresh."""
-        if task_id in self.tasks:
-            return f"already {self.tasks[task_id].state}"
-        row = self.store.get_task(task_id)
-        if row is None:
-            return "not found"
-        if row["state"] == "done":
-            return "already done"
-        spec = self.store.get_spec(task_id)
-        base = self.default_retries if spec.get("retries") is None else spec["retries"]
-        entry = TaskEntry(task_id, spec, row["priority"], row["attempt"] + base, row["timeout_s"],
-                          attempt=row["attempt"], evidence=row["evidence"])
-        self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
-        self.tasks[task_id] = entry
-        self._enqueue(entry)
-        logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
-        return "queued"
