@@ -103,6 +103,39 @@ def test_resubmitting_the_same_task_id_does_not_run_it_twice(cluster):
     assert db_query(cluster.db, "SELECT count(*), max(attempt) FROM tasks WHERE id = ?", (spec["id"],)) == [(1, 1)]
 
 
+def test_submits_sent_back_to_back_are_deduplicated_and_seen_by_the_next_message(cluster):
+    from zmqgrid.model import compact_spec
+    from zmqgrid.protocol import Control, Reply, Submit
+    client = cluster.client()
+    done = build_spec(python="tests.tasks:add", args=[1, 1])
+    client.wait(client.submit(dict(done), notify=True), 30)   # finished: in the ledger only, not in memory
+
+    # When, without waiting, three Submits (a new long task, the finished one again, the new one again) and a
+    # cancel of the new one go out: the master reads them in one turn or several, and applies a turn's Submits
+    # together, before any other kind of message
+    slow = build_spec(python="tests.tasks:sleep", args=[60])
+    client._send(Submit(1, [compact_spec(slow)], False))
+    client._send(Submit(2, [compact_spec(done)], False))
+    client._send(Submit(3, [compact_spec(slow)], False))
+    client._send(Control(4, "cancel", {"ids": [slow["id"]]}))
+    replies = {}
+    while len(replies) < 4:
+        msg = client._receive(10)
+        assert msg is not None, f"only {sorted(replies)} of 4 requests answered"
+        if isinstance(msg, Reply):
+            replies[msg.req_id] = msg.data
+
+    # Then each Submit is acknowledged with its id, the cancel finds the task submitted just before it, and each
+    # task is in the ledger once: the finished one untouched, the new one cancelled
+    assert [replies[i]["ids"] for i in (1, 2, 3)] == [[slow["id"]], [done["id"]], [slow["id"]]]
+    assert replies[4][slow["id"]] in ("cancelled", "cancelling"), replies[4]
+    assert client.wait([slow["id"]], 30)[slow["id"]]["state"] == "cancelled"
+    rows = db_query(cluster.db, "SELECT id, state, attempt FROM tasks WHERE id IN (?, ?)", (done["id"], slow["id"]))
+    assert len(rows) == 2
+    states = {task_id: (state, attempt) for task_id, state, attempt in rows}
+    assert states[done["id"]] == ("done", 1) and states[slow["id"]][0] == "cancelled"
+
+
 def test_map_runs_one_call_per_argument_tuple_with_the_shared_options(cluster):
     client = cluster.client()
 
