@@ -97,9 +97,9 @@ def test_a_killed_master_shows_unreachable_and_the_dashboard_recovers_when_it_is
     async def scenario() -> None:
         app = live_app(cluster)
         async with app.run_test(size=SIZE) as pilot:
+            await until_shown(pilot, "2 online")   # the main screen is up (on a slow machine it comes later)
             header = app.screen.query_one(ClusterHeader)
             devices = app.screen.query_one(DevicesTable)
-            await until_shown(pilot, "2 online")
             # When the master dies
             cluster.kill(cluster.master)
             shown = await until_shown(pilot, "master unreachable — retrying")
