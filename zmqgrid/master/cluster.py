@@ -103,7 +103,8 @@ class Cluster(FleetEvents, TaskControls):
             specs = [child for spec in specs for child in self.fan_out(spec)]
         ids = [s["id"] for s in specs]
         tasks = self.tasks
-        known = {i for i in ids if i in tasks}
+        # Ended in this very turn (a cancel right after the submit): its insert is staged, not yet in the ledger.
+        known = {i for i in ids if i in tasks or i in self.just_finished}
         asked, found = looked_up or ((), ())
         known.update(i for i in ids if i in found)
         known |= self.store.existing_ids([i for i in ids if i not in known and i not in asked])

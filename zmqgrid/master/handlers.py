@@ -172,11 +172,14 @@ class Handlers:
         if not submits:
             return
         tasks = self.cluster.tasks
+        unseen = [spec["id"] for _, _, specs, _ in submits for spec in specs if spec["id"] not in tasks]
         try:
-            unseen = [spec["id"] for _, _, specs, _ in submits for spec in specs if spec["id"] not in tasks]
             looked_up = (set(unseen), self.cluster.store.existing_ids(unseen))
-        except StoreError as e:
-            logger.error("ledger read failed: %s", e)
+        except Exception as e:   # StoreError, or a bug: the master goes on and every Submit is answered
+            if isinstance(e, StoreError):
+                logger.error("ledger read failed: %s", e)
+            else:
+                logger.exception("looking up %d submitted ids failed", len(unseen))
             for identity, msg, _, _ in submits:
                 self.reply_error(identity, msg.req_id, "unavailable", str(e))
             return

@@ -287,10 +287,13 @@ class TaskStore:
 
     def existing_ids(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", chunk))
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in self.db.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", chunk))
+        except sqlite3.Error as e:   # the caller answers `unavailable`: nothing of the submit is taken
+            raise StoreError(f"cannot read the ledger: {e}", "check the database file and disk") from e
         return found
 
     def count_finished_since(self, since: float) -> dict[str, int]:

@@ -1,0 +1,71 @@
+"""A turn's Submits are applied together (one ledger look-up for re-sent ids): its faults answer every Submit and
+change nothing; an id that ended earlier in the same turn is not taken as new."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from zmqgrid.client import build_spec
+from zmqgrid.master.cluster import Cluster
+from zmqgrid.master.handlers import Handlers
+from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.model import compact_spec
+from zmqgrid.protocol import Control, Error, Reply, Submit, decode
+from zmqgrid.store.task_store import TaskStore
+
+from ..helpers import db_query
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def handlers_on(path) -> tuple[TaskStore, Cluster, Handlers]:
+    store = TaskStore(path)
+    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+                      device_timeout_s=5.0)
+    cluster.recover(time.monotonic(), time.time())
+    return store, cluster, Handlers(cluster, {})
+
+
+def receive(handlers: Handlers, message) -> None:
+    handlers.on_router(b"client", decode(message.encode()), time.monotonic(), time.time())
+
+
+def answers(handlers: Handlers, cluster: Cluster) -> dict[int, object]:
+    frames = [f for _, f in handlers.acks] + [f for _, f, _ in cluster.sends]
+    handlers.acks, cluster.sends = [], []
+    return {m.req_id: m for m in map(decode, frames)}
+
+
+def test_a_failed_look_up_answers_every_submit_unavailable_and_takes_none(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    specs = [build_spec(python="tests.tasks:add", args=[i, 1]) for i in range(3)]
+    for n, spec in enumerate(specs, 1):
+        receive(handlers, Submit(n, [compact_spec(spec)], False))
+    # When the ledger cannot be read as the turn's Submits are applied (a real closed connection, not a stub)
+    store.db.conn.close()
+    handlers.apply_submits(time.time())
+    # Then every Submit is answered `unavailable`, none is acknowledged, and nothing is queued
+    replies = answers(handlers, cluster)
+    assert sorted(replies) == [1, 2, 3]
+    assert all(isinstance(m, Error) and m.code == "unavailable" for m in replies.values()), replies
+    assert cluster.tasks == {} and not cluster.queue and not store.has_pending
+
+
+def test_a_task_cancelled_in_the_turn_it_was_submitted_is_not_created_again_by_a_resend(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    spec = compact_spec(build_spec(python="tests.tasks:add", args=[1, 1]))
+    # When one turn holds: the Submit, a cancel of it, and the same Submit re-sent
+    receive(handlers, Submit(1, [spec], False))
+    receive(handlers, Control(2, "cancel", {"ids": [spec["id"]]}))
+    receive(handlers, Submit(3, [spec], False))
+    handlers.apply_submits(time.time())
+    store.commit()
+    # Then both Submits are acknowledged with the id, the cancel found it, and it stays cancelled, once
+    replies = answers(handlers, cluster)
+    assert isinstance(replies[1], Reply) and replies[1].data == {"ids": [spec["id"]]}
+    assert isinstance(replies[3], Reply) and replies[3].data == {"ids": [spec["id"]]}
+    assert replies[2].data == {spec["id"]: "cancelled"}
+    assert spec["id"] not in cluster.tasks and not cluster.queue.pop()
+    assert db_query(store.path, "SELECT state, count(*) FROM tasks GROUP BY state") == [("cancelled", 1)]
+    store.close()
