@@ -69,6 +69,7 @@ from zmqgrid.model import FINAL_STATES  # noqa: E402
 FUNCTION = "zmqgrid.samples:noop"
 REFERENCE = REPO.parent / "shared" / "bench" / "reference_loop.py"
 REF_VARIANTS = ("sqlite:100:16", "sqlite:1:16")
+STEAL_WARN_PCT = 5.0   # machine CPU % taken by the hypervisor during a phase, above which ratios do not count
 # Issue 8's targets against the reference in the same run: (ratio key, at least or at most, bound, what).
 TARGETS = (("batched_vs_sqlite:100:16", ">=", 1.0, "1: batched throughput"),
            ("single_vs_sqlite:1:16", ">=", 1.0, "1: single-task throughput"),
@@ -880,6 +881,12 @@ def print_report(result: dict) -> None:
     if any(b is not None and b > a["busy_threshold"] for b in busy):
         print(f"warning: the machine was busier than {a['busy_threshold']:.0f}% before some runs (other programs): "
               "those figures are skewed")
+    steal = {k: v for k, v in (result.get("steal_pct") or {}).items() if v is not None and v > STEAL_WARN_PCT}
+    if steal:
+        # Seen on these VMs: at 30-40% steal the reference ran at a quarter of its speed and every ratio moved.
+        print("WARNING: the hypervisor took CPU from this machine (steal: " +
+              ", ".join(f"{k} {v:.0f}%" for k, v in steal.items()) + f"; more than {STEAL_WARN_PCT}%): "
+              "the two systems were not measured on the same machine, the ratios and verdicts above do not count")
     if z.get("non_final_from_wait_total"):
         print(f"warning: Client.wait returned {z['non_final_from_wait_total']} summaries in a non-final state "
               "(a watch answered from the ledger before the commit of the turn that finished them); "
@@ -987,7 +994,9 @@ def main(argv: list[str] | None = None) -> int:
         result["commands"] = cluster.commands
         bench = Bench(cluster, a)
         bench.warmup()
+        machine = SysStat().start()
         runs = [bench.run(k) for k in range(1, a.runs + 1)]
+        result["steal_pct"] = {"zmqgrid": machine.stop().get("steal")}
         result["zmqgrid_runs"] = runs
         result["zmqgrid"] = summarize(runs)
         result["zmqgrid"]["non_final_from_wait_total"] = bench.non_final
@@ -1003,7 +1012,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["profile"] = {"file": str(profile), "text": profile_text(profile)}
             else:
                 progress(f"no profile written at {profile} (did the master exit cleanly?)")
+        machine = SysStat().start()
         result["reference"] = {} if a.no_reference else run_reference(a, tmp, deadline)
+        result["steal_pct"]["reference"] = machine.stop().get("steal") if not a.no_reference else None
         result["ratios"] = ratios(result["zmqgrid"], result["reference"])
 
     def cleanup() -> None:
