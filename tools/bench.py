@@ -871,8 +871,11 @@ def print_report(result: dict) -> None:
         for key, t in rt["targets"].items():
             verdict = "n/a" if t["met"] is None else "MET" if t["met"] else "NOT MET"
             ratio = "n/a" if rt[key] is None else f"{rt[key]:.2f}x"
-            what = f"4: submit of {a['submit_n']:,}" if key.startswith("big_submit") else t["what"]
-            print(f"  {what:28} {ratio:>7} (target {t['bound']}x{'' if what == t['what'] or a['submit_n'] == 100_000 else ', for 100,000'}): {verdict}")
+            what, note = t["what"], ""
+            if key.startswith("big_submit"):
+                what = f"4: submit of {a['submit_n']:,}"
+                note = "" if a["submit_n"] == 100_000 else ", for 100,000"
+            print(f"  {what:28} {ratio:>7} (target {t['bound']}x{note}): {verdict}")
     elif ref.get("missing"):
         print(f"reference loop missing ({ref['missing']}): no ratios")
     else:
