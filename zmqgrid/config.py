@@ -81,6 +81,9 @@ class Config:
     """Seconds without a heartbeat before the master marks a device offline; must exceed heartbeat_interval."""
     timeout_check_interval: float = 0.2
     """Seconds between the master's liveness and task-timeout checks."""
+    awake_poll_us: int = 800
+    """Master: after a loop turn with task traffic, poll this many microseconds awake before sleeping (quicker
+    replies; at most half a core spent so, over time); 0: always sleep."""
     enable_monitoring: bool = True
     """Whether heartbeats carry psutil resource metrics."""
     api_key: str | None = field(default=None, repr=False)
@@ -161,7 +164,7 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "task_nice": (0, 19),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
-           "retention_days": (0, 36500), "retention_max_tasks": (0, 2**31 - 1)}
+           "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),

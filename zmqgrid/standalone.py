@@ -74,6 +74,7 @@ class Standalone:
         if self.master.keyring is not None:
             self.master.keyring.authorize(self.local_keys, time.time())
             self.master.store.commit()
+        self.master.spin_s = 0.0   # no polling awake: this process's other threads need the GIL
         self.thread = threading.Thread(target=self.master.serve, name="master", daemon=True)
         self.thread.start()
         self.master.ready.wait(10)

@@ -17,6 +17,7 @@ from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
 from ..transport import ZAP_DOMAINS, bind, make_socket
+from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
 from .guard import Guard, KeyRing, user_id
@@ -42,6 +43,8 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
+        self.spin_s = config.awake_poll_us / 1e6   # standalone sets 0: its thread shares the GIL with the dashboard
+        self.awake: AwakePoller | None = None      # made by serve()
         self.store = TaskStore(config.db_path)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
@@ -122,6 +125,7 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
+        self.awake = awake = AwakePoller(poller, self.spin_s)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
         next_beacon = next_check = next_prune = time.monotonic()
@@ -136,7 +140,7 @@ class Master:
                 now_mono = time.monotonic()
                 due_in = self.schedules.seconds_until_due(time.time())
                 wait_ms = max(0, min(next_beacon, next_check, now_mono + 0.1, now_mono + due_in) - now_mono) * 1000
-                events = dict(poller.poll(wait_ms))
+                events = awake.poll(wait_ms)
                 now_mono, now = time.monotonic(), time.time()
                 if self.router in events:
                     self._drain_router(now_mono, now)
@@ -153,7 +157,9 @@ class Master:
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
                 self._fire_schedules(now)
                 self.cluster.dispatch(now, now_mono)
+                busy = self.router in events or bool(self.cluster.dispatched)
                 self._commit_and_send(now)
+                awake.after_turn(busy)
                 self.retention.run(now_mono, now)   # its own transaction, a bounded chunk, after the turn's
                 if now_mono >= next_beacon:
                     next_beacon = now_mono + beacon_every
