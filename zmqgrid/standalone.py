@@ -1,6 +1,7 @@
 """Standalone mode: a master in this process plus N local worker processes on loopback, same code and sockets."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -70,11 +71,11 @@ class Standalone:
     def start(self) -> None:
         if secured(self.config):
             self.ensure_keys()
-        self.master = Master(self.config)
+        # No polling awake (awake_poll_us): the master thread shares this process's GIL with the dashboard or demo.
+        self.master = Master(dataclasses.replace(self.config, awake_poll_us=0))
         if self.master.keyring is not None:
             self.master.keyring.authorize(self.local_keys, time.time())
             self.master.store.commit()
-        self.master.spin_s = 0.0   # no polling awake: this process's other threads need the GIL
         self.thread = threading.Thread(target=self.master.serve, name="master", daemon=True)
         self.thread.start()
         self.master.ready.wait(10)

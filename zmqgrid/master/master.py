@@ -43,8 +43,6 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
-        self.spin_s = config.awake_poll_us / 1e6   # standalone sets 0: its thread shares the GIL with the dashboard
-        self.awake: AwakePoller | None = None      # made by serve()
         self.store = TaskStore(config.db_path)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
@@ -125,7 +123,7 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
-        self.awake = awake = AwakePoller(poller, self.spin_s)
+        awake = AwakePoller(poller, self.config.awake_poll_us / 1e6)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
         next_beacon = next_check = next_prune = time.monotonic()
