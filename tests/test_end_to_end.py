@@ -174,3 +174,39 @@ def test_a_bad_map_is_refused_before_anything_is_sent(cluster, call, reason):
     with pytest.raises(UsageError, match=reason):
         call(client)
     assert db_query(cluster.db, "SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_one_task_submits_in_flight_are_acknowledged_together_and_every_acknowledged_task_runs(cluster):
+    from zmqgrid.model import compact_spec
+    from zmqgrid.protocol import Reply, Submit, SubmitAcks
+    client = cluster.client()
+    specs = [build_spec(python="tests.tasks:add", args=[i, 1]) for i in range(200)]
+    # When 200 one-task Submits with batch_acks go out without waiting
+    for n, spec in enumerate(specs, 1):
+        client._send(Submit(n, [compact_spec(spec)], True, {}, True))
+    lines = []
+    while len(lines) < len(specs):
+        msg = client._receive(10)
+        assert msg is not None, f"only {len(lines)} of {len(specs)} Submits answered"
+        assert not isinstance(msg, Reply), "a Submit with batch_acks was answered on its own"
+        if isinstance(msg, SubmitAcks):
+            lines += msg.pairs()
+    # Then each is acknowledged once, with its own id, by SubmitAcks lines
+    assert sorted(lines) == [(n, [spec["id"]]) for n, spec in enumerate(specs, 1)]
+    # And every acknowledged task is in the ledger and runs to done
+    ids = [spec["id"] for spec in specs]
+    results = client.wait(ids, timeout_s=60)
+    assert {r["state"] for r in results.values()} == {"done"}
+    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(len(specs),)]
+
+
+def test_submit_with_many_small_batches_in_flight_returns_every_id_in_order(cluster):
+    client = cluster.client()
+    specs = [build_spec(python="tests.tasks:add", args=[i, 2]) for i in range(300)]
+    # When 300 tasks go one per Submit with 64 in flight (the client asks for batched answers)
+    ids = client.submit(specs, notify=True, batch_size=1, window=64)
+    # Then the ids come back in submit order, every task is in the ledger, and all finish
+    assert ids == [spec["id"] for spec in specs]
+    results = client.wait(ids, timeout_s=60)
+    assert [results[i]["value"] for i in ids] == [i + 2 for i in range(300)]
+    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(300,)]

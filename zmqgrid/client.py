@@ -10,7 +10,7 @@ import zmq
 
 from .errors import MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, TaskNotFound, UsageError
 from .model import FINAL_STATES, TASK_KINDS, compact_spec, factor_batch, new_task_id, validate_task_spec
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, decode
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
 from .transport import Curve, make_socket
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
@@ -174,19 +174,27 @@ class Client:
         pending: dict[int, int] = {}
         ids: list[list[str]] = []
         batch = next(batches, None)
+        following = next(batches, None)
+        # With more than one batch in flight, the master may answer a turn's worth of them in one SubmitAcks;
+        # a single batch goes in the form every master knows.
+        batch_acks = window > 1 and following is not None
         while batch is not None or pending:
             while batch is not None and len(pending) < window:
                 req_id = next(self._req_ids)
                 common, tasks = batch
-                self._send(Submit(req_id, tasks, notify, common))
+                self._send(Submit(req_id, tasks, notify, common, batch_acks))
                 pending[req_id] = len(ids)
                 ids.append([])
-                batch = next(batches, None)
+                batch, following = following, next(batches, None) if following is not None else None
             msg = self._receive(self.timeout_s)
             if msg is None:
                 raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
                                         f"within {self.timeout_s:g}s", "check it is running; resubmitting is safe")
-            if isinstance(msg, Reply) and msg.req_id in pending:
+            if isinstance(msg, SubmitAcks):
+                for req_id, got in msg.pairs():
+                    if req_id in pending:
+                        ids[pending.pop(req_id)] = got
+            elif isinstance(msg, Reply) and msg.req_id in pending:
                 ids[pending.pop(msg.req_id)] = msg.data["ids"]
             elif isinstance(msg, Error) and (msg.req_id in pending or msg.req_id == 0):
                 raise RemoteError(msg.code, msg.message)

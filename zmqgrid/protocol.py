@@ -219,16 +219,21 @@ COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 @message("S")
 class Submit(Message):
     """Client -> master: tasks to queue. Acknowledged (Reply with the ids) only after they are committed."""
-    TYPES = (INT, LIST, BOOL, DICT)
+    TYPES = (INT, LIST, BOOL, DICT, BOOL)
     req_id: int
     tasks: list
     notify: bool = False   # also send Finished to this client when each task ends
     common: dict = field(default_factory=dict)   # shared by every task: task i is {**common, **tasks[i]}
+    batch_acks: bool = False   # answer with the client's other Submits of the turn, in one SubmitAcks
 
     def encode(self) -> list[bytes]:
-        # Without a shared part, the three fields older masters know: only batches of calls need a newer master.
-        fields = [self.req_id, self.tasks, self.notify, self.common] if self.common else \
-            [self.req_id, self.tasks, self.notify]
+        # Only the fields in use, so that what older masters know still reaches them as they know it.
+        if self.batch_acks:
+            fields = [self.req_id, self.tasks, self.notify, self.common, True]
+        elif self.common:
+            fields = [self.req_id, self.tasks, self.notify, self.common]
+        else:
+            fields = [self.req_id, self.tasks, self.notify]
         return [self._header, packb(fields)]
 
 
@@ -256,6 +261,22 @@ class Reply(Message):
     TYPES = (INT, ANY)
     req_id: int
     data: Any = None
+
+
+@message("K")
+class SubmitAcks(Message):
+    """Master -> client: its Submits with batch_acks committed this turn, [[req_id, ids], ...] in arrival order."""
+    TYPES = (LIST,)
+    acks: list
+
+    def pairs(self) -> list[tuple[int, list]]:
+        """The (req_id, ids) lines, each checked (ProtocolError names a malformed one)."""
+        out = []
+        for line in self.acks:
+            if not (isinstance(line, list) and len(line) == 2 and type(line[0]) is int and isinstance(line[1], list)):
+                raise ProtocolError(f"SubmitAcks: each line must be [req_id, [ids]], got {line!r:.80}")
+            out.append((line[0], line[1]))
+        return out
 
 
 @message("E")

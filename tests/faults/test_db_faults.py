@@ -249,3 +249,32 @@ def test_tasks_refused_on_a_disk_full_to_the_last_byte_are_acknowledged_only_onc
     assert {r["state"] for r in results.values()} == {"done"}
     twice = db_query(harness.db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
     assert twice == []
+
+
+def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowledged_once_written(harness, small_disk):
+    # Given a master on a small disk and a worker
+    harness.db = small_disk / "ledger.db"
+    master = harness.start_master()
+    harness.start_worker("w1", concurrency=4)
+    client = harness.client(timeout_s=15)
+    harness.wait_online(client, "w1")
+
+    # When the disk is filled to the last byte and 40 tasks go 4 per Submit with 10 in flight (answered together)
+    filler = fill(small_disk, leave_bytes=0)
+    batch = big_batch(40)
+    with pytest.raises(RemoteError) as refusal:
+        client.submit(batch, notify=True, batch_size=4, window=10)
+    # Then the submit fails `unavailable` and none of its tasks reached the ledger
+    assert refusal.value.code == "unavailable"
+    ids = [t["id"] for t in batch]
+    filler.unlink()
+    assert master.poll() is None
+    assert in_ledger(harness.db, ids) == set(), "a refused task reached the ledger"
+
+    # And, space given back, the same tasks sent again the same way are acknowledged, all in the ledger, and run once
+    assert client.submit(batch, notify=True, batch_size=4, window=10) == ids
+    assert in_ledger(harness.db, ids) == set(ids), "acknowledged but not in the ledger"
+    results = client.wait(ids, timeout_s=45)
+    assert {r["state"] for r in results.values()} == {"done"}
+    twice = db_query(harness.db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
+    assert twice == []

@@ -8,7 +8,7 @@ import pytest
 
 from zmqgrid.client import build_spec
 from zmqgrid.master.cluster import Cluster
-from zmqgrid.master.handlers import Handlers
+from zmqgrid.master.handlers import SUBMIT_ACKS_MAX_IDS, Handlers, submit_acks_messages
 from zmqgrid.master.scheduling import least_tasks
 from zmqgrid.model import compact_spec
 from zmqgrid.protocol import Control, Error, Reply, Submit, decode
@@ -69,3 +69,31 @@ def test_a_task_cancelled_in_the_turn_it_was_submitted_is_not_created_again_by_a
     assert spec["id"] not in cluster.tasks and not cluster.queue.pop()
     assert db_query(store.path, "SELECT state, count(*) FROM tasks GROUP BY state") == [("cancelled", 1)]
     store.close()
+
+
+def test_submits_with_batch_acks_are_answered_together_in_arrival_order(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    specs = [compact_spec(build_spec(python="tests.tasks:add", args=[i, 1])) for i in range(4)]
+    # When one turn holds three Submits with batch_acks from one client and one without
+    for n in (3, 1, 2):
+        receive(handlers, Submit(n, [specs[n]], False, {}, True))
+    receive(handlers, Submit(9, [specs[0]], False))
+    handlers.apply_submits(time.time())
+    store.commit()
+    # Then the three are one SubmitAcks line each, in the order they came; the other gets its own Reply
+    assert handlers.submit_acks == {b"client": [[3, [specs[3]["id"]]], [1, [specs[1]["id"]]], [2, [specs[2]["id"]]]]}
+    replies = answers(handlers, cluster)
+    assert list(replies) == [9] and replies[9] == Reply(9, {"ids": [specs[0]["id"]]})
+    (message,) = submit_acks_messages(handlers.submit_acks[b"client"])
+    assert decode(message.encode()).pairs() == [(3, [specs[3]["id"]]), (1, [specs[1]["id"]]), (2, [specs[2]["id"]])]
+    assert db_query(store.path, "SELECT count(*) FROM tasks") == [(4,)]
+    store.close()
+
+
+def test_a_turn_of_many_ids_is_answered_in_several_submit_acks_without_splitting_a_submit():
+    lines = [[n, [f"t{n}-{i}" for i in range(20_000)]] for n in range(1, 5)] + [[5, ["last"]]]
+    messages = submit_acks_messages(lines)
+    # 20,000 ids a Submit, at most 50,000 a message: two Submits per message, the fifth with the fourth
+    assert [[n for n, _ in m.pairs()] for m in messages] == [[1, 2], [3, 4, 5]]
+    assert all(sum(len(ids) for _, ids in m.pairs()) <= SUBMIT_ACKS_MAX_IDS for m in messages)
+    assert [line for m in messages for line in m.acks] == lines

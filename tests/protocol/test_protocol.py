@@ -24,6 +24,8 @@ SAMPLES = [
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
     p.Submit(1, [{"id": "a", "args": [1]}], False, {"kind": "python", "function": "m:f"}),
+    p.Submit(1, [{"kind": "shell", "command": "true"}], True, {}, True),
+    p.SubmitAcks([[1, ["a"]], [2, ["b", "c"]]]),
     p.Query(2, "tasks", {"state": "done"}),
     p.Control(3, "cancel", {"ids": ["a"]}),
     p.Reply(4, {"ids": ["a"]}),
@@ -51,6 +53,15 @@ def test_optional_trailing_fields_may_be_left_out():
     assert p.decode([b"\x01S", msgpack.packb([9, []])]) == p.Submit(9, [], False)
     # A Submit without a shared part keeps to the three fields a master before `common` accepts.
     assert msgpack.unpackb(p.Submit(9, [], True).encode()[1]) == [9, [], True]
+    # batch_acks needs the fifth field, so `common` goes too, empty when there is none.
+    assert msgpack.unpackb(p.Submit(9, [], True, {}, True).encode()[1]) == [9, [], True, {}, True]
+
+
+@pytest.mark.parametrize("line", [[1], [1, "a"], ["1", ["a"]], [True, ["a"]], "1:a", [1, ["a"], 2]])
+def test_a_malformed_submit_acks_line_is_one_protocol_error(line):
+    msg = p.decode([b"\x01K", msgpack.packb([[[7, ["x"]], line]])])
+    with pytest.raises(ProtocolError, match=r"SubmitAcks: each line must be \[req_id, \[ids\]\]"):
+        msg.pairs()
 
 
 @pytest.mark.parametrize("frames, reason", [
@@ -61,8 +72,10 @@ def test_optional_trailing_fields_may_be_left_out():
     ([b"\x01?", msgpack.packb([1, []])], "unknown message kind"),
     ([b"\x01S", b"\xc1\xc1garbage"], "not valid msgpack"),
     ([b"\x01S", msgpack.packb({"req_id": 1})], "must be an array"),
-    ([b"\x01S", msgpack.packb([1])], "expected 2..4 fields"),
-    ([b"\x01S", msgpack.packb([1, [], True, {}, "extra"])], "expected 2..4 fields"),
+    ([b"\x01S", msgpack.packb([1])], "expected 2..5 fields"),
+    ([b"\x01S", msgpack.packb([1, [], True, {}, True, "extra"])], "expected 2..5 fields"),
+    ([b"\x01S", msgpack.packb([1, [], True, {}, "yes"])], "Submit.batch_acks: expected bool"),
+    ([b"\x01K", msgpack.packb([{"1": ["a"]}])], "SubmitAcks.acks: expected list"),
     ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected dict"),
     ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected int"),
     ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected int"),

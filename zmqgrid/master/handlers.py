@@ -7,13 +7,31 @@ from typing import Any
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import ATTEMPT_OUTCOMES, validate_batch
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
-                        Results, Submit)
+                        Results, Submit, SubmitAcks)
 from . import queries
 from .cluster import Cluster, DeviceEntry
 from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
+SUBMIT_ACKS_MAX_IDS = 50_000   # per SubmitAcks: far below a client's max_message_bytes (16 MiB) at ~27 bytes an id
+
+
+def submit_acks_messages(lines: list[list]) -> list[SubmitAcks]:
+    """A client's [req_id, ids] lines of one turn as SubmitAcks of at most SUBMIT_ACKS_MAX_IDS ids each
+    (a Submit's own ids are never split)."""
+    out: list[SubmitAcks] = []
+    chunk: list[list] = []
+    count = 0
+    for line in lines:
+        if chunk and count + len(line[1]) > SUBMIT_ACKS_MAX_IDS:
+            out.append(SubmitAcks(chunk))
+            chunk, count = [], 0
+        chunk.append(line)
+        count += len(line[1])
+    if chunk:
+        out.append(SubmitAcks(chunk))
+    return out
 
 
 def keys(value: Any, what: str) -> list[tuple[str, int]]:
@@ -59,6 +77,7 @@ class Handlers:
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.account: bytes | None = None   # with CURVE, the key of the message being handled (set by the guard)
+        self.submit_acks: dict[bytes, list] = {}            # client -> [req_id, ids] of its batch_acks Submits
         self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.submits: list[tuple[bytes, Submit, list[dict], bytes]] = []   # validated, not applied yet (see submit)
         self.bad_messages = 0
@@ -197,7 +216,10 @@ class Handlers:
                 logger.exception("submit failed for peer %s", identity.hex())
                 self.reply_error(identity, msg.req_id, "bad_request", "the master could not handle this")
                 continue
-            self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
+            if msg.batch_acks:
+                self.submit_acks.setdefault(identity, []).append([msg.req_id, ids])
+            else:
+                self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         try:

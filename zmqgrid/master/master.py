@@ -21,7 +21,7 @@ from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
 from .guard import Guard, KeyRing, user_id
-from .handlers import Handlers
+from .handlers import Handlers, submit_acks_messages
 from .schedules import Schedules
 from .scheduling import make_strategy
 
@@ -220,6 +220,7 @@ class Master:
 
     def _commit_and_send(self, now: float) -> None:
         acks, self.handlers.acks = self.handlers.acks, []
+        submit_acks, self.handlers.submit_acks = self.handlers.submit_acks, {}
         result_acks, self.handlers.result_acks = self.handlers.result_acks, {}
         sends, self.cluster.sends = self.cluster.sends, []
         dispatched, self.cluster.dispatched = self.cluster.dispatched, {}
@@ -228,10 +229,12 @@ class Master:
         except StoreError as e:
             # Nothing of this turn is in the ledger, so nothing of it may be acknowledged or dispatched.
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
-            logger.error("%s; this turn's %d acknowledgements withheld", e, len(acks))
-            for identity, frames in acks:
-                self._send(identity, Error(_req_id([identity, *frames]), "unavailable",
-                                           f"the master could not commit: {e.message}").encode(), None, now)
+            refused = [(identity, _req_id([identity, *frames])) for identity, frames in acks]
+            refused += [(identity, req_id) for identity, lines in submit_acks.items() for req_id, _ in lines]
+            logger.error("%s; this turn's %d acknowledgements withheld", e, len(refused))
+            for identity, req_id in refused:
+                self._send(identity, Error(req_id, "unavailable", f"the master could not commit: {e.message}").encode(),
+                           None, now)
             self.cluster = self._new_cluster_safely()
             self.handlers.cluster = self.cluster
             self.schedules.reload()   # this turn's firings were not committed: they fire again, with the same ids
@@ -242,6 +245,9 @@ class Master:
             self._send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks], now)
         for identity, frames in acks:
             self._send(identity, frames, None, now)
+        for identity, lines in submit_acks.items():
+            for message in submit_acks_messages(lines):
+                self._send(identity, message.encode(), None, now)
         for identity, frames, task_ids in sends:
             self._send(identity, frames, task_ids, now)
         notices, self.cluster.notices = self.cluster.notices, {}
