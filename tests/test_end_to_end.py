@@ -210,3 +210,30 @@ def test_submit_with_many_small_batches_in_flight_returns_every_id_in_order(clus
     results = client.wait(ids, timeout_s=60)
     assert [results[i]["value"] for i in ids] == [i + 2 for i in range(300)]
     assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(300,)]
+
+
+def test_workers_are_fed_while_a_client_floods_the_master_with_one_task_submits(cluster):
+    from zmqgrid.model import compact_spec
+    from zmqgrid.protocol import Finished, SubmitAcks, Submit
+    client = cluster.client()
+    # Given workers whose python children have run the function once (imported, its speed known)
+    warm = client.submit([build_spec(python="tests.tasks:add", args=[0, 0]) for _ in range(8)], notify=True)
+    client.wait(warm, timeout_s=30)
+    specs = [build_spec(python="tests.tasks:add", args=[i, 3]) for i in range(5000)]
+    # When 5,000 one-task Submits go out at once
+    for n, spec in enumerate(specs, 1):
+        client._send(Submit(n, [compact_spec(spec)], True, {}, True))
+    acked, finished_before_last_ack = 0, 0
+    while acked < len(specs):
+        msg = client._receive(30)
+        assert msg is not None, f"only {acked} of {len(specs)} Submits answered"
+        if isinstance(msg, SubmitAcks):
+            acked += len(msg.pairs())
+        elif isinstance(msg, Finished):
+            finished_before_last_ack += len(msg.tasks)
+    # Then tasks were dispatched and finished while the master was still reading Submits (a turn reads a bounded
+    # number of messages, then dispatches), and every acknowledged task runs to done
+    assert finished_before_last_ack > 0, "no task finished before the last Submit was acknowledged"
+    results = client.wait([spec["id"] for spec in specs], timeout_s=90)
+    assert [results[s["id"]]["value"] for s in specs] == [i + 3 for i in range(5000)]
+    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(5008,)]

@@ -49,7 +49,7 @@ import zmq  # noqa: E402
 
 from zmqgrid.protocol import (BEACON_TOPIC, Beacon, Error, Heartbeat, Register, RegisterAck,  # noqa: E402
                               ResultAck, Tasks, decode)
-from zmqgrid.transport import make_socket  # noqa: E402
+from zmqgrid.transport import make_socket, zmtp_heartbeat_ms  # noqa: E402
 from zmqgrid.worker.metrics import sample_metrics, system_info  # noqa: E402
 from zmqgrid.worker.outbox import Outbox  # noqa: E402
 
@@ -208,7 +208,7 @@ class Simulator:
         self.info = system_info(sys.executable)
         self.metrics = dict(sample_metrics(), **{k: v for k, v in self.info.items()})
         self.interval_s, self.device_timeout_s = 1.0, 2.5
-        self.zmtp_ms = 1000   # the real worker's DEALER: max(100, heartbeat_interval in ms), default config
+        self.zmtp_ms = zmtp_heartbeat_ms(1.0)   # the real worker's DEALER, default heartbeat_interval
         self.heartbeats = self.beacons = self.tasks_done = self.registers = 0
         self.first_sent: dict[str, float] = {}   # device -> wall time of its first Register
         self.prefix, self.reported = prefix, False

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from zmqgrid.client import build_spec
+from zmqgrid.transport import zmtp_heartbeat_ms
 
 from ..helpers import REPO, wait_until
 
@@ -47,7 +48,7 @@ def test_shutdown_drains_the_device_and_its_worker_process_exits_by_itself(clust
 
 
 def test_a_command_missed_while_the_worker_was_frozen_is_re_sent_and_applied(harness):
-    # Given a master whose PUB drops a subscriber that stops answering ZMTP pings (0.6 s here),
+    # Given a master whose PUB drops a subscriber that stops answering ZMTP pings (three pings: 1.8 s here),
     # and a device timeout long enough that a short freeze does not make the device offline
     harness.env["ZMQGRID_DEVICE_TIMEOUT"] = "8"
     harness.start_master()
@@ -58,9 +59,10 @@ def test_a_command_missed_while_the_worker_was_frozen_is_re_sent_and_applied(har
     # When a drain is published while the worker is frozen, so the PUB drops it
     frozen.send_signal(signal.SIGSTOP)
     try:
-        # Its heartbeats stop; once they are 1.2 s late, the PUB's 0.6 s ZMTP timeout has dropped it too.
-        wait_until(lambda: next(d for d in client.devices() if d["device_id"] == "w1")["seconds_since_heartbeat"] > 1.2,
-                   10, "the frozen worker's heartbeats to stop")
+        # Its heartbeats stop; once they are later than the PUB's ZMTP timeout (and a little), it has dropped it too.
+        dropped_after_s = 3 * zmtp_heartbeat_ms(0.2) / 1000 + 0.6
+        wait_until(lambda: next(d for d in client.devices() if d["device_id"] == "w1")["seconds_since_heartbeat"]
+                   > dropped_after_s, 10, "the frozen worker's heartbeats to stop")
         assert client.control_devices("drain", ["w1"]) == {"w1": "draining"}
     finally:
         frozen.send_signal(signal.SIGCONT)

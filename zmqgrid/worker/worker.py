@@ -17,7 +17,7 @@ from ..errors import ProtocolError
 from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck, Results,
                         Tasks, decode)
 from ..security import worker_curve
-from ..transport import make_socket
+from ..transport import make_socket, zmtp_heartbeat_ms
 from .allow import admit, advertised_tags
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
@@ -69,7 +69,7 @@ class Worker(CommandsMixin):
         self.side_sockets_stale = False
         self.last_beacon = time.monotonic()
         self.device_timeout_s = float(config.device_timeout)
-        self.zmtp_heartbeat_ms = max(100, int(1000 * config.heartbeat_interval))
+        self.zmtp_heartbeat_ms = zmtp_heartbeat_ms(config.heartbeat_interval)
         self.draining = False                 # an operator drained this device: the master sends nothing new
         self.shutting_down = False            # drain, then exit once nothing is running or unacknowledged
         self.applied: deque[int] = deque(maxlen=64)   # seqs of commands applied under this incarnation
