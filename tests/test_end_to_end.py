@@ -6,7 +6,7 @@ import pytest
 
 from zmqgrid.client import build_spec
 
-from .helpers import db_counts, db_query
+from .helpers import db_counts, db_query, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -237,3 +237,44 @@ def test_workers_are_fed_while_a_client_floods_the_master_with_one_task_submits(
     results = client.wait([spec["id"] for spec in specs], timeout_s=90)
     assert [results[s["id"]]["value"] for s in specs] == [i + 3 for i in range(5000)]
     assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(5008,)]
+
+
+def test_submit_reads_a_generator_a_batch_at_a_time_while_the_first_batches_are_committed(cluster):
+    client = cluster.client()
+    first: list[str] = []
+
+    def tasks():
+        for i in range(250):
+            if i == 200:   # the third batch is being built: the first one has gone out and is being committed
+                wait_until(lambda: first and db_query(cluster.db, "SELECT count(*) FROM tasks WHERE id IN "
+                                                      f"({','.join('?' * len(first))})", tuple(first)) == [(100,)],
+                           20, "the first batch in the ledger before the generator is done")
+            spec = build_spec(python="tests.tasks:add", args=[i, 4])
+            if i < 100:
+                first.append(spec["id"])
+            yield spec
+    # When a generator of 250 tasks is submitted 100 per Submit
+    ids = client.submit(tasks(), notify=True, batch_size=100)
+    # Then every task is acknowledged in order and runs
+    assert len(ids) == 250 and ids[:100] == first
+    results = client.wait(ids, timeout_s=60)
+    assert [results[i]["value"] for i in ids] == [i + 4 for i in range(250)]
+
+
+def test_a_generator_that_raises_part_way_leaves_the_batches_sent_before_it_submitted(cluster):
+    client = cluster.client()
+    specs = [build_spec(python="tests.tasks:add", args=[i, 5]) for i in range(120)]
+
+    def tasks():
+        yield from specs
+        raise ValueError("the caller's source of tasks broke")
+    # When the generator raises while the third batch of 50 is built
+    with pytest.raises(ValueError, match="source of tasks broke"):
+        client.submit(tasks(), notify=True, batch_size=50)
+    # Then the first batch (sent before the second was read) is in the ledger and runs; the ones never sent are not
+    sent = [s["id"] for s in specs[:50]]
+    assert {r["state"] for r in client.wait(sent, timeout_s=60).values()} == {"done"}
+    client.status()   # answered after anything this client sent before it
+    rest = [s["id"] for s in specs[50:]]
+    assert db_query(cluster.db, f"SELECT count(*) FROM tasks WHERE id IN ({','.join('?' * len(rest))})",
+                    tuple(rest)) == [(0,)]

@@ -17,7 +17,8 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
      `Client.map(FUNCTION, [(i,), ...], notify=True, batch_size=100)` (window 8), then `Client.wait` until
      all N have finished -> tasks/s; the time until `map` returned (every batch acknowledged, i.e.
      committed) gives the submit-only rate;
-   - single: N_single (default N) tasks, ONE task per Submit message (`batch_size=1`) with up to
+   - single: N_single (default N) tasks (`build_spec` calls in a generator, read by `Client.submit` as it
+     sends, as the reference builds each task before its send), ONE task per Submit message (`batch_size=1`) with up to
      `--single-window` (1,000) unacknowledged Submits in flight (the reference's `sqlite:1:16` count and
      window), then `Client.wait` -> tasks/s;
    - latency: `--lat` sequential submit -> Finished round trips, each timed (what `Client.run` does)
@@ -54,7 +55,7 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -519,8 +520,9 @@ class Spies:
 
 # ---------------------------------------------------------------------------------------------- workload
 
-def specs(n: int, start: int) -> list[dict]:
-    return [build_spec(python=FUNCTION, args=[start + i]) for i in range(n)]
+def specs(n: int, start: int) -> Iterator[dict]:
+    """Built as they are read: Client.submit reads a generator a batch at a time, as a user's loop would feed it."""
+    return (build_spec(python=FUNCTION, args=[start + i]) for i in range(n))
 
 
 def wait_final(client: Client, ids: list[str], timeout_s: float) -> tuple[dict, int]:
@@ -580,7 +582,7 @@ class Bench:
     def close(self) -> None:
         self.client.close()
 
-    def _specs(self, n: int) -> list[dict]:
+    def _specs(self, n: int) -> Iterator[dict]:
         out = specs(n, self.next_arg)
         self.next_arg += n
         return out

@@ -127,18 +127,22 @@ class Client:
                window: int = 8) -> list[str]:
         """Submit tasks (specs from `build_spec`); returns their ids once the master has committed them.
 
-        Batches of `batch_size` go out with up to `window` unacknowledged at once.
+        Batches of `batch_size` go out with up to `window` unacknowledged at once. `tasks` may be a generator: it is
+        read a batch at a time as they go out, so building the next tasks overlaps the master committing the
+        previous ones, and a million tasks need not be in memory at once. If it raises part-way, the batches sent
+        before stay submitted (their ids are lost to the caller with the exception; resubmitting them is safe).
         """
-        specs = [tasks] if isinstance(tasks, dict) else list(tasks)
-        for spec in specs:
-            spec.setdefault("id", new_task_id())
-            if notify:
-                self.notified.add(spec["id"])
+        specs = iter([tasks] if isinstance(tasks, dict) else tasks)
 
         def batches() -> Iterator[tuple[dict, list]]:
-            for i in range(0, len(specs), batch_size):
+            while chunk := list(itertools.islice(specs, batch_size)):
+                for spec in chunk:
+                    if isinstance(spec, dict):   # anything else is the master's to refuse, with a clear error
+                        spec.setdefault("id", new_task_id())
+                        if notify:
+                            self.notified.add(spec["id"])
                 # A batch of calls of one function goes as their shared part once and each call's id and arguments.
-                yield factor_batch([compact_spec(s) if isinstance(s, dict) else s for s in specs[i:i + batch_size]])
+                yield factor_batch([compact_spec(s) if isinstance(s, dict) else s for s in chunk])
         return self._send_batches(batches(), notify, window)
 
     def map(self, python: str, arguments: Iterable[list | tuple], *, notify: bool = False, batch_size: int = 1000,
