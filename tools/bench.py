@@ -26,8 +26,10 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
    - big submit (`--submit-n`, 100,000): one `Client.map` call with its defaults (1,000 per Submit,
      window 8), timed until every task is acknowledged -> tasks/s (issue 8, target 4), then waits for them;
    - checks in the ledger (sqlite3, read-only) that every task it submitted is there in state `done`.
-3. Runs `../shared/bench/reference_loop.py --variants sqlite:100:16,sqlite:1:16` (same N, runs, lat) with
-   ZG_REF_DIR in the temporary folder, and reports zmqgrid / reference ratios.
+3. After each zmqgrid run, runs `../shared/bench/reference_loop.py --runs 1 --variants sqlite:100:16,sqlite:1:16`
+   (same N and lat) with ZG_REF_DIR in the temporary folder, while the zmqgrid cluster idles: the machines here
+   change speed from one half-minute to the next, so each zmqgrid run has a reference run beside it in time.
+   Reports zmqgrid / reference ratios of the medians (the verdicts) and each run's ratio to its neighbour.
 
 Figures are medians over the runs. Every process it starts is stopped by its PID (SIGTERM, then SIGKILL,
 descendants included), and the whole run is bounded by `--deadline` seconds.
@@ -708,14 +710,15 @@ class Bench:
 
 # ---------------------------------------------------------------------------------------------- reference
 
-def run_reference(args: argparse.Namespace, tmp: Path, deadline: float) -> dict:
+def run_reference(args: argparse.Namespace, tmp: Path, deadline: float, label: str = "") -> dict:
+    """One run of the reference loop's variants (it does one run per call: they interleave with zmqgrid's)."""
     reference = Path(args.reference).resolve() if args.reference else REFERENCE
     if not reference.exists():
         progress(f"reference loop not found at {reference}: skipping it, no ratios")
         return {"missing": str(reference)}
-    ref_dir = tmp / "ref"
+    ref_dir = tmp / f"ref{label}"
     ref_dir.mkdir()
-    argv = [sys.executable, str(reference), "--runs", str(args.runs), "--n", str(args.n), "--lat", str(args.lat),
+    argv = [sys.executable, str(reference), "--runs", "1", "--n", str(args.n), "--lat", str(args.lat),
             "--variants", ",".join(REF_VARIANTS)]
     env = dict(os.environ, ZG_REF_DIR=str(ref_dir), PYTHONUNBUFFERED="1")
     env.pop("A3_PROFILE", None)
@@ -757,6 +760,26 @@ def run_reference(args: argparse.Namespace, tmp: Path, deadline: float) -> dict:
                         "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
                         "p50_ms_runs": row["p50_runs_ms"], "p99_ms_runs": row["p99_runs_ms"], "cpu": row.get("cpu")}
     return out
+
+
+def merge_references(outs: list[dict]) -> dict:
+    """The reference's interleaved runs as one result: per variant the medians over the runs, and each run's figure."""
+    if not outs or "missing" in outs[0]:
+        return outs[0] if outs else {}
+    merged: dict[str, Any] = {"command": outs[0]["command"].replace("ref1", "ref<k>"),
+                              "versions": outs[0]["versions"],
+                              "busy_before_pct": [o["busy_before_pct"] for o in outs]}
+    for variant in REF_VARIANTS:
+        rows = [o[variant] for o in outs]
+        merged[variant] = {
+            "tasks_per_s": median([r["tasks_per_s"] for r in rows]),
+            "tasks_per_s_runs": [v for r in rows for v in r["tasks_per_s_runs"]],
+            "submit_per_s": median([r["submit_per_s"] for r in rows if r["submit_per_s"] is not None]),
+            "submit_per_s_runs": [v for r in rows for v in (r["submit_per_s_runs"] or [])],
+            "p50_ms": median([r["p50_ms"] for r in rows]), "p99_ms": median([r["p99_ms"] for r in rows]),
+            "p50_ms_runs": [v for r in rows for v in r["p50_ms_runs"]],
+            "p99_ms_runs": [v for r in rows for v in r["p99_ms_runs"]], "cpu": [r["cpu"] for r in rows]}
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -877,12 +900,13 @@ def print_report(result: dict) -> None:
             if key.startswith("big_submit"):
                 what = f"4: submit of {a['submit_n']:,}"
                 note = "" if a["submit_n"] == 100_000 else ", for 100,000"
-            print(f"  {what:28} {ratio:>7} (target {t['bound']}x{note}): {verdict}")
+            per_run = " ".join("n/a" if r.get(key) is None else f"{r[key]:.2f}" for r in result.get("ratios_per_run", []))
+            print(f"  {what:28} {ratio:>7} (target {t['bound']}x{note}): {verdict:8} each run beside its reference: {per_run}")
     elif ref.get("missing"):
         print(f"reference loop missing ({ref['missing']}): no ratios")
     else:
         print("reference loop skipped (--no-reference): no ratios")
-    busy = [r.get("busy_before_pct") for r in result["zmqgrid_runs"]] + [ref.get("busy_before_pct")]
+    busy = [r.get("busy_before_pct") for r in result["zmqgrid_runs"]] + list(ref.get("busy_before_pct") or [])
     if any(b is not None and b > a["busy_threshold"] for b in busy):
         print(f"warning: the machine was busier than {a['busy_threshold']:.0f}% before some runs (other programs): "
               "those figures are skewed")
@@ -999,9 +1023,19 @@ def main(argv: list[str] | None = None) -> int:
         result["commands"] = cluster.commands
         bench = Bench(cluster, a)
         bench.warmup()
-        machine = SysStat().start()
-        runs = [bench.run(k) for k in range(1, a.runs + 1)]
-        result["steal_pct"] = {"zmqgrid": machine.stop().get("steal")}
+        # Each zmqgrid run is followed by one run of the reference (the cluster idles meanwhile): machines here
+        # change speed from one half-minute to the next, so the two are compared run by run, side by side in time.
+        runs, references, steal = [], [], {"zmqgrid": [], "reference": []}
+        for k in range(1, a.runs + 1):
+            machine = SysStat().start()
+            runs.append(bench.run(k))
+            steal["zmqgrid"].append(machine.stop().get("steal"))
+            if not a.no_reference and not (references and "missing" in references[0]):
+                machine = SysStat().start()
+                references.append(run_reference(a, tmp, deadline, str(k)))
+                steal["reference"].append(machine.stop().get("steal"))
+        result["steal_pct"] = {role: max(v, default=None) if None not in v else None for role, v in steal.items()}
+        result["steal_pct_runs"] = steal
         result["zmqgrid_runs"] = runs
         result["zmqgrid"] = summarize(runs)
         result["zmqgrid"]["non_final_from_wait_total"] = bench.non_final
@@ -1017,10 +1051,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["profile"] = {"file": str(profile), "text": profile_text(profile)}
             else:
                 progress(f"no profile written at {profile} (did the master exit cleanly?)")
-        machine = SysStat().start()
-        result["reference"] = {} if a.no_reference else run_reference(a, tmp, deadline)
-        result["steal_pct"]["reference"] = machine.stop().get("steal") if not a.no_reference else None
+        result["reference"] = merge_references(references)
         result["ratios"] = ratios(result["zmqgrid"], result["reference"])
+        result["ratios_per_run"] = [ratios(summarize([z]), merge_references([r])) for z, r in zip(runs, references)]
 
     def cleanup() -> None:
         if bench is not None:
