@@ -218,7 +218,8 @@ COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 
 @message("S")
 class Submit(Message):
-    """Client -> master: tasks to queue. Acknowledged (Reply with the ids) only after they are committed."""
+    """Client -> master: tasks to queue. Acknowledged (Reply with the ids, or a line of a SubmitAcks with
+    batch_acks) only after they are committed."""
     TYPES = (INT, LIST, BOOL, DICT, BOOL)
     req_id: int
     tasks: list

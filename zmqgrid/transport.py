@@ -26,9 +26,9 @@ class Curve:
 
 def zmtp_heartbeat_ms(heartbeat_interval_s: float) -> int:
     """ZMTP ping interval of the master's PUB and the worker's DEALER: three heartbeat intervals (a peer silent for
-    three pings, 9 s at the defaults, is dropped). Each ping wakes the master's libzmq I/O thread; at one interval
-    the pings of 1,000 workers cost it about 7% of a core, more than the heartbeats themselves. A vanished master
-    is found sooner by the worker's beacon watchdog (twice device_timeout, 5 s)."""
+    three pings, 9 s at the defaults, is dropped). Each ping wakes the master's libzmq I/O thread: with 1,000
+    workers, pings at every interval cost it about 7% of a core more (docs/benchmarks.md). A vanished master is
+    found sooner by the worker's beacon watchdog (twice device_timeout, 5 s)."""
     return max(100, int(3000 * heartbeat_interval_s))
 
 
