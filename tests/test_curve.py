@@ -267,6 +267,15 @@ def test_keys_cli_mistakes_are_one_line_and_exit_3(tmp_path, args, words):
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], done.stderr
 
 
+def test_a_key_that_begins_with_a_dash_is_the_key_argument_not_an_option(tmp_path):
+    # One z85 key in 85 begins with '-' (a fixture once drew one, and `keys revoke` said "No such option")
+    key = next(k for k in (zmq.curve_keypair()[0].decode() for _ in range(100_000)) if k.startswith("-"))
+    assert run_cli("keys", "accept", key, "--role", "worker", "--db", "l.db", cwd=tmp_path).returncode == 0
+    done = run_cli("keys", "revoke", key, "--db", "l.db", "--json", cwd=tmp_path)
+    assert done.returncode == 0 and key in done.stdout, done
+    assert db_query(tmp_path / "l.db", "SELECT state FROM keys WHERE public_key = ?", (key,)) == [("revoked",)]
+
+
 def test_keys_cli_keeps_a_revoked_key_revoked(tmp_path):
     run_cli("keys", "generate", "--role", "worker", "--dir", "k", cwd=tmp_path)
     assert run_cli("keys", "accept", "k/worker.key", "--db", "l.db", cwd=tmp_path).returncode == 0

@@ -43,6 +43,17 @@ def _find(db, ref: str) -> dict:
     return row
 
 
+class _KeyArgument(click.Command):
+    """One z85 key in 85 begins with '-': as the KEY argument it is not an option, so it goes after a `--`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            dashed = [a for a in args if a.startswith("-") and is_z85_key(a)]
+            if dashed:
+                args = [a for a in args if a not in dashed] + ["--", *dashed]
+        return super().parse_args(ctx, args)
+
+
 @click.group()
 def keys() -> None:
     """CURVE keys: generate certificates, and accept, reject or revoke the keys that reach the master."""
@@ -92,7 +103,7 @@ def list_keys(state: str | None, db_path: str | None, config_path: str | None, a
     return EXIT_OK
 
 
-@keys.command("accept")
+@keys.command("accept", cls=_KeyArgument)
 @click.argument("ref", metavar="KEY|NAME|FILE")
 @click.option("--role", type=click.Choice(ROLES), help="The key's role [what it asked for; a file's metadata].")
 @db_option
@@ -135,7 +146,7 @@ def _change(ref: str, state: str, db_path: str | None, config_path: str | None, 
     return EXIT_OK
 
 
-@keys.command("reject")
+@keys.command("reject", cls=_KeyArgument)
 @click.argument("ref", metavar="KEY|NAME")
 @db_option
 @config_option
@@ -145,7 +156,7 @@ def reject_key(ref: str, db_path: str | None, config_path: str | None, as_json: 
     return _change(ref, "rejected", db_path, config_path, as_json)
 
 
-@keys.command("revoke")
+@keys.command("revoke", cls=_KeyArgument)
 @click.argument("ref", metavar="KEY|NAME")
 @db_option
 @config_option
