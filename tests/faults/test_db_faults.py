@@ -175,13 +175,23 @@ def submit_until_refused(client, refused_for_s: float = 2.0) -> tuple[list[str],
     return acknowledged, refused + [batch]
 
 
-def test_a_full_disk_refuses_submissions_without_acknowledging_them_and_the_master_recovers(harness, small_disk):
-    # Given a master whose ledger lives on a small disk, a worker, and a batch accepted while there was room
-    harness.db = small_disk / "ledger.db"
+def start_on(harness, disk: Path):
+    """A master whose ledger lives on `disk`, one worker online, and a client: (master process, client)."""
+    harness.db = disk / "ledger.db"
     master = harness.start_master()
     harness.start_worker("w1", concurrency=4)
     client = harness.client(timeout_s=15)
     harness.wait_online(client, "w1")
+    return master, client
+
+
+def done_more_than_once(db: Path) -> list:
+    return db_query(db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
+
+
+def test_a_full_disk_refuses_submissions_without_acknowledging_them_and_the_master_recovers(harness, small_disk):
+    # Given a master whose ledger lives on a small disk, a worker, and a batch accepted while there was room
+    master, client = start_on(harness, small_disk)
     acknowledged = client.submit(big_batch(50), notify=True)
 
     # When the disk is filled up to a little room, and tasks are submitted until the ledger takes no more
@@ -214,18 +224,14 @@ def test_a_full_disk_refuses_submissions_without_acknowledging_them_and_the_mast
     # And the count balances: every task done once, none missing
     everything = acknowledged + refused + fresh
     states = dict(db_query(harness.db, "SELECT id, state FROM tasks"))
-    twice = db_query(harness.db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
+    twice = done_more_than_once(harness.db)
     assert ([i for i in everything if states.get(i) != "done"], twice) == ([], [])
     assert master.poll() is None
 
 
 def test_tasks_refused_on_a_disk_full_to_the_last_byte_are_acknowledged_only_once_written(harness, small_disk):
     # Given a master on a small disk, a worker, and a batch accepted while there was room
-    harness.db = small_disk / "ledger.db"
-    master = harness.start_master()
-    harness.start_worker("w1", concurrency=4)
-    client = harness.client(timeout_s=15)
-    harness.wait_online(client, "w1")
+    master, client = start_on(harness, small_disk)
     accepted = client.submit(big_batch(20), notify=True)
 
     # When the disk is filled to the last byte, so that not even the master's own bookkeeping can be written,
@@ -247,17 +253,13 @@ def test_tasks_refused_on_a_disk_full_to_the_last_byte_are_acknowledged_only_onc
     # And everything runs to done, once
     results = client.wait(accepted + refused, timeout_s=45)
     assert {r["state"] for r in results.values()} == {"done"}
-    twice = db_query(harness.db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
+    twice = done_more_than_once(harness.db)
     assert twice == []
 
 
 def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowledged_once_written(harness, small_disk):
     # Given a master on a small disk and a worker
-    harness.db = small_disk / "ledger.db"
-    master = harness.start_master()
-    harness.start_worker("w1", concurrency=4)
-    client = harness.client(timeout_s=15)
-    harness.wait_online(client, "w1")
+    master, client = start_on(harness, small_disk)
 
     # When the disk is filled to the last byte and 40 tasks go 4 per Submit with 10 in flight (answered together)
     filler = fill(small_disk, leave_bytes=0)
@@ -276,5 +278,5 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
     assert in_ledger(harness.db, ids) == set(ids), "acknowledged but not in the ledger"
     results = client.wait(ids, timeout_s=45)
     assert {r["state"] for r in results.values()} == {"done"}
-    twice = db_query(harness.db, "SELECT task_id FROM attempts WHERE state='done' GROUP BY task_id HAVING count(*)>1")
+    twice = done_more_than_once(harness.db)
     assert twice == []
