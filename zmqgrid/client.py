@@ -189,7 +189,7 @@ class Client:
                 self._send(Submit(req_id, tasks, notify, common, batch_acks))
                 pending[req_id] = len(ids)
                 ids.append([])
-                batch, following = following, next(batches, None) if following is not None else None
+                batch, following = following, next(batches, None)
             msg = self._receive(self.timeout_s)
             if msg is None:
                 raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
