@@ -6,7 +6,7 @@ import pytest
 
 from zmqgrid.client import build_spec
 
-from .helpers import db_counts, db_query, wait_until
+from .helpers import Harness, db_counts, db_query, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,6 +59,19 @@ def test_python_exception_travels_back_with_type_message_and_traceback(any_clust
     shown = client.task(result["id"])
     assert "raise ValueError" in shown["error"]["traceback"]
     assert [a["state"] for a in shown["attempts"]] == ["failed"]
+
+
+def test_a_worker_replaces_its_python_child_after_max_tasks_per_child(tmp_path):
+    h = Harness(tmp_path, env={"ZMQGRID_MAX_TASKS_PER_CHILD": "2"})
+    try:
+        h.start_master()
+        h.start_worker("w1", concurrency=1)
+        client = h.client()
+        h.wait_online(client, "w1")
+        pids = [client.run(build_spec(python="tests.tasks:getpid"), timeout_s=30)["value"] for _ in range(4)]
+        assert pids[0] == pids[1] != pids[2] == pids[3]
+    finally:
+        h.stop()
 
 
 def test_failed_task_is_retried_up_to_its_retry_limit(cluster):

@@ -60,6 +60,11 @@ class Config:
     """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
     task_nice: int = 10
     """Added to the niceness of every task process (POSIX): a busy task yields the CPU to the daemons first."""
+    max_tasks_per_child: int = 100_000
+    """Worker: a python pool child is replaced after running this many calls (0: never). Booting one costs
+    about 0.1 s of CPU, so a low count taxes tiny calls; max_child_memory_mb is the guard against leaks."""
+    max_child_memory_mb: int = 1024
+    """Worker: a python pool child whose peak RSS passes this many MiB is replaced after its call (0: never)."""
     max_retry_count: int = 3
     """Default number of retries for a task that fails, times out or loses its worker."""
     retry_backoff: float = 1.0
@@ -161,7 +166,7 @@ class Config:
 _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. "int | None"
 _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
-           "task_nice": (0, 19),
+           "task_nice": (0, 19), "max_tasks_per_child": (0, 2**31 - 1), "max_child_memory_mb": (0, 1 << 20),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}

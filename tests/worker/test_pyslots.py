@@ -136,6 +136,22 @@ def test_a_child_is_recycled_after_max_tasks(driver):
     assert_all_die([pids[0]])
 
 
+def test_a_recycled_child_is_replaced_at_once_and_the_successor_serves_next(driver):
+    d = driver(max_tasks_per_child=1)
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    successor = d.slots.pids()
+    assert len(successor) == 1 and successor[0] != pid      # booting already, before any call asks for it
+    assert_all_die([pid])
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] == successor[0]
+
+
+def test_zero_limits_never_recycle(driver):
+    d = driver(max_tasks_per_child=0, max_child_memory_mb=0)
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    assert d.run(task("python", function="tests.tasks:allocate", args=[200]))["value"] == 200
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] == pid
+
+
 def test_a_child_is_recycled_when_its_memory_grows(driver):
     d = driver(max_child_memory_mb=150)
     pid = d.run(task("python", function="tests.tasks:getpid"))["value"]

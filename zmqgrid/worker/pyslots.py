@@ -95,13 +95,16 @@ class PySlots:
     def __init__(self, *, size: int, max_output_bytes: int, default_timeout_s: float | None,
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
-                 max_tasks_per_child: int = 10_000, max_child_memory_mb: int = 1024, nice: int = 0) -> None:
+                 max_tasks_per_child: int = 100_000, max_child_memory_mb: int = 1024, nice: int = 0) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue = requeue or (lambda tasks: None)
         self.nice = nice
-        self.grace_s, self.max_tasks, self.max_rss = kill_grace_s, max_tasks_per_child, max_child_memory_mb << 20
+        # 0: no limit. The defaults are Config's (max_tasks_per_child, max_child_memory_mb).
+        self.grace_s = kill_grace_s
+        self.max_tasks = max_tasks_per_child or float("inf")
+        self.max_rss = (max_child_memory_mb << 20) or float("inf")
         self.idle: list[_Child] = []
         self.batches: dict[int, _Batch] = {}     # fd (pipe or sentinel) of a busy child -> its batch
         self.watched: set[int] = set()           # fds of live children, registered with the worker's poller
@@ -287,6 +290,12 @@ class PySlots:
         logger.info("recycling python child pid=%d after %d tasks, rss=%d MB", child.pid, child.tasks_done,
                     rss >> 20)
         self._discard(child, self.grace_s)
+        # Its successor boots now (about 0.1 s) while the other children work, and is handed calls last: a call
+        # given to it at once would wait for the boot.
+        try:
+            self.idle.insert(0, self._spawn())
+        except (OSError, RuntimeError) as e:   # the next call that finds no idle child tries again
+            logger.error("cannot start a python child: %s", e)
 
     def _reap_idle(self, fd: int) -> None:
         """An idle child's sentinel fired (it died) or its pipe closed: drop it; the next call starts another."""

@@ -49,7 +49,9 @@ class Worker(CommandsMixin):
         self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
                                default_timeout_s=config.task_timeout or None,
                                watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister,
-                               requeue=self._rehold, nice=config.task_nice)
+                               requeue=self._rehold, nice=config.task_nice,
+                               max_tasks_per_child=config.max_tasks_per_child,
+                               max_child_memory_mb=config.max_child_memory_mb)
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
