@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zmqgrid.client import build_spec
+from zmqgrid.errors import SubmitRefused
 
 from .helpers import Harness, db_counts, db_query, wait_until
 
@@ -187,6 +188,30 @@ def test_a_bad_map_is_refused_before_anything_is_sent(cluster, call, reason):
     with pytest.raises(UsageError, match=reason):
         call(client)
     assert db_query(cluster.db, "SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_a_refused_batch_is_raised_once_every_batch_in_flight_has_answered_with_the_ids_committed(cluster):
+    client = cluster.client()
+
+    # When 20 one-task Submits go out 8 at a time and the 6th holds a task the master refuses
+    specs: list = [build_spec(python="tests.tasks:add", args=[i, 1]) for i in range(20)]
+    specs[5] = 42
+    with pytest.raises(SubmitRefused) as refusal:
+        client.submit(specs, batch_size=1, window=8)
+
+    # Then the refusal says what was wrong and `submitted` holds the committed ids in submit order (the five before
+    # the refused one at least; how many after depends on how many were in flight)
+    assert "must be an object" in str(refusal.value)
+    submitted = refusal.value.submitted
+    good = [s["id"] for s in specs if isinstance(s, dict)]
+    assert 5 <= len(submitted) and submitted == good[:len(submitted)]
+    assert f"({len(submitted)} tasks of the other batches were committed)" in str(refusal.value)
+    # And they are exactly the tasks of the call in the ledger: none was still on its way (a request on the same
+    # connection is answered after every Submit before it)
+    client.status()
+    rows = db_query(cluster.db, f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(good))})", tuple(good))
+    assert {r[0] for r in rows} == set(submitted)
+    assert {r["state"] for r in client.wait(submitted, 30).values()} == {"done"}
 
 
 def test_one_task_submits_in_flight_are_acknowledged_together_and_every_acknowledged_task_runs(cluster):

@@ -8,7 +8,8 @@ from typing import Any, Iterable, Iterator
 
 import zmq
 
-from .errors import MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, TaskNotFound, UsageError
+from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
+                     UsageError)
 from .model import FINAL_STATES, TASK_KINDS, compact_spec, factor_batch, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
 from .transport import Curve, make_socket
@@ -131,6 +132,8 @@ class Client:
         read a batch at a time as they go out, so building the next tasks overlaps the master committing the
         previous ones, and a million tasks need not be in memory at once. If it raises part-way, the batches sent
         before stay submitted (their ids are lost to the caller with the exception; resubmitting them is safe).
+        If the master refuses a batch, no further batch is sent, the answers of those in flight are awaited, and
+        SubmitRefused is raised with the ids that were committed (`.submitted`).
         """
         specs = iter([tasks] if isinstance(tasks, dict) else tasks)
 
@@ -182,8 +185,9 @@ class Client:
         # With more than one batch in flight, the master may answer a turn's worth of them in one SubmitAcks;
         # a single batch goes in the form every master knows.
         batch_acks = window > 1 and following is not None
-        while batch is not None or pending:
-            while batch is not None and len(pending) < window:
+        refusal: Error | None = None   # the first refused Submit: nothing more is sent, the rest are awaited
+        while (batch is not None and refusal is None) or pending:
+            while batch is not None and refusal is None and len(pending) < window:
                 req_id = next(self._req_ids)
                 common, tasks = batch
                 self._send(Submit(req_id, tasks, notify, common, batch_acks))
@@ -200,9 +204,16 @@ class Client:
                         ids[pending.pop(req_id)] = got
             elif isinstance(msg, Reply) and msg.req_id in pending:
                 ids[pending.pop(msg.req_id)] = msg.data["ids"]
-            elif isinstance(msg, Error) and (msg.req_id in pending or msg.req_id == 0):
+            elif isinstance(msg, Error) and msg.req_id in pending:
+                del pending[msg.req_id]
+                refusal = refusal or msg
+            elif isinstance(msg, Error) and msg.req_id == 0:   # not tied to one Submit: nothing to wait for
                 raise RemoteError(msg.code, msg.message)
-        return [i for chunk in ids for i in chunk]
+        submitted = [i for chunk in ids for i in chunk]
+        if refusal is not None:
+            note = f" ({len(submitted)} tasks of the other batches were committed)" if submitted else ""
+            raise SubmitRefused(refusal.code, refusal.message + note, submitted)
+        return submitted
 
     def status(self, timeout_s: float | None = None) -> dict:
         return self.request(Query, "status", {}, timeout_s=timeout_s)

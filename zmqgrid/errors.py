@@ -59,6 +59,15 @@ class RemoteError(ZmqgridError):
         super().__init__(message)
 
 
+class SubmitRefused(RemoteError):
+    """The master refused a Submit of `Client.submit`/`map`. Raised once every other Submit of the call has been
+    answered, so nothing of the call is still in flight: `submitted` holds the ids that were committed, in order."""
+
+    def __init__(self, code: str, message: str, submitted: list[str]) -> None:
+        self.submitted = submitted
+        super().__init__(code, message)
+
+
 class MasterUnavailable(ZmqgridError):
     """Raised when the master does not answer within the client's timeout."""
 

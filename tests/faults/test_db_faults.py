@@ -266,10 +266,9 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
     batch = big_batch(40)
     with pytest.raises(RemoteError) as refusal:
         client.submit(batch, notify=True, batch_size=4, window=10)
-    # Then the submit fails `unavailable` and, while the disk is full, none of its tasks is in the ledger (checked
-    # before space is given back: Submits still in flight when the client raised may commit once it is, and the
-    # resubmit below takes them as the same tasks)
-    assert refusal.value.code == "unavailable"
+    # Then the submit fails `unavailable` once every Submit of it has been answered, none committed, and none of
+    # its tasks is in the ledger
+    assert refusal.value.code == "unavailable" and refusal.value.submitted == []
     ids = [t["id"] for t in batch]
     assert in_ledger(harness.db, ids) == set(), "a refused task reached the ledger"
     filler.unlink()
