@@ -52,6 +52,30 @@ def test_a_failed_look_up_answers_every_submit_unavailable_and_takes_none(tmp_pa
     assert cluster.tasks == {} and not cluster.queue and not store.has_pending
 
 
+def test_a_submit_that_fails_part_way_is_answered_and_leaves_no_task_without_its_row(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    specs = [[build_spec(python="tests.tasks:add", args=[n, i]) for i in range(3)] for n in range(3)]
+    for n, batch in enumerate(specs, 1):
+        receive(handlers, Submit(n, [compact_spec(s) for s in batch], False))
+    # When the second Submit's last task cannot be written (a bug's stand-in: a value its row cannot be packed
+    # from, though it passed validation), after its first two were looked at
+    handlers.submits[1][2][2]["args"] = [object()]
+    handlers.apply_submits(time.time())
+    store.commit()
+    # Then that Submit is answered with an error, the other two are acknowledged, and the tasks held in memory and
+    # queued are exactly the acknowledged ones, each with its row in the ledger
+    replies = answers(handlers, cluster)
+    assert isinstance(replies[2], Error) and replies[2].code == "bad_request"
+    acked = replies[1].data["ids"] + replies[3].data["ids"]
+    assert acked == [s["id"] for s in specs[0] + specs[2]]
+    assert set(cluster.tasks) == set(acked)
+    queued = []
+    while (popped := cluster.queue.pop()):
+        queued.append(popped)
+    assert len(queued) == len(acked)
+    assert {r[0] for r in db_query(store.path, "SELECT id FROM tasks")} == set(acked)
+
+
 def test_a_task_cancelled_in_the_turn_it_was_submitted_is_not_created_again_by_a_resend(tmp_path):
     store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
     spec = compact_spec(build_spec(python="tests.tasks:add", args=[1, 1]))

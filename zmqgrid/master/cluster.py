@@ -111,9 +111,8 @@ class Cluster(FleetEvents, TaskControls):
         if account:   # the master's own schedules submit as b"" and are not capped
             self._admit(account, len(set(ids) - known))
         inserts = []
-        # This loop runs for every submitted task: the defaults, the queue and the counters are looked up once.
+        # These loops run for every submitted task: the defaults, the queue and the counters are looked up once.
         default_retries, default_timeout_s, push = self.default_retries, self.default_timeout_s, self.queue.push
-        seq = self.seq
         for spec in specs:
             task_id = spec["id"]
             if task_id in known:
@@ -122,6 +121,12 @@ class Cluster(FleetEvents, TaskControls):
             retries = default_retries if spec["retries"] is None else spec["retries"]
             timeout_s = default_timeout_s if spec["timeout"] is None else spec["timeout"]
             inserts.append((spec, retries, timeout_s))
+        # Staged whole or not at all, before the in-memory view changes: if it raises (a bug), the Submit is
+        # answered with an error and nothing of it is queued without a row to back it.
+        self.store.insert_tasks(inserts, now)
+        seq = self.seq
+        for spec, retries, timeout_s in inserts:
+            task_id = spec["id"]
             if spec.get("limit_key") and (spec.get("limit_concurrency") or spec.get("limit_per_minute")):
                 self.limits.define(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
                 self.store.set_limit(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
@@ -135,7 +140,6 @@ class Cluster(FleetEvents, TaskControls):
         self.seq = seq
         if account and inserts:
             self.per_client[account] = self.per_client.get(account, 0) + len(inserts)
-        self.store.insert_tasks(inserts, now)
         self.counters["submitted"] += len(inserts)
         return ids
 
