@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..config import Config
 from ..protocol import packb, unpackb
 from .executors import lower_priority
 from .pypool import MAX_BATCH, CappedBuffer, _Child, _died, _error
@@ -95,14 +96,14 @@ class PySlots:
     def __init__(self, *, size: int, max_output_bytes: int, default_timeout_s: float | None,
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
-                 max_tasks_per_child: int = 100_000, max_child_memory_mb: int = 1024, nice: int = 0) -> None:
+                 max_tasks_per_child: int = Config.max_tasks_per_child,
+                 max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue = requeue or (lambda tasks: None)
         self.nice = nice
-        # 0: no limit. The defaults are Config's (max_tasks_per_child, max_child_memory_mb).
-        self.grace_s = kill_grace_s
+        self.grace_s = kill_grace_s   # 0 below: no limit
         self.max_tasks = max_tasks_per_child or float("inf")
         self.max_rss = (max_child_memory_mb << 20) or float("inf")
         self.idle: list[_Child] = []
@@ -216,9 +217,12 @@ class PySlots:
                 return child
             logger.warning("python child pid=%d died while idle (exit code %s)", child.pid, child.process.exitcode)
             self._discard(child, 0.0)
+        return self._try_spawn()
+
+    def _try_spawn(self) -> _Child | None:
         try:
             return self._spawn()
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError) as e:   # the next call that finds no idle child tries again
             logger.error("cannot start a python child: %s", e)
             return None
 
@@ -292,10 +296,8 @@ class PySlots:
         self._discard(child, self.grace_s)
         # Its successor boots now (about 0.1 s) while the other children work, and is handed calls last: a call
         # given to it at once would wait for the boot.
-        try:
-            self.idle.insert(0, self._spawn())
-        except (OSError, RuntimeError) as e:   # the next call that finds no idle child tries again
-            logger.error("cannot start a python child: %s", e)
+        if (successor := self._try_spawn()) is not None:
+            self.idle.insert(0, successor)
 
     def _reap_idle(self, fd: int) -> None:
         """An idle child's sentinel fired (it died) or its pipe closed: drop it; the next call starts another."""
