@@ -182,6 +182,7 @@ FILE_CASES = [
     ("prefetch", -1, "-1", "an integer 0-1024"),
     ("workers", 65, "65", "an integer 0-64"),
     ("max_tasks_per_child", -1, "-1", "an integer 0-2147483647"),
+    ("python_pool", "threads", "\"threads\"", "one of process, inline"),
     ("max_child_memory_mb", "1G", '"1G"', "an integer 0-1048576"),
     ("max_retry_count", 1.5, "1.5", "an integer 0-100"),
     ("task_timeout", 0, "0", "a number of seconds greater than 0"),

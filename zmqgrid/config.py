@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 MODES = ("master", "worker", "standalone")
 STRATEGIES = ("least_tasks", "round_robin", "weighted", "random")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PYTHON_POOLS = ("process", "inline")
 ENV_PREFIX = "ZMQGRID_"
 ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
@@ -65,6 +66,9 @@ class Config:
     about 0.1 s of CPU, so a low count taxes tiny calls; max_child_memory_mb is the guard against leaks."""
     max_child_memory_mb: int = 1024
     """Worker: a python pool child whose peak RSS passes this many MiB is replaced after its call (0: never)."""
+    python_pool: str = "process"
+    """Worker: where `python` tasks run. "process": in pool children (isolated: killed on timeout, recycled,
+    reniced). "inline": in the worker's own loop, one at a time, for short trusted calls (no child hop)."""
     max_retry_count: int = 3
     """Default number of retries for a task that fails, times out or loses its worker."""
     retry_backoff: float = 1.0
@@ -170,7 +174,7 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
-_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS}
+_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
     "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),

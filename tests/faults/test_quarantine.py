@@ -10,8 +10,13 @@ from ..helpers import assert_none_lost, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_finish(harness):
+@pytest.mark.parametrize("pool, poison_function", [
+    ("process", "tests.tasks:kill_worker"),   # a pool child that SIGKILLs its parent, the worker
+    ("inline", "tests.tasks:kill_self"),      # a call run in the worker itself, SIGKILLing its own process
+])
+def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_finish(harness, pool, poison_function):
     # Given two workers that a supervisor (this test) restarts when they die, and 40 ordinary tasks
+    harness.env["ZMQGRID_PYTHON_POOL"] = pool
     harness.start_master()
     names = ["p1", "p2"]
     for name in names:
@@ -21,7 +26,7 @@ def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_fin
     ordinary = client.submit([build_spec(python="tests.tasks:sleep", args=[0.05]) for _ in range(40)])
 
     # When a task that SIGKILLs whichever worker runs it is submitted (with retries to spare)
-    poison = client.submit(build_spec(python="tests.tasks:kill_worker", retries=10), notify=True)[0]
+    poison = client.submit(build_spec(python=poison_function, retries=10), notify=True)[0]
     deaths = 0
 
     def supervise() -> bool:

@@ -101,9 +101,7 @@ class PySlots:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
-        self.requeue = requeue or (lambda tasks: None)
-        self.nice = nice
-        self.grace_s = kill_grace_s   # 0 below: no limit
+        self.requeue, self.nice, self.grace_s = requeue or (lambda tasks: None), nice, kill_grace_s
         self.max_tasks = max_tasks_per_child or float("inf")
         self.max_rss = (max_child_memory_mb << 20) or float("inf")
         self.idle: list[_Child] = []
@@ -153,7 +151,7 @@ class PySlots:
             return False
         batch = next(iter(self.batches.values()))
         return (len(batch.calls) == 1 and time.monotonic() - batch.sent_at < SPIN_S
-                and self._observed(batch.calls[0].task) < TINY_CALL_S)
+                and self.observed(batch.calls[0].task) < TINY_CALL_S)
 
     def batch_size(self, waiting: deque[dict], free_children: int) -> int:
         """How many of the tasks at the front of `waiting` the next child takes: one, unless they are python
@@ -162,15 +160,20 @@ class PySlots:
         wake-ups than running them side by side gains."""
         if not waiting:
             return 0
-        tiny = self._observed(waiting[0]) < TINY_CALL_S
+        tiny = self.observed(waiting[0]) < TINY_CALL_S
         share = MAX_BATCH if tiny else min(MAX_BATCH, -(-len(waiting) // max(1, free_children)))
         limit = TINY_CALL_S if tiny else FAST_CALL_S
         n = 0
-        while n < min(share, len(waiting)) and self._observed(waiting[n]) < limit:
+        while n < min(share, len(waiting)) and self.observed(waiting[n]) < limit:
             n += 1
         return max(1, n)
 
-    def _observed(self, task: dict) -> float:
+    def observe(self, function: str, duration: float) -> None:
+        """Remember how long a call of `function` took: a slow call counts at once, fast ones decay towards it."""
+        last = self.durations.get(function, 0.0)
+        self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
+
+    def observed(self, task: dict) -> float:
         """Recent duration of the task's function; infinite when unknown or not a python call."""
         if task.get("kind") != "python":
             return float("inf")
@@ -178,8 +181,7 @@ class PySlots:
 
     def start(self, task: dict, on_output: OutputCallback | None = None) -> dict | None:
         """Begin one call; returns a result dict at once only if it could not start."""
-        failed = self.start_batch([(task, on_output)])
-        return failed[0] if failed else None
+        return (self.start_batch([(task, on_output)]) or [None])[0]
 
     def start_batch(self, items: list[tuple[dict, OutputCallback | None]]) -> list[dict]:
         """Hand calls to one idle child in one message; returns result dicts of calls that could not start."""
@@ -268,9 +270,7 @@ class PySlots:
             batch.received += 1
             self.by_key.pop(call.key, None)
             if status != "skipped":   # a skipped call says nothing about how long the function takes
-                function = call.task["function"]
-                last = self.durations.get(function, 0.0)
-                self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
+                self.observe(call.task["function"], duration)
             if status == "ok":
                 results.append(call.result("done", duration, value=value))
             elif status == "skipped":

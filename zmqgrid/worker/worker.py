@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -14,23 +13,21 @@ import zmq
 
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import (BEACON_TOPIC, Beacon, Command, Error, Output, Register, RegisterAck, ResultAck, Results,
-                        Tasks, decode)
+from ..protocol import Command, Error, Output, RegisterAck, ResultAck, Results, Tasks, decode
 from ..security import worker_curve
-from ..transport import make_socket, zmtp_heartbeat_ms
-from .allow import admit, advertised_tags
+from ..transport import zmtp_heartbeat_ms
+from .allow import admit
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
 from .commands import CommandsMixin
 from .outbox import Outbox, cancelled_result, failed_result
-from .pyslots import PyRun, PySlots
+from .inline import InlineCalls
+from .link import MasterLinkMixin
+from .pyslots import FAST_CALL_S, PyRun, PySlots
 
 logger = logging.getLogger(__name__)
-VERSION = "0.1.0"
-
-
-class Worker(CommandsMixin):
+class Worker(MasterLinkMixin, CommandsMixin):
     """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
     reported as cancelled so the master re-queues them at once."""
 
@@ -52,6 +49,9 @@ class Worker(CommandsMixin):
                                requeue=self._rehold, nice=config.task_nice,
                                max_tasks_per_child=config.max_tasks_per_child,
                                max_child_memory_mb=config.max_child_memory_mb)
+        # Inline calls need the loop's thread for their timer: a worker is made in the thread that serves it.
+        self.inline = InlineCalls(config.max_output_bytes, config.task_timeout or None) \
+            if config.python_pool == "inline" else None
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
@@ -94,46 +94,23 @@ class Worker(CommandsMixin):
                     [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys(),
                     list(self.applied))
 
-    def _connect(self) -> None:
-        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
-        if self.dealer is not None:
-            self.poller.unregister(self.dealer)
-            self.dealer.close(0)
-        self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
-                                  identity=self.device_id.encode(), sndhwm=0, rcvhwm=0, curve=self.curve,
-                                  zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
-        self.dealer.connect(f"tcp://{self.host}:{self.port}")
-        self.poller.register(self.dealer, zmq.POLLIN)
-
-    def _register(self) -> None:
-        with self.lock:
-            running = [[tid, r.attempt] for tid, r in self.running.items()]
-            held = [[t["id"], t["attempt"]] for t in self.held]
-        credit = max(0, self.capacity - len(running) - len(held))
-        self.outbox.freed = 0   # Register states the credit absolutely
-        info = self.info
-        msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
-                       info["python_version"], info["python_executable"], advertised_tags(self.config),
-                       self.config.concurrent_tasks, credit, running + held, self.outbox.keys(),
-                       os.getpid(), VERSION, float(self.config.weight))
-        self.dealer.send_multipart(msg.encode())
-        self.register_sent = time.monotonic()
-        self.registered.clear()
-        self.reregister_at = 0.0   # this is the Register a beacon may have scheduled
-        logger.debug("register sent device=%s credit=%d", self.device_id, credit)
-
     def serve(self) -> None:
         self.poller.register(self._wake_r, zmq.POLLIN)
-        self.pyslots.prestart()
+        if self.inline is None:
+            self.pyslots.prestart()
+        elif not self.inline.enforces_timeouts:
+            logger.warning("python_pool = inline: timeouts of python tasks are not enforced here (they need the "
+                           "main thread of a POSIX process); an overrunning call still ends timed_out")
         self._connect()
         self._register()
-        logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d", self.device_id, self.host,
-                    self.port, self.config.concurrent_tasks)
+        logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d python_pool=%s", self.device_id,
+                    self.host, self.port, self.config.concurrent_tasks, self.config.python_pool)
         try:
             while not self._halt.is_set():
                 deadline = self.pyslots.next_deadline()
                 wait_ms = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
-                events = dict(self.poller.poll(0 if self.pyslots.reply_due() and not self.held else wait_ms))
+                awake = (self.pyslots.reply_due() and not self.held) or self._inline_ready()
+                events = dict(self.poller.poll(0 if awake else wait_ms))
                 now = time.monotonic()
                 if events.get(self._wake_r):
                     os.read(self._wake_r, 4096)
@@ -213,102 +190,33 @@ class Worker(CommandsMixin):
                 else:
                     logger.warning("master error %s: %s", msg.code, msg.message)
 
-    def _registered(self, msg: RegisterAck, now: float) -> None:
-        if self.heartbeats is None or msg.incarnation != self.incarnation or self.side_sockets_stale:
-            self.side_sockets_stale = False
-            self._connect_side_sockets(msg)
-        if msg.incarnation != self.incarnation:
-            self.applied.clear()    # command seqs start again with each master incarnation
-        self.incarnation = msg.incarnation
-        self.device_timeout_s = msg.device_timeout_s
-        self.register_backoff = 0.5
-        self.last_beacon = now
-        self.heartbeats.incarnation = msg.incarnation
-        self.registered.set()
-        if msg.cancel:
-            self._kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
-        self.outbox.resend_all()   # everything not yet acknowledged goes to this master
-        logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
-                    len(self.outbox), len(self.running))
-
-    def _connect_side_sockets(self, msg: RegisterAck) -> None:
-        if self.sub is not None:
-            self.poller.unregister(self.sub)
-            self.sub.close(0)
-        # No ZMTP pings of its own: the beacon is the SUB's heartbeat (none for 2 x device_timeout reconnects it, see
-        # _watch_master) and the master's PUB pings it already. Its own pings were 1,000 more packets a second into
-        # the master's I/O thread per 1,000 workers (tools/bench_fleet.py).
-        self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes, curve=self.curve)
-        for topic in (BEACON_TOPIC, *self.topics()):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
-        self.poller.register(self.sub, zmq.POLLIN)
-        if self.heartbeats is not None:
-            self.heartbeats.stop()
-        self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
-                                          msg.heartbeat_interval_s, self.owned, self.config.enable_monitoring,
-                                          self.config.max_message_bytes, self.info, self.curve)
-        self.heartbeats.start()
-
-    def topics(self) -> list[bytes]:
-        return [b"all", f"device.{self.device_id}".encode(), *(f"tag.{t}".encode() for t in self.config.tags)]
-
-    def _drain_sub(self, now: float) -> None:
-        mine = set(self.topics())
-        while True:
-            try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if frames[0] != BEACON_TOPIC and frames[0] not in mine:
-                continue    # SUBSCRIBE matches prefixes: device.w1 also receives device.w10
-            try:
-                msg = decode(frames[1:])
-            except ProtocolError as e:
-                logger.warning("bad broadcast from master: %s", e)
-                continue
-            if isinstance(msg, Command):
-                self._apply(msg)
-            elif isinstance(msg, Beacon):
-                self.last_beacon = now
-                if msg.incarnation != self.incarnation and now - self.register_sent > 1.0 and not self.reregister_at:
-                    # The whole fleet sees the same beacon at once: each worker waits a random part of a quarter of
-                    # device_timeout, so a restarted master gets its Registers (and 2 connections per worker) spread
-                    # out, not in one burst, and still well before it would judge the silent devices offline.
-                    self.reregister_at = now + random.uniform(0, 0.25 * self.device_timeout_s)
-                    logger.info("master restarted (incarnation %s -> %s); registering again in %.2fs",
-                                self.incarnation or "-", msg.incarnation, self.reregister_at - now)
-
-    def _watch_master(self, now: float) -> None:
-        """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""
-        if self.reregister_at and now >= self.reregister_at:
-            self._register()
-            return
-        if not self.registered.is_set():
-            if now - self.register_sent > self.register_backoff:
-                self.register_backoff = min(self.register_backoff * 2, 10.0) * random.uniform(0.8, 1.2)
-                logger.debug("no answer to register; reconnecting (next wait %.1fs)", self.register_backoff)
-                self._connect()
-                self._register()
-        elif now - self.last_beacon > 2 * self.device_timeout_s:
-            # Twice the master's own patience: a master busy with one long commit must not make the fleet flap.
-            logger.warning("no beacon from the master for %.1fs; reconnecting", now - self.last_beacon)
-            self.register_backoff = 0.5
-            self.side_sockets_stale = True   # the SUB and PUSH connections may be as dead as the DEALER's
-            self._connect()
-            self._register()
-
     # ------------------------------------------------------------ running tasks
 
+    def _inline_ready(self) -> bool:
+        """Inline python calls wait at the head of `held` with a slot free: the loop must not sleep."""
+        return self.inline is not None and bool(self.held) and self.held[0].get("kind") == "python" \
+            and self._executing() < self.config.concurrent_tasks
+
     def _start_held(self) -> None:
-        started = []
+        started, inline = [], []
         with self.lock:
             while self.held and (free := self.config.concurrent_tasks - self._executing()) > 0:
                 if self.held[0].get("kind") == "python":
-                    tasks = [self.held.popleft() for _ in range(self.pyslots.batch_size(self.held, free))]
+                    # Inline, calls of functions seen to be fast run together (as in one child), others alone.
+                    count = self.pyslots.batch_size(self.held, free if self.inline is None else 1)
+                    tasks = [self.held.popleft() for _ in range(count)]
                     for task in tasks:
                         self.running[task["id"]] = PyRun(task["id"], task["attempt"])
                     keys = [[t["id"], t["attempt"]] for t in tasks]
+                    if self.inline is not None:
+                        inline = tasks
+                        if self.pyslots.observed(tasks[0]) < FAST_CALL_S:
+                            started += keys   # calls seen to return quickly: told with their results
+                        else:   # told before the call, with the results waiting: one that kills this worker is
+                            self.started += started + keys   # then known to have started
+                            started = []
+                            self._flush_results(time.monotonic())
+                        break   # run below, without the lock: the heartbeat thread reads `running` meanwhile
                     if self.outbox.freed or not self.registered.is_set():
                         started += keys   # they ride on this turn's Results
                     else:   # alone: sent before the child can begin, and read by the master while they run
@@ -325,6 +233,12 @@ class Worker(CommandsMixin):
         # Told in this very turn (with the results, or alone), so a task that kills this worker is known to
         # have run, not merely to have been handed over.
         self.started.extend(started)
+        if inline:
+            results, rest = self.inline.run(inline)
+            for task, result in zip(inline, results):
+                self.pyslots.observe(task["function"], result["duration_s"])
+            self._ended(results)
+            self._rehold(rest)   # the turn's budget is spent: results go out, then the rest run
 
     def _executing(self) -> int:
         """Slots in use: shell and script runs, and python children busy with a batch."""

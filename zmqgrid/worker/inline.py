@@ -1,0 +1,119 @@
+"""Inline python calls (`python_pool = "inline"`): `python` tasks run in the worker's own loop thread.
+
+No pipe write, no child to wake and no reply to wait for: the quickest way to run short, trusted calls, at the
+price of the pool children's isolation (docs/architecture.md, "Worker: inline python calls").
+"""
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from .pypool import CappedBuffer, _checked, _error, _resolve
+
+logger = logging.getLogger(__name__)
+TURN_BUDGET_S = 0.05   # calls run back to back for at most this long before the loop goes around
+
+
+class CallTimeout(BaseException):
+    """Raised in a call by the timer. A BaseException, so a call's `except Exception` does not swallow it."""
+
+
+class _Capture(io.TextIOBase):
+    """A text stream writing into a CappedBuffer: what a call prints, head and tail kept."""
+
+    def __init__(self, buffer: CappedBuffer) -> None:
+        self._buffer = buffer
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._buffer.write(text.encode("utf-8", errors="replace"))
+        return len(text)
+
+
+class InlineCalls:
+    """Runs python tasks in the calling thread. Make it in the thread that will run the calls: timeouts are
+    enforced (SIGALRM) only when that is the main thread of a POSIX process."""
+
+    def __init__(self, max_output_bytes: int, default_timeout_s: float | None) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.default_timeout_s = default_timeout_s
+        self.cache: dict[str, Any] = {}
+        self._armed = False
+        self.enforces_timeouts = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        if self.enforces_timeouts:
+            signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def run(self, tasks: list[dict]) -> tuple[list[dict], list[dict]]:
+        """Run `tasks` in order until TURN_BUDGET_S is spent: (their result dicts, the tasks not run)."""
+        results: list[dict] = []
+        deadline = time.monotonic() + TURN_BUDGET_S
+        for index, task in enumerate(tasks):
+            if index and time.monotonic() >= deadline:
+                return results, tasks[index:]
+            results.append(self.call(task))
+        return results, []
+
+    def call(self, task: dict) -> dict:
+        """Run one task's call and return its result dict (done, failed or timed_out); never raises."""
+        timeout = task.get("timeout")
+        timeout_s = self.default_timeout_s if timeout is None else float(timeout)
+        out, err = CappedBuffer("stdout", self.max_output_bytes), CappedBuffer("stderr", self.max_output_bytes)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Capture(out), _Capture(err)
+        state, value, error = "done", None, None
+        started_at, t0 = time.time(), time.monotonic()
+        try:
+            try:
+                self._arm(timeout_s)
+                value = _resolve(task["function"], self.cache)(*(task.get("args") or []), **(task.get("kwargs") or {}))
+            finally:
+                self._disarm()
+        except CallTimeout:   # raised in the call, or in the inner `finally` before it disarmed (no matter)
+            state = "timed_out"
+        except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the worker
+            # Drop this frame: the user's traceback starts at their callable (or the import).
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+            state, error = "failed", _error(type(e).__name__, str(e), tb)
+        finally:
+            sys.stdout, sys.stderr = saved
+        duration = time.monotonic() - t0
+        if timeout_s is not None and duration > timeout_s:   # also a call that swallowed the timer's exception
+            state = "timed_out"
+        if state == "timed_out":
+            value, error = None, _error("Timeout", f"exceeded timeout of {timeout_s:g} s")
+        elif state == "done":
+            status, checked, _ = _checked("ok", value, duration)
+            if status == "error":
+                state, value, error = "failed", None, checked
+        return {"id": task["id"], "attempt": task["attempt"], "state": state, "exit_code": None, "value": value,
+                "error": error, "stdout": out.text(), "stderr": err.text(), "started_at": started_at,
+                "finished_at": time.time(), "duration_s": duration}
+
+    def _arm(self, timeout_s: float | None) -> None:
+        if self.enforces_timeouts and timeout_s is not None:
+            self._armed = True
+            signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 1e-6))
+
+    def _disarm(self) -> None:
+        if self._armed:
+            self._armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self._armed:   # a late signal after the call ended is ignored
+            self._armed = False
+            raise CallTimeout()
