@@ -861,7 +861,8 @@ def print_report(result: dict) -> None:
     print(f"  machine:  {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}")
     print(f"  versions: Python {m['python']}, pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, "
           f"sqlite-utils {m['sqlite_utils']} (SQLite {m['sqlite']}), zmqgrid {m['zmqgrid_commit']}")
-    print(f"  setup:    master + 2 workers, --concurrency {a['concurrency']}, ZMQGRID_PREFETCH={a['prefetch']} "
+    print(f"  setup:    master + 2 workers, --concurrency {a['concurrency']}, ZMQGRID_PREFETCH={a['prefetch']}, "
+          f"python_pool {a.get('python_pool', 'process')} "
           f"(credit {a['concurrency'] + a['prefetch']} per worker); N={a['n']} batched ({a['batch']}/Submit, "
           f"window {a['window']}), N_single={a['n_single']} (1/Submit, window {a['single_window']}), "
           f"{a['lat']} latency round trips; median of {a['runs']} run(s)")
@@ -962,6 +963,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--single-window", type=int, default=1000, help="unacked Submits in flight, single run "
                     "[1000, the reference's]")
     ap.add_argument("--concurrency", type=int, default=4, help="worker --concurrency [4]")
+    ap.add_argument("--python-pool", choices=("process", "inline"), default="process",
+                    help="workers' python_pool: process (pool children, the default) or inline [process]")
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
     ap.add_argument("--submit-n", type=int, default=100_000,
@@ -1002,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"command": command, "machine": machine(),
                               "config": {k: getattr(a, k) for k in ("n", "n_single", "lat", "runs", "batch", "window",
                                                                     "single_window", "concurrency", "prefetch",
-                                                                    "busy_threshold", "submit_n")}}
+                                                                    "python_pool", "busy_threshold", "submit_n")}}
     m = result["machine"]
     progress(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
              f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, sqlite-utils {m['sqlite_utils']} "
@@ -1016,8 +1019,9 @@ def main(argv: list[str] | None = None) -> int:
     def measure() -> None:
         nonlocal cluster, bench
         cluster = Cluster(tmp, concurrency=a.concurrency, prefetch=a.prefetch, profile_master=profile)
+        cluster.env["ZMQGRID_PYTHON_POOL"] = a.python_pool
         progress(f"starting master on {cluster.url} and 2 workers (concurrency {a.concurrency}, "
-                 f"prefetch {a.prefetch}) in {tmp} ...")
+                 f"prefetch {a.prefetch}, python_pool {a.python_pool}) in {tmp} ...")
         cluster.start()
         progress(f"cluster up: pids {cluster.pids()}")
         result["commands"] = cluster.commands
