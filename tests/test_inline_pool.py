@@ -12,9 +12,9 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def inline(tmp_path):
-    h = Harness(tmp_path, env={"ZMQGRID_PYTHON_POOL": "inline"})
+    h = Harness(tmp_path)
     h.start_master()
-    h.start_worker("w1")
+    h.start_worker("w1", "--python-pool", "inline")
     h.wait_online(h.client(), "w1")
     yield h
     h.stop()

@@ -10,7 +10,7 @@ import click
 import psutil
 
 from ..client import Client
-from ..config import MODES, Config, load_config
+from ..config import MODES, PYTHON_POOLS, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
 from ..security import client_curve
@@ -34,6 +34,8 @@ from .render import emit_json
 @click.option("--tag", "tags", multiple=True, help="Worker: a tag tasks can require (repeat for more).")
 @click.option("--concurrency", "concurrent_tasks", type=int, help="Worker: tasks run at once [3].")
 @click.option("--weight", type=float, help="Worker: weight for the weighted strategy [1].")
+@click.option("--python-pool", type=click.Choice(PYTHON_POOLS),
+              help="Worker: run python tasks in pool children (process) or in the worker itself (inline) [process].")
 @click.option("--insecure", is_flag=True, default=None,
               help="Master: allow binding a non-loopback --host without CURVE encryption (open to the network).")
 @click.option("--curve", is_flag=True, default=None,
