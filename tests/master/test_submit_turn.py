@@ -10,7 +10,7 @@ from zmqgrid.client import build_spec
 from zmqgrid.master.cluster import Cluster
 from zmqgrid.master.handlers import SUBMIT_ACKS_MAX_IDS, Handlers, submit_acks_messages
 from zmqgrid.master.scheduling import least_tasks
-from zmqgrid.model import compact_spec
+from zmqgrid.model import compact_spec, validate_task_spec
 from zmqgrid.protocol import Control, Error, Reply, Submit, decode
 from zmqgrid.store.task_store import TaskStore
 
@@ -39,6 +39,9 @@ def answers(handlers: Handlers, cluster: Cluster) -> dict[int, object]:
 
 def test_a_failed_look_up_answers_every_submit_unavailable_and_takes_none(tmp_path):
     store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    # A task whose id sorts above the new ones (a client with a faster clock): their look-up needs the ledger
+    store.insert_tasks([(validate_task_spec({"kind": "shell", "command": "true", "id": "f" * 24}), 0, None)], 1.0)
+    store.commit()
     specs = [build_spec(python="tests.tasks:add", args=[i, 1]) for i in range(3)]
     for n, spec in enumerate(specs, 1):
         receive(handlers, Submit(n, [compact_spec(spec)], False))

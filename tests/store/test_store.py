@@ -88,6 +88,33 @@ def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path
         store.close()
 
 
+def test_existing_ids_finds_every_held_id_whatever_its_order_and_after_a_reopen(tmp_path):
+    # Ids above the ledger's highest are answered without a query: the ceiling must never hide a held id
+    def insert(store, *ids):
+        store.insert_tasks([(validate_task_spec({"kind": "shell", "command": "true", "id": i}), 0, None) for i in ids],
+                           1.0)
+
+    store = TaskStore(tmp_path / "l.db")
+    try:
+        assert store.existing_ids(["a", "m"]) == set()
+        insert(store, "m")
+        store.commit()
+        insert(store, "c")   # below the ceiling, as a client with a slow clock would send
+        store.commit()
+        assert store.existing_ids(["a", "c", "m", "n", "z"]) == {"c", "m"}
+        insert(store, "x")   # staged, not yet committed
+        assert store.existing_ids(["x"]) == set()
+        store.commit()
+        assert store.existing_ids(["x", "y"]) == {"x"}
+    finally:
+        store.close()
+    again = TaskStore(tmp_path / "l.db")   # the ceiling is read back from the ledger
+    try:
+        assert again.existing_ids(["a", "c", "m", "n", "x", "zz"]) == {"c", "m", "x"}
+    finally:
+        again.close()
+
+
 def test_a_failed_commit_writes_nothing_and_raises_store_error(tmp_path):
     store = TaskStore(tmp_path / "l.db")
     try:
