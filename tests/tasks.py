@@ -116,3 +116,40 @@ def swallow_timeout(seconds: float) -> str:
     except BaseException:  # noqa: B036 - the point: a call that swallows the timeout
         return "swallowed"
     return "slept"
+
+
+def swallow_once(seconds: float) -> str:
+    """Catches the first interruption of a sleep (an inline call's timer), then sleeps again without catching."""
+    try:
+        time.sleep(seconds)
+    except BaseException:  # noqa: B036 - the point: a call that swallows the timeout once, then goes on
+        pass
+    time.sleep(seconds)
+    return "slept twice"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+def raise_unprintable() -> None:
+    raise _Unprintable()
+
+
+class _BrokenDict(dict):
+    def items(self):  # msgpack calls it while packing: user code that raises
+        raise RuntimeError("items() is broken")
+
+
+def return_broken_dict() -> dict:
+    return _BrokenDict(a=1)
+
+
+_grown: list = []
+
+
+def grow() -> list:
+    """Appends to a module-level list and returns that same list (a shared, mutable return value)."""
+    _grown.append(len(_grown))
+    return _grown

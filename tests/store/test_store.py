@@ -106,6 +106,11 @@ def test_existing_ids_finds_every_held_id_whatever_its_order_and_after_a_reopen(
         assert store.existing_ids(["x"]) == set()
         store.commit()
         assert store.existing_ids(["x", "y"]) == {"x"}
+        # And ids above the ceiling cost no query (a fresh submit's usual case)
+        statements: list[str] = []
+        store.db.conn.set_trace_callback(statements.append)
+        assert store.existing_ids(["y", "z"]) == set() and statements == []
+        assert store.existing_ids(["c", "z"]) == {"c"} and len(statements) == 1
     finally:
         store.close()
     again = TaskStore(tmp_path / "l.db")   # the ceiling is read back from the ledger

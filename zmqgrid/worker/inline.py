@@ -14,10 +14,12 @@ import time
 import traceback
 from typing import Any
 
-from .pypool import CappedBuffer, _checked, _error, _resolve
+from ..protocol import packb, unpackb
+from .pypool import CappedBuffer, _error, _resolve
 
 logger = logging.getLogger(__name__)
 TURN_BUDGET_S = 0.05   # calls run back to back for at most this long before the loop goes around
+REFIRE_S = 0.25        # a timed-out call that goes on is interrupted again this often
 
 
 class CallTimeout(BaseException):
@@ -82,23 +84,20 @@ class InlineCalls:
                 value = _resolve(task["function"], self.cache)(*(task.get("args") or []), **(task.get("kwargs") or {}))
             finally:
                 self._disarm()
-        except CallTimeout:   # raised in the call, or in the inner `finally` before it disarmed (no matter)
-            state = "timed_out"
+            value = _wire_copy(value)
+        except CallTimeout:
+            state, value = "timed_out", None
         except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the worker
-            # Drop this frame: the user's traceback starts at their callable (or the import).
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
-            state, error = "failed", _error(type(e).__name__, str(e), tb)
+            state, value, error = "failed", None, _exception_error(e)
         finally:
             sys.stdout, sys.stderr = saved
         duration = time.monotonic() - t0
         if timeout_s is not None and duration > timeout_s:   # also a call that swallowed the timer's exception
-            state = "timed_out"
+            state, value = "timed_out", None
         if state == "timed_out":
-            value, error = None, _error("Timeout", f"exceeded timeout of {timeout_s:g} s")
-        elif state == "done":
-            status, checked, _ = _checked("ok", value, duration)
-            if status == "error":
-                state, value, error = "failed", None, checked
+            error = _error("Timeout", f"exceeded timeout of {timeout_s:g} s")
+        if len(self.cache) > 1000:   # many distinct functions: forget them, they are imported again
+            self.cache.clear()
         return {"id": task["id"], "attempt": task["attempt"], "state": state, "exit_code": None, "value": value,
                 "error": error, "stdout": out.text(), "stderr": err.text(), "started_at": started_at,
                 "finished_at": time.time(), "duration_s": duration}
@@ -106,14 +105,40 @@ class InlineCalls:
     def _arm(self, timeout_s: float | None) -> None:
         if self.enforces_timeouts and timeout_s is not None:
             self._armed = True
-            signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 1e-6))
+            # Fires again every REFIRE_S until disarmed: a call that swallowed the exception gets it again.
+            signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 1e-6), REFIRE_S)
 
     def _disarm(self) -> None:
         if self._armed:
-            self._armed = False
+            self._armed = False   # first: a signal already on its way finds the timer disarmed
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self._armed:   # a late signal after the call ended is ignored
-            self._armed = False
+        # Raised only into the call's own code: never into this module's bookkeeping around it (it would escape
+        # call() from an except or finally clause), nor after the call (a late signal). Ignored, it fires again.
+        if self._armed and (frame is None or frame.f_globals is not _THIS_MODULE):
             raise CallTimeout()
+
+
+_THIS_MODULE = globals()
+
+
+def _wire_copy(value: Any) -> Any:
+    """The value as msgpack carries it: the outbox then holds no live object a later call could change, and a value
+    msgpack cannot carry (or whose own code raises while it is packed) fails this call, not a later send."""
+    try:
+        return unpackb(packb(value))
+    except Exception as e:
+        raise TypeError(f"return value of type {type(value).__name__} is not msgpack-serialisable: "
+                        f"{_exception_error(e)['message']}") from None
+
+
+def _exception_error(e: BaseException) -> dict:
+    """The error dict of a call's exception, even one whose own __str__ raises."""
+    try:
+        message = str(e)
+    except Exception:  # noqa: BLE001 - the user's __str__ is broken; its type still says what happened
+        message = f"<{type(e).__name__}: str() failed>"
+    # Drop this frame: the user's traceback starts at their callable (or the import).
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+    return _error(type(e).__name__, message, tb)

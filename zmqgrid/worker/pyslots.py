@@ -170,6 +170,8 @@ class PySlots:
 
     def observe(self, function: str, duration: float) -> None:
         """Remember how long a call of `function` took: a slow call counts at once, fast ones decay towards it."""
+        if len(self.durations) > 1000:   # many distinct functions: forget, they are measured again
+            self.durations.clear()
         last = self.durations.get(function, 0.0)
         self.durations[function] = duration if duration > last else 0.8 * last + 0.2 * duration
 
@@ -285,8 +287,6 @@ class PySlots:
         child = batch.child
         for fd in (child.conn.fileno(), child.process.sentinel):
             self.batches.pop(fd, None)
-        if len(self.durations) > 1000:   # many distinct functions: forget, they are measured again
-            self.durations.clear()
         child.tasks_done += len(batch.calls)
         if child.tasks_done < self.max_tasks and rss <= self.max_rss:
             self.idle.append(child)

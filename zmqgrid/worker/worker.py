@@ -193,9 +193,9 @@ class Worker(MasterLinkMixin, CommandsMixin):
     # ------------------------------------------------------------ running tasks
 
     def _inline_ready(self) -> bool:
-        """Inline python calls wait at the head of `held` with a slot free: the loop must not sleep."""
-        return self.inline is not None and bool(self.held) and self.held[0].get("kind") == "python" \
-            and self._executing() < self.config.concurrent_tasks
+        """Inline, tasks wait in `held` with a slot free (the rest of a batch, or a shell task behind it): the loop
+        must not sleep before it starts them."""
+        return self.inline is not None and bool(self.held) and self._executing() < self.config.concurrent_tasks
 
     def _start_held(self) -> None:
         started, inline = [], []
