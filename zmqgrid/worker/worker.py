@@ -27,6 +27,8 @@ from .link import MasterLinkMixin
 from .pyslots import FAST_CALL_S, PyRun, PySlots
 
 logger = logging.getLogger(__name__)
+
+
 class Worker(MasterLinkMixin, CommandsMixin):
     """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
     reported as cancelled so the master re-queues them at once."""
