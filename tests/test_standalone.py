@@ -67,6 +67,18 @@ def test_demo_whose_workers_all_die_says_so_and_fails_instead_of_waiting(tmp_pat
     assert "Traceback" not in err
 
 
+def test_standalone_hands_python_pool_to_its_workers_and_the_demo_ends_the_same_inline(tmp_path):
+    env = dict(_env(), ZMQGRID_PYTHON_POOL="inline")
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo",
+                           "--port", str(free_port_block()), "--db", str(tmp_path / "demo.db"),
+                           "--log-file", str(tmp_path / "demo.log")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "13 done, 2 not done" in proc.stdout
+    for worker in ("local-1", "local-2"):
+        assert "python_pool=inline" in (tmp_path / f"demo-{worker}.log").read_text(), worker
+
+
 def test_standalone_with_curve_makes_its_keys_and_runs_every_worker_secured(tmp_path):
     port, keys = free_port_block(), tmp_path / "keys"
     argv = [sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo", "--curve",
