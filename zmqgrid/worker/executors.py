@@ -243,6 +243,11 @@ class _ProcessRun(Run):
             if not data:
                 break
             buffer.write(data)
+            if len(data) < _PIPE_BYTES // 2 and buffer.total > buffer.max_bytes:
+                # A task past its cap that keeps printing: let its pipe fill before the next read. Read as it
+                # comes, a flood of 8 KB writes was thousands of small chunks a second, each handled holding
+                # Python's lock that the worker's loop needs; now the task waits on a full pipe instead.
+                time.sleep(_LOUD_PAUSE_S)
             if self._on_output is not None and (live := buffer.live_part(data)):
                 self._emit(buffer.name, decoder.decode(live))
         if self._on_output is not None:
@@ -329,6 +334,7 @@ class Executor:
 
 
 _PIPE_BYTES = 1 << 20
+_LOUD_PAUSE_S = 0.005   # between reads of a task that printed more than its cap and goes on in small writes
 _F_SETPIPE_SZ = 1031   # Linux fcntl; not in the fcntl module before Python 3.10 on every platform
 
 
