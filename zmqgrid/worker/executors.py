@@ -162,13 +162,11 @@ class _ProcessRun(Run):
             return self._make("failed", error=_error("StartError", str(e)))
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
-        for pipe in (proc.stdout, proc.stderr):
-            _widen(pipe)
         exited = threading.Event()
-        threads = [threading.Thread(target=self._pump, args=(proc.stdout, self._out), daemon=True,
-                                    name=f"zmqgrid-out-{self.task_id}"),
-                   threading.Thread(target=self._pump, args=(proc.stderr, self._err), daemon=True,
-                                    name=f"zmqgrid-err-{self.task_id}")]
+        threads = [threading.Thread(target=self._pump, args=(proc.stdout, self._out, _widen(proc.stdout)),
+                                    daemon=True, name=f"zmqgrid-out-{self.task_id}"),
+                   threading.Thread(target=self._pump, args=(proc.stderr, self._err, _widen(proc.stderr)),
+                                    daemon=True, name=f"zmqgrid-err-{self.task_id}")]
         watcher = threading.Thread(target=self._watch_exit, args=(proc, exited), daemon=True,
                                    name=f"zmqgrid-exit-{self.task_id}")
         for thread in (*threads, watcher):
@@ -227,7 +225,7 @@ class _ProcessRun(Run):
             exited.set()
             self._wake.set()
 
-    def _pump(self, stream: IO[bytes], buffer: CappedBuffer) -> None:
+    def _pump(self, stream: IO[bytes], buffer: CappedBuffer, wide: bool) -> None:
         # A task printing without pause keeps this thread busy: it copies at the task's own lower priority, so
         # the worker's loop (and the other tasks' results) go first.
         lower_this_thread(self._executor.nice)
@@ -243,10 +241,11 @@ class _ProcessRun(Run):
             if not data:
                 break
             buffer.write(data)
-            if len(data) < _PIPE_BYTES // 2 and buffer.total > buffer.max_bytes:
-                # A task past its cap that keeps printing: let its pipe fill before the next read. Read as it
-                # comes, a flood of 8 KB writes was thousands of small chunks a second, each handled holding
-                # Python's lock that the worker's loop needs; now the task waits on a full pipe instead.
+            if wide and len(data) < _PIPE_BYTES // 2 and buffer.total > buffer.max_bytes:
+                # A task past its cap that keeps printing: let its 1 MB pipe fill before the next read. Read as
+                # it comes, a flood of 8 KB writes was thousands of small chunks a second, each handled holding
+                # Python's lock that the worker's loop needs; now the task waits on a full pipe instead (at most
+                # 1 MB per pause: 200 MB/s). Not with a default 64 KB pipe, where that would be 13 MB/s.
                 time.sleep(_LOUD_PAUSE_S)
             if self._on_output is not None and (live := buffer.live_part(data)):
                 self._emit(buffer.name, decoder.decode(live))
@@ -338,15 +337,16 @@ _LOUD_PAUSE_S = 0.005   # between reads of a task that printed more than its cap
 _F_SETPIPE_SZ = 1031   # Linux fcntl; not in the fcntl module before Python 3.10 on every platform
 
 
-def _widen(pipe: IO[bytes]) -> None:
+def _widen(pipe: IO[bytes]) -> bool:
     """A 1 MB pipe (Linux) instead of 64 KB: a task writing a flood of output is read in 16 times fewer reads,
-    each taking the worker's GIL from its loop. Best effort."""
+    each taking the worker's GIL from its loop. Best effort; says whether the pipe holds 1 MB now."""
     if sys.platform.startswith("linux"):
         try:
             import fcntl
-            fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
+            return fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES) >= _PIPE_BYTES
         except OSError:   # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
             pass
+    return False
 
 
 def lower_this_thread(nice: int) -> None:
