@@ -5,7 +5,6 @@ price of the pool children's isolation (docs/architecture.md, "Worker: inline py
 """
 from __future__ import annotations
 
-import io
 import logging
 import signal
 import sys
@@ -15,7 +14,7 @@ import traceback
 from typing import Any
 
 from ..protocol import packb, unpackb
-from .pypool import CappedBuffer, _error, _resolve
+from .pypool import CappedBuffer, TextSink, _error, _resolve
 
 logger = logging.getLogger(__name__)
 TURN_BUDGET_S = 0.05   # calls run back to back for at most this long before the loop goes around
@@ -26,24 +25,14 @@ class CallTimeout(BaseException):
     """Raised in a call by the timer. A BaseException, so a call's `except Exception` does not swallow it."""
 
 
-class _Capture(io.TextIOBase):
+class _Capture(TextSink):
     """A text stream writing into a CappedBuffer: what a call prints, head and tail kept."""
 
     def __init__(self, buffer: CappedBuffer) -> None:
         self._buffer = buffer
 
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+    def _put(self, text: str) -> None:
         self._buffer.write(text.encode("utf-8", errors="replace"))
-        return len(text)
 
 
 class InlineCalls:

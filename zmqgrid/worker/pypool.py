@@ -151,17 +151,8 @@ def _died(child: _Child, why: str = "") -> CallOutcome:
 
 # ---- child side -------------------------------------------------------------------------------
 
-class _Forwarder(io.TextIOBase):
-    """A text stream that batches writes and sends them to the worker as ("out", name, text, call index)."""
-
-    def __init__(self, name: str, conn: Any, send_lock: threading.Lock, current: Any) -> None:
-        self.name = name
-        self._conn = conn
-        self._current = current
-        self._send_lock = send_lock
-        self._lock = threading.Lock()
-        self._parts: list[str] = []
-        self._size = 0
+class TextSink(io.TextIOBase):
+    """A call's `sys.stdout`/`sys.stderr`: a UTF-8 text stream whose writes go to `_put`."""
 
     @property
     def encoding(self) -> str:
@@ -173,12 +164,31 @@ class _Forwarder(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._put(text)
+        return len(text)
+
+    def _put(self, text: str) -> None:
+        raise NotImplementedError
+
+
+class _Forwarder(TextSink):
+    """A text stream that batches writes and sends them to the worker as ("out", name, text, call index)."""
+
+    def __init__(self, name: str, conn: Any, send_lock: threading.Lock, current: Any) -> None:
+        self.name = name
+        self._conn = conn
+        self._current = current
+        self._send_lock = send_lock
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self._size = 0
+
+    def _put(self, text: str) -> None:
         with self._lock:
             self._parts.append(text)
             self._size += len(text)
             if self._size >= _FLUSH_BYTES:
                 self._flush_locked()
-        return len(text)
 
     def flush(self) -> None:
         with self._lock:
