@@ -184,6 +184,7 @@ FILE_CASES = [
     ("max_tasks_per_child", -1, "-1", "an integer 0-2147483647"),
     ("python_pool", "threads", "\"threads\"", "one of process, inline"),
     ("max_child_memory_mb", "1G", '"1G"', "an integer 0-1048576"),
+    ("flood_output_mb_per_s", -1, "-1", "an integer 0-1048576"),
     ("max_retry_count", 1.5, "1.5", "an integer 0-100"),
     ("task_timeout", 0, "0", "a number of seconds greater than 0"),
     ("device_timeout", -5, "-5", "a number of seconds greater than 0"),

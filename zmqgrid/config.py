@@ -107,6 +107,9 @@ class Config:
     """Interpreter a worker runs `script` and `python` tasks with."""
     max_output_bytes: int = 1048576
     """Output kept per stream (stdout, stderr) per attempt; the rest is cut."""
+    flood_output_mb_per_s: int = 20
+    """Worker: a shell or script task's stream past max_output_bytes is read no faster than this many MiB/s, so
+    a task flooding output waits on its pipe instead of taking the CPU from other tasks; 0: as fast as it comes."""
     max_message_bytes: int = 16777216
     """Largest message any socket accepts (ZMQ_MAXMSGSIZE)."""
     workers: int = 2
@@ -172,6 +175,7 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "task_nice": (0, 19), "max_tasks_per_child": (0, 2**31 - 1), "max_child_memory_mb": (0, 1 << 20),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
+           "flood_output_mb_per_s": (0, 1 << 20),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,19 @@ def test_live_output_stops_at_the_cap_while_the_task_goes_on(make_executor):
     result = run.wait()
     assert result["state"] == "done" and "bytes of stdout cut" in result["stdout"]
     assert cap <= sum(map(len, streamed)) <= cap + 65536    # the chunk that crosses the cap, then nothing
+
+
+def test_output_past_the_cap_is_read_no_faster_than_the_flood_rate(make_executor):
+    cap = 64 * 1024
+    code = "import sys\nfor _ in range(384): sys.stdout.write('x' * 8191 + chr(10))"   # 3 MiB, 2.9 past the cap
+    started = time.monotonic()
+    result = make_executor(max_output_bytes=cap, flood_mb_per_s=10).start(task("shell", command=[PY, "-c", code])).wait()
+    # A lower bound, set by the reader's own pauses: a slow machine only adds to it.
+    assert time.monotonic() - started >= (3 * 2**20 - 2 * cap) / (10 * 2**20)
+    marker = f"\n[... zmqgrid: {3 * 2**20 - cap} bytes of stdout cut ...]\n"
+    assert result["state"] == "done"
+    line = "x" * 8191 + "\n"
+    assert result["stdout"] == line * 4 + marker + line * 4   # head and tail, half the cap each
 
 
 @POSIX_SH

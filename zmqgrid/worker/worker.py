@@ -43,7 +43,8 @@ class Worker(MasterLinkMixin, CommandsMixin):
         self.info = system_info(config.python_executable)
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
-                                 default_timeout_s=config.task_timeout or None, nice=config.task_nice)
+                                 default_timeout_s=config.task_timeout or None, nice=config.task_nice,
+                                 flood_mb_per_s=config.flood_output_mb_per_s)
         self.poller = zmq.Poller()
         self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
                                default_timeout_s=config.task_timeout or None,
