@@ -146,7 +146,7 @@ def test_task_processes_run_nicer_than_the_worker(make_executor):
 
 def test_live_output_stops_at_the_cap_while_the_task_goes_on(make_executor):
     cap = 64 * 1024
-    code = f"import sys\nfor _ in range(200): sys.stdout.write('x' * 8191 + chr(10))"   # 1.6 MB, 25 caps
+    code = "import sys\nfor _ in range(200): sys.stdout.write('x' * 8191 + chr(10))"   # 1.6 MB, 25 caps
     streamed: list[str] = []
     run = make_executor(max_output_bytes=cap).start(task("shell", command=[PY, "-c", code]),
                                                     on_output=lambda stream, text: streamed.append(text))

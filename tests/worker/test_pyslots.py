@@ -101,6 +101,15 @@ def test_bad_import_fails_and_the_child_survives(driver):
     assert d.run(task("python", function="tests.tasks:getpid"))["value"] == pid
 
 
+def test_an_exception_whose_str_raises_fails_its_call_and_the_child_survives(driver):
+    d = driver()
+    pid = d.run(task("python", function="tests.tasks:getpid"))["value"]
+    result = d.run(task("python", function="tests.tasks:raise_unprintable"))
+    assert (result["state"], result["error"]["type"]) == ("failed", "_Unprintable")
+    assert "str() failed" in result["error"]["message"] and "raise_unprintable" in result["error"]["traceback"]
+    assert d.run(task("python", function="tests.tasks:getpid"))["value"] == pid
+
+
 def test_python_output_is_capped_too(driver):
     result = driver(max_output_bytes=10_000).run(task("python", function="tests.tasks:print_bytes", args=[30_000]))
     assert result["state"] == "done"

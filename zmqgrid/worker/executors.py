@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .proctree import kill_tree
-from .pypool import CappedBuffer
+from .pypool import CappedBuffer, _error
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,6 @@ OutputCallback = Callable[[str, str], None]
 
 _POSIX = os.name == "posix"
 _EXIT_WAIT_S = 2.0  # how long to wait for a process that was just SIGKILLed, or for its pipes to close
-
-
-def _error(kind: str, message: str, tb: str = "") -> dict:
-    return {"type": kind, "message": message, "traceback": tb}
 
 
 def _describe_exit(code: int) -> str:

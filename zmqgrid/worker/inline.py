@@ -10,11 +10,10 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 from ..protocol import packb, unpackb
-from .pypool import CappedBuffer, TextSink, _error, _resolve
+from .pypool import CappedBuffer, TextSink, _error, _exception_error, _resolve
 
 logger = logging.getLogger(__name__)
 TURN_BUDGET_S = 0.05   # calls run back to back for at most this long before the loop goes around
@@ -120,14 +119,3 @@ def _wire_copy(value: Any) -> Any:
     except Exception as e:
         raise TypeError(f"return value of type {type(value).__name__} is not msgpack-serialisable: "
                         f"{_exception_error(e)['message']}") from None
-
-
-def _exception_error(e: BaseException) -> dict:
-    """The error dict of a call's exception, even one whose own __str__ raises."""
-    try:
-        message = str(e)
-    except Exception:  # noqa: BLE001 - the user's __str__ is broken; its type still says what happened
-        message = f"<{type(e).__name__}: str() failed>"
-    # Drop this frame: the user's traceback starts at their callable (or the import).
-    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
-    return _error(type(e).__name__, message, tb)

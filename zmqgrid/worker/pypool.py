@@ -135,6 +135,17 @@ def _error(kind: str, message: str, tb: str = "") -> dict:
     return {"type": kind, "message": message, "traceback": tb}
 
 
+def _exception_error(e: BaseException) -> dict:
+    """The error dict of a call's exception, even one whose own __str__ raises."""
+    try:
+        message = str(e)
+    except Exception:  # noqa: BLE001 - the user's __str__ is broken; its type still says what happened
+        message = f"<{type(e).__name__}: str() failed>"
+    # Drop this frame: the user's traceback starts at their callable (or the import).
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+    return _error(type(e).__name__, message, tb)
+
+
 def _died(child: _Child, why: str = "") -> CallOutcome:
     child.process.join(timeout=2.0)
     code = child.process.exitcode
@@ -291,9 +302,7 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
             try:
                 value = _resolve(function, cache)(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
-                # Drop this frame: the user's traceback starts at their callable (or the import).
-                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-                status, value = "error", _error(type(e).__name__, str(e), tb)
+                status, value = "error", _exception_error(e)
             else:
                 status = "ok"
             if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
