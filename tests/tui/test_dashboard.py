@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 from rich.console import Console
@@ -263,3 +264,31 @@ def test_the_output_of_a_running_task_is_followed_and_found_in():
         await pilot.press("escape")
         await until(pilot, lambda: app.screen.query(TasksTable), describe="back on the main screen")
     run(scenario, source)
+
+
+class ClosingSource(StaticSource):
+    """Answers its second snapshot only once closing has taken the header off the main screen."""
+
+    app = None
+
+    def snapshot(self, query):
+        if self.served >= 1:
+            deadline = time.monotonic() + 10
+            screen = self.app.main
+            while screen.query(ClusterHeader) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return super().snapshot(query)
+
+
+def test_a_snapshot_that_lands_while_the_dashboard_closes_is_dropped():
+    # The CI once failed here: a refresh answered while run_test tore the screen down found no header.
+    source = ClosingSource(snapshots(2), master_url=URL, now=NOW)
+
+    async def main() -> None:
+        app = source.app = make_app(source, refresh_s=60.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.snapshots_applied >= 1, describe="the first snapshot")
+            await pilot.press("r")
+            await until(pilot, lambda: source.served >= 1 and app.fetching, describe="the second refresh asked")
+        assert source.served == 2   # the late answer came, and closing the app did not fail on it
+    asyncio.run(main())

@@ -54,9 +54,15 @@ class DashboardApp(App):
 
     @property
     def main(self) -> MainScreen | None:
-        """The main screen; None while the app starts or closes (a late snapshot is then dropped)."""
+        """The main screen; None while the app starts or closes (a late snapshot is then dropped).
+
+        Closing stops the app running before it takes the screens apart, and its message loop may still hand
+        us a snapshot while the main screen's widgets are being removed: that snapshot must find no screen.
+        """
         stack = self.screen_stack
-        return stack[0] if stack and isinstance(stack[0], MainScreen) else None
+        if not self.is_running or not stack or not isinstance(stack[0], MainScreen):
+            return None
+        return stack[0]
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(self.refresh_s, self.refresh_now)
