@@ -281,7 +281,7 @@ class ClosingSource(StaticSource):
 
 
 def test_a_snapshot_that_lands_while_the_dashboard_closes_is_dropped():
-    # The CI once failed here: a refresh answered while run_test tore the screen down found no header.
+    # CI once failed this way in test_live: a refresh answered while run_test tore the screen down found no header.
     source = ClosingSource(snapshots(2), master_url=URL, now=NOW)
 
     async def main() -> None:
