@@ -124,3 +124,56 @@ def test_a_turn_of_many_ids_is_answered_in_several_submit_acks_without_splitting
     assert [[n for n, _ in m.pairs()] for m in messages] == [[1, 2], [3, 4, 5]]
     assert all(sum(len(ids) for _, ids in m.pairs()) <= SUBMIT_ACKS_MAX_IDS for m in messages)
     assert [line for m in messages for line in m.acks] == lines
+
+
+def one_task_submits(handlers: Handlers, count: int, notify=lambda n: False, client: bytes = b"client") -> list[dict]:
+    specs = [compact_spec(build_spec(python="tests.tasks:add", args=[i, 1])) for i in range(count)]
+    for n, spec in enumerate(specs, 1):
+        handlers.on_router(client, decode(Submit(n, [spec], notify(n)).encode()), time.monotonic(), time.time())
+    return specs
+
+
+def test_a_clients_one_task_submits_of_a_turn_are_staged_as_one_and_answered_each_with_its_own_id(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    specs = one_task_submits(handlers, 50)
+    handlers.apply_submits(time.time())
+    # Then the 50 inserts are one staged change (one executemany), and each Submit is acknowledged with its id
+    assert len(store._ops) == 1
+    store.commit()
+    replies = answers(handlers, cluster)
+    assert replies == {n: Reply(n, {"ids": [spec["id"]]}) for n, spec in enumerate(specs, 1)}
+    assert [cluster.queue.pop() for _ in specs] == [spec["id"] for spec in specs]   # queued in submit order
+    assert db_query(store.path, "SELECT count(*) FROM tasks WHERE state = 'queued'") == [(50,)]
+    store.close()
+
+
+def test_submits_that_together_pass_the_per_client_cap_are_taken_one_by_one_as_if_alone(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    cluster.max_queued_per_client = 3
+    specs = one_task_submits(handlers, 5)
+    handlers.apply_submits(time.time())
+    store.commit()
+    # Then the first three are taken and the last two refused, as five Submits in five turns would be
+    replies = answers(handlers, cluster)
+    assert [type(replies[n]).__name__ for n in range(1, 6)] == ["Reply"] * 3 + ["Error"] * 2
+    assert {replies[n].code for n in (4, 5)} == {"too_large"}
+    assert set(cluster.tasks) == {spec["id"] for spec in specs[:3]}
+    assert db_query(store.path, "SELECT count(*) FROM tasks") == [(3,)]
+    store.close()
+
+
+def test_a_fan_out_submit_between_one_task_submits_gets_its_own_ids_and_notify_is_kept_per_submit(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    first = one_task_submits(handlers, 2)
+    # A task for all workers, of which none is online: it fans out to no task at all
+    receive(handlers, Submit(3, [compact_spec(build_spec(shell="uptime", all=True))], False))
+    later = [compact_spec(build_spec(python="tests.tasks:add", args=[9, i])) for i in range(2)]
+    receive(handlers, Submit(4, [later[0]], False))
+    receive(handlers, Submit(5, [later[1]], True))
+    handlers.apply_submits(time.time())
+    store.commit()
+    replies = answers(handlers, cluster)
+    assert [replies[n].data["ids"] for n in range(1, 6)] == [[first[0]["id"]], [first[1]["id"]], [],
+                                                             [later[0]["id"]], [later[1]["id"]]]
+    assert [cluster.tasks[spec["id"]].notify for spec in first + later] == [(), (), (), (b"client",)]
+    store.close()

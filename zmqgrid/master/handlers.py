@@ -34,6 +34,22 @@ def submit_acks_messages(lines: list[list]) -> list[SubmitAcks]:
     return out
 
 
+def _runs(submits: list[tuple]) -> list[list[tuple]]:
+    """The turn's (identity, Submit, specs, account) in order, cut into runs of consecutive Submits of one client
+    with the same notify that can be staged as one; a Submit that fans out (its ids are not its tasks') is alone."""
+    runs: list[list[tuple]] = []
+    last = None
+    for item in submits:
+        identity, msg, specs, account = item
+        key = None if any(spec["all"] for spec in specs) else (identity, msg.notify, account)
+        if key is not None and key == last:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+        last = key
+    return runs
+
+
 def keys(value: Any, what: str) -> list[tuple[str, int]]:
     """Validate a list of [task id, attempt] pairs."""
     out = []
@@ -186,7 +202,8 @@ class Handlers:
 
     def apply_submits(self, now: float) -> None:
         """Submit the turn's validated Submits, in the order they came, after one look in the ledger for the ids
-        it already holds (a re-sent Submit's): one SELECT per 500 ids instead of one per Submit."""
+        it already holds (a re-sent Submit's): one SELECT per 500 ids instead of one per Submit. A client's
+        consecutive Submits are staged as one (see `_runs`), each still answered as if alone."""
         submits, self.submits = self.submits, []
         if not submits:
             return
@@ -202,24 +219,49 @@ class Handlers:
             for identity, msg, _, _ in submits:
                 self.reply_error(identity, msg.req_id, "unavailable", str(e))
             return
-        for identity, msg, specs, account in submits:
-            try:
-                ids = self.cluster.submit(specs, identity, msg.notify, now, account=account, looked_up=looked_up)
-            except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
-                self.reply_error(identity, msg.req_id, "too_large", str(e))
-                continue
-            except StoreError as e:      # the look-up of a fan-out's ids failed: nothing of this submit is staged
-                logger.error("ledger read failed: %s", e)
-                self.reply_error(identity, msg.req_id, "unavailable", str(e))
-                continue
-            except Exception:  # a bug must not stop the master, nor leave the other Submits unanswered
-                logger.exception("submit failed for peer %s", identity.hex())
-                self.reply_error(identity, msg.req_id, "bad_request", "the master could not handle this")
-                continue
-            if msg.batch_acks:
-                self.submit_acks.setdefault(identity, []).append([msg.req_id, ids])
-            else:
-                self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
+        for run in _runs(submits):
+            if len(run) == 1 or not self._submit_together(run, now, looked_up):
+                for identity, msg, specs, account in run:
+                    self._submit_one(identity, msg, specs, account, now, looked_up)
+
+    def _submit_together(self, run: list[tuple], now: float, looked_up: tuple[set[str], set[str]]) -> bool:
+        """Stage a run of one client's Submits as one; False if nothing was staged and each must go alone."""
+        identity, first, _, account = run[0]
+        specs = [spec for _, _, run_specs, _ in run for spec in run_specs]
+        try:
+            ids = self.cluster.submit(specs, identity, first.notify, now, account=account, looked_up=looked_up)
+        except Exception:
+            # The cap, a failed look-up or a task that cannot be staged all raise before anything is staged
+            # (the inserts are staged whole, and re-staging one is ignored): alone, each gets its own answer.
+            return False
+        start = 0
+        for _, msg, run_specs, _ in run:
+            self._ack(identity, msg, ids[start:start + len(run_specs)])
+            start += len(run_specs)
+        return True
+
+    def _submit_one(self, identity: bytes, msg: Submit, specs: list[dict], account: bytes, now: float,
+                    looked_up: tuple[set[str], set[str]]) -> None:
+        try:
+            ids = self.cluster.submit(specs, identity, msg.notify, now, account=account, looked_up=looked_up)
+        except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
+            self.reply_error(identity, msg.req_id, "too_large", str(e))
+            return
+        except StoreError as e:      # the look-up of a fan-out's ids failed: nothing of this submit is staged
+            logger.error("ledger read failed: %s", e)
+            self.reply_error(identity, msg.req_id, "unavailable", str(e))
+            return
+        except Exception:  # a bug must not stop the master, nor leave the other Submits unanswered
+            logger.exception("submit failed for peer %s", identity.hex())
+            self.reply_error(identity, msg.req_id, "bad_request", "the master could not handle this")
+            return
+        self._ack(identity, msg, ids)
+
+    def _ack(self, identity: bytes, msg: Submit, ids: list[str]) -> None:
+        if msg.batch_acks:
+            self.submit_acks.setdefault(identity, []).append([msg.req_id, ids])
+        else:
+            self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         try:
