@@ -177,3 +177,20 @@ def test_a_fan_out_submit_between_one_task_submits_gets_its_own_ids_and_notify_i
                                                              [later[0]["id"]], [later[1]["id"]]]
     assert [cluster.tasks[spec["id"]].notify for spec in first + later] == [(), (), (), (b"client",)]
     store.close()
+
+
+def test_one_task_submits_of_two_clients_in_one_turn_stay_each_clients_own(tmp_path):
+    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    specs = [compact_spec(build_spec(python="tests.tasks:add", args=[i, 2])) for i in range(4)]
+    # When client a, a, b, a each send a one-task Submit with notify, in one turn
+    for n, (client, spec) in enumerate(zip((b"a", b"a", b"b", b"a"), specs), 1):
+        handlers.on_router(client, decode(Submit(n, [spec], True).encode()), time.monotonic(), time.time())
+    handlers.apply_submits(time.time())
+    store.commit()
+    # Then each task is its own client's: answered to it, counted for it, and finishing tells it alone
+    assert [(identity, decode(frames).data["ids"]) for identity, frames in handlers.acks] == \
+        [(c, [s["id"]]) for c, s in zip((b"a", b"a", b"b", b"a"), specs)]
+    assert [(cluster.tasks[s["id"]].client, cluster.tasks[s["id"]].notify) for s in specs] == \
+        [(b"a", (b"a",)), (b"a", (b"a",)), (b"b", (b"b",)), (b"a", (b"a",))]
+    assert cluster.per_client == {b"a": 3, b"b": 1}
+    store.close()

@@ -231,8 +231,8 @@ class Handlers:
         try:
             ids = self.cluster.submit(specs, identity, first.notify, now, account=account, looked_up=looked_up)
         except Exception:
-            # The cap, a failed look-up or a task that cannot be staged all raise before anything is staged
-            # (the inserts are staged whole, and re-staging one is ignored): alone, each gets its own answer.
+            # The cap, a failed look-up or a task that cannot be staged all raise in Cluster.submit before it
+            # stages or queues anything (keep it so: the fallback counts on it): alone, each gets its own answer.
             return False
         start = 0
         for _, msg, run_specs, _ in run:
