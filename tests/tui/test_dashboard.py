@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
 import pytest
 from rich.console import Console
 
+from tests.helpers import wait_until
 from zmqgrid.tui import StaticSource, TaskOutput, make_app
 from zmqgrid.tui.screens import HelpScreen
 from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, TasksTable
@@ -273,10 +273,8 @@ class ClosingSource(StaticSource):
 
     def snapshot(self, query):
         if self.served >= 1:
-            deadline = time.monotonic() + 10
             screen = self.app.main
-            while screen.query(ClusterHeader) and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_until(lambda: not screen.query(ClusterHeader), 10, "closing to take the header off", interval_s=0.001)
         return super().snapshot(query)
 
 
