@@ -44,8 +44,8 @@ def test_none_and_bytes_are_bound_as_null_and_blob_as_without_the_ledgers_adapte
 def test_the_wal_starts_over_while_the_loop_commits_back_to_back(tmp_path, monkeypatch):
     """A busy loop never leaves the WAL wholly copied by a PASSIVE checkpoint (it writes during it), so without
     the RESTART that follows, SQLite never starts the WAL over and the file grows without end (870 MB in 14 s)."""
-    from zmqgrid.store import task_store
-    monkeypatch.setattr(task_store, "CHECKPOINT_EVERY_S", 0.05)
+    from zmqgrid.store import checkpoint
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_EVERY_S", 0.05)
     store = TaskStore(tmp_path / "l.db")
     store.checkpoint_in_background()
     try:
@@ -75,7 +75,7 @@ def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path
         store.insert_task(spec, 3, None, 1.0)
         store.assign("t1", 1, "w1", 2.0)
         assert store.count_tasks_by_state() == {}
-        assert store.commit() == 2
+        assert store.commit() == 1   # assigned in the turn of its insert: written by the insert alone
         assert store.get_task("t1")["state"] == "assigned"
         store.end_attempt("t1", 1, "w1", "done", 3.0, assigned_at=2.0, exit_code=0, stdout="out")
         store.finish_task("t1", "done", 3.0, exit_code=0, value={"x": 1})
@@ -84,6 +84,57 @@ def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path
         assert (task["state"], task["value"], task["attempts"][0]["state"]) == ("done", {"x": 1}, "done")
         assert (task["attempts"][0]["device_id"], task["attempts"][0]["assigned_at"]) == ("w1", 2.0)
         assert store.get_output("t1")["stdout"] == "out"
+    finally:
+        store.close()
+
+
+def test_a_task_assigned_in_the_turn_of_its_insert_is_written_as_if_assigned_after_it(tmp_path):
+    # Given two ledgers, one where each task is inserted and assigned in one turn, one where the assign comes a turn later
+    shell = {"kind": "shell", "command": "true", "tags": ["linux"]}
+    folded, apart = TaskStore(tmp_path / "folded.db"), TaskStore(tmp_path / "apart.db")
+    try:
+        statements: list[str] = []
+        folded.db.conn.set_trace_callback(statements.append)
+        folded.insert_tasks([(validate_task_spec(dict(shell, id=i)), 2, 30.0) for i in ("a", "b", "c")], 1.0)
+        folded.assign("b", 1, "w1", 2.0)
+        folded.assign("a", 1, "w2", 2.0)   # "c" stays queued
+        assert folded.commit() == 3
+        assert not any(s.startswith("UPDATE") for s in statements)
+        apart.insert_tasks([(validate_task_spec(dict(shell, id=i)), 2, 30.0) for i in ("a", "b", "c")], 1.0)
+        apart.commit()
+        apart.assign("b", 1, "w1", 2.0)
+        apart.assign("a", 1, "w2", 2.0)
+        apart.commit()
+        # Then both hold the same rows
+        assert [folded.get_task(i) for i in "abc"] == [apart.get_task(i) for i in "abc"]
+        assert folded.get_task("b")["state"] == "assigned" and folded.get_task("c")["state"] == "queued"
+        # And a task inserted in an earlier turn is assigned by an UPDATE, as is one assigned again in a turn
+        statements.clear()
+        folded.assign("c", 1, "w1", 3.0)
+        folded.insert_tasks([(validate_task_spec(dict(shell, id="d")), 2, 30.0)], 3.0)
+        folded.assign("d", 1, "w1", 3.0)
+        folded.requeue_task("d", "dispatch failed", 3.0)
+        folded.assign("d", 2, "w2", 3.0)
+        folded.commit()
+        assert sum(s.startswith("UPDATE tasks SET state='assigned'") for s in statements) == 2
+        assert [(t["state"], t["attempt"], t["device_id"]) for t in map(folded.get_task, "cd")] == [
+            ("assigned", 1, "w1"), ("assigned", 2, "w2")]
+    finally:
+        folded.close()
+        apart.close()
+
+
+def test_a_task_staged_twice_and_assigned_is_written_assigned(tmp_path):
+    # A Submit staged again after its first staging (the one-by-one fallback of a failed merge): the first insert
+    # is the one written (INSERT OR IGNORE), so the assign must land in it
+    store = TaskStore(tmp_path / "l.db")
+    try:
+        spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
+        store.insert_task(spec, 3, None, 1.0)
+        store.insert_task(spec, 3, None, 1.0)
+        store.assign("t1", 1, "w1", 2.0)
+        store.commit()
+        assert (store.get_task("t1")["state"], store.get_task("t1")["device_id"]) == ("assigned", "w1")
     finally:
         store.close()
 
