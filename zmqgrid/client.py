@@ -12,7 +12,7 @@ from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotF
                      UsageError)
 from .model import FINAL_STATES, TASK_KINDS, compact_spec, factor_batch, new_task_id, validate_task_spec
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
-from .transport import Curve, make_socket
+from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
 SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
@@ -88,7 +88,7 @@ class Client:
     # ------------------------------------------------------------ request/reply
 
     def _send(self, msg: Any) -> None:
-        self.sock.send_multipart(msg.encode())
+        send_frames(self.sock, msg.encode())
 
     def _receive(self, timeout_s: float) -> Any | None:
         """One message from the master, or None on timeout. Finished notifications are stored as they pass."""

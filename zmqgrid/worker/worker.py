@@ -15,7 +15,7 @@ from ..config import Config, master_host_port
 from ..errors import ProtocolError
 from ..protocol import Command, Error, Output, RegisterAck, ResultAck, Results, Tasks, decode
 from ..security import worker_curve
-from ..transport import zmtp_heartbeat_ms
+from ..transport import send_frames, zmtp_heartbeat_ms
 from .allow import admit
 from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
@@ -223,7 +223,7 @@ class Worker(MasterLinkMixin, CommandsMixin):
                     if self.outbox.freed or not self.registered.is_set():
                         started += keys   # they ride on this turn's Results
                     else:   # alone: sent before the child can begin, and read by the master while they run
-                        self.dealer.send_multipart(Results([], 0, keys).encode())
+                        send_frames(self.dealer, Results([], 0, keys).encode())
                     for failed in self.pyslots.start_batch([(t, self._output_to(t)) for t in tasks]):
                         self.finished.put(failed)
                     continue
@@ -285,7 +285,7 @@ class Worker(MasterLinkMixin, CommandsMixin):
         with self.live_lock:
             live, self.live = self.live, {}
         chunks = [[key[0], key[1], stream, text] for key, parts in live.items() for stream, text in parts]
-        self.dealer.send_multipart(Output(chunks).encode())
+        send_frames(self.dealer, Output(chunks).encode())
 
     def _collect_finished(self) -> None:
         """Results of shell and script runs, put by their waiting threads (this loop is the only reader)."""
@@ -311,4 +311,4 @@ class Worker(MasterLinkMixin, CommandsMixin):
         if self.registered.is_set() or force:
             started, self.started = self.started, []
             for msg in self.outbox.messages(now, started):
-                self.dealer.send_multipart(msg.encode())
+                send_frames(self.dealer, msg.encode())
