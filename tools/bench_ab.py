@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Two versions of zmqgrid measured in interleaved pairs: is a change faster, beyond the machine's drift?
+
+    python tools/bench_ab.py 537bc8d                       # that commit against the working tree, single phase
+    python tools/bench_ab.py HEAD~2 HEAD --phase latency   # two commits
+    python tools/bench_ab.py main --phase batched --pairs 8 --n 20000 --json
+
+The machines here change speed by tens of per cent from one half-minute to the next (docs/benchmarks.md), so a
+bench run of one version an hour after the other says little about a change of a few per cent. This runs the two
+side by side instead: `--pairs` pairs, each one measurement of A and one of B, the order swapped every other
+pair, and reports both medians, each pair's ratio and the CPU each side spent per task, which drifts less than
+the rates do.
+
+One measurement is a fresh cluster of that version (tools/bench.py's own `Cluster` and `Bench`, imported from
+the version's tree: a real master and two real workers on 127.0.0.1, `--concurrency 4`, ZMQGRID_PREFETCH=12),
+its warm-up, then one phase:
+  - single:  `--n` tasks, one per Submit, up to 1,000 Submits in flight -> tasks/s (higher is better);
+  - batched: `--n` calls through `Client.map` (100 per Submit, window 8) -> tasks/s (higher is better);
+  - latency: `--n` sequential submit -> result round trips -> p50 in ms (lower is better).
+CPU per task: user + system seconds of the master, of the two workers with their pool children, and of the
+client (this measurement's process), over the phase, divided by `--n`.
+
+A commit is checked out with `git worktree add --detach` into a temporary folder (removed afterwards); without
+a second commit, B is the working tree as it is. Each version must have tools/bench.py with `Cluster` and
+`Bench` (every commit since the second session). Every process started is stopped by PID; the whole run is bounded
+by `--deadline` seconds. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = {"single": ("tasks/s", True), "batched": ("tasks/s", True), "latency": ("p50 ms", False)}
+
+
+def measure(tree: Path, phase: str, n: int, python_pool: str) -> dict:
+    """One measurement with the tree's own code: client, master and workers all import it."""
+    sys.path[:0] = [str(tree / "tools"), str(tree)]
+    import psutil
+
+    import bench   # the tree's tools/bench.py
+
+    def cpu(pids: list[int]) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                for p in [root, *root.children(recursive=True)]:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    args = argparse.Namespace(batch=100, window=8, single_window=1000, phase_timeout=300, py_spy=None)
+    tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-"))
+    cluster = bench.Cluster(tmp, concurrency=4, prefetch=12)
+    cluster.env["ZMQGRID_PYTHON_POOL"] = python_pool
+    run = None
+    try:
+        cluster.start()
+        run = bench.Bench(cluster, args)
+        run.warmup()
+        master, workers = [cluster.master.pid], [p.pid for p in cluster.workers.values()]
+        before = cpu(master), cpu(workers), time.process_time()
+        if phase == "latency":
+            figure = run.latency(n)["p50_ms"]
+        else:
+            figure = getattr(run, phase)(n)["tasks_per_s"]
+        after = cpu(master), cpu(workers), time.process_time()
+        spent = {name: round((b - a) / n * 1e6, 1) for name, a, b in zip(("master", "workers", "client"), before, after)}
+        return {"figure": figure, "cpu_us_per_task": spent}
+    finally:
+        if run is not None:
+            run.close()
+        cluster.stop()
+        bench.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def checkout(rev: str, into: Path) -> Path:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(into), rev],
+                   check=True, capture_output=True, text=True)
+    return into
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM a measurement (it stops its cluster by PID on the way out); SIGKILL it and what it left if it hangs."""
+    import psutil
+    try:
+        left = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        left = []
+    proc.terminate()
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float) -> list[dict]:
+    measurements: list[dict] = []
+    names = list(trees)
+    for pair in range(a.pairs):
+        for name in names if pair % 2 == 0 else names[::-1]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s")
+            argv = [sys.executable, __file__, "--measure", str(trees[name]), "--phase", a.phase, "--n", str(a.n),
+                    "--python-pool", a.python_pool]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    stdin=subprocess.DEVNULL)
+            try:
+                out, err = proc.communicate(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                stop(proc)
+                raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s") from None
+            except BaseException:   # Ctrl-C: the measurement stops its cluster, then we go
+                stop(proc)
+                raise
+            if proc.returncode != 0:
+                raise RuntimeError(f"measuring {name} failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+            m = dict(json.loads(out.strip().splitlines()[-1]), version=name, pair=pair + 1)
+            measurements.append(m)
+            progress(f"pair {pair + 1}/{a.pairs} {name}: {m['figure']:.3f} {PHASES[a.phase][0]}, CPU us/task "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in m["cpu_us_per_task"].items()))
+    return measurements
+
+
+def summarise(a: argparse.Namespace, names: list[str], measurements: list[dict]) -> dict:
+    unit, higher_better = PHASES[a.phase]
+    by = {name: [m for m in measurements if m["version"] == name] for name in names}
+    summary = {}
+    for name, ms in by.items():
+        summary[name] = {"figure_median": statistics.median(m["figure"] for m in ms),
+                         "figures": [round(m["figure"], 3) for m in ms],
+                         "cpu_us_per_task_median": {k: statistics.median(m["cpu_us_per_task"][k] for m in ms)
+                                                    for k in ms[0]["cpu_us_per_task"]}}
+    base, head = names
+    ratios = [h["figure"] / b["figure"] for b, h in zip(by[base], by[head])]
+    better = sum((r > 1.0) == higher_better and r != 1.0 for r in ratios)
+    return {"phase": a.phase, "unit": unit, "higher_is_better": higher_better, "n": a.n, "pairs": a.pairs,
+            "python_pool": a.python_pool, "versions": summary,
+            "ratio_of_medians": summary[head]["figure_median"] / summary[base]["figure_median"],
+            "pair_ratios": [round(r, 3) for r in ratios], "pairs_where_b_is_better": better}
+
+
+def report(result: dict, names: list[str]) -> None:
+    base, head = names
+    print(f"{result['phase']}: {result['n']} tasks, {result['pairs']} interleaved pairs, python_pool "
+          f"{result['python_pool']} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
+    for name in names:
+        v = result["versions"][name]
+        cpu = ", ".join(f"{k} {x:.0f}" for k, x in v["cpu_us_per_task_median"].items())
+        print(f"  {name:>12}: median {v['figure_median']:.3f} {result['unit']} (each: "
+              f"{' '.join(f'{x:g}' for x in v['figures'])}); CPU us/task {cpu}")
+    print(f"  B/A: {result['ratio_of_medians']:.3f} (pairs: {' '.join(f'{r:.2f}' for r in result['pair_ratios'])}); "
+          f"B better in {result['pairs_where_b_is_better']} of {result['pairs']} pairs")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("a", nargs="?", help="version A: a git revision")
+    ap.add_argument("b", nargs="?", help="version B: a git revision [the working tree]")
+    ap.add_argument("--phase", choices=sorted(PHASES), default="single")
+    ap.add_argument("--pairs", type=int, default=6, help="interleaved pairs [6]")
+    ap.add_argument("--n", type=int, help="tasks per measurement [10000; latency 1000]")
+    ap.add_argument("--python-pool", choices=("process", "inline"), default="process")
+    ap.add_argument("--json", action="store_true", help="every figure as JSON on stdout")
+    ap.add_argument("--deadline", type=float, default=1800, help="seconds for the whole comparison [1800]")
+    ap.add_argument("--measure", metavar="TREE", help=argparse.SUPPRESS)   # one measurement, in a child process
+    a = ap.parse_args()
+    a.n = a.n or (1000 if a.phase == "latency" else 10000)
+    if a.measure:
+        signal.signal(signal.SIGTERM, _interrupted)   # so that `finally` stops its cluster
+        print(json.dumps(measure(Path(a.measure), a.phase, a.n, a.python_pool)))
+        return 0
+    if not a.a or a.pairs < 1 or a.n < 1:
+        ap.error("give version A (a git revision), --pairs >= 1 and --n >= 1")
+    if a.a == a.b:
+        ap.error("A and B are the same revision")
+    tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-trees-"))
+    trees: dict[str, Path] = {}
+    try:
+        trees[a.a] = checkout(a.a, tmp / "a")
+        trees[a.b or "working tree"] = checkout(a.b, tmp / "b") if a.b else REPO
+        progress(f"A = {a.a} ({trees[a.a]}), B = {a.b or 'the working tree'}; {a.phase}, {a.n} tasks, {a.pairs} pairs")
+        names = list(trees)
+        measurements = run_pairs(a, trees, time.monotonic() + a.deadline)
+        result = summarise(a, names, measurements)
+        result["measurements"] = measurements
+        if a.json:
+            print(json.dumps(result, indent=2))
+        else:
+            report(result, names)
+        return 0
+    except subprocess.CalledProcessError as e:
+        progress(f"error: git could not check out {e.cmd[-1]}: {e.stderr.strip()}")
+        return 3
+    except (RuntimeError, TimeoutError) as e:
+        progress(f"error: {e}")
+        return 1
+    finally:
+        for tree in trees.values():
+            if tree != REPO:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
