@@ -174,8 +174,9 @@ class TaskStore:
         self._top_id = max(self._top_id, max(statement[1][0] for statement in statements))
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
-        """A task inserted in this same turn (the usual case: submitted to an idle cluster) has its staged insert
-        rewritten as assigned instead of an UPDATE after it: one statement and one index entry fewer per task."""
+        """A task inserted in this same turn (the usual case on a cluster with free slots) has its staged insert
+        rewritten as assigned instead of an UPDATE after it: one statement fewer, and its index entries are
+        written once, not written and then moved."""
         staged = self._unwritten_inserts.pop(task_id, None)
         if staged is None:
             self.stage(_ASSIGN_TASK, (attempt, device_id, now, task_id))
