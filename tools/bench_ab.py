@@ -218,7 +218,8 @@ def main() -> int:
             report(result, names)
         return 0
     except subprocess.CalledProcessError as e:
-        progress(f"error: git could not check out {e.cmd[-1]}: {e.stderr.strip()}")
+        progress(f"error: git could not check out {e.cmd[-1]} ({e.stderr.strip()}); give a commit, branch or tag of "
+                 "this repository")
         return 3
     except (RuntimeError, TimeoutError) as e:
         progress(f"error: {e}")
