@@ -45,21 +45,7 @@ PHASES = {"single": ("tasks/s", True), "batched": ("tasks/s", True), "latency": 
 def measure(tree: Path, phase: str, n: int, python_pool: str) -> dict:
     """One measurement with the tree's own code: client, master and workers all import it."""
     sys.path[:0] = [str(tree / "tools"), str(tree)]
-    import psutil
-
     import bench   # the tree's tools/bench.py
-
-    def cpu(pids: list[int]) -> float:
-        total = 0.0
-        for pid in pids:
-            try:
-                root = psutil.Process(pid)
-                for p in [root, *root.children(recursive=True)]:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
 
     args = argparse.Namespace(batch=100, window=8, single_window=1000, phase_timeout=300, py_spy=None)
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-"))
@@ -71,12 +57,12 @@ def measure(tree: Path, phase: str, n: int, python_pool: str) -> dict:
         run = bench.Bench(cluster, args)
         run.warmup()
         master, workers = [cluster.master.pid], [p.pid for p in cluster.workers.values()]
-        before = cpu(master), cpu(workers), time.process_time()
+        before = bench.cpu_seconds(master, False), bench.cpu_seconds(workers, True), time.process_time()
         if phase == "latency":
             figure = run.latency(n)["p50_ms"]
         else:
             figure = getattr(run, phase)(n)["tasks_per_s"]
-        after = cpu(master), cpu(workers), time.process_time()
+        after = bench.cpu_seconds(master, False), bench.cpu_seconds(workers, True), time.process_time()
         spent = {name: round((b - a) / n * 1e6, 1) for name, a, b in zip(("master", "workers", "client"), before, after)}
         return {"figure": figure, "cpu_us_per_task": spent}
     finally:
@@ -91,37 +77,14 @@ def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def checkout(rev: str, into: Path) -> Path:
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(into), rev],
                    check=True, capture_output=True, text=True)
     return into
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM a measurement (it stops its cluster by PID on the way out); SIGKILL it and what it left if it hangs."""
-    import psutil
-    try:
-        left = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        left = []
-    proc.terminate()
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-    for p in left:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float) -> list[dict]:
+def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float, logs: Path) -> list[dict]:
+    from bench import progress, stop_process   # this repository's tools/bench.py (see main)
     measurements: list[dict] = []
     names = list(trees)
     for pair in range(a.pairs):
@@ -131,18 +94,19 @@ def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float) ->
                 raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s")
             argv = [sys.executable, __file__, "--measure", str(trees[name]), "--phase", a.phase, "--n", str(a.n),
                     "--python-pool", a.python_pool]
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    stdin=subprocess.DEVNULL)
-            try:
-                out, err = proc.communicate(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                stop(proc)
-                raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s") from None
-            except BaseException:   # Ctrl-C: the measurement stops its cluster, then we go
-                stop(proc)
-                raise
+            log = logs / f"pair{pair + 1}-{'ab'[names.index(name)]}.log"
+            with open(log, "w") as err:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, stdin=subprocess.DEVNULL)
+                try:
+                    out, _ = proc.communicate(timeout=remaining)
+                except BaseException as e:   # the deadline or Ctrl-C: SIGTERM lets it stop its cluster by PID
+                    stop_process(proc, grace_s=30)
+                    if isinstance(e, subprocess.TimeoutExpired):
+                        raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s") from None
+                    raise
             if proc.returncode != 0:
-                raise RuntimeError(f"measuring {name} failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+                last = log.read_text(errors="replace").strip().splitlines()
+                raise RuntimeError(f"measuring {name} failed: {last[-1] if last else proc.returncode}")
             m = dict(json.loads(out.strip().splitlines()[-1]), version=name, pair=pair + 1)
             measurements.append(m)
             progress(f"pair {pair + 1}/{a.pairs} {name}: {m['figure']:.3f} {PHASES[a.phase][0]}, CPU us/task "
@@ -202,28 +166,31 @@ def main() -> int:
         ap.error("give version A (a git revision), --pairs >= 1 and --n >= 1")
     if a.a == a.b:
         ap.error("A and B are the same revision")
+    sys.path.insert(0, str(REPO / "tools"))
+    from bench import progress   # this repository's tools/bench.py: its helpers, not a version's
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-trees-"))
+    logs = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-logs-"))   # each measurement's stderr; kept if one fails
     trees: dict[str, Path] = {}
+    code = 1
     try:
         trees[a.a] = checkout(a.a, tmp / "a")
         trees[a.b or "working tree"] = checkout(a.b, tmp / "b") if a.b else REPO
         progress(f"A = {a.a} ({trees[a.a]}), B = {a.b or 'the working tree'}; {a.phase}, {a.n} tasks, {a.pairs} pairs")
         names = list(trees)
-        measurements = run_pairs(a, trees, time.monotonic() + a.deadline)
+        measurements = run_pairs(a, trees, time.monotonic() + a.deadline, logs)
         result = summarise(a, names, measurements)
         result["measurements"] = measurements
         if a.json:
             print(json.dumps(result, indent=2))
         else:
             report(result, names)
-        return 0
+        code = 0
     except subprocess.CalledProcessError as e:
         progress(f"error: git could not check out {e.cmd[-1]} ({e.stderr.strip()}); give a commit, branch or tag of "
                  "this repository")
-        return 3
+        code = 3
     except (RuntimeError, TimeoutError) as e:
-        progress(f"error: {e}")
-        return 1
+        progress(f"error: {e}; the measurements' logs are in {logs}")
     finally:
         for tree in trees.values():
             if tree != REPO:
@@ -231,6 +198,9 @@ def main() -> int:
                                capture_output=True)
         subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        if code != 1:
+            shutil.rmtree(logs, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":
