@@ -13,7 +13,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
-from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, ResultAck, Tasks, decode, unpackb
+from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, ResultAck, Tasks, decode, unpackb
 from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
@@ -235,7 +235,13 @@ class Master:
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
             refused = [(identity, _req_id([identity, *frames])) for identity, frames in acks]
             refused += [(identity, req_id) for identity, lines in submit_acks.items() for req_id, _ in lines]
+            # Replies to queries were read from the in-memory view this turn changed: not to be trusted either.
+            refused += [(identity, _req_id([identity, *frames])) for identity, frames, _ in sends
+                        if frames[0][1:2] == Reply.KIND]
             logger.error("%s; this turn's %d acknowledgements withheld", e, len(refused))
+            for identity, frames, _ in sends:
+                if frames[0][1:2] == Error.KIND:   # refusals hold no state of the turn: they stand
+                    self._send(identity, frames, None, now)
             for identity, req_id in refused:
                 self._send(identity, Error(req_id, "unavailable", f"the master could not commit: {e.message}").encode(),
                            None, now)
