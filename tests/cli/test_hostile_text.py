@@ -112,3 +112,50 @@ def test_keys_list_shows_a_pending_keys_escape_sequences_escaped(secured_harness
     assert public.decode() in done.stdout and "pending" in done.stdout
     assert_no_raw_controls(done.stdout)
     assert "host-\\x1b" in done.stdout
+
+
+def run_cli_on_a_terminal(*args: str, cwd) -> bytes:
+    """The CLI with its stdout on a pseudo-terminal in raw mode (no CR added to newlines): what a terminal receives."""
+    import pty
+    import tty
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
+    env["PYTHONPATH"] = str(REPO)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, stdout=terminal,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        os.close(terminal)
+        terminal = -1
+        received = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:   # EIO: the CLI exited and closed the terminal
+                break
+            if not chunk:
+                break
+            received += chunk
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        return received
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+
+
+def test_task_output_is_kept_for_a_pipe_and_escaped_for_a_terminal(cluster):
+    # Given a task whose output holds a clear-screen sequence, a tab and a CR LF line end
+    with cluster.client() as client:
+        task_id = client.submit(build_spec(shell=r"printf 'a\033[2Jb\tc\r\nd\n'"))[0]
+        assert client.wait([task_id], timeout_s=20)[task_id]["state"] == "done"
+
+    # When its logs go to a pipe, they are the bytes it printed
+    piped = run_cli("tasks", "logs", task_id, "--master", cluster.url, cwd=cluster.dir)
+    assert piped.returncode == 0 and piped.stdout == "a\x1b[2Jb\tc\r\nd\n"
+
+    # And on a terminal its escape sequence is shown, not obeyed; tabs and newlines stay
+    shown = run_cli_on_a_terminal("tasks", "logs", task_id, "--master", cluster.url, cwd=cluster.dir)
+    assert shown == b"a\\x1b[2Jb\tc\nd\n"

@@ -37,8 +37,11 @@ def field(value: Any, limit: int = FIELD_LIMIT) -> str:
 def echo_output(text: str, *, err: bool = False) -> None:
     """A task's own output, as it printed it to a pipe or a file; on a terminal its control characters are
     shown as escapes (newlines and tabs kept), so it cannot clear, retitle or rewrite the operator's screen."""
-    stream = click.get_text_stream("stderr" if err else "stdout")
-    click.echo(visible_output(text) if stream.isatty() else text, nl=False, err=err)
+    if click.get_text_stream("stderr" if err else "stdout").isatty():
+        click.echo(visible_output(text), nl=False, err=err)
+    else:
+        # color=True: click would otherwise strip what looks like ANSI codes from a pipe or a file
+        click.echo(text, nl=False, err=err, color=True)
 
 
 def when(ts: float | None) -> str:
