@@ -19,7 +19,7 @@ from zmqgrid import protocol as p
 from zmqgrid.client import Client, build_spec
 from zmq.auth import load_certificate
 
-from ..helpers import REPO, Harness, db_query, wait_until
+from ..helpers import REPO, SUITE_KEYS, Harness, db_query, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,10 +28,18 @@ HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\rfake\x9b1m\u202eevil"
 RAW_CONTROLS = ("\x1b", "\r", "\x07", "\x9b", "\u202e")
 
 
-def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    """helpers.run_cli, but the output kept as the bytes written (text mode would turn a raw CR into a newline)."""
+def cli_env() -> dict[str, str]:
+    """helpers.run_cli's environment: no ZMQGRID_* of the caller; the shared keys in the secured suite."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
     env["PYTHONPATH"] = str(REPO)
+    if os.environ.get("TEST_WITH_CURVE") == "1":
+        env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=str(SUITE_KEYS))
+    return env
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    """helpers.run_cli, but the output kept as the bytes written (text mode would turn a raw CR into a newline)."""
+    env = cli_env()
     done = subprocess.run([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, capture_output=True,
                           timeout=30, stdin=subprocess.DEVNULL)
     done.stdout, done.stderr = done.stdout.decode("utf-8"), done.stderr.decode("utf-8", "replace")
@@ -65,6 +73,7 @@ def ctx():
     context.destroy(linger=0)
 
 
+@pytest.mark.open_wire   # the raw DEALER registers without a key
 def test_devices_and_tasks_with_escape_sequences_in_their_names_are_listed_escaped(harness, ctx):
     # Given a device and a task whose peer-chosen texts hold terminal control sequences
     harness.start_master()
@@ -120,8 +129,7 @@ def run_cli_on_a_terminal(*args: str, cwd) -> bytes:
     import tty
     controller, terminal = pty.openpty()
     tty.setraw(terminal)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
-    env["PYTHONPATH"] = str(REPO)
+    env = cli_env()
     try:
         proc = subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=cwd, env=env, stdout=terminal,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)

@@ -47,6 +47,7 @@ def register_hostile_device(harness: Harness, device_id: str) -> None:
         ctx.term()
 
 
+@pytest.mark.open_wire   # the raw DEALER registers without a key
 def test_the_dashboard_shows_escape_sequences_and_markup_from_peers_as_visible_text(harness: Harness):
     # Given a hostile device, and a task with a hostile name, tags and output that ran on a real worker
     harness.start_master()
