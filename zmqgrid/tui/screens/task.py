@@ -116,7 +116,8 @@ class TaskScreen(Screen):
                     log.flush()
                     traceback = (self.detail.get("error") or {}).get("traceback")
                     if traceback:
-                        log.write_lines(["── traceback ──", *visible_output(str(traceback).rstrip()).splitlines()])
+                        lines = visible_output(str(traceback).rstrip()).splitlines()
+                        log.write_lines(["── traceback ──", *lines])
                 self.complete = True
         self.update_output_title()
 
@@ -201,8 +202,8 @@ def summary(task: dict, now: float) -> Text:
     spec = task.get("spec") or {}
     state = task.get("state")
     retries = task.get("retries")
-    text = Text.assemble(("Task ", "bold"), (short(task["id"], 64), "bold cyan"), f" · {short(task.get('kind'), 8)} · ",
-                         styled_state(state))
+    text = Text.assemble(("Task ", "bold"), (short(task["id"], 64), "bold cyan"),
+                         f" · {short(task.get('kind'), 8)} · ", styled_state(state))
     if task.get("device_id"):
         text.append(f" on {short(task['device_id'], 64)}")
     text.append(f" · attempt {task.get('attempt') or 0}" + (f" of {retries + 1}" if isinstance(retries, int) else ""))
