@@ -255,7 +255,16 @@ def _tcp(host: str, port: int) -> str:
 
 
 def _show(key: str, value: Any) -> str:  # a secret never reaches a terminal or a log, even when malformed
-    return '"***"' if key == "api_key" and value is not None else json.dumps(value, ensure_ascii=False, default=repr)
+    if key == "api_key" and value is not None:
+        return '"***"'
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (RecursionError, ValueError):   # a value nested almost as deep as json.loads allows
+        return "(a value nested too deeply to show)"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 1] + "…"
+
+
+_SHOWN_CHARS = 200   # of a bad value in an error line: a 500-deep list is told, not printed whole
 
 
 def _unknown(source: str, key: str) -> ConfigError:
@@ -285,6 +294,9 @@ def _read_file(path: Path, label: str) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{label}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
                           "fix the file: double-quoted keys and strings, no comments, no trailing commas") from None
+    except RecursionError:   # json.loads recurses once per level: thousands of [ or { exhaust the stack
+        raise ConfigError(f"{label}: nested too deeply to read", "a config file is one JSON object of plain "
+                          "settings (numbers, strings, true/false, lists of strings)") from None
     if not isinstance(data, dict):
         kind = {list: "an array", str: "a string"}.get(type(data), "a single value")
         raise ConfigError(f"{label}: expected a JSON object of settings, got {kind}", 'write {"key": value, ...}')

@@ -14,7 +14,7 @@ from ..security import KEY_ROLES, ROLES, generate, is_z85_key, load_keypair, rea
 from ..store import key_store
 from ..store.schema import open_database
 from .common import json_option
-from .render import emit_json, table, when
+from .render import emit_json, field, table, when
 
 db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -33,7 +33,7 @@ def _show(row: dict, as_json: bool, verb: str) -> None:
         emit_json(row)
     else:
         click.echo(f"key {row['public_key']} {verb}: {row['state']}, role {row['role']}"
-                   f"{', device ' + row['device_id'] if row['device_id'] else ''}")
+                   f"{', device ' + field(row['device_id']) if row['device_id'] else ''}")
 
 
 def _find(db, ref: str) -> dict:
