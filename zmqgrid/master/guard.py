@@ -11,11 +11,12 @@ import zmq
 from ..protocol import KINDS, Control, Heartbeat, Message, Register
 from ..security import is_z85_key
 from ..text import printable
-from .keyring import MAX_PENDING, ROUTER_DOMAIN, KeyRing   # noqa: F401  (the master builds its KeyRing from here)
-from .refusals import RefusalLog
+from .keyring import MAX_PENDING
 
 if TYPE_CHECKING:
     from .handlers import Handlers
+    from .keyring import KeyRing
+    from .refusals import RefusalLog
 
 logger = logging.getLogger(__name__)
 # A key nobody accepted gets at most this many bytes of frames (after the routing id) decoded; a bigger message is

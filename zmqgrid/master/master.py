@@ -22,8 +22,9 @@ from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartb
 from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
-from .guard import Guard, KeyRing, user_id
+from .guard import Guard, user_id
 from .handlers import Handlers, submit_acks_messages
+from .keyring import KeyRing
 from .refusals import RefusalLog
 from .schedules import Schedules
 from .scheduling import make_strategy

@@ -82,7 +82,7 @@ class AmbiguousKey(UsageError):
     def __init__(self, ref: str, rows: list[dict]) -> None:
         super().__init__(f"{printable(ref, 64)!r} matches {len(rows)} keys "
                          f"({', '.join(sorted({r['state'] for r in rows}))}); nothing changed",
-                         "choose one by its key (listed above), e.g. python main.py keys accept "
+                         "give the one you mean by its key (listed above), quoted for the shell, e.g. "
                          + shlex.quote(rows[0]["public_key"]))
         self.rows = rows
 
