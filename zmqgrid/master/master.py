@@ -207,7 +207,9 @@ class Master:
                 logger.error("ledger read failed: %s", e)
                 self.handlers.reply_error(identity, _req_id(frames), "unavailable", str(e))
             except Exception:  # a handler bug must not stop the master; the peer still gets an answer
-                logger.exception("handler failed for peer %s", identity.hex())
+                # within the refusal budget: a peer that found such a bug must not fill the log with tracebacks
+                self.refusals.write(key or identity.hex(), logging.ERROR, "handler failed for %s",
+                                    f"key {key[:8]}..." if key else f"router peer {identity.hex()}", exc_info=True)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:

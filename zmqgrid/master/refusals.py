@@ -27,11 +27,11 @@ class RefusalLog:
         self.peers: set[str] = set()      # their distinct senders (at most MAX_COUNTED_PEERS)
         self.peers_overflow = False
 
-    def write(self, peer: str, level: int, text: str, *args: object) -> None:
+    def write(self, peer: str, level: int, text: str, *args: object, exc_info: bool = False) -> None:
         self.tick()
         if self.lines < self.burst:
             self.lines += 1
-            logger.log(level, text, *args)
+            logger.log(level, text, *args, exc_info=exc_info)
             return
         self.more += 1
         if len(self.peers) < MAX_COUNTED_PEERS:
