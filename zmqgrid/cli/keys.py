@@ -13,8 +13,8 @@ from ..errors import EXIT_OK, UsageError
 from ..security import KEY_ROLES, ROLES, generate, is_z85_key, load_keypair, read_metadata
 from ..store import key_store
 from ..store.schema import open_database
-from .common import json_option
 from ..text import printable
+from .common import json_option
 from .render import emit_json, table, when
 
 db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
