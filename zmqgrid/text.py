@@ -40,6 +40,8 @@ def printable(value: object, limit: int = 200) -> str:
         text = bytes(value[:4 * (limit + 1)]).decode("utf-8", errors="backslashreplace")
     else:
         text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and text.isprintable():   # the usual case, in C: nothing to escape or cut
+        return text
     # each character of `text` gives at least one character of output, so limit + 1 of them decide the result
     pieces: list[str] = []
     length = 0

@@ -17,12 +17,15 @@ from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, 
 from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
+from ..text import printable
 from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartbeat_ms
 from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
-from .guard import Guard, KeyRing, user_id
+from .guard import Guard, user_id
 from .handlers import Handlers, submit_acks_messages
+from .keyring import KeyRing
+from .refusals import RefusalLog
 from .schedules import Schedules
 from .scheduling import make_strategy
 
@@ -82,9 +85,10 @@ class Master:
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
         self.handlers = Handlers(self.cluster, self.settings, self.schedules)
+        self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
-            self.guard = Guard(self.keyring, self.handlers, self.settings)
+            self.guard = Guard(self.keyring, self.handlers, self.settings, self.refusals)
         logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s curve=%s", self.incarnation,
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,
                     "on" if curve else "off")
@@ -170,12 +174,15 @@ class Master:
             logger.info("master stopping incarnation=%s", self.incarnation)
             self.close()
 
-    def _bad(self, peer: str, error: Exception) -> None:
+    def _bad(self, peer: str, shown: str, error: Exception) -> None:
+        """Count a message that did not decode; log it within the refusal budget. `peer` (a key, or a routing id
+        when open) counts distinct senders; `shown` names it in the line."""
         self.settings["bad_messages"] += 1
-        logger.warning("bad message from %s: %s", peer, error)
+        self.refusals.write(peer, logging.WARNING, "bad message from %s: %s", shown, printable(error, 200))
 
     def _drain_router(self, now_mono: float, now: float) -> None:
         recv, guard, key = self.router.recv_multipart, self.guard, None
+        self.refusals.tick()   # the summary of a window's refused messages, once it has passed
         for _ in range(ROUTER_DRAIN_PER_TURN):
             try:
                 if guard is None:
@@ -187,21 +194,27 @@ class Master:
                 return
             identity = frames[0]
             try:
+                # CURVE: the key is looked up before anything is decoded (a key nobody accepted gets 8 KiB at most)
+                if guard is not None and not guard.screen(identity, key, frames, now):
+                    continue
                 msg = decode(frames[1:])
                 if guard is None or guard.admit(identity, key, msg, now):
                     self.handlers.on_router(identity, msg, now_mono, now)
             except ProtocolError as e:
-                self._bad(f"router peer {identity.hex()}", e)
+                self._bad(key or identity.hex(), f"key {key[:8]}..." if key else f"router peer {identity.hex()}", e)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_message", str(e))
             except StoreError as e:
                 logger.error("ledger read failed: %s", e)
                 self.handlers.reply_error(identity, _req_id(frames), "unavailable", str(e))
             except Exception:  # a handler bug must not stop the master; the peer still gets an answer
-                logger.exception("handler failed for peer %s", identity.hex())
+                # within the refusal budget: a peer that found such a bug must not fill the log with tracebacks
+                self.refusals.write(key or identity.hex(), logging.ERROR, "handler failed for %s",
+                                    f"key {key[:8]}..." if key else f"router peer {identity.hex()}", exc_info=True)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:
         recv, guard, key = self.pull.recv_multipart, self.guard, None
+        self.refusals.tick()
         for _ in range(HEARTBEATS_PER_TURN):
             try:
                 if guard is None:
@@ -212,13 +225,16 @@ class Master:
             except zmq.Again:
                 return
             try:
+                if guard is not None and not guard.screen_heartbeat(key):
+                    continue
                 msg = decode(frames)
                 if not isinstance(msg, Heartbeat):
                     raise ProtocolError(f"{type(msg).__name__} does not belong on the heartbeat socket")
                 if guard is None or guard.admit_heartbeat(key, msg):
                     self.handlers.on_heartbeat(msg, now_mono, now)
             except ProtocolError as e:
-                self._bad("heartbeat socket", e)
+                self._bad(key or "heartbeat socket", f"key {key[:8]}... on the heartbeat socket" if key
+                          else "the heartbeat socket", e)
             except Exception:
                 logger.exception("heartbeat handling failed")
 
