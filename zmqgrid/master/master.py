@@ -25,6 +25,7 @@ from .guard import Guard, KeyRing, user_id
 from .handlers import Handlers, submit_acks_messages
 from .schedules import Schedules
 from .scheduling import make_strategy
+from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
 
 logger = logging.getLogger(__name__)
 # A turn reads at most this many ROUTER messages: a client's flood of one-task Submits then takes turns of a few ms,
@@ -58,13 +59,18 @@ class Master:
             self.store.commit()
             self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("zmqgrid.zap"))
             self.auth.start()
-            for domain in ZAP_DOMAINS.values():
+            for domain in set(ZAP_DOMAINS.values()):
                 self.auth.configure_curve_callback(domain.decode(), self.keyring)
+            # The PUB is for workers only: a client or admin key has nothing to receive there (Subscriptions).
+            self.auth.configure_curve_callback(ZAP_DOMAINS[zmq.XPUB].decode(), PubAdmission(self.keyring))
         size = config.max_message_bytes
         self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0, curve=curve)
-        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever.
-        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size, curve=curve,
+        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever. Its own
+        # MAXMSGSIZE: it receives subscriptions only, and a longer one is dropped with its connection by libzmq.
+        self.pub = make_socket(self.ctx, zmq.XPUB, curve=curve,
+                               max_message_bytes=SUBSCRIPTION_MAX_BYTES_CURVE if curve else SUBSCRIPTION_MAX_BYTES,
                                zmtp_heartbeat_ms=zmtp_heartbeat_ms(config.heartbeat_interval))
+        self.subscriptions = Subscriptions(self.ctx, self.pub, self.keyring)
         self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size, curve=curve)
         try:
             for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
@@ -73,10 +79,12 @@ class Master:
         except Exception:
             self.close()
             raise
+        self.subscriptions.bound(config.pub_port)
         self.settings = {"pub_port": config.pub_port, "heartbeat_port": config.heartbeat_port,
                          "heartbeat_interval_s": float(config.heartbeat_interval),
                          "device_timeout_s": float(config.device_timeout),
-                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0}
+                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0,
+                         "subscriptions": self.subscriptions.counts}
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
@@ -114,6 +122,7 @@ class Master:
         self._stop.set()
 
     def close(self) -> None:
+        self.subscriptions.close()
         for sock in (self.router, self.pub, self.pull):
             sock.close(0)
         if self.auth is not None:
@@ -127,6 +136,9 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
+        subscriptions = self.subscriptions
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(subscriptions.monitor, zmq.POLLIN)
         awake = AwakePoller(poller, self.config.awake_poll_us / 1e6)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
@@ -149,11 +161,14 @@ class Master:
                     self.handlers.apply_submits(now)
                 if self.pull in events:
                     self._drain_pull(now_mono, now)
+                if self.pub in events or subscriptions.monitor in events:
+                    subscriptions.drain()
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.cluster.check_liveness(now_mono, now)
                     if self.keyring is not None:
                         self._apply_key_changes(now)
+                        subscriptions.recheck()
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
