@@ -142,7 +142,8 @@ class Master:
         awake = AwakePoller(poller, self.config.awake_poll_us / 1e6)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
-        next_beacon = next_check = next_prune = time.monotonic()
+        next_beacon = next_check = next_prune = next_devices = time.monotonic()
+        device_retention_s = float(self.config.device_retention_days) * 86400
         # Python's collector walks every live object in its oldest generation, which here grows with the task
         # map: a 100,000-task submit ran at 30k/s with the defaults, 46k/s with these. The state loaded so far
         # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
@@ -172,6 +173,9 @@ class Master:
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
+                if device_retention_s and now_mono >= next_devices:
+                    next_devices = now_mono + min(60.0, max(0.5, device_retention_s / 4))
+                    self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
                 self.cluster.dispatch(now, now_mono)
                 busy = self.router in events or bool(self.cluster.dispatched)
@@ -291,6 +295,13 @@ class Master:
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
             elif row["state"] == "accepted" and key in self.keyring.peers:
                 self.handlers.reply_error(self.keyring.peers[key], 0, "not_registered", "key accepted: register")
+
+    def _prune_devices(self, now: float, retention_s: float) -> None:
+        """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
+        try:
+            self.cluster.prune_offline(now, retention_s)
+        except StoreError as e:   # the next pass tries again
+            logger.warning("%s", e.message)
 
     def _fire_schedules(self, now: float) -> None:
         """Submit the tasks of the schedule ticks due now; they commit with the schedules' progress, in this turn."""
