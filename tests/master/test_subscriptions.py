@@ -12,7 +12,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zmqgrid.transport import Curve
 
-from ..helpers import Harness, stays, wait_until
+from ..helpers import Harness, run_cli, stays, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,8 +115,8 @@ def test_only_worker_keys_subscribe_and_only_to_their_own_device(tmp_path):
         client = h.client()
         h.wait_online(client, "w1", "w2")
         # Given subscribers with an admin key, a client key (accepted) and w2's key asking for w1's commands
-        assert h.client_curve("client")   # made and accepted below, as an operator would
-        h._accept("client")
+        client_key = h.client_curve("client").public.decode()   # accepted as a client, as an operator would
+        assert run_cli("keys", "accept", client_key, "--role", "client", "--db", str(h.db), cwd=h.dir).returncode == 0
         admin = sub(ctx, h.port + 1, [b"beacon"], h.client_curve("admin"))
         as_client = sub(ctx, h.port + 1, [b"beacon"], h.client_curve("client"))
         thief = sub(ctx, h.port + 1, [b"beacon", b"device.w1", b"device.w"], h.client_curve("w2"))
