@@ -5,6 +5,7 @@ Real master and worker processes; raw pyzmq SUB sockets play the hostile subscri
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import zmq
@@ -97,7 +98,7 @@ def test_a_flood_of_subscriptions_is_bounded_and_closes_the_connection(open_mast
     client = h.client()
     assert client.control_devices("drain", ["w1"]) == {"w1": "draining"}
     log = h.dir / "w1.log"
-    wait_until(lambda: "drain" in log.read_text(), 10, "w1 applying the drain")
+    wait_until(lambda: "action=drain" in log.read_text(), 10, "w1 applying the drain")
     hostile.disable_monitor()
     monitor.close(0)
     hostile.close(0)
@@ -124,7 +125,7 @@ def test_only_worker_keys_subscribe_and_only_to_their_own_device(tmp_path):
         wait_until(lambda: beacons.extend(drain(thief)) or len(beacons) >= 3, 20, "beacons on the w2-key SUB")
         # When w1 is drained (a command on device.w1)
         assert client.control_devices("drain", ["w1"]) == {"w1": "draining"}
-        wait_until(lambda: "drain" in (h.dir / "w1.log").read_text(), 10, "w1 applying the drain")
+        wait_until(lambda: "action=drain" in (h.dir / "w1.log").read_text(), 10, "w1 applying the drain")
         # Then w2's key got beacons only, the admin and client keys nothing (ZAP refuses them on the PUB)
         stays(lambda: all(f[0] == b"beacon" for f in drain(thief)), 1.0, "only beacons for the w2-key SUB")
         assert not admin.poll(0) and not as_client.poll(0)
@@ -134,3 +135,24 @@ def test_only_worker_keys_subscribe_and_only_to_their_own_device(tmp_path):
     finally:
         h.stop()
         ctx.destroy(0)
+
+
+def test_a_restarted_master_applies_the_workers_subscriptions_as_their_subs_reconnect(tmp_path):
+    h = Harness(tmp_path)   # secured too when the suite runs with TEST_WITH_CURVE=1
+    try:
+        h.start_master()
+        h.start_worker("w1")
+        h.wait_online(h.client(), "w1")
+        wait_until(lambda: subscriptions(h)["applied"] == 2, 10, "w1's beacon and device topics applied")
+        # When the master is killed and started again on the same ledger and ports
+        h.kill(h.master, signal.SIGKILL)
+        h.start_master()
+        # Then w1's SUB, reconnecting by itself, has both topics applied again, none refused
+        wait_until(lambda: subscriptions(h)["applied"] == 2, 20, "w1's topics applied by the new master")
+        assert subscriptions(h)["refused"] == 0
+        client = h.client()
+        h.wait_online(client, "w1")
+        assert client.control_devices("drain", ["w1"]) == {"w1": "draining"}
+        wait_until(lambda: "action=drain" in (h.dir / "w1.log").read_text(), 10, "w1 applying the drain")
+    finally:
+        h.stop()
