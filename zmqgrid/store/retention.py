@@ -28,7 +28,8 @@ _OLDER_THAN = (f"SELECT id FROM tasks WHERE finished_at < ? AND +state IN {_FINA
                "ORDER BY finished_at LIMIT ?")
 
 # Devices: offline since before a time, oldest first; then those holding anything in the ledger are left out.
-_OFFLINE_SINCE = "SELECT device_id FROM devices WHERE state = 'offline' AND last_seen_at < ? ORDER BY last_seen_at LIMIT ?"
+_OFFLINE_SINCE = ("SELECT device_id FROM devices WHERE state = 'offline' AND last_seen_at < ? "
+                  "ORDER BY last_seen_at LIMIT ?")
 _PINNED = ("SELECT DISTINCT device_req FROM tasks WHERE device_req IS NOT NULL "
            "AND state IN ('queued', 'assigned', 'running')")
 _HOLDS = "SELECT 1 FROM tasks WHERE device_id = ? AND state IN ('assigned', 'running') LIMIT 1"
