@@ -64,7 +64,7 @@ class Connection:
     """One subscriber connection, known by its file descriptor while the monitor says it is open."""
 
     fd: int
-    peer: tuple
+    peer: tuple | None   # its remote address, None where a descriptor cannot be duplicated: it is never closed then
     order: int
     key: str | None = None
     held: set[bytes] = field(default_factory=set)      # topics libzmq keeps for it (applied or refused)
@@ -124,11 +124,9 @@ class Subscriptions:
             old = self.conns.pop(fd, None)
             if old is not None:
                 self._forget(old)
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                peer = _peer(fd)
-                if peer is not None:   # else it is gone already
-                    self.order += 1
-                    self.conns[fd] = Connection(fd, peer, self.order)
+            if event["event"] == zmq.EVENT_ACCEPTED:   # (its DISCONNECTED, if it is gone already, comes next)
+                self.order += 1
+                self.conns[fd] = Connection(fd, _peer(fd), self.order)
 
     def _on_message(self, frame: zmq.Frame) -> None:
         data = frame.bytes
@@ -226,7 +224,7 @@ class Subscriptions:
         if sock is None:
             return
         try:
-            if sock.getsockname()[1] == self.port and sock.getpeername() == conn.peer:
+            if conn.peer is not None and sock.getsockname()[1] == self.port and sock.getpeername() == conn.peer:
                 sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass   # closed meanwhile: nothing left to cut
