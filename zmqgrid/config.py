@@ -121,6 +121,9 @@ class Config:
     days are deleted with their attempts and output; 0 keeps them forever."""
     retention_max_tasks: int = 1_000_000
     """Master: most finished tasks kept; beyond it the oldest finished are deleted first; 0: no cap."""
+    device_retention_days: float = 7.0
+    """Master: a device offline longer than this that holds nothing (no unfinished task, not drained) is removed
+    from the device table with its heartbeat samples; 0 keeps every device."""
     insecure: bool = False
     """Master: allow binding a non-loopback address without CURVE, open to anyone who reaches the ports
     (a WARNING at every start); without it such a bind is refused."""
@@ -178,6 +181,7 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "flood_output_mb_per_s": (0, 1 << 20),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
+_ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
@@ -219,7 +223,9 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         lo, hi = _RANGES[key]
         ok, expected = number and isinstance(value, int) and lo <= value <= hi, f"an integer {lo}-{hi}"
     elif kind == "float":
-        ok, expected = number and math.isfinite(value) and value > 0, "a number of seconds greater than 0"
+        never = key in _ZERO_MEANS_NEVER
+        ok = number and math.isfinite(value) and (value > 0 or never and value == 0)
+        expected = "a number of days, 0 for never" if never else "a number of seconds greater than 0"
         value = float(value) if ok else value
     elif kind == "bool":
         ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"

@@ -28,6 +28,7 @@ from .keyring import KeyRing
 from .refusals import RefusalLog
 from .schedules import Schedules
 from .scheduling import make_strategy
+from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
 
 logger = logging.getLogger(__name__)
 # A turn reads at most this many ROUTER messages: a client's flood of one-task Submits then takes turns of a few ms,
@@ -61,13 +62,18 @@ class Master:
             self.store.commit()
             self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("zmqgrid.zap"))
             self.auth.start()
-            for domain in ZAP_DOMAINS.values():
+            for domain in set(ZAP_DOMAINS.values()):
                 self.auth.configure_curve_callback(domain.decode(), self.keyring)
+            # The PUB is for workers only: a client or admin key has nothing to receive there (Subscriptions).
+            self.auth.configure_curve_callback(ZAP_DOMAINS[zmq.XPUB].decode(), PubAdmission(self.keyring))
         size = config.max_message_bytes
         self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0, curve=curve)
-        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever.
-        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size, curve=curve,
+        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever. Its own
+        # MAXMSGSIZE: it receives subscriptions only, and a longer one is dropped with its connection by libzmq.
+        self.pub = make_socket(self.ctx, zmq.XPUB, curve=curve,
+                               max_message_bytes=SUBSCRIPTION_MAX_BYTES_CURVE if curve else SUBSCRIPTION_MAX_BYTES,
                                zmtp_heartbeat_ms=zmtp_heartbeat_ms(config.heartbeat_interval))
+        self.subscriptions = Subscriptions(self.ctx, self.pub, self.keyring)
         self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size, curve=curve)
         try:
             for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
@@ -76,10 +82,12 @@ class Master:
         except Exception:
             self.close()
             raise
+        self.subscriptions.bound(config.pub_port)
         self.settings = {"pub_port": config.pub_port, "heartbeat_port": config.heartbeat_port,
                          "heartbeat_interval_s": float(config.heartbeat_interval),
                          "device_timeout_s": float(config.device_timeout),
-                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0}
+                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0,
+                         "subscriptions": self.subscriptions.counts}
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
@@ -118,6 +126,7 @@ class Master:
         self._stop.set()
 
     def close(self) -> None:
+        self.subscriptions.close()
         for sock in (self.router, self.pub, self.pull):
             sock.close(0)
         if self.auth is not None:
@@ -131,10 +140,14 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
+        subscriptions = self.subscriptions
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(subscriptions.monitor, zmq.POLLIN)
         awake = AwakePoller(poller, self.config.awake_poll_us / 1e6)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
-        next_beacon = next_check = next_prune = time.monotonic()
+        next_beacon = next_check = next_prune = next_devices = time.monotonic()
+        device_retention_s = float(self.config.device_retention_days) * 86400
         # Python's collector walks every live object in its oldest generation, which here grows with the task
         # map: a 100,000-task submit ran at 30k/s with the defaults, 46k/s with these. The state loaded so far
         # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
@@ -153,14 +166,20 @@ class Master:
                     self.handlers.apply_submits(now)
                 if self.pull in events:
                     self._drain_pull(now_mono, now)
+                if self.pub in events or subscriptions.monitor in events:
+                    subscriptions.drain()
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.cluster.check_liveness(now_mono, now)
                     if self.keyring is not None:
                         self._apply_key_changes(now)
+                        subscriptions.recheck()
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
+                if device_retention_s and now_mono >= next_devices:
+                    next_devices = now_mono + min(60.0, max(0.5, device_retention_s / 4))
+                    self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
                 self.cluster.dispatch(now, now_mono)
                 busy = self.router in events or bool(self.cluster.dispatched)
@@ -298,6 +317,13 @@ class Master:
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
             elif row["state"] == "accepted" and key in self.keyring.peers:
                 self.handlers.reply_error(self.keyring.peers[key], 0, "not_registered", "key accepted: register")
+
+    def _prune_devices(self, now: float, retention_s: float) -> None:
+        """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
+        try:
+            self.cluster.prune_offline(now, retention_s)
+        except StoreError as e:   # the next pass tries again
+            logger.warning("%s", e.message)
 
     def _fire_schedules(self, now: float) -> None:
         """Submit the tasks of the schedule ticks due now; they commit with the schedules' progress, in this turn."""
