@@ -171,6 +171,7 @@ class Master:
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.cluster.check_liveness(now_mono, now)
+                    self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.keyring is not None:
                         self._apply_key_changes(now)
                         subscriptions.recheck()
