@@ -158,7 +158,7 @@ def test_listing_works_with_huge_rows_already_in_the_ledger_also_after_a_restart
         assert len(result.stdout) < 20_000, args
     rows = master.client().devices()
     assert {r["device_id"] for r in rows} == {"w1", "legacy"}
-    assert all(r["hostname"].startswith("xxx") and len(r["hostname"]) <= 1024 for r in rows)
+    assert all(r["hostname"].startswith("xxx") and len(r["hostname"]) <= 1025 for r in rows)
 
 
 def test_a_client_with_a_small_message_limit_gets_every_row_and_all_output_in_pages(master):

@@ -66,6 +66,7 @@ class Client:
         for a master with CURVE on."""
         self.master_url = master_url
         self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes   # told to the master, which keeps its answers under it
         self.curve = curve
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0,
@@ -219,21 +220,53 @@ class Client:
         return self.request(Query, "status", {}, timeout_s=timeout_s)
 
     def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None) -> list:
-        params = {k: v for k, v in (("state", state), ("limit", limit), ("offset", offset), ("device", device))
-                  if v is not None}
-        return self.request(Query, "tasks", params)
+        """Up to `limit` tasks from `offset`, newest first; long texts of each row are cut (`task` has them whole).
+        Asked for in as many answers as the master needs to keep each under this client's max_message_bytes."""
+        params = {k: v for k, v in (("state", state), ("device", device)) if v is not None}
+        return self._pages("tasks", params, offset, limit)
 
     def task(self, task_id: str) -> dict:
-        return self.request(Query, "task", {"id": task_id})
+        return self.request(Query, "task", {"id": task_id, "max_bytes": self.max_message_bytes})
 
     def logs(self, task_id: str, attempt: int | None = None) -> dict:
-        params: dict[str, Any] = {"id": task_id}
+        """A task's stdout and stderr, whole: asked for again from where an answer ended until none is left."""
+        params: dict[str, Any] = {"id": task_id, "max_bytes": self.max_message_bytes}
         if attempt is not None:
             params["attempt"] = attempt
-        return self.request(Query, "logs", params)
+        got = self.request(Query, "logs", params)
+        for _ in range(10_000):   # each answer brings at least one character, or the loop ends
+            missing = [s for s in ("stdout", "stderr") if len(got[s]) < got.get(f"{s}_length", 0)]
+            if not missing:
+                break
+            more = self.request(Query, "logs", {**params, "stdout_from": len(got["stdout"]),
+                                                "stderr_from": len(got["stderr"])})
+            if not any(more[s] for s in missing):
+                break
+            for stream in ("stdout", "stderr"):
+                got[stream] += more[stream]
+            got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
+        return got
 
     def devices(self) -> list:
-        return self.request(Query, "devices", {})
+        """Every device; a row's long texts are cut."""
+        return self._pages("devices", {}, 0, None)
+
+    def _pages(self, what: str, params: dict, offset: int, limit: int | None) -> list:
+        """The rows of a paged query (docs/architecture.md, "Replies are paged"): `limit` of them (all if None)
+        from `offset`, following `next_offset` from answer to answer. A master older than paging answers a list."""
+        rows: list = []
+        while limit is None or len(rows) < limit:
+            asked = {**params, "offset": offset, "page": True, "max_bytes": self.max_message_bytes}
+            if limit is not None:
+                asked["limit"] = min(limit - len(rows), 1000)
+            got = self.request(Query, what, asked)
+            if isinstance(got, list):
+                return rows + got
+            rows += got["rows"]
+            if got["next_offset"] is None or not got["rows"]:
+                break
+            offset = got["next_offset"]
+        return rows
 
     def cancel(self, task_ids: list[str] | None = None, *, state: str | None = None, tag: str | None = None) -> dict:
         """Cancel by ids, or every unfinished task in `state` and/or requiring `tag`: {id: outcome}."""
@@ -280,11 +313,13 @@ class Client:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             out = self.request(Query, "logs", {"id": task_id, "stdout_from": printed["stdout"],
-                                               "stderr_from": printed["stderr"]})
+                                               "stderr_from": printed["stderr"], "max_bytes": self.max_message_bytes})
             for stream in ("stdout", "stderr"):
                 if out[stream]:
                     yield stream, out[stream]
-                printed[stream] = max(printed[stream], out[f"{stream}_length"])
+                printed[stream] += len(out[stream])
+            if any(printed[s] < out[f"{s}_length"] for s in printed):
+                continue   # the answer held only what fits this client's messages: the rest comes at once
             if out["state"] in FINAL_STATES:
                 return
             if deadline is not None and time.monotonic() > deadline:
