@@ -179,3 +179,10 @@ def test_a_client_with_a_small_message_limit_gets_every_row_and_all_output_in_pa
     assert {r["id"] for r in rows} == set(ids) | {loud}
     assert len(out["stdout"]) == out["stdout_length"] >= 200_000
     assert shown["name"] == "000" + "n" * 197
+
+
+def test_client_map_refuses_an_oversized_call_before_sending_anything(tmp_path):
+    # No master at all: the refusal comes before anything is sent
+    with Client("tcp://127.0.0.1:9", timeout_s=0.5) as client:
+        with pytest.raises(UsageError, match="item 1 of map's arguments: .*args"):
+            client.map("tests.tasks:echo", [(1,), (nested(40),)])

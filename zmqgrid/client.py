@@ -10,7 +10,8 @@ import zmq
 
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
-from .model import FINAL_STATES, TASK_KINDS, compact_spec, factor_batch, new_task_id, validate_task_spec
+from .model import (FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id,
+                    validate_task_spec)
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
 from .transport import Curve, make_socket, send_frames
 
@@ -163,10 +164,14 @@ class Client:
         common = compact_spec(build_spec(python=python, **options))
         del common["id"]
         items = list(arguments)
-        for item in items:   # all checked before anything is sent: a bad item submits nothing
+        for n, item in enumerate(items):   # all checked before anything is sent: a bad item submits nothing
             if not isinstance(item, (list, tuple)):
                 raise UsageError(f"each item of map's arguments must be a list or tuple of positional arguments, "
                                  f"got {type(item).__name__}", "for one argument per call, wrap it: [(x,) for x in values]")
+            try:
+                check_call_value("args", item)
+            except ProtocolError as e:
+                raise UsageError(f"item {n} of map's arguments: {e.message}") from None
 
         def batches() -> Iterator[tuple[dict, list]]:
             for i in range(0, len(items), batch_size):
