@@ -171,7 +171,7 @@ def test_a_client_with_a_small_message_limit_gets_every_row_and_all_output_in_pa
     master.start_worker("w1", concurrency=4)
     wait_until(lambda: client.task(loud)["state"] in ("done", "failed"), 30, "the loud task to end")
     # When a client that accepts at most 64 KiB a message lists them and reads the output
-    with Client(master.url, timeout_s=10, max_message_bytes=SMALL_CLIENT) as small:
+    with Client(master.url, timeout_s=10, max_message_bytes=SMALL_CLIENT, curve=master.curve) as small:
         rows = small.tasks(limit=1000)
         out = small.logs(loud)
         shown = small.task(ids[0])

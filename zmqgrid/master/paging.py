@@ -90,7 +90,8 @@ def page(rows: Iterable[Any], room: int) -> tuple[list, bool]:
     out: list = []
     used = 16
     for row in rows:
-        row = clip(row)
+        # A row's own fields are all kept, however many a table has; what each holds is cut.
+        row = {k: clip(v) for k, v in row.items()} if type(row) is dict else clip(row)
         taken = size(row)
         if taken > room - used:
             if out:
