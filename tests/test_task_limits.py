@@ -186,3 +186,18 @@ def test_client_map_refuses_an_oversized_call_before_sending_anything(tmp_path):
     with Client("tcp://127.0.0.1:9", timeout_s=0.5) as client:
         with pytest.raises(UsageError, match="item 1 of map's arguments: .*args"):
             client.map("tests.tasks:echo", [(1,), (nested(40),)])
+
+
+def test_a_page_fits_its_budget_and_always_moves_on_whatever_the_rows_hold():
+    from zmqgrid.master import paging
+    rows = [{"id": str(i), "name": "n" * 50_000, "metrics": {str(k): list(range(200)) for k in range(200)},
+             "deep": nested(50)} for i in range(5)]
+    for room in (2048, 20_000, 300_000):
+        seen, start = [], 0
+        while start < len(rows):
+            shown, cut = paging.page(rows[start:], room)
+            assert shown and paging.size(shown) <= room, (room, paging.size(shown))
+            seen += [r["id"] for r in shown]
+            start += len(shown)
+        assert seen == [r["id"] for r in rows]
+    assert paging.fit({"text": "t" * 100_000}, 5000)["text"].endswith(paging.CUT)
