@@ -201,3 +201,15 @@ def test_a_page_fits_its_budget_and_always_moves_on_whatever_the_rows_hold():
             start += len(shown)
         assert seen == [r["id"] for r in rows]
     assert paging.fit({"text": "t" * 100_000}, 5000)["text"].endswith(paging.CUT)
+
+
+def test_a_refused_task_of_a_batch_is_named_by_its_place_in_the_submit():
+    from zmqgrid.model import validate_batch
+    good = {"id": "a1", "kind": "shell", "command": "true"}
+    with pytest.raises(ProtocolError, match=r"^task 3 of 3 in this Submit: task field 'timeout'"):
+        validate_batch([good, dict(good, id="a2"), dict(good, id="a3", timeout=2 ** 63)])
+    with pytest.raises(ProtocolError, match=r"^task 2 of 2 in this Submit: .*args"):
+        validate_batch([{"id": "c1", "args": [1]}, {"id": "c2", "args": [nested(40)]}],
+                       {"kind": "python", "function": "tests.tasks:add"})
+    with pytest.raises(ProtocolError, match=r"^task field 'timeout'"):   # one task: no place to name
+        validate_batch([dict(good, timeout=-1)])

@@ -6,11 +6,12 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from .errors import ProtocolError
+from . import fields
+from .fields import LIMITS, check_call_value
 
 
 class TaskState(str, Enum):
@@ -46,31 +47,6 @@ MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger o
 MAX_RETRIES = 100            # as max_retry_count and `submit --retries`
 
 
-@dataclass(frozen=True)
-class SpecLimits:
-    """What one task spec may hold (docs/architecture.md, "A task dict"). Each bound keeps a value that a client
-    sends from failing the turn's commit (SQLite's 64-bit INTEGER), a listing (a row too large for a reply) or a
-    packer (nesting): a task beyond them is refused when its Submit is handled, before anything is staged."""
-    timeout_s: int = 30 * 86400
-    backoff_s: int = 86400
-    per_key: int = 2 ** 31 - 1          # limit_concurrency, limit_per_minute
-    label_chars: int = 200              # name, limit_key, device, function
-    tag_chars: int = 64
-    tags: int = 32
-    command_chars: int = 128 * 1024     # a command, or a command's (or script's) list of arguments together
-    command_items: int = 4096
-    cwd_chars: int = 4096
-    filename_chars: int = 255
-    env_entries: int = 256
-    env_key_chars: int = 256
-    env_value_chars: int = 32 * 1024
-    env_chars: int = 256 * 1024
-    call_bytes: int = 1 << 20           # a python task's args, and its kwargs, each
-    depth: int = 32                     # containers nested inside args or kwargs
-
-
-LIMITS = SpecLimits()
-
 
 def _new_id_source() -> None:
     global _ID_PROCESS, _ID_COUNTER
@@ -96,119 +72,6 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_ID_RE.match(value))
 
 
-def _expect(spec: dict, key: str, types: tuple, what: str, required: bool = False) -> Any:
-    value = spec.get(key)
-    if value is None:
-        if required:
-            raise ProtocolError(f"task field '{key}' is required ({what})")
-        return None
-    return _typed(key, value, types, what)
-
-
-def _typed(key: str, value: Any, types: tuple, what: str) -> Any:
-    if isinstance(value, bool) and bool not in types:
-        raise ProtocolError(f"task field '{key}' must be {what}, got {value!r}")
-    if not isinstance(value, types):
-        raise ProtocolError(f"task field '{key}' must be {what}, got {type(value).__name__}")
-    return value
-
-
-def _refuse(key: str, rule: str, value: Any = None, hint: str = "") -> ProtocolError:
-    got = "" if value is None else f", got {_shown(value)}"
-    return ProtocolError(f"task field '{key}' must be {rule}{got}; {hint or 'shorten it and submit again'}")
-
-
-def _shown(value: Any) -> str:
-    """A refused value as a refusal quotes it: its size when it is long (a refusal is one short line)."""
-    if isinstance(value, (str, list, dict, tuple)) and len(value) > 40:
-        return f"a {type(value).__name__} of length {len(value)}"
-    return repr(value)
-
-
-def _text(key: str, value: str | None, limit: int) -> str | None:
-    if value is not None and len(value) > limit:
-        raise _refuse(key, f"at most {limit} characters", value)
-    return value
-
-
-def _str_list(spec: dict, key: str) -> list[str]:
-    value = _expect(spec, key, (list, tuple), "a list of strings") or []
-    if not all(isinstance(v, str) for v in value):
-        raise ProtocolError(f"task field '{key}' must be a list of strings")
-    if len(value) > LIMITS.command_items or sum(map(len, value)) > LIMITS.command_chars:
-        raise _refuse(key, f"at most {LIMITS.command_items} strings of {LIMITS.command_chars} characters together")
-    return list(value)
-
-
-def _tags(spec: dict) -> list[str]:
-    tags = _expect(spec, "tags", (list, tuple), "a list of strings") or []
-    if len(tags) > LIMITS.tags:
-        raise _refuse("tags", f"at most {LIMITS.tags} tags", tags)
-    for tag in tags:
-        if not isinstance(tag, str) or not 1 <= len(tag) <= LIMITS.tag_chars:
-            raise _refuse("tags", f"a list of tags of 1-{LIMITS.tag_chars} characters", tag)
-    return list(tags)
-
-
-def _env(spec: dict) -> dict[str, str] | None:
-    env = _expect(spec, "env", (dict,), "an object of string values")
-    if env is None:
-        return None
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise ProtocolError("task field 'env' must map strings to strings")
-    if len(env) > LIMITS.env_entries:
-        raise _refuse("env", f"at most {LIMITS.env_entries} entries", env)
-    total = 0
-    for name, value in env.items():
-        if not 1 <= len(name) <= LIMITS.env_key_chars or len(value) > LIMITS.env_value_chars:
-            raise _refuse("env", f"names of 1-{LIMITS.env_key_chars} characters and values of at most "
-                                 f"{LIMITS.env_value_chars} characters", name)
-        total += len(name) + len(value)
-    if total > LIMITS.env_chars:
-        raise _refuse("env", f"at most {LIMITS.env_chars} characters of names and values together", env)
-    return env
-
-
-def _command(spec: dict) -> str | list[str]:
-    command = _expect(spec, "command", (str, list, tuple), "a string or a list of strings", True)
-    if isinstance(command, str):
-        if not command.strip():
-            raise ProtocolError("task field 'command' is empty")
-        return _text("command", command, LIMITS.command_chars)
-    if not (command and all(isinstance(c, str) for c in command)):
-        raise ProtocolError("task field 'command' as a list must hold at least one string, all strings")
-    return _str_list(spec, "command")
-
-
-def check_call_value(key: str, value: list | tuple | dict) -> None:
-    """Refuse a python task's `args` or `kwargs` larger than LIMITS.call_bytes or nested deeper than LIMITS.depth.
-    The size counted is an upper bound of the packed size (strings and bytes by their length, other scalars 9
-    bytes); the walk stops at the first bound passed, so it costs no more than the bytes the value came in."""
-    left = LIMITS.call_bytes
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        container, depth = stack.pop()
-        if depth > LIMITS.depth:
-            raise _refuse(key, f"nested at most {LIMITS.depth} deep", hint="flatten the value")
-        if type(container) is dict:
-            left -= sum(len(k) + 5 if type(k) in (str, bytes) else 9 for k in container)
-            container = container.values()
-        for item in container:
-            kind = type(item)
-            if kind is str or kind is bytes:
-                left -= len(item) + 5
-            elif kind is list or kind is tuple or kind is dict:
-                left -= 5
-                stack.append((item, depth + 1))
-            else:
-                left -= 9
-            if left < 0:
-                break
-        if left < 0:
-            raise _refuse(key, f"at most {LIMITS.call_bytes >> 20} MiB packed",
-                          hint="pass a path or a key to the data instead of the data")
-
-
 def _task_id(spec: dict) -> str:
     task_id = spec.get("id") or new_task_id()
     if not is_valid_id(task_id):
@@ -217,8 +80,8 @@ def _task_id(spec: dict) -> str:
 
 
 def _call_arguments(spec: dict) -> tuple[list, dict]:
-    args = list(_expect(spec, "args", (list, tuple), "a list") or [])
-    kwargs = _expect(spec, "kwargs", (dict,), "an object") or {}
+    args = list(fields.expect(spec, "args", (list, tuple), "a list") or [])
+    kwargs = fields.expect(spec, "kwargs", (dict,), "an object") or {}
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise ProtocolError("task field 'kwargs' must have string keys")
     check_call_value("args", args)
@@ -249,56 +112,56 @@ def validate_task_spec(spec: Any) -> dict:
         raise ProtocolError(f"task kind {kind!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
     out: dict[str, Any] = {"id": task_id, "kind": kind}
     if kind == "shell":
-        out["command"] = _command(spec)
+        out["command"] = fields.command(spec)
     elif kind == "script":
-        out["source"] = _expect(spec, "source", (str,), "the script's text", True)
+        out["source"] = fields.expect(spec, "source", (str,), "the script's text", True)
         if len(out["source"].encode()) > MAX_SCRIPT_BYTES:
             raise ProtocolError(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
-        filename = _expect(spec, "filename", (str,), "a file name") or "script.py"
-        out["filename"] = _text("filename", filename, LIMITS.filename_chars)
-        out["args"] = _str_list(spec, "args")
+        filename = fields.expect(spec, "filename", (str,), "a file name") or "script.py"
+        out["filename"] = fields.text("filename", filename, LIMITS.filename_chars)
+        out["args"] = fields.str_list(spec, "args")
     else:
-        function = _expect(spec, "function", (str,), "'module:function'", True)
+        function = fields.expect(spec, "function", (str,), "'module:function'", True)
         if len(function) > LIMITS.label_chars or not _FUNC_RE.match(function):
             raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
         out["function"] = function
         out["args"], out["kwargs"] = _call_arguments(spec)
     if kind != "python":
-        out["cwd"] = _text("cwd", _expect(spec, "cwd", (str,), "a directory path"), LIMITS.cwd_chars)
-        out["env"] = _env(spec)
+        out["cwd"] = fields.text("cwd", fields.expect(spec, "cwd", (str,), "a directory path"), LIMITS.cwd_chars)
+        out["env"] = fields.env(spec)
     get = spec.get
     # Most fields are absent from most tasks: only those present are looked at (this runs for every task).
     for key, types, what in _TYPED_OPTIONS:
         value = get(key)
-        out[key] = None if value is None else _typed(key, value, types, what)
+        out[key] = None if value is None else fields.typed(key, value, types, what)
     out["priority"] = out["priority"] or 0
     if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
         raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
     timeout = out["timeout"]
     if timeout is not None and not 0 < timeout <= LIMITS.timeout_s:  # written so that NaN is refused too
-        raise _refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
+        raise fields.refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
                       "give a number of seconds in that range")
     retries = out["retries"]
     if retries is not None and not 0 <= retries <= MAX_RETRIES:
         raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
     backoff = out["retry_backoff"]
     if backoff is not None and not 0 <= backoff <= LIMITS.backoff_s:
-        raise _refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
+        raise fields.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
                       "give a number of seconds in that range")
     for key in ("name", "limit_key", "device"):
-        _text(key, out[key], LIMITS.label_chars)
+        fields.text(key, out[key], LIMITS.label_chars)
     if out["group"] is not None and not is_valid_id(out["group"]):
-        raise _refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
+        raise fields.refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
     out["all"] = bool(out["all"])
     if out["all"] and get("device"):
         raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")
     for name in ("limit_concurrency", "limit_per_minute"):
         value = out[name]
         if value is not None and not 1 <= value <= LIMITS.per_key:
-            raise _refuse(name, f">= 1 and <= {LIMITS.per_key}", value, "give a count in that range")
+            raise fields.refuse(name, f">= 1 and <= {LIMITS.per_key}", value, "give a count in that range")
         if value is not None and not out["limit_key"]:
             raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
-    out["tags"] = [] if get("tags") is None else _tags(spec)
+    out["tags"] = [] if get("tags") is None else fields.tags(spec)
     out["name"] = out["name"] or describe_spec(out)
     return out
 
@@ -310,24 +173,33 @@ _MISSING = object()
 def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
     """The specs of a Submit: each task validated, or, with `common`, each task merged over it (see
     docs/architecture.md, "A Submit with common"). A python batch has `common` validated once and, of each task
-    that holds only CALL_KEYS, just those keys; the specs are the same as validating every merged task whole."""
-    if not common:
-        return [validate_task_spec(t) for t in tasks]
+    that holds only CALL_KEYS, just those keys; the specs are the same as validating every merged task whole.
+    A refusal of a Submit of several tasks says which (`task N of M in this Submit: ...`, N from 1), so that a
+    client can name the line of a file that holds it."""
+    specs: list[dict] = []
+    try:
+        _validate_into(specs, tasks, common)
+    except ProtocolError as e:
+        if len(tasks) > 1:
+            raise ProtocolError(f"task {len(specs) + 1} of {len(tasks)} in this Submit: {e.message}") from None
+        raise
+    return specs
+
+
+def _validate_into(specs: list[dict], tasks: list, common: dict | None) -> None:
+    """validate_batch's work: each spec is appended as soon as it is valid (the count says which one failed)."""
     base = None
-    if "id" not in common:
+    if common and "id" not in common:
         try:
             base = validate_task_spec(dict(common, id="common"))
         except ProtocolError:
             pass    # `common` need not be a task by itself (the tasks may complete it): each merged task decides
-    if base is None:
-        return [validate_task_spec({**common, **task}) if isinstance(task, dict) else validate_task_spec(task)
-                for task in tasks]
-    calls = base["kind"] == "python"
-    specs = []
+    calls = base is not None and base["kind"] == "python"
+    append = specs.append
     for task in tasks:
-        if not isinstance(task, dict):
-            raise ProtocolError(f"a task must be an object, got {type(task).__name__}")
-        if calls and task.keys() <= CALL_KEYS:
+        if not isinstance(task, dict) or not common:
+            append(validate_task_spec({**common, **task} if common and isinstance(task, dict) else task))
+        elif calls and task.keys() <= CALL_KEYS:
             spec = base.copy()
             spec["id"] = _task_id(task)
             args = task.get("args")
@@ -340,10 +212,9 @@ def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
                     spec["args"] = args
                 if "kwargs" in task:
                     spec["kwargs"] = kwargs
+            append(spec)
         else:
-            spec = validate_task_spec({**common, **task})
-        specs.append(spec)
-    return specs
+            append(validate_task_spec({**common, **task}))
 
 
 def factor_batch(specs: list) -> tuple[dict, list]:

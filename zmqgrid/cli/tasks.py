@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -75,6 +76,11 @@ def submit_file(c: Client, path: str, run: str, notify: bool, as_json: bool) -> 
         elif e.submitted:
             click.echo("\n".join(e.submitted))
         refusal = e.message.removesuffix(f" ({len(e.submitted)} tasks of the other batches were committed)")
+        # The refused Submit is the one that starts at the first line not submitted; its task N is a line of it.
+        which = re.match(r"task (\d+) of \d+ in this Submit: ", refusal)
+        numbers = [n for n, _ in lines]
+        if which and numbers.index(first) + int(which.group(1)) - 1 < len(numbers):
+            refusal = f"line {numbers[numbers.index(first) + int(which.group(1)) - 1]}: {refusal[which.end():]}"
         raise RemoteError(e.code, f"{refusal}; {len(done)} of {len(lines)} lines of {path} were "
                                   f"submitted (their ids are printed), line {first} is the first not submitted; "
                                   f"when the cause is fixed, {again}") from None
