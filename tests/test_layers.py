@@ -1,6 +1,6 @@
 """The dependency direction of docs/architecture.md "Layers", checked on every import in zmqgrid/ (ast, no import).
 
-    errors <- fields <- model <- protocol <- transport <- {master, worker, client}
+    errors <- spec_limits <- model <- protocol <- transport <- {master, worker, client}
     errors <- config;  model <- store (store knows no zmq)
     master -> store;  worker -> executors, metrics (never store, never master)
     standalone -> master, worker;  cli -> client, config, logs, standalone
@@ -91,8 +91,8 @@ def test_the_store_knows_no_zmq_and_no_master_worker_or_client():
 @pytest.mark.parametrize("module, may_import", [
     ("zmqgrid.errors", ()),
     ("zmqgrid.text", ()),
-    ("zmqgrid.fields", ("errors",)),
-    ("zmqgrid.model", ("errors", "fields")),
+    ("zmqgrid.spec_limits", ("errors",)),
+    ("zmqgrid.model", ("errors", "spec_limits")),
     ("zmqgrid.protocol", ("errors", "model")),
 ])
 def test_the_bottom_layers_import_nothing_of_zmqgrid_above_them(module, may_import):

@@ -141,7 +141,7 @@ def test_listing_works_with_huge_rows_already_in_the_ledger_also_after_a_restart
     ids = client.submit([build_spec(shell="true") for _ in range(2)])
     master.start_worker("w1")
     master.wait_online(client, "w1")
-    wait_until(lambda: all(client.task(i)["state"] == "done" for i in ids), 20, "both tasks done")
+    wait_until(lambda: all(client.task(i)["state"] == "done" for i in ids), 60, "both tasks done")
     master.stop()
     master.workers.clear()
     with sqlite3.connect(master.db) as db:
@@ -169,7 +169,7 @@ def test_a_client_with_a_small_message_limit_gets_every_row_and_all_output_in_pa
     ids = client.submit([build_spec(shell="true", name=f"{i:03d}" + "n" * 197) for i in range(300)])
     loud = client.submit(build_spec(python="tests.tasks:print_bytes", args=[200_000]))[0]
     master.start_worker("w1", concurrency=4)
-    wait_until(lambda: client.task(loud)["state"] in ("done", "failed"), 30, "the loud task to end")
+    wait_until(lambda: client.task(loud)["state"] in ("done", "failed"), 60, "the loud task to end")
     # When a client that accepts at most 64 KiB a message lists them and reads the output
     with Client(master.url, timeout_s=10, max_message_bytes=SMALL_CLIENT, curve=master.curve) as small:
         rows = small.tasks(limit=1000)

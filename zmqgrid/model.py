@@ -10,8 +10,8 @@ from enum import Enum
 from typing import Any
 
 from .errors import ProtocolError
-from . import fields
-from .fields import LIMITS, check_call_value
+from . import spec_limits as check
+from .spec_limits import LIMITS, check_call_value
 
 
 class TaskState(str, Enum):
@@ -80,8 +80,8 @@ def _task_id(spec: dict) -> str:
 
 
 def _call_arguments(spec: dict) -> tuple[list, dict]:
-    args = list(fields.expect(spec, "args", (list, tuple), "a list") or [])
-    kwargs = fields.expect(spec, "kwargs", (dict,), "an object") or {}
+    args = list(check.expect(spec, "args", (list, tuple), "a list") or [])
+    kwargs = check.expect(spec, "kwargs", (dict,), "an object") or {}
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise ProtocolError("task field 'kwargs' must have string keys")
     check_call_value("args", args)
@@ -112,56 +112,56 @@ def validate_task_spec(spec: Any) -> dict:
         raise ProtocolError(f"task kind {kind!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
     out: dict[str, Any] = {"id": task_id, "kind": kind}
     if kind == "shell":
-        out["command"] = fields.command(spec)
+        out["command"] = check.command(spec)
     elif kind == "script":
-        out["source"] = fields.expect(spec, "source", (str,), "the script's text", True)
+        out["source"] = check.expect(spec, "source", (str,), "the script's text", True)
         if len(out["source"].encode()) > MAX_SCRIPT_BYTES:
             raise ProtocolError(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
-        filename = fields.expect(spec, "filename", (str,), "a file name") or "script.py"
-        out["filename"] = fields.text("filename", filename, LIMITS.filename_chars)
-        out["args"] = fields.str_list(spec, "args")
+        filename = check.expect(spec, "filename", (str,), "a file name") or "script.py"
+        out["filename"] = check.text("filename", filename, LIMITS.filename_chars)
+        out["args"] = check.str_list(spec, "args")
     else:
-        function = fields.expect(spec, "function", (str,), "'module:function'", True)
+        function = check.expect(spec, "function", (str,), "'module:function'", True)
         if len(function) > LIMITS.label_chars or not _FUNC_RE.match(function):
             raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
         out["function"] = function
         out["args"], out["kwargs"] = _call_arguments(spec)
     if kind != "python":
-        out["cwd"] = fields.text("cwd", fields.expect(spec, "cwd", (str,), "a directory path"), LIMITS.cwd_chars)
-        out["env"] = fields.env(spec)
+        out["cwd"] = check.text("cwd", check.expect(spec, "cwd", (str,), "a directory path"), LIMITS.cwd_chars)
+        out["env"] = check.env(spec)
     get = spec.get
     # Most fields are absent from most tasks: only those present are looked at (this runs for every task).
     for key, types, what in _TYPED_OPTIONS:
         value = get(key)
-        out[key] = None if value is None else fields.typed(key, value, types, what)
+        out[key] = None if value is None else check.typed(key, value, types, what)
     out["priority"] = out["priority"] or 0
     if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
         raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
     timeout = out["timeout"]
     if timeout is not None and not 0 < timeout <= LIMITS.timeout_s:  # written so that NaN is refused too
-        raise fields.refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
+        raise check.refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
                       "give a number of seconds in that range")
     retries = out["retries"]
     if retries is not None and not 0 <= retries <= MAX_RETRIES:
         raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
     backoff = out["retry_backoff"]
     if backoff is not None and not 0 <= backoff <= LIMITS.backoff_s:
-        raise fields.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
+        raise check.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
                       "give a number of seconds in that range")
     for key in ("name", "limit_key", "device"):
-        fields.text(key, out[key], LIMITS.label_chars)
+        check.text(key, out[key], LIMITS.label_chars)
     if out["group"] is not None and not is_valid_id(out["group"]):
-        raise fields.refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
+        raise check.refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
     out["all"] = bool(out["all"])
     if out["all"] and get("device"):
         raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")
     for name in ("limit_concurrency", "limit_per_minute"):
         value = out[name]
         if value is not None and not 1 <= value <= LIMITS.per_key:
-            raise fields.refuse(name, f">= 1 and <= {LIMITS.per_key}", value, "give a count in that range")
+            raise check.refuse(name, f">= 1 and <= {LIMITS.per_key}", value, "give a count in that range")
         if value is not None and not out["limit_key"]:
             raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
-    out["tags"] = [] if get("tags") is None else fields.tags(spec)
+    out["tags"] = [] if get("tags") is None else check.tags(spec)
     out["name"] = out["name"] or describe_spec(out)
     return out
 
