@@ -192,6 +192,7 @@ BAD_FLAGS = [
     (["tasks", "list", "--limit", "0"], "--limit"),
     (["submit", "--python", "tests.tasks:add", "--args", "not json"], "--args"),
     (["submit", "--python", "tests.tasks:add", "--kwargs", "[1]"], "--kwargs"),
+    (["submit", "--python", "tests.tasks:add", "--args", "[" * 5000 + "]" * 5000], "--args"),
     (["submit", "--python", "not-a-callable"], "function"),
     (["submit"], "exactly one of shell, script, python"),
     (["submit", "--script", "missing.py"], "missing.py"),
@@ -200,7 +201,7 @@ BAD_FLAGS = [
 ]
 
 
-@pytest.mark.parametrize("args, names", BAD_FLAGS, ids=[" ".join(args) for args, _ in BAD_FLAGS])
+@pytest.mark.parametrize("args, names", BAD_FLAGS, ids=[" ".join(args)[:60] for args, _ in BAD_FLAGS])
 def test_a_bad_flag_value_or_missing_file_is_one_error_line_and_exit_3(cli, args, names):
     line = assert_user_error(cli(*args), 3)
     assert names in line
