@@ -100,9 +100,10 @@ class Config:
     """Accepted from the seed's files but not used yet (CURVE keys come later); never logged or printed."""
     db_path: str = "data/zmqgrid.db"
     """The master's SQLite ledger."""
-    durability: str = "full"
+    durability: str = "normal"
     """Master: "full" fsyncs each turn's commit before anything in it is acknowledged (survives a power cut);
-    "normal" does not (survives a killed process, not an OS crash or power cut). README "What you can rely on"."""
+    "normal" syncs at the WAL checkpoints, once a second (a killed process loses nothing; a power cut or OS crash
+    may lose the last second). README "What you can rely on"; the default is chosen in docs/benchmarks.md."""
     log_file: str | None = "logs/distribution.log"
     """Rotating log file; null logs to the terminal only."""
     log_level: str = "INFO"

@@ -114,7 +114,7 @@ def m007_ledger_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_tasks_group ON tasks (group_id) WHERE group_id IS NOT NULL")
 
 
-def open_database(path: str | os.PathLike, durability: str = "full") -> sqlite_utils.Database:
+def open_database(path: str | os.PathLike, durability: str = "normal") -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged.
     `durability` is a key of SYNCHRONOUS (config `durability`)."""
     path = Path(path)

@@ -81,7 +81,7 @@ def _json(value: Any) -> str | None:
 class TaskStore:
     """The ledger. Mutations are buffered by `stage()` and written by `commit()` in one transaction."""
 
-    def __init__(self, path: str | os.PathLike, durability: str = "full") -> None:
+    def __init__(self, path: str | os.PathLike, durability: str = "normal") -> None:
         self.path = str(path)
         self.db: sqlite_utils.Database = open_database(path, durability)
         # Read back from the connection, not echoed from the config: what the commits will really do.
