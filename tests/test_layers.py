@@ -90,6 +90,7 @@ def test_the_store_knows_no_zmq_and_no_master_worker_or_client():
 
 @pytest.mark.parametrize("module, may_import", [
     ("zmqgrid.errors", ()),
+    ("zmqgrid.text", ()),
     ("zmqgrid.model", ("errors",)),
     ("zmqgrid.protocol", ("errors", "model")),
 ])

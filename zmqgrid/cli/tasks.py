@@ -11,7 +11,7 @@ from ..client import Client, build_spec
 from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
 from ..model import TASK_STATES
 from .common import client_options, client_options_with, json_arg, json_option, task_options
-from .render import describe_error, emit_json, seconds, table, when
+from .render import describe_error, echo_output, emit_json, field, seconds, table, when
 
 
 def read_batch(path: str | Path) -> list[dict]:
@@ -108,7 +108,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             detail = f" exit={r['exit_code']}" if r.get("exit_code") is not None else ""
             detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
             detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
-            click.echo(f"{r['id']} {r['state']} on {r.get('device_id') or '-'}{detail}")
+            click.echo(f"{field(r['id'])} {r['state']} on {field(r.get('device_id'))}{detail}")
     return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
 
 
@@ -165,20 +165,20 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
         return
     for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
                 "exit_code", "reason"):
-        click.echo(f"{key + ':':<11} {task.get(key) if task.get(key) not in (None, []) else '-'}")
+        click.echo(f"{key + ':':<11} {field(task.get(key))}")
     if task.get("waiting"):
-        click.echo(f"{'waiting:':<11} {task['waiting']}")
+        click.echo(f"{'waiting:':<11} {field(task['waiting'])}")
     click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
     if task.get("value") is not None:
         click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")
     if task.get("error"):
         click.echo(f"{'error:':<11} {describe_error(task['error'])}")
         if task["error"].get("traceback"):
-            click.echo(task["error"]["traceback"].rstrip())
+            echo_output(str(task["error"]["traceback"]).rstrip() + "\n")
     if task.get("evidence"):
         click.echo(f"{'deaths:':<11} {task['deaths']} (its worker died while running it)")
         for e in task["evidence"]:
-            click.echo(f"  attempt {e['attempt']} on {e['device_id']} at {when(e['at'])}: {e['reason']}")
+            click.echo(f"  attempt {e['attempt']} on {field(e['device_id'])} at {when(e['at'])}: {field(e['reason'])}")
     click.echo("attempts:")
     table(([a["attempt"], a["device_id"], a["state"], when(a["started_at"]), when(a["finished_at"]), a["exit_code"],
             "yes" if a["stale"] else "", describe_error(a["error"])] for a in task["attempts"]),
@@ -196,16 +196,16 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, f
     if follow:
         with client() as c:
             for stream, text in c.follow(c.task(task_id)["id"]):
-                click.echo(text, nl=False, err=stream == "stderr")
+                echo_output(text, err=stream == "stderr")
         return
     with client() as c:
         out = c.logs(task_id, attempt)
     if as_json:
         emit_json(out)
         return
-    click.echo(out["stdout"], nl=not out["stdout"].endswith("\n"))
+    echo_output(out["stdout"] if out["stdout"].endswith("\n") else out["stdout"] + "\n")
     if out["stderr"]:
-        click.echo(out["stderr"], err=True, nl=not out["stderr"].endswith("\n"))
+        echo_output(out["stderr"] if out["stderr"].endswith("\n") else out["stderr"] + "\n", err=True)
 
 
 @tasks.command("requeue")

@@ -95,7 +95,8 @@ def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
             "last_hour": cluster.store.count_finished_since(time.time() - 3600),
             "stuck_tasks": stuck, "counters": dict(cluster.counters),
-            "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0)}
+            "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0),
+            "subscriptions": dict(settings.get("subscriptions", {}))}
 
 
 def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings: dict) -> Any:

@@ -247,6 +247,12 @@ class TaskStore:
     def set_device_state(self, device_id: str, state: str) -> None:
         self.stage(_DEVICE_STATE, (state, device_id))
 
+    def remove_device(self, device_id: str) -> None:
+        """Stage the removal of an offline device's row and heartbeat samples (store.retention.offline_devices)."""
+        self.stage("DELETE FROM devices WHERE device_id = ? AND state = 'offline'", (device_id,))
+        self.stage("DELETE FROM heartbeats WHERE device_id = ?", (device_id,))
+        self._sampled.pop(device_id, None)
+
     def sample_heartbeat(self, device_id: str, now: float, metrics: dict, running: int) -> None:
         """Stage one metrics sample; every PRUNE_SAMPLES_EVERY samples of a device, drop its samples beyond the
         newest `heartbeat_keep` (one indexed delete of one device's rows, instead of a scan of the whole table)."""
