@@ -23,6 +23,7 @@ MODES = ("master", "worker", "standalone")
 STRATEGIES = ("least_tasks", "round_robin", "weighted", "random")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PYTHON_POOLS = ("process", "inline")
+DURABILITY = ("full", "normal")   # the ledger's SQLite synchronous level (zmqgrid.store.schema)
 ENV_PREFIX = "ZMQGRID_"
 ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
@@ -99,6 +100,10 @@ class Config:
     """Accepted from the seed's files but not used yet (CURVE keys come later); never logged or printed."""
     db_path: str = "data/zmqgrid.db"
     """The master's SQLite ledger."""
+    durability: str = "normal"
+    """Master: "full" fsyncs each turn's commit before anything in it is acknowledged (survives a power cut);
+    "normal" syncs at the WAL checkpoints, once a second (a killed process loses nothing; a power cut or OS crash
+    may lose the last second). README "What you can rely on"; the default is chosen in docs/benchmarks.md."""
     log_file: str | None = "logs/distribution.log"
     """Rotating log file; null logs to the terminal only."""
     log_level: str = "INFO"
@@ -182,7 +187,7 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
-_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS}
+_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
     "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),

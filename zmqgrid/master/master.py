@@ -51,7 +51,7 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
-        self.store = TaskStore(config.db_path)
+        self.store = TaskStore(config.db_path, config.durability)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
         self.keyring: KeyRing | None = None

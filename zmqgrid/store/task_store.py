@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from typing import Any, Iterable
@@ -13,6 +14,8 @@ from ..model import TASK_STATES
 from ..protocol import packb, unpackb
 from .checkpoint import WAL_KEEP_BYTES, Checkpointer
 from .schema import open_database
+
+logger = logging.getLogger(__name__)
 
 TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, tags, device_req, device_id, "
                 "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason, deaths, evidence, group_id")
@@ -78,9 +81,12 @@ def _json(value: Any) -> str | None:
 class TaskStore:
     """The ledger. Mutations are buffered by `stage()` and written by `commit()` in one transaction."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, durability: str = "normal") -> None:
         self.path = str(path)
-        self.db: sqlite_utils.Database = open_database(path)
+        self.db: sqlite_utils.Database = open_database(path, durability)
+        # Read back from the connection, not echoed from the config: what the commits will really do.
+        logger.info("ledger %s: durability %s (PRAGMA synchronous=%d)", self.path, durability,
+                    self.db.execute("PRAGMA synchronous").fetchone()[0])
         self._ops: list[tuple[str, list[tuple[str, tuple]]]] = []   # (op name, its statements), in order
         self._op: list[tuple[str, tuple]] | None = None
         # Task id -> (staged statements, index) of its insert, until the commit: what assign() folds into.
