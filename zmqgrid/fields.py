@@ -44,6 +44,14 @@ def shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{kind} {text[:40]}..."
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_:-]{1,64}")
+
+
+def _step(key: Any) -> str:
+    """A map key as a step of a refusal's path: `.name` when plain, else `[shown key]` (escaped, cut short)."""
+    return f".{key}" if type(key) is str and _PLAIN_KEY.fullmatch(key) else f"[{shown(key)}]"
+
+
 class Spec:
     """Base of every field spec. `pure`: check() returns the very value it was given (containers skip copying)."""
 
@@ -273,11 +281,15 @@ class Dict(Spec):
             raise Bad(self.describe(), value)
         check_key, check_value = self.key.check, self.value.check
         for key, item in value.items():
-            check_key(key)
+            try:
+                check_key(key)
+            except Bad as e:
+                e.path.append(" (a key)")
+                raise
             try:
                 check_value(item)
             except Bad as e:
-                e.path.append(f".{key}")
+                e.path.append(_step(key))
                 raise
         return value
 
@@ -320,7 +332,7 @@ class Record(Spec):
                     out = out if out is not None else dict(value)
                     out[key] = checked
         except Bad as e:
-            e.path.append(f".{key}")
+            e.path.append(_step(key))
             raise
         for name in self.required:
             if name not in value:
