@@ -358,26 +358,12 @@ class Field:
     spec: Spec
 
 
-# ---------------------------------------------------------------- specs shared by several messages
-
-ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"   # the task id charset (model.validate_task_spec), also for device ids
-ID = Text(64, 1, pattern=ID_PATTERN, what="an id of 1-64 of A-Z a-z 0-9 _ . : -")
-ATTEMPT = Int(1, 1 << 31)
-KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
-KEYS = List(KEY, 1 << 20)
-INT64 = Int()
-SEQ = Int(0, INT64_MAX)
-CREDIT = Int(0, 1 << 20)
-WALL_TIME = Float(0.0, 1e11)   # Unix seconds (year 5138): a worker's clock, shown and stored, never trusted
-NAME = Text(255, line=True)
-PATH = Text(4096, line=True)
-
-
 class Scalar(Spec):
     """One plain value: nil, bool, an int64, a finite float, or a one-line text of at most 4,096 characters."""
 
     _text = Text(4096, line=True)
     _float = Float(-1e300, 1e300)
+    _int = Int()
 
     def __init__(self) -> None:
         self.nullable = True
@@ -388,7 +374,7 @@ class Scalar(Spec):
             if value is None or kind is bool:
                 return value
             if kind is int:
-                return INT64.check(value)
+                return self._int.check(value)
             if kind is float:
                 return self._float.check(value)
             if kind is str:

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .fields import (CREDIT, ID, INT64, KEY, KEYS, NAME, PATH, SCALAR, SEQ, WALL_TIME, ATTEMPT, Bad, Bool, Dict,
-                     Enum, Field, Float, Int, List, Opaque, Record, Spec, Text, Tuple, Value)
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Dict, Enum, Field, Float, Int, List, Opaque, Record, Spec, Text,
+                     Tuple, Value)
 from .model import ATTEMPT_OUTCOMES
 
 VERSION = 1
@@ -108,6 +108,17 @@ def decode(frames: list[bytes]) -> Message:
 
 # ---------------------------------------------------------------- the schema's bounds (docs/architecture.md, Security)
 
+ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"   # the task id charset (model.validate_task_spec), also for device ids
+ID = Text(64, 1, pattern=ID_PATTERN, what="an id of 1-64 of A-Z a-z 0-9 _ . : -")
+ATTEMPT = Int(1, 1 << 31)
+KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
+KEYS = List(KEY, 1 << 20)
+INT64 = Int()
+SEQ = Int(0, INT64_MAX)
+CREDIT = Int(0, 1 << 20)
+WALL_TIME = Float(0.0, 1e11)   # Unix seconds (year 5138): a worker's clock, shown and stored, never trusted
+NAME = Text(255, line=True)
+PATH = Text(4096, line=True)
 MAX_RESULTS_PER_MESSAGE = 100_000
 MAX_OUTPUT_CHUNKS = 16_384
 MAX_IDS_PER_REQUEST = 10_000      # Control ids/devices: a client sends more in several requests
