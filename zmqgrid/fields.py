@@ -112,12 +112,13 @@ class Text(Spec):
                  what: str = "", nullable: bool = False) -> None:
         self.max_len, self.min_len, self.line, self.nullable = max_len, min_len, line, nullable
         self.pattern = re.compile(pattern) if pattern else None
+        self._match = self.pattern.fullmatch if self.pattern else None
         self.what = what
 
     def check(self, value: Any) -> Any:
         if type(value) is str and self.min_len <= len(value) <= self.max_len:
-            if self.pattern is not None:
-                if self.pattern.fullmatch(value):
+            if self._match is not None:
+                if self._match(value):
                     return value
             elif not (self.line and _CONTROL.search(value)):
                 return value
@@ -166,35 +167,32 @@ class Value(Spec):
         self.depth, self.nullable = depth, nullable
 
     def check(self, value: Any) -> Any:
-        if type(value) in _SCALARS:
+        if type(value) in _SCALARS or _plain(value, self.depth):
             return value
-        try:
-            self._walk(value, self.depth)
-        except Bad as e:
-            raise Bad(self.describe(), value) from e
-        return value
-
-    def _walk(self, value: Any, depth: int) -> None:
-        kind = type(value)
-        if kind is list:
-            items: Iterable = value
-        elif kind is dict:
-            for key in value:
-                if type(key) not in _SCALARS:
-                    raise Bad("", key)
-            items = value.values()
-        elif kind in _SCALARS:
-            return
-        else:
-            raise Bad("", value)
-        if depth <= 0:
-            raise Bad("", value)
-        for item in items:
-            if type(item) not in _SCALARS:
-                self._walk(item, depth - 1)
+        raise Bad(self.describe(), value)
 
     def describe(self) -> str:
         return f"a msgpack value (nil, bool, number, text, bytes, list, map) nested at most {self.depth} deep"
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True if `value` is a list or map of plain values nested at most `depth` deep (recursion stops there)."""
+    kind = type(value)
+    if depth <= 0:
+        return False
+    if kind is list:
+        items: Iterable = value
+    elif kind is dict:
+        for key in value:
+            if type(key) not in _SCALARS:
+                return False
+        items = value.values()
+    else:
+        return False
+    for item in items:
+        if type(item) not in _SCALARS and not _plain(item, depth - 1):
+            return False
+    return True
 
 
 class Opaque(Spec):
@@ -249,10 +247,21 @@ class Tuple(Spec):
     def __init__(self, *items: Spec, what: str = "") -> None:
         self.items, self.what = items, what
         self.pure = all(s.pure for s in items)
+        first, second = (items + (None, None))[:2]
+        self._pair = None
+        if (len(items) == 2 and isinstance(first, Text) and first._match is not None and first.max_len <= 64
+                and isinstance(second, Int)):   # the pattern alone bounds the text (ID_PATTERN's {1,64})
+            self._pair = (first._match, second.lo, second.hi)
 
     def check(self, value: Any) -> Any:
         if type(value) is not list or len(value) != len(self.items):
             raise Bad(self.describe(), value)
+        pair = self._pair
+        if pair is not None:   # [id, attempt]: the hot case (Heartbeat, Results.started), checked inline
+            match, lo, hi = pair
+            second, first = value[1], value[0]
+            if type(second) is int and lo <= second <= hi and type(first) is str and match(first):
+                return value
         i = 0
         try:
             for i, (spec, item) in enumerate(zip(self.items, value)):
@@ -310,24 +319,25 @@ class Record(Spec):
                  extra: Spec | None = None, extra_key: Spec | None = None, nullable: bool = False) -> None:
         self.fields, self.max_keys, self.required = fields, max_keys, tuple(required)
         self.extra, self.extra_key, self.nullable = extra, extra_key or Text(64, 1, line=True), nullable
+        self._checks = {name: spec.check for name, spec in fields.items()}
 
     def check(self, value: Any) -> Any:
         if type(value) is not dict or len(value) > self.max_keys:
             if value is None and self.nullable:
                 return None
             raise Bad(self.describe(), value)
-        fields, out, key = self.fields, None, None
+        checks, out, key = self._checks, None, None
         try:
             for key, item in value.items():
-                spec = fields.get(key)
-                if spec is None:
+                check = checks.get(key)
+                if check is None:
                     if self.extra is None:
                         out = out if out is not None else dict(value)
                         del out[key]
                         continue
                     self.extra_key.check(key)
-                    spec = self.extra
-                checked = spec.check(item)
+                    check = self.extra.check
+                checked = check(item)
                 if checked is not item:
                     out = out if out is not None else dict(value)
                     out[key] = checked
@@ -336,7 +346,7 @@ class Record(Spec):
             raise
         for name in self.required:
             if name not in value:
-                e = Bad(fields[name].describe(), None)
+                e = Bad(self.fields[name].describe(), None)
                 e.got = "nothing (the key is missing)"
                 e.path.append(f".{name}")
                 raise e
