@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .fields import (INT64_MAX, SCALAR, Bad, Bool, Dict, Enum, Field, Float, Int, List, Opaque, Record, Spec, Text,
-                     Tuple, Value)
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque, Record, Spec,
+                     Text, Tuple, Value)
 from .model import ATTEMPT_OUTCOMES
 
 VERSION = 1
@@ -108,8 +108,7 @@ def decode(frames: list[bytes]) -> Message:
 
 # ---------------------------------------------------------------- the schema's bounds (docs/architecture.md, Security)
 
-ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"   # the task id charset (model.validate_task_spec), also for device ids
-ID = Text(64, 1, pattern=ID_PATTERN, what="an id of 1-64 of A-Z a-z 0-9 _ . : -")
+ID = Id()   # a task id (model.validate_task_spec's charset); device ids use the same
 ATTEMPT = Int(1, 1 << 31)
 KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
 KEYS = List(KEY, 1 << 20)
@@ -255,7 +254,7 @@ class Command(Message):
     """Master -> workers over PUB (topic b'all', b'device.<id>' or b'tag.<tag>'), or re-sent over the ROUTER
     to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
     SCHEMA = {"seq": SEQ, "action": Text(32, line=True),
-              "params": Dict(Text(64, 1), Opaque("command parameters"), 64)}
+              "params": Record({}, 64, extra=Opaque("command parameters"), extra_key=Text(64, 1))}
     seq: int
     action: str
     params: dict = field(default_factory=dict)
@@ -281,7 +280,7 @@ class Submit(Message):
     """Client -> master: tasks to queue. Acknowledged (Reply with the ids, or a line of a SubmitAcks with
     batch_acks) only after they are committed."""
     SCHEMA = {"req_id": INT64, "tasks": List(TASK_SPEC, 1 << 20), "notify": Bool(),
-              "common": Dict(Text(64, 1), TASK_SPEC, 64), "batch_acks": Bool()}
+              "common": Record({}, 64, extra=TASK_SPEC, extra_key=Text(64, 1)), "batch_acks": Bool()}
     req_id: int
     tasks: list
     notify: bool = False   # also send Finished to this client when each task ends

@@ -78,7 +78,7 @@ def test_a_malformed_submit_acks_line_is_one_protocol_error(line):
     ([b"\x01S", msgpack.packb([1, [], True, {}, True, "extra"])], "expected 2..5 fields"),
     ([b"\x01S", msgpack.packb([1, [], True, {}, "yes"])], "Submit.batch_acks: expected true or false, got 'yes'"),
     ([b"\x01K", msgpack.packb([{"1": ["a"]}])], "SubmitAcks.acks: expected a list of at most"),
-    ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected a map of at most 64 entries"),
+    ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected a map of at most 64 keys"),
     ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected an integer .*, got '1'"),
     ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected an integer .*, got True"),
     ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected a list of at most"),
