@@ -178,8 +178,8 @@ class Value(Spec):
     """Any plain msgpack value (nil, bool, int, float, text, bytes, lists and maps of them) nested at most `depth`
     deep: what the ledger stores as packed bytes and shows as JSON without running out of stack."""
 
-    def __init__(self, depth: int, nullable: bool = True) -> None:
-        self.depth, self.nullable = depth, nullable
+    def __init__(self, depth: int, nullable: bool = True, what: str = "") -> None:
+        self.depth, self.nullable, self.what = depth, nullable, what
 
     def check(self, value: Any) -> Any:
         if type(value) in _SCALARS or _plain(value, self.depth):
@@ -187,7 +187,8 @@ class Value(Spec):
         raise Bad(self.describe(), value)
 
     def describe(self) -> str:
-        return f"a msgpack value (nil, bool, number, text, bytes, list, map) nested at most {self.depth} deep"
+        return (f"{self.what or 'a msgpack value'} (nil, bool, number, text, bytes, lists and maps of them) nested "
+                f"at most {self.depth} deep")
 
 
 def _plain(value: Any, depth: int) -> bool:

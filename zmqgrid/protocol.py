@@ -124,7 +124,9 @@ MAX_IDS_PER_REQUEST = 10_000      # Control ids/devices: a client sends more in 
 MAX_TEXT = 1 << 24                # stdout, stderr, an output chunk: bounded in fact by max_message_bytes
 MAX_ERROR_TYPE, MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK = 256, 16_384, 262_144
 MAX_VALUE_DEPTH = 32
-TASK_SPEC = Opaque("a task spec (checked by model.validate_task_spec)")
+# A task spec's keys and values are model.validate_task_spec's to check; here only how deep it nests (a value nested
+# 1,000 deep would pass msgpack and then exhaust the stack of whatever turns it into JSON).
+TASK_SPEC = Value(MAX_VALUE_DEPTH, what="a task spec (checked by model.validate_task_spec)")
 TAG = Text(64, 1, line=True)
 ERROR = Record({"type": Text(MAX_ERROR_TYPE, line=True), "message": Text(MAX_ERROR_MESSAGE),
                 "traceback": Text(MAX_ERROR_TRACEBACK)}, max_keys=8, nullable=True)

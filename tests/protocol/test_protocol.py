@@ -300,10 +300,11 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
     ("Heartbeat", ("sent_at",), [0, 1.7e9], [-1, NAN, INF, 1e12, "now"]),
     ("Heartbeat", ("commands",), [[], [0, 2 ** 63 - 1], [1] * 1024], [[-1], [1.5], [True], [1] * 1025, [2 ** 63]]),
     ("Submit", ("req_id",), [0, -(2 ** 63), 2 ** 63 - 1], [2 ** 63, True, "1", 1.0, None]),
-    ("Submit", ("tasks",), [[], [{}, "a spec is checked by validate_task_spec"]], ["x", {}, None]),
+    ("Submit", ("tasks",), [[], [{}, "a spec is checked by validate_task_spec"], [{"args": nested(31)}]],
+     ["x", {}, None, [{"args": nested(32)}], [{"kwargs": {"a": nested(1000)}}]]),
     ("Submit", ("notify",), [True, False], [1, "yes", None]),
-    ("Submit", ("common",), [{}, {"k" * 64: [1]}], [{"k" * 65: 1}, {1: 2}, {"": 1}, {f"k{i}": 1 for i in range(65)},
-                                                  [], None]),
+    ("Submit", ("common",), [{}, {"k" * 64: [1]}, {"args": nested(32)}],
+     [{"k" * 65: 1}, {1: 2}, {"": 1}, {f"k{i}": 1 for i in range(65)}, {"args": nested(33)}, [], None]),
     ("Submit", ("batch_acks",), [True, False], [0, "true"]),
     ("Query", ("req_id",), [0, 2 ** 63 - 1], [2 ** 63, "1"]),
     ("Query", ("what",), ["status", "w" * 32, "secrets"], ["w" * 33, *LINE_BAD]),
@@ -320,7 +321,8 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
                               {"op": "add", "name": "n", "cron": "* * * * *", "missed": "skip",
                                "spec": {"anything": [1]}}],
      [{"ids": ["a"] * 10_001}, {"ids": ["a b"]}, {"ids": "abc"}, {"ids": [1]}, {"devices": [1]},
-      {"devices": ["w" * 65]}, {"cron": "c" * 257}, {"name": "a\nb"}, {"tag": ["gpu"]}, {"future": [1]}]),
+      {"devices": ["w" * 65]}, {"cron": "c" * 257}, {"name": "a\nb"}, {"tag": ["gpu"]}, {"future": [1]},
+      {"spec": {"args": nested(1000)}}]),
 ]
 
 
