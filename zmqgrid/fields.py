@@ -193,22 +193,21 @@ class Value(Spec):
 
 def _plain(value: Any, depth: int) -> bool:
     """True if `value` is a list or map of plain values nested at most `depth` deep (recursion stops there)."""
-    kind = type(value)
     if depth <= 0:
         return False
-    if kind is list:
-        items: Iterable = value
-    elif kind is dict:
-        for key in value:
-            if type(key) not in _SCALARS:
+    scalars = _SCALARS
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) not in scalars or (type(item) not in scalars and not _plain(item, depth - 1)):
                 return False
-        items = value.values()
-    else:
-        return False
-    for item in items:
-        if type(item) not in _SCALARS and not _plain(item, depth - 1):
-            return False
-    return True
+        return True
+    if kind is list:
+        for item in value:
+            if type(item) not in scalars and not _plain(item, depth - 1):
+                return False
+        return True
+    return False
 
 
 class Opaque(Spec):
