@@ -65,7 +65,8 @@ class Spec:
         raise NotImplementedError
 
     def children(self) -> dict[str, "Spec"]:
-        """The specs inside this one, by role ("item", "key", "value", or a record's field names)."""
+        """The specs inside this one, by role: "item" (List), "0", "1"... (Tuple), a Record's field names, and "*"
+        and "*key" for a Record's other keys' values and names."""
         return {}
 
     def _null(self) -> str:
@@ -345,7 +346,14 @@ class Record(Spec):
                 f"{', others as ' + self.extra.describe() if self.extra else ''}){self._null()}")
 
     def children(self) -> dict[str, Spec]:
-        return dict(self.fields)
+        return {**self.fields, **({"*": self.extra, "*key": self.extra_key} if self.extra else {})}
+
+
+def walk(spec: Spec, path: tuple = ()) -> Iterable[tuple[tuple, Spec]]:
+    """Every spec inside `spec` (itself first) with its path of roles from `spec`: what a fuzzer enumerates."""
+    yield path, spec
+    for role, child in spec.children().items():
+        yield from walk(child, (*path, role))
 
 
 @dataclass(frozen=True)

@@ -383,3 +383,7 @@ def test_the_schema_can_be_walked_field_by_field():
             assert all(isinstance(child, fields.Spec) for child in f.spec.children().values())
     assert set(p.RESULT.children()) >= {"id", "attempt", "state", "exit_code", "error", "value"}
     assert p.Results.FIELDS[0].spec.children()["item"] is p.RESULT
+    paths = {path: spec for path, spec in fields.walk(p.Results.FIELDS[0].spec)}
+    assert paths[("item", "error", "message")].max_len == p.MAX_ERROR_MESSAGE
+    assert paths[("item", "attempt")].lo == 1 and isinstance(paths[("item", "value")], fields.Value)
+    assert set(fields.walk(p.Query.FIELDS[2].spec)) >= {(("*",), p.SCALAR)}
