@@ -271,3 +271,23 @@ def test_a_register_with_a_9_mb_hostname_is_refused_at_decode_and_devices_list_w
     assert isinstance(w1.register(), p.RegisterAck)
     assert [d["hostname"] for d in master.client().devices()] == ["host"]
     assert_alive(master)
+
+
+def test_the_client_sends_more_than_10000_ids_in_several_requests(tmp_path):
+    # Given 10,050 queued tasks (no worker could take them)
+    h = Harness(tmp_path)
+    try:
+        h.start_master()
+        client = h.client(timeout_s=60)
+        ids = client.submit([build_spec(shell="true", device="nobody") for _ in range(p.MAX_IDS_PER_REQUEST + 50)])
+
+        # When one cancel and one wait name them all (past what one Control may carry)
+        outcome = client.cancel(ids)
+        finished = client.wait(ids, timeout_s=60)
+
+        # Then the client split them, and every one was answered
+        assert set(outcome.values()) == {"cancelled"} and len(outcome) == len(ids)
+        assert {s["state"] for s in finished.values()} == {"cancelled"} and len(finished) == len(ids)
+        assert client.status()["bad_messages"] == 0
+    finally:
+        h.stop()
