@@ -12,7 +12,8 @@ from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotF
                      UsageError)
 from .model import (FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id,
                     validate_task_spec)
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
+from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
+                       Submit, SubmitAcks, decode)
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
@@ -276,8 +277,20 @@ class Client:
     def cancel(self, task_ids: list[str] | None = None, *, state: str | None = None, tag: str | None = None) -> dict:
         """Cancel by ids, or every unfinished task in `state` and/or requiring `tag`: {id: outcome}."""
         if task_ids is not None:
-            return self.request(Control, "cancel", {"ids": list(task_ids)})
+            return self._control_ids("cancel", list(task_ids))
         return self.request(Control, "cancel", {k: v for k, v in (("state", state), ("tag", tag)) if v is not None})
+
+    def _control_ids(self, action: str, ids: list[str]) -> dict:
+        """A Control over task ids, sent in requests of at most MAX_IDS_PER_REQUEST ids (what the master takes in
+        one), the replies merged."""
+        out: dict = {}
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST) or [0]:   # no ids: still asked once
+            reply = self.request(Control, action, {"ids": ids[start:start + MAX_IDS_PER_REQUEST]})
+            if action == "watch":
+                out.setdefault("finished", {}).update(reply["finished"])
+            else:
+                out.update(reply)
+        return out
 
     def control_devices(self, action: str, device_ids: list[str]) -> dict:
         """drain, resume or shutdown devices: {device id: what happened}."""
@@ -333,7 +346,7 @@ class Client:
 
     def requeue(self, task_ids: list[str]) -> dict:
         """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""
-        return self.request(Control, "requeue", {"ids": list(task_ids)})
+        return self._control_ids("requeue", list(task_ids))
 
     def wait(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0) -> dict:
         """Block until every task is final; returns {id: summary}.
@@ -363,7 +376,7 @@ class Client:
             if to_watch or now - quiet_since >= rewatch_s:
                 quiet_since = now
                 try:
-                    reply = self.request(Control, "watch", {"ids": sorted(to_watch or remaining)})
+                    reply = self._control_ids("watch", sorted(to_watch or remaining))
                 except MasterUnavailable:
                     continue   # the master may be restarting: ask again
                 to_watch = set()

@@ -191,11 +191,11 @@ _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS,
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
     "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),
-    "device_name": (r".{1,128}", "a name of 1-128 characters"),
+    "device_name": (r"[^\x00-\x1f\x7f-\x9f]{1,128}", "a name of 1-128 characters without control characters"),
     "load_balance_strategy": (r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?",
                               "one of " + ", ".join(STRATEGIES) + ", a dotted path pkg.mod:function, "
                               "or an entry point name in the group zmqgrid.strategies")}
-_TAG = re.compile(r"[^\s,]{1,64}")
+_TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes them (protocol)
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
     "tags": (_TAG.fullmatch, 'non-empty tags without commas or spaces, as ["linux", "gpu"]', '"linux,gpu"'),
     "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),

@@ -29,8 +29,9 @@ _RUNNING_TASK = "UPDATE tasks SET state='running', started_at=?, updated_at=? WH
 # per attempt instead of three on the hot path.
 _END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, started_at, "
                 "finished_at, exit_code, error, stale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
-_STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?), "
-                  "error=coalesce(error, ?) WHERE task_id=? AND attempt=?")
+# A late result counts on its own attempt's row only: the device must match, and the recorded outcome stays.
+_STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?) "
+                  "WHERE task_id=? AND attempt=? AND device_id=?")
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
@@ -209,8 +210,8 @@ class TaskStore:
                    "ON CONFLICT(task_id, attempt, stream) DO UPDATE SET data = data || excluded.data",
                    (task_id, attempt, stream, text))
 
-    def record_stale(self, task_id: str, attempt: int, exit_code: int | None, error: Any) -> None:
-        self.stage(_STALE_ATTEMPT, (exit_code, _json(error), task_id, attempt))
+    def record_stale(self, task_id: str, attempt: int, device_id: str, exit_code: int | None) -> None:
+        self.stage(_STALE_ATTEMPT, (exit_code, task_id, attempt, device_id))
 
     def finish_task(self, task_id: str, state: str, now: float, *, started_at: float | None = None,
                     exit_code: int | None = None, value: Any = None, error: Any = None, reason: str | None = None) -> None:
