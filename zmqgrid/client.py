@@ -3,62 +3,19 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import zmq
 
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
-from .model import (FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id,
-                    validate_task_spec)
+from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
+from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
-SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
-             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
-
-
-def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
-               **options: Any) -> dict:
-    """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
-
-    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
-    Raises UsageError for a missing script or not exactly one of shell/script/python.
-    """
-    given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
-    if len(given) != 1:
-        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
-                         "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
-    unknown = set(options) - set(SPEC_KEYS) - {"tag"}
-    if unknown:
-        raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
-                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
-    spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
-    if options.get("tag") is not None:
-        tags = options["tag"]
-        spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
-    if shell is not None:
-        spec.update(kind="shell", command=shell)
-    elif python is not None:
-        spec.update(kind="python", function=python)
-    else:
-        path = Path(script)
-        try:
-            spec.update(kind="script", source=path.read_text(encoding="utf-8"), filename=path.name)
-        except FileNotFoundError:
-            raise UsageError(f"script file {script} does not exist", "check the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read script file {script}: {e}", "pass a readable UTF-8 Python file") from None
-    spec.setdefault("id", new_task_id())
-    try:
-        return validate_task_spec(spec)
-    except ProtocolError as e:
-        raise UsageError(e.message, "fix the task and submit again") from None
-
-
 class Client:
     """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
 

@@ -7,9 +7,10 @@ import re
 import secrets
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
-from .errors import ProtocolError
+from .errors import ProtocolError, UsageError
 from . import spec_limits as check
 from .spec_limits import LIMITS, check_call_value
 
@@ -258,3 +259,45 @@ def describe_spec(spec: dict) -> str:
     else:
         text = spec.get("function") or ""
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
+             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
+
+
+def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
+               **options: Any) -> dict:
+    """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
+
+    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
+    Raises UsageError for a missing script or not exactly one of shell/script/python.
+    """
+    given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
+    if len(given) != 1:
+        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
+                         "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
+    unknown = set(options) - set(SPEC_KEYS) - {"tag"}
+    if unknown:
+        raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
+                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
+    spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
+    if options.get("tag") is not None:
+        tags = options["tag"]
+        spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
+    if shell is not None:
+        spec.update(kind="shell", command=shell)
+    elif python is not None:
+        spec.update(kind="python", function=python)
+    else:
+        path = Path(script)
+        try:
+            spec.update(kind="script", source=path.read_text(encoding="utf-8"), filename=path.name)
+        except FileNotFoundError:
+            raise UsageError(f"script file {script} does not exist", "check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read script file {script}: {e}", "pass a readable UTF-8 Python file") from None
+    spec.setdefault("id", new_task_id())
+    try:
+        return validate_task_spec(spec)
+    except ProtocolError as e:
+        raise UsageError(e.message, "fix the task and submit again") from None
