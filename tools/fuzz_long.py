@@ -140,10 +140,7 @@ def run(frames_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
         push.close(0)
         ctx.term()
         harness.stop()
-        if keep or found:
-            log(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_if(folder, keep or bool(found))
     summary["found"] = found
     return summary
 
@@ -189,12 +186,17 @@ def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> 
         if run is not None:
             run.close()
             found += run.findings()
-        if keep or found:
-            log(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_if(folder, keep or bool(found))
     summary["found"] = found
     return summary
+
+
+def keep_if(folder: Path, keep: bool) -> None:
+    """Keep the run's folder (master log, ledger) when asked or when something was found; else remove it."""
+    if keep:
+        log(f"kept {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def drain(sock: zmq.Socket, wait_s: float) -> int:
