@@ -5,6 +5,7 @@
     python tools/fuzz_long.py --frames 20000 --seconds 60 --seed 7
     python tools/fuzz_long.py --json                   # the summary as JSON on stdout (progress on stderr)
     python tools/fuzz_long.py --hostile                # hostile values in valid messages (below)
+    python tools/fuzz_long.py --hostile --curve        # the same with CURVE on, from an accepted worker key
 
 A master (`python -m zmqgrid distribute --mode master`) runs on 127.0.0.1 in a temporary folder, with one
 queued task in its ledger and no worker. Frames from tests/fuzzframes.py (random bytes, random msgpack under
@@ -145,14 +146,14 @@ def run(frames_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
     return summary
 
 
-def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
+def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool, curve: bool) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="zmqgrid-hostile-"))
     rng = random.Random(seed)
-    summary: dict = {"seed": seed, "messages_sent": 0, "checks": 0, "by_value": {}}
+    summary: dict = {"seed": seed, "curve": curve, "messages_sent": 0, "checks": 0, "by_value": {}}
     found: list[str] = []
     run = None
     try:
-        run = hostile.HostileRun(folder)
+        run = hostile.HostileRun(folder, secured=curve)
         started = time.monotonic()
         while summary["messages_sent"] < messages_wanted and time.monotonic() - started < seconds:
             first = hostile.random_case(rng, run.fz.messages())
@@ -217,13 +218,14 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames (with --hostile: messages) to send [200000; 20000 with --hostile]")
     parser.add_argument("--hostile", action="store_true", help="hostile values in valid messages")
+    parser.add_argument("--curve", action="store_true", help="with --hostile: CURVE on, the sender an accepted worker key")
     parser.add_argument("--seconds", type=float, default=900, help="stop after this long [900]")
     parser.add_argument("--seed", type=int, default=1, help="random seed: a run is repeatable [1]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (master log, ledger)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
     if args.hostile:
-        summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep)
+        summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep, args.curve)
     else:
         summary = run(args.frames or 200_000, args.seconds, args.seed, args.keep)
     if args.json:
