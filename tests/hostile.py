@@ -337,7 +337,7 @@ class HostileRun:
         return findings(self.harness.db, self.harness.dir / "master.log")
 
 
-MAX_LEDGER_VALUE = 3 << 20   # no value in the ledger is larger (a script is at most 1 MiB, output 1 MiB a stream)
+MAX_LEDGER_VALUE = 5 << 20   # no value in the ledger is larger (script 1 MiB, output 1 MiB a stream, a return value 4 MiB)
 
 
 def findings(db: Path, log_path: Path) -> list[str]:
