@@ -237,7 +237,8 @@ class FuzzWorker:
         reg = p.Register(self.device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 4, 4,
                          [[t, a] for t, a in self.held.items()], [], 4242, "0.1.0", 1.0)
         self.dealer.send_multipart(reg.encode())
-        wait_until(lambda: self.pump() or self.registered, 10, "fz1's RegisterAck")
+        # behind up to a check's worth of hostile messages on the same connection, some of them 10 MB
+        wait_until(lambda: self.pump() or self.registered, 30, "fz1's RegisterAck")
 
     def pump(self) -> bool:
         """Read what the master sent: finish the tasks not to be held, register again when told to."""
@@ -289,15 +290,19 @@ class HostileRun:
     def __init__(self, folder: Path, secured: bool = False) -> None:
         self.harness = Harness(folder, secured=secured)
         self.fz: FuzzWorker | None = None
-        self.harness.start_master()
-        self.harness.start_worker("w1")
-        self.client = self.harness.client(timeout_s=15)
-        self.harness.wait_online(self.client, "w1")
-        if self.harness.secured:
-            self.fz = FuzzWorker(self.harness.url, self.harness.port + 2, "w2", self.harness.client_curve("w2"))
-        else:
-            self.fz = FuzzWorker(self.harness.url, self.harness.port + 2)
-        self.fz.register()
+        try:
+            self.harness.start_master()
+            self.harness.start_worker("w1")
+            self.client = self.harness.client(timeout_s=15)
+            self.harness.wait_online(self.client, "w1")
+            if self.harness.secured:
+                self.fz = FuzzWorker(self.harness.url, self.harness.port + 2, "w2", self.harness.client_curve("w2"))
+            else:
+                self.fz = FuzzWorker(self.harness.url, self.harness.port + 2)
+            self.fz.register()
+        except BaseException:
+            self.close()
+            raise
         self.master = psutil.Process(self.harness.master.pid)
         self.rss_before = self.master.memory_info().rss
 

@@ -152,9 +152,9 @@ def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool, cur
     summary: dict = {"seed": seed, "curve": curve, "messages_sent": 0, "checks": 0, "by_value": {}}
     found: list[str] = []
     run = None
+    started = time.monotonic()
     try:
         run = hostile.HostileRun(folder, secured=curve)
-        started = time.monotonic()
         while summary["messages_sent"] < messages_wanted and time.monotonic() - started < seconds:
             first = hostile.random_case(rng, run.fz.messages())
             cases = [first]
@@ -175,8 +175,11 @@ def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool, cur
                         break
                 rate = summary["messages_sent"] / (time.monotonic() - started)
                 log(f"{summary['messages_sent']:>8} messages  {rate:6.0f}/s  master rss +{run.rss_growth_mib():.0f} MiB")
+    except AssertionError as e:   # the fuzz worker could not register or hold a task: the master stopped serving it
+        found.append(f"the run stopped: {e}")
+    try:
         summary["seconds"] = round(time.monotonic() - started, 1)
-        if run.harness.master.poll() is None:
+        if run is not None and run.harness.master.poll() is None:
             problem = run.check()
             if problem is not None:
                 found.append(f"at the end: {problem}")
