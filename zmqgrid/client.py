@@ -235,18 +235,29 @@ class Client:
         """Cancel by ids, or every unfinished task in `state` and/or requiring `tag`: {id: outcome}."""
         if task_ids is not None:
             return self._control_ids("cancel", list(task_ids))
-        return self.request(Control, "cancel", {k: v for k, v in (("state", state), ("tag", tag)) if v is not None})
+        selector = {k: v for k, v in (("state", state), ("tag", tag)) if v is not None}
+        out: dict = {}
+        while True:   # the master cancels a reply's worth a request and never selects a task twice
+            reply = self.request(Control, "cancel", {**selector, "max_bytes": self.max_message_bytes})
+            out.update(reply)
+            if not reply:
+                return out
 
     def _control_ids(self, action: str, ids: list[str]) -> dict:
         """A Control over task ids, sent in requests of at most MAX_IDS_PER_REQUEST ids (what the master takes in
-        one), the replies merged."""
+        one), the replies merged; a watch asks again for the finished tasks its reply had no room for (`later`)."""
         out: dict = {}
         for start in range(0, len(ids), MAX_IDS_PER_REQUEST) or [0]:   # no ids: still asked once
-            reply = self.request(Control, action, {"ids": ids[start:start + MAX_IDS_PER_REQUEST]})
-            if action == "watch":
+            chunk = ids[start:start + MAX_IDS_PER_REQUEST]
+            while True:
+                reply = self.request(Control, action, {"ids": chunk, "max_bytes": self.max_message_bytes})
+                if action != "watch":
+                    out.update(reply)
+                    break
                 out.setdefault("finished", {}).update(reply["finished"])
-            else:
-                out.update(reply)
+                chunk = reply.get("later") or []
+                if not chunk:
+                    break
         return out
 
     def control_devices(self, action: str, device_ids: list[str]) -> dict:

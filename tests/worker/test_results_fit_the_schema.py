@@ -7,6 +7,7 @@ import pytest
 
 from zmqgrid import protocol as p
 from zmqgrid.client import build_spec
+from zmqgrid.worker.outbox import Outbox
 
 from ..tasks import nested
 
@@ -40,3 +41,15 @@ def test_a_return_value_past_the_size_bound_ends_failed_with_the_reason(cluster)
     assert big["state"] == "failed", {k: v for k, v in big.items() if k != "value"}
     assert big["error"]["type"] == "UnsendableResult" and f"at most {p.MAX_VALUE_BYTES} bytes" in big["error"]["message"]
     assert client.status()["bad_messages"] == 0
+
+
+def test_results_with_big_values_go_in_messages_the_master_accepts():
+    # Six results whose values take 3 MiB each: more than one message of a 16 MiB limit can carry
+    outbox = Outbox(p.DEFAULT_MAX_MESSAGE_BYTES)
+    for n in range(6):
+        outbox.add({"id": f"t{n}", "attempt": 1, "state": "done", "value": "x" * (3 << 20)})
+    messages = outbox.messages(now=100.0)
+    # Each message fits the master's max_message_bytes, and together they carry every result
+    assert all(len(b"".join(m.encode())) < p.DEFAULT_MAX_MESSAGE_BYTES for m in messages), \
+        [len(b"".join(m.encode())) for m in messages]
+    assert sorted(r["id"] for m in messages for r in m.results) == [f"t{n}" for n in range(6)]

@@ -1,6 +1,7 @@
 """What users do to tasks through the master: cancel (one, or every task in a state or with a tag) and re-queue."""
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,14 +18,16 @@ logger = logging.getLogger(__name__)
 class TaskControls:
     """Mixed into Cluster (as FleetEvents is): the state transitions a user asks for."""
 
-    def select_ids(self: Cluster, state: str | None, tag: str | None) -> list[str]:
-        """Unfinished tasks in `state` and/or requiring `tag`: what a bulk cancel acts on."""
+    def select_ids(self: Cluster, state: str | None, tag: str | None, limit: int) -> list[str]:
+        """At most `limit` unfinished tasks in `state` and/or requiring `tag` that no cancel has reached yet: what a
+        bulk cancel acts on, a reply's worth at a time."""
         if state is not None and state not in ("queued", "assigned", "running"):
             raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
         if state is None and tag is None:
             raise UsageError("cancel needs task ids, a state or a tag")
-        return [e.id for e in self.tasks.values()
-                if (state is None or e.state == state) and (tag is None or tag in (e.spec.get("tags") or ()))]
+        chosen = (e.id for e in self.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
+                  and (tag is None or tag in (e.spec.get("tags") or ())))
+        return list(itertools.islice(chosen, limit))
 
     def cancel(self: Cluster, task_id: str, now: float) -> str:
         """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 import logging
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import validate_batch
-from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
-                        Results, Submit, SubmitAcks)
-from . import queries
+from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, Message, Output, Query, Register,
+                        RegisterAck, Reply, Results, Submit, SubmitAcks)
+from . import paging, queries
 from .cluster import Cluster, DeviceEntry
 from .schedules import Schedules
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
+CANCEL_LINE_BYTES = 64   # a bulk cancel's reply line: a task id and its outcome, packed
 SUBMIT_ACKS_MAX_IDS = 50_000   # per SubmitAcks: far below a client's max_message_bytes (16 MiB) at ~27 bytes an id
 
 
@@ -250,9 +251,14 @@ class Handlers:
             outcome = {d: self.cluster.control_device(msg.action, d, now_mono) for d in devices}
             self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
             return
-        if msg.action == "cancel" and "ids" not in params:
+        if msg.action in ("cancel", "watch"):
             try:
-                params = dict(params, ids=self.cluster.select_ids(params.get("state"), params.get("tag")))
+                room = paging.budget(params)
+                if msg.action == "cancel" and "ids" not in params:
+                    # A bulk cancel takes at most a reply's worth of tasks a request; the client asks until none
+                    # is left (a task being cancelled is not selected again).
+                    limit = max(1, min(MAX_IDS_PER_REQUEST, room // CANCEL_LINE_BYTES))
+                    params = dict(params, ids=self.cluster.select_ids(params.get("state"), params.get("tag"), limit))
             except ZmqgridError as e:
                 self.reply_error(identity, msg.req_id, "bad_request", str(e))
                 return
@@ -270,18 +276,40 @@ class Handlers:
         elif msg.action == "requeue":
             self.acks.append((identity, Reply(msg.req_id, {i: self.cluster.reopen(i, now) for i in ids}).encode()))
         elif msg.action == "watch":
-            finished = {}
-            for task_id in ids:
-                entry = self.cluster.tasks.get(task_id)
-                if entry is not None:
-                    if identity not in entry.notify:
-                        entry.notify = (*entry.notify, identity)
-                elif task_id in self.cluster.just_finished:
-                    # It ended in this very turn: the ledger shows that only after this turn's commit.
-                    finished[task_id] = self.cluster.just_finished[task_id]
-                else:
-                    row = self.cluster.store.get_task(task_id)
-                    finished[task_id] = queries.summary(row) if row else None
-            self.cluster.sends.append((identity, Reply(msg.req_id, {"finished": finished}).encode(), None))
+            self._watch(identity, msg.req_id, ids, room)
         else:
             self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule")
+
+    def _watch(self, identity: bytes, req_id: int, ids: list[str], room: int) -> None:
+        """Unfinished tasks notify `identity` when they end; finished ones are answered now, as many summaries as
+        fit the client's budget (a result's value may take 4 MiB), the rest named in `later` to be asked again."""
+        finished: dict[str, dict | None] = {}
+        later: list[str] = []
+        used = 64
+        for task_id in ids:
+            entry = self.cluster.tasks.get(task_id)
+            if entry is not None:
+                if identity not in entry.notify:
+                    entry.notify = (*entry.notify, identity)
+                continue
+            if later:
+                later.append(task_id)
+                continue
+            if task_id in self.cluster.just_finished:
+                # It ended in this very turn: the ledger shows that only after this turn's commit.
+                summary = self.cluster.just_finished[task_id]
+            else:
+                row = self.cluster.store.get_task(task_id)
+                summary = queries.summary(row) if row else None
+            cost = paging.size(summary) + len(task_id) + 8
+            if used + cost > room:
+                if finished:
+                    later.append(task_id)
+                    continue
+                summary = paging.fit(summary, room - used)   # alone and still too big: its value is cut
+            finished[task_id] = summary
+            used += cost
+        data: dict = {"finished": finished}
+        if later:
+            data["later"] = later
+        self.cluster.sends.append((identity, Reply(req_id, data).encode(), None))

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # each of which also takes the workers' results and dispatches again, instead of 1,000-Submit turns of 50 ms that
 # left the workers idle (5,000 one-task Submits: +6-9% tasks/s in interleaved runs, batched and big submits unchanged).
 ROUTER_DRAIN_PER_TURN = 64
+FINISHED_MAX_BYTES = 8 << 20   # half a client's default max_message_bytes
 HEARTBEATS_PER_TURN = 1000   # heartbeats are cheap and commit together: 1,000 workers' second in one turn
 _NOWAIT = int(zmq.NOBLOCK)
 
@@ -299,12 +300,23 @@ class Master:
         notices, self.cluster.notices = self.cluster.notices, {}
         self.cluster.just_finished = {}
         for client, summaries in notices.items():   # before the workers' acks: a client is waiting on these
-            self._send(client, Finished(summaries).encode(), None, now)
+            self._send_finished(client, summaries, now)
         for identity, keys in result_acks.items():
             self._send(identity, ResultAck(keys).encode(), None, now)
         publishes, self.cluster.publishes = self.cluster.publishes, []
         for topic, frames in publishes:
             self.pub.send_multipart([topic, *frames])
+
+    def _send_finished(self, client: bytes, summaries: list[dict], now: float) -> None:
+        """One Finished, or, past FINISHED_MAX_BYTES (values of up to 4 MiB each), halves of it until each fits a
+        client's default max_message_bytes (a client that accepts less gets the rest when it watches again)."""
+        frames = Finished(summaries).encode()
+        if len(frames[1]) <= FINISHED_MAX_BYTES or len(summaries) == 1:
+            self._send(client, frames, None, now)
+            return
+        half = len(summaries) // 2
+        self._send_finished(client, summaries[:half], now)
+        self._send_finished(client, summaries[half:], now)
 
     def _apply_key_changes(self, now: float) -> None:
         """A `keys` command changed the ledger: a key no longer accepted loses its device at once (its attempts are

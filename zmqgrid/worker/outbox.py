@@ -7,7 +7,7 @@ from ..errors import ProtocolError
 from ..fields import Bad
 from ..text import cut_middle
 from ..protocol import (MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK, MAX_ERROR_TYPE, MAX_RESULTS_PER_MESSAGE, MAX_TEXT,
-                        RESULT, Results)
+                        RESULT, Results, packb)
 
 RESEND_AFTER_S = 5.0
 # What the master reads of a result besides its key and state (it times the attempt's end itself).
@@ -18,7 +18,7 @@ class Outbox:
     """Results by (task id, attempt), with when each was last sent, and the slots freed since the last send."""
 
     def __init__(self, max_message_bytes: int) -> None:
-        self.entries: dict[tuple[str, int], list] = {}   # key -> [result, last sent (monotonic)]
+        self.entries: dict[tuple[str, int], list] = {}   # key -> [result, last sent (monotonic), bytes]
         self.freed = 0
         self.batch_bytes = max_message_bytes // 2
 
@@ -35,7 +35,12 @@ class Outbox:
             value = result.get(key)
             if value is not None and not (value == "" and key in ("stdout", "stderr")):
                 wire[key] = value
-        self.entries[(result["id"], result["attempt"])] = [fit(wire), 0.0]
+        wire = fit(wire)
+        # What it adds to a Results message: its texts and its value (up to MAX_VALUE_BYTES) dominate the rest.
+        value = wire.get("value")
+        cost = len(wire.get("stdout") or "") + len(wire.get("stderr") or "") + 512 + \
+            (len(packb(value)) if isinstance(value, (str, bytes, list, dict)) else 0)
+        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, cost]
         self.freed += 1
 
     def ack(self, keys: list) -> None:
@@ -55,7 +60,7 @@ class Outbox:
         out, batch, size = [], [], 0
         for entry in due:
             entry[1] = now
-            cost = len(entry[0].get("stdout") or "") + len(entry[0].get("stderr") or "") + 512
+            cost = entry[2]
             if batch and (size + cost > self.batch_bytes or len(batch) >= MAX_RESULTS_PER_MESSAGE):
                 out.append(Results(batch, 0))
                 batch, size = [], 0
