@@ -24,7 +24,7 @@ class TaskControls:
         if state is None and tag is None:
             raise UsageError("cancel needs task ids, a state or a tag")
         return [e.id for e in self.tasks.values()
-                if (state is None or e.state == state) and (tag is None or tag in (e.spec.get("tags") or ()))]
+                if (state is None or e.state == state) and (tag is None or tag in e.need.tags)]
 
     def cancel(self: Cluster, task_id: str, now: float) -> str:
         """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
@@ -51,8 +51,8 @@ class TaskControls:
             return "already done"
         spec = self.store.get_spec(task_id)
         base = self.default_retries if spec.get("retries") is None else spec["retries"]
-        entry = TaskEntry(task_id, spec, row["priority"], row["attempt"] + base, row["timeout_s"],
-                          attempt=row["attempt"], evidence=row["evidence"])
+        entry = TaskEntry.from_spec(spec, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
+                                    evidence=row["evidence"])
         self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
         self.tasks[task_id] = entry
         self._enqueue(entry)

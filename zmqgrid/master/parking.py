@@ -1,0 +1,88 @@
+"""Queued tasks that no ready worker can take, held by requirement until a worker that meets it has room
+(docs/architecture.md, "Tasks no worker can take")."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from ..model import TASK_KINDS
+from ..protocol import NO_KIND_TAG
+from .entries import DeviceEntry, Requirement, TaskEntry
+from .taskqueue import TaskQueue
+
+_KIND_REFUSALS = tuple((kind, NO_KIND_TAG + kind) for kind in TASK_KINDS)
+
+
+class Parking:
+    """One lot (a TaskQueue: priority, FIFO and aging inside it) per requirement, filed under a key that only a
+    worker able to meet it can have: the device it names, its tag the fewest online workers have, or its kind.
+
+    Each dispatch turn, `wake` lets every ready worker look up the lots filed under its device id, its tags and the
+    kinds it runs, and take from each lot it meets as many tasks as it has credit. A lot no ready worker files
+    under is not looked at: its tasks cost nothing per turn however many they are."""
+
+    def __init__(self, live: Callable[[str, int], bool]) -> None:
+        self.live = live
+        self.lots: dict[Requirement, TaskQueue] = {}
+        self.filed: dict[tuple[str, str], set[Requirement]] = {}   # (what, value) -> the lots filed under it
+        self.where: dict[Requirement, tuple[str, str]] = {}         # lot -> where it is filed
+        self.parked = 0     # tasks put into a lot (a counter, for status and tests)
+        self.woken = 0      # tasks taken back out for the queue
+
+    def __bool__(self) -> bool:
+        return bool(self.lots)
+
+    def park(self, entry: TaskEntry, online_tags: Callable[[], Counter]) -> None:
+        """Out of the queue into its requirement's lot; `online_tags()` counts the online workers per tag (asked
+        only when a new lot is filed)."""
+        need = entry.need
+        lot = self.lots.get(need)
+        if lot is None:
+            lot = self.lots[need] = TaskQueue(self.live)
+            where = self.where[need] = self._file_key(need, online_tags)
+            self.filed.setdefault(where, set()).add(need)
+        lot.push(entry.priority, entry.seq, entry.gen, entry.id)
+        self.parked += 1
+
+    @staticmethod
+    def _file_key(need: Requirement, online_tags: Callable[[], Counter]) -> tuple[str, str]:
+        if need.device:
+            return ("device", need.device)
+        if need.tags:
+            have = online_tags()
+            return ("tag", min(need.tags, key=lambda tag: (have[tag], tag)))
+        return ("kind", need.kind)
+
+    def wake(self, ready: Iterable[DeviceEntry]) -> list[str]:
+        """Ids of parked tasks that ready workers meet: at most a worker's credit from each lot it meets, best
+        first. The caller puts them back into the queue at their old place."""
+        out: list[str] = []
+        filed = self.filed
+        for device in ready:
+            keys = [("device", device.device_id), *(("tag", tag) for tag in device.tags)]
+            keys += [("kind", kind) for kind, refusal in _KIND_REFUSALS if refusal not in device.tags]
+            for key in keys:
+                needs = filed.get(key)
+                if needs:
+                    for need in [n for n in needs if n.met_by(device)]:
+                        self._take(need, device.credit, out)
+        self.woken += len(out)
+        return out
+
+    def _take(self, need: Requirement, count: int, out: list[str]) -> None:
+        lot = self.lots[need]
+        for _ in range(count):
+            task_id = lot.pop()
+            if task_id is None:
+                break
+            out.append(task_id)
+        if not lot:   # empty, or only stale items were left (cancelled or re-queued tasks): the lot goes
+            del self.lots[need]
+            where = self.where.pop(need)
+            self.filed[where].discard(need)
+            if not self.filed[where]:
+                del self.filed[where]
+
+    def __len__(self) -> int:
+        """Items held, stale ones included: an upper bound of parked tasks."""
+        return sum(len(lot) for lot in self.lots.values())
