@@ -261,7 +261,7 @@ class Cluster(FleetEvents, TaskControls):
             self.store.assign(entry.id, entry.attempt, device.device_id, now)
             wire = entry.wire
             task = unpackb(wire) if wire.__class__ is bytes else dict(wire)
-            task["attempt"], task["timeout"] = entry.attempt, entry.timeout_s
+            task["id"], task["attempt"], task["timeout"] = entry.id, entry.attempt, entry.timeout_s
             batches.setdefault(device.device_id, []).append(task)
             self.counters["dispatched"] += 1
         for device_id, tasks in batches.items():
