@@ -12,7 +12,7 @@ from ..protocol import unpackb
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .controls import TaskControls
-from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, TaskEntry, requirement, wire_part
+from .entries import COMPACT_ABOVE, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
 from .fleet import FleetEvents
 from .limits import Limits
 from .parking import Parking
@@ -47,6 +47,7 @@ class Cluster(FleetEvents, TaskControls):
         self.devices: dict[str, DeviceEntry] = {}
         self.queue = TaskQueue(self._queued_under)
         self.parking = Parking(self._queued_under)
+        self.needs = Requirements()
         self.commands = CommandBook(resend_after_s=lease_grace_s)
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
@@ -71,7 +72,8 @@ class Cluster(FleetEvents, TaskControls):
         for key, max_concurrent, per_minute in self.store.load_limits():
             self.limits.define(key, max_concurrent, per_minute)
         for row in self.store.load_unfinished():
-            entry = TaskEntry.from_spec(row["spec"], row["retries"], row["timeout_s"], len(self.tasks) > COMPACT_ABOVE,
+            entry = TaskEntry.from_spec(row["spec"], self.needs, row["retries"], row["timeout_s"],
+                                        len(self.tasks) > COMPACT_ABOVE,
                                         attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
             self.tasks[entry.id] = entry
             if row["state"] == "queued" or not row["device_id"]:
@@ -125,24 +127,18 @@ class Cluster(FleetEvents, TaskControls):
         # answered with an error and nothing of it is queued without a row to back it.
         self.store.insert_tasks(inserts, now)
         seq = self.seq
-        # A long queue keeps the wire part packed; the tasks of one Submit share their requirements.
-        compact, needs = len(self.queue) >= COMPACT_ABOVE, {}
+        compact, need_of = len(self.queue) >= COMPACT_ABOVE, self.needs.get   # a long queue keeps wire parts packed
         for spec, retries, timeout_s in inserts:
             task_id, key = spec["id"], spec["limit_key"]
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
-            device, tags, kind = spec["device"], spec["tags"], spec["kind"]
-            if not device and not tags:
-                need = PLAIN[kind]
-            else:
-                need = needs.get((kind, device, *tags))
-                if need is None:
-                    need = needs[(kind, device, *tags)] = requirement(kind, device, tags)
             seq += 1
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
-            entry = tasks[task_id] = TaskEntry(task_id, wire_part(spec, compact), need, spec["priority"], retries,
-                                               timeout_s, key, spec["retry_backoff"], seq=seq, gen=1, client=account)
+            entry = tasks[task_id] = TaskEntry(task_id, wire_part(spec, compact),
+                                               need_of(spec["kind"], spec["device"], spec["tags"]), spec["priority"],
+                                               retries, timeout_s, key, spec["retry_backoff"], seq=seq, gen=1,
+                                               client=account)
             if notify:
                 entry.notify = (client,)
             push(entry.priority, seq, 1, task_id)
@@ -349,6 +345,8 @@ class Cluster(FleetEvents, TaskControls):
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]
+        if entry.state == "queued":   # cancelled while queued: perhaps in a lot that no worker empties
+            self.parking.dropped(entry.need)
         if entry.client:
             left = self.per_client.pop(entry.client, 1) - 1
             if left > 0:

@@ -51,7 +51,7 @@ class TaskControls:
             return "already done"
         spec = self.store.get_spec(task_id)
         base = self.default_retries if spec.get("retries") is None else spec["retries"]
-        entry = TaskEntry.from_spec(spec, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
+        entry = TaskEntry.from_spec(spec, self.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
                                     evidence=row["evidence"])
         self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
         self.tasks[task_id] = entry

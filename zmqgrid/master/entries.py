@@ -40,6 +40,27 @@ def requirement(kind: str, device: str | None, tags: list | tuple | frozenset | 
     return Requirement(kind, device or None, frozenset(tags or ()), NO_KIND_TAG + kind, False)
 
 
+class Requirements:
+    """Equal requirements shared by the tasks that ask them (a tag set costs 200 bytes or more): most tasks ask one
+    of a few. Bounded, so requirements nobody else asks cannot grow it: past `most`, it starts afresh (the tasks
+    keep theirs, only the sharing is lost)."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self.known: dict[tuple, Requirement] = {}
+
+    def get(self, kind: str, device: str | None, tags: list | tuple | None) -> Requirement:
+        if not device and not tags:
+            return PLAIN[kind]
+        key = (kind, device, *(tags or ()))
+        need = self.known.get(key)
+        if need is None:
+            if len(self.known) >= self.most:
+                self.known = {}
+            need = self.known[key] = requirement(kind, device, tags)
+        return need
+
+
 def wire_part(spec: dict, compact: bool) -> dict | bytes:
     """The keys of `spec` a worker runs it by (set ones only), as a dict, or packed when `compact`. Not its id:
     the entry holds that already, and dispatch adds it."""
@@ -80,10 +101,10 @@ class TaskEntry:
     streamed: dict | None = None  # stream -> characters of live output stored for this attempt (made at the first)
 
     @classmethod
-    def from_spec(cls, spec: dict, retries: int, timeout_s: float | None, compact: bool = False,
+    def from_spec(cls, spec: dict, needs: Requirements, retries: int, timeout_s: float | None, compact: bool = False,
                   **state: object) -> TaskEntry:
-        """For a recovered or re-opened task (submit builds its entries inline, with one requirement per Submit)."""
-        return cls(spec["id"], wire_part(spec, compact), requirement(spec["kind"], spec.get("device"), spec.get("tags")),
+        """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
+        return cls(spec["id"], wire_part(spec, compact), needs.get(spec["kind"], spec.get("device"), spec.get("tags")),
                    spec.get("priority") or 0, retries, timeout_s, spec.get("limit_key"), spec.get("retry_backoff"),
                    **state)
 

@@ -26,6 +26,7 @@ class Parking:
         self.lots: dict[Requirement, TaskQueue] = {}
         self.filed: dict[tuple[str, str], set[Requirement]] = {}   # (what, value) -> the lots filed under it
         self.where: dict[Requirement, tuple[str, str]] = {}         # lot -> where it is filed
+        self.drops: dict[Requirement, int] = {}   # lot -> queued tasks of its requirement ended since it was pruned
         self.parked = 0     # tasks put into a lot (a counter, for status and tests)
         self.woken = 0      # tasks taken back out for the queue
 
@@ -77,11 +78,29 @@ class Parking:
                 break
             out.append(task_id)
         if not lot:   # empty, or only stale items were left (cancelled or re-queued tasks): the lot goes
-            del self.lots[need]
-            where = self.where.pop(need)
-            self.filed[where].discard(need)
-            if not self.filed[where]:
-                del self.filed[where]
+            self._close(need)
+
+    def dropped(self, need: Requirement) -> None:
+        """A queued task of `need` ended (cancelled), maybe in its lot. A lot whose worker never comes is never
+        popped, so its stale items would stay: once as many tasks ended as half the lot holds, it is pruned (a walk
+        of the lot for every half of it that ended: constant per task)."""
+        lot = self.lots.get(need)
+        if lot is None:
+            return
+        drops = self.drops[need] = self.drops.get(need, 0) + 1
+        if 2 * drops >= len(lot):
+            self.drops[need] = 0
+            lot.prune()
+            if not lot:
+                self._close(need)
+
+    def _close(self, need: Requirement) -> None:
+        del self.lots[need]
+        self.drops.pop(need, None)
+        where = self.where.pop(need)
+        self.filed[where].discard(need)
+        if not self.filed[where]:
+            del self.filed[where]
 
     def __len__(self) -> int:
         """Items held, stale ones included: an upper bound of parked tasks."""
