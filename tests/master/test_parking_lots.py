@@ -73,4 +73,18 @@ def test_the_tasks_cancelled_in_a_lot_no_worker_empties_are_dropped_from_it():
     assert len(parking) <= 2
     del queued.tasks[entries[-1].id]
     parking.dropped(entries[-1].need)
-    assert not parking and parking.filed == {} and parking.where == {}
+    assert not parking and parking.filed == {}
+
+
+def test_lots_filed_under_one_key_are_each_woken_by_the_worker_that_meets_them_and_then_unfiled():
+    queued = Queued()
+    parking = Parking(queued.live)
+    ax, ay = queued.add(1, ["a", "x"])[0], queued.add(1, ["a", "y"])[0]
+    parking.park(ax, Counter)   # nobody has a, x or y: both are filed under a, the first of them
+    parking.park(ay, Counter)
+    assert list(parking.filed) == [("tag", "a")]
+
+    assert parking.wake([ready("wy", 1, "a", "y")]) == [ay.id]
+    assert parking.filed == {("tag", "a"): ax.need}
+    assert parking.wake([ready("wx", 1, "a", "x")]) == [ax.id]
+    assert not parking and parking.filed == {}

@@ -127,7 +127,7 @@ class Cluster(FleetEvents, TaskControls):
         # answered with an error and nothing of it is queued without a row to back it.
         self.store.insert_tasks(inserts, now)
         seq = self.seq
-        compact, need_of = len(self.queue) >= COMPACT_ABOVE, self.needs.get   # a long queue keeps wire parts packed
+        compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
         for spec, retries, timeout_s in inserts:
             task_id, key = spec["id"], spec["limit_key"]
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):

@@ -13,6 +13,17 @@ from .taskqueue import TaskQueue
 _KIND_REFUSALS = tuple((kind, NO_KIND_TAG + kind) for kind in TASK_KINDS)
 
 
+class Lot(TaskQueue):
+    """The tasks parked on one requirement, and where the lot is filed."""
+
+    __slots__ = ("where", "drops")
+
+    def __init__(self, live: Callable[[str, int], bool], where: tuple[str, str]) -> None:
+        super().__init__(live)
+        self.where = where
+        self.drops = 0   # queued tasks of its requirement that ended since it was last pruned
+
+
 class Parking:
     """One lot (a TaskQueue: priority, FIFO and aging inside it) per requirement, filed under a key that only a
     worker able to meet it can have: the device it names, its tag the fewest online workers have, or its kind.
@@ -23,10 +34,10 @@ class Parking:
 
     def __init__(self, live: Callable[[str, int], bool]) -> None:
         self.live = live
-        self.lots: dict[Requirement, TaskQueue] = {}
-        self.filed: dict[tuple[str, str], set[Requirement]] = {}   # (what, value) -> the lots filed under it
-        self.where: dict[Requirement, tuple[str, str]] = {}         # lot -> where it is filed
-        self.drops: dict[Requirement, int] = {}   # lot -> queued tasks of its requirement ended since it was pruned
+        self.lots: dict[Requirement, Lot] = {}
+        # (what, value) -> the lot filed under it, or a set of them when several are: most keys hold one lot, and
+        # a set costs 200 bytes (a client can make a lot per task by giving each its own tag).
+        self.filed: dict[tuple[str, str], Requirement | set[Requirement]] = {}
         self.parked = 0     # tasks put into a lot (a counter, for status and tests)
         self.woken = 0      # tasks taken back out for the queue
 
@@ -39,9 +50,14 @@ class Parking:
         need = entry.need
         lot = self.lots.get(need)
         if lot is None:
-            lot = self.lots[need] = TaskQueue(self.live)
-            where = self.where[need] = self._file_key(need, online_tags)
-            self.filed.setdefault(where, set()).add(need)
+            lot = self.lots[need] = Lot(self.live, self._file_key(need, online_tags))
+            there = self.filed.get(lot.where)
+            if there is None:
+                self.filed[lot.where] = need
+            elif isinstance(there, set):
+                there.add(need)
+            else:
+                self.filed[lot.where] = {there, need}
         lot.push(entry.priority, entry.seq, entry.gen, entry.id)
         self.parked += 1
 
@@ -63,10 +79,15 @@ class Parking:
             keys = [("device", device.device_id), *(("tag", tag) for tag in device.tags)]
             keys += [("kind", kind) for kind, refusal in _KIND_REFUSALS if refusal not in device.tags]
             for key in keys:
-                needs = filed.get(key)
-                if needs:
-                    for need in [n for n in needs if n.met_by(device)]:
-                        self._take(need, device.credit, out)
+                there = filed.get(key)
+                if there is None:
+                    continue
+                if not isinstance(there, set):
+                    if there.met_by(device):
+                        self._take(there, device.credit, out)
+                    continue
+                for need in [n for n in there if n.met_by(device)]:
+                    self._take(need, device.credit, out)
         self.woken += len(out)
         return out
 
@@ -87,19 +108,21 @@ class Parking:
         lot = self.lots.get(need)
         if lot is None:
             return
-        drops = self.drops[need] = self.drops.get(need, 0) + 1
-        if 2 * drops >= len(lot):
-            self.drops[need] = 0
+        lot.drops += 1
+        if 2 * lot.drops >= len(lot):
+            lot.drops = 0
             lot.prune()
             if not lot:
                 self._close(need)
 
     def _close(self, need: Requirement) -> None:
-        del self.lots[need]
-        self.drops.pop(need, None)
-        where = self.where.pop(need)
-        self.filed[where].discard(need)
-        if not self.filed[where]:
+        where = self.lots.pop(need).where
+        there = self.filed[where]
+        if isinstance(there, set):
+            there.discard(need)
+            if len(there) == 1:
+                self.filed[where] = there.pop()
+        else:
             del self.filed[where]
 
     def __len__(self) -> int:
