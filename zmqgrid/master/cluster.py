@@ -8,11 +8,11 @@ from collections import Counter
 
 from ..errors import LimitExceeded
 from ..model import ACTIVE_STATES
-from ..protocol import unpackb
+from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .controls import TaskControls
-from .entries import COMPACT_ABOVE, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
+from .entries import COMPACT_ABOVE, PLAIN, WORKER_KEYS, DeviceEntry, Requirements, TaskEntry, requirement
 from .fleet import FleetEvents
 from .limits import Limits
 from .parking import Parking
@@ -129,16 +129,18 @@ class Cluster(FleetEvents, TaskControls):
         seq = self.seq
         compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
         for spec, retries, timeout_s in inserts:
-            task_id, key = spec["id"], spec["limit_key"]
+            task_id, key, get = spec["id"], spec["limit_key"], spec.get
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
+            wire = {k: v for k in WORKER_KEYS if (v := get(k)) is not None}   # wire_part, inline: it runs per task
+            device, tags = spec["device"], spec["tags"]
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
-            entry = tasks[task_id] = TaskEntry(task_id, wire_part(spec, compact),
-                                               need_of(spec["kind"], spec["device"], spec["tags"]), spec["priority"],
-                                               retries, timeout_s, key, spec["retry_backoff"], seq=seq, gen=1,
-                                               client=account)
+            entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
+                                               need_of(spec["kind"], device, tags) if device or tags
+                                               else PLAIN[spec["kind"]], spec["priority"], retries, timeout_s, key,
+                                               spec["retry_backoff"], seq=seq, gen=1, client=account)
             if notify:
                 entry.notify = (client,)
             push(entry.priority, seq, 1, task_id)
@@ -218,6 +220,7 @@ class Cluster(FleetEvents, TaskControls):
                 self._push(tasks[task_id])
         batches: dict[str, list[dict]] = {}
         counted: list[Counter] = []
+        unmet: set = set()   # requirements no ready worker met this turn: the ready list only shrinks in a turn
 
         def online_tags() -> Counter:   # per tag, the online workers having it: counted once, if a lot is filed
             if not counted:
@@ -240,8 +243,9 @@ class Cluster(FleetEvents, TaskControls):
             if untagged and need.plain:
                 eligible = ready
             else:
-                eligible = [d for d in ready if need.met_by(d)]
+                eligible = [] if need in unmet else [d for d in ready if need.met_by(d)]
                 if not eligible:   # out of the queue until a worker that meets it has room
+                    unmet.add(need)
                     parking.park(entry, online_tags)
                     continue
             if key is not None:
