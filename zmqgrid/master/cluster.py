@@ -12,7 +12,7 @@ from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from .commands import CommandBook
 from .controls import TaskControls
-from .entries import COMPACT_ABOVE, PLAIN, WORKER_KEYS, DeviceEntry, Requirements, TaskEntry, requirement
+from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
 from .fleet import FleetEvents
 from .limits import Limits
 from .parking import Parking
@@ -129,17 +129,20 @@ class Cluster(FleetEvents, TaskControls):
         seq = self.seq
         compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
         for spec, retries, timeout_s in inserts:
-            task_id, key, get = spec["id"], spec["limit_key"], spec.get
+            task_id, key = spec["id"], spec["limit_key"]
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
-            wire = {k: v for k in WORKER_KEYS if (v := get(k)) is not None}   # wire_part, inline: it runs per task
+            # wire_part, inline (it runs for every task); a validated call has these four, none of them None
+            kind = spec["kind"]
+            wire = ({"kind": kind, "function": spec["function"], "args": spec["args"], "kwargs": spec["kwargs"]}
+                    if kind == "python" else wire_part(spec, False))
             device, tags = spec["device"], spec["tags"]
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
-                                               need_of(spec["kind"], device, tags) if device or tags
-                                               else PLAIN[spec["kind"]], spec["priority"], retries, timeout_s, key,
+                                               need_of(kind, device, tags) if device or tags else PLAIN[kind],
+                                               spec["priority"], retries, timeout_s, key,
                                                spec["retry_backoff"], seq=seq, gen=1, client=account)
             if notify:
                 entry.notify = (client,)
