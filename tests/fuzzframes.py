@@ -18,7 +18,7 @@ from zmqgrid.model import validate_task_spec
 
 TASK = {"id": "t1", "attempt": 1, "kind": "shell", "command": "true", "timeout": 5.0, "tags": ["x"]}
 RESULT = {"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1, {"a": None}], "error": None,
-          "stdout": "out\n", "stderr": "", "started_at": 1.0, "finished_at": 2.0, "duration_s": 1.0}
+          "stdout": "out\n", "stderr": "", "started_at": 1.0}
 SAMPLES: list[p.Message] = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [["b", 2]],
                42, "0.1", 1.5),

@@ -153,3 +153,11 @@ def grow() -> list:
     """Appends to a module-level list and returns that same list (a shared, mutable return value)."""
     _grown.append(len(_grown))
     return _grown
+
+
+def nested(depth: int) -> list:
+    """A list `depth` lists deep: a value the wire schema refuses past its depth bound (32)."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

@@ -4,7 +4,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +331,27 @@ def test_a_broken_default_file_is_an_error_too(empty_cwd: Path) -> None:
 
 def test_file_must_hold_a_json_object(tmp_path: Path) -> None:
     assert "expected a JSON object of settings, got an array" in error_of(config_path=write(tmp_path, "[1, 2]"))
+
+
+@pytest.mark.parametrize("depth", [990, 100_000])
+def test_a_file_nested_too_deeply_to_read_is_one_line_of_error(tmp_path: Path, depth: int) -> None:
+    path = write(tmp_path, '{"tags": ' + "[" * depth + "]" * depth + "}")
+    assert error_of(config_path=path).startswith(f"{path}: nested too deeply to read; a config file is one JSON object")
+
+
+def test_a_deeply_nested_value_is_told_in_a_short_line(tmp_path: Path) -> None:
+    message = error_of(config_path=write(tmp_path, {"tags": json.loads("[" * 500 + "]" * 500)}))
+    assert message.startswith(f"{tmp_path / 'settings.json'}: tags = [[[")
+    assert "…" in message and len(message) < 400
+
+
+def test_the_cli_given_a_deeply_nested_config_says_so_in_one_line_and_exits_3(tmp_path: Path) -> None:
+    path = write(tmp_path, "[" * 100_000 + "]" * 100_000)
+    done = subprocess.run([sys.executable, "-m", "zmqgrid", "tasks", "list", "--config", str(path)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines() == [f"error: {path}: nested too deeply to read; a config file is one JSON object "
+                                        "of plain settings (numbers, strings, true/false, lists of strings)"]
 
 
 def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:

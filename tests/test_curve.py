@@ -160,10 +160,10 @@ def _answers(client: Client) -> bool:
 
 @pytest.mark.parametrize("who", INTRUDERS, ids=["no key", "unknown key", "rejected key", "revoked key"])
 def test_pub_tells_nothing_to_a_peer_without_an_accepted_key(secured, who):
-    good = raw(secured, zmq.SUB, "admin", secured.port + 1)
+    good = raw(secured, zmq.SUB, "w2", secured.port + 1)   # only worker keys may subscribe (Subscriptions)
     bad = raw(secured, zmq.SUB, who, secured.port + 1)
     for sock in (good, bad):
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.SUBSCRIBE, b"beacon")
     seen = []
     # Given three beacons reached an accepted subscriber that connected at the same time
     wait_until(lambda: good.poll(0) and seen.append(good.recv_multipart()) or len(seen) >= 3, 20,

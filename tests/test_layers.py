@@ -1,6 +1,6 @@
 """The dependency direction of docs/architecture.md "Layers", checked on every import in zmqgrid/ (ast, no import).
 
-    errors <- model <- protocol <- transport <- {master, worker, client}
+    errors <- spec_limits <- model <- protocol <- transport <- {master, worker, client};  fields (the wire schema's specs) <- protocol
     errors <- config;  model <- store (store knows no zmq)
     master -> store;  worker -> executors, metrics (never store, never master)
     standalone -> master, worker;  cli -> client, config, logs, standalone
@@ -90,8 +90,11 @@ def test_the_store_knows_no_zmq_and_no_master_worker_or_client():
 
 @pytest.mark.parametrize("module, may_import", [
     ("zmqgrid.errors", ()),
-    ("zmqgrid.model", ("errors",)),
-    ("zmqgrid.protocol", ("errors", "model")),
+    ("zmqgrid.text", ()),
+    ("zmqgrid.spec_limits", ("errors",)),
+    ("zmqgrid.model", ("errors", "spec_limits")),
+    ("zmqgrid.fields", ()),
+    ("zmqgrid.protocol", ("errors", "model", "fields")),
 ])
 def test_the_bottom_layers_import_nothing_of_zmqgrid_above_them(module, may_import):
     above = zmqgrid_modules_except(module.split(".")[1], *may_import)

@@ -994,6 +994,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=4, help="worker --concurrency [4]")
     ap.add_argument("--python-pool", choices=("process", "inline"), default="process",
                     help="workers' python_pool: process (pool children, the default) or inline [process]")
+    ap.add_argument("--durability", choices=("full", "normal"), help="the master's ZMQGRID_DURABILITY: full fsyncs "
+                    "each turn's commit, normal does not [the config default]")
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
     ap.add_argument("--submit-n", type=int, default=100_000,
@@ -1034,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"command": command, "machine": machine(),
                               "config": {k: getattr(a, k) for k in ("n", "n_single", "lat", "runs", "batch", "window",
                                                                     "single_window", "concurrency", "prefetch",
-                                                                    "python_pool", "busy_threshold", "submit_n")}}
+                                                                    "python_pool", "busy_threshold", "submit_n", "durability")}}
     m = result["machine"]
     progress(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
              f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}), msgpack {m['msgpack']}, sqlite-utils {m['sqlite_utils']} "
@@ -1049,8 +1051,10 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal cluster, bench
         cluster = Cluster(tmp, concurrency=a.concurrency, prefetch=a.prefetch, profile_master=profile)
         cluster.env["ZMQGRID_PYTHON_POOL"] = a.python_pool
-        progress(f"starting master on {cluster.url} and 2 workers (concurrency {a.concurrency}, "
-                 f"prefetch {a.prefetch}, python_pool {a.python_pool}) in {tmp} ...")
+        if a.durability:
+            cluster.env["ZMQGRID_DURABILITY"] = a.durability
+        progress(f"starting master on {cluster.url} (durability {a.durability or 'default'}) and 2 workers "
+                 f"(concurrency {a.concurrency}, prefetch {a.prefetch}, python_pool {a.python_pool}) in {tmp} ...")
         cluster.start()
         progress(f"cluster up: pids {cluster.pids()}")
         result["commands"] = cluster.commands

@@ -4,6 +4,7 @@
     python tools/bench_ab.py 537bc8d                       # that commit against the working tree, single phase
     python tools/bench_ab.py HEAD~2 HEAD --phase latency   # two commits
     python tools/bench_ab.py main --phase batched --pairs 8 --n 20000 --json
+    python tools/bench_ab.py HEAD HEAD --env-a ZMQGRID_DURABILITY=normal --env-b ZMQGRID_DURABILITY=full
 
 The machines here change speed by tens of per cent from one half-minute to the next (docs/benchmarks.md), so a
 bench run of one version an hour after the other says little about a change of a few per cent. This runs the two
@@ -12,7 +13,8 @@ pair, and reports both medians, each pair's ratio and the CPU each side spent pe
 the rates do.
 
 One measurement is a fresh cluster of that version (tools/bench.py's own `Cluster` and `Bench`, imported from
-the version's tree: a real master and two real workers on 127.0.0.1, `--concurrency 4`, ZMQGRID_PREFETCH=12),
+the version's tree: a real master and two real workers on 127.0.0.1, `--concurrency 4`, ZMQGRID_PREFETCH=12, plus
+that side's `--env-a`/`--env-b` settings, so one revision can be compared with itself under two configs),
 its warm-up, then one phase:
   - single:  `--n` tasks, one per Submit, up to 1,000 Submits in flight -> tasks/s (higher is better);
   - batched: `--n` calls through `Client.map` (100 per Submit, window 8) -> tasks/s (higher is better);
@@ -42,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 PHASES = {"single": ("tasks/s", True), "batched": ("tasks/s", True), "latency": ("p50 ms", False)}
 
 
-def measure(tree: Path, phase: str, n: int, python_pool: str) -> dict:
+def measure(tree: Path, phase: str, n: int, python_pool: str, env: list[str]) -> dict:
     """One measurement with the tree's own code: client, master and workers all import it."""
     sys.path[:0] = [str(tree / "tools"), str(tree)]
     import bench   # the tree's tools/bench.py
@@ -51,6 +53,7 @@ def measure(tree: Path, phase: str, n: int, python_pool: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-"))
     cluster = bench.Cluster(tmp, concurrency=4, prefetch=12)
     cluster.env["ZMQGRID_PYTHON_POOL"] = python_pool
+    cluster.env.update(item.split("=", 1) for item in env)
     run = None
     try:
         cluster.start()
@@ -83,7 +86,8 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
-def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float, logs: Path) -> list[dict]:
+def run_pairs(a: argparse.Namespace, trees: dict[str, Path], envs: dict[str, list[str]], deadline: float,
+              logs: Path) -> list[dict]:
     from bench import progress, stop_process   # this repository's tools/bench.py (see main)
     measurements: list[dict] = []
     names = list(trees)
@@ -93,7 +97,7 @@ def run_pairs(a: argparse.Namespace, trees: dict[str, Path], deadline: float, lo
             if remaining <= 0:
                 raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s")
             argv = [sys.executable, __file__, "--measure", str(trees[name]), "--phase", a.phase, "--n", str(a.n),
-                    "--python-pool", a.python_pool]
+                    "--python-pool", a.python_pool, *(f"--env={item}" for item in envs[name])]
             log = logs / f"pair{pair + 1}-{'ab'[names.index(name)]}.log"
             with open(log, "w") as err:
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, stdin=subprocess.DEVNULL)
@@ -155,29 +159,39 @@ def main() -> int:
     ap.add_argument("--python-pool", choices=("process", "inline"), default="process")
     ap.add_argument("--json", action="store_true", help="every figure as JSON on stdout")
     ap.add_argument("--deadline", type=float, default=1800, help="seconds for the whole comparison [1800]")
+    ap.add_argument("--env-a", action="append", default=[], metavar="ZMQGRID_KEY=VALUE",
+                    help="set for version A's master and workers (repeatable)")
+    ap.add_argument("--env-b", action="append", default=[], metavar="ZMQGRID_KEY=VALUE",
+                    help="set for version B's master and workers (repeatable)")
+    ap.add_argument("--env", action="append", default=[], help=argparse.SUPPRESS)   # a measurement's own
     ap.add_argument("--measure", metavar="TREE", help=argparse.SUPPRESS)   # one measurement, in a child process
     a = ap.parse_args()
     a.n = a.n or (1000 if a.phase == "latency" else 10000)
     if a.measure:
         signal.signal(signal.SIGTERM, _interrupted)   # so that `finally` stops its cluster
-        print(json.dumps(measure(Path(a.measure), a.phase, a.n, a.python_pool)))
+        print(json.dumps(measure(Path(a.measure), a.phase, a.n, a.python_pool, a.env)))
         return 0
     if not a.a or a.pairs < 1 or a.n < 1:
         ap.error("give version A (a git revision), --pairs >= 1 and --n >= 1")
-    if a.a == a.b:
-        ap.error("A and B are the same revision")
+    if any("=" not in item or not item.startswith("ZMQGRID_") for item in a.env_a + a.env_b):
+        ap.error("--env-a and --env-b take ZMQGRID_KEY=VALUE")
+    if a.a == a.b and a.env_a == a.env_b:
+        ap.error("A and B are the same revision with the same settings")
     sys.path.insert(0, str(REPO / "tools"))
     from bench import progress   # this repository's tools/bench.py: its helpers, not a version's
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-trees-"))
     logs = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-logs-"))   # each measurement's stderr; kept if one fails
     trees: dict[str, Path] = {}
+    # A side is named by its revision and its settings, so the same revision under two configs gets two names.
+    name_a, name_b = (" ".join([rev or "working tree", *env]) for rev, env in ((a.a, a.env_a), (a.b, a.env_b)))
+    envs = {name_a: a.env_a, name_b: a.env_b}
     code = 1
     try:
-        trees[a.a] = checkout(a.a, tmp / "a")
-        trees[a.b or "working tree"] = checkout(a.b, tmp / "b") if a.b else REPO
-        progress(f"A = {a.a} ({trees[a.a]}), B = {a.b or 'the working tree'}; {a.phase}, {a.n} tasks, {a.pairs} pairs")
+        trees[name_a] = checkout(a.a, tmp / "a")
+        trees[name_b] = checkout(a.b, tmp / "b") if a.b else REPO
+        progress(f"A = {name_a} ({trees[name_a]}), B = {name_b}; {a.phase}, {a.n} tasks, {a.pairs} pairs")
         names = list(trees)
-        measurements = run_pairs(a, trees, time.monotonic() + a.deadline, logs)
+        measurements = run_pairs(a, trees, envs, time.monotonic() + a.deadline, logs)
         result = summarise(a, names, measurements)
         result["measurements"] = measurements
         if a.json:

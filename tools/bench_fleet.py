@@ -127,7 +127,7 @@ class SimWorker:
                 if sock is not None:
                     self.sim.forget(sock)
             self.sub = make_socket(self.sim.ctx, zmq.SUB)   # as the real worker's: the beacon is its heartbeat
-            for topic in (BEACON_TOPIC, b"all", f"device.{self.device_id}".encode()):
+            for topic in (BEACON_TOPIC, f"device.{self.device_id}".encode()):   # what the master allows
                 self.sub.setsockopt(zmq.SUBSCRIBE, topic)
             self.sub.connect(f"tcp://127.0.0.1:{msg.pub_port}")
             self.sim.watch(self.sub, self)

@@ -4,6 +4,7 @@
     python tools/fuzz_long.py                          # 200,000 frames or 15 minutes, whichever comes first
     python tools/fuzz_long.py --frames 20000 --seconds 60 --seed 7
     python tools/fuzz_long.py --json                   # the summary as JSON on stdout (progress on stderr)
+    python tools/fuzz_long.py --hostile                # hostile values in valid messages (below)
 
 A master (`python -m zmqgrid distribute --mode master`) runs on 127.0.0.1 in a temporary folder, with one
 queued task in its ledger and no worker. Frames from tests/fuzzframes.py (random bytes, random msgpack under
@@ -15,6 +16,12 @@ Every 10,000 frames it checks that the master is alive and answers `status`, and
 it reports: frames sent, frames the local decoder refuses, the growth of the master's `bad_messages`, the
 master's memory, log lines at ERROR (a handler that raised: a bug even if the master survived), whether the
 ledger changed, and whether the master died. Exit 0 only when nothing was found.
+
+With --hostile it sends valid messages of every kind with hostile values in one to three fields (tests/hostile.py:
+the wrong type, 2^63, -1, NaN, nested 1,000 deep, 10 MB, control characters), from a raw worker `fz1` holding a
+live attempt, beside a real worker and a bystander client. Every 200 messages: the master is alive and answers,
+and the bystander's tasks are acknowledged and done. At the end: the ledger's integrity and value sizes, the
+master's log (tracebacks, failed commits, control characters, forged lines, size) and its memory growth.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import fuzzframes  # noqa: E402
+from tests import fuzzframes, hostile  # noqa: E402
 from tests.helpers import Harness  # noqa: E402
 from zmqgrid import protocol as p  # noqa: E402
 from zmqgrid.client import Client, build_spec  # noqa: E402
@@ -141,6 +148,55 @@ def run(frames_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
     return summary
 
 
+def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="zmqgrid-hostile-"))
+    rng = random.Random(seed)
+    summary: dict = {"seed": seed, "messages_sent": 0, "checks": 0, "by_value": {}}
+    found: list[str] = []
+    run = None
+    try:
+        run = hostile.HostileRun(folder)
+        started = time.monotonic()
+        while summary["messages_sent"] < messages_wanted and time.monotonic() - started < seconds:
+            first = hostile.random_case(rng, run.fz.messages())
+            cases = [first]
+            for _ in range(rng.choice((0, 0, 1, 2))):   # sometimes two or three hostile fields in one message
+                more = hostile.random_case(rng, {first.kind: run.fz.messages()[first.kind]})
+                if not any(more.path[:len(c.path)] == c.path or c.path[:len(more.path)] == more.path for c in cases):
+                    cases.append(more)
+            run.send(cases)
+            summary["messages_sent"] += 1
+            for case in cases:
+                summary["by_value"][case.value] = summary["by_value"].get(case.value, 0) + 1
+            if summary["messages_sent"] % 200 == 0:
+                summary["checks"] += 1
+                problem = run.check()
+                if problem is not None:
+                    found.append(f"after {' + '.join(map(str, cases))}: {problem}")
+                    if run.harness.master.poll() is not None:
+                        break
+                rate = summary["messages_sent"] / (time.monotonic() - started)
+                log(f"{summary['messages_sent']:>8} messages  {rate:6.0f}/s  master rss +{run.rss_growth_mib():.0f} MiB")
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        if run.harness.master.poll() is None:
+            problem = run.check()
+            if problem is not None:
+                found.append(f"at the end: {problem}")
+            summary["master_rss_growth_mib"] = round(run.rss_growth_mib(), 1)
+            if summary["master_rss_growth_mib"] > 300:
+                found.append(f"the master's memory grew by {summary['master_rss_growth_mib']} MiB")
+    finally:
+        if run is not None:
+            run.close()
+            found += run.findings()
+        if keep or found:
+            log(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    summary["found"] = found
+    return summary
+
+
 def drain(sock: zmq.Socket, wait_s: float) -> int:
     """Read the master's answers (so they do not pile up); returns how many."""
     count = 0
@@ -156,13 +212,18 @@ def drain(sock: zmq.Socket, wait_s: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=200_000, help="frames to send [200000]")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames (with --hostile: messages) to send [200000; 20000 with --hostile]")
+    parser.add_argument("--hostile", action="store_true", help="hostile values in valid messages")
     parser.add_argument("--seconds", type=float, default=900, help="stop after this long [900]")
     parser.add_argument("--seed", type=int, default=1, help="random seed: a run is repeatable [1]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (master log, ledger)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
-    summary = run(args.frames, args.seconds, args.seed, args.keep)
+    if args.hostile:
+        summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep)
+    else:
+        summary = run(args.frames or 200_000, args.seconds, args.seed, args.keep)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -3,60 +3,19 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import zmq
 
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
-from .model import FINAL_STATES, TASK_KINDS, compact_spec, factor_batch, new_task_id, validate_task_spec
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES, Control, Error, Finished, Query, Reply, Submit, SubmitAcks, decode
+from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
+from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
+from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
+                       Submit, SubmitAcks, decode)
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
-SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
-             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
-
-
-def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
-               **options: Any) -> dict:
-    """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
-
-    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
-    Raises UsageError for a missing script or not exactly one of shell/script/python.
-    """
-    given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
-    if len(given) != 1:
-        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
-                         "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
-    unknown = set(options) - set(SPEC_KEYS) - {"tag"}
-    if unknown:
-        raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
-                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
-    spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
-    if options.get("tag") is not None:
-        tags = options["tag"]
-        spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
-    if shell is not None:
-        spec.update(kind="shell", command=shell)
-    elif python is not None:
-        spec.update(kind="python", function=python)
-    else:
-        path = Path(script)
-        try:
-            spec.update(kind="script", source=path.read_text(encoding="utf-8"), filename=path.name)
-        except FileNotFoundError:
-            raise UsageError(f"script file {script} does not exist", "check the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read script file {script}: {e}", "pass a readable UTF-8 Python file") from None
-    spec.setdefault("id", new_task_id())
-    try:
-        return validate_task_spec(spec)
-    except ProtocolError as e:
-        raise UsageError(e.message, "fix the task and submit again") from None
-
-
 class Client:
     """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
 
@@ -66,6 +25,7 @@ class Client:
         for a master with CURVE on."""
         self.master_url = master_url
         self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes   # told to the master, which keeps its answers under it
         self.curve = curve
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0,
@@ -162,10 +122,14 @@ class Client:
         common = compact_spec(build_spec(python=python, **options))
         del common["id"]
         items = list(arguments)
-        for item in items:   # all checked before anything is sent: a bad item submits nothing
+        for n, item in enumerate(items):   # all checked before anything is sent: a bad item submits nothing
             if not isinstance(item, (list, tuple)):
                 raise UsageError(f"each item of map's arguments must be a list or tuple of positional arguments, "
                                  f"got {type(item).__name__}", "for one argument per call, wrap it: [(x,) for x in values]")
+            try:
+                check_call_value("args", item)
+            except ProtocolError as e:
+                raise UsageError(f"item {n} of map's arguments: {e.message}") from None
 
         def batches() -> Iterator[tuple[dict, list]]:
             for i in range(0, len(items), batch_size):
@@ -219,27 +183,71 @@ class Client:
         return self.request(Query, "status", {}, timeout_s=timeout_s)
 
     def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None) -> list:
-        params = {k: v for k, v in (("state", state), ("limit", limit), ("offset", offset), ("device", device))
-                  if v is not None}
-        return self.request(Query, "tasks", params)
+        """Up to `limit` tasks from `offset`, newest first; long texts of each row are cut (`task` has them whole).
+        Asked for in as many answers as the master needs to keep each under this client's max_message_bytes."""
+        params = {k: v for k, v in (("state", state), ("device", device)) if v is not None}
+        return self._pages("tasks", params, offset, limit)
 
     def task(self, task_id: str) -> dict:
-        return self.request(Query, "task", {"id": task_id})
+        return self.request(Query, "task", {"id": task_id, "max_bytes": self.max_message_bytes})
 
     def logs(self, task_id: str, attempt: int | None = None) -> dict:
-        params: dict[str, Any] = {"id": task_id}
+        """A task's stdout and stderr, whole: asked for again from where an answer ended until none is left."""
+        params: dict[str, Any] = {"id": task_id, "max_bytes": self.max_message_bytes}
         if attempt is not None:
             params["attempt"] = attempt
-        return self.request(Query, "logs", params)
+        got = self.request(Query, "logs", params)
+        for _ in range(10_000):   # each answer brings at least one character, or the loop ends
+            missing = [s for s in ("stdout", "stderr") if len(got[s]) < got.get(f"{s}_length", 0)]
+            if not missing:
+                break
+            more = self.request(Query, "logs", {**params, "stdout_from": len(got["stdout"]),
+                                                "stderr_from": len(got["stderr"])})
+            if not any(more[s] for s in missing):
+                break
+            for stream in ("stdout", "stderr"):
+                got[stream] += more[stream]
+            got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
+        return got
 
     def devices(self) -> list:
-        return self.request(Query, "devices", {})
+        """Every device; a row's long texts are cut."""
+        return self._pages("devices", {}, 0, None)
+
+    def _pages(self, what: str, params: dict, offset: int, limit: int | None) -> list:
+        """The rows of a paged query (docs/architecture.md, "Replies are paged"): `limit` of them (all if None)
+        from `offset`, following `next_offset` from answer to answer. A master older than paging answers a list."""
+        rows: list = []
+        while limit is None or len(rows) < limit:
+            asked = {**params, "offset": offset, "page": True, "max_bytes": self.max_message_bytes}
+            if limit is not None:
+                asked["limit"] = min(limit - len(rows), 1000)
+            got = self.request(Query, what, asked)
+            if isinstance(got, list):
+                return rows + got
+            rows += got["rows"]
+            if got["next_offset"] is None or not got["rows"]:
+                break
+            offset = got["next_offset"]
+        return rows
 
     def cancel(self, task_ids: list[str] | None = None, *, state: str | None = None, tag: str | None = None) -> dict:
         """Cancel by ids, or every unfinished task in `state` and/or requiring `tag`: {id: outcome}."""
         if task_ids is not None:
-            return self.request(Control, "cancel", {"ids": list(task_ids)})
+            return self._control_ids("cancel", list(task_ids))
         return self.request(Control, "cancel", {k: v for k, v in (("state", state), ("tag", tag)) if v is not None})
+
+    def _control_ids(self, action: str, ids: list[str]) -> dict:
+        """A Control over task ids, sent in requests of at most MAX_IDS_PER_REQUEST ids (what the master takes in
+        one), the replies merged."""
+        out: dict = {}
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST) or [0]:   # no ids: still asked once
+            reply = self.request(Control, action, {"ids": ids[start:start + MAX_IDS_PER_REQUEST]})
+            if action == "watch":
+                out.setdefault("finished", {}).update(reply["finished"])
+            else:
+                out.update(reply)
+        return out
 
     def control_devices(self, action: str, device_ids: list[str]) -> dict:
         """drain, resume or shutdown devices: {device id: what happened}."""
@@ -280,11 +288,13 @@ class Client:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             out = self.request(Query, "logs", {"id": task_id, "stdout_from": printed["stdout"],
-                                               "stderr_from": printed["stderr"]})
+                                               "stderr_from": printed["stderr"], "max_bytes": self.max_message_bytes})
             for stream in ("stdout", "stderr"):
                 if out[stream]:
                     yield stream, out[stream]
-                printed[stream] = max(printed[stream], out[f"{stream}_length"])
+                printed[stream] += len(out[stream])
+            if any(printed[s] < out[f"{s}_length"] for s in printed):
+                continue   # the answer held only what fits this client's messages: the rest comes at once
             if out["state"] in FINAL_STATES:
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -293,7 +303,7 @@ class Client:
 
     def requeue(self, task_ids: list[str]) -> dict:
         """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""
-        return self.request(Control, "requeue", {"ids": list(task_ids)})
+        return self._control_ids("requeue", list(task_ids))
 
     def wait(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0) -> dict:
         """Block until every task is final; returns {id: summary}.
@@ -323,7 +333,7 @@ class Client:
             if to_watch or now - quiet_since >= rewatch_s:
                 quiet_since = now
                 try:
-                    reply = self.request(Control, "watch", {"ids": sorted(to_watch or remaining)})
+                    reply = self._control_ids("watch", sorted(to_watch or remaining))
                 except MasterUnavailable:
                     continue   # the master may be restarting: ask again
                 to_watch = set()

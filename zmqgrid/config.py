@@ -23,6 +23,7 @@ MODES = ("master", "worker", "standalone")
 STRATEGIES = ("least_tasks", "round_robin", "weighted", "random")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PYTHON_POOLS = ("process", "inline")
+DURABILITY = ("full", "normal")   # the ledger's SQLite synchronous level (zmqgrid.store.schema)
 ENV_PREFIX = "ZMQGRID_"
 ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
@@ -99,6 +100,10 @@ class Config:
     """Accepted from the seed's files but not used yet (CURVE keys come later); never logged or printed."""
     db_path: str = "data/zmqgrid.db"
     """The master's SQLite ledger."""
+    durability: str = "normal"
+    """Master: "full" fsyncs each turn's commit before anything in it is acknowledged (survives a power cut);
+    "normal" syncs at the WAL checkpoints, once a second (a killed process loses nothing; a power cut or OS crash
+    may lose the last second). README "What you can rely on"; the default is chosen in docs/benchmarks.md."""
     log_file: str | None = "logs/distribution.log"
     """Rotating log file; null logs to the terminal only."""
     log_level: str = "INFO"
@@ -121,6 +126,9 @@ class Config:
     days are deleted with their attempts and output; 0 keeps them forever."""
     retention_max_tasks: int = 1_000_000
     """Master: most finished tasks kept; beyond it the oldest finished are deleted first; 0: no cap."""
+    device_retention_days: float = 7.0
+    """Master: a device offline longer than this that holds nothing (no unfinished task, not drained) is removed
+    from the device table with its heartbeat samples; 0 keeps every device."""
     insecure: bool = False
     """Master: allow binding a non-loopback address without CURVE, open to anyone who reaches the ports
     (a WARNING at every start); without it such a bind is refused."""
@@ -178,15 +186,16 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "flood_output_mb_per_s": (0, 1 << 20),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
-_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS}
+_ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
+_CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
     "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),
-    "device_name": (r".{1,128}", "a name of 1-128 characters"),
+    "device_name": (r"[^\x00-\x1f\x7f-\x9f]{1,128}", "a name of 1-128 characters without control characters"),
     "load_balance_strategy": (r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?",
                               "one of " + ", ".join(STRATEGIES) + ", a dotted path pkg.mod:function, "
                               "or an entry point name in the group zmqgrid.strategies")}
-_TAG = re.compile(r"[^\s,]{1,64}")
+_TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes them (protocol)
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
     "tags": (_TAG.fullmatch, 'non-empty tags without commas or spaces, as ["linux", "gpu"]', '"linux,gpu"'),
     "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),
@@ -219,7 +228,9 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         lo, hi = _RANGES[key]
         ok, expected = number and isinstance(value, int) and lo <= value <= hi, f"an integer {lo}-{hi}"
     elif kind == "float":
-        ok, expected = number and math.isfinite(value) and value > 0, "a number of seconds greater than 0"
+        never = key in _ZERO_MEANS_NEVER
+        ok = number and math.isfinite(value) and (value > 0 or never and value == 0)
+        expected = "a number of days, 0 for never" if never else "a number of seconds greater than 0"
         value = float(value) if ok else value
     elif kind == "bool":
         ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"
@@ -255,7 +266,16 @@ def _tcp(host: str, port: int) -> str:
 
 
 def _show(key: str, value: Any) -> str:  # a secret never reaches a terminal or a log, even when malformed
-    return '"***"' if key == "api_key" and value is not None else json.dumps(value, ensure_ascii=False, default=repr)
+    if key == "api_key" and value is not None:
+        return '"***"'
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (RecursionError, ValueError):   # a value nested almost as deep as json.loads allows
+        return "(a value nested too deeply to show)"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 1] + "…"
+
+
+_SHOWN_CHARS = 200   # of a bad value in an error line: a 500-deep list is told, not printed whole
 
 
 def _unknown(source: str, key: str) -> ConfigError:
@@ -285,6 +305,9 @@ def _read_file(path: Path, label: str) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{label}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
                           "fix the file: double-quoted keys and strings, no comments, no trailing commas") from None
+    except RecursionError:   # json.loads recurses once per level: thousands of [ or { exhaust the stack
+        raise ConfigError(f"{label}: nested too deeply to read", "a config file is one JSON object of plain "
+                          "settings (numbers, strings, true/false, lists of strings)") from None
     if not isinstance(data, dict):
         kind = {list: "an array", str: "a string"}.get(type(data), "a single value")
         raise ConfigError(f"{label}: expected a JSON object of settings, got {kind}", 'write {"key": value, ...}')

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
+from .text import printable
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_BYTES = 10 * 1024 * 1024
 BACKUP_COUNT = 5
+MAX_LINE_CHARS = 2000   # a record's message, before a traceback; longer ones are cut (a peer's 8 MB host name)
 _MARK = "_zmqgrid_handler"  # set on handlers we add, so a second call replaces them instead of stacking
 
 
@@ -21,6 +23,16 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def _open(self):  # type: ignore[override]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record's message is one line of at most MAX_LINE_CHARS, control characters shown as escapes
+    (text.printable): a newline or ESC in a device id, host or error a peer sent cannot forge a log line or
+    reach the terminal raw, whoever logged it. A traceback (exc_info) still follows on its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, MAX_LINE_CHARS)
+        return super().formatMessage(record)
 
 
 def configure_logging(level: str = "INFO", log_file: str | None = None, *, stream: bool = True,
@@ -49,7 +61,7 @@ def configure_logging(level: str = "INFO", log_file: str | None = None, *, strea
     for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:
         logger.removeHandler(old)
         old.close()
-    formatter = logging.Formatter(FORMAT)
+    formatter = OneLineFormatter(FORMAT)
     for handler in handlers:
         setattr(handler, _MARK, True)
         handler.setFormatter(formatter)

@@ -7,9 +7,12 @@ import re
 import secrets
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
-from .errors import ProtocolError
+from .errors import ProtocolError, UsageError
+from . import spec_limits as check
+from .spec_limits import LIMITS, check_call_value
 
 
 class TaskState(str, Enum):
@@ -45,6 +48,7 @@ MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger o
 MAX_RETRIES = 100            # as max_retry_count and `submit --retries`
 
 
+
 def _new_id_source() -> None:
     global _ID_PROCESS, _ID_COUNTER
     _ID_PROCESS = secrets.token_hex(5)
@@ -69,37 +73,6 @@ def is_valid_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_ID_RE.match(value))
 
 
-def _expect(spec: dict, key: str, types: tuple, what: str, required: bool = False) -> Any:
-    value = spec.get(key)
-    if value is None:
-        if required:
-            raise ProtocolError(f"task field '{key}' is required ({what})")
-        return None
-    return _typed(key, value, types, what)
-
-
-def _typed(key: str, value: Any, types: tuple, what: str) -> Any:
-    if isinstance(value, bool) and bool not in types:
-        raise ProtocolError(f"task field '{key}' must be {what}, got {value!r}")
-    if not isinstance(value, types):
-        raise ProtocolError(f"task field '{key}' must be {what}, got {type(value).__name__}")
-    return value
-
-
-def _str_list(spec: dict, key: str) -> list[str]:
-    value = _expect(spec, key, (list, tuple), "a list of strings") or []
-    if not all(isinstance(v, str) for v in value):
-        raise ProtocolError(f"task field '{key}' must be a list of strings")
-    return list(value)
-
-
-def _env(spec: dict) -> dict[str, str] | None:
-    env = _expect(spec, "env", (dict,), "an object of string values")
-    if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise ProtocolError("task field 'env' must map strings to strings")
-    return env
-
-
 def _task_id(spec: dict) -> str:
     task_id = spec.get("id") or new_task_id()
     if not is_valid_id(task_id):
@@ -108,10 +81,13 @@ def _task_id(spec: dict) -> str:
 
 
 def _call_arguments(spec: dict) -> tuple[list, dict]:
-    args = list(_expect(spec, "args", (list, tuple), "a list") or [])
-    kwargs = _expect(spec, "kwargs", (dict,), "an object") or {}
+    args = list(check.expect(spec, "args", (list, tuple), "a list") or [])
+    kwargs = check.expect(spec, "kwargs", (dict,), "an object") or {}
     if kwargs and not all(isinstance(k, str) for k in kwargs):
         raise ProtocolError("task field 'kwargs' must have string keys")
+    check_call_value("args", args)
+    if kwargs:
+        check_call_value("kwargs", kwargs)
     return args, kwargs
 
 
@@ -137,54 +113,56 @@ def validate_task_spec(spec: Any) -> dict:
         raise ProtocolError(f"task kind {kind!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
     out: dict[str, Any] = {"id": task_id, "kind": kind}
     if kind == "shell":
-        command = _expect(spec, "command", (str, list, tuple), "a string or a list of strings", True)
-        if isinstance(command, (list, tuple)) and not (command and all(isinstance(c, str) for c in command)):
-            raise ProtocolError("task field 'command' as a list must hold at least one string, all strings")
-        if isinstance(command, str) and not command.strip():
-            raise ProtocolError("task field 'command' is empty")
-        out["command"] = command if isinstance(command, str) else list(command)
+        out["command"] = check.command(spec)
     elif kind == "script":
-        out["source"] = _expect(spec, "source", (str,), "the script's text", True)
+        out["source"] = check.expect(spec, "source", (str,), "the script's text", True)
         if len(out["source"].encode()) > MAX_SCRIPT_BYTES:
             raise ProtocolError(f"script is larger than {MAX_SCRIPT_BYTES} bytes")
-        out["filename"] = _expect(spec, "filename", (str,), "a file name") or "script.py"
-        out["args"] = _str_list(spec, "args")
+        filename = check.expect(spec, "filename", (str,), "a file name") or "script.py"
+        out["filename"] = check.text("filename", filename, LIMITS.filename_chars)
+        out["args"] = check.str_list(spec, "args")
     else:
-        function = _expect(spec, "function", (str,), "'module:function'", True)
-        if not _FUNC_RE.match(function):
+        function = check.expect(spec, "function", (str,), "'module:function'", True)
+        if len(function) > LIMITS.label_chars or not _FUNC_RE.match(function):
             raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
         out["function"] = function
         out["args"], out["kwargs"] = _call_arguments(spec)
     if kind != "python":
-        out["cwd"] = _expect(spec, "cwd", (str,), "a directory path")
-        out["env"] = _env(spec)
+        out["cwd"] = check.text("cwd", check.expect(spec, "cwd", (str,), "a directory path"), LIMITS.cwd_chars)
+        out["env"] = check.env(spec)
     get = spec.get
     # Most fields are absent from most tasks: only those present are looked at (this runs for every task).
     for key, types, what in _TYPED_OPTIONS:
         value = get(key)
-        out[key] = None if value is None else _typed(key, value, types, what)
+        out[key] = None if value is None else check.typed(key, value, types, what)
     out["priority"] = out["priority"] or 0
     if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
         raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
     timeout = out["timeout"]
-    if timeout is not None and not timeout > 0:  # written so that NaN is refused too
-        raise ProtocolError(f"task field 'timeout' must be > 0 seconds, got {timeout!r}")
+    if timeout is not None and not 0 < timeout <= LIMITS.timeout_s:  # written so that NaN is refused too
+        raise check.refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
+                      "give a number of seconds in that range")
     retries = out["retries"]
     if retries is not None and not 0 <= retries <= MAX_RETRIES:
         raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
     backoff = out["retry_backoff"]
-    if backoff is not None and not backoff >= 0:
-        raise ProtocolError(f"task field 'retry_backoff' must be >= 0 seconds, got {backoff!r}")
+    if backoff is not None and not 0 <= backoff <= LIMITS.backoff_s:
+        raise check.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
+                      "give a number of seconds in that range")
+    for key in ("name", "limit_key", "device"):
+        check.text(key, out[key], LIMITS.label_chars)
+    if out["group"] is not None and not is_valid_id(out["group"]):
+        raise check.refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
     out["all"] = bool(out["all"])
     if out["all"] and get("device"):
         raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")
     for name in ("limit_concurrency", "limit_per_minute"):
         value = out[name]
-        if value is not None and value < 1:
-            raise ProtocolError(f"task field '{name}' must be >= 1, got {value!r}")
+        if value is not None and not 1 <= value <= LIMITS.per_key:
+            raise check.refuse(name, f">= 1 and <= {LIMITS.per_key}", value, "give a count in that range")
         if value is not None and not out["limit_key"]:
             raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
-    out["tags"] = [] if get("tags") is None else _str_list(spec, "tags")
+    out["tags"] = [] if get("tags") is None else check.tags(spec)
     out["name"] = out["name"] or describe_spec(out)
     return out
 
@@ -196,28 +174,38 @@ _MISSING = object()
 def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
     """The specs of a Submit: each task validated, or, with `common`, each task merged over it (see
     docs/architecture.md, "A Submit with common"). A python batch has `common` validated once and, of each task
-    that holds only CALL_KEYS, just those keys; the specs are the same as validating every merged task whole."""
-    if not common:
-        return [validate_task_spec(t) for t in tasks]
+    that holds only CALL_KEYS, just those keys; the specs are the same as validating every merged task whole.
+    A refusal of a Submit of several tasks says which (`task N of M in this Submit: ...`, N from 1), so that a
+    client can name the line of a file that holds it."""
+    specs: list[dict] = []
+    try:
+        _validate_into(specs, tasks, common)
+    except ProtocolError as e:
+        if len(tasks) > 1:
+            raise ProtocolError(f"task {len(specs) + 1} of {len(tasks)} in this Submit: {e.message}") from None
+        raise
+    return specs
+
+
+def _validate_into(specs: list[dict], tasks: list, common: dict | None) -> None:
+    """validate_batch's work: each spec is appended as soon as it is valid (the count says which one failed)."""
     base = None
-    if "id" not in common:
+    if common and "id" not in common:
         try:
             base = validate_task_spec(dict(common, id="common"))
         except ProtocolError:
             pass    # `common` need not be a task by itself (the tasks may complete it): each merged task decides
-    if base is None:
-        return [validate_task_spec({**common, **task}) if isinstance(task, dict) else validate_task_spec(task)
-                for task in tasks]
-    calls = base["kind"] == "python"
-    specs = []
+    calls = base is not None and base["kind"] == "python"
+    append = specs.append
     for task in tasks:
-        if not isinstance(task, dict):
-            raise ProtocolError(f"a task must be an object, got {type(task).__name__}")
-        if calls and task.keys() <= CALL_KEYS:
+        if not isinstance(task, dict) or not common:
+            append(validate_task_spec({**common, **task} if common and isinstance(task, dict) else task))
+        elif calls and task.keys() <= CALL_KEYS:
             spec = base.copy()
             spec["id"] = _task_id(task)
             args = task.get("args")
             if type(args) is list and "kwargs" not in task:   # the usual call: positional arguments only
+                check_call_value("args", args)
                 spec["args"] = args
             elif "args" in task or "kwargs" in task:
                 args, kwargs = _call_arguments(task)
@@ -225,10 +213,9 @@ def validate_batch(tasks: list, common: dict | None = None) -> list[dict]:
                     spec["args"] = args
                 if "kwargs" in task:
                     spec["kwargs"] = kwargs
+            append(spec)
         else:
-            spec = validate_task_spec({**common, **task})
-        specs.append(spec)
-    return specs
+            append(validate_task_spec({**common, **task}))
 
 
 def factor_batch(specs: list) -> tuple[dict, list]:
@@ -272,3 +259,45 @@ def describe_spec(spec: dict) -> str:
     else:
         text = spec.get("function") or ""
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
+             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
+
+
+def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
+               **options: Any) -> dict:
+    """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
+
+    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
+    Raises UsageError for a missing script or not exactly one of shell/script/python.
+    """
+    given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
+    if len(given) != 1:
+        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
+                         "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
+    unknown = set(options) - set(SPEC_KEYS) - {"tag"}
+    if unknown:
+        raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
+                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
+    spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
+    if options.get("tag") is not None:
+        tags = options["tag"]
+        spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
+    if shell is not None:
+        spec.update(kind="shell", command=shell)
+    elif python is not None:
+        spec.update(kind="python", function=python)
+    else:
+        path = Path(script)
+        try:
+            spec.update(kind="script", source=path.read_text(encoding="utf-8"), filename=path.name)
+        except FileNotFoundError:
+            raise UsageError(f"script file {script} does not exist", "check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read script file {script}: {e}", "pass a readable UTF-8 Python file") from None
+    spec.setdefault("id", new_task_id())
+    try:
+        return validate_task_spec(spec)
+    except ProtocolError as e:
+        raise UsageError(e.message, "fix the task and submit again") from None

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque, Record, Spec,
+                     Text, Tuple, Value)
+from .model import ATTEMPT_OUTCOMES
 
 VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-# Field type tags used by validation (kept as plain tuples: isinstance is the hot path).
-STR, INT, NUM, BOOL, LIST, DICT, ANY = (str,), (int,), (int, float), (bool,), (list,), (dict,), None
 
 _packer = msgpack.Packer(use_bin_type=True)
 
@@ -32,13 +32,15 @@ def unpackb(data: bytes) -> Any:
 
 
 class Message:
-    """Base of all wire messages. Subclasses are frozen dataclasses with KIND and TYPES."""
+    """Base of all wire messages. Subclasses are frozen dataclasses with KIND and SCHEMA (field name -> spec, in
+    field order); `FIELDS` is the same as a tuple of `fields.Field`, for whoever walks the schema."""
 
     KIND: ClassVar[bytes]
-    TYPES: ClassVar[tuple]  # one type tag per field, in order; None = any msgpack value
-    NULLABLE: ClassVar[frozenset] = frozenset()
+    SCHEMA: ClassVar[dict[str, Spec]]
+    FIELDS: ClassVar[tuple[Field, ...]]
     _header: ClassVar[bytes]
     _names: ClassVar[tuple]
+    _checks: ClassVar[tuple]
     _required: ClassVar[int]
 
     def encode(self) -> list[bytes]:
@@ -46,20 +48,22 @@ class Message:
 
     @classmethod
     def from_body(cls, body: bytes) -> "Message":
+        """Unpack and check every field against its spec: the message whole, or a ProtocolError naming the field."""
         try:
             values = unpackb(body)
         except Exception as e:
             raise ProtocolError(f"{cls.__name__}: body is not valid msgpack ({type(e).__name__})") from e
-        if not isinstance(values, list):
+        if type(values) is not list:
             raise ProtocolError(f"{cls.__name__}: body must be an array, got {type(values).__name__}")
         if not cls._required <= len(values) <= len(cls._names):
             raise ProtocolError(f"{cls.__name__}: expected {cls._required}..{len(cls._names)} fields, got {len(values)}")
-        for name, types, value in zip(cls._names, cls.TYPES, values):
-            if types is None or (value is None and name in cls.NULLABLE):
-                continue
-            if not isinstance(value, types) or (isinstance(value, bool) and types is not BOOL):
-                raise ProtocolError(f"{cls.__name__}.{name}: expected {'/'.join(t.__name__ for t in types)}, "
-                                    f"got {type(value).__name__}")
+        checks, i = cls._checks, 0
+        try:
+            for i, value in enumerate(values):
+                values[i] = checks[i](value)
+        except Bad as e:
+            raise ProtocolError(f"{cls.__name__}.{cls._names[i]}{e.where()}: expected {e.allowed}, "
+                                f"got {e.got}") from None
         return cls(*values)
 
 
@@ -72,10 +76,12 @@ def message(kind: str):
     def wrap(cls):
         cls = dataclass(frozen=True, slots=True)(cls)
         fields = dataclasses.fields(cls)
-        assert len(fields) == len(cls.TYPES), cls
+        assert [f.name for f in fields] == list(cls.SCHEMA), cls   # one spec per field, in wire order
         cls.KIND = kind.encode()
         cls._header = bytes([VERSION, ord(kind)])
         cls._names = tuple(f.name for f in fields)
+        cls.FIELDS = tuple(Field(name, spec) for name, spec in cls.SCHEMA.items())
+        cls._checks = tuple(spec.check for spec in cls.SCHEMA.values())
         cls._required = sum(1 for f in fields if f.default is dataclasses.MISSING
                             and f.default_factory is dataclasses.MISSING)
         assert ord(kind) not in KINDS, kind
@@ -100,12 +106,64 @@ def decode(frames: list[bytes]) -> Message:
     return cls.from_body(body)
 
 
+# ---------------------------------------------------------------- the schema's bounds (docs/architecture.md, Security)
+
+ID = Id()   # a task id (model.validate_task_spec's charset); device ids use the same
+ATTEMPT = Int(1, 1 << 31)
+KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
+KEYS = List(KEY, 1 << 20)
+INT64 = Int()
+SEQ = Int(0, INT64_MAX)
+CREDIT = Int(0, 1 << 20)
+WALL_TIME = Float(0.0, 1e11)   # Unix seconds (year 5138): a worker's clock, shown and stored, never trusted
+NAME = Text(255, line=True)
+PATH = Text(4096, line=True)
+MAX_RESULTS_PER_MESSAGE = 100_000
+MAX_OUTPUT_CHUNKS = 16_384
+MAX_IDS_PER_REQUEST = 10_000      # Control ids/devices: a client sends more in several requests
+MAX_TEXT = 1 << 24                # stdout, stderr, an output chunk: bounded in fact by max_message_bytes
+MAX_ERROR_TYPE, MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK = 256, 16_384, 262_144
+MAX_VALUE_DEPTH = 32
+# A task spec's keys and values are model.validate_task_spec's to check; here only how deep it nests (a value nested
+# 1,000 deep would pass msgpack and then exhaust the stack of whatever turns it into JSON).
+TASK_SPEC = Value(MAX_VALUE_DEPTH, what="a task spec (checked by model.validate_task_spec)")
+TAG = Text(64, 1, line=True)
+ERROR = Record({"type": Text(MAX_ERROR_TYPE, line=True), "message": Text(MAX_ERROR_MESSAGE),
+                "traceback": Text(MAX_ERROR_TRACEBACK)}, max_keys=8, nullable=True)
+RESULT = Record({"id": ID, "attempt": ATTEMPT, "state": Enum(ATTEMPT_OUTCOMES), "exit_code": Int(nullable=True),
+                 "started_at": Float(0.0, 1e11, nullable=True), "stdout": Text(MAX_TEXT, nullable=True),
+                 "stderr": Text(MAX_TEXT, nullable=True), "error": ERROR, "value": Value(MAX_VALUE_DEPTH)},
+                max_keys=32, required=("id", "attempt", "state"))
+OUTPUT_CHUNK = Tuple(ID, ATTEMPT, Enum(("stdout", "stderr")), Text(MAX_TEXT),
+                     what="[task id, attempt, 'stdout'|'stderr', text]")
+_PERCENT, _LOAD = Float(0.0, 100.0), Float(0.0, 1e6)
+METRICS = Record({"cpu_percent": _PERCENT, "memory_percent": _PERCENT, "disk_percent": _PERCENT, "load_1m": _LOAD,
+                  "load_5m": _LOAD, "load_15m": _LOAD, "memory_available_mb": Float(0.0, 1e12),
+                  "cpu_count": Int(0, 1 << 20), "memory_total_mb": Int(0, 1 << 40), "hostname": NAME, "os": NAME,
+                  "python_version": NAME, "python_executable": PATH}, max_keys=64)
+_WORD = Text(32, line=True, nullable=True)
+_OFFSET = Int(0, 1 << 62, nullable=True)
+_NAME64 = Text(64, line=True, nullable=True)
+QUERY_PARAMS = Record({"id": _NAME64, "state": _WORD, "device": _NAME64, "tag": _NAME64,
+                       "limit": Int(0, 1 << 31, nullable=True), "offset": _OFFSET,
+                       "attempt": Int(0, 1 << 31, nullable=True), "stdout_from": _OFFSET, "stderr_from": _OFFSET},
+                      max_keys=32, extra=SCALAR)
+_IDS = List(ID, MAX_IDS_PER_REQUEST, nullable=True)
+CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "state": _WORD, "tag": _NAME64, "op": _WORD,
+                         "name": _NAME64, "cron": Text(256, line=True, nullable=True), "missed": _WORD,
+                         "spec": TASK_SPEC},
+                        max_keys=32, extra=SCALAR)
+
+
 # ---------------------------------------------------------------- worker <-> master (ROUTER/DEALER)
 
 @message("R")
 class Register(Message):
     """Worker -> master: who I am, what I can do, what I am running and what waits in my outbox."""
-    TYPES = (STR, STR, STR, STR, STR, STR, LIST, INT, INT, LIST, LIST, INT, STR, NUM)
+    SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
+              "python_executable": PATH, "tags": List(TAG, 64), "concurrency": Int(1, 4096), "credit": CREDIT,
+              "running": KEYS, "outbox": KEYS, "pid": Int(0, 1 << 31), "version": Text(64, line=True),
+              "weight": Float(1e-6, 1e6)}
     device_id: str
     name: str
     hostname: str
@@ -125,7 +183,8 @@ class Register(Message):
 @message("r")
 class RegisterAck(Message):
     """Master -> worker: accepted; the other ports, the timing to use, and tasks to stop."""
-    TYPES = (STR, INT, INT, NUM, NUM, LIST)
+    SCHEMA = {"incarnation": Text(64, line=True), "pub_port": Int(1, 65535), "heartbeat_port": Int(1, 65535),
+              "heartbeat_interval_s": Float(0.0, 1e6), "device_timeout_s": Float(0.0, 1e6), "cancel": KEYS}
     incarnation: str
     pub_port: int
     heartbeat_port: int
@@ -137,7 +196,7 @@ class RegisterAck(Message):
 @message("C")
 class Credit(Message):
     """Worker -> master: `slots` more tasks may be sent (additive, so it never races with dispatch)."""
-    TYPES = (INT,)
+    SCHEMA = {"slots": CREDIT}
     slots: int
 
 
@@ -145,7 +204,7 @@ class Credit(Message):
 class Tasks(Message):
     """Master -> worker: tasks to run, each a spec dict plus 'attempt' (never more than the worker's credit),
     and the [task_id, attempt] of its results committed this turn (so no separate ResultAck is needed)."""
-    TYPES = (LIST, LIST)
+    SCHEMA = {"tasks": List(TASK_SPEC, 1 << 20), "acks": KEYS}
     tasks: list
     acks: list = field(default_factory=list)
 
@@ -154,7 +213,7 @@ class Tasks(Message):
 class Results(Message):
     """Worker -> master: finished attempts (dicts, see docs/architecture.md), credit freed by them, and the
     attempts that began to run since the last message (sent alone when nothing finished this turn)."""
-    TYPES = (LIST, INT, LIST)
+    SCHEMA = {"results": List(RESULT, MAX_RESULTS_PER_MESSAGE), "credit": CREDIT, "started": KEYS}
     results: list
     credit: int = 0
     started: list = field(default_factory=list)
@@ -163,7 +222,7 @@ class Results(Message):
 @message("d")
 class ResultAck(Message):
     """Master -> worker: these [task_id, attempt] are committed (or known stale); drop them from the outbox."""
-    TYPES = (LIST,)
+    SCHEMA = {"keys": KEYS}
     keys: list
 
 
@@ -172,7 +231,8 @@ class ResultAck(Message):
 @message("H")
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
-    TYPES = (STR, STR, INT, LIST, LIST, DICT, NUM, LIST)
+    SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,
+              "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024)}
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
@@ -186,7 +246,7 @@ class Heartbeat(Message):
 @message("B")
 class Beacon(Message):
     """Master -> all over PUB (topic b'beacon'): I am alive, and this is my incarnation."""
-    TYPES = (STR, NUM)
+    SCHEMA = {"incarnation": Text(64, line=True), "sent_at": WALL_TIME}
     incarnation: str
     sent_at: float
 
@@ -195,7 +255,8 @@ class Beacon(Message):
 class Command(Message):
     """Master -> workers over PUB (topic b'all', b'device.<id>' or b'tag.<tag>'), or re-sent over the ROUTER
     to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
-    TYPES = (INT, STR, DICT)
+    SCHEMA = {"seq": SEQ, "action": Text(32, line=True),
+              "params": Record({}, 64, extra=Opaque("command parameters"), extra_key=Text(64, 1))}
     seq: int
     action: str
     params: dict = field(default_factory=dict)
@@ -204,7 +265,7 @@ class Command(Message):
 @message("O")
 class Output(Message):
     """Worker -> master: output of running tasks as it comes, [[task_id, attempt, stream, text], ...]."""
-    TYPES = (LIST,)
+    SCHEMA = {"chunks": List(OUTPUT_CHUNK, MAX_OUTPUT_CHUNKS)}
     chunks: list
 
 
@@ -220,7 +281,8 @@ COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 class Submit(Message):
     """Client -> master: tasks to queue. Acknowledged (Reply with the ids, or a line of a SubmitAcks with
     batch_acks) only after they are committed."""
-    TYPES = (INT, LIST, BOOL, DICT, BOOL)
+    SCHEMA = {"req_id": INT64, "tasks": List(TASK_SPEC, 1 << 20), "notify": Bool(),
+              "common": Record({}, 64, extra=TASK_SPEC, extra_key=Text(64, 1)), "batch_acks": Bool()}
     req_id: int
     tasks: list
     notify: bool = False   # also send Finished to this client when each task ends
@@ -241,7 +303,7 @@ class Submit(Message):
 @message("Q")
 class Query(Message):
     """Client -> master: read-only request ('status', 'tasks', 'task', 'logs', 'devices')."""
-    TYPES = (INT, STR, DICT)
+    SCHEMA = {"req_id": INT64, "what": Text(32, line=True), "params": QUERY_PARAMS}
     req_id: int
     what: str
     params: dict = field(default_factory=dict)
@@ -250,7 +312,7 @@ class Query(Message):
 @message("X")
 class Control(Message):
     """Client -> master: a state-changing request ('cancel', 'watch')."""
-    TYPES = (INT, STR, DICT)
+    SCHEMA = {"req_id": INT64, "action": Text(32, line=True), "params": CONTROL_PARAMS}
     req_id: int
     action: str
     params: dict = field(default_factory=dict)
@@ -259,7 +321,7 @@ class Control(Message):
 @message("A")
 class Reply(Message):
     """Master -> client: the answer to request `req_id`."""
-    TYPES = (INT, ANY)
+    SCHEMA = {"req_id": INT64, "data": Opaque("any reply data")}
     req_id: int
     data: Any = None
 
@@ -267,7 +329,7 @@ class Reply(Message):
 @message("K")
 class SubmitAcks(Message):
     """Master -> client: its Submits with batch_acks committed this turn, [[req_id, ids], ...] in arrival order."""
-    TYPES = (LIST,)
+    SCHEMA = {"acks": List(Opaque("[req_id, [ids]] (see pairs)"), 1 << 20)}
     acks: list
 
     def pairs(self) -> list[tuple[int, list]]:
@@ -283,7 +345,7 @@ class SubmitAcks(Message):
 @message("E")
 class Error(Message):
     """Master -> any peer: the request failed; `code` is a stable word, `message` a sentence for a person."""
-    TYPES = (INT, STR, STR)
+    SCHEMA = {"req_id": INT64, "code": Text(32, line=True), "message": Text(MAX_TEXT)}
     req_id: int            # 0 when the request could not be read far enough to know it
     code: str
     message: str
@@ -293,7 +355,7 @@ class Error(Message):
 class Finished(Message):
     """Master -> the client that submitted with notify (or watches): tasks that reached a final state this turn,
     each a summary {id, state, attempt, device_id, exit_code, value, error, reason}."""
-    TYPES = (LIST,)
+    SCHEMA = {"tasks": List(Opaque("a task summary"), 1 << 20)}
     tasks: list
 
 

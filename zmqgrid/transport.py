@@ -8,7 +8,8 @@ import zmq
 from .errors import UsageError
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 
-ZAP_DOMAINS = {zmq.ROUTER: b"zmqgrid.router", zmq.PUB: b"zmqgrid.pub", zmq.PULL: b"zmqgrid.pull"}
+ZAP_DOMAINS = {zmq.ROUTER: b"zmqgrid.router", zmq.PUB: b"zmqgrid.pub", zmq.XPUB: b"zmqgrid.pub",
+               zmq.PULL: b"zmqgrid.pull"}
 _MORE = int(zmq.SNDMORE)
 
 
@@ -70,6 +71,9 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT
         # with its identity must take over the stale pipe instead of being refused.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    elif kind == zmq.XPUB:
+        # Every subscription goes to the application, which applies the allowed ones (master/subscriptions.py).
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)
     elif kind == zmq.PUSH:
         # Heartbeats are only useful fresh: never queue them for a master that is not there.
         sock.setsockopt(zmq.IMMEDIATE, 1)

@@ -6,13 +6,14 @@ A user mistake must print exactly one line `error: ...` on stderr, no traceback,
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
 
 from zmqgrid.client import build_spec
 
-from ..helpers import Harness, free_port_block, run_cli
+from ..helpers import Harness, db_query, free_port_block, run_cli
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -191,6 +192,7 @@ BAD_FLAGS = [
     (["tasks", "list", "--limit", "0"], "--limit"),
     (["submit", "--python", "tests.tasks:add", "--args", "not json"], "--args"),
     (["submit", "--python", "tests.tasks:add", "--kwargs", "[1]"], "--kwargs"),
+    (["submit", "--python", "tests.tasks:add", "--args", "[" * 5000 + "]" * 5000], "--args"),
     (["submit", "--python", "not-a-callable"], "function"),
     (["submit"], "exactly one of shell, script, python"),
     (["submit", "--script", "missing.py"], "missing.py"),
@@ -199,7 +201,7 @@ BAD_FLAGS = [
 ]
 
 
-@pytest.mark.parametrize("args, names", BAD_FLAGS, ids=[" ".join(args) for args, _ in BAD_FLAGS])
+@pytest.mark.parametrize("args, names", BAD_FLAGS, ids=[" ".join(args)[:60] for args, _ in BAD_FLAGS])
 def test_a_bad_flag_value_or_missing_file_is_one_error_line_and_exit_3(cli, args, names):
     line = assert_user_error(cli(*args), 3)
     assert names in line
@@ -208,7 +210,50 @@ def test_a_bad_flag_value_or_missing_file_is_one_error_line_and_exit_3(cli, args
 def test_a_bad_line_in_a_task_file_names_the_file_and_line(cli, tmp_path):
     (tmp_path / "tasks.jsonl").write_text('{"shell": "echo ok"}\n{"shell": "echo", "colour": "red"}\n')
     line = assert_user_error(cli("submit", "--file", "tasks.jsonl"), 3)
-    assert "tasks.jsonl:2" in line and "colour" in line
+    assert "tasks.jsonl line 2:" in line and "colour" in line
+
+
+def test_a_task_file_with_one_line_over_a_limit_is_refused_whole_before_anything_is_sent(grid, cli, tmp_path):
+    lines = [{"shell": f"echo {i}"} for i in range(5)]
+    lines[3]["tag"] = ["linux", "t" * 65]
+    (tmp_path / "tasks.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    before = db_query(grid.db, "SELECT count(*) FROM tasks")[0][0]
+    line = assert_user_error(cli("submit", "--file", "tasks.jsonl"), 3)
+    assert "tasks.jsonl line 4:" in line and "64 characters" in line, line
+    assert db_query(grid.db, "SELECT count(*) FROM tasks")[0][0] == before
+
+
+def test_a_task_file_the_master_refuses_part_of_reports_what_was_committed_and_resumes_without_duplicates(tmp_path):
+    # Given a master that lets one client hold at most 1,500 unfinished tasks, and no worker to run them
+    harness = Harness(tmp_path, env={"ZMQGRID_MAX_QUEUED_PER_CLIENT": "1500"})
+    try:
+        harness.start_master()
+        (tmp_path / "tasks.jsonl").write_text("".join(json.dumps({"shell": f"echo {i}"}) + "\n"
+                                                      for i in range(2500)))
+        # When 2,500 lines are submitted: the second batch of 1,000 passes the cap, the third fits again
+        first = run_cli("submit", "--file", "tasks.jsonl", "--master", harness.url, cwd=tmp_path)
+        # Then the committed ids are printed, the first line not submitted and how to resume are named
+        line = assert_user_error(first, 3)
+        assert "max_queued_per_client" in line and "1500 of 2500 lines of tasks.jsonl were submitted" in line, line
+        assert "line 1001 is the first not submitted" in line, line
+        committed = first.stdout.split()
+        assert len(committed) == 1500 == db_query(harness.db, "SELECT count(*) FROM tasks")[0][0]
+        resume = re.search(r"--resume (\S+)", line).group(1)
+        # When the cap is raised and the same file is submitted again with --resume
+        harness.kill(harness.master)
+        harness.clients.clear()
+        harness.env["ZMQGRID_MAX_QUEUED_PER_CLIENT"] = "10000"
+        harness.start_master()
+        again = run_cli("submit", "--file", "tasks.jsonl", "--resume", resume, "--master", harness.url, cwd=tmp_path)
+        # Then every line is in the ledger exactly once, and every id is printed in the file's order
+        assert again.returncode == 0, again.stderr
+        ids = again.stdout.split()
+        assert len(ids) == len(set(ids)) == 2500 and set(committed) <= set(ids)
+        assert db_query(harness.db, "SELECT count(*) FROM tasks")[0][0] == 2500
+        commands = {r[0]: r[1] for r in db_query(harness.db, "SELECT id, name FROM tasks")}
+        assert [commands[i] for i in ids] == [f"echo {i}" for i in range(2500)]
+    finally:
+        harness.stop()
 
 
 @pytest.mark.parametrize("args, names", [

@@ -6,13 +6,16 @@ import errno
 import hashlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import zmq
 
+from zmqgrid import protocol as p
 from zmqgrid.client import build_spec
 from zmqgrid.errors import RemoteError
 from zmqgrid.store.task_store import TaskStore
@@ -281,3 +284,39 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
     assert {r["state"] for r in results.values()} == {"done"}
     twice = done_more_than_once(harness.db)
     assert twice == []
+
+
+def test_a_query_read_in_a_turn_whose_commit_fails_is_answered_unavailable_not_left_unanswered(harness, small_disk):
+    # Given a master on a full disk, stopped while a client's Submit and then its status Query arrive, so that
+    # both are read in the same turn
+    master, client = start_on(harness, small_disk)
+    filler = fill(small_disk, leave_bytes=0)
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(harness.url)
+    try:
+        os.kill(master.pid, signal.SIGSTOP)
+        try:
+            dealer.send_multipart(p.Submit(1, big_batch(20)).encode())
+            dealer.send_multipart(p.Query(2, "status", {}).encode())
+            time.sleep(0.2)   # both on their way before the master runs again (not a wait for an outcome)
+        finally:
+            os.kill(master.pid, signal.SIGCONT)
+        # When the turn's commit fails
+        answers = {}
+        deadline = time.monotonic() + 15
+        while len(answers) < 2 and time.monotonic() < deadline:
+            if dealer.poll(200):
+                msg = p.decode(dealer.recv_multipart())
+                answers[msg.req_id] = msg
+        # Then both are answered: the Submit refused, and the Query too (its answer was read from the view the
+        # failed commit took back), never left to time out
+        assert sorted(answers) == [1, 2], answers
+        assert [type(a).__name__ for a in answers.values()] == ["Error", "Error"], answers
+        assert {a.code for a in answers.values()} == {"unavailable"}
+    finally:
+        dealer.close(0)
+        ctx.term()
+        filler.unlink()
+    assert master.poll() is None

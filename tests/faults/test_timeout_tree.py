@@ -1,6 +1,8 @@
 """A timeout kills a shell task's whole tree: children and grandchildren, none survive (checked with psutil)."""
 from __future__ import annotations
 
+import os
+
 import psutil
 import pytest
 
@@ -38,3 +40,30 @@ def test_a_timed_out_shell_task_leaves_no_child_or_grandchild_alive(cluster, tmp
     assert "started" in client.logs(task_id)["stdout"]
     wait_until(lambda: not any(_alive(p) for p in started), 15, f"no survivor among {started}")
     assert client.task(task_id)["attempts"][0]["state"] == "timed_out"
+
+
+def test_a_double_forked_setsid_grandchild_dies_at_the_tasks_timeout(cluster, tmp_path):
+    # Given a shell task whose grandchild left both its session (setsid) and its parent (the subshell that
+    # started it exits at once, so it is reparented away from the task's tree), with its output closed
+    pids = tmp_path / "pids"
+    command = (f"(setsid sh -c 'echo $$ >> {pids}; exec sleep 300' </dev/null >/dev/null 2>&1 &); "
+               "echo started; sleep 300")
+    client = cluster.client()
+    task_id = client.submit(build_spec(shell=command, timeout=2, retries=0), notify=True)[0]
+    wait_until(lambda: pids.exists() and pids.read_text().strip(), 20, "the grandchild to start")
+    escaped = [psutil.Process(int(p)) for p in pids.read_text().split()]
+    try:
+        assert all(_alive(p.pid) for p in escaped)
+        assert all(os.getsid(p.pid) == p.pid for p in escaped)   # its own session, not the task's
+
+        # When the task exceeds its timeout
+        result = client.wait([task_id], timeout_s=30)[task_id]
+
+        # Then it is timed out and the grandchild is gone too (its pid checked with its create time)
+        assert result["state"] == "timed_out"
+        wait_until(lambda: not [p for p in escaped if p.is_running() and _alive(p.pid)], 15,
+                   f"the setsid grandchild {[p.pid for p in escaped]} to die")
+    finally:
+        for proc in escaped:   # only what this test started, and only if it is still that process
+            if proc.is_running():
+                proc.kill()

@@ -1,11 +1,13 @@
 """Every message kind round-trips, and every malformed frame becomes one ProtocolError naming the fault."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import msgpack
 import pytest
 
+from zmqgrid import fields
 from zmqgrid import protocol as p
 from zmqgrid.errors import ProtocolError
 import os
@@ -74,13 +76,13 @@ def test_a_malformed_submit_acks_line_is_one_protocol_error(line):
     ([b"\x01S", msgpack.packb({"req_id": 1})], "must be an array"),
     ([b"\x01S", msgpack.packb([1])], "expected 2..5 fields"),
     ([b"\x01S", msgpack.packb([1, [], True, {}, True, "extra"])], "expected 2..5 fields"),
-    ([b"\x01S", msgpack.packb([1, [], True, {}, "yes"])], "Submit.batch_acks: expected bool"),
-    ([b"\x01K", msgpack.packb([{"1": ["a"]}])], "SubmitAcks.acks: expected list"),
-    ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected dict"),
-    ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected int"),
-    ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected int"),
-    ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected list"),
-    ([b"\x01C", msgpack.packb([1.5])], "Credit.slots: expected int"),
+    ([b"\x01S", msgpack.packb([1, [], True, {}, "yes"])], "Submit.batch_acks: expected true or false, got 'yes'"),
+    ([b"\x01K", msgpack.packb([{"1": ["a"]}])], "SubmitAcks.acks: expected a list of at most"),
+    ([b"\x01S", msgpack.packb([1, [], True, "common"])], "Submit.common: expected a map of at most 64 keys"),
+    ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected an integer .*, got '1'"),
+    ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected an integer .*, got True"),
+    ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected a list of at most"),
+    ([b"\x01C", msgpack.packb([1.5])], "Credit.slots: expected an integer 0..1048576, got 1.5"),
 ])
 def test_malformed_frames_raise_one_protocol_error_naming_the_fault(frames, reason):
     with pytest.raises(ProtocolError, match=reason):
@@ -216,3 +218,172 @@ def test_a_forked_child_draws_its_own_id_source():
     os.close(read)
     os.close(write)
     assert child[14:] != mine[14:]
+
+
+# ------------------------------------------------------------------ the schema: every field's bounds, at decode
+
+def nested(depth: int) -> list:
+    """`depth` lists, one inside the other."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+NAN, INF = float("nan"), float("inf")
+BASE = {   # a valid message of every kind a peer sends to the master; the table changes one value in it
+    "Register": p.Register("w1", "w 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 2, 3, [["a", 1]],
+                           [], 42, "0.1", 1.0),
+    "Credit": p.Credit(1),
+    "Results": p.Results([{"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1], "error": None,
+                           "stdout": "o", "stderr": "", "started_at": 1.7e9}], 1, [["b", 1]]),
+    "Output": p.Output([["t1", 1, "stdout", "line\n"]]),
+    "Heartbeat": p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5, "hostname": "h"}, 1.7e9, [3]),
+    "Submit": p.Submit(1, [{"kind": "shell", "command": "true"}], True, {"kind": "shell"}, True),
+    "Query": p.Query(2, "tasks", {"state": "done", "limit": 10}),
+    "Control": p.Control(3, "cancel", {"ids": ["a"]}),
+}
+KEYS_OK = [[], [["t", 1]], [["t" * 64, 1 << 31]]]
+KEYS_BAD = [[["t"]], [["t", 0]], [["t", (1 << 31) + 1]], [["a b", 1]], [["t\n", 1]], [[1, 1]], [["t", 1, 2]], ["t"],
+            "t", None]
+LINE_BAD = ["a\nb", "a\x1b[31mb", "a\rb", "a\x00b", "a\x85b", 1, None, b"bytes"]
+METRIC_KEYS = 64
+BOUNDS = [   # (kind, path to the value, accepted, refused)
+    ("Register", ("device_id",), ["a", "x" * 64, "A-z_0.9:x"], ["", "x" * 65, "a b", "a/b", "é", *LINE_BAD]),
+    ("Register", ("name",), ["", "n" * 128, "W 1 é"], ["n" * 129, *LINE_BAD]),
+    ("Register", ("hostname",), ["", "h" * 255], ["h" * 256, "h" * 9_000_000, *LINE_BAD]),
+    ("Register", ("os",), ["o" * 255], ["o" * 256, *LINE_BAD]),
+    ("Register", ("python_version",), ["v" * 255], ["v" * 256, *LINE_BAD]),
+    ("Register", ("python_executable",), ["/p" * 2048], ["/p" * 2049, *LINE_BAD]),
+    ("Register", ("tags",), [[], ["t" * 64], ["t"] * 64, ["no-kind:shell"]],
+     [["t"] * 65, ["t" * 65], [""], ["a\tb"], [1], "gpu", None, [["gpu"]]]),
+    ("Register", ("concurrency",), [1, 4096], [0, 4097, -1, 2 ** 63, 2 ** 64 - 1, True, 1.0, "2", None]),
+    ("Register", ("credit",), [0, 1 << 20], [-1, (1 << 20) + 1, 2 ** 63, False, 0.5]),
+    ("Register", ("running",), KEYS_OK, KEYS_BAD),
+    ("Register", ("outbox",), KEYS_OK, KEYS_BAD),
+    ("Register", ("pid",), [0, 1 << 31], [-1, (1 << 31) + 1, 2 ** 63, 2 ** 64 - 1, "1"]),
+    ("Register", ("version",), ["", "v" * 64], ["v" * 65, *LINE_BAD]),
+    ("Register", ("weight",), [1e-6, 1, 1e6], [0, -1.0, 1e6 + 1, NAN, INF, -INF, "1", True]),
+    ("Credit", ("slots",), [0, 1 << 20], [-1, (1 << 20) + 1, 2 ** 63, 1.5, True, None]),
+    ("Results", ("results",), [[]], ["x", [1], [{}], [None], {"id": "t1"}]),
+    ("Results", ("results", 0, "id"), ["t" * 64], ["", "t" * 65, "a b", "t\n", 1, None]),
+    ("Results", ("results", 0, "attempt"), [1, 1 << 31], [0, -1, (1 << 31) + 1, 2 ** 63, 1.0, "1", None]),
+    ("Results", ("results", 0, "state"), ["done", "failed", "timed_out", "cancelled"],
+     ["lost", "running", "queued", "", 1, ["done"], None]),
+    ("Results", ("results", 0, "exit_code"), [None, 0, -(2 ** 63), 2 ** 63 - 1],
+     [2 ** 63, 2 ** 64 - 1, 1.5, "0", True, {"code": 1}]),
+    ("Results", ("results", 0, "started_at"), [None, 0, 0.5, 1.7e9, 1e11], [-1, 1e11 + 1, NAN, INF, "t", [1.0]]),
+    ("Results", ("results", 0, "stdout"), [None, "", "x" * 100_000, "\x1b[1mbold\n"], [1, b"x", ["x"]]),
+    ("Results", ("results", 0, "stderr"), [None, "", "\r\n"], [1, {"x": 1}]),
+    ("Results", ("results", 0, "error"),
+     [None, {}, {"type": "E", "message": "m" * 16_384, "traceback": "t" * 262_144}, {"message": "line\nline"}],
+     [{"type": "E" * 257}, {"type": "a\nb"}, {"message": "m" * 16_385}, {"traceback": "t" * 262_145},
+      {"message": {"nested": 1}}, {"message": nested(1000)}, nested(1000), "boom", [], {str(i): "" for i in range(9)}]),
+    ("Results", ("results", 0, "value"), [None, 1, -1.5, NAN, "s", b"b", {"a": [1, {"b": None}]}, nested(32),
+                                          {1: "int key"}], [nested(33), nested(1000), {"a": nested(32)}]),
+    ("Results", ("results", 0, "unknown_key"), ["dropped", nested(1000)], []),
+    ("Results", ("credit",), [0, 1 << 20], [-1, 2 ** 63]),
+    ("Results", ("started",), KEYS_OK, KEYS_BAD),
+    ("Output", ("chunks",), [[], [["t", 1, "stderr", ""]], [["t", 1, "stdout", "x"]] * 16_384],
+     [[["t", 1, "stdin", "x"]], [["t", 0, "stdout", "x"]], [["t", 1, "stdout", 1]], [["t", 1, "stdout"]],
+      [["a b", 1, "stdout", "x"]], [["t", 1, "stdout", "x"]] * 16_385, "x"]),
+    ("Heartbeat", ("device_id",), ["w" * 64], ["", "w" * 65, "w 1", *LINE_BAD]),
+    ("Heartbeat", ("incarnation",), ["", "i" * 64], ["i" * 65, *LINE_BAD]),
+    ("Heartbeat", ("seq",), [0, 2 ** 63 - 1], [-1, 2 ** 63, 1.0, "1"]),
+    ("Heartbeat", ("running",), KEYS_OK, KEYS_BAD),
+    ("Heartbeat", ("held",), KEYS_OK, KEYS_BAD),
+    ("Heartbeat", ("metrics",), [{}, {"cpu_percent": 0}, {"cpu_percent": 100.0, "load_1m": 1e6}, {"junk": [1]},
+                                 {"cpu_count": 2, "memory_total_mb": 1 << 40, "hostname": "h" * 255}],
+     [{"cpu_percent": "x"}, {"cpu_percent": [1.0]}, {"cpu_percent": NAN}, {"cpu_percent": 100.1},
+      {"cpu_percent": -1}, {"memory_percent": INF}, {"load_1m": -0.1}, {"cpu_count": 1.5}, {"hostname": "h" * 256},
+      {"os": "a\nb"}, {f"k{i}": 0 for i in range(METRIC_KEYS + 1)}, [], None]),
+    ("Heartbeat", ("sent_at",), [0, 1.7e9], [-1, NAN, INF, 1e12, "now"]),
+    ("Heartbeat", ("commands",), [[], [0, 2 ** 63 - 1], [1] * 1024], [[-1], [1.5], [True], [1] * 1025, [2 ** 63]]),
+    ("Submit", ("req_id",), [0, -(2 ** 63), 2 ** 63 - 1], [2 ** 63, True, "1", 1.0, None]),
+    ("Submit", ("tasks",), [[], [{}, "a spec is checked by validate_task_spec"], [{"args": nested(31)}]],
+     ["x", {}, None, [{"args": nested(32)}], [{"kwargs": {"a": nested(1000)}}]]),
+    ("Submit", ("notify",), [True, False], [1, "yes", None]),
+    ("Submit", ("common",), [{}, {"k" * 64: [1]}, {"args": nested(32)}],
+     [{"k" * 65: 1}, {1: 2}, {"": 1}, {f"k{i}": 1 for i in range(65)}, {"args": nested(33)}, [], None]),
+    ("Submit", ("batch_acks",), [True, False], [0, "true"]),
+    ("Query", ("req_id",), [0, 2 ** 63 - 1], [2 ** 63, "1"]),
+    ("Query", ("what",), ["status", "w" * 32, "secrets"], ["w" * 33, *LINE_BAD]),
+    ("Query", ("params",), [{}, {"limit": 0, "offset": 1 << 62}, {"limit": None}, {"id": "any text"},
+                            {"attempt": 1 << 31, "stdout_from": 0, "stderr_from": 1 << 62},
+                            {"future": "x" * 4096}, {"future": 2 ** 63 - 1}, {"future": -1.5}],
+     [{"limit": -1}, {"limit": "1"}, {"limit": (1 << 31) + 1}, {"offset": (1 << 62) + 1}, {"attempt": True},
+      {"stdout_from": -1}, {"id": "a\nb"}, {"id": "i" * 65}, {"state": "s" * 33}, {"device": ["w1"]},
+      {"future": [1]}, {"future": {"a": 1}}, {"future": "x" * 4097}, {"future": NAN}, {"future": 2 ** 63},
+      {"future\n": 1}, {1: 1}, {f"k{i}": 1 for i in range(33)}, [], None]),
+    ("Control", ("req_id",), [1], [2 ** 64 - 1]),
+    ("Control", ("action",), ["cancel", "explode"], ["a" * 33, *LINE_BAD]),
+    ("Control", ("params",), [{}, {"ids": ["a"] * 10_000}, {"devices": ["w1"]}, {"state": "queued", "tag": "gpu"},
+                              {"op": "add", "name": "n", "cron": "* * * * *", "missed": "skip",
+                               "spec": {"anything": [1]}}],
+     [{"ids": ["a"] * 10_001}, {"ids": ["a b"]}, {"ids": "abc"}, {"ids": [1]}, {"devices": [1]},
+      {"devices": ["w" * 65]}, {"cron": "c" * 257}, {"name": "a\nb"}, {"tag": ["gpu"]}, {"future": [1]},
+      {"spec": {"args": nested(1000)}}]),
+]
+
+
+def replaced(kind: str, path: tuple, value) -> list[bytes]:
+    """The frames of BASE[kind] with the value at `path` (field name, then list indexes and map keys) replaced."""
+    msg = BASE[kind]
+    fields = [copy.deepcopy(getattr(msg, name)) for name in msg._names]
+    index = msg._names.index(path[0])
+    if len(path) == 1:
+        fields[index] = value
+    else:
+        target = fields[index]
+        for step in path[1:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return [msg._header, msgpack.packb(fields, use_bin_type=True)]
+
+
+def bound_cases(accepted: bool) -> list:
+    return [pytest.param(kind, path, value, id=f"{kind}.{'.'.join(map(str, path))}-{n}")
+            for kind, path, ok, bad in BOUNDS for n, value in enumerate(ok if accepted else bad)]
+
+
+@pytest.mark.parametrize("kind, path, value", bound_cases(accepted=True))
+def test_a_value_within_its_fields_bounds_decodes(kind, path, value):
+    msg = p.decode(replaced(kind, path, value))
+    assert type(msg).__name__ == kind
+
+
+@pytest.mark.parametrize("kind, path, value", bound_cases(accepted=False))
+def test_a_value_past_its_fields_bounds_is_one_protocol_error_naming_message_and_field(kind, path, value):
+    with pytest.raises(ProtocolError) as refused:
+        p.decode(replaced(kind, path, value))
+    text = str(refused.value)
+    where = path[0] + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in path[1:])
+    assert text.startswith(f"{kind}.{where}"), text
+    assert ": expected " in text and ", got " in text and len(text) < 1200 and "\n" not in text
+
+
+def test_the_table_covers_every_field_of_every_message_a_peer_sends_the_master():
+    covered = {(kind, path[0]) for kind, path, _, _ in BOUNDS}
+    assert covered == {(kind, f.name) for kind in BASE for f in getattr(p, kind).FIELDS}
+
+
+def test_unknown_keys_of_results_and_metrics_are_dropped_at_decode():
+    results = p.decode(replaced("Results", ("results", 0, "finished_at"), 1.0))
+    assert "finished_at" not in results.results[0] and results.results[0]["id"] == "t1"
+    beat = p.decode(replaced("Heartbeat", ("metrics", "clock_offset_s"), [1]))
+    assert beat.metrics == {"cpu_percent": 1.5, "hostname": "h"}
+
+
+def test_the_schema_can_be_walked_field_by_field():
+    """What the hostile-value fuzzer relies on: every kind lists its fields with a spec each, in wire order."""
+    for cls in p.KINDS.values():
+        assert tuple(f.name for f in cls.FIELDS) == cls._names == tuple(f.name for f in dataclasses.fields(cls))
+        for f in cls.FIELDS:
+            assert isinstance(f.spec, fields.Spec) and f.spec.describe()
+            assert all(isinstance(child, fields.Spec) for child in f.spec.children().values())
+    assert set(p.RESULT.children()) >= {"id", "attempt", "state", "exit_code", "error", "value"}
+    assert p.Results.FIELDS[0].spec.children()["item"] is p.RESULT
+    paths = {path: spec for path, spec in fields.walk(p.Results.FIELDS[0].spec)}
+    assert paths[("item", "error", "message")].max_len == p.MAX_ERROR_MESSAGE
+    assert paths[("item", "attempt")].lo == 1 and isinstance(paths[("item", "value")], fields.Value)
+    assert set(fields.walk(p.Query.FIELDS[2].spec)) >= {(("*",), p.SCALAR)}

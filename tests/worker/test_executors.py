@@ -194,6 +194,52 @@ def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(make_executor, tmp
     assert_all_die(read_pids(pid_file))
 
 
+def run_escaping_grandchild(executor: Executor, background, pid_file: Path, parent_lives_s: float) -> tuple:
+    """A shell task whose grandchild calls setsid and whose parent (a subshell) exits after `parent_lives_s`,
+    so it ends outside both the task's session and its tree; (its result, the grandchild as psutil.Process)."""
+    command = (f"(setsid sh -c 'echo $$ >> {pid_file}; exec sleep 300' </dev/null >/dev/null 2>&1 & "
+               f"sleep {parent_lives_s}); echo started; sleep 300")
+    future = background(executor.start(task("shell", command=command, timeout=parent_lives_s + 2)))
+    pids = wait_until(lambda: read_pids(pid_file), 10, "the grandchild to start")
+    escaped = [psutil.Process(pid) for pid in pids]
+    try:
+        result = future.result(timeout=30)
+        # by pid and create time: a pid reused by another process since does not count as alive
+        wait_until(lambda: not [p for p in escaped if p.is_running() and is_alive(p.pid)], 10,
+                   f"the setsid grandchild {pids} to die", interval_s=0.02)
+        return result, escaped
+    finally:
+        for proc in escaped:   # what this test started, if it outlived the task
+            if proc.is_running():
+                proc.kill()
+
+
+@POSIX_SH
+def test_a_fast_double_forked_setsid_grandchild_dies_with_its_task_in_the_tasks_cgroup(make_executor, background,
+                                                                                      tmp_path):
+    executor = make_executor()
+    if executor.cgroups is None:
+        pytest.skip("no writable cgroup v2 on this machine: see the test without one below")
+    result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=0)
+    assert result["state"] == "timed_out"
+    assert not list(executor.cgroups.path.glob("run-*")), "the run's cgroup is removed once empty"
+
+
+@POSIX_SH
+def test_without_a_cgroup_a_grandchild_seen_before_it_left_the_tree_dies_with_its_task(make_executor, background,
+                                                                                     tmp_path):
+    # Its parent lives 1.5 s, several times the interval at which descendants are looked for
+    executor = make_executor(use_cgroups=False)
+    result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=1.5)
+    assert result["state"] == "timed_out"
+
+
+def test_a_missing_program_is_a_start_error_through_the_cgroup_launcher_too(make_executor):
+    for executor in (make_executor(), make_executor(use_cgroups=False)):
+        result = executor.start(task("shell", command=["zmqgrid-no-such-program-xyz"])).wait()
+        assert (result["state"], result["error"]["type"]) == ("failed", "StartError")
+
+
 def test_default_timeout_applies_when_the_task_has_none(make_executor):
     run = make_executor(default_timeout_s=0.5).start(task("shell", command=[PY, "-c", "import time; time.sleep(60)"]))
     result = run.wait()

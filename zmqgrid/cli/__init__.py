@@ -7,6 +7,7 @@ import click
 
 from ..errors import EXIT_USAGE, ZmqgridError
 from .dashboard import dashboard
+from .db import db
 from .devices import devices
 from .distribute import distribute
 from .keys import keys
@@ -32,6 +33,7 @@ cli.add_command(devices)
 cli.add_command(schedules)
 cli.add_command(dashboard)
 cli.add_command(keys)
+cli.add_command(db)
 
 
 def main(argv: list[str] | None = None) -> int:

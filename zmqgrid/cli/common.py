@@ -44,8 +44,9 @@ def json_arg(value: str | None, name: str, kind: type) -> Any:
         return None
     try:
         parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{name} is not valid JSON ({e.msg})", f"e.g. {name} '[1, 2]'" if kind is list
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UsageError(f"{name} is not valid JSON ({getattr(e, 'msg', 'nested too deep')})",
+                         f"e.g. {name} '[1, 2]'" if kind is list
                          else f"e.g. {name} '{{\"n\": 1}}'") from None
     if not isinstance(parsed, kind):
         raise UsageError(f"{name} must be a JSON {'array' if kind is list else 'object'}, got {type(parsed).__name__}",

@@ -11,7 +11,7 @@ import click
 
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK
-from .render import describe_error, table
+from .render import describe_error, field, table
 from .tasks import read_batch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
@@ -39,7 +39,7 @@ def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
                 if r["state"] != "done":
                     detail += f" ({describe_error(r.get('error')) or r.get('reason')})"
                 click.echo(f"[{time.monotonic() - started:5.1f}s] {len(done):2d}/{len(ids)} {r['state']:<9} "
-                           f"{names[task_id][:38]:<38} on {r.get('device_id') or '-'}  {detail}")
+                           f"{names[task_id][:38]:<38} on {field(r.get('device_id'))}  {detail}")
         if stopping.is_set():
             return EXIT_FAILED
         logs = {i: client.logs(i)["stdout"].strip().splitlines() for i in ids}

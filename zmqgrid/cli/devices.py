@@ -27,11 +27,14 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
         emit_json(rows)
         return
     def pct(row: dict, key: str) -> str:
-        value = (row.get("metrics") or {}).get(key)
-        return "-" if value is None else f"{value:.0f}%"
+        metrics = row.get("metrics")
+        value = metrics.get(key) if isinstance(metrics, dict) else None
+        # A row written before heartbeats were checked may hold anything here: only a number is shown.
+        return f"{value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
     table(([r["device_id"], r["hostname"], r["state"], seconds(r["seconds_since_heartbeat"]),
             f"{r['in_flight']}/{r['concurrency']}", pct(r, "cpu_percent"), pct(r, "memory_percent"),
-            pct(r, "disk_percent"), ",".join(r["tags"]) or "-", r["os"], r["python_version"]] for r in rows),
+            pct(r, "disk_percent"), ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"]]
+           for r in rows),
           ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON"])
 
 

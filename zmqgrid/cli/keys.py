@@ -13,8 +13,9 @@ from ..errors import EXIT_OK, UsageError
 from ..security import KEY_ROLES, ROLES, generate, is_z85_key, load_keypair, read_metadata
 from ..store import key_store
 from ..store.schema import open_database
+from ..text import printable
 from .common import json_option
-from .render import emit_json, table, when
+from .render import emit_json, field, table, when
 
 db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -33,11 +34,24 @@ def _show(row: dict, as_json: bool, verb: str) -> None:
         emit_json(row)
     else:
         click.echo(f"key {row['public_key']} {verb}: {row['state']}, role {row['role']}"
-                   f"{', device ' + row['device_id'] if row['device_id'] else ''}")
+                   f"{', device ' + field(row['device_id']) if row['device_id'] else ''}")
+
+
+def _lookup(db, ref: str) -> dict | None:
+    """key_store.find_key; when `ref` names several live keys, they are listed on stderr (key, state, device, host,
+    first seen: what tells a genuine worker's key from a squatter's) before the one error line."""
+    try:
+        return key_store.find_key(db, ref)
+    except key_store.AmbiguousKey as e:
+        click.echo(f"{len(e.rows)} keys match {printable(ref, 64)!r}:", err=True)
+        for r in e.rows:
+            click.echo(f"  {r['public_key']}  {r['state']:<8}  device {printable(r['device_id'] or '-', 64)}  "
+                       f"host {printable(r['hostname'] or '-', 64)}  first seen {when(r['first_seen_at'])}", err=True)
+        raise
 
 
 def _find(db, ref: str) -> dict:
-    row = key_store.find_key(db, ref)
+    row = _lookup(db, ref)
     if row is None:
         raise UsageError(f"no key {ref!r} in the ledger", "see python main.py keys list")
     return row
@@ -112,6 +126,9 @@ def list_keys(state: str | None, db_path: str | None, config_path: str | None, a
 def accept_key(ref: str, role: str | None, db_path: str | None, config_path: str | None, as_json: bool) -> int:
     """Accept a pending key (by key, name or device id), or enroll a new one (by z85 key or public certificate).
 
+    A pending key's device id is only a claim: accepting binds it. When several keys claim the device id, nothing
+    is accepted and they are listed (key, host, first seen): accept the right one by its key.
+
     \b
     python main.py keys accept crawler-01                  a pending worker, by its device id
     python main.py keys accept keys/admin.key              a certificate made by keys generate
@@ -125,7 +142,7 @@ def accept_key(ref: str, role: str | None, db_path: str | None, config_path: str
         ref, name = public, meta.get("name")
     db = _ledger(db_path, config_path, create=True)
     try:
-        row = key_store.find_key(db, ref)
+        row = _lookup(db, ref)
         if row is None and not is_z85_key(ref):
             raise UsageError(f"no key {ref!r} in the ledger, and it is not a 40-character z85 key or a certificate file",
                              "see python main.py keys list")

@@ -2,22 +2,26 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from ..client import Client, build_spec
-from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
-from ..model import TASK_STATES
+from ..errors import EXIT_FAILED, EXIT_OK, MasterUnavailable, RemoteError, SubmitRefused, TaskNotFound, UsageError
+from ..model import TASK_STATES, is_valid_id, new_task_id
 from .common import client_options, client_options_with, json_arg, json_option, task_options
-from .render import describe_error, emit_json, seconds, table, when
+from .render import describe_error, echo_output, emit_json, field, seconds, table, when
 
 
-def read_batch(path: str | Path) -> list[dict]:
-    """Tasks from a JSON-lines file, one object a line with the same keys as submit's flags.
+def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
+    """(line number, spec) of every task of a JSON-lines file, one object a line with the same keys as submit's
+    flags, each checked as the master will check it: a bad line refuses the whole file before anything is sent.
 
-    A relative `script` path is taken from the current directory, else from the file's own directory.
+    A line without an `id` gets `RUN-LINE`, so a run resumed with the same `run` (`--resume`) gives each line the
+    id it had, and the master skips those it already holds. A relative `script` path is taken from the current
+    directory, else from the file's own directory.
     """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -29,25 +33,57 @@ def read_batch(path: str | Path) -> list[dict]:
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        where = f"{path} line {number}"
         try:
             item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{number}: not valid JSON ({e.msg})", "one JSON object per line") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise UsageError(f"{where}: not valid JSON ({getattr(e, 'msg', 'nested too deep')})",
+                             "one JSON object per line") from None
         if not isinstance(item, dict):
-            raise UsageError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}",
-                             'e.g. {"shell": "echo hi"}')
+            raise UsageError(f"{where}: expected a JSON object, got {type(item).__name__}", 'e.g. {"shell": "echo hi"}')
         script = item.get("script")
         if isinstance(script, str) and not Path(script).exists() and (Path(path).parent / script).exists():
             item["script"] = str(Path(path).parent / script)
+        item.setdefault("id", f"{run}-{number}")
         try:
-            specs.append(build_spec(**item))
+            specs.append((number, build_spec(**item)))
         except UsageError as e:
-            raise UsageError(f"{path}:{number}: {e.message}", e.hint) from None
+            raise UsageError(f"{where}: {e.message}", e.hint) from None
         except TypeError as e:
-            raise UsageError(f"{path}:{number}: {e}", "see README, 'submit --file'") from None
+            raise UsageError(f"{where}: {e}", "see README, 'submit --file'") from None
     if not specs:
         raise UsageError(f"task file {path} holds no tasks", 'write one JSON object per line, e.g. {"shell": "echo hi"}')
     return specs
+
+
+def submit_file(c: Client, path: str, run: str, notify: bool, as_json: bool) -> list[str]:
+    """Submit a task file's lines; their ids once all are committed. If the master refuses a batch or stops
+    answering part-way, the ids it committed are printed and the error names the first line not submitted and
+    the `--resume` that submits the rest without duplicating any (README, 'submit --file')."""
+    lines = read_batch(path, run)
+    again = f"run it again with --resume {run} (lines already submitted are not submitted twice)"
+    try:
+        return c.submit([spec for _, spec in lines], notify=notify)
+    except MasterUnavailable as e:
+        raise MasterUnavailable(f"{e.message}; some lines of {path} may have been submitted", again) from None
+    except SubmitRefused as e:
+        committed = set(e.submitted)
+        parents = {i.rsplit(".", 1)[0] for i in committed}   # a fan-out line's tasks are its id + ".N"
+        done = {n for n, spec in lines if spec["id"] in committed or (spec["all"] and spec["id"] in parents)}
+        first = next((n for n, _ in lines if n not in done), lines[-1][0])
+        if as_json:
+            emit_json({"ids": e.submitted, "first_line_not_submitted": first, "resume": run})
+        elif e.submitted:
+            click.echo("\n".join(e.submitted))
+        refusal = e.message.removesuffix(f" ({len(e.submitted)} tasks of the other batches were committed)")
+        # The refused Submit is the one that starts at the first line not submitted; its task N is a line of it.
+        which = re.match(r"task (\d+) of \d+ in this Submit: ", refusal)
+        numbers = [n for n, _ in lines]
+        if which and numbers.index(first) + int(which.group(1)) - 1 < len(numbers):
+            refusal = f"line {numbers[numbers.index(first) + int(which.group(1)) - 1]}: {refusal[which.end():]}"
+        raise RemoteError(e.code, f"{refusal}; {len(done)} of {len(lines)} lines of {path} were "
+                                  f"submitted (their ids are printed), line {first} is the first not submitted; "
+                                  f"when the cause is fixed, {again}") from None
 
 
 @click.command()
@@ -58,6 +94,8 @@ def read_batch(path: str | Path) -> list[dict]:
 @click.option("--limit-per-minute", type=click.IntRange(1), help="At most this many tasks of the key started a minute.")
 @click.option("--retry-backoff", type=click.FloatRange(0), help="Seconds before the first retry [retry_backoff].")
 @click.option("--file", "batch_file", type=click.Path(), help="Submit every task of a JSON-lines file.")
+@click.option("--resume", metavar="RUN", help="With --file: submit the lines a run refused part-way did not (the "
+                                              "RUN its error named); lines already submitted are skipped.")
 @click.option("--wait", is_flag=True, help="Wait for the task(s) to end; exit 0 only if all are done.")
 @json_option
 @client_options_with("--master-timeout")
@@ -65,7 +103,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
            args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
            task_timeout: float | None, retries: int | None, name: str | None, fan_out: bool, limit_key: str | None,
            limit_concurrency: int | None, limit_per_minute: int | None, retry_backoff: float | None,
-           batch_file: str | None, wait: bool, as_json: bool) -> int:
+           batch_file: str | None, resume: str | None, wait: bool, as_json: bool) -> int:
     """Submit a task (or a batch with --file); prints the id(s).
 
     \b
@@ -73,13 +111,17 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
     python main.py submit --python zmqgrid.samples:fib --args '[25]' --wait
     python main.py submit --script crawl.py --args '["--site", "a"]' --tag linux
     python main.py submit --file tasks.jsonl --wait
+    python main.py submit --file tasks.jsonl --resume 675e1f2a00c3b41d9e8f7a6b   (after a partial submission)
     python main.py submit --all --tag linux --shell "df -h /" --wait      (one run per worker)
     python main.py submit --shell "python crawl.py" --limit-key example.com --limit-concurrency 2
     """
+    if resume is not None and (not batch_file or not is_valid_id(resume) or len(resume) > 40):
+        raise UsageError("--resume takes the RUN named by a partial `submit --file` (letters, digits, _ . : -)",
+                         "e.g. python main.py submit --file tasks.jsonl --resume 675e1f2a00c3b41d9e8f7a6b")
+    specs: list[dict] = []
     if batch_file:
         if shell or script or python:
             raise UsageError("--file cannot be combined with --shell, --script or --python", "use one or the other")
-        specs = read_batch(batch_file)
     else:
         specs = [build_spec(shell=shell, script=script, python=python, args=json_arg(args, "--args", list),
                             kwargs=json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
@@ -87,7 +129,10 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
                             all=fan_out or None, limit_key=limit_key, limit_concurrency=limit_concurrency,
                             limit_per_minute=limit_per_minute, retry_backoff=retry_backoff)]
     with client() as c:
-        ids = c.submit(specs, notify=wait)
+        if batch_file:
+            ids = submit_file(c, batch_file, resume or new_task_id(), wait, as_json)
+        else:
+            ids = c.submit(specs, notify=wait)
         if fan_out and not ids:
             raise UsageError("no online worker matches --all" + (f" --tag {' --tag '.join(tags)}" if tags else ""),
                              "check: python main.py devices list")
@@ -108,7 +153,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             detail = f" exit={r['exit_code']}" if r.get("exit_code") is not None else ""
             detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
             detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
-            click.echo(f"{r['id']} {r['state']} on {r.get('device_id') or '-'}{detail}")
+            click.echo(f"{field(r['id'])} {r['state']} on {field(r.get('device_id'))}{detail}")
     return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
 
 
@@ -165,20 +210,20 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
         return
     for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
                 "exit_code", "reason"):
-        click.echo(f"{key + ':':<11} {task.get(key) if task.get(key) not in (None, []) else '-'}")
+        click.echo(f"{key + ':':<11} {field(task.get(key))}")
     if task.get("waiting"):
-        click.echo(f"{'waiting:':<11} {task['waiting']}")
+        click.echo(f"{'waiting:':<11} {field(task['waiting'])}")
     click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
     if task.get("value") is not None:
         click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")
     if task.get("error"):
         click.echo(f"{'error:':<11} {describe_error(task['error'])}")
         if task["error"].get("traceback"):
-            click.echo(task["error"]["traceback"].rstrip())
+            echo_output(str(task["error"]["traceback"]).rstrip() + "\n")
     if task.get("evidence"):
         click.echo(f"{'deaths:':<11} {task['deaths']} (its worker died while running it)")
         for e in task["evidence"]:
-            click.echo(f"  attempt {e['attempt']} on {e['device_id']} at {when(e['at'])}: {e['reason']}")
+            click.echo(f"  attempt {e['attempt']} on {field(e['device_id'])} at {when(e['at'])}: {field(e['reason'])}")
     click.echo("attempts:")
     table(([a["attempt"], a["device_id"], a["state"], when(a["started_at"]), when(a["finished_at"]), a["exit_code"],
             "yes" if a["stale"] else "", describe_error(a["error"])] for a in task["attempts"]),
@@ -196,16 +241,16 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, f
     if follow:
         with client() as c:
             for stream, text in c.follow(c.task(task_id)["id"]):
-                click.echo(text, nl=False, err=stream == "stderr")
+                echo_output(text, err=stream == "stderr")
         return
     with client() as c:
         out = c.logs(task_id, attempt)
     if as_json:
         emit_json(out)
         return
-    click.echo(out["stdout"], nl=not out["stdout"].endswith("\n"))
+    echo_output(out["stdout"] if out["stdout"].endswith("\n") else out["stdout"] + "\n")
     if out["stderr"]:
-        click.echo(out["stderr"], err=True, nl=not out["stderr"].endswith("\n"))
+        echo_output(out["stderr"] if out["stderr"].endswith("\n") else out["stderr"] + "\n", err=True)
 
 
 @tasks.command("requeue")

@@ -58,8 +58,8 @@ class Cluster(FleetEvents, TaskControls):
         self.seq = 0
         # (identity, frames, dispatched task ids or None): sent after the turn's commit
         self.sends: list[tuple[bytes, list[bytes], list[str] | None]] = []
-        self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "requeued": 0,
-                         "lost_attempts": 0, "quarantined": 0}
+        self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
+                         "requeued": 0, "lost_attempts": 0, "quarantined": 0}
 
     # ------------------------------------------------------------ recovery
 
@@ -272,20 +272,28 @@ class Cluster(FleetEvents, TaskControls):
 
     # ------------------------------------------------------------ results and endings
 
-    def record_result(self, device: DeviceEntry, result: dict, now: float) -> None:
+    def record_result(self, device: DeviceEntry, result: dict, now: float) -> bool:
+        """Record a result `device` sent; False if it is refused (not its attempt) and must not be acknowledged."""
         with self.store.op("result"):
-            self._record_result(device, result, now)
+            return self._record_result(device, result, now)
 
-    def _record_result(self, device: DeviceEntry, result: dict, now: float) -> None:
+    def _record_result(self, device: DeviceEntry, result: dict, now: float) -> bool:
         task_id, attempt = result["id"], result["attempt"]
         entry = self.tasks.get(task_id)
-        if (entry is None or entry.attempt != attempt or entry.device_id != device.device_id
-                or entry.state not in ACTIVE_STATES):
-            # Fenced: a late or duplicate result. Acked (so the worker drops it), kept on its attempt row only.
-            self.store.record_stale(task_id, attempt, result.get("exit_code"), result.get("error"))
+        current = entry is not None and entry.attempt == attempt and entry.state in ACTIVE_STATES
+        if current and entry.device_id != device.device_id:
+            # Fenced by device: the attempt running now is another device's. Nothing is written, nothing acknowledged.
+            self.counters["foreign_results"] += 1
+            logger.debug("foreign result task=%s attempt=%d from %s (dispatched to %s)", task_id, attempt,
+                         device.device_id, entry.device_id)
+            return False
+        if not current:
+            # Fenced: a late or duplicate result. Acked (so the worker drops it); it may only count on the sender's
+            # own attempt row (the store matches the device), never change another device's.
+            self.store.record_stale(task_id, attempt, device.device_id, result.get("exit_code"))
             self.counters["stale_results"] += 1
             logger.debug("stale result task=%s attempt=%d from %s", task_id, attempt, device.device_id)
-            return
+            return True
         self.counters["results"] += 1
         device.inflight.discard(task_id)
         self.limits.ended(entry.limit_key)
@@ -300,6 +308,7 @@ class Cluster(FleetEvents, TaskControls):
             self.requeue(entry, f"attempt {attempt} {state}", now, self.backoff_s(entry))
         else:
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
+        return True
 
     def lose_attempt(self, entry: TaskEntry, reason: str, now: float, *, death: bool = False) -> None:
         """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task.

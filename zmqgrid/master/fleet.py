@@ -5,12 +5,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..protocol import Command
+from ..store.retention import offline_devices
 from .entries import DeviceEntry
 
 if TYPE_CHECKING:
     from .cluster import Cluster
 
 logger = logging.getLogger(__name__)
+PRUNE_DEVICES_PER_PASS = 1000
 
 
 def raise_fd_limit() -> None:
@@ -153,6 +155,24 @@ class FleetEvents:
             silent = now_mono - device.last_seen
             if device.state != "offline" and silent > self.device_timeout_s:
                 self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
+
+    def prune_offline(self: Cluster, now: float, retention_s: float, limit: int = PRUNE_DEVICES_PER_PASS) -> int:
+        """Forget devices offline for more than `retention_s` that hold nothing: no unfinished task (assigned to or
+        pinned on them), not drained by an operator. Their rows and samples go with this turn's commit; a device
+        that registers again later is simply new. Raises StoreError if the ledger cannot be read."""
+        pruned = []
+        for device_id in offline_devices(self.store.db, now - retention_s, limit):
+            device = self.devices.get(device_id)
+            if device_id in self.drained or (device is not None and (device.state != "offline" or device.inflight)):
+                continue
+            self.devices.pop(device_id, None)
+            self.commands.pending.pop(device_id, None)
+            self.store.remove_device(device_id)
+            pruned.append(device_id)
+        if pruned:
+            logger.info("removed %d devices offline for more than %.0f s with nothing on them (%s%s)", len(pruned),
+                        retention_s, ", ".join(pruned[:5]), ", ..." if len(pruned) > 5 else "")
+        return len(pruned)
 
     def dispatch_failed(self: Cluster, device_id: str, now: float) -> None:
         """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""

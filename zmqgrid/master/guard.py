@@ -1,29 +1,30 @@
-"""CURVE on the master: which keys may connect (ZAP), and what each secured message may do (key state, role,
-device binding). Built only when `curve` is on; the open master never touches this module."""
+"""CURVE on the master: what each secured message may do (key state, role, device binding), checked before a
+handler sees it; and, for a key nobody accepted, before the message is even decoded. Built only when `curve` is
+on; the open master never touches this module. Which keys may connect at all is the KeyRing's (ZAP)."""
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
 
-from ..protocol import Control, Heartbeat, Message, Register
-from ..security import is_z85_key, load_keypair, read_metadata
-from ..store import key_store
+from ..protocol import KINDS, Control, Heartbeat, Message, Register
+from ..security import is_z85_key
+from ..text import printable
+from .keyring import MAX_PENDING
 
 if TYPE_CHECKING:
-    from ..store.task_store import TaskStore
     from .handlers import Handlers
+    from .keyring import KeyRing
+    from .refusals import RefusalLog
 
 logger = logging.getLogger(__name__)
-MAX_PENDING = 1000
-ROUTER_DOMAIN = "zmqgrid.router"
+# A key nobody accepted gets at most this many bytes of frames (after the routing id) decoded; a bigger message is
+# answered and dropped unread. A genuine worker's first Register (no tasks yet, so no running or outbox) is far less.
+PENDING_MAX_BYTES = 8 * 1024
 WORKER_REQUESTS = frozenset({"Register", "Credit", "Results", "Output"})
 CLIENT_REQUESTS = frozenset({"Submit", "Query"})
 CLIENT_ACTIONS = frozenset({"watch"})   # every other Control action needs an admin key
-LIVE = ("pending", "accepted")          # the states whose device binding counts
 
 
 def may(role: str, msg: Message) -> bool:
@@ -38,139 +39,60 @@ def may(role: str, msg: Message) -> bool:
     return False
 
 
-class KeyRing:
-    """The `keys` table in memory. `callback` runs in the ZAP thread and only reads `rows`; every change is made
-    by the master's thread (rows are replaced whole or set one key at a time, both atomic under the GIL)."""
+class Guard:
+    """Checks each secured message's User-Id before its handler: refusals are answered, counted and logged
+    (within the RefusalLog's budget, shared with bad messages)."""
 
-    def __init__(self, store: TaskStore, authorized_dir: str | None, now: float) -> None:
-        self.store = store
-        self.rows: dict[str, dict] = key_store.load_keys(store.db)
-        self.version = key_store.data_version(store.db)
-        self.peers: dict[str, bytes] = {}        # key -> ROUTER identity of its latest connection
-        self._staged: dict[str, float] = {}      # key -> when its last_seen_at was last staged
-        if authorized_dir:
-            self.authorize(Path(authorized_dir), now)
+    def __init__(self, ring: KeyRing, handlers: Handlers, settings: dict, refusals: RefusalLog) -> None:
+        self.ring, self.handlers, self.settings, self.refusals = ring, handlers, settings, refusals
+        settings["refused_messages"] = 0
 
-    def authorize(self, folder: Path, now: float) -> None:
-        """Accept the public certificates in `folder` (staged: the caller commits)."""
-        if not folder.is_dir():
-            logger.warning("authorized_keys_dir %s is not a directory; no key accepted from it", folder)
-            return
-        for path in sorted(folder.glob("*.key")):
-            try:
-                public = load_keypair(path, "authorized", need_secret=False)[0].decode()
-                meta = read_metadata(path)
-            except Exception as e:   # one bad file must not keep the master down
-                logger.warning("authorized_keys_dir: skipping %s (%s)", path.name, e)
-                continue
-            role = meta.get("role") if meta.get("role") in key_store.KEY_ROLES else "worker"
-            row = self.rows.get(public)
-            if row is not None and row["state"] in ("accepted", "rejected", "revoked"):
-                continue   # an operator's decision stands
-            key_store.stage_authorized(self.store, public, role, meta.get("name") or path.stem, now)
-            self.rows[public] = dict(row or {"public_key": public, "device_id": None, "first_seen_at": now},
-                                     state="accepted", role=role, name=meta.get("name") or path.stem)
-            logger.info("key %s accepted from %s (role %s)", public[:8], path, role)
+    def refuse(self, identity: bytes | None, key: str | None, what: str, req_id: int, code: str, why: str) -> bool:
+        """Answer (on the ROUTER) and count a refusal; `why` holds only printable, short peer-provided text."""
+        self.settings["refused_messages"] += 1
+        self.refusals.write(key or "-", logging.WARNING, "refused %s from key %s: %s", what,
+                            printable((key or "none")[:8], 8), why)
+        if identity is not None:
+            self.handlers.reply_error(identity, req_id, code, why)
+        return False
 
-    # ------------------------------------------------------------ ZAP thread
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP: accepted keys everywhere; pending and unknown ones on the ROUTER only (to be told `pending`)."""
-        row = self.rows.get(key.decode("ascii", "replace"))
-        state = row["state"] if row else None
+    def screen(self, identity: bytes, key: str | None, frames: list[bytes], now: float) -> bool:
+        """Before decoding: whether the ROUTER message `frames` ([identity, header, body...]) with ZAP User-Id `key`
+        may be decoded. An accepted key's may; a pending or unknown key's only when small (a bigger one is
+        answered `pending`, the key recorded, and dropped unread); a message with no valid key, or from a key
+        rejected or revoked while connected, never."""
+        state = self.ring.state(key)
         if state == "accepted":
             return True
-        if domain != ROUTER_DOMAIN or state in ("rejected", "revoked"):
-            return False
-        return state == "pending" or self.pending_count() < MAX_PENDING
-
-    def pending_count(self) -> int:
-        return sum(1 for r in list(self.rows.values()) if r["state"] == "pending")
-
-    # ------------------------------------------------------------ master thread
-
-    def state(self, key: str | None) -> str | None:
-        row = self.rows.get(key) if key else None
-        return row["state"] if row else None
-
-    def seen(self, key: str, role: str, now: float) -> None:
-        """Record an unaccepted key as pending (first time) and its last-seen time (at most once a second)."""
-        if key not in self.rows:
-            self.rows[key] = {"public_key": key, "state": "pending", "role": role, "name": None, "device_id": None,
-                              "hostname": None, "first_seen_at": now, "last_seen_at": now, "changed_at": now}
-            logger.info("new key %s pending (asks to be a %s); accept it with: python main.py keys accept %s",
-                        key[:8], role, key)
-        if now - self._staged.get(key, 0.0) >= 1.0:
-            self._staged[key] = now
-            key_store.stage_seen(self.store, key, role, now)
-
-    def owner(self, device_id: str) -> str | None:
-        """The pending or accepted key the device id is bound to."""
-        for key, row in list(self.rows.items()):
-            if row["device_id"] == device_id and row["state"] in LIVE:
-                return key
-        return None
-
-    def bind(self, key: str, msg: Register) -> None:
-        row = self.rows[key]
-        if row["device_id"] is None:
-            row["device_id"] = msg.device_id
-        row["name"] = row["name"] or msg.name
-        row["hostname"] = msg.hostname
-        key_store.stage_device(self.store, key, msg.device_id, msg.name, msg.hostname)
-
-    def refresh(self) -> list[tuple[str, str | None, dict]]:
-        """Re-read the table when another connection (a `keys` command) committed: [(key, old state, new row)]."""
-        version = key_store.data_version(self.store.db)
-        if version == self.version:
-            return []
-        self.version = version
-        fresh = key_store.load_keys(self.store.db)
-        changed = [(k, self.state(k), row) for k, row in fresh.items()
-                   if self.state(k) != row["state"] or (self.rows.get(k) or {}).get("role") != row["role"]]
-        # Keys staged this turn but not committed yet are kept.
-        self.rows = {**{k: r for k, r in self.rows.items() if k not in fresh}, **fresh}
-        return changed
-
-
-class Guard:
-    """Checks each secured message's User-Id before its handler: refusals are answered, logged and counted."""
-
-    def __init__(self, ring: KeyRing, handlers: Handlers, settings: dict) -> None:
-        self.ring, self.handlers, self.settings = ring, handlers, settings
-        settings["refused_messages"] = 0
-        self._logged: dict[str, float] = {}
-
-    def refuse(self, identity: bytes | None, key: str | None, msg: Message, code: str, why: str) -> bool:
-        self.settings["refused_messages"] += 1
-        now = time.monotonic()
-        if now - self._logged.get(key or "", 0.0) >= 5.0:   # a flood of refusals is one log line per key per 5 s
-            self._logged[key or ""] = now
-            logger.warning("refused %s from key %s: %s", type(msg).__name__, (key or "none")[:8], why)
-        if identity is not None:
-            self.handlers.reply_error(identity, getattr(msg, "req_id", 0), code, why)
-        return False
+        cls = KINDS.get(frames[1][1]) if len(frames) > 1 and len(frames[1]) == 2 else None
+        what = cls.__name__ if cls is not None else "a message"
+        if key is None or not is_z85_key(key) or state not in (None, "pending"):
+            why = "no CURVE key" if key is None or not is_z85_key(key) else f"key {key[:8]}... is {state}"
+            return self.refuse(identity, key, what, 0, "forbidden", why)
+        size = sum(len(frame) for frame in frames[1:])
+        if size <= PENDING_MAX_BYTES:
+            return True
+        self._seen(identity, key, "worker" if cls is Register else "client", now)
+        return self.refuse(identity, key, what, 0, "pending",
+                           f"key {key} is pending; its message of {size} bytes was not read (at most "
+                           f"{PENDING_MAX_BYTES} before the key is accepted); on the master run: "
+                           f"{self.ring.accept_hint(key)}")
 
     def admit(self, identity: bytes, key: str | None, msg: Message, now: float) -> bool:
         """Whether the ROUTER message `msg`, sent with ZAP User-Id `key`, may reach its handler."""
         ring = self.ring
         state = ring.state(key)
+        req_id = getattr(msg, "req_id", 0)
         if key is None or not is_z85_key(key):
-            return self.refuse(identity, key, msg, "forbidden", "no CURVE key")
+            return self.refuse(identity, key, type(msg).__name__, req_id, "forbidden", "no CURVE key")
         if state in (None, "pending"):
-            ring.seen(key, "worker" if isinstance(msg, Register) else "client", now)
-            ring.peers[key] = identity
-            if isinstance(msg, Register) and self._binding_ok(identity, key, msg):
-                ring.bind(key, msg)
-            ref = msg.device_id if isinstance(msg, Register) else f"'{key}'"
-            return self.refuse(identity, key, msg, "pending",
-                               f"key {key} is pending; on the master run: python main.py keys accept {ref}")
+            return self._pending(identity, key, msg, now)
         if state != "accepted":
-            return self.refuse(identity, key, msg, "forbidden", f"key {key[:8]}... is {state}")
+            return self.refuse(identity, key, type(msg).__name__, req_id, "forbidden", f"key {key[:8]}... is {state}")
         role = ring.rows[key]["role"]
         if not may(role, msg):
-            what = f"Control {msg.action}" if isinstance(msg, Control) else type(msg).__name__
-            return self.refuse(identity, key, msg, "forbidden", f"a {role} key may not send {what}")
+            what = f"Control {printable(msg.action, 32)}" if isinstance(msg, Control) else type(msg).__name__
+            return self.refuse(identity, key, what, req_id, "forbidden", f"a {role} key may not send {what}")
         ring.peers[key] = identity
         self.handlers.account = key.encode()   # the submitter's cap counts per key, not per connection
         if isinstance(msg, Register):
@@ -183,25 +105,65 @@ class Guard:
             peers[identity] = msg.device_id
         return True
 
+    def _seen(self, identity: bytes, key: str, role: str, now: float) -> bool:
+        """Record a key nobody accepted (evicting the least recently heard pending keys past MAX_PENDING)."""
+        new = key not in self.ring.rows
+        evicted = self.ring.seen(key, role, identity, now)
+        if evicted:
+            self.refusals.write(key, logging.INFO, "evicted %d pending key(s) (%s...), the least recently "
+                                "heard: at most %d keys wait for acceptance", len(evicted), evicted[0][:8], MAX_PENDING)
+        return new
+
+    def _pending(self, identity: bytes, key: str, msg: Message, now: float) -> bool:
+        """A key nobody accepted: recorded (a Register's claim too, which binds nothing), then refused."""
+        new = self._seen(identity, key, "worker" if isinstance(msg, Register) else "client", now)
+        if isinstance(msg, Register):
+            why = self.ring.claim(key, msg)
+            if why is not None:
+                return self.refuse(identity, key, "Register", 0, "forbidden", why)
+        hint = self.ring.accept_hint(key)
+        if new:
+            row = self.ring.rows[key]
+            claim = f", claims device {printable(row['device_id'], 64)} on host {printable(row['hostname'], 64)}" \
+                if row["device_id"] is not None else ""
+            self.refusals.write(key, logging.INFO, "new key %s... pending (asks to be a %s%s); accept it "
+                                "with: %s", key[:8], row["role"], claim, hint)
+            self.settings["refused_messages"] += 1
+            self.handlers.reply_error(identity, getattr(msg, "req_id", 0), "pending",
+                                      f"key {key} is pending; on the master run: {hint}")
+            return False
+        return self.refuse(identity, key, type(msg).__name__, getattr(msg, "req_id", 0), "pending",
+                           f"key {key} is pending; on the master run: {hint}")
+
     def _binding_ok(self, identity: bytes, key: str, msg: Register) -> bool:
         bound = self.ring.rows[key]["device_id"]
         if bound is not None and bound != msg.device_id:
-            return self.refuse(identity, key, msg, "forbidden",
-                               f"this key belongs to device {bound}, not {msg.device_id}")
+            return self.refuse(identity, key, "Register", 0, "forbidden",
+                               f"this key belongs to device {printable(bound, 64)}, not "
+                               f"{printable(msg.device_id, 64)}")
         owner = self.ring.owner(msg.device_id)
         if owner is not None and owner != key:
-            return self.refuse(identity, key, msg, "forbidden",
-                               f"device {msg.device_id} belongs to another key ({owner[:8]}...)")
+            return self.refuse(identity, key, "Register", 0, "forbidden",
+                               f"device {printable(msg.device_id, 64)} belongs to another key ({owner[:8]}...)")
         return True
+
+    def screen_heartbeat(self, key: str | None) -> bool:
+        """Before decoding a PULL message: only an accepted key's (ZAP lets no other in; this catches a key whose
+        state changed while it stayed connected)."""
+        if self.ring.state(key) == "accepted":
+            return True
+        return self.refuse(None, key, "Heartbeat", 0, "forbidden", f"heartbeat from a key that is "
+                           f"{self.ring.state(key) or 'unknown'}")
 
     def admit_heartbeat(self, key: str | None, msg: Heartbeat) -> bool:
         row = self.ring.rows.get(key) if key else None
         if row is None or row["state"] != "accepted" or row["role"] != "worker":
-            return self.refuse(None, key, msg, "forbidden", f"heartbeat from a key that is "
+            return self.refuse(None, key, "Heartbeat", 0, "forbidden", f"heartbeat from a key that is "
                                f"{row['state'] + ' ' + row['role'] if row else 'unknown'}")
         if row["device_id"] != msg.device_id:
-            return self.refuse(None, key, msg, "forbidden", f"heartbeat for device {msg.device_id!r} from the key "
-                               f"of device {row['device_id']!r}")
+            return self.refuse(None, key, "Heartbeat", 0, "forbidden",
+                               f"heartbeat for device {printable(msg.device_id, 64)} from the key of device "
+                               f"{printable(row['device_id'], 64)}")
         return True
 
 

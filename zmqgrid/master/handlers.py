@@ -1,11 +1,9 @@
-"""Per-kind handlers of the master: validate what the peer sent, change the cluster, queue the reply."""
+"""Per-kind handlers of the master: apply what a peer sent (checked whole at decode), queue the reply."""
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
-from ..model import ATTEMPT_OUTCOMES, validate_batch
+from ..model import validate_batch
 from ..protocol import (Control, Credit, Error, Heartbeat, Message, Output, Query, Register, RegisterAck, Reply,
                         Results, Submit, SubmitAcks)
 from . import queries
@@ -50,38 +48,9 @@ def _runs(submits: list[tuple]) -> list[list[tuple]]:
     return runs
 
 
-def keys(value: Any, what: str) -> list[tuple[str, int]]:
-    """Validate a list of [task id, attempt] pairs."""
-    out = []
-    for item in value:
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], int) and not isinstance(item[1], bool)):
-            raise ProtocolError(f"{what}: each entry must be [task id, attempt], got {item!r:.60}")
-        out.append((item[0], item[1]))
-    return out
-
-
-def _int64(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < 1 << 63
-
-
-def check_result(result: Any) -> dict:
-    if not isinstance(result, dict):
-        raise ProtocolError(f"Results: each result must be a map, got {type(result).__name__}")
-    if not isinstance(result.get("id"), str) or not _int64(result.get("attempt")):
-        raise ProtocolError("Results: a result needs 'id' (string) and 'attempt' (integer)")
-    # What goes into the ledger must bind as SQLite values, or it would fail the whole turn's commit.
-    if result.get("exit_code") is not None and not _int64(result["exit_code"]):
-        raise ProtocolError(f"Results: 'exit_code' must be a 64-bit integer or nil, got {result['exit_code']!r:.40}")
-    started_at = result.get("started_at")
-    if started_at is not None and not (isinstance(started_at, float) or _int64(started_at)):
-        raise ProtocolError(f"Results: 'started_at' must be a time in seconds or nil, got {started_at!r:.40}")
-    if not isinstance(result.get("state"), str) or result["state"] not in ATTEMPT_OUTCOMES:   # a list is unhashable
-        raise ProtocolError(f"Results: state {result.get('state')!r} is not one of {sorted(ATTEMPT_OUTCOMES)}")
-    for name in ("stdout", "stderr"):
-        if result.get(name) is not None and not isinstance(result[name], str):
-            raise ProtocolError(f"Results: '{name}' must be a string")
-    return result
+def pairs(keys: list) -> list[tuple[str, int]]:
+    """[task id, attempt] pairs (checked by the message's schema) as hashable tuples."""
+    return [(k[0], k[1]) for k in keys]
 
 
 class Handlers:
@@ -127,16 +96,12 @@ class Handlers:
     def handle_register(self, identity: bytes, msg: Register, now_mono: float, now: float) -> None:
         if self.peers is None and identity != msg.device_id.encode():
             raise ProtocolError(f"Register: device_id {msg.device_id!r} does not match the socket identity")
-        running = keys(msg.running, "Register.running")
-        reported = set(running) | set(keys(msg.outbox, "Register.outbox"))
-        if not all(isinstance(t, str) for t in msg.tags):
-            raise ProtocolError("Register.tags must be strings")
+        running = pairs(msg.running)
+        reported = set(running) | set(pairs(msg.outbox))
         info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
                 "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
                 "weight": float(msg.weight)}
-        if not 0 < info["weight"] < 1e6:
-            raise ProtocolError(f"Register.weight must be > 0, got {msg.weight!r}")
         disowned = self.cluster.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
         self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
@@ -145,38 +110,30 @@ class Handlers:
     def handle_credit(self, identity: bytes, msg: Credit, now_mono: float, now: float) -> None:
         device = self.worker(identity, now_mono)
         if device is not None:
-            device.credit += max(0, msg.slots)
+            device.credit += msg.slots
 
     def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
-        chunks = []
-        for chunk in msg.chunks:
-            if not (isinstance(chunk, list) and len(chunk) == 4 and isinstance(chunk[0], str)
-                    and isinstance(chunk[1], int) and chunk[2] in ("stdout", "stderr") and isinstance(chunk[3], str)):
-                raise ProtocolError("Output: each chunk must be [task id, attempt, 'stdout'|'stderr', text]")
-            chunks.append(chunk)
         device = self.worker(identity, now_mono)
         if device is not None:
-            self.cluster.append_output(device, chunks)
+            self.cluster.append_output(device, msg.chunks)
 
     def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
-        results = [check_result(r) for r in msg.results]    # all checked before any is applied
-        started = keys(msg.started, "Results.started")
+        # Every result was checked whole at decode, before anything here changes state.
         device = self.worker(identity, now_mono)
         if device is None:
             return
-        if started:
-            self.cluster.mark_started(device, started, now)
-        for result in results:
-            self.cluster.record_result(device, result, now)
-        device.credit += max(0, msg.credit)
-        if results:   # sent after the commit, riding on this turn's Tasks to the worker if there are any
-            self.result_acks.setdefault(identity, []).extend([r["id"], r["attempt"]] for r in results)
+        if msg.started:
+            self.cluster.mark_started(device, pairs(msg.started), now)
+        acked = []
+        for result in msg.results:
+            if self.cluster.record_result(device, result, now):
+                acked.append([result["id"], result["attempt"]])
+        device.credit += msg.credit
+        if acked:   # sent after the commit, riding on this turn's Tasks to the worker if there are any
+            self.result_acks.setdefault(identity, []).extend(acked)
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
-        running = keys(msg.running, "Heartbeat.running")
-        held = keys(msg.held, "Heartbeat.held")
-        if not all(isinstance(seq, int) and not isinstance(seq, bool) for seq in msg.commands):
-            raise ProtocolError("Heartbeat.commands must be a list of command sequence numbers")
+        running, held = pairs(msg.running), pairs(msg.held)
         device = self.cluster.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
@@ -286,8 +243,8 @@ class Handlers:
                 self.reply_error(identity, msg.req_id, code, str(e))
             return
         if msg.action in ("drain", "resume", "shutdown", "reload"):
-            devices = params.get("devices")
-            if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
+            devices = params.get("devices")   # a list of device ids, if present (the message's schema)
+            if not devices:
                 self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'devices' must list device ids")
                 return
             outcome = {d: self.cluster.control_device(msg.action, d, now_mono) for d in devices}
@@ -299,8 +256,8 @@ class Handlers:
             except ZmqgridError as e:
                 self.reply_error(identity, msg.req_id, "bad_request", str(e))
                 return
-        ids = params.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        ids = params.get("ids")   # a list of task ids, if present (the message's schema)
+        if ids is None:
             self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'ids' must be a list of task ids")
             return
         if msg.action == "cancel":

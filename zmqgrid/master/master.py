@@ -13,18 +13,22 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
-from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, ResultAck, Tasks, decode, unpackb
+from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, ResultAck, Tasks, decode, unpackb
 from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
+from ..text import printable
 from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartbeat_ms
 from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
-from .guard import Guard, KeyRing, user_id
+from .guard import Guard, user_id
 from .handlers import Handlers, submit_acks_messages
+from .keyring import KeyRing
+from .refusals import RefusalLog
 from .schedules import Schedules
 from .scheduling import make_strategy
+from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
 
 logger = logging.getLogger(__name__)
 # A turn reads at most this many ROUTER messages: a client's flood of one-task Submits then takes turns of a few ms,
@@ -47,7 +51,7 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
-        self.store = TaskStore(config.db_path)
+        self.store = TaskStore(config.db_path, config.durability)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
         self.keyring: KeyRing | None = None
@@ -58,13 +62,18 @@ class Master:
             self.store.commit()
             self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("zmqgrid.zap"))
             self.auth.start()
-            for domain in ZAP_DOMAINS.values():
+            for domain in set(ZAP_DOMAINS.values()):
                 self.auth.configure_curve_callback(domain.decode(), self.keyring)
+            # The PUB is for workers only: a client or admin key has nothing to receive there (Subscriptions).
+            self.auth.configure_curve_callback(ZAP_DOMAINS[zmq.XPUB].decode(), PubAdmission(self.keyring))
         size = config.max_message_bytes
         self.router = make_socket(self.ctx, zmq.ROUTER, max_message_bytes=size, sndhwm=0, rcvhwm=0, curve=curve)
-        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever.
-        self.pub = make_socket(self.ctx, zmq.PUB, max_message_bytes=size, curve=curve,
+        # ZMTP heartbeats drop a subscriber that stopped answering, instead of buffering for it forever. Its own
+        # MAXMSGSIZE: it receives subscriptions only, and a longer one is dropped with its connection by libzmq.
+        self.pub = make_socket(self.ctx, zmq.XPUB, curve=curve,
+                               max_message_bytes=SUBSCRIPTION_MAX_BYTES_CURVE if curve else SUBSCRIPTION_MAX_BYTES,
                                zmtp_heartbeat_ms=zmtp_heartbeat_ms(config.heartbeat_interval))
+        self.subscriptions = Subscriptions(self.ctx, self.pub, self.keyring)
         self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size, curve=curve)
         try:
             for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
@@ -73,18 +82,21 @@ class Master:
         except Exception:
             self.close()
             raise
+        self.subscriptions.bound(config.pub_port)
         self.settings = {"pub_port": config.pub_port, "heartbeat_port": config.heartbeat_port,
                          "heartbeat_interval_s": float(config.heartbeat_interval),
                          "device_timeout_s": float(config.device_timeout),
-                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0}
+                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0,
+                         "subscriptions": self.subscriptions.counts}
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
         self.handlers = Handlers(self.cluster, self.settings, self.schedules)
+        self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
-            self.guard = Guard(self.keyring, self.handlers, self.settings)
+            self.guard = Guard(self.keyring, self.handlers, self.settings, self.refusals)
         logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s curve=%s", self.incarnation,
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,
                     "on" if curve else "off")
@@ -114,6 +126,7 @@ class Master:
         self._stop.set()
 
     def close(self) -> None:
+        self.subscriptions.close()
         for sock in (self.router, self.pub, self.pull):
             sock.close(0)
         if self.auth is not None:
@@ -127,10 +140,14 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
+        subscriptions = self.subscriptions
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(subscriptions.monitor, zmq.POLLIN)
         awake = AwakePoller(poller, self.config.awake_poll_us / 1e6)
         beacon_every = min(float(self.config.heartbeat_interval), 1.0)
         check_every = float(self.config.timeout_check_interval)
-        next_beacon = next_check = next_prune = time.monotonic()
+        next_beacon = next_check = next_prune = next_devices = time.monotonic()
+        device_retention_s = float(self.config.device_retention_days) * 86400
         # Python's collector walks every live object in its oldest generation, which here grows with the task
         # map: a 100,000-task submit ran at 30k/s with the defaults, 46k/s with these. The state loaded so far
         # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
@@ -149,14 +166,21 @@ class Master:
                     self.handlers.apply_submits(now)
                 if self.pull in events:
                     self._drain_pull(now_mono, now)
+                if self.pub in events or subscriptions.monitor in events:
+                    subscriptions.drain()
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.cluster.check_liveness(now_mono, now)
+                    self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.keyring is not None:
                         self._apply_key_changes(now)
+                        subscriptions.recheck()
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
                     self.store.prune_heartbeats(self.config.heartbeat_retention)
+                if device_retention_s and now_mono >= next_devices:
+                    next_devices = now_mono + min(60.0, max(0.5, device_retention_s / 4))
+                    self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
                 self.cluster.dispatch(now, now_mono)
                 busy = self.router in events or bool(self.cluster.dispatched)
@@ -170,12 +194,15 @@ class Master:
             logger.info("master stopping incarnation=%s", self.incarnation)
             self.close()
 
-    def _bad(self, peer: str, error: Exception) -> None:
+    def _bad(self, peer: str, shown: str, error: Exception) -> None:
+        """Count a message that did not decode; log it within the refusal budget. `peer` (a key, or a routing id
+        when open) counts distinct senders; `shown` names it in the line."""
         self.settings["bad_messages"] += 1
-        logger.warning("bad message from %s: %s", peer, error)
+        self.refusals.write(peer, logging.WARNING, "bad message from %s: %s", shown, printable(error, 200))
 
     def _drain_router(self, now_mono: float, now: float) -> None:
         recv, guard, key = self.router.recv_multipart, self.guard, None
+        self.refusals.tick()   # the summary of a window's refused messages, once it has passed
         for _ in range(ROUTER_DRAIN_PER_TURN):
             try:
                 if guard is None:
@@ -187,21 +214,27 @@ class Master:
                 return
             identity = frames[0]
             try:
+                # CURVE: the key is looked up before anything is decoded (a key nobody accepted gets 8 KiB at most)
+                if guard is not None and not guard.screen(identity, key, frames, now):
+                    continue
                 msg = decode(frames[1:])
                 if guard is None or guard.admit(identity, key, msg, now):
                     self.handlers.on_router(identity, msg, now_mono, now)
             except ProtocolError as e:
-                self._bad(f"router peer {identity.hex()}", e)
+                self._bad(key or identity.hex(), f"key {key[:8]}..." if key else f"router peer {identity.hex()}", e)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_message", str(e))
             except StoreError as e:
                 logger.error("ledger read failed: %s", e)
                 self.handlers.reply_error(identity, _req_id(frames), "unavailable", str(e))
             except Exception:  # a handler bug must not stop the master; the peer still gets an answer
-                logger.exception("handler failed for peer %s", identity.hex())
+                # within the refusal budget: a peer that found such a bug must not fill the log with tracebacks
+                self.refusals.write(key or identity.hex(), logging.ERROR, "handler failed for %s",
+                                    f"key {key[:8]}..." if key else f"router peer {identity.hex()}", exc_info=True)
                 self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:
         recv, guard, key = self.pull.recv_multipart, self.guard, None
+        self.refusals.tick()
         for _ in range(HEARTBEATS_PER_TURN):
             try:
                 if guard is None:
@@ -212,13 +245,16 @@ class Master:
             except zmq.Again:
                 return
             try:
+                if guard is not None and not guard.screen_heartbeat(key):
+                    continue
                 msg = decode(frames)
                 if not isinstance(msg, Heartbeat):
                     raise ProtocolError(f"{type(msg).__name__} does not belong on the heartbeat socket")
                 if guard is None or guard.admit_heartbeat(key, msg):
                     self.handlers.on_heartbeat(msg, now_mono, now)
             except ProtocolError as e:
-                self._bad("heartbeat socket", e)
+                self._bad(key or "heartbeat socket", f"key {key[:8]}... on the heartbeat socket" if key
+                          else "the heartbeat socket", e)
             except Exception:
                 logger.exception("heartbeat handling failed")
 
@@ -235,7 +271,13 @@ class Master:
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
             refused = [(identity, _req_id([identity, *frames])) for identity, frames in acks]
             refused += [(identity, req_id) for identity, lines in submit_acks.items() for req_id, _ in lines]
+            # Replies to queries were read from the in-memory view this turn changed: not to be trusted either.
+            refused += [(identity, _req_id([identity, *frames])) for identity, frames, _ in sends
+                        if frames[0][1:2] == Reply.KIND]
             logger.error("%s; this turn's %d acknowledgements withheld", e, len(refused))
+            for identity, frames, _ in sends:
+                if frames[0][1:2] == Error.KIND:   # refusals hold no state of the turn: they stand
+                    self._send(identity, frames, None, now)
             for identity, req_id in refused:
                 self._send(identity, Error(req_id, "unavailable", f"the master could not commit: {e.message}").encode(),
                            None, now)
@@ -276,6 +318,13 @@ class Master:
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
             elif row["state"] == "accepted" and key in self.keyring.peers:
                 self.handlers.reply_error(self.keyring.peers[key], 0, "not_registered", "key accepted: register")
+
+    def _prune_devices(self, now: float, retention_s: float) -> None:
+        """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
+        try:
+            self.cluster.prune_offline(now, retention_s)
+        except StoreError as e:   # the next pass tries again
+            logger.warning("%s", e.message)
 
     def _fire_schedules(self, now: float) -> None:
         """Submit the tasks of the schedule ticks due now; they commit with the schedules' progress, in this turn."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES
+from . import paging
 from .cluster import Cluster
 
 MAX_PAGE = 1000
@@ -101,15 +102,28 @@ def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
             "last_hour": cluster.store.count_finished_since(time.time() - 3600),
             "stuck_tasks": stuck, "counters": dict(cluster.counters),
-            "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0)}
+            "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0),
+            "subscriptions": dict(settings.get("subscriptions", {}))}
+
+
+def _paged(rows: list, offset: int, more: bool, params: dict, room: int) -> Any:
+    """`rows` (from `offset`) as the rows that fit `room`; with params.page, {rows, next_offset} (see
+    docs/architecture.md, "Replies are paged"), else the bare list a client older than paging reads."""
+    shown, cut = paging.page(rows, room)
+    if not params.get("page"):
+        return shown
+    return {"rows": shown, "next_offset": offset + len(shown) if cut or more else None}
 
 
 def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings: dict) -> Any:
     store = cluster.store
     if what == "status":
         return status(cluster, now_mono, settings)
+    room = paging.budget(params)
     if what == "devices":
-        return devices(cluster, now_mono)
+        offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", MAX_PAGE, 1, MAX_PAGE)
+        rows = devices(cluster, now_mono)
+        return _paged(rows[offset:offset + limit], offset, len(rows) > offset + limit, params, room)
     if what == "tasks":
         state = params.get("state")
         if state is not None and state not in TASK_STATES:
@@ -117,8 +131,9 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         device_id = params.get("device")
         if device_id is not None and not isinstance(device_id, str):
             raise UsageError("device must be a device id")
-        return store.list_tasks(state, device_id, _int(params, "limit", 50, 1, MAX_PAGE),
-                                _int(params, "offset", 0, 0, 1 << 62))
+        offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", 50, 1, MAX_PAGE)
+        rows = store.list_tasks(state, device_id, limit, offset)
+        return _paged(rows, offset, len(rows) == limit, params, room)
     if what == "task":
         task = store.get_task(_resolve(cluster, params.get("id")))
         assert task is not None
@@ -132,7 +147,7 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
             task["attempts"].append({"attempt": entry.attempt, "device_id": entry.device_id, "state": entry.state,
                                      "assigned_at": entry.assigned_at, "started_at": entry.started_at,
                                      "finished_at": None, "exit_code": None, "error": None, "stale": 0})
-        return task
+        return paging.fit(task, room)
     if what == "logs":
         task_id = _resolve(cluster, params.get("id"))
         attempt = params.get("attempt")
@@ -147,6 +162,7 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
             if not isinstance(start, int) or isinstance(start, bool) or start < 0:
                 raise UsageError(f"{stream}_from must be an integer >= 0, got {start!r}")
             out[f"{stream}_length"] = len(out[stream])
-            out[stream] = out[stream][start:]
+            # Each stream gets half the budget: a client reads the rest by asking again from where this ends.
+            out[stream] = paging.stretch(out[stream], start, room // 2)
         return out
     raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs, schedules")

@@ -11,6 +11,10 @@ from sqlite_utils.migrations import Migrations
 from ..errors import StoreError
 
 migrations = Migrations("zmqgrid")
+# config `durability` -> PRAGMA synchronous. In WAL mode FULL syncs the WAL at every commit, so a commit that
+# returned is on the disk (a power cut or kernel crash keeps it); NORMAL syncs only at checkpoints, so a commit
+# survives a killed process but the last ones may roll back after a power cut. SQLite reads it back as 2 and 1.
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 # Python 3.11's sqlite3 binds int, float and str directly but sends None and bytes through its adapter lookup,
 # which, finding no adapter, raises and clears an AttributeError with a formatted message for each value (nine
@@ -110,8 +114,9 @@ def m007_ledger_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_tasks_group ON tasks (group_id) WHERE group_id IS NOT NULL")
 
 
-def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
-    """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged."""
+def open_database(path: str | os.PathLike, durability: str = "normal") -> sqlite_utils.Database:
+    """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged.
+    `durability` is a key of SYNCHRONOUS (config `durability`)."""
     path = Path(path)
     if path.exists():
         _check_existing(path)
@@ -127,13 +132,21 @@ def open_database(path: str | os.PathLike) -> sqlite_utils.Database:
         # Built in one thread and served from another (standalone's master thread); never shared at once.
         db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
         db.enable_wal()
-        # NORMAL with WAL: a commit survives a process crash; only a power cut can lose the last ones.
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
         db.execute("PRAGMA busy_timeout=5000")
         migrations.apply(db)
     except sqlite3.DatabaseError as e:
         raise StoreError(f"cannot open database {path}: {e}", "check the file and its permissions") from e
     return db
+
+
+def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    """A connection that cannot write the ledger or create anything beside it (for checks)."""
+    # A read-only open of a WAL-mode file still creates its -wal and -shm files; `immutable` opens it without
+    # them. A -wal (a running master's, or one left by a crash) holds committed changes a reader must see, so
+    # then the sidecars are used.
+    uri = Path(path).resolve().as_uri() + "?mode=ro" + ("" if Path(f"{path}-wal").exists() else "&immutable=1")
+    return sqlite3.connect(uri, uri=True)
 
 
 def _check_existing(path: Path) -> None:
@@ -145,11 +158,8 @@ def _check_existing(path: Path) -> None:
         header = f.read(16)
     if header and header != b"SQLite format 3\x00":
         raise StoreError(f"database {path} is not an SQLite file", "point --db at a zmqgrid database or a new path")
-    # A read-only open of a WAL-mode file still creates its -wal and -shm files; `immutable` opens it without
-    # them. A -wal left by a crash holds committed changes the check must see, so then the sidecars are used.
-    uri = path.resolve().as_uri() + "?mode=ro" + ("" if Path(f"{path}-wal").exists() else "&immutable=1")
     try:
-        conn = sqlite3.connect(uri, uri=True)
+        conn = connect_read_only(path)
         try:
             ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:

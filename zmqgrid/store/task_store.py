@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from typing import Any, Iterable
@@ -13,6 +14,8 @@ from ..model import TASK_STATES
 from ..protocol import packb, unpackb
 from .checkpoint import WAL_KEEP_BYTES, Checkpointer
 from .schema import open_database
+
+logger = logging.getLogger(__name__)
 
 TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, tags, device_req, device_id, "
                 "created_at, updated_at, started_at, finished_at, exit_code, value, error, reason, deaths, evidence, group_id")
@@ -26,8 +29,9 @@ _RUNNING_TASK = "UPDATE tasks SET state='running', started_at=?, updated_at=? WH
 # per attempt instead of three on the hot path.
 _END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, started_at, "
                 "finished_at, exit_code, error, stale) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
-_STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?), "
-                  "error=coalesce(error, ?) WHERE task_id=? AND attempt=?")
+# A late result counts on its own attempt's row only: the device must match, and the recorded outcome stays.
+_STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?) "
+                  "WHERE task_id=? AND attempt=? AND device_id=?")
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
@@ -78,9 +82,12 @@ def _json(value: Any) -> str | None:
 class TaskStore:
     """The ledger. Mutations are buffered by `stage()` and written by `commit()` in one transaction."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, durability: str = "normal") -> None:
         self.path = str(path)
-        self.db: sqlite_utils.Database = open_database(path)
+        self.db: sqlite_utils.Database = open_database(path, durability)
+        # Read back from the connection, not echoed from the config: what the commits will really do.
+        logger.info("ledger %s: durability %s (PRAGMA synchronous=%d)", self.path, durability,
+                    self.db.execute("PRAGMA synchronous").fetchone()[0])
         self._ops: list[tuple[str, list[tuple[str, tuple]]]] = []   # (op name, its statements), in order
         self._op: list[tuple[str, tuple]] | None = None
         # Task id -> (staged statements, index) of its insert, until the commit: what assign() folds into.
@@ -203,8 +210,8 @@ class TaskStore:
                    "ON CONFLICT(task_id, attempt, stream) DO UPDATE SET data = data || excluded.data",
                    (task_id, attempt, stream, text))
 
-    def record_stale(self, task_id: str, attempt: int, exit_code: int | None, error: Any) -> None:
-        self.stage(_STALE_ATTEMPT, (exit_code, _json(error), task_id, attempt))
+    def record_stale(self, task_id: str, attempt: int, device_id: str, exit_code: int | None) -> None:
+        self.stage(_STALE_ATTEMPT, (exit_code, task_id, attempt, device_id))
 
     def finish_task(self, task_id: str, state: str, now: float, *, started_at: float | None = None,
                     exit_code: int | None = None, value: Any = None, error: Any = None, reason: str | None = None) -> None:
@@ -240,6 +247,12 @@ class TaskStore:
 
     def set_device_state(self, device_id: str, state: str) -> None:
         self.stage(_DEVICE_STATE, (state, device_id))
+
+    def remove_device(self, device_id: str) -> None:
+        """Stage the removal of an offline device's row and heartbeat samples (store.retention.offline_devices)."""
+        self.stage("DELETE FROM devices WHERE device_id = ? AND state = 'offline'", (device_id,))
+        self.stage("DELETE FROM heartbeats WHERE device_id = ?", (device_id,))
+        self._sampled.pop(device_id, None)
 
     def sample_heartbeat(self, device_id: str, now: float, metrics: dict, running: int) -> None:
         """Stage one metrics sample; every PRUNE_SAMPLES_EVERY samples of a device, drop its samples beyond the

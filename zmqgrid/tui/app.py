@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from ..errors import ZmqgridError
+from .format import short
 from .messages import ActionDone, SnapshotFetched
 from .screens import ConfirmScreen, HelpScreen, MainScreen, SubmitScreen, TaskScreen
 from .source import ClientSource, ClusterSnapshot, Source, TaskQuery
@@ -152,8 +153,9 @@ class DashboardApp(App):
         self.post_message(ActionDone(f"{what} {text}"))
 
     def on_action_done(self, message: ActionDone) -> None:
-        self.notify(message.text, severity="information" if message.ok else "error",
-                    timeout=4 if message.ok else 8)
+        # markup=False and escaped: the text holds the master's answer, which names peers' ids
+        self.notify(short(message.text, 400), severity="information" if message.ok else "error",
+                    timeout=4 if message.ok else 8, markup=False)
         self.refresh_now()
 
     # ------------------------------------------------------------ help

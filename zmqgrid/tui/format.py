@@ -1,4 +1,8 @@
-"""Short text for cells and headers: durations, times, states in colour, sparklines."""
+"""Short text for cells and headers: durations, times, states in colour, sparklines.
+
+A string a peer chose (device or host name, tag, task name, error) is shown only through `short` or `cell`:
+escaped by `printable`, and as a `Text`, never as a str a widget would parse as Rich markup.
+"""
 from __future__ import annotations
 
 import time
@@ -6,6 +10,8 @@ from collections import deque
 from typing import Sequence
 
 from rich.text import Text
+
+from ..text import printable
 
 TASK_STATE_STYLES = {"queued": "cyan", "assigned": "blue", "running": "yellow", "done": "green", "failed": "bold red",
                      "timed_out": "red", "cancelled": "dim", "quarantined": "magenta"}
@@ -40,8 +46,25 @@ def percent(value: float | None) -> str:
 
 
 def short(text: object, width: int) -> str:
-    value = "-" if text is None or text == "" else str(text).replace("\n", " ")
-    return value if len(value) <= width else value[:width - 1] + "…"
+    """One escaped line of at most `width` characters (see zmqgrid.text.printable); '-' when empty."""
+    return "-" if text is None or text == "" else printable(text, width)
+
+
+def cell(text: object, width: int = 200) -> Text:
+    """`short` as a Text: a DataTable would parse a str cell as markup ("[link=...]" in a device name)."""
+    return Text(short(text, width), no_wrap=True)
+
+
+def visible_output(text: str) -> str:
+    """A task's output for a terminal: newlines and tabs kept, CR LF a newline, every other control or format
+    character (ESC, a lone CR, C1, bidi overrides) shown as its escape; nothing cut."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(line if line.isprintable() else _visible_line(line) for line in lines)
+
+
+def _visible_line(line: str) -> str:
+    # printable's limit bounds its output; the longest escape is 10 characters, so this one never cuts.
+    return "\t".join(printable(part, 10 * len(part) + 1) if part else "" for part in line.split("\t"))
 
 
 def styled_state(state: str | None, styles: dict[str, str] = TASK_STATE_STYLES, suffix: str = "") -> Text:
@@ -49,16 +72,17 @@ def styled_state(state: str | None, styles: dict[str, str] = TASK_STATE_STYLES, 
     return Text(state + suffix, style=styles.get(state, ""))
 
 
-def describe_error(error: dict | None) -> str:
+def describe_error(error: dict | None, width: int = 400) -> str:
     if not error:
         return ""
-    return f"{error.get('type')}: {error.get('message')}"
+    return printable(f"{error.get('type')}: {error.get('message')}", width)
 
 
 def task_command(task: dict) -> str:
     """What a task runs, from a list row (its name defaults to the command) or a full spec."""
     spec = task.get("spec") or {}
-    return str(spec.get("command") or spec.get("function") or spec.get("filename") or task.get("name") or "-")
+    return printable(spec.get("command") or spec.get("function") or spec.get("filename") or task.get("name") or "-",
+                     400)
 
 
 def task_duration(task: dict, now: float) -> float | None:

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .proctree import kill_tree
+from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
+from .proctree import DescendantWatch, TaskProcesses
 from .pypool import CappedBuffer, _error
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Run:
 
 
 class _ProcessRun(Run):
-    """A shell command or argv, run as the leader of its own session/process group.
+    """A shell command or argv, run as the leader of its own session/process group, in its own cgroup if it can.
 
     The attempt ends when the process exits and its pipes close. Background children that keep
     the pipes open longer than the kill grace period after the leader exited are killed with the
@@ -147,15 +148,32 @@ class _ProcessRun(Run):
         return self._run_process(argv, shell, self._env())
 
     def _run_process(self, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
+        cgroups = self._executor.cgroups
+        group = cgroups.new_run() if cgroups is not None else None
+        try:
+            return self._run_in(group, argv, shell, env)
+        finally:
+            if group is not None and cgroups is not None:
+                cgroups.release(group)
+
+    def _run_in(self, group: RunCgroup | None, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
         grace_s = self._executor.kill_grace_s
         options: dict[str, Any] = {"start_new_session": True} if _POSIX else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+        if group is not None and isinstance(argv, str):
+            argv, shell = launch_shell(group.procs_file, argv), False
+        elif group is not None:
+            missing = missing_program(list(argv), env, self._task.get("cwd"))
+            if missing is not None:
+                return self._make("failed", error=_error("StartError", missing))
+            argv = launch_argv(group.procs_file, list(argv))
         try:
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             return self._make("failed", error=_error("StartError", str(e)))
+        procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
         exited = threading.Event()
@@ -169,16 +187,21 @@ class _ProcessRun(Run):
                                    name=f"zmqgrid-exit-{self.task_id}")
         for thread in (*threads, watcher):
             thread.start()
-        state = self._wait_for_end(exited)
-        if state is not None:
-            kill_tree(proc.pid, grace_s=grace_s, own_session=True)
-        else:
-            pipes_deadline = time.monotonic() + grace_s
-            for thread in threads:
-                thread.join(timeout=max(0.0, pipes_deadline - time.monotonic()))
-            if any(t.is_alive() for t in threads):
-                logger.info("task=%s exited but its children hold the output open; killing them", self.task_id)
-                kill_tree(proc.pid, grace_s=grace_s, own_session=True)
+        if group is None:   # no cgroup: what it forks is found by looking, see proctree.DescendantWatch
+            self._executor.descendants.add(procs)
+        try:
+            state = self._wait_for_end(exited)
+            if state is not None:
+                procs.kill(grace_s)
+            else:
+                pipes_deadline = time.monotonic() + grace_s
+                for thread in threads:
+                    thread.join(timeout=max(0.0, pipes_deadline - time.monotonic()))
+                if any(t.is_alive() for t in threads):
+                    logger.info("task=%s exited but its children hold the output open; killing them", self.task_id)
+                    procs.kill(grace_s)
+        finally:
+            self._executor.descendants.discard(procs)
         # Reaped only now: until here the zombie leader keeps its pid (= group id) from being reused.
         code = proc.wait()
         watcher.join(timeout=_EXIT_WAIT_S)
@@ -293,7 +316,7 @@ class Executor:
 
     def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
                  default_timeout_s: float | None = None, kill_grace_s: float = 3.0, nice: int = 0,
-                 flood_mb_per_s: float = 0) -> None:
+                 flood_mb_per_s: float = 0, use_cgroups: bool = True) -> None:
         self.python_executable = python_executable
         self.nice = nice
         self.flood_bytes_per_s = flood_mb_per_s * 2**20   # 0: output past the cap is read as fast as it comes
@@ -304,6 +327,9 @@ class Executor:
         self._lock = threading.Lock()
         self._runs: set[Run] = set()
         self._closed = False
+        # Linux with a writable cgroup v2: each shell/script attempt in a cgroup of its own (see cgroups.py)
+        self.cgroups = CgroupTree.create() if use_cgroups else None
+        self.descendants = DescendantWatch()   # elsewhere: what each attempt forks is found by looking
 
     def start(self, task: dict, on_output: OutputCallback | None = None) -> Run:
         """Prepare one attempt of `task` (a validated spec plus "attempt"); `Run.wait()` runs it."""
@@ -327,6 +353,8 @@ class Executor:
         for run in runs:
             if run._in_wait and not run._done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("task=%s attempt=%d did not stop in time", run.task_id, run.attempt)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     def _forget(self, run: Run) -> None:
         with self._lock:

@@ -57,6 +57,8 @@ class MasterLinkMixin:
         if self.heartbeats is None or msg.incarnation != self.incarnation or self.side_sockets_stale:
             self.side_sockets_stale = False
             self._connect_side_sockets(msg)
+        else:
+            self._subscribe()   # again: one the master refused before (say, its key not bound yet) counts now
         if msg.incarnation != self.incarnation:
             self.applied.clear()    # command seqs start again with each master incarnation
         self.incarnation = msg.incarnation
@@ -79,8 +81,7 @@ class MasterLinkMixin:
         # _watch_master) and the master's PUB pings it already. Its own pings were 1,000 more packets a second into
         # the master's I/O thread per 1,000 workers (tools/bench_fleet.py).
         self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes, curve=self.curve)
-        for topic in (BEACON_TOPIC, *self.topics()):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._subscribe()
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
         self.poller.register(self.sub, zmq.POLLIN)
         if self.heartbeats is not None:
@@ -91,7 +92,13 @@ class MasterLinkMixin:
         self.heartbeats.start()
 
     def topics(self: Worker) -> list[bytes]:
-        return [b"all", f"device.{self.device_id}".encode(), *(f"tag.{t}".encode() for t in self.config.tags)]
+        """The master publishes commands on `device.<id>` only, and allows nothing but these and `beacon`."""
+        return [f"device.{self.device_id}".encode()]
+
+    def _subscribe(self: Worker) -> None:
+        """libzmq's SUB sends a repeated subscription again; the master holds it once."""
+        for topic in (BEACON_TOPIC, *self.topics()):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
 
     def _drain_sub(self: Worker, now: float) -> None:
         mine = set(self.topics())

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import time
 
-from ..protocol import Results
+from ..errors import ProtocolError
+from ..fields import Bad
+from ..protocol import (MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK, MAX_ERROR_TYPE, MAX_RESULTS_PER_MESSAGE, MAX_TEXT,
+                        RESULT, Results)
 
 RESEND_AFTER_S = 5.0
 # What the master reads of a result besides its key and state (it times the attempt's end itself).
@@ -31,7 +34,7 @@ class Outbox:
             value = result.get(key)
             if value is not None and not (value == "" and key in ("stdout", "stderr")):
                 wire[key] = value
-        self.entries[(result["id"], result["attempt"])] = [wire, 0.0]
+        self.entries[(result["id"], result["attempt"])] = [fit(wire), 0.0]
         self.freed += 1
 
     def ack(self, keys: list) -> None:
@@ -52,7 +55,7 @@ class Outbox:
         for entry in due:
             entry[1] = now
             cost = len(entry[0].get("stdout") or "") + len(entry[0].get("stderr") or "") + 512
-            if batch and size + cost > self.batch_bytes:
+            if batch and (size + cost > self.batch_bytes or len(batch) >= MAX_RESULTS_PER_MESSAGE):
                 out.append(Results(batch, 0))
                 batch, size = [], 0
             batch.append(entry[0])
@@ -73,3 +76,33 @@ def failed_result(task_id: str, attempt: int, error: Exception) -> dict:
     result = cancelled_result({"id": task_id, "attempt": attempt}, "")
     result.update(state="failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
     return result
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` within `limit` characters: its head and tail around a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... zmqgrid: cut from {len(text)} to {limit} characters ...]\n"
+    keep = limit - len(marker)
+    return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]
+
+
+def fit(wire: dict) -> dict:
+    """The result as the master's schema takes it (protocol.RESULT): an error's texts cut to their bounds, and a
+    result that still does not fit (a value nested too deep, a type msgpack cannot carry) turned into a failed one
+    saying why. A result the master refused would stay in the outbox, re-sent for ever, its task never ending."""
+    for stream in ("stdout", "stderr"):
+        if isinstance(wire.get(stream), str):
+            wire[stream] = _cut(wire[stream], MAX_TEXT)
+    error = wire.get("error")
+    if isinstance(error, dict):
+        wire["error"] = {"type": _cut(str(error.get("type") or ""), MAX_ERROR_TYPE),
+                         "message": _cut(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
+                         "traceback": _cut(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
+    try:
+        RESULT.check(wire)
+    except Bad as e:
+        why = ProtocolError(f"result{e.where()}: expected {e.allowed}, got {e.got}")
+        return {"id": wire["id"], "attempt": wire["attempt"], "state": "failed",
+                "error": {"type": "UnsendableResult", "message": _cut(str(why), MAX_ERROR_MESSAGE), "traceback": ""}}
+    return wire

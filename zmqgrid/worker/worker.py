@@ -284,7 +284,9 @@ class Worker(MasterLinkMixin, CommandsMixin):
         self.live_flushed = now
         with self.live_lock:
             live, self.live = self.live, {}
-        chunks = [[key[0], key[1], stream, text] for key, parts in live.items() for stream, text in parts]
+        # One chunk per task and stream (Output.chunks is bounded; a chatty task writes thousands of pieces).
+        chunks = [[key[0], key[1], stream, text] for key, parts in live.items() for stream in ("stdout", "stderr")
+                  if (text := "".join(t for s, t in parts if s == stream))]
         send_frames(self.dealer, Output(chunks).encode())
 
     def _collect_finished(self) -> None:

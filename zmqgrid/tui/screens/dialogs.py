@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, cast
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,7 +32,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(Text(self.question), classes="dialog-title")   # Text: an id in it is not markup
             if self.detail:
                 yield Static(self.detail, classes="dialog-detail")
             with Horizontal(classes="dialog-buttons"):
@@ -100,7 +101,7 @@ class SubmitScreen(ModalScreen[dict | None]):
         try:
             spec = self.spec()
         except ZmqgridError as e:
-            self.query_one("#form-error", Static).update(f"[red]{e}[/]")
+            self.query_one("#form-error", Static).update(Text(str(e), style="red"))   # what was typed is not markup
             return
         self.dismiss(spec)
 

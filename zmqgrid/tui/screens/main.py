@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from ...model import TASK_STATES
+from ..format import short
 from ..source import ClusterSnapshot, TaskQuery
 from ..widgets import ClusterHeader, DevicesTable, TasksTable
 from .dialogs import SubmitScreen, ask_then_do
@@ -191,7 +192,7 @@ class MainScreen(Screen):
     def action_device(self, action: str) -> None:
         device_id = self.query_one(DevicesTable).selected_key
         if device_id:
-            ask_then_do(self, f"{action.capitalize()} device {device_id}?", DEVICE_ACTIONS[action], action,
+            ask_then_do(self, f"{action.capitalize()} device {short(device_id, 64)}?", DEVICE_ACTIONS[action], action,
                         [device_id])
 
     def action_new_task(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, cast
 
+from rich.markup import escape
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -11,7 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..format import clock, describe_error, duration, short, styled_state, task_command, task_duration
+from ..format import (cell, clock, describe_error, duration, short, styled_state, task_command, task_duration,
+                      visible_output)
 from ..messages import TaskFetched
 from ...model import FINAL_STATES
 from ..widgets import OutputLog
@@ -114,7 +116,8 @@ class TaskScreen(Screen):
                     log.flush()
                     traceback = (self.detail.get("error") or {}).get("traceback")
                     if traceback:
-                        log.write_lines(["── traceback ──", *traceback.rstrip().splitlines()])
+                        lines = visible_output(str(traceback).rstrip()).splitlines()
+                        log.write_lines(["── traceback ──", *lines])
                 self.complete = True
         self.update_output_title()
 
@@ -127,11 +130,11 @@ class TaskScreen(Screen):
             took = None
             if a.get("started_at"):
                 took = (a.get("finished_at") or now) - a["started_at"]
-            table.add_row(str(a.get("attempt")), a.get("device_id") or "-",
+            table.add_row(str(a.get("attempt")), cell(a.get("device_id"), 64),
                           styled_state(a.get("state"), suffix=" (stale)" if a.get("stale") else ""),
                           clock(a.get("assigned_at")), clock(a.get("started_at")), clock(a.get("finished_at")),
                           duration(took), "-" if a.get("exit_code") is None else str(a["exit_code"]),
-                          short(describe_error(a.get("error")), 40), key=str(a.get("attempt")))
+                          cell(describe_error(a.get("error")), 40), key=str(a.get("attempt")))
 
     def update_output_title(self) -> None:
         log = self.query_one(OutputLog)
@@ -143,7 +146,7 @@ class TaskScreen(Screen):
         if not self.complete and self.detail is not None:
             parts.append("following")
         if self.fetch_error:
-            parts.append(f"[red]{self.fetch_error}[/]")
+            parts.append(f"[red]{escape(short(self.fetch_error, 200))}[/]")
         self.query_one("#output-title", Static).update(" · ".join(parts))
 
     # ------------------------------------------------------------ keys
@@ -199,19 +202,19 @@ def summary(task: dict, now: float) -> Text:
     spec = task.get("spec") or {}
     state = task.get("state")
     retries = task.get("retries")
-    text = Text.assemble(("Task ", "bold"), (task["id"], "bold cyan"), f" · {task.get('kind')} · ",
-                         styled_state(state))
+    text = Text.assemble(("Task ", "bold"), (short(task["id"], 64), "bold cyan"),
+                         f" · {short(task.get('kind'), 8)} · ", styled_state(state))
     if task.get("device_id"):
-        text.append(f" on {task['device_id']}")
+        text.append(f" on {short(task['device_id'], 64)}")
     text.append(f" · attempt {task.get('attempt') or 0}" + (f" of {retries + 1}" if isinstance(retries, int) else ""))
     lines = [text, Text.assemble(("runs     ", "bold"), short(task_command(task), 200))]
     if spec.get("args") or spec.get("kwargs"):
         lines.append(Text.assemble(("args     ", "bold"), short(json.dumps([spec.get("args"), spec.get("kwargs")]),
                                                                    200)))
     options = [f"priority {task.get('priority', 0)}", f"timeout {duration(task.get('timeout_s'))}",
-               f"tags {','.join(task.get('tags') or []) or '-'}", f"device {task.get('device_req') or '-'}"]
-    if spec.get("name") and spec.get("name") != task_command(task):
-        options.append(f"name {spec['name']}")
+               f"tags {short(','.join(task.get('tags') or []), 100)}", f"device {short(task.get('device_req'), 64)}"]
+    if spec.get("name") and short(spec["name"], 200) != task_command(task):
+        options.append(f"name {short(spec['name'], 200)}")
     lines.append(Text.assemble(("options  ", "bold"), " · ".join(options)))
     lines.append(Text.assemble(("times    ", "bold"), f"created {clock(task.get('created_at'))} · started "
                                f"{clock(task.get('started_at'))} · finished {clock(task.get('finished_at'))} · took "
@@ -223,7 +226,7 @@ def summary(task: dict, now: float) -> Text:
 def outcome(task: dict) -> Text:
     state = task.get("state")
     if state == "queued" and task.get("waiting"):
-        return Text.assemble(("waiting  ", "bold"), (task["waiting"], "yellow"))
+        return Text.assemble(("waiting  ", "bold"), (short(task["waiting"], 400), "yellow"))
     if state not in FINAL_STATES:
         line = Text.assemble(("result   ", "bold"), ("not yet", "dim"))
         if task.get("error"):   # the attempt before this one
@@ -240,5 +243,5 @@ def outcome(task: dict) -> Text:
         value = "" if task.get("value") is None else f" · value {short(json.dumps(task['value']), 120)}"
         return Text.assemble(("result   ", "bold"), (f"exit {task.get('exit_code')}", "green"), value)
     if task.get("reason"):
-        return Text.assemble(("reason   ", "bold"), task["reason"])
+        return Text.assemble(("reason   ", "bold"), short(task["reason"], 400))
     return Text.assemble(("result   ", "bold"), ("not yet", "dim"))

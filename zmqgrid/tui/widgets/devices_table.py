@@ -7,7 +7,7 @@ from typing import Any, Callable
 from textual.binding import Binding
 from textual.message import Message
 
-from ..format import DEVICE_STATE_STYLES, duration, percent, short, spark, styled_state
+from ..format import DEVICE_STATE_STYLES, cell, duration, percent, spark, styled_state
 from .keyed_table import KeyedTable
 
 HISTORY = 30
@@ -90,7 +90,7 @@ class DevicesTable(KeyedTable):
         cpu, mem = self.history.get(device["device_id"], ((), ()))
         seen = device.get("seconds_since_heartbeat")
         return {
-            "device": device["device_id"],
+            "device": cell(device["device_id"], 64),
             "state": styled_state(device.get("state"), DEVICE_STATE_STYLES),
             "seen": duration(seen) if seen is not None else "never",
             "run": f"{device.get('in_flight', 0)}/{device.get('concurrency', '-')}",
@@ -99,11 +99,11 @@ class DevicesTable(KeyedTable):
             "mem": percent(metrics.get("memory_percent")),
             "mem_spark": spark(mem, SPARK_WIDTH, top=100.0),
             "disk": percent(metrics.get("disk_percent")),
-            "host": short(device.get("hostname"), 20),
-            "os": short(device.get("os"), 24),
-            "tags": short(",".join(device.get("tags") or []), 20),
-            "python": device.get("python_version") or "-",
-            "name": short(device.get("name"), 20),
+            "host": cell(device.get("hostname"), 20),
+            "os": cell(device.get("os"), 24),
+            "tags": cell(",".join(device.get("tags") or []), 20),
+            "python": cell(device.get("python_version"), 16),
+            "name": cell(device.get("name"), 20),
         }
 
     def describe(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from ..format import DEVICE_STATE_STYLES, TASK_STATE_STYLES, RateHistory, duration, spark
+from ..format import DEVICE_STATE_STYLES, TASK_STATE_STYLES, RateHistory, duration, short, spark
 from ..source import ClusterSnapshot
 
 
@@ -72,7 +72,7 @@ class ClusterHeader(Widget):
             return Text(f"connecting to {self.master_url} …", style="dim")
         if not snap.reachable:
             down = duration(snap.at - self.down_since) if self.down_since is not None else "-"
-            error = snap.error.replace(f"the master at {self.master_url} ", "")
+            error = short(snap.error.replace(f"the master at {self.master_url} ", ""), 200)
             return Text(f"✖ master unreachable — retrying (down {down}): {error}", style="bold white on red")
         devices = snap.status.get("devices", {})
         line = Text("devices ", style="bold")

@@ -5,6 +5,8 @@ from rich.highlighter import Highlighter
 from rich.text import Text
 from textual.widgets import Log
 
+from ..format import visible_output
+
 STDERR_MARK = "‼ "
 """Put in front of every stderr line, so the two streams stay apart in one pane."""
 
@@ -80,7 +82,9 @@ class OutputLog(Log):
             return
         prefix = STDERR_MARK if stream == "stderr" else ""
         first = self.line_count
-        self.write_lines([prefix + line.rstrip("\r") for line in lines])
+        # A task's output is shown as it printed it, but for its control characters (visible escapes): raw, an
+        # ESC or CR would redraw the operator's terminal under the dashboard.
+        self.write_lines([prefix + visible_output(line.removesuffix("\r")) for line in lines])
         if self.finder.term:
             needle = self.finder.term.lower()
             self.matches += [first + i for i, line in enumerate(lines) if needle in line.lower()]

@@ -5,7 +5,7 @@ from typing import Any
 
 from textual.binding import Binding
 
-from ..format import duration, short, styled_state, task_duration
+from ..format import cell, duration, styled_state, task_duration
 from .keyed_table import KeyedTable
 
 
@@ -59,13 +59,13 @@ class TasksTable(KeyedTable):
         retries = task.get("retries")
         attempt = task.get("attempt") or 0
         return {
-            "id": task["id"],
-            "kind": task.get("kind") or "-",
-            "command": short(task.get("name"), self.command_width),
+            "id": cell(task["id"], 64),
+            "kind": cell(task.get("kind"), 8),
+            "command": cell(task.get("name"), self.command_width),
             "state": styled_state(task.get("state")),
-            "device": short(task.get("device_id"), 16),
+            "device": cell(task.get("device_id"), 16),
             "attempt": f"{attempt}/{retries + 1}" if isinstance(retries, int) else str(attempt),
             "duration": duration(task_duration(task, self.now)),
             "exit": "-" if exit_code is None else str(exit_code),
-            "tags": short(",".join(task.get("tags") or []), 16),
+            "tags": cell(",".join(task.get("tags") or []), 16),
         }

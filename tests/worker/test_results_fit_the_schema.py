@@ -1,0 +1,33 @@
+"""A worker sends only results the master's schema takes (protocol.RESULT): an error's long texts are cut to their
+bounds, and a result that cannot fit is reported failed (`UnsendableResult`) instead of being refused and re-sent
+for ever. Real master, real worker, real python tasks."""
+from __future__ import annotations
+
+import pytest
+
+from zmqgrid import protocol as p
+from zmqgrid.client import build_spec
+
+from ..tasks import nested
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_a_value_nested_past_the_bound_ends_failed_with_the_reason_and_the_worker_goes_on(cluster):
+    client = cluster.client()
+    deep = client.run(build_spec(python="tests.tasks:nested", args=[p.MAX_VALUE_DEPTH + 5], retries=0), timeout_s=30)
+    assert deep["state"] == "failed", deep
+    assert deep["error"]["type"] == "UnsendableResult" and "nested at most 32 deep" in deep["error"]["message"]
+    fits = client.run(build_spec(python="tests.tasks:nested", args=[p.MAX_VALUE_DEPTH]), timeout_s=30)
+    assert fits["state"] == "done" and fits["value"] == nested(p.MAX_VALUE_DEPTH)
+    assert client.status()["bad_messages"] == 0
+
+
+def test_an_exception_with_a_huge_message_is_cut_to_the_bound_not_refused(cluster):
+    client = cluster.client()
+    result = client.run(build_spec(python="tests.tasks:raise_value_error", args=["x" * 100_000], retries=0),
+                        timeout_s=30)
+    assert result["state"] == "failed" and result["error"]["type"] == "ValueError"
+    message = result["error"]["message"]
+    assert len(message) == p.MAX_ERROR_MESSAGE and "zmqgrid: cut from 100000" in message
+    assert client.status()["bad_messages"] == 0
