@@ -2,8 +2,6 @@
 and that a lot whose worker never comes does not keep the tasks cancelled in it."""
 from __future__ import annotations
 
-from collections import Counter
-
 from zmqgrid.master.entries import DeviceEntry, Requirements, TaskEntry
 from zmqgrid.master.parking import Parking
 
@@ -40,7 +38,7 @@ def test_a_ready_worker_takes_from_a_lot_it_meets_at_most_its_credit_best_first(
     low = queued.add(3, ["gpu"], priority=0)
     high = queued.add(3, ["gpu"], priority=5)
     for entry in low + high:
-        parking.park(entry, Counter)
+        parking.park(entry, {})
 
     assert parking.wake([ready("plain", 10)]) == []   # meets nothing: looks at nothing filed under gpu
     assert parking.wake([ready("g1", 2, "gpu")]) == [high[0].id, high[1].id]
@@ -51,8 +49,9 @@ def test_a_ready_worker_takes_from_a_lot_it_meets_at_most_its_credit_best_first(
 def test_a_lot_is_filed_under_the_tag_the_fewest_online_workers_have_or_the_device_it_names():
     queued = Queued()
     parking = Parking(queued.live)
-    parking.park(queued.add(1, ["gpu", "nosuch"])[0], lambda: Counter({"gpu": 3}))
-    parking.park(queued.add(1, ["gpu"], device="ghost")[0], lambda: Counter({"gpu": 3}))
+    online = {f"g{i}": ready(f"g{i}", 0, "gpu") for i in range(3)}
+    parking.park(queued.add(1, ["gpu", "nosuch"])[0], online)
+    parking.park(queued.add(1, ["gpu"], device="ghost")[0], online)
     assert set(parking.filed) == {("tag", "nosuch"), ("device", "ghost")}
     # A gpu worker does not meet the first (it lacks nosuch) nor the second (it is not ghost): nothing comes out
     assert parking.wake([ready("g1", 5, "gpu")]) == []
@@ -64,7 +63,7 @@ def test_the_tasks_cancelled_in_a_lot_no_worker_empties_are_dropped_from_it():
     parking = Parking(queued.live)
     entries = queued.add(1000, ["nosuch"])
     for entry in entries:
-        parking.park(entry, Counter)
+        parking.park(entry, {})
     # When all but the last are cancelled (Cluster.finish tells the parking)
     for entry in entries[:-1]:
         del queued.tasks[entry.id]
@@ -80,8 +79,8 @@ def test_lots_filed_under_one_key_are_each_woken_by_the_worker_that_meets_them_a
     queued = Queued()
     parking = Parking(queued.live)
     ax, ay = queued.add(1, ["a", "x"])[0], queued.add(1, ["a", "y"])[0]
-    parking.park(ax, Counter)   # nobody has a, x or y: both are filed under a, the first of them
-    parking.park(ay, Counter)
+    parking.park(ax, {})   # nobody has a, x or y: both are filed under a, the first of them
+    parking.park(ay, {})
     assert list(parking.filed) == [("tag", "a")]
 
     assert parking.wake([ready("wy", 1, "a", "y")]) == [ay.id]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
 
 from ..errors import LimitExceeded
 from ..model import ACTIVE_STATES
@@ -222,14 +221,7 @@ class Cluster(FleetEvents, TaskControls):
             for task_id in parking.wake(ready):
                 self._push(tasks[task_id])
         batches: dict[str, list[dict]] = {}
-        counted: list[Counter] = []
         unmet: set = set()   # requirements no ready worker met this turn: the ready list only shrinks in a turn
-
-        def online_tags() -> Counter:   # per tag, the online workers having it: counted once, if a lot is filed
-            if not counted:
-                counted.append(Counter(t for d in self.devices.values() if d.registered and d.state == "online"
-                                       for t in d.tags))
-            return counted[0]
         # Devices without tags take any task that names no device and needs no tag: such tasks skip met_by.
         untagged = not any(d.tags for d in ready)
         while ready:
@@ -249,7 +241,7 @@ class Cluster(FleetEvents, TaskControls):
                 eligible = [] if need in unmet else [d for d in ready if need.met_by(d)]
                 if not eligible:   # out of the queue until a worker that meets it has room
                     unmet.add(need)
-                    parking.park(entry, online_tags)
+                    parking.park(entry, self.devices)
                     continue
             if key is not None:
                 self.limits.started(key, now_mono)

@@ -38,19 +38,21 @@ class Parking:
         # (what, value) -> the lot filed under it, or a set of them when several are: most keys hold one lot, and
         # a set costs 200 bytes (a client can make a lot per task by giving each its own tag).
         self.filed: dict[tuple[str, str], Requirement | set[Requirement]] = {}
+        # Per tag, the online workers that have it: counted when a lot is filed, once per dispatch turn (wake, the
+        # turn's start, forgets it; so does the parking when it empties, as then no turn calls wake).
+        self.online_tags: Counter | None = None
         self.parked = 0     # tasks put into a lot (a counter, for status and tests)
         self.woken = 0      # tasks taken back out for the queue
 
     def __bool__(self) -> bool:
         return bool(self.lots)
 
-    def park(self, entry: TaskEntry, online_tags: Callable[[], Counter]) -> None:
-        """Out of the queue into its requirement's lot; `online_tags()` counts the online workers per tag (asked
-        only when a new lot is filed)."""
+    def park(self, entry: TaskEntry, devices: dict[str, DeviceEntry]) -> None:
+        """Out of the queue into its requirement's lot (`devices`: the master's, to file a new lot by)."""
         need = entry.need
         lot = self.lots.get(need)
         if lot is None:
-            lot = self.lots[need] = Lot(self.live, self._file_key(need, online_tags))
+            lot = self.lots[need] = Lot(self.live, self._file_key(need, devices))
             there = self.filed.get(lot.where)
             if there is None:
                 self.filed[lot.where] = need
@@ -61,12 +63,14 @@ class Parking:
         lot.push(entry.priority, entry.seq, entry.gen, entry.id)
         self.parked += 1
 
-    @staticmethod
-    def _file_key(need: Requirement, online_tags: Callable[[], Counter]) -> tuple[str, str]:
+    def _file_key(self, need: Requirement, devices: dict[str, DeviceEntry]) -> tuple[str, str]:
         if need.device:
             return ("device", need.device)
         if need.tags:
-            have = online_tags()
+            have = self.online_tags
+            if have is None:
+                have = self.online_tags = Counter(tag for d in devices.values() if d.registered
+                                                  and d.state == "online" for tag in d.tags)
             return ("tag", min(need.tags, key=lambda tag: (have[tag], tag)))
         return ("kind", need.kind)
 
@@ -74,7 +78,7 @@ class Parking:
         """Ids of parked tasks that ready workers meet: at most a worker's credit from each lot it meets, best
         first. The caller puts them back into the queue at their old place."""
         out: list[str] = []
-        filed = self.filed
+        filed, self.online_tags = self.filed, None
         for device in ready:
             keys = [("device", device.device_id), *(("tag", tag) for tag in device.tags)]
             keys += [("kind", kind) for kind, refusal in _KIND_REFUSALS if refusal not in device.tags]
@@ -117,6 +121,8 @@ class Parking:
 
     def _close(self, need: Requirement) -> None:
         where = self.lots.pop(need).where
+        if not self.lots:
+            self.online_tags = None
         there = self.filed[where]
         if isinstance(there, set):
             there.discard(need)
