@@ -133,10 +133,10 @@ class Cluster(FleetEvents, TaskControls):
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
-            # wire_part, inline (it runs for every task); a validated call has these four, none of them None
+            # wire_part, inline (it runs for every task); a validated call has these five, none of them None
             kind = spec["kind"]
-            wire = ({"kind": kind, "function": spec["function"], "args": spec["args"], "kwargs": spec["kwargs"]}
-                    if kind == "python" else wire_part(spec, False))
+            wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
+                     "kwargs": spec["kwargs"]} if kind == "python" else wire_part(spec, False))
             device, tags = spec["device"], spec["tags"]
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
