@@ -52,7 +52,8 @@ def test_a_lot_is_filed_under_the_tag_the_fewest_online_workers_have_or_the_devi
     online = {f"g{i}": ready(f"g{i}", 0, "gpu") for i in range(3)}
     parking.park(queued.add(1, ["gpu", "nosuch"])[0], online)
     parking.park(queued.add(1, ["gpu"], device="ghost")[0], online)
-    assert set(parking.filed) == {("tag", "nosuch"), ("device", "ghost")}
+    assert {what: set(filed) for what, filed in parking.filed.items()} == {"tag": {"nosuch"}, "device": {"ghost"},
+                                                                          "kind": set()}
     # A gpu worker does not meet the first (it lacks nosuch) nor the second (it is not ghost): nothing comes out
     assert parking.wake([ready("g1", 5, "gpu")]) == []
     assert len(parking.lots) == 2
@@ -72,7 +73,7 @@ def test_the_tasks_cancelled_in_a_lot_no_worker_empties_are_dropped_from_it():
     assert len(parking) <= 2
     del queued.tasks[entries[-1].id]
     parking.dropped(entries[-1].need)
-    assert not parking and parking.filed == {}
+    assert not parking and parking.filed == {"device": {}, "tag": {}, "kind": {}}
 
 
 def test_lots_filed_under_one_key_are_each_woken_by_the_worker_that_meets_them_and_then_unfiled():
@@ -81,9 +82,9 @@ def test_lots_filed_under_one_key_are_each_woken_by_the_worker_that_meets_them_a
     ax, ay = queued.add(1, ["a", "x"])[0], queued.add(1, ["a", "y"])[0]
     parking.park(ax, {})   # nobody has a, x or y: both are filed under a, the first of them
     parking.park(ay, {})
-    assert list(parking.filed) == [("tag", "a")]
+    assert list(parking.filed["tag"]) == ["a"]
 
     assert parking.wake([ready("wy", 1, "a", "y")]) == [ay.id]
-    assert parking.filed == {("tag", "a"): ax.need}
+    assert parking.filed["tag"] == {"a": ax.need}
     assert parking.wake([ready("wx", 1, "a", "x")]) == [ax.id]
-    assert not parking and parking.filed == {}
+    assert not parking and parking.filed == {"device": {}, "tag": {}, "kind": {}}

@@ -35,9 +35,10 @@ class Parking:
     def __init__(self, live: Callable[[str, int], bool]) -> None:
         self.live = live
         self.lots: dict[Requirement, Lot] = {}
-        # (what, value) -> the lot filed under it, or a set of them when several are: most keys hold one lot, and
-        # a set costs 200 bytes (a client can make a lot per task by giving each its own tag).
-        self.filed: dict[tuple[str, str], Requirement | set[Requirement]] = {}
+        # what ("device", "tag", "kind") -> value -> the lot filed under it, or a set of them when several are:
+        # most keys hold one lot, and a set costs 200 bytes (a client can make a lot per task by giving each its own
+        # tag). Apart by what, so that a ready worker looks up only what it could match (see wake).
+        self.filed: dict[str, dict[str, Requirement | set[Requirement]]] = {"device": {}, "tag": {}, "kind": {}}
         # Per tag, the online workers that have it: counted when a lot is filed, once per dispatch turn (wake, the
         # turn's start, forgets it; so does the parking when it empties, as then no turn calls wake).
         self.online_tags: Counter | None = None
@@ -53,13 +54,15 @@ class Parking:
         lot = self.lots.get(need)
         if lot is None:
             lot = self.lots[need] = Lot(self.live, self._file_key(need, devices))
-            there = self.filed.get(lot.where)
+            what, value = lot.where
+            filed = self.filed[what]
+            there = filed.get(value)
             if there is None:
-                self.filed[lot.where] = need
+                filed[value] = need
             elif isinstance(there, set):
                 there.add(need)
             else:
-                self.filed[lot.where] = {there, need}
+                filed[value] = {there, need}
         lot.push(entry.priority, entry.seq, entry.gen, entry.id)
         self.parked += 1
 
@@ -76,24 +79,34 @@ class Parking:
 
     def wake(self, ready: Iterable[DeviceEntry]) -> list[str]:
         """Ids of parked tasks that ready workers meet: at most a worker's credit from each lot it meets, best
-        first. The caller puts them back into the queue at their old place."""
+        first. The caller puts them back into the queue at their old place.
+
+        It runs every dispatch turn while tasks are parked, for every ready worker: a worker with nothing filed
+        under its id, tags or kinds costs a few checks (1,000 ready workers: ~0.1 ms)."""
         out: list[str] = []
-        filed, self.online_tags = self.filed, None
+        self.online_tags = None
+        by_device, by_tag, by_kind = self.filed["device"], self.filed["tag"], self.filed["kind"]
+        tag_keys = by_tag.keys()
         for device in ready:
-            keys = [("device", device.device_id), *(("tag", tag) for tag in device.tags)]
-            keys += [("kind", kind) for kind, refusal in _KIND_REFUSALS if refusal not in device.tags]
-            for key in keys:
-                there = filed.get(key)
-                if there is None:
-                    continue
-                if not isinstance(there, set):
-                    if there.met_by(device):
-                        self._take(there, device.credit, out)
-                    continue
-                for need in [n for n in there if n.met_by(device)]:
-                    self._take(need, device.credit, out)
+            tags = device.tags
+            if by_device and device.device_id in by_device:
+                self._wake_from(by_device[device.device_id], device, out)
+            if tags and by_tag and not tag_keys.isdisjoint(tags):
+                for tag in tags:
+                    if tag in by_tag:
+                        self._wake_from(by_tag[tag], device, out)
+            if by_kind:
+                for kind, refusal in _KIND_REFUSALS:
+                    if kind in by_kind and refusal not in tags:
+                        self._wake_from(by_kind[kind], device, out)
         self.woken += len(out)
         return out
+
+    def _wake_from(self, there: Requirement | set[Requirement], device: DeviceEntry, out: list[str]) -> None:
+        if not isinstance(there, set):   # a Requirement is a tuple: iterating it would give its fields
+            there = {there}
+        for need in [n for n in there if n.met_by(device)]:   # a copy: taking may close a lot
+            self._take(need, device.credit, out)
 
     def _take(self, need: Requirement, count: int, out: list[str]) -> None:
         lot = self.lots[need]
@@ -120,16 +133,17 @@ class Parking:
                 self._close(need)
 
     def _close(self, need: Requirement) -> None:
-        where = self.lots.pop(need).where
+        what, value = self.lots.pop(need).where
         if not self.lots:
             self.online_tags = None
-        there = self.filed[where]
+        filed = self.filed[what]
+        there = filed[value]
         if isinstance(there, set):
             there.discard(need)
             if len(there) == 1:
-                self.filed[where] = there.pop()
+                filed[value] = there.pop()
         else:
-            del self.filed[where]
+            del filed[value]
 
     def __len__(self) -> int:
         """Items held, stale ones included: an upper bound of parked tasks."""
