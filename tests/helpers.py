@@ -19,6 +19,7 @@ from zmq.auth import load_certificate
 from zmqgrid.client import Client
 from zmqgrid.security import generate
 from zmqgrid.store import key_store
+from zmqgrid.store.task_store import TaskStore
 from zmqgrid.transport import Curve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,3 +268,16 @@ def _descendants(pid: int) -> list[int]:
         return [c.pid for c in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def plant_device(db_path: Path, device_id: str, *, name: str, hostname: str, os_name: str, tags: list[str]) -> None:
+    """An offline devices row written straight into a ledger, as an older master or another program could have
+    left it (the master now refuses such texts at decode): for tests of how the CLI and dashboard show it."""
+    store = TaskStore(db_path)
+    try:
+        store.upsert_device({"device_id": device_id, "name": name, "hostname": hostname, "os": os_name,
+                             "python_version": "3.11.7", "python_executable": "/usr/bin/python3", "tags": tags,
+                             "concurrency": 1, "pid": 1, "version": "0"}, time.time(), 0, "offline")
+        store.commit()
+    finally:
+        store.close()

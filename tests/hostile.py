@@ -24,6 +24,7 @@ import zmq
 
 from zmqgrid import protocol as p
 from zmqgrid.client import Client, build_spec
+from zmqgrid.transport import Curve
 
 from .helpers import Harness, db_query, wait_until
 
@@ -200,14 +201,18 @@ class FuzzWorker:
     other it gets, like a worker that runs them at once) and sends hostile frames on the ROUTER or, for
     heartbeats, the PULL."""
 
-    def __init__(self, url: str, heartbeat_port: int, device_id: str = "fz1") -> None:
+    def __init__(self, url: str, heartbeat_port: int, device_id: str = "fz1", curve: Curve | None = None) -> None:
         self.device_id = device_id
         self.ctx = zmq.Context()
         self.dealer = self.ctx.socket(zmq.DEALER)
-        self.dealer.setsockopt(zmq.IDENTITY, device_id.encode())
+        if curve is None:
+            self.dealer.setsockopt(zmq.IDENTITY, device_id.encode())   # open: the identity is the device id
         self.push = self.ctx.socket(zmq.PUSH)
         for sock in (self.dealer, self.push):
             sock.setsockopt(zmq.LINGER, 0)
+            if curve is not None:   # CURVE: an accepted worker key, bound to this device id when it registers
+                sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = \
+                    curve.server_key, curve.public, curve.secret
         self.dealer.connect(url)
         self.push.connect(f"tcp://127.0.0.1:{heartbeat_port}")
         self.incarnation = ""
@@ -232,7 +237,8 @@ class FuzzWorker:
         reg = p.Register(self.device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 4, 4,
                          [[t, a] for t, a in self.held.items()], [], 4242, "0.1.0", 1.0)
         self.dealer.send_multipart(reg.encode())
-        wait_until(lambda: self.pump() or self.registered, 10, "fz1's RegisterAck")
+        # behind up to a check's worth of hostile messages on the same connection, some of them 10 MB
+        wait_until(lambda: self.pump() or self.registered, 30, "fz1's RegisterAck")
 
     def pump(self) -> bool:
         """Read what the master sent: finish the tasks not to be held, register again when told to."""
@@ -276,19 +282,27 @@ LIVE_KINDS = ("Results", "Output", "Heartbeat")   # their cases need an attempt 
 
 
 class HostileRun:
-    """A real master in `folder` with a real worker `w1`, the FuzzWorker fz1 beside it, and a bystander client:
+    """A real master in `folder` with a real worker `w1`, the FuzzWorker beside it, and a bystander client:
     `send(case)` sends one hostile message, `check()` says whether the master is alive and the bystander's tasks
-    are still acknowledged and run, `findings()` what the run left in the ledger and the log."""
+    are still acknowledged and run, `findings()` what the run left in the ledger and the log. `secured`: CURVE on,
+    the FuzzWorker speaking with the accepted worker key of `w2` (the bystander with an admin key)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.harness = Harness(folder)
+    def __init__(self, folder: Path, secured: bool = False) -> None:
+        self.harness = Harness(folder, secured=secured)
         self.fz: FuzzWorker | None = None
-        self.harness.start_master()
-        self.harness.start_worker("w1")
-        self.client = self.harness.client(timeout_s=15)
-        self.harness.wait_online(self.client, "w1")
-        self.fz = FuzzWorker(self.harness.url, self.harness.port + 2)
-        self.fz.register()
+        try:
+            self.harness.start_master()
+            self.harness.start_worker("w1")
+            self.client = self.harness.client(timeout_s=15)
+            self.harness.wait_online(self.client, "w1")
+            if self.harness.secured:
+                self.fz = FuzzWorker(self.harness.url, self.harness.port + 2, "w2", self.harness.client_curve("w2"))
+            else:
+                self.fz = FuzzWorker(self.harness.url, self.harness.port + 2)
+            self.fz.register()
+        except BaseException:
+            self.close()
+            raise
         self.master = psutil.Process(self.harness.master.pid)
         self.rss_before = self.master.memory_info().rss
 
@@ -328,7 +342,7 @@ class HostileRun:
         return findings(self.harness.db, self.harness.dir / "master.log")
 
 
-MAX_LEDGER_VALUE = 3 << 20   # no value in the ledger is larger (a script is at most 1 MiB, output 1 MiB a stream)
+MAX_LEDGER_VALUE = 5 << 20   # no value in the ledger is larger (script 1 MiB, output 1 MiB a stream, a return value 4 MiB)
 
 
 def findings(db: Path, log_path: Path) -> list[str]:

@@ -161,3 +161,8 @@ def nested(depth: int) -> list:
     for _ in range(depth - 1):
         value = [value]
     return value
+
+
+def text(n: int) -> str:
+    """A return value of `n` characters."""
+    return "x" * n

@@ -170,14 +170,15 @@ def test_twenty_fresh_keys_sending_8_mb_registers_grow_the_ledger_and_the_log_by
 
 
 def test_a_newline_or_escape_in_a_pending_keys_device_id_cannot_forge_a_log_line(secured_harness, ctx):
+    # A device id holding a newline or an escape is refused at decode (the id charset), and the line that
+    # says so shows the value escaped
     h = secured_harness
     h.start_master()
     sock, key = dealer(h, ctx)
-    assert ask(sock, register(f"evil\n{FORGED}\n\x1b]0;pwned\x07", f"host\n{FORGED}").encode()).code == "pending"
-    wait_until(lambda: key_row(h, key), 20, "the key recorded")
+    assert ask(sock, register(f"evil\n{FORGED}\n\x1b]0;pwned\x07", f"host\n{FORGED}").encode()).code == "bad_message"
     h.client().status()
+    wait_until(lambda: "Register.device_id" in master_log(h), 20, "the refusal logged")
     log = master_log(h)
-    assert key[:8] in log
     assert not [line for line in log.splitlines() if line.startswith(FORGED)], log[-2000:]
     assert "\x1b" not in log and "\x07" not in log
     sock.close(0)
@@ -189,10 +190,11 @@ def test_a_newline_in_a_device_id_cannot_forge_a_log_line_on_an_open_master(harn
     h.start_master()
     device_id = f"evil\n{FORGED}"
     sock = _open_dealer(h, ctx, routing_id=device_id.encode())   # open, a device id is its connection's routing id
-    assert isinstance(ask(sock, register(device_id).encode()), p.RegisterAck)
+    reply = ask(sock, register(device_id).encode())
+    assert isinstance(reply, p.Error) and reply.code == "bad_message", reply
     h.client().status()
+    wait_until(lambda: "Register.device_id" in master_log(h), 20, "the refusal logged")
     log = master_log(h)
-    assert "evil" in log
     assert not [line for line in log.splitlines() if line.startswith(FORGED)], log[-2000:]
     sock.close(0)
 
@@ -309,13 +311,8 @@ def test_the_master_suggests_accepting_by_device_id_or_by_quoted_key(secured_har
     twin, twin_key = dealer(h, ctx)
     reply = ask(twin, register("crawler-07").encode())
     assert reply.code == "pending" and f"keys accept {shlex.quote(twin_key)}" in reply.message, reply
-    # A device id that a shell would split is quoted too
-    odd, _ = dealer(h, ctx)
-    reply = ask(odd, register("a;b&c").encode())
-    assert reply.code == "pending" and "keys accept 'a;b&c'" in reply.message, reply
-    wait_until(lambda: "keys accept 'a;b&c'" in master_log(h), 20, "the hint for a;b&c")
+    # (a device id holds only A-Z a-z 0-9 _ . : -, which a shell never splits)
     for line in master_log(h).splitlines():
         if "keys accept " in line:
             assert len(shlex.split(line.split("keys accept ", 1)[1])) == 1, line
     twin.close(0)
-    odd.close(0)

@@ -5,6 +5,7 @@
     python tools/fuzz_long.py --frames 20000 --seconds 60 --seed 7
     python tools/fuzz_long.py --json                   # the summary as JSON on stdout (progress on stderr)
     python tools/fuzz_long.py --hostile                # hostile values in valid messages (below)
+    python tools/fuzz_long.py --hostile --curve        # the same with CURVE on, from an accepted worker key
 
 A master (`python -m zmqgrid distribute --mode master`) runs on 127.0.0.1 in a temporary folder, with one
 queued task in its ledger and no worker. Frames from tests/fuzzframes.py (random bytes, random msgpack under
@@ -140,23 +141,20 @@ def run(frames_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
         push.close(0)
         ctx.term()
         harness.stop()
-        if keep or found:
-            log(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_if(folder, keep or bool(found))
     summary["found"] = found
     return summary
 
 
-def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> dict:
+def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool, curve: bool) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="zmqgrid-hostile-"))
     rng = random.Random(seed)
-    summary: dict = {"seed": seed, "messages_sent": 0, "checks": 0, "by_value": {}}
+    summary: dict = {"seed": seed, "curve": curve, "messages_sent": 0, "checks": 0, "by_value": {}}
     found: list[str] = []
     run = None
+    started = time.monotonic()
     try:
-        run = hostile.HostileRun(folder)
-        started = time.monotonic()
+        run = hostile.HostileRun(folder, secured=curve)
         while summary["messages_sent"] < messages_wanted and time.monotonic() - started < seconds:
             first = hostile.random_case(rng, run.fz.messages())
             cases = [first]
@@ -177,8 +175,11 @@ def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> 
                         break
                 rate = summary["messages_sent"] / (time.monotonic() - started)
                 log(f"{summary['messages_sent']:>8} messages  {rate:6.0f}/s  master rss +{run.rss_growth_mib():.0f} MiB")
+    except AssertionError as e:   # the fuzz worker could not register or hold a task: the master stopped serving it
+        found.append(f"the run stopped: {e}")
+    try:
         summary["seconds"] = round(time.monotonic() - started, 1)
-        if run.harness.master.poll() is None:
+        if run is not None and run.harness.master.poll() is None:
             problem = run.check()
             if problem is not None:
                 found.append(f"at the end: {problem}")
@@ -189,12 +190,17 @@ def run_hostile(messages_wanted: int, seconds: float, seed: int, keep: bool) -> 
         if run is not None:
             run.close()
             found += run.findings()
-        if keep or found:
-            log(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_if(folder, keep or bool(found))
     summary["found"] = found
     return summary
+
+
+def keep_if(folder: Path, keep: bool) -> None:
+    """Keep the run's folder (master log, ledger) when asked or when something was found; else remove it."""
+    if keep:
+        log(f"kept {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def drain(sock: zmq.Socket, wait_s: float) -> int:
@@ -215,13 +221,14 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames (with --hostile: messages) to send [200000; 20000 with --hostile]")
     parser.add_argument("--hostile", action="store_true", help="hostile values in valid messages")
+    parser.add_argument("--curve", action="store_true", help="with --hostile: CURVE on, the sender an accepted worker key")
     parser.add_argument("--seconds", type=float, default=900, help="stop after this long [900]")
     parser.add_argument("--seed", type=int, default=1, help="random seed: a run is repeatable [1]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (master log, ledger)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
     if args.hostile:
-        summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep)
+        summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep, args.curve)
     else:
         summary = run(args.frames or 200_000, args.seconds, args.seed, args.keep)
     if args.json:

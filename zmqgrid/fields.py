@@ -15,9 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import msgpack
+
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_NUMBERS = frozenset({type(None), bool, int, float})   # of a bounded size whatever their value
 
 
 class Bad(Exception):
@@ -179,17 +182,22 @@ class Value(Spec):
     """Any plain msgpack value (nil, bool, int, float, text, bytes, lists and maps of them) nested at most `depth`
     deep: what the ledger stores as packed bytes and shows as JSON without running out of stack."""
 
-    def __init__(self, depth: int, nullable: bool = True, what: str = "") -> None:
-        self.depth, self.nullable, self.what = depth, nullable, what
+    def __init__(self, depth: int, nullable: bool = True, what: str = "", max_bytes: int | None = None) -> None:
+        self.depth, self.nullable, self.what, self.max_bytes = depth, nullable, what, max_bytes
 
     def check(self, value: Any) -> Any:
-        if type(value) in _SCALARS or _plain(value, self.depth):
+        kind = type(value)
+        if kind in _NUMBERS or (kind in _SCALARS or _plain(value, self.depth)) and self._fits(value):
             return value
         raise Bad(self.describe(), value)
 
+    def _fits(self, value: Any) -> bool:
+        return self.max_bytes is None or len(msgpack.packb(value, use_bin_type=True)) <= self.max_bytes
+
     def describe(self) -> str:
+        size = f", at most {self.max_bytes} bytes packed" if self.max_bytes is not None else ""
         return (f"{self.what or 'a msgpack value'} (nil, bool, number, text, bytes, lists and maps of them) nested "
-                f"at most {self.depth} deep")
+                f"at most {self.depth} deep{size}")
 
 
 def _plain(value: Any, depth: int) -> bool:

@@ -124,6 +124,7 @@ MAX_IDS_PER_REQUEST = 10_000      # Control ids/devices: a client sends more in 
 MAX_TEXT = 1 << 24                # stdout, stderr, an output chunk: bounded in fact by max_message_bytes
 MAX_ERROR_TYPE, MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK = 256, 16_384, 262_144
 MAX_VALUE_DEPTH = 32
+MAX_VALUE_BYTES = 4 << 20         # a python task's return value, packed: the ledger keeps it with the task row
 # A task spec's keys and values are model.validate_task_spec's to check; here only how deep it nests (a value nested
 # 1,000 deep would pass msgpack and then exhaust the stack of whatever turns it into JSON).
 TASK_SPEC = Value(MAX_VALUE_DEPTH, what="a task spec (checked by model.validate_task_spec)")
@@ -132,7 +133,8 @@ ERROR = Record({"type": Text(MAX_ERROR_TYPE, line=True), "message": Text(MAX_ERR
                 "traceback": Text(MAX_ERROR_TRACEBACK)}, max_keys=8, nullable=True)
 RESULT = Record({"id": ID, "attempt": ATTEMPT, "state": Enum(ATTEMPT_OUTCOMES), "exit_code": Int(nullable=True),
                  "started_at": Float(0.0, 1e11, nullable=True), "stdout": Text(MAX_TEXT, nullable=True),
-                 "stderr": Text(MAX_TEXT, nullable=True), "error": ERROR, "value": Value(MAX_VALUE_DEPTH)},
+                 "stderr": Text(MAX_TEXT, nullable=True), "error": ERROR,
+                 "value": Value(MAX_VALUE_DEPTH, max_bytes=MAX_VALUE_BYTES)},
                 max_keys=32, required=("id", "attempt", "state"))
 OUTPUT_CHUNK = Tuple(ID, ATTEMPT, Enum(("stdout", "stderr")), Text(MAX_TEXT),
                      what="[task id, attempt, 'stdout'|'stderr', text]")

@@ -63,3 +63,13 @@ def printable(value: object, limit: int = 200) -> str:
         kept.append(piece)
         used += len(piece)
     return "".join(kept) + ELLIPSIS
+
+
+def cut_middle(text: str, limit: int) -> str:
+    """`text` within `limit` characters: its head and tail around a marker saying how much was cut (output and
+    error texts, where the end of a traceback or a log matters as much as its start)."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... zmqgrid: cut from {len(text)} to {limit} characters ...]\n"
+    keep = max(0, limit - len(marker))
+    return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]

@@ -140,8 +140,8 @@ def fill(disk: Path, leave_bytes: int) -> Path:
 
 
 def big_batch(n: int) -> list[dict]:
-    """Tasks with ids known beforehand, big names and 5 KB of arguments each."""
-    return [build_spec(python="tests.tasks:echo", args=["x" * 5000], name=f"big-{i}-" + "n" * 200) for i in range(n)]
+    """Tasks with ids known beforehand, names as long as allowed and 5 KB of arguments each."""
+    return [build_spec(python="tests.tasks:echo", args=["x" * 5000], name=f"big-{i}-".ljust(200, "n")) for i in range(n)]
 
 
 def in_ledger(db: Path, ids: list[str]) -> set[str]:

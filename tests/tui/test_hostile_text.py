@@ -1,7 +1,8 @@
 """The dashboard shows a peer's control sequences and Rich markup as visible text (real master, driven by a Pilot).
 
-A raw DEALER registers a device whose name, host, OS and tags hold ESC/OSC/CSI/CR/C1/bidi sequences and Rich
-markup; a task is named, tagged and given output the same way. No cell, summary or output line of the dashboard
+A device row whose name, host, OS and tags hold ESC/OSC/CSI/CR/C1/bidi sequences and Rich markup is written into
+the real master's ledger (the master refuses such texts in a Register at decode, so only an older master or
+another program could have left one); a task is named and given output the same way. No cell, summary or output line of the dashboard
 holds a raw control character, and markup is shown as the characters it is, not applied.
 """
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import zmq
 
-from tests.helpers import Harness, wait_until
-from zmqgrid import protocol as p
+from tests.helpers import Harness, plant_device, wait_until
 from zmqgrid.client import Client, build_spec
 from zmqgrid.tui import ClientSource, make_app
 from zmqgrid.tui.widgets import DevicesTable, OutputLog, TasksTable
@@ -31,35 +30,19 @@ def raw_controls(text: str) -> list[str]:
     return sorted(repr(c) for c in RAW_CONTROLS if c in text)
 
 
-def register_hostile_device(harness: Harness, device_id: str) -> None:
-    ctx = zmq.Context()
-    try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IDENTITY, device_id.encode())
-        sock.connect(harness.url)
-        sock.send_multipart(p.Register(device_id, MARKUP, "h" + HOSTILE, "o" + HOSTILE, "3.11.7",
-                                       "/usr/bin/python3", ["t" + HOSTILE], 1, 0, [], [], 1, "0").encode())
-        assert sock.poll(5000), "the master did not answer the Register"
-        sock.recv_multipart()
-        sock.close(0)
-    finally:
-        ctx.term()
-
-
-@pytest.mark.open_wire   # the raw DEALER registers without a key
 def test_the_dashboard_shows_escape_sequences_and_markup_from_peers_as_visible_text(harness: Harness):
     # Given a hostile device, and a task with a hostile name, tags and output that ran on a real worker
     harness.start_master()
-    register_hostile_device(harness, "evil")
+    plant_device(harness.db, "evil", name=MARKUP, hostname="h" + HOSTILE, os_name="o" + HOSTILE,
+                 tags=["t" + HOSTILE])
     harness.start_worker("w1")
-    with Client(harness.url, timeout_s=5) as client:
+    with Client(harness.url, timeout_s=5, curve=harness.curve) as client:
         task_id = client.submit(build_spec(shell="printf 'out\\033[2J\\033]0;t\\007\\rX\\n'", name="job" + HOSTILE,
                                            tags=[], device="w1"))[0]
         wait_until(lambda: client.task(task_id)["state"] == "done", 20, "the task to finish")
 
     async def scenario() -> None:
-        app = make_app(ClientSource(harness.url, timeout_s=1.0), refresh_s=0.25)
+        app = make_app(ClientSource(harness.url, timeout_s=1.0, curve=harness.curve), refresh_s=0.25)
         async with app.run_test(size=SIZE) as pilot:
             devices = app.screen.query_one(DevicesTable)
             tasks = app.screen.query_one(TasksTable)

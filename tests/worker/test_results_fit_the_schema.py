@@ -31,3 +31,12 @@ def test_an_exception_with_a_huge_message_is_cut_to_the_bound_not_refused(cluste
     message = result["error"]["message"]
     assert len(message) == p.MAX_ERROR_MESSAGE and "zmqgrid: cut from 100000" in message
     assert client.status()["bad_messages"] == 0
+
+
+def test_a_return_value_past_the_size_bound_ends_failed_with_the_reason(cluster):
+    client = cluster.client()
+    big = client.run(build_spec(python="tests.tasks:text", args=[p.MAX_VALUE_BYTES + 1], retries=0),
+                     timeout_s=60)
+    assert big["state"] == "failed", {k: v for k, v in big.items() if k != "value"}
+    assert big["error"]["type"] == "UnsendableResult" and f"at most {p.MAX_VALUE_BYTES} bytes" in big["error"]["message"]
+    assert client.status()["bad_messages"] == 0

@@ -11,6 +11,7 @@ import click
 
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK
+from ..model import new_task_id
 from .render import describe_error, field, table
 from .tasks import read_batch
 
@@ -19,7 +20,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
 
 def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
              sample: Path = SAMPLE, workers_alive: Callable[[], int] | None = None) -> int:
-    specs = read_batch(sample)
+    specs = [spec for _, spec in read_batch(sample, new_task_id())]
     names = {s["id"]: s["name"] for s in specs}
     started = time.monotonic()
     with Client(master_url, timeout_s=10, curve=curve) as client:

@@ -30,6 +30,7 @@ def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read task file {path}: {e}", "pass a readable UTF-8 JSON-lines file") from None
     specs = []
+    width = len(str(len(lines)))
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -44,7 +45,7 @@ def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
         script = item.get("script")
         if isinstance(script, str) and not Path(script).exists() and (Path(path).parent / script).exists():
             item["script"] = str(Path(path).parent / script)
-        item.setdefault("id", f"{run}-{number}")
+        item.setdefault("id", f"{run}-{number:0{width}d}")   # zero-padded: the ids sort in line order
         try:
             specs.append((number, build_spec(**item)))
         except UsageError as e:

@@ -9,6 +9,7 @@ from ..errors import LimitExceeded
 from ..model import ACTIVE_STATES
 from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
+from ..text import cut_middle
 from .commands import CommandBook
 from .controls import TaskControls
 from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
@@ -293,7 +294,9 @@ class Cluster(FleetEvents, TaskControls):
         self.store.end_attempt(task_id, attempt, device.device_id, state, now, assigned_at=entry.assigned_at,
                                started_at=result.get("started_at") or entry.started_at,
                                exit_code=result.get("exit_code"), error=result.get("error"),
-                               stdout=result.get("stdout") or "", stderr=result.get("stderr") or "")
+                               # a worker cuts its output to max_output_bytes; the master holds any other to it
+                               stdout=cut_middle(result.get("stdout") or "", self.max_output_bytes),
+                               stderr=cut_middle(result.get("stderr") or "", self.max_output_bytes))
         if state == "done" or (state == "cancelled" and entry.cancel_requested):
             self.finish(entry, state, now, result=result)
         elif entry.attempt <= entry.retries and not entry.cancel_requested:

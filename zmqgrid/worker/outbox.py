@@ -5,6 +5,7 @@ import time
 
 from ..errors import ProtocolError
 from ..fields import Bad
+from ..text import cut_middle
 from ..protocol import (MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK, MAX_ERROR_TYPE, MAX_RESULTS_PER_MESSAGE, MAX_TEXT,
                         RESULT, Results)
 
@@ -78,31 +79,22 @@ def failed_result(task_id: str, attempt: int, error: Exception) -> dict:
     return result
 
 
-def _cut(text: str, limit: int) -> str:
-    """`text` within `limit` characters: its head and tail around a marker saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    marker = f"\n[... zmqgrid: cut from {len(text)} to {limit} characters ...]\n"
-    keep = limit - len(marker)
-    return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]
-
-
 def fit(wire: dict) -> dict:
     """The result as the master's schema takes it (protocol.RESULT): an error's texts cut to their bounds, and a
     result that still does not fit (a value nested too deep, a type msgpack cannot carry) turned into a failed one
     saying why. A result the master refused would stay in the outbox, re-sent for ever, its task never ending."""
     for stream in ("stdout", "stderr"):
         if isinstance(wire.get(stream), str):
-            wire[stream] = _cut(wire[stream], MAX_TEXT)
+            wire[stream] = cut_middle(wire[stream], MAX_TEXT)
     error = wire.get("error")
     if isinstance(error, dict):
-        wire["error"] = {"type": _cut(str(error.get("type") or ""), MAX_ERROR_TYPE),
-                         "message": _cut(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
-                         "traceback": _cut(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
+        wire["error"] = {"type": cut_middle(str(error.get("type") or ""), MAX_ERROR_TYPE),
+                         "message": cut_middle(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
+                         "traceback": cut_middle(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
     try:
         RESULT.check(wire)
     except Bad as e:
         why = ProtocolError(f"result{e.where()}: expected {e.allowed}, got {e.got}")
         return {"id": wire["id"], "attempt": wire["attempt"], "state": "failed",
-                "error": {"type": "UnsendableResult", "message": _cut(str(why), MAX_ERROR_MESSAGE), "traceback": ""}}
+                "error": {"type": "UnsendableResult", "message": cut_middle(str(why), MAX_ERROR_MESSAGE), "traceback": ""}}
     return wire

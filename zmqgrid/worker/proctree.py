@@ -169,27 +169,27 @@ def _own_sessions(pids: list[int]) -> list[int]:
 
 def _collect(pids: list[int], sessions: list[int], known: Sequence[psutil.Process]) -> list[psutil.Process]:
     found: dict[int, psutil.Process] = {}
+    roots: list[psutil.Process] = []
     for proc in known:
         try:
-            # is_running compares the create time: a pid since reused by another process is left alone
-            if proc.is_running():
-                found.setdefault(proc.pid, proc)
-                for child in proc.children(recursive=True):
-                    found.setdefault(child.pid, child)
+            if proc.is_running():   # compares the create time: a pid since reused by another process is left alone
+                roots.append(proc)
         except psutil.NoSuchProcess:
             continue
-        except psutil.AccessDenied as e:
-            logger.warning("cannot list children of pid=%d: %s", proc.pid, e)
     for pid in pids:
         try:
-            root = psutil.Process(pid)
+            roots.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    for root in roots:
+        try:
             found.setdefault(root.pid, root)
             for child in root.children(recursive=True):
                 found.setdefault(child.pid, child)
         except psutil.NoSuchProcess:
             continue
         except psutil.AccessDenied as e:
-            logger.warning("cannot list children of pid=%d: %s", pid, e)
+            logger.warning("cannot list children of pid=%d: %s", root.pid, e)
     if sessions:
         wanted = set(sessions)
         for proc in psutil.process_iter():
