@@ -1,5 +1,6 @@
 """The task queue against a plain model of its rule: highest priority first, oldest first within a priority, every
-10th pop the oldest task whatever its priority; re-pushed and cancelled tasks never come out stale or twice."""
+10th pop the oldest task whatever its priority; re-pushed and cancelled tasks never come out stale or twice, and
+pruning drops only stale items."""
 from __future__ import annotations
 
 from hypothesis import example, given, settings
@@ -12,6 +13,7 @@ OPS = st.lists(st.one_of(
     st.tuples(st.just("push"), st.integers(0, 19), st.sampled_from([0, 0, 0, 5, -3]), st.booleans()),
     st.tuples(st.just("pop")),
     st.tuples(st.just("cancel"), st.integers(0, 19)),
+    st.tuples(st.just("prune")),
 ), min_size=40, max_size=300)
 
 
@@ -37,6 +39,9 @@ def test_the_queue_pops_what_the_rule_says(ops):
             task = f"t{op[1]}"
             queued.pop(task, None)
             gen[task] = gen.get(task, 0) + 1
+        elif op[0] == "prune":   # drops stale items only: what comes out next is unchanged
+            queue.prune()
+            assert len(queue) == len(queued)
         else:
             pops += 1
             if not queued:

@@ -6,22 +6,20 @@ import random
 import time
 
 from ..errors import LimitExceeded
-from ..model import ACTIVE_STATES, TASK_KINDS
-from ..protocol import NO_KIND_TAG
+from ..model import ACTIVE_STATES
+from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
 from .commands import CommandBook
 from .controls import TaskControls
-from .entries import DeviceEntry, TaskEntry
+from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
 from .fleet import FleetEvents
 from .limits import Limits
+from .parking import Parking
 from .scheduling import Strategy, least_tasks
 from .taskqueue import TaskQueue
 
 logger = logging.getLogger(__name__)
-_REFUSED = {kind: NO_KIND_TAG + kind for kind in TASK_KINDS}   # kind -> the tag refusing it
-WORKER_KEYS = frozenset({"id", "kind", "name", "command", "cwd", "env", "source", "filename", "args", "function",
-                         "kwargs"})
 
 
 class Cluster(FleetEvents, TaskControls):
@@ -48,6 +46,8 @@ class Cluster(FleetEvents, TaskControls):
         self.tasks: dict[str, TaskEntry] = {}
         self.devices: dict[str, DeviceEntry] = {}
         self.queue = TaskQueue(self._queued_under)
+        self.parking = Parking(self._queued_under)
+        self.needs = Requirements()
         self.commands = CommandBook(resend_after_s=lease_grace_s)
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
@@ -72,8 +72,9 @@ class Cluster(FleetEvents, TaskControls):
         for key, max_concurrent, per_minute in self.store.load_limits():
             self.limits.define(key, max_concurrent, per_minute)
         for row in self.store.load_unfinished():
-            entry = TaskEntry(row["id"], row["spec"], row["priority"], row["retries"], row["timeout_s"],
-                              attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
+            entry = TaskEntry.from_spec(row["spec"], self.needs, row["retries"], row["timeout_s"],
+                                        len(self.tasks) > COMPACT_ABOVE,
+                                        attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
             self.tasks[entry.id] = entry
             if row["state"] == "queued" or not row["device_id"]:
                 self._enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
@@ -88,7 +89,7 @@ class Cluster(FleetEvents, TaskControls):
                                                                       last_seen=now_mono,
                                                                       info={"pid": pids.get(row["device_id"])})
             device.inflight.add(entry.id)
-            self.limits.started(entry.spec.get("limit_key"), now_mono)
+            self.limits.started(entry.limit_key, now_mono)
         logger.info("recovered %d unfinished tasks (%d queued) from %s", len(self.tasks),
                     sum(1 for e in self.tasks.values() if e.state == "queued"), self.store.path)
 
@@ -126,15 +127,23 @@ class Cluster(FleetEvents, TaskControls):
         # answered with an error and nothing of it is queued without a row to back it.
         self.store.insert_tasks(inserts, now)
         seq = self.seq
+        compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
         for spec, retries, timeout_s in inserts:
-            task_id = spec["id"]
-            if spec.get("limit_key") and (spec.get("limit_concurrency") or spec.get("limit_per_minute")):
-                self.limits.define(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
-                self.store.set_limit(spec["limit_key"], spec.get("limit_concurrency"), spec.get("limit_per_minute"))
+            task_id, key = spec["id"], spec["limit_key"]
+            if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
+                self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
+                self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
+            # wire_part, inline (it runs for every task); a validated call has these five, none of them None
+            kind = spec["kind"]
+            wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
+                     "kwargs": spec["kwargs"]} if kind == "python" else wire_part(spec, False))
+            device, tags = spec["device"], spec["tags"]
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
-            entry = tasks[task_id] = TaskEntry(task_id, spec, spec["priority"], retries, timeout_s, seq=seq, gen=1,
-                                               client=account)
+            entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
+                                               need_of(kind, device, tags) if device or tags else PLAIN[kind],
+                                               spec["priority"], retries, timeout_s, key,
+                                               spec["retry_backoff"], seq=seq, gen=1, client=account)
             if notify:
                 entry.notify = (client,)
             push(entry.priority, seq, 1, task_id)
@@ -166,18 +175,11 @@ class Cluster(FleetEvents, TaskControls):
         """A task for all matching workers becomes one task per matching online worker, in one group."""
         if not spec.get("all"):
             return [spec]
+        need = requirement(spec["kind"], None, spec.get("tags"))
         targets = sorted(d.device_id for d in self.devices.values()
-                         if d.registered and d.state == "online" and self.can_take(d, dict(spec, device=None)))
+                         if d.registered and d.state == "online" and need.met_by(d))
         return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"],
                      name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
-
-    @staticmethod
-    def wire_spec(entry: TaskEntry) -> dict:
-        """What a worker needs of a spec (routing, limits and retries are the master's business): built once per
-        task, so each dispatch packs and each worker unpacks a few keys instead of twenty."""
-        if entry.wire is None:
-            entry.wire = {k: v for k, v in entry.spec.items() if k in WORKER_KEYS and v is not None}
-        return entry.wire
 
     def _queued_under(self, task_id: str, gen: int) -> bool:
         entry = self.tasks.get(task_id)
@@ -198,35 +200,30 @@ class Cluster(FleetEvents, TaskControls):
         self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
     def backoff_s(self, entry: TaskEntry) -> float:
-        base = entry.spec.get("retry_backoff")
-        base = self.retry_backoff_s if base is None else base
+        base = self.retry_backoff_s if entry.retry_backoff is None else entry.retry_backoff
         # Exponential with "equal jitter": retries of many tasks failing together spread out.
         return min(self.retry_backoff_max_s, base * 2 ** max(0, entry.attempt - 1)) * random.uniform(0.5, 1.0)
 
-    @staticmethod
-    def can_take(device: DeviceEntry, spec: dict) -> bool:
-        wanted = spec.get("device")
-        if wanted and wanted != device.device_id:
-            return False
-        if device.tags and _REFUSED.get(spec.get("kind")) in device.tags:   # its allowed_kinds leave this out
-            return False
-        tags = spec.get("tags")
-        return not tags or device.tags.issuperset(tags)
-
     def dispatch(self, now: float, now_mono: float) -> None:
-        """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit."""
+        """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit; a task that
+        no ready worker can take is parked by its requirement (see Parking), so it costs nothing in later turns."""
         for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
             entry = self.tasks.get(task_id)
             if entry is not None and entry.state == "queued":   # a parked task may have been cancelled since
                 self._push(entry)
-        if not self.queue:   # idle with a big fleet: do not walk every device each turn
+        parking = self.parking
+        if not self.queue and not parking:   # idle with a big fleet: do not walk every device each turn
             return
         ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
         if not ready:
             return
+        if parking:
+            tasks = self.tasks
+            for task_id in parking.wake(ready):
+                self._push(tasks[task_id])
         batches: dict[str, list[dict]] = {}
-        skipped: list[TaskEntry] = []
-        # Devices without tags take any task that names no device and needs no tag: such tasks skip can_take.
+        unmet: set = set()   # requirements no ready worker met this turn: the ready list only shrinks in a turn
+        # Devices without tags take any task that names no device and needs no tag: such tasks skip met_by.
         untagged = not any(d.tags for d in ready)
         while ready:
             task_id = self.queue.pop()
@@ -234,19 +231,18 @@ class Cluster(FleetEvents, TaskControls):
                 break
             entry = self.tasks[task_id]
             entry.gen += 1          # taken out: its twin in the other heap goes stale
-            spec = entry.spec
-            key = spec.get("limit_key")
+            key = entry.limit_key
             if key is not None and not self.limits.allows(key, now_mono):
                 self.limits.park(key, entry.id)     # out of the queue until the key has room
                 continue
-            if untagged and not spec.get("device") and not spec.get("tags"):
+            need = entry.need
+            if untagged and need.plain:
                 eligible = ready
             else:
-                eligible = [d for d in ready if self.can_take(d, spec)]
-                if not eligible:
-                    skipped.append(entry)
-                    if len(skipped) >= 10_000:
-                        break
+                eligible = [] if need in unmet else [d for d in ready if need.met_by(d)]
+                if not eligible:   # out of the queue until a worker that meets it has room
+                    unmet.add(need)
+                    parking.park(entry, self.devices)
                     continue
             if key is not None:
                 self.limits.started(key, now_mono)
@@ -259,11 +255,11 @@ class Cluster(FleetEvents, TaskControls):
             if device.credit <= 0:
                 ready.remove(device)
             self.store.assign(entry.id, entry.attempt, device.device_id, now)
-            batches.setdefault(device.device_id, []).append(
-                dict(self.wire_spec(entry), attempt=entry.attempt, timeout=entry.timeout_s))
+            wire = entry.wire
+            task = unpackb(wire) if wire.__class__ is bytes else dict(wire)
+            task["id"], task["attempt"], task["timeout"] = entry.id, entry.attempt, entry.timeout_s
+            batches.setdefault(device.device_id, []).append(task)
             self.counters["dispatched"] += 1
-        for entry in skipped:
-            self._push(entry)
         for device_id, tasks in batches.items():
             self.dispatched.setdefault(self.devices[device_id].identity, []).extend(tasks)
 
@@ -293,7 +289,7 @@ class Cluster(FleetEvents, TaskControls):
             return True
         self.counters["results"] += 1
         device.inflight.discard(task_id)
-        self.limits.ended(entry.spec.get("limit_key"))
+        self.limits.ended(entry.limit_key)
         state = result["state"]
         self.store.end_attempt(task_id, attempt, device.device_id, state, now, assigned_at=entry.assigned_at,
                                started_at=result.get("started_at") or entry.started_at,
@@ -321,7 +317,7 @@ class Cluster(FleetEvents, TaskControls):
         device = self.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
-        self.limits.ended(entry.spec.get("limit_key"))
+        self.limits.ended(entry.limit_key)
         self.counters["lost_attempts"] += 1
         self.store.end_attempt(entry.id, entry.attempt, entry.device_id, "lost", now, assigned_at=entry.assigned_at,
                                started_at=entry.started_at,
@@ -360,6 +356,8 @@ class Cluster(FleetEvents, TaskControls):
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]
+        if entry.state == "queued":   # cancelled while queued: perhaps in a lot that no worker empties
+            self.parking.dropped(entry.need)
         if entry.client:
             left = self.per_client.pop(entry.client, 1) - 1
             if left > 0:
@@ -378,6 +376,8 @@ class Cluster(FleetEvents, TaskControls):
             entry = self.tasks.get(task_id)
             if entry is None or entry.attempt != attempt or entry.device_id != device.device_id:
                 continue
+            if entry.streamed is None:
+                entry.streamed = {}
             sent = entry.streamed.get(stream, 0)
             if sent >= self.max_output_bytes:
                 continue

@@ -26,7 +26,7 @@ class TaskControls:
         if state is None and tag is None:
             raise UsageError("cancel needs task ids, a state or a tag")
         chosen = (e.id for e in self.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
-                  and (tag is None or tag in (e.spec.get("tags") or ())))
+                  and (tag is None or tag in e.need.tags))
         return list(itertools.islice(chosen, limit))
 
     def cancel(self: Cluster, task_id: str, now: float) -> str:
@@ -54,8 +54,8 @@ class TaskControls:
             return "already done"
         spec = self.store.get_spec(task_id)
         base = self.default_retries if spec.get("retries") is None else spec["retries"]
-        entry = TaskEntry(task_id, spec, row["priority"], row["attempt"] + base, row["timeout_s"],
-                          attempt=row["attempt"], evidence=row["evidence"])
+        entry = TaskEntry.from_spec(spec, self.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
+                                    evidence=row["evidence"])
         self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
         self.tasks[task_id] = entry
         self._enqueue(entry)

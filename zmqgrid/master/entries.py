@@ -1,17 +1,87 @@
-"""The master's in-memory records of unfinished tasks and of devices."""
+"""The master's in-memory records of unfinished tasks and of devices, and what a task requires of a worker."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..model import TASK_KINDS
+from ..protocol import NO_KIND_TAG, packb
+
+# What a worker gets of a spec, besides its id: routing, limits and retries are the master's business. (The name
+# is only shown: workers and tools that speak the protocol tell tasks apart by it.)
+WORKER_KEYS = ("kind", "name", "command", "cwd", "env", "source", "filename", "args", "function", "kwargs")
+# While at most this many tasks are queued, a task's wire part stays a dict (nothing to unpack at dispatch: the
+# usual queue goes out within a turn or two); a task submitted behind more keeps it packed (docs/architecture.md,
+# "Memory per queued task").
+COMPACT_ABOVE = 10_000
+
+
+class Requirement(NamedTuple):
+    """What a worker must be to take a task: a tuple, so equal requirements hash alike and key one parking lot."""
+    kind: str
+    device: str | None          # the one device that may take it, if named
+    tags: tuple                 # tags the worker must all have, sorted (a tuple: a third of a frozenset's size)
+    refused_by: str             # the tag of a worker whose allowed_kinds leave this kind out
+    plain: bool                 # no device and no tag: any worker that runs the kind takes it
+
+    def met_by(self, device: DeviceEntry) -> bool:
+        if self.device and self.device != device.device_id:
+            return False
+        if device.tags and self.refused_by in device.tags:
+            return False
+        return not self.tags or device.tags.issuperset(self.tags)
+
+
+PLAIN = {kind: Requirement(kind, None, (), NO_KIND_TAG + kind, True) for kind in TASK_KINDS}
+
+
+def requirement(kind: str, device: str | None, tags: list | tuple | frozenset | None) -> Requirement:
+    if not device and not tags:
+        return PLAIN[kind]
+    return Requirement(kind, device or None, tuple(sorted(set(tags or ()))), NO_KIND_TAG + kind, False)
+
+
+class Requirements:
+    """Equal requirements shared by the tasks that ask them (a tag set costs 200 bytes or more): most tasks ask one
+    of a few. Bounded, so requirements nobody else asks cannot grow it: past `most`, it starts afresh (the tasks
+    keep theirs, only the sharing is lost)."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self.known: dict[tuple, Requirement] = {}
+
+    def get(self, kind: str, device: str | None, tags: list | tuple | None) -> Requirement:
+        if not device and not tags:
+            return PLAIN[kind]
+        key = (kind, device, *(tags or ()))
+        need = self.known.get(key)
+        if need is None:
+            if len(self.known) >= self.most:
+                self.known = {}
+            need = self.known[key] = requirement(kind, device, tags)
+        return need
+
+
+def wire_part(spec: dict, compact: bool) -> dict | bytes:
+    """The keys of `spec` a worker runs it by (set ones only), as a dict, or packed when `compact`. Not its id:
+    the entry holds that already, and dispatch adds it."""
+    get = spec.get   # ten look-ups, not a walk over the spec's twenty keys
+    wire = {k: v for k in WORKER_KEYS if (v := get(k)) is not None}
+    return packb(wire) if compact else wire
 
 
 @dataclass(slots=True)
 class TaskEntry:
-    """A task that is not final yet (queued, assigned or running). Final tasks live only in the ledger."""
+    """A task that is not final yet (queued, assigned or running). Final tasks live only in the ledger, which also
+    holds the full spec: only what dispatch and the task's life need is kept here."""
     id: str
-    spec: dict
+    wire: dict | bytes            # what a worker gets of the spec but its id (see wire_part): built once
+    need: Requirement
     priority: int
     retries: int
     timeout_s: float | None
+    limit_key: str | None = None
+    retry_backoff: float | None = None   # the task's own base backoff, if it set one
     attempt: int = 0
     state: str = "queued"
     device_id: str | None = None
@@ -29,8 +99,15 @@ class TaskEntry:
     misses: int = 0               # consecutive heartbeats of its worker that did not name it
     deaths: int = 0               # times its worker died while running it
     evidence: tuple | list = ()   # its deaths, as recorded in the ledger
-    wire: dict | None = None      # the spec as sent to workers (see Cluster.wire_spec)
-    streamed: dict = field(default_factory=dict)   # stream -> characters of live output stored for this attempt
+    streamed: dict | None = None  # stream -> characters of live output stored for this attempt (made at the first)
+
+    @classmethod
+    def from_spec(cls, spec: dict, needs: Requirements, retries: int, timeout_s: float | None, compact: bool = False,
+                  **state: object) -> TaskEntry:
+        """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
+        return cls(spec["id"], wire_part(spec, compact), needs.get(spec["kind"], spec.get("device"), spec.get("tags")),
+                   spec.get("priority") or 0, retries, timeout_s, spec.get("limit_key"), spec.get("retry_backoff"),
+                   **state)
 
 
 @dataclass(slots=True)

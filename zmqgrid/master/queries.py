@@ -39,21 +39,20 @@ def _resolve(cluster: Cluster, ref: Any) -> str:
 
 def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
     """Why a queued task is not running yet, in words a person can act on."""
-    spec = entry.spec
+    need = entry.need
     online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
     if not online:
         return "no worker is online"
-    if spec.get("device") and not any(d.device_id == spec["device"] for d in online):
-        return f"device {spec['device']} is not online"
-    tags = spec.get("tags") or []
-    for tag in tags:
+    if need.device and not any(d.device_id == need.device for d in online):
+        return f"device {need.device} is not online"
+    for tag in sorted(need.tags):
         if not any(tag in d.tags for d in online):
             return f"no online worker has tag {tag}"
-    if all(f"no-kind:{spec.get('kind')}" in d.tags for d in online):
-        return f"no online worker runs {spec.get('kind')} tasks (their allowed_kinds leave it out)"
-    if not any(cluster.can_take(d, spec) for d in online):
-        return f"no online worker has all of the tags {', '.join(tags)}"
-    key = spec.get("limit_key")
+    if all(need.refused_by in d.tags for d in online):
+        return f"no online worker runs {need.kind} tasks (their allowed_kinds leave it out)"
+    if not any(need.met_by(d) for d in online):
+        return f"no online worker has all of the tags {', '.join(sorted(need.tags))}"
+    key = entry.limit_key
     if key and not cluster.limits.allows(key, now_mono):
         return f"waiting for room under {cluster.limits.describe(key)}"
     if any(item[2] == entry.id and item[0] > now_mono for item in cluster.queue.delayed):
@@ -89,9 +88,16 @@ def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
     for row in device_rows:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
     online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
-    # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has).
-    stuck = sum(1 for e in cluster.tasks.values()
-                if e.state == "queued" and not any(cluster.can_take(d, e.spec) for d in online))
+    # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has). Judged once per
+    # requirement: the tasks of a Submit share theirs, and most tasks have one of the three plain ones.
+    takers: dict = {}
+    stuck = 0
+    for e in cluster.tasks.values():
+        if e.state == "queued":
+            taken = takers.get(e.need)
+            if taken is None:
+                taken = takers[e.need] = any(e.need.met_by(d) for d in online)
+            stuck += not taken
     return {"incarnation": cluster.incarnation, "uptime_s": round(now_mono - STARTED, 1),
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
             "last_hour": cluster.store.count_finished_since(time.time() - 3600),

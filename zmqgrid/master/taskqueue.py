@@ -21,6 +21,9 @@ class TaskQueue:
     not kept (a push and a pop fewer per task); it is built from the priority heap when a second priority comes.
     """
 
+    # Slots: a parking lot is a TaskQueue, and there is one per requirement that tasks wait on.
+    __slots__ = ("live", "aging_every", "by_priority", "by_age", "delayed", "pops", "priority", "mixed")
+
     def __init__(self, live: Callable[[str, int], bool], aging_every: int = AGING_EVERY) -> None:
         self.live = live
         self.aging_every = aging_every
@@ -69,6 +72,19 @@ class TaskQueue:
         if not self.by_priority:   # every live task has an item there: what is left in by_age is stale
             self.by_age, self.priority, self.mixed = [], None, False
         return task_id
+
+    def prune(self) -> None:
+        """Drop the stale items: a queue nobody pops (a parking lot whose worker never comes) would keep them."""
+        live = self.live
+        self.by_priority = [item for item in self.by_priority if live(item[3], item[2])]
+        heapq.heapify(self.by_priority)
+        if self.mixed:
+            self.by_age = [item for item in self.by_age if live(item[2], item[1])]
+            heapq.heapify(self.by_age)
+        self.delayed = [item for item in self.delayed if live(item[2], item[1])]
+        heapq.heapify(self.delayed)
+        if not self.by_priority:
+            self.by_age, self.priority, self.mixed = [], None, False
 
     def _pop_priority(self) -> str | None:
         while self.by_priority:
