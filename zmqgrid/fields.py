@@ -6,8 +6,8 @@ handler only ever sees values of the declared type and size. A spec's `check(val
 and `from_body` turns it into the one `ProtocolError` naming message, field and what is allowed. Specs are
 introspectable (`children()`, their bound attributes, `describe()`): the hostile-value fuzzer walks them.
 
-Fast paths: `type(v) is int` (not isinstance: bool is an int and never a valid number here), one comparison
-chain per bound, and containers that build a new list or map only when an item changed.
+Fast paths: `type(v) is int` (bool is an int, never a valid number here), one comparison chain per bound, and
+containers that build a new list or map only when an item changed.
 """
 from __future__ import annotations
 
@@ -187,12 +187,10 @@ class Value(Spec):
 
     def check(self, value: Any) -> Any:
         kind = type(value)
-        if kind in _NUMBERS or (kind in _SCALARS or _plain(value, self.depth)) and self._fits(value):
+        if kind in _NUMBERS or (kind in _SCALARS or _plain(value, self.depth)) and (
+                self.max_bytes is None or len(msgpack.packb(value, use_bin_type=True)) <= self.max_bytes):
             return value
         raise Bad(self.describe(), value)
-
-    def _fits(self, value: Any) -> bool:
-        return self.max_bytes is None or len(msgpack.packb(value, use_bin_type=True)) <= self.max_bytes
 
     def describe(self) -> str:
         size = f", at most {self.max_bytes} bytes packed" if self.max_bytes is not None else ""
@@ -375,24 +373,16 @@ class Field:
 class Scalar(Spec):
     """One plain value: nil, bool, an int64, a finite float, or a one-line text of at most 4,096 characters."""
 
-    _text = Text(4096, line=True)
-    _float = Float(-1e300, 1e300)
-    _int = Int()
+    _by_type = {int: Int(), float: Float(-1e300, 1e300), str: Text(4096, line=True)}
 
     def __init__(self) -> None:
         self.nullable = True
 
     def check(self, value: Any) -> Any:
-        kind = type(value)
+        spec = self._by_type.get(type(value))
         try:
-            if value is None or kind is bool:
+            if value is None or type(value) is bool or spec is not None and spec.check(value) is value:
                 return value
-            if kind is int:
-                return self._int.check(value)
-            if kind is float:
-                return self._float.check(value)
-            if kind is str:
-                return self._text.check(value)
         except Bad:
             pass
         raise Bad(self.describe(), value)
