@@ -213,3 +213,14 @@ def test_a_refused_task_of_a_batch_is_named_by_its_place_in_the_submit():
                        {"kind": "python", "function": "tests.tasks:add"})
     with pytest.raises(ProtocolError, match=r"^task field 'timeout'"):   # one task: no place to name
         validate_batch([dict(good, timeout=-1)])
+
+
+@pytest.mark.parametrize("field, value", [("id", "abc\n"), ("group", "g\n"), ("device", "w1\n"), ("device", "a b"),
+                                          ("function", "zmqgrid.samples:noop\n")])
+def test_an_id_a_device_or_a_function_with_a_final_newline_or_a_space_is_refused(field, value):
+    # `$` in a regular expression also matches before a final newline: such an id would pass the spec check and
+    # then be refused in every worker message that names it
+    spec = {"kind": "python", "function": "zmqgrid.samples:noop", field: value}
+    with pytest.raises(ProtocolError) as refused:
+        validate_task_spec(spec)
+    assert field in str(refused.value)

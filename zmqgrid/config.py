@@ -187,6 +187,8 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
+_FLOAT_RANGES = {"weight": (1e-6, 1e6)}            # as Register.weight takes it (protocol)
+MAX_TAGS = 62   # Register.tags takes 64, and a worker adds a no-kind: tag for each of up to two kinds it refuses
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
@@ -197,7 +199,8 @@ _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be no
                               "or an entry point name in the group zmqgrid.strategies")}
 _TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes them (protocol)
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
-    "tags": (_TAG.fullmatch, 'non-empty tags without commas or spaces, as ["linux", "gpu"]', '"linux,gpu"'),
+    "tags": (_TAG.fullmatch, 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]',
+             '"linux,gpu"'),
     "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),
     "allowed_modules": (re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*").fullmatch,
                         'module names such as ["myjobs", "zmqgrid.samples"]', '"myjobs,zmqgrid.samples"')}
@@ -229,15 +232,18 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         ok, expected = number and isinstance(value, int) and lo <= value <= hi, f"an integer {lo}-{hi}"
     elif kind == "float":
         never = key in _ZERO_MEANS_NEVER
-        ok = number and math.isfinite(value) and (value > 0 or never and value == 0)
-        expected = "a number of days, 0 for never" if never else "a number of seconds greater than 0"
+        lo, hi = _FLOAT_RANGES.get(key, (0.0, math.inf))
+        ok = number and math.isfinite(value) and (lo < value <= hi or never and value == 0)
+        expected = "a number of days, 0 for never" if never else \
+            f"a number greater than {lo:f} and at most {hi:,.0f}" if key in _FLOAT_RANGES else \
+            "a number of seconds greater than 0"
         value = float(value) if ok else value
     elif kind == "bool":
         ok, expected = isinstance(value, bool), "true or false (or 1/0/yes/no)" if text else "true or false"
     elif kind == "list[str]":
         item, expected, as_text = _LIST_ITEMS[key]
         ok = isinstance(value, (list, tuple)) and all(isinstance(t, str) and item(t) for t in value) \
-            and (bool(value) or key != "allowed_kinds")   # a worker that runs no kind at all is a mistake
+            and (bool(value) or key != "allowed_kinds") and len(value) <= MAX_TAGS   # no kind at all is a mistake
         expected += f" or {as_text}" if text else ""
         value = list(dict.fromkeys(value)) if ok else value  # a repeated tag adds nothing; keep the first
     elif key in _CHOICES:

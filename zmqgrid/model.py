@@ -41,8 +41,9 @@ DEVICE_STATES = tuple(s.value for s in DeviceState)
 ATTEMPT_OUTCOMES = frozenset({"done", "failed", "timed_out", "cancelled"})
 
 TASK_KINDS = ("shell", "script", "python")
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_FUNC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# fullmatch, never match with `$`: `$` also matches before a final newline, and "abc\n" would pass
+_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_FUNC_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit
 MAX_RETRIES = 100            # as max_retry_count and `submit --retries`
@@ -70,7 +71,7 @@ def new_task_id() -> str:
 
 
 def is_valid_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ID_RE.match(value))
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 def _task_id(spec: dict) -> str:
@@ -123,7 +124,7 @@ def validate_task_spec(spec: Any) -> dict:
         out["args"] = check.str_list(spec, "args")
     else:
         function = check.expect(spec, "function", (str,), "'module:function'", True)
-        if len(function) > LIMITS.label_chars or not _FUNC_RE.match(function):
+        if len(function) > LIMITS.label_chars or not _FUNC_RE.fullmatch(function):
             raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
         out["function"] = function
         out["args"], out["kwargs"] = _call_arguments(spec)
@@ -149,10 +150,11 @@ def validate_task_spec(spec: Any) -> dict:
     if backoff is not None and not 0 <= backoff <= LIMITS.backoff_s:
         raise check.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,
                       "give a number of seconds in that range")
-    for key in ("name", "limit_key", "device"):
+    for key in ("name", "limit_key"):
         check.text(key, out[key], LIMITS.label_chars)
-    if out["group"] is not None and not is_valid_id(out["group"]):
-        raise check.refuse("group", "a task id: 1-64 of A-Z a-z 0-9 _ . : -", out["group"])
+    for key, what in (("group", "a task id"), ("device", "a device id")):   # a device id is one, a worker's
+        if out[key] is not None and not is_valid_id(out[key]):
+            raise check.refuse(key, f"{what}: 1-64 of A-Z a-z 0-9 _ . : -", out[key], f"give {what} as listed")
     out["all"] = bool(out["all"])
     if out["all"] and get("device"):
         raise ProtocolError("a task for all workers cannot also name one device; drop 'device' or 'all'")

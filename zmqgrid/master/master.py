@@ -256,8 +256,9 @@ class Master:
             except ProtocolError as e:
                 self._bad(key or "heartbeat socket", f"key {key[:8]}... on the heartbeat socket" if key
                           else "the heartbeat socket", e)
-            except Exception:
-                logger.exception("heartbeat handling failed")
+            except Exception:   # a bug a peer found: logged within the refusal budget, like the ROUTER's
+                self.refusals.write(key or "heartbeat socket", logging.ERROR, "heartbeat handling failed for %s",
+                                    f"key {key[:8]}..." if key else "the heartbeat socket", exc_info=True)
 
     def _commit_and_send(self, now: float) -> None:
         acks, self.handlers.acks = self.handlers.acks, []

@@ -36,11 +36,9 @@ class Outbox:
             if value is not None and not (value == "" and key in ("stdout", "stderr")):
                 wire[key] = value
         wire = fit(wire)
-        # What it adds to a Results message: its texts and its value (up to MAX_VALUE_BYTES) dominate the rest.
-        value = wire.get("value")
-        cost = len(wire.get("stdout") or "") + len(wire.get("stderr") or "") + 512 + \
-            (len(packb(value)) if isinstance(value, (str, bytes, list, dict)) else 0)
-        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, cost]
+        # What it adds to a Results message, packed once here (a non-ASCII output or a long traceback counts as the
+        # bytes it takes, not as its characters), so a message is cut well under the master's max_message_bytes.
+        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, len(packb(wire)) + 64]
         self.freed += 1
 
     def ack(self, keys: list) -> None:
