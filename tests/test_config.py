@@ -172,7 +172,7 @@ def test_flag_tags_accept_a_list_or_comma_text() -> None:
 
 # --- validation messages name source, key, value and what is allowed ------------------------------------------
 
-TAGS_ALLOWED = 'non-empty tags without commas or spaces, as ["linux", "gpu"]'
+TAGS_ALLOWED = 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]'
 FILE_CASES = [
     ("port", "abc", '"abc"', "an integer 1-65535"),
     ("port", 0, "0", "an integer 1-65535"),
@@ -200,6 +200,9 @@ FILE_CASES = [
     ("tags", ["a,b"], '["a,b"]', TAGS_ALLOWED),
     ("tags", ["two words"], '["two words"]', TAGS_ALLOWED),
     ("tags", [""], '[""]', TAGS_ALLOWED),
+    ("tags", [f"t{i}" for i in range(63)], json.dumps([f"t{i}" for i in range(63)])[:199] + "…", TAGS_ALLOWED),
+    ("weight", 1e7, "10000000.0", "a number greater than 0.000001 and at most 1,000,000"),
+    ("weight", 0, "0", "a number greater than 0.000001 and at most 1,000,000"),
     ("device_id", "has space", '"has space"', "1-64 characters from A-Z a-z 0-9 _ . : -, or null"),
     ("device_id", "x" * 65, json.dumps("x" * 65), "1-64 characters"),
     ("host", "", '""', "a host name or IP address"),

@@ -247,8 +247,11 @@ class Client:
         """A Control over task ids, sent in requests of at most MAX_IDS_PER_REQUEST ids (what the master takes in
         one), the replies merged; a watch asks again for the finished tasks its reply had no room for (`later`)."""
         out: dict = {}
-        for start in range(0, len(ids), MAX_IDS_PER_REQUEST) or [0]:   # no ids: still asked once
-            chunk = ids[start:start + MAX_IDS_PER_REQUEST]
+        # At most what the master takes in one request, and few enough that the answer (a line per id) fits this
+        # client's own message limit
+        step = max(1, min(MAX_IDS_PER_REQUEST, self.max_message_bytes // 256))
+        for start in range(0, len(ids), step) or [0]:   # no ids: still asked once
+            chunk = ids[start:start + step]
             while True:
                 reply = self.request(Control, action, {"ids": chunk, "max_bytes": self.max_message_bytes})
                 if action != "watch":

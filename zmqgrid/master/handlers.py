@@ -306,7 +306,9 @@ class Handlers:
                 if finished:
                     later.append(task_id)
                     continue
-                summary = paging.fit(summary, room - used)   # alone and still too big: its value is cut
+                # Alone and still too big for this client: its value is left out, and the summary says so (a value
+                # cut to fit would read as the task's real value)
+                summary = paging.fit(dict(summary, value=None, value_left_out=True), room - used)
             finished[task_id] = summary
             used += cost
         data: dict = {"finished": finished}
