@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zmqgrid.model import TASK_STATES, validate_task_spec
-from zmqgrid.store.retention import Retention, RetentionTimer
+from zmqgrid.store.retention import Retention, RetentionTimer, offline_devices
 from zmqgrid.store.task_store import TaskStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -191,3 +191,22 @@ def test_a_devices_tasks_are_merged_over_the_states_newest_first_with_offsets(st
                              for s in TASK_STATES) + " ORDER BY rank_ DESC LIMIT 50"
     merged = plan(store, sql, ["w1"] * len(TASK_STATES))
     assert "MERGE" in merged and "TEMP B-TREE" not in merged
+
+
+def test_offline_devices_that_must_stay_never_hide_the_ones_behind_them(tmp_path):
+    # Given a ledger with 5 long-offline devices each pinned by a queued task, and 5 behind them that hold nothing
+    store = TaskStore(tmp_path / "ledger.db")
+    try:
+        for n in range(10):
+            store.upsert_device({"device_id": f"d{n}", "name": f"d{n}", "hostname": "h", "os": "Linux",
+                                 "python_version": "3", "python_executable": "python", "tags": [], "concurrency": 1,
+                                 "pid": n, "version": "0"}, 1000.0 + n, 0, "offline")
+        store.insert_tasks([(validate_task_spec({"kind": "shell", "command": "true", "device": f"d{n}"}), 0, None)
+                            for n in range(5)], 2000.0)
+        store.commit()
+        # When the pruner asks for up to 3 of them
+        found = offline_devices(store.db, before=5000.0, limit=3)
+    finally:
+        store.close()
+    # Then it gets 3 of those that hold nothing, not an empty list because the first ones must stay
+    assert len(found) == 3 and set(found) <= {"d5", "d6", "d7", "d8", "d9"}

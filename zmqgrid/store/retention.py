@@ -28,8 +28,8 @@ _OLDER_THAN = (f"SELECT id FROM tasks WHERE finished_at < ? AND +state IN {_FINA
                "ORDER BY finished_at LIMIT ?")
 
 # Devices: offline since before a time, oldest first; then those holding anything in the ledger are left out.
-_OFFLINE_SINCE = ("SELECT device_id FROM devices WHERE state = 'offline' AND last_seen_at < ? "
-                  "ORDER BY last_seen_at LIMIT ?")
+_OFFLINE_SINCE = ("SELECT rowid, device_id FROM devices WHERE state = 'offline' AND last_seen_at < ? AND rowid > ? "
+                  "ORDER BY rowid LIMIT ?")
 _PINNED = ("SELECT DISTINCT device_req FROM tasks WHERE device_req IS NOT NULL "
            "AND state IN ('queued', 'assigned', 'running')")
 _HOLDS = "SELECT 1 FROM tasks WHERE device_id = ? AND state IN ('assigned', 'running') LIMIT 1"
@@ -40,11 +40,18 @@ def offline_devices(db: sqlite_utils.Database, before: float, limit: int) -> lis
     there: no assigned or running task, no unfinished task pinned to them. A drained device is `draining`, not
     `offline`, so it is never among them. Raises StoreError if the ledger refuses."""
     try:
-        ids = [r[0] for r in db.execute(_OFFLINE_SINCE, (before, limit))]
-        if not ids:
-            return []
-        pinned = {r[0] for r in db.execute(_PINNED)}   # read only when there is a candidate (rarely)
-        return [d for d in ids if d not in pinned and db.execute(_HOLDS, (d,)).fetchone() is None]
+        out: list[str] = []
+        pinned: set[str] | None = None
+        after = 0   # pages of candidates, so devices that must stay never hide the ones behind them
+        while len(out) < limit:
+            rows = db.execute(_OFFLINE_SINCE, (before, after, limit)).fetchall()
+            if not rows:
+                break
+            if pinned is None:
+                pinned = {r[0] for r in db.execute(_PINNED)}   # read only when there is a candidate (rarely)
+            out += [d for _, d in rows if d not in pinned and db.execute(_HOLDS, (d,)).fetchone() is None]
+            after = rows[-1][0]
+        return out[:limit]
     except sqlite3.Error as e:
         raise StoreError(f"could not look for long-offline devices: {e}", "check the database file") from e
 
