@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from zmqgrid.text import printable
+from zmqgrid.text import cut_middle, printable
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,3 +66,12 @@ def test_bytes_are_decoded_and_other_objects_shown_as_text():
 def test_a_limit_below_one_is_a_programming_error():
     with pytest.raises(ValueError):
         printable("x", limit=0)
+
+
+@pytest.mark.parametrize("limit", [0, 5, 60, 61, 200])
+def test_cut_middle_keeps_head_and_tail_within_the_limit(limit):
+    text = "h" * 500 + "t" * 500
+    cut = cut_middle(text, limit)
+    assert len(cut) <= limit
+    if limit >= 200:
+        assert cut.startswith("h") and cut.endswith("t") and "cut from 1000" in cut

@@ -71,5 +71,7 @@ def cut_middle(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     marker = f"\n[... zmqgrid: cut from {len(text)} to {limit} characters ...]\n"
-    keep = max(0, limit - len(marker))
+    if limit <= len(marker):
+        return text[:limit]
+    keep = limit - len(marker)
     return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]

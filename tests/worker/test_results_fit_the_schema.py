@@ -53,3 +53,12 @@ def test_results_with_big_values_go_in_messages_the_master_accepts():
     assert all(len(b"".join(m.encode())) < p.DEFAULT_MAX_MESSAGE_BYTES for m in messages), \
         [len(b"".join(m.encode())) for m in messages]
     assert sorted(r["id"] for m in messages for r in m.results) == [f"t{n}" for n in range(6)]
+
+
+def test_an_exception_type_name_past_its_bound_is_cut_on_one_line_not_made_unsendable():
+    outbox = Outbox(p.DEFAULT_MAX_MESSAGE_BYTES)
+    outbox.add({"id": "t1", "attempt": 1, "state": "failed",
+                "error": {"type": "E" * (p.MAX_ERROR_TYPE + 50), "message": "m", "traceback": ""}})
+    (message,) = outbox.messages(now=100.0)
+    (result,) = message.results
+    assert result["error"]["type"] == "E" * p.MAX_ERROR_TYPE

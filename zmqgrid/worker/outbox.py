@@ -91,7 +91,7 @@ def fit(wire: dict) -> dict:
             wire[stream] = cut_middle(wire[stream], MAX_TEXT)
     error = wire.get("error")
     if isinstance(error, dict):
-        wire["error"] = {"type": cut_middle(str(error.get("type") or ""), MAX_ERROR_TYPE),
+        wire["error"] = {"type": str(error.get("type") or "")[:MAX_ERROR_TYPE],   # one line: no cut marker in it
                          "message": cut_middle(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
                          "traceback": cut_middle(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
     try:
