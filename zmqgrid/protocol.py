@@ -255,7 +255,7 @@ class Beacon(Message):
 
 @message("M")
 class Command(Message):
-    """Master -> workers over PUB (topic b'all', b'device.<id>' or b'tag.<tag>'), or re-sent over the ROUTER
+    """Master -> workers over PUB (topic b'device.<id>'), or re-sent over the ROUTER
     to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
     SCHEMA = {"seq": SEQ, "action": Text(32, line=True),
               "params": Record({}, 64, extra=Opaque("command parameters"), extra_key=Text(64, 1))}

@@ -48,5 +48,5 @@ class CommandsMixin:
         self.pyslots.size = fresh.concurrent_tasks
         logging.getLogger("zmqgrid").setLevel(fresh.log_level)
         logger.info("config reloaded: concurrency=%d tags=%s", fresh.concurrent_tasks, ",".join(fresh.tags) or "-")
-        self.side_sockets_stale = True    # subscribe to the new tags' topics
+        self.side_sockets_stale = True    # the SUB and PUSH are made anew for the next registration
         self._register()
