@@ -188,7 +188,8 @@ class Value(Spec):
     def check(self, value: Any) -> Any:
         kind = type(value)
         if kind in _NUMBERS or (kind in _SCALARS or _plain(value, self.depth)) and (
-                self.max_bytes is None or len(msgpack.packb(value, use_bin_type=True)) <= self.max_bytes):
+                self.max_bytes is None or kind in (str, bytes) and len(value) * 4 + 5 <= self.max_bytes   # no pack
+                or len(msgpack.packb(value, use_bin_type=True)) <= self.max_bytes):
             return value
         raise Bad(self.describe(), value)
 
