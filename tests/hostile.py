@@ -265,8 +265,7 @@ class FuzzWorker:
         """Have the master dispatch a task to fz1, and keep it, unless one is held already."""
         if self.held:
             return
-        if not self.registered:
-            self.register()
+        self.register()   # it sends no heartbeats of its own: the master may have judged it offline meanwhile
         self.keep_next = True
         client.submit(build_spec(shell="true", device=self.device_id, name="fz-target"))
         wait_until(lambda: self.pump() or bool(self.held), 10, "a task dispatched to fz1")

@@ -30,6 +30,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -227,6 +228,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (master log, ledger)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the master and workers this run started are stopped by its finally blocks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.hostile:
         summary = run_hostile(args.frames or 20_000, args.seconds, args.seed, args.keep, args.curve)
     else:
