@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import msgpack
 import pytest
 
 from zmqgrid.client import Client, build_spec
@@ -224,3 +225,18 @@ def test_an_id_a_device_or_a_function_with_a_final_newline_or_a_space_is_refused
     with pytest.raises(ProtocolError) as refused:
         validate_task_spec(spec)
     assert field in str(refused.value)
+
+
+DEEP = [msgpack.unpackb(b"\x91" * 1000 + b"\xc0"), msgpack.unpackb(b"\x81\xa1a" * 1000 + b"\xc0")]
+
+
+@pytest.mark.parametrize("field", ["id", "kind", "function", "args", "kwargs", "env", "tags", "name", "command", "cwd",
+                                   "priority", "timeout", "retries", "device", "group", "limit_key", "source"])
+def test_a_value_nested_1000_deep_in_any_field_is_refused_as_a_bad_spec_never_a_recursion_error(field):
+    # The wire's schema bounds a spec's nesting too; this check must hold on its own (the CLI and build_spec use it)
+    for deep in DEEP:
+        for spec in ({"kind": "python", "function": "m:f", field: deep}, {"kind": "shell", "command": "true", field: deep}):
+            try:
+                validate_task_spec(spec)
+            except ProtocolError:
+                continue

@@ -77,7 +77,7 @@ def is_valid_id(value: Any) -> bool:
 def _task_id(spec: dict) -> str:
     task_id = spec.get("id") or new_task_id()
     if not is_valid_id(task_id):
-        raise ProtocolError(f"task id {task_id!r} is not allowed; use 1-64 of A-Z a-z 0-9 _ . : -")
+        raise ProtocolError(f"task id {check.shown(task_id)} is not allowed; use 1-64 of A-Z a-z 0-9 _ . : -")
     return task_id
 
 
@@ -111,7 +111,7 @@ def validate_task_spec(spec: Any) -> dict:
     task_id = _task_id(spec)
     kind = spec.get("kind")
     if kind not in TASK_KINDS:
-        raise ProtocolError(f"task kind {kind!r} is unknown; allowed: {', '.join(TASK_KINDS)}")
+        raise ProtocolError(f"task kind {check.shown(kind)} is unknown; allowed: {', '.join(TASK_KINDS)}")
     out: dict[str, Any] = {"id": task_id, "kind": kind}
     if kind == "shell":
         out["command"] = check.command(spec)
@@ -125,7 +125,7 @@ def validate_task_spec(spec: Any) -> dict:
     else:
         function = check.expect(spec, "function", (str,), "'module:function'", True)
         if len(function) > LIMITS.label_chars or not _FUNC_RE.fullmatch(function):
-            raise ProtocolError(f"task field 'function' {function!r} must look like 'package.module:function'")
+            raise ProtocolError(f"task field 'function' {check.shown(function)} must look like 'package.module:function'")
         out["function"] = function
         out["args"], out["kwargs"] = _call_arguments(spec)
     if kind != "python":
@@ -138,14 +138,14 @@ def validate_task_spec(spec: Any) -> dict:
         out[key] = None if value is None else check.typed(key, value, types, what)
     out["priority"] = out["priority"] or 0
     if not -MAX_PRIORITY - 1 <= out["priority"] <= MAX_PRIORITY:
-        raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {out['priority']!r}")
+        raise ProtocolError(f"task field 'priority' must fit in 64 bits (signed), got {check.shown(out['priority'])}")
     timeout = out["timeout"]
     if timeout is not None and not 0 < timeout <= LIMITS.timeout_s:  # written so that NaN is refused too
         raise check.refuse("timeout", f"> 0 and <= {LIMITS.timeout_s} seconds (30 days)", timeout,
                       "give a number of seconds in that range")
     retries = out["retries"]
     if retries is not None and not 0 <= retries <= MAX_RETRIES:
-        raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {retries!r}")
+        raise ProtocolError(f"task field 'retries' must be >= 0 and <= {MAX_RETRIES}, got {check.shown(retries)}")
     backoff = out["retry_backoff"]
     if backoff is not None and not 0 <= backoff <= LIMITS.backoff_s:
         raise check.refuse("retry_backoff", f">= 0 and <= {LIMITS.backoff_s} seconds (1 day)", backoff,

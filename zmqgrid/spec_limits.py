@@ -5,6 +5,7 @@ naming the field, what is allowed and, for a bound, what to do.
 """
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ def expect(spec: dict, key: str, types: tuple, what: str, required: bool = False
 
 def typed(key: str, value: Any, types: tuple, what: str) -> Any:
     if isinstance(value, bool) and bool not in types:
-        raise ProtocolError(f"task field '{key}' must be {what}, got {value!r}")
+        raise ProtocolError(f"task field '{key}' must be {what}, got {shown(value)}")
     if not isinstance(value, types):
         raise ProtocolError(f"task field '{key}' must be {what}, got {type(value).__name__}")
     return value
@@ -58,11 +59,15 @@ def refuse(key: str, rule: str, value: Any = None, hint: str = "") -> ProtocolEr
     return ProtocolError(f"task field '{key}' must be {rule}{got}; {hint or 'shorten it and submit again'}")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40   # nesting cut short: never a deep recursion
+
+
 def shown(value: Any) -> str:
     """A refused value as a refusal quotes it: its size when it is long (a refusal is one short line)."""
     if isinstance(value, (str, list, dict, tuple)) and len(value) > 40:
         return f"a {type(value).__name__} of length {len(value)}"
-    return repr(value)
+    return _SHORT.repr(value)
 
 
 def text(key: str, value: str | None, limit: int) -> str | None:
