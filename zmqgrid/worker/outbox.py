@@ -35,10 +35,15 @@ class Outbox:
             value = result.get(key)
             if value is not None and not (value == "" and key in ("stdout", "stderr")):
                 wire[key] = value
-        wire = fit(wire)
         # What it adds to a Results message, packed once here (a non-ASCII output or a long traceback counts as the
         # bytes it takes, not as its characters), so a message is cut well under the master's max_message_bytes.
-        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, len(packb(wire)) + 64]
+        # A result of its id, attempt, state and start only (a no-op call's) fits as it is and costs a few bytes.
+        if "stdout" in wire or "stderr" in wire or "value" in wire or "error" in wire:
+            wire = fit(wire)
+            cost = len(packb(wire)) + 64
+        else:
+            cost = 512
+        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, cost]
         self.freed += 1
 
     def ack(self, keys: list) -> None:
