@@ -287,34 +287,41 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
 
 
 def test_a_query_read_in_a_turn_whose_commit_fails_is_answered_unavailable_not_left_unanswered(harness, small_disk):
-    # Given a master on a full disk, stopped while a client's Submit and then its status Query arrive, so that
-    # both are read in the same turn
+    # Given a master on a full disk, stopped while a client's small Submit and then its status Query arrive, so that
+    # both are normally read in one turn (small messages: libzmq's I/O thread hands both over at once)
     master, client = start_on(harness, small_disk)
     filler = fill(small_disk, leave_bytes=0)
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(harness.url)
+    together = 0
     try:
-        os.kill(master.pid, signal.SIGSTOP)
-        try:
-            dealer.send_multipart(p.Submit(1, big_batch(20)).encode())
-            dealer.send_multipart(p.Query(2, "status", {}).encode())
-            time.sleep(0.2)   # both on their way before the master runs again (not a wait for an outcome)
-        finally:
-            os.kill(master.pid, signal.SIGCONT)
-        # When the turn's commit fails
-        answers = {}
-        deadline = time.monotonic() + 15
-        while len(answers) < 2 and time.monotonic() < deadline:
-            if dealer.poll(200):
-                msg = p.decode(dealer.recv_multipart())
-                answers[msg.req_id] = msg
-        # Then both are answered: the Submit refused, and the Query too (its answer was read from the view the
-        # failed commit took back), never left to time out
-        assert sorted(answers) == [1, 2], answers
-        assert [type(a).__name__ for a in answers.values()] == ["Error", "Error"], answers
-        assert {a.code for a in answers.values()} == {"unavailable"}
+        for attempt in range(5):   # a loaded machine may still split the two into two turns; one together is proof
+            submit_id, query_id = 2 * attempt + 1, 2 * attempt + 2
+            os.kill(master.pid, signal.SIGSTOP)
+            try:
+                dealer.send_multipart(p.Submit(submit_id, [build_spec(shell="true")]).encode())
+                dealer.send_multipart(p.Query(query_id, "status", {}).encode())
+                time.sleep(0.2)   # both on their way before the master runs again (not a wait for an outcome)
+            finally:
+                os.kill(master.pid, signal.SIGCONT)
+            # When the turn's commit fails
+            answers = {}
+            deadline = time.monotonic() + 15
+            while len(answers) < 2 and time.monotonic() < deadline:
+                if dealer.poll(200):
+                    msg = p.decode(dealer.recv_multipart())
+                    answers[msg.req_id] = msg
+            # Then both are always answered, the Submit refused; and a Query read in the failed turn is refused
+            # too (its answer was read from the view the failed commit took back), never left to time out
+            assert sorted(answers) == [submit_id, query_id], answers
+            assert isinstance(answers[submit_id], p.Error) and answers[submit_id].code == "unavailable", answers
+            if isinstance(answers[query_id], p.Error):
+                assert answers[query_id].code == "unavailable", answers
+                together += 1
+                break
+        assert together, "in five tries the Submit and the Query never shared a turn"
     finally:
         dealer.close(0)
         ctx.term()
