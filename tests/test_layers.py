@@ -92,7 +92,7 @@ def test_the_store_knows_no_zmq_and_no_master_worker_or_client():
     ("zmqgrid.errors", ()),
     ("zmqgrid.text", ()),
     ("zmqgrid.spec_limits", ("errors",)),
-    ("zmqgrid.model", ("errors", "spec_limits")),
+    ("zmqgrid.model", ("errors", "spec_limits", "fields")),
     ("zmqgrid.fields", ()),
     ("zmqgrid.protocol", ("errors", "model", "fields")),
 ])

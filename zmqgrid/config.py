@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .fields import ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ MAX_TAGS = 62   # Register.tags takes 64, and a worker adds a no-kind: tag for e
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
-    "device_id": (r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters from A-Z a-z 0-9 _ . : -"),
+    "device_id": (ID_PATTERN, "1-64 characters from A-Z a-z 0-9 _ . : -"),
     "device_name": (r"[^\x00-\x1f\x7f-\x9f]{1,128}", "a name of 1-128 characters without control characters"),
     "load_balance_strategy": (r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?",
                               "one of " + ", ".join(STRATEGIES) + ", a dotted path pkg.mod:function, "

@@ -19,6 +19,9 @@ import msgpack
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A task or device id, matched whole (fullmatch: `$` would also match before a final newline). The one
+# definition: the schema, task specs (model), config and the PUB's device topics all use it.
+ID_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _NUMBERS = frozenset({type(None), bool, int, float})   # of a bounded size whatever their value
 
@@ -142,7 +145,7 @@ class Id(Text):
     letters and digits only, which two str methods confirm faster than the regex."""
 
     def __init__(self, nullable: bool = False) -> None:
-        super().__init__(64, 1, pattern=r"[A-Za-z0-9_.:-]{1,64}", what="an id of 1-64 of A-Z a-z 0-9 _ . : -",
+        super().__init__(64, 1, pattern=ID_PATTERN, what="an id of 1-64 of A-Z a-z 0-9 _ . : -",
                          nullable=nullable)
 
     def check(self, value: Any) -> Any:

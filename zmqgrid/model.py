@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProtocolError, UsageError
+from .fields import ID_PATTERN
 from . import spec_limits as check
 from .spec_limits import LIMITS, check_call_value
 
@@ -41,8 +42,7 @@ DEVICE_STATES = tuple(s.value for s in DeviceState)
 ATTEMPT_OUTCOMES = frozenset({"done", "failed", "timed_out", "cancelled"})
 
 TASK_KINDS = ("shell", "script", "python")
-# fullmatch, never match with `$`: `$` also matches before a final newline, and "abc\n" would pass
-_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ID_RE = re.compile(ID_PATTERN)   # fullmatch only (see fields.ID_PATTERN)
 _FUNC_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit

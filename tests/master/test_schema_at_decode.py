@@ -16,6 +16,7 @@ from zmqgrid import protocol as p
 from zmqgrid.client import build_spec
 
 from ..helpers import Harness, db_query, wait_until
+from ..tasks import nested
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -113,13 +114,6 @@ def handled(h: Harness, push: zmq.Socket, before: int) -> None:
 def attempt_rows(h: Harness, task_id: str) -> list:
     return db_query(h.db, "SELECT attempt, device_id, state, exit_code, error, stale FROM attempts WHERE task_id = ?",
                     (task_id,))
-
-
-def nested(depth: int) -> list:
-    value: list = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
 
 
 def assert_alive(h: Harness) -> None:

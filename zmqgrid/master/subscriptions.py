@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ..fields import ID_PATTERN
 from ..protocol import BEACON_TOPIC
 from ..transport import make_socket
 from .guard import user_id
@@ -33,7 +34,7 @@ PER_KEY = 8              # over all the connections of one CURVE key (a reconnec
 TOTAL = 20_000           # over all connections: 10,000 workers
 READ_PER_TURN = 1000     # subscription messages read in one loop turn
 LOG_EVERY_S = 5.0
-_DEVICE_TOPIC = re.compile(rb"device\.[A-Za-z0-9_.:-]{1,64}")   # as config's device_id
+_DEVICE_TOPIC = re.compile(rb"device\." + ID_PATTERN.encode())   # a device id, as the Register takes it
 _MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
