@@ -1,6 +1,6 @@
 """The dependency direction of docs/architecture.md "Layers", checked on every import in zmqgrid/ (ast, no import).
 
-    errors <- spec_limits <- model <- protocol <- transport <- {master, worker, client};  fields (the wire schema's specs) <- protocol
+    errors <- spec_limits <- model <- protocol <- transport <- {master, worker, client};  fields (the wire schema's specs) <- model, protocol
     errors <- config;  model <- store (store knows no zmq)
     master -> store;  worker -> executors, metrics (never store, never master)
     standalone -> master, worker;  cli -> client, config, logs, standalone
