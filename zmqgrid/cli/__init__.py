@@ -12,7 +12,8 @@ from .devices import devices
 from .distribute import distribute
 from .keys import keys
 from .schedules import schedules
-from .tasks import submit, tasks
+from .submit import submit
+from .tasks import tasks
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

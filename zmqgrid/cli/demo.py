@@ -13,7 +13,7 @@ from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..model import new_task_id
 from .render import describe_error, field, table
-from .tasks import read_batch
+from .submit import read_batch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
 
