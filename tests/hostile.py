@@ -234,14 +234,19 @@ class FuzzWorker:
 
     def register(self) -> None:
         self.registered = False
+        self.send_register()
+        # behind up to a check's worth of hostile messages on the same connection, some of them 10 MB
+        wait_until(lambda: self.pump(registering=True) or self.registered, 30, "fz1's RegisterAck")
+
+    def send_register(self) -> None:
         reg = p.Register(self.device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 4, 4,
                          [[t, a] for t, a in self.held.items()], [], 4242, "0.1.0", 1.0)
         self.dealer.send_multipart(reg.encode())
-        # behind up to a check's worth of hostile messages on the same connection, some of them 10 MB
-        wait_until(lambda: self.pump() or self.registered, 30, "fz1's RegisterAck")
 
-    def pump(self) -> bool:
-        """Read what the master sent: finish the tasks not to be held, register again when told to."""
+    def pump(self, registering: bool = False) -> bool:
+        """Read what the master sent: finish the tasks not to be held. `registering`: register again when told
+        to, as a worker does (a turn's RegisterAck goes out before its refusals, so the `not_registered` answer
+        to a message sent before the Register can come after the ack)."""
         while self.dealer.poll(0):
             msg = p.decode(self.dealer.recv_multipart())
             if isinstance(msg, p.RegisterAck):
@@ -250,6 +255,8 @@ class FuzzWorker:
                     self.held.pop(task_id, None)
             elif isinstance(msg, p.Error) and msg.code == "not_registered":
                 self.registered = False
+                if registering:
+                    self.send_register()
             elif isinstance(msg, p.Tasks):
                 done = []
                 for task in msg.tasks:
