@@ -86,6 +86,52 @@ def test_a_client_missing_the_masters_key_is_told_to_copy_it_and_then_reaches_th
     assert again.returncode == 0, again
 
 
+# --- 14. a master that does not answer: the client says why ------------------------------------------------------
+
+@pytest.mark.parametrize("key, master_key, curve, words", [
+    ("admin", None, False, ["requires CURVE", "ZMQGRID_CURVE=true", "master.key"]),
+    ("admin", "generated", True, ["is not this master's", "copy master.key again"]),
+    ("gone", "copied", True, ["refused this client's key", "rejected or revoked"]),
+], ids=["client without curve", "another master's key", "revoked key"])
+def test_a_client_the_secured_master_cannot_answer_is_told_why(secured, tmp_path, key, master_key, curve, words):
+    folder = client_machine(tmp_path, secured, key, master_key)
+    env = {"ZMQGRID_CURVE": "true"} if curve else {}
+    for args in (("tasks", "list"), ("submit", "--shell", "true")):
+        done = cli(*args, "--master", secured.url, "--master-timeout", "1", cwd=folder, env=env)
+        assert done.returncode == 2, done
+        line = one_error_line(done)
+        assert all(w in line for w in words) and "start it" not in line, line
+    status = cli("distribute", "--status", "--master", secured.url, "--timeout", "1", cwd=folder, env=env)
+    assert status.returncode == 2 and all(w in status.stdout for w in words), status
+
+
+def test_a_curve_client_is_told_when_the_master_runs_open(tmp_path):
+    (tmp_path / "master").mkdir()
+    h = Harness(tmp_path / "master")
+    h.env["ZMQGRID_CURVE"] = "false"   # open even in the secured suite (TEST_WITH_CURVE=1)
+    h.curve = None
+    try:
+        h.start_master()
+        folder = tmp_path / "client"
+        (folder / "keys").mkdir(parents=True)
+        generate("admin", "admin", folder / "keys")
+        generate("master", "master", folder / "keys")
+        done = cli("tasks", "list", "--master", h.url, "--timeout", "1", cwd=folder, env={"ZMQGRID_CURVE": "true"})
+        assert done.returncode == 2, done
+        line = one_error_line(done)
+        assert "runs without CURVE" in line and "turn curve off" in line, line
+    finally:
+        h.stop()
+
+
+def test_a_client_with_nothing_listening_is_told_to_start_the_master(tmp_path):
+    h = Harness(tmp_path)   # its ports are free: no master started
+    done = cli("tasks", "list", "--master", h.url, "--timeout", "1", cwd=tmp_path)
+    assert done.returncode == 2, done
+    line = one_error_line(done)
+    assert "did not answer within 1s: nothing accepts connections there" in line and "start it" in line, line
+
+
 # --- 15. keys generate says where each public key goes -----------------------------------------------------------
 
 def test_keys_generate_says_where_each_public_key_goes(tmp_path):

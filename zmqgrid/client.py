@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator
 
 import zmq
 
+from . import handshake
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
@@ -67,15 +68,19 @@ class Client:
             left = deadline - time.monotonic()
             msg = self._receive(max(left, 0)) if left > 0 else None
             if msg is None:
-                raise MasterUnavailable(f"the master at {self.master_url} did not answer within "
-                                        f"{self.timeout_s if timeout_s is None else timeout_s:g}s",
-                                        "start it (python main.py distribute --mode master) or check --master")
+                waited = self.timeout_s if timeout_s is None else timeout_s
+                raise self._unanswered(f"did not answer within {waited:g}s")
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
                 if msg.code == "not_found":
                     raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
                 raise RemoteError(msg.code, msg.message)
+
+    def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
+        """The error for a master that stayed silent, with the cause a probe connection sees (handshake.probe)."""
+        why = handshake.probe(self.ctx, self.master_url, self.curve)
+        return MasterUnavailable(f"the master at {self.master_url} {what}: {why.reason}", why.hint + more)
 
     def request(self, msg_type: type, *args: Any, timeout_s: float | None = None) -> Any:
         req_id = next(self._req_ids)
@@ -160,8 +165,8 @@ class Client:
                 batch, following = following, next(batches, None)
             msg = self._receive(self.timeout_s)
             if msg is None:
-                raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
-                                        f"within {self.timeout_s:g}s", "check it is running; resubmitting is safe")
+                raise self._unanswered(f"did not acknowledge the submission within {self.timeout_s:g}s",
+                                       "; resubmitting is safe")
             if isinstance(msg, SubmitAcks):
                 for req_id, got in msg.pairs():
                     if req_id in pending:
