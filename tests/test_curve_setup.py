@@ -141,3 +141,28 @@ def test_keys_generate_says_where_each_public_key_goes(tmp_path):
     assert "give it to the master" not in master.stdout and "keys accept" not in master.stdout, master.stdout
     worker = cli("keys", "generate", "--role", "worker", "--dir", "k", cwd=tmp_path)
     assert worker.returncode == 0 and "keys accept" in worker.stdout, worker
+
+
+# --- 16. the README's Python snippet for a secured cluster runs as written ---------------------------------------
+
+def security_step_4() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text[text.index("4. **Clients**"):text.index("**Standalone with CURVE**")]
+
+
+def test_readme_step_4_says_to_copy_the_masters_public_key():
+    step = security_step_4()
+    assert "copy the master's public `master.key`" in step and "never `master.key_secret`" in step, step
+
+
+def test_the_readme_python_snippet_for_clients_runs_against_a_secured_master(secured, tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", security_step_4(), re.S)
+    assert len(blocks) == 1, blocks
+    snippet = "\n".join(line.removeprefix("   ") for line in blocks[0].splitlines())
+    folder = client_machine(tmp_path, secured, "admin", master_key="copied")
+    (folder / "snippet.py").write_text(snippet, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
+    env.update(PYTHONPATH=str(REPO), ZMQGRID_CURVE="true", ZMQGRID_MASTER=secured.url)
+    done = subprocess.run([sys.executable, "snippet.py"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and done.stdout.startswith("{"), done

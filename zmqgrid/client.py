@@ -8,12 +8,14 @@ from typing import Any, Iterable, Iterator
 import zmq
 
 from . import handshake
+from .config import Config, load_config
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
 from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
+from .security import client_curve
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
@@ -22,8 +24,8 @@ class Client:
 
     def __init__(self, master_url: str = DEFAULT_MASTER, *, timeout_s: float = 5.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, curve: Curve | None = None) -> None:
-        """`curve`: this client's keys and the master's public key (zmqgrid.security.client_curve(config)),
-        for a master with CURVE on."""
+        """`curve`: this client's keys and the master's public key, for a master with CURVE on (`from_config`
+        finds them as the CLI does)."""
         self.master_url = master_url
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes   # told to the master, which keeps its answers under it
@@ -35,6 +37,14 @@ class Client:
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
         self.notified: set[str] = set()          # ids submitted with notify: their Finished will come unasked
+
+    @classmethod
+    def from_config(cls, config: Config | None = None, *, timeout_s: float = 5.0) -> Client:
+        """A Client as the CLI makes one: the master's address and, with `curve` on, this machine's client key and
+        the master's public key, from `config`; by default the master config as a client reads it
+        (config/distribution_master.json < ZMQGRID_* environment)."""
+        config = config or load_config("master")
+        return cls(config.master_url, timeout_s=timeout_s, curve=client_curve(config))
 
     def close(self) -> None:
         self.sock.close(0)
