@@ -7,12 +7,15 @@ from typing import Any, Iterable, Iterator
 
 import zmq
 
+from . import handshake
+from .config import Config, load_config
 from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
                      UsageError)
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
 from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
+from .security import client_curve
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
@@ -21,8 +24,8 @@ class Client:
 
     def __init__(self, master_url: str = DEFAULT_MASTER, *, timeout_s: float = 5.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, curve: Curve | None = None) -> None:
-        """`curve`: this client's keys and the master's public key (zmqgrid.security.client_curve(config)),
-        for a master with CURVE on."""
+        """`curve`: this client's keys and the master's public key, for a master with CURVE on (`from_config`
+        finds them as the CLI does)."""
         self.master_url = master_url
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes   # told to the master, which keeps its answers under it
@@ -34,6 +37,14 @@ class Client:
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
         self.notified: set[str] = set()          # ids submitted with notify: their Finished will come unasked
+
+    @classmethod
+    def from_config(cls, config: Config | None = None, *, timeout_s: float = 5.0) -> Client:
+        """A Client as the CLI makes one: the master's address and, with `curve` on, this machine's client key and
+        the master's public key, from `config`; by default the master config as a client reads it
+        (config/distribution_master.json < ZMQGRID_* environment)."""
+        config = config or load_config("master")
+        return cls(config.master_url, timeout_s=timeout_s, curve=client_curve(config))
 
     def close(self) -> None:
         self.sock.close(0)
@@ -67,15 +78,19 @@ class Client:
             left = deadline - time.monotonic()
             msg = self._receive(max(left, 0)) if left > 0 else None
             if msg is None:
-                raise MasterUnavailable(f"the master at {self.master_url} did not answer within "
-                                        f"{self.timeout_s if timeout_s is None else timeout_s:g}s",
-                                        "start it (python main.py distribute --mode master) or check --master")
+                waited = self.timeout_s if timeout_s is None else timeout_s
+                raise self._unanswered(f"did not answer within {waited:g}s")
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
                 if msg.code == "not_found":
                     raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
                 raise RemoteError(msg.code, msg.message)
+
+    def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
+        """The error for a master that stayed silent, with the cause a probe connection sees (handshake.probe)."""
+        why = handshake.probe(self.ctx, self.master_url, self.curve)
+        return MasterUnavailable(f"the master at {self.master_url} {what}: {why.reason}", why.hint + more)
 
     def request(self, msg_type: type, *args: Any, timeout_s: float | None = None) -> Any:
         req_id = next(self._req_ids)
@@ -160,8 +175,8 @@ class Client:
                 batch, following = following, next(batches, None)
             msg = self._receive(self.timeout_s)
             if msg is None:
-                raise MasterUnavailable(f"the master at {self.master_url} did not acknowledge the submission "
-                                        f"within {self.timeout_s:g}s", "check it is running; resubmitting is safe")
+                raise self._unanswered(f"did not acknowledge the submission within {self.timeout_s:g}s",
+                                       "; resubmitting is safe")
             if isinstance(msg, SubmitAcks):
                 for req_id, got in msg.pairs():
                     if req_id in pending:

@@ -75,12 +75,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
-def load_keypair(path: str | os.PathLike, what: str, need_secret: bool = True) -> tuple[bytes, bytes | None]:
-    """(public, secret) z85 keys from a pyzmq certificate; ConfigError naming `what` if it is missing or bad."""
+def load_keypair(path: str | os.PathLike, what: str, need_secret: bool = True,
+                 missing_hint: str | None = None) -> tuple[bytes, bytes | None]:
+    """(public, secret) z85 keys from a pyzmq certificate; ConfigError naming `what` if it is missing or bad
+    (`missing_hint` says what to do when it cannot be read; default: generate one)."""
+    hint = missing_hint or "generate one: python main.py keys generate --role " + what.split()[0]
+    if not Path(path).is_file():   # pyzmq says "Invalid certificate file" for a file that is not there
+        raise ConfigError(f"{what} certificate {path} does not exist", hint)
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as e:
-        hint = "generate one: python main.py keys generate --role " + what.split()[0]
         raise ConfigError(f"{what} certificate {path} cannot be read ({e})", hint) from None
     if not is_z85_key(public) or (need_secret and (secret is None or not is_z85_key(secret))):
         raise ConfigError(f"{what} certificate {path} holds no valid {'secret ' if need_secret else ''}key",
@@ -123,7 +127,10 @@ def master_public_key(config: Config) -> bytes:
     # A file first: a 40-character path of z85 characters (e.g. /tmp/...-keys-24592/master.key) is not a key.
     if is_z85_key(value) and not Path(value).is_file():
         return value.encode()
-    return load_keypair(value, "master public", need_secret=False)[0]
+    # Never "generate one" here: a key made on this machine is another master's, whose handshake this master refuses.
+    copy = (f"copy master.key (the public one, never master.key_secret) from the keys folder on the master's machine "
+            f"to {value}, or set master_key (ZMQGRID_MASTER_KEY) to it (README, Security)")
+    return load_keypair(value, "master public", need_secret=False, missing_hint=copy)[0]
 
 
 def master_curve(config: Config) -> Curve | None:

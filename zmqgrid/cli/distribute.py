@@ -93,7 +93,7 @@ def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve 
         if as_json:
             emit_json({"state": "unreachable", "master": master_url, "error": str(e)})
         else:
-            click.echo(f"master {master_url}: UNREACHABLE ({e.message})")
+            click.echo(f"master {master_url}: UNREACHABLE ({e})")
         return EXIT_UNREACHABLE
     finally:
         client.close()

@@ -20,6 +20,10 @@ from .render import emit_json, field, table, when
 db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="Master config file to read db_path and keys_dir from.")
+# Where the public file goes: the master's own key to every peer, a peer's key to the master.
+SHARE_MASTER = "copy it into keys/ on every worker and client machine"
+SHARE_PEER = ("copy it to the master's machine and run keys accept with it there, or put it in its "
+              "authorized_keys_dir")
 
 
 def _ledger(db_path: str | None, config_path: str | None, create: bool = False):
@@ -91,7 +95,7 @@ def generate_key(role: str, name: str | None, directory: str | None, as_json: bo
         emit_json(made)
     else:
         click.echo(f"{role} key {made['public_key']}")
-        click.echo(f"public: {made['public_file']}  (give it to the master, or copy it into its authorized_keys_dir)")
+        click.echo(f"public: {made['public_file']}  ({SHARE_MASTER if role == 'master' else SHARE_PEER})")
         click.echo(f"secret: {made['secret_file']}  (keep it on this machine only)")
     return EXIT_OK
 
