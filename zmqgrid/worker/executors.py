@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
 from .proctree import DescendantWatch, TaskProcesses
+from .priority import lower_priority, lower_this_thread
 from .pypool import CappedBuffer, _error
 
 logger = logging.getLogger(__name__)
@@ -374,20 +375,3 @@ def _widen(pipe: IO[bytes]) -> None:
             fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
         except OSError:   # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
             pass
-
-
-def lower_this_thread(nice: int) -> None:
-    """`lower_priority` for the calling thread alone, where a thread has a niceness of its own (Linux)."""
-    if sys.platform.startswith("linux"):
-        lower_priority(threading.get_native_id(), nice)
-
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Make a task's process `nice` steps nicer than it is (POSIX; its children inherit it). Best effort: a
-    task that already ended, or a platform without niceness, just runs as it is."""
-    if nice <= 0 or not _POSIX:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + nice))
-    except OSError as e:
-        logger.debug("cannot lower the priority of pid=%d: %s", pid, e)

@@ -24,7 +24,8 @@ from .commands import CommandsMixin
 from .outbox import Outbox, cancelled_result, failed_result
 from .inline import InlineCalls
 from .link import MasterLinkMixin
-from .pyslots import FAST_CALL_S, PyRun, PySlots
+from .pycalls import PyRun
+from .pyslots import FAST_CALL_S, PySlots
 
 logger = logging.getLogger(__name__)
 
