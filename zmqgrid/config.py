@@ -112,6 +112,12 @@ class Config:
     """One of LOG_LEVELS."""
     python_executable: str = sys.executable
     """Interpreter a worker runs `script` and `python` tasks with."""
+    state_dir: str = "state"
+    """Worker: where it records the processes of its running tasks (<device_id>@<pid>.procs), so that they are killed
+    when the worker dies (by its reaper, or at the next start of the same device id); must be writable."""
+    task_cgroups: bool = True
+    """Worker (Linux): run each shell or script attempt in a cgroup v2 of its own when the worker may create one;
+    false: track its processes by session and by the descendants seen."""
     max_output_bytes: int = 1048576
     """Output kept per stream (stdout, stderr) per attempt; the rest is cut."""
     flood_output_mb_per_s: int = 20

@@ -21,6 +21,7 @@ from .priority import lower_priority
 from .pycalls import Batch, Call, OutputCallback
 from .pypool import MAX_BATCH, _Child, _died, _error
 from .proctree import kill_tree
+from .procrecord import ProcessRecord
 
 logger = logging.getLogger(__name__)
 FAST_CALL_S = 0.005      # a function whose calls take less than this (observed) may be batched
@@ -36,13 +37,16 @@ class PySlots:
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
                  max_tasks_per_child: int = Config.max_tasks_per_child,
-                 max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0) -> None:
+                 max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0,
+                 record: ProcessRecord | None = None) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue, self.nice, self.grace_s = requeue or (lambda tasks: None), nice, kill_grace_s
         self.max_tasks = max_tasks_per_child or float("inf")
         self.max_rss = (max_child_memory_mb << 20) or float("inf")
+        self.record = record   # each child's session is noted there for a reaper (orphans.py)
+        self.entries: dict[int, int | None] = {}   # child pid -> its entry in the record
         self.idle: list[_Child] = []
         self.batches: dict[int, Batch] = {}      # fd (pipe or sentinel) of a busy child -> its batch
         self.watched: set[int] = set()           # fds of live children, registered with the worker's poller
@@ -66,6 +70,8 @@ class PySlots:
 
     def _spawn(self) -> _Child:
         child = _Child(self.ctx)
+        if self.record is not None:
+            self.entries[child.pid] = self.record.add_session(child.pid)
         lower_priority(child.pid, self.nice)
         # Watched for its whole life, not per call: (un)registering with the poller costs more than a call.
         for fd in (child.conn.fileno(), child.process.sentinel):
@@ -79,6 +85,13 @@ class PySlots:
                 self.watched.discard(fd)
                 self.unwatch(fd)
         child.discard(grace_s)
+        self._forget(child)
+
+    def _forget(self, child: _Child) -> None:
+        """The child and its tree are gone: its entry leaves the record."""
+        entry = self.entries.pop(child.pid, None)
+        if self.record is not None:
+            self.record.remove(entry)
 
     # ------------------------------------------------------------ starting
 
@@ -336,4 +349,5 @@ class PySlots:
                     self.watched.discard(fd)
                     self.unwatch(fd)
             child.retire(self.grace_s)
+            self._forget(child)
         self.idle = []
