@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 def noop() -> None:
@@ -166,3 +170,57 @@ def nested(depth: int) -> list:
 def text(n: int) -> str:
     """A return value of `n` characters."""
     return "x" * n
+
+
+# A task tree for the tests of a killed worker (tests/faults/test_killed_worker_trees.py). Run in the background by
+# the task's process: a child, a shell with a child of its own and a nested shell (grandchildren); each writes its
+# pid to PIDS.
+TREE = ("sleep 300 & echo $! >> {pids}; "
+        "sh -c 'sleep 300 & echo $! >> {pids}; sh -c \"sleep 300\" & echo $! >> {pids}; wait' & echo $! >> {pids}; "
+        "echo $$ >> {pids}; wait")
+TREE_PIDS = 5
+
+
+def survivors(workdir: str) -> list[int]:
+    """The pids in WORKDIR/pids that still run (a zombie, dead but not reaped, does not)."""
+    alive = []
+    for pid in {int(p) for p in Path(workdir, "pids").read_text().split()}:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return sorted(alive)
+
+
+def tree_once(workdir: str) -> str:
+    """First attempt: writes its own pid, starts TREE, and sleeps. A later one (WORKDIR/started exists) says
+    whether any process of the first still runs: it must not, or the task ran twice at once."""
+    started = Path(workdir, "started")
+    if started.exists():
+        alive = survivors(workdir)
+        if alive:
+            raise RuntimeError(f"the first attempt's processes still run: {alive}")
+        return "no process of the first attempt runs"
+    started.touch()
+    pids = Path(workdir, "pids")
+    with open(pids, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    subprocess.Popen(["sh", "-c", TREE.format(pids=pids)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    time.sleep(300)
+    return "slept"
+
+
+def tree_once_command(workdir: str) -> str:
+    """tree_once as a shell command: the task's own shell starts TREE itself; a later attempt checks in python."""
+    check = f"{sys.executable} -c 'from tests.tasks import tree_once; print(tree_once(\"{workdir}\"))'"
+    return f"if [ -e {workdir}/started ]; then exec {check}; fi; touch {workdir}/started; " \
+           + TREE.format(pids=f"{workdir}/pids")
+
+
+def hold_gil(pid_file: str) -> None:
+    """Writes its pid, then stays in C code that holds the GIL (a regex backtracking for ages): no other thread of
+    this process runs meanwhile."""
+    Path(pid_file).write_text(str(os.getpid()))
+    re.match(r"(a+)+$", "a" * 64 + "b")

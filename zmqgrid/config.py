@@ -15,6 +15,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .config_file import read_config_file
 from .errors import ConfigError
 from .fields import ID_PATTERN
 
@@ -111,6 +112,12 @@ class Config:
     """One of LOG_LEVELS."""
     python_executable: str = sys.executable
     """Interpreter a worker runs `script` and `python` tasks with."""
+    state_dir: str = "state"
+    """Worker: where it records the processes of its running tasks (<device_id>@<pid>.procs), so that they are killed
+    when the worker dies (by its reaper, or at the next start of the same device id); must be writable."""
+    task_cgroups: bool = True
+    """Worker (Linux): run each shell or script attempt in a cgroup v2 of its own when the worker may create one;
+    false: track its processes by session and by the descendants seen."""
     max_output_bytes: int = 1048576
     """Output kept per stream (stdout, stderr) per attempt; the rest is cut."""
     flood_output_mb_per_s: int = 20
@@ -291,36 +298,6 @@ def _unknown(source: str, key: str) -> ConfigError:
     return ConfigError(f'{source}: unknown key "{key}"', hint)
 
 
-def _read_file(path: Path, label: str) -> dict[str, Any]:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) < len(keys):  # json.loads would silently keep the last one
-            key = next(k for k in keys if keys.count(k) > 1)
-            raise ConfigError(f'{label}: key "{key}" appears more than once', "keep one of them")
-        return dict(pairs)
-
-    try:
-        # utf-8-sig: Windows editors save a byte-order mark that json.loads rejects
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{label}: config file not found", "check the path given to --config") from None
-    except (OSError, UnicodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise ConfigError(f"{label}: cannot read config file ({reason})", "pass a readable UTF-8 JSON file") from None
-    try:
-        data = json.loads(text, object_pairs_hook=no_duplicates)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{label}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
-                          "fix the file: double-quoted keys and strings, no comments, no trailing commas") from None
-    except RecursionError:   # json.loads recurses once per level: thousands of [ or { exhaust the stack
-        raise ConfigError(f"{label}: nested too deeply to read", "a config file is one JSON object of plain "
-                          "settings (numbers, strings, true/false, lists of strings)") from None
-    if not isinstance(data, dict):
-        kind = {list: "an array", str: "a string"}.get(type(data), "a single value")
-        raise ConfigError(f"{label}: expected a JSON object of settings, got {kind}", 'write {"key": value, ...}')
-    return data
-
-
 def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | None = None,
                 flags: dict[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build the Config: defaults < file (default `config/distribution_<mode>.json`, if present) < env < flags.
@@ -333,13 +310,13 @@ def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | N
     chosen = flags.get("mode") or env.get(ENV_PREFIX + "MODE") or "standalone"
     if config_path is not None:
         label = os.fspath(config_path)
-        data = _read_file(Path(config_path), label)
+        data = read_config_file(Path(config_path), label)
     else:
         # A bad mode is reported below by its own source; here it only picks which default file to try.
         chosen = chosen.strip().lower() if isinstance(chosen, str) and chosen.strip().lower() in MODES else "standalone"
         path = Path("config") / f"distribution_{chosen}.json"
         label = path.as_posix()
-        data = _read_file(path, label) if path.exists() else {}
+        data = read_config_file(path, label) if path.exists() else {}
     for key, raw in data.items():
         if key not in _TYPES:
             raise _unknown(label, key)

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
 from .proctree import DescendantWatch, TaskProcesses
+from .priority import lower_priority, lower_this_thread
+from .procrecord import ProcessRecord
 from .pypool import CappedBuffer, _error
 
 logger = logging.getLogger(__name__)
@@ -148,16 +150,19 @@ class _ProcessRun(Run):
         return self._run_process(argv, shell, self._env())
 
     def _run_process(self, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
-        cgroups = self._executor.cgroups
+        cgroups, record = self._executor.cgroups, self._executor.record
         group = cgroups.new_run() if cgroups is not None else None
+        # Recorded before the start: should the worker die, whatever the attempt forks is in it from the first.
+        entry = record.add_cgroup(str(group.path)) if group is not None and record is not None else None
         try:
             return self._run_in(group, argv, shell, env)
         finally:
+            if record is not None:
+                record.remove(entry)
             if group is not None and cgroups is not None:
                 cgroups.release(group)
 
     def _run_in(self, group: RunCgroup | None, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
-        grace_s = self._executor.kill_grace_s
         options: dict[str, Any] = {"start_new_session": True} if _POSIX else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
         if group is not None and isinstance(argv, str):
@@ -173,6 +178,17 @@ class _ProcessRun(Run):
                                     stderr=subprocess.PIPE, **options)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             return self._make("failed", error=_error("StartError", str(e)))
+        record = self._executor.record
+        # Without a cgroup the session is what a reaper can find, and its leader's pid is known only now.
+        entry = record.add_session(proc.pid) if group is None and record is not None else None
+        try:
+            return self._supervise(proc, group)
+        finally:
+            if record is not None:
+                record.remove(entry)
+
+    def _supervise(self, proc: subprocess.Popen, group: RunCgroup | None) -> dict:
+        grace_s = self._executor.kill_grace_s
         procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
@@ -316,7 +332,7 @@ class Executor:
 
     def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
                  default_timeout_s: float | None = None, kill_grace_s: float = 3.0, nice: int = 0,
-                 flood_mb_per_s: float = 0, use_cgroups: bool = True) -> None:
+                 flood_mb_per_s: float = 0, use_cgroups: bool = True, record: ProcessRecord | None = None) -> None:
         self.python_executable = python_executable
         self.nice = nice
         self.flood_bytes_per_s = flood_mb_per_s * 2**20   # 0: output past the cap is read as fast as it comes
@@ -330,6 +346,7 @@ class Executor:
         # Linux with a writable cgroup v2: each shell/script attempt in a cgroup of its own (see cgroups.py)
         self.cgroups = CgroupTree.create() if use_cgroups else None
         self.descendants = DescendantWatch()   # elsewhere: what each attempt forks is found by looking
+        self.record = record   # where each attempt's processes are noted for a reaper (orphans.py)
 
     def start(self, task: dict, on_output: OutputCallback | None = None) -> Run:
         """Prepare one attempt of `task` (a validated spec plus "attempt"); `Run.wait()` runs it."""
@@ -374,20 +391,3 @@ def _widen(pipe: IO[bytes]) -> None:
             fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
         except OSError:   # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
             pass
-
-
-def lower_this_thread(nice: int) -> None:
-    """`lower_priority` for the calling thread alone, where a thread has a niceness of its own (Linux)."""
-    if sys.platform.startswith("linux"):
-        lower_priority(threading.get_native_id(), nice)
-
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Make a task's process `nice` steps nicer than it is (POSIX; its children inherit it). Best effort: a
-    task that already ended, or a platform without niceness, just runs as it is."""
-    if nice <= 0 or not _POSIX:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + nice))
-    except OSError as e:
-        logger.debug("cannot lower the priority of pid=%d: %s", pid, e)

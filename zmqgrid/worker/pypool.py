@@ -2,12 +2,14 @@
 
 Children are started with the spawn method (never fork: the worker holds a ZeroMQ context), one
 per slot, lazily, and reused across calls; each becomes the leader of its own session on POSIX so
-a timeout or cancel kills whatever the callable started. The callable's `sys.stdout`/`sys.stderr`
-writes are forwarded to the worker in small batches, so output up to a kill is kept; output written
-straight to file descriptors 1 and 2 (C extensions, `os.system`) is not captured.
+a timeout or cancel kills whatever the callable started, and each dies with the worker (docs/architecture.md,
+"When the worker dies"). The callable's `sys.stdout`/`sys.stderr` writes are forwarded to the worker in small
+batches, so output up to a kill is kept; output written straight to file descriptors 1 and 2 (C extensions,
+`os.system`) is not captured.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import io
 import logging
@@ -239,11 +241,33 @@ else:
         return psutil.Process().memory_info().rss
 
 
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this child when the worker's thread that spawned it (its loop's) ends, however
+    the worker died; unlike `_watch_parent`, this needs no GIL, so a call stuck in C code dies too."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return   # refused (not on this kernel): _watch_parent still sees the worker go
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:   # the worker died before the call: no signal will come
+        os._exit(70)
+
+
 def _watch_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is not None:
         multiprocessing.connection.wait([parent.sentinel])
-        os._exit(70)  # the worker died: never run on as an orphan
+        # The worker died: never run on as an orphan, nor leave what a call started (it is in our group).
+        if os.name == "posix" and os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(70)
 
 
 class _Replies:
@@ -275,6 +299,7 @@ class _Replies:
 
 def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
     """Entry point of a pool child: run batches of calls from `conn` until told to stop or the worker goes away."""
+    _die_with_parent()
     if os.name == "posix":
         os.setsid()
     threading.Thread(target=_watch_parent, name="zmqgrid-parent-watch", daemon=True).start()

@@ -13,80 +13,20 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from ..config import Config
 from ..protocol import packb, unpackb
-from .executors import lower_priority
-from .pypool import MAX_BATCH, CappedBuffer, _Child, _died, _error
+from .priority import lower_priority
+from .pycalls import Batch, Call, OutputCallback
+from .pypool import MAX_BATCH, _Child, _died, _error
 from .proctree import kill_tree
+from .procrecord import ProcessRecord
 
 logger = logging.getLogger(__name__)
-OutputCallback = Callable[[str, str], None]
 FAST_CALL_S = 0.005      # a function whose calls take less than this (observed) may be batched
 TINY_CALL_S = 0.0005     # ... and under this, its calls are not spread over several children
 SPIN_S = 0.0005          # a lone tiny call's reply is awaited awake for at most this long
-
-
-class PyRun:
-    """A python call in progress, as the worker's `running` map holds it: driven by PySlots from the worker's
-    loop, so it has no thread of its own."""
-
-    __slots__ = ("task_id", "attempt")
-
-    def __init__(self, task_id: str, attempt: int) -> None:
-        self.task_id, self.attempt = task_id, attempt
-
-
-@dataclass
-class _Call:
-    task: dict
-    on_output: OutputCallback | None
-    max_output_bytes: int
-    timeout_s: float | None
-    index: int
-    batch: "_Batch | None" = None
-    cancel_reason: str = ""
-    streams: dict[str, CappedBuffer] | None = None   # made at the first output: most calls print nothing
-
-    def buffer(self, stream: str) -> CappedBuffer:
-        if self.streams is None:
-            self.streams = {}
-        if stream not in self.streams:
-            self.streams[stream] = CappedBuffer(stream, self.max_output_bytes)
-        return self.streams[stream]
-
-    def text(self, stream: str) -> str:
-        return self.streams[stream].text() if self.streams and stream in self.streams else ""
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.task["id"], self.task["attempt"]
-
-    def result(self, state: str, duration_s: float, *, value: Any = None, error: dict | None = None,
-               exit_code: int | None = None) -> dict:
-        now = time.time()
-        return {"id": self.task["id"], "attempt": self.task["attempt"], "state": state, "exit_code": exit_code,
-                "value": value, "error": error, "stdout": self.text("stdout"), "stderr": self.text("stderr"),
-                "started_at": now - duration_s, "finished_at": now, "duration_s": duration_s}
-
-
-@dataclass
-class _Batch:
-    child: _Child
-    calls: list[_Call]
-    received: int = 0                      # calls whose result has come back
-    sent_at: float = field(default_factory=time.monotonic)
-
-    def running(self) -> tuple[_Call, float] | None:
-        """The call the child is on and when it started (the batch's sending, if the child has not begun)."""
-        index = self.child.current.value   # read before `started`: the child writes them in the other order
-        if index < 0:   # not begun (or every call so far skipped)
-            return (self.calls[self.received], self.sent_at) if self.received < len(self.calls) else None
-        if index < len(self.calls):
-            return self.calls[index], self.child.started.value
-        return None
 
 
 class PySlots:
@@ -97,23 +37,26 @@ class PySlots:
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
                  max_tasks_per_child: int = Config.max_tasks_per_child,
-                 max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0) -> None:
+                 max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0,
+                 record: ProcessRecord | None = None) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue, self.nice, self.grace_s = requeue or (lambda tasks: None), nice, kill_grace_s
         self.max_tasks = max_tasks_per_child or float("inf")
         self.max_rss = (max_child_memory_mb << 20) or float("inf")
+        self.record = record   # each child's session is noted there for a reaper (orphans.py)
+        self.entries: dict[int, int | None] = {}   # child pid -> its entry in the record
         self.idle: list[_Child] = []
-        self.batches: dict[int, _Batch] = {}     # fd (pipe or sentinel) of a busy child -> its batch
+        self.batches: dict[int, Batch] = {}      # fd (pipe or sentinel) of a busy child -> its batch
         self.watched: set[int] = set()           # fds of live children, registered with the worker's poller
-        self.by_key: dict[tuple[str, int], _Call] = {}
+        self.by_key: dict[tuple[str, int], Call] = {}
         self.durations: dict[str, float] = {}    # function -> recent call duration (rises at once, decays slowly)
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.idle] + [b.child.pid for b in self._busy()]
 
-    def _busy(self) -> list[_Batch]:
+    def _busy(self) -> list[Batch]:
         return list({id(b): b for b in self.batches.values()}.values())
 
     @property
@@ -127,6 +70,8 @@ class PySlots:
 
     def _spawn(self) -> _Child:
         child = _Child(self.ctx)
+        if self.record is not None:
+            self.entries[child.pid] = self.record.add_session(child.pid)
         lower_priority(child.pid, self.nice)
         # Watched for its whole life, not per call: (un)registering with the poller costs more than a call.
         for fd in (child.conn.fileno(), child.process.sentinel):
@@ -140,6 +85,13 @@ class PySlots:
                 self.watched.discard(fd)
                 self.unwatch(fd)
         child.discard(grace_s)
+        self._forget(child)
+
+    def _forget(self, child: _Child) -> None:
+        """The child and its tree are gone: its entry leaves the record."""
+        entry = self.entries.pop(child.pid, None)
+        if self.record is not None:
+            self.record.remove(entry)
 
     # ------------------------------------------------------------ starting
 
@@ -192,8 +144,8 @@ class PySlots:
         calls = []
         for index, (task, on_output) in enumerate(items):
             timeout = task.get("timeout")
-            calls.append(_Call(task, on_output, self.max_output_bytes,
-                               self.default_timeout_s if timeout is None else float(timeout), index))
+            calls.append(Call(task, on_output, self.max_output_bytes,
+                              self.default_timeout_s if timeout is None else float(timeout), index))
         child = self._checkout()
         if child is None:
             return [c.result("failed", 0.0, error=_error("StartError", "cannot start a python child process"))
@@ -207,7 +159,7 @@ class PySlots:
             self._discard(child, 0.0)
             return [c.result("failed", 0.0, error=_error("WorkerChildDied", f"cannot send the call: {e}"))
                     for c in calls]
-        batch = _Batch(child, calls)
+        batch = Batch(child, calls)
         for call in calls:
             call.batch = batch
             self.by_key[call.key] = call
@@ -252,7 +204,7 @@ class PySlots:
             return self._end_batch(batch, None, "failed", None)
         return []
 
-    def _reply(self, batch: _Batch, reply: list) -> list[dict]:
+    def _reply(self, batch: Batch, reply: list) -> list[dict]:
         if reply[0] == "out":
             _, stream, text, index = reply
             call = batch.calls[min(max(index, 0), len(batch.calls) - 1)]
@@ -283,7 +235,7 @@ class PySlots:
             self._release(batch, rss)
         return results
 
-    def _release(self, batch: _Batch, rss: int) -> None:
+    def _release(self, batch: Batch, rss: int) -> None:
         child = batch.child
         for fd in (child.conn.fileno(), child.process.sentinel):
             self.batches.pop(fd, None)
@@ -310,7 +262,7 @@ class PySlots:
 
     # ------------------------------------------------------------ ending calls early
 
-    def _end_batch(self, batch: _Batch, culprit: _Call | None, state: str, error: dict | None,
+    def _end_batch(self, batch: Batch, culprit: Call | None, state: str, error: dict | None,
                    everyone: bool = False) -> list[dict]:
         """The child is killed (`culprit` timed out or was cancelled) or died by itself (culprit None: the call
         it was on). What it had sent is kept; the call it was running ends as `state`; the rest run again."""
@@ -397,4 +349,5 @@ class PySlots:
                     self.watched.discard(fd)
                     self.unwatch(fd)
             child.retire(self.grace_s)
+            self._forget(child)
         self.idle = []

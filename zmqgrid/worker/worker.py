@@ -21,10 +21,12 @@ from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
 from .commands import CommandsMixin
+from .orphans import ProcessGuard
 from .outbox import Outbox, cancelled_result, failed_result
 from .inline import InlineCalls
 from .link import MasterLinkMixin
-from .pyslots import FAST_CALL_S, PyRun, PySlots
+from .pycalls import PyRun
+from .pyslots import FAST_CALL_S, PySlots
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +43,22 @@ class Worker(MasterLinkMixin, CommandsMixin):
         self.host, self.port = master_host_port(config.master_url)
         self.curve = worker_curve(config)     # None unless `curve` is on; a missing key file stops us here
         self.info = system_info(config.python_executable)
+        # First of all: kill what a killed predecessor of this device left running, then record and guard our own
+        # task processes (orphans.py). Windows has neither sessions nor a reaper here (Job Objects would be it).
+        self.guard = ProcessGuard(config.state_dir, self.device_id) if os.name == "posix" else None
+        record = self.guard.record if self.guard is not None else None
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
                                  default_timeout_s=config.task_timeout or None, nice=config.task_nice,
-                                 flood_mb_per_s=config.flood_output_mb_per_s)
+                                 flood_mb_per_s=config.flood_output_mb_per_s, use_cgroups=config.task_cgroups,
+                                 record=record)
         self.poller = zmq.Poller()
         self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
                                default_timeout_s=config.task_timeout or None,
                                watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister,
                                requeue=self._rehold, nice=config.task_nice,
                                max_tasks_per_child=config.max_tasks_per_child,
-                               max_child_memory_mb=config.max_child_memory_mb)
+                               max_child_memory_mb=config.max_child_memory_mb, record=record)
         # Inline calls need the loop's thread for their timer: a worker is made in the thread that serves it.
         self.inline = InlineCalls(config.max_output_bytes, config.task_timeout or None) \
             if config.python_pool == "inline" else None
@@ -141,6 +148,8 @@ class Worker(MasterLinkMixin, CommandsMixin):
             self.heartbeats.stop()
         self.pyslots.close()
         self.executor.close()
+        if self.guard is not None:   # after the attempts stopped: the reaper then finds nothing to kill
+            self.guard.close()
         for sock in (self.dealer, self.sub):
             if sock is not None:
                 sock.close(0)
