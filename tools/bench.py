@@ -534,7 +534,7 @@ def specs(n: int, start: int) -> Iterator[dict]:
 
 def wait_final(client: Client, ids: list[str], timeout_s: float) -> tuple[dict, int]:
     """Client.wait, plus a work-around: Client.wait can return a summary whose state is not final (a `watch`
-    answered from the ledger before the turn that finished the task was committed; see docs/benchmarks.md).
+    answered from the ledger before the turn that finished the task was committed).
     Such ids are waited for again. Returns (results, how many ids needed that second wait)."""
     results = client.wait(ids, timeout_s=timeout_s)
     retried = 0

@@ -24,7 +24,7 @@ client (this measurement's process), over the phase, divided by `--n`.
 
 A commit is checked out with `git worktree add --detach` into a temporary folder (removed afterwards); without
 a second commit, B is the working tree as it is. Each version must have tools/bench.py with `Cluster` and
-`Bench` (every commit since the second session). Every process started is stopped by PID; the whole run is bounded
+`Bench` (as every commit of it has). Every process started is stopped by PID; the whole run is bounded
 by `--deadline` seconds. Progress goes to stderr.
 """
 from __future__ import annotations

@@ -65,8 +65,8 @@ def new_task_id() -> str:
     """A 24-hex-digit id that sorts by creation: 8 digits of Unix seconds, 6 of a counter that starts at random,
     10 of a random number drawn once per process (MongoDB ObjectId's parts). Two ids collide only if two processes
     draw the same 40 bits and reach the same count in the same second. Time-ordered so that each new row of the
-    ledger lands next to the previous one in its id index instead of on a random page (random ids made an insert
-    cost 2.5x more); the counter before the process part makes the first 14 digits enough to tell tasks apart."""
+    ledger lands next to the previous one in its id index instead of on a random page (a random page per insert costs
+    several times more); the counter before the process part makes the first 14 digits enough to tell tasks apart."""
     return f"{int(time.time()):08x}{next(_ID_COUNTER) & 0xFFFFFF:06x}{_ID_PROCESS}"
 
 

@@ -2,7 +2,7 @@
 
 A process woken from sleep starts later than one that is running: on the 2-vCPU machines measured, a round trip
 (submit -> result) took 0.95-0.99 ms with a master that slept between messages and 0.79-0.84 ms with one that
-polled awake for 0.8 ms after each turn that read the ROUTER or dispatched (docs/benchmarks.md, sixth session).
+polled awake for 0.8 ms after each turn that read the ROUTER or dispatched (docs/benchmarks.md, "Throughput and latency").
 The answer to what a turn sent, a worker's result or a client's next Submit, usually comes within that moment.
 
 Spinning must not cost a core when messages come just too far apart for it to pay (a big fleet sending a result

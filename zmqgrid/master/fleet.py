@@ -97,7 +97,7 @@ class FleetEvents:
             self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now, paced)
         # The live view (devices list, liveness) is in memory. The ledger's devices row (last seen, metrics, running:
         # what a reader of the file or a restarted master sees) and a metrics sample are written every sample_every-th
-        # heartbeat only: with 1,000 workers a row per heartbeat was 1,000 JSON encodings and UPDATEs a second, and a
+        # heartbeat only: with a big fleet a row per heartbeat is a JSON encoding and an UPDATE per worker a second, and a
         # transaction in nearly every loop turn of an idle master.
         if device.heartbeats % self.sample_every == 1:
             self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))

@@ -33,7 +33,7 @@ from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE,
 logger = logging.getLogger(__name__)
 # A turn reads at most this many ROUTER messages: a client's flood of one-task Submits then takes turns of a few ms,
 # each of which also takes the workers' results and dispatches again, instead of 1,000-Submit turns of 50 ms that
-# left the workers idle (5,000 one-task Submits: +6-9% tasks/s in interleaved runs, batched and big submits unchanged).
+# left the workers idle (batched and big submits are not slowed by the cap).
 ROUTER_DRAIN_PER_TURN = 64
 FINISHED_MAX_BYTES = 8 << 20   # half a client's default max_message_bytes
 HEARTBEATS_PER_TURN = 1000   # heartbeats are cheap and commit together: 1,000 workers' second in one turn
@@ -150,7 +150,7 @@ class Master:
         next_beacon = next_check = next_prune = next_devices = time.monotonic()
         device_retention_s = float(self.config.device_retention_days) * 86400
         # Python's collector walks every live object in its oldest generation, which here grows with the task
-        # map: a 100,000-task submit ran at 30k/s with the defaults, 46k/s with these. The state loaded so far
+        # map, so a big submit spent much of its time in full collections with the defaults. The state loaded so far
         # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
         gc.freeze()
         gc.set_threshold(50_000, 20, 1000)
@@ -371,7 +371,7 @@ class Master:
 
 def _recv_routed(recv: Callable[..., Any]) -> list[bytes]:
     """One ROUTER message, [identity, frame, ...], or zmq.Again. Plain recv calls: recv_multipart asks the socket
-    for RCVMORE after every frame, which cost more than the frames (5.5 against 2.8 µs a message). The identity
+    for RCVMORE after every frame, which costs more than reading the frames. The identity
     is always followed by a frame, and once it is read the whole message is there."""
     frames = [recv(_NOWAIT)]
     frame = recv(_NOWAIT, copy=False)

@@ -17,7 +17,7 @@ class Checkpointer(threading.Thread):
 
     A PASSIVE checkpoint copies the frames that existed when it began; a busy loop has committed more by the
     time it ends, so the WAL is never wholly copied when the loop next writes, and SQLite only starts the WAL
-    over when it is: under load it grew without end (870 MB in 14 s). So each PASSIVE bulk copy is followed by a
+    over when it is: under load it grows without end. So each PASSIVE bulk copy is followed by a
     RESTART, which copies the little written meanwhile while holding the loop's next commit back (a few ms, at
     most `busy_timeout`), and makes that commit start the WAL from its beginning."""
 

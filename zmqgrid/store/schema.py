@@ -19,7 +19,7 @@ SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 # Python 3.11's sqlite3 binds int, float and str directly but sends None and bytes through its adapter lookup,
 # which, finding no adapter, raises and clears an AttributeError with a formatted message for each value (nine
 # per task on the master's hot path). An adapter returning the value itself (C callables, no Python frame) takes
-# the lookup's first, cheap exit; what is bound does not change. Measured: the master's instructions per task -6.7%.
+# the lookup's first, cheap exit; what is bound does not change.
 sqlite3.register_adapter(type(None), {}.get)
 sqlite3.register_adapter(bytes, bytes)
 

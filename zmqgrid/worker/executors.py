@@ -283,7 +283,7 @@ class _ProcessRun(Run):
                 # Past its cap, what a task prints is mostly cut: it is read no faster than flood_rate, and the
                 # task waits on its full pipe meanwhile. Read as it came, a flood cost the worker thousands of
                 # small chunks a second (each holding the GIL its loop needs) and the task ran flat out beside
-                # the others: 100 MB slowed quiet tasks 19-21% with a 5 ms pause per read, 7-16% at 20 MiB/s.
+                # the others; a rate slows quiet tasks beside it less than a fixed pause per read does.
                 time.sleep(len(data) / flood_rate)
             if self._on_output is not None and (live := buffer.live_part(data)):
                 self._emit(buffer.name, decoder.decode(live))

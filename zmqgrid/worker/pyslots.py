@@ -97,8 +97,8 @@ class PySlots:
 
     def reply_due(self) -> bool:
         """A lone call of a function seen to return in microseconds is out, sent less than SPIN_S ago: the worker
-        polls without sleeping until its reply comes (a poll that sleeps costs a wake-up, 40-80 us on the machines
-        measured, as much as the call's whole round trip to the child)."""
+        polls without sleeping until its reply comes (a poll that sleeps costs a wake-up, as much as the call's whole
+        round trip to the child)."""
         if len(self.batches) != 2:   # one busy child: its pipe and its sentinel
             return False
         batch = next(iter(self.batches.values()))
