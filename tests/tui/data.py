@@ -8,10 +8,16 @@ URL = "tcp://10.0.0.5:8000"
 
 
 def device(device_id: str, state: str = "online", cpu: float = 12.0, mem: float = 40.0, disk: float = 55.0,
-           in_flight: int = 1, tags: tuple = ("linux",), seen: float | None = 0.4) -> dict:
+           running: int = 1, assigned: int = 0, tags: tuple = ("linux",), seen: float | None = 0.4,
+           last_seen: float | None = None) -> dict:
+    """A devices row as the master lists it; `seen`/`last_seen` are seconds before NOW."""
     return {"device_id": device_id, "name": device_id, "hostname": f"host-{device_id}", "state": state,
-            "os": "Linux 6.8 x86_64", "python_version": "3.11.7", "tags": list(tags), "concurrency": 3,
-            "in_flight": in_flight, "seconds_since_heartbeat": seen, "credit": 2, "pending_commands": 0,
+            "os": "Linux 6.8 x86_64", "python_version": "3.11.7", "python_executable": "/usr/bin/python3",
+            "tags": list(tags), "concurrency": 3, "running": running, "assigned": assigned,
+            "in_flight": running + assigned, "seconds_since_heartbeat": seen, "credit": 0 if state == "offline" else 2,
+            "pending_commands": 0,
+            "last_seen_at": NOW - (last_seen if last_seen is not None else seen or 0.0), "pid": 4242,
+            "version": "0.1.0", "registered_at": NOW - 7200,
             "metrics": {"cpu_percent": cpu, "memory_percent": mem, "disk_percent": disk}}
 
 
@@ -34,16 +40,28 @@ TASKS = [
     task("e5f60718293a4b5c", "done", "zmqgrid.samples:fib", kind="python", exit_code=None, tags=("gpu",)),
 ]
 
-DEVICES = [device("crawler-01", cpu=63.0, mem=41.0, in_flight=2),
+DEVICES = [device("crawler-01", cpu=63.0, mem=41.0, running=3, assigned=2),
            device("crawler-02", state="draining", cpu=8.0, mem=22.0, tags=("linux", "gpu")),
-           device("old-box", state="offline", cpu=0.0, mem=0.0, in_flight=0, tags=(), seen=812.0)]
+           # Offline since before the master started: no seconds_since_heartbeat from an older master, its ledger's
+           # last_seen_at, and the last metrics it sent (CPU 100 as it died), which are not live.
+           device("old-box", state="offline", cpu=100.0, mem=97.0, running=0, tags=(), seen=None, last_seen=812.0)]
+
+SCHEDULES = [
+    {"name": "nightly-report", "cron": "0 6 * * 1-5", "missed": "run_once", "state": "active", "next_at": NOW + 3600,
+     "last_fired_at": NOW - 82800, "fired_count": 41, "created_at": NOW - 86400 * 60, "task": "python report.py",
+     "spec": {"kind": "shell", "command": "python report.py", "name": "python report.py", "tags": ["linux"]}},
+    {"name": "ping", "cron": "*/5 * * * *", "missed": "skip", "state": "paused", "next_at": None,
+     "last_fired_at": NOW - 900, "fired_count": 3012, "created_at": NOW - 86400 * 20,
+     "task": "curl -s https://example.com", "spec": {"kind": "shell", "command": "curl -s https://example.com",
+                                                     "name": "curl -s https://example.com"}},
+]
 
 
 def status(done: int, uptime_s: float = 3725.0) -> dict:
     return {"incarnation": "29462d22b07d", "uptime_s": uptime_s, "router": URL, "stuck_tasks": 0,
             "devices": {"online": 1, "draining": 1, "offline": 1, "pending": 0},
-            "tasks": {"queued": 1, "assigned": 0, "running": 1, "done": done, "failed": 1, "timed_out": 0,
-                      "cancelled": 0, "quarantined": 0}, "counters": {}, "bad_messages": 0}
+            "tasks": {"queued": 1, "assigned": 2, "running": 4, "done": done, "failed": 1, "timed_out": 0,
+                      "cancelled": 0, "quarantined": 0}, "counters": {}, "bad_messages": 0, "pending_keys": 2}
 
 
 def snapshots(count: int = 12) -> list[ClusterSnapshot]:
@@ -53,9 +71,10 @@ def snapshots(count: int = 12) -> list[ClusterSnapshot]:
     for i in range(count):
         done += steps[i % len(steps)]
         at = NOW - (count - 1 - i)
-        cpu = [10.0 + 7 * (i % 9), 8.0 + (i % 3), 0.0]
+        cpu = [10.0 + 7 * (i % 9), 8.0 + (i % 3), 100.0]   # old-box: its last figure, not a live one
         devices = [dict(d, metrics=dict(d["metrics"], cpu_percent=c)) for d, c in zip(DEVICES, cpu)]
-        out.append(ClusterSnapshot(status(done, 3725.0 - (count - 1 - i)), devices, TASKS, reachable=True, at=at))
+        out.append(ClusterSnapshot(status(done, 3725.0 - (count - 1 - i)), devices, TASKS, reachable=True, at=at,
+                                   schedules=SCHEDULES))
     return out
 
 

@@ -9,10 +9,10 @@ from rich.console import Console
 
 from tests.helpers import wait_until
 from zmqgrid.tui import StaticSource, TaskOutput, make_app
-from zmqgrid.tui.screens import HelpScreen
-from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, TasksTable
+from zmqgrid.tui.screens import DetailScreen, HelpScreen, TaskScreen
+from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, SchedulesTable, TasksTable
 
-from .data import DETAIL, NOW, TASKS, URL, snapshots, static_source, task
+from .data import DETAIL, NOW, SCHEDULES, TASKS, URL, snapshots, static_source, task
 from .pilot import screen_text, until, until_shown
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,11 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 SIZE = (120, 40)
 
 
-def run(scenario, source: StaticSource, refresh_s: float = 60.0) -> None:
+def run(scenario, source: StaticSource, refresh_s: float = 60.0, size: tuple[int, int] = SIZE) -> None:
     """Run `scenario(pilot, app)` on a dashboard over `source`. With the default interval only `r` refreshes."""
     async def main() -> None:
         app = make_app(source, refresh_s=refresh_s)
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             await until(pilot, lambda: app.snapshots_applied >= 1, describe="the first snapshot")
             await scenario(pilot, app)
     asyncio.run(main())
@@ -133,12 +133,14 @@ def test_sorting_devices_reorders_rows_and_keeps_the_cursor_on_its_device():
     run(scenario, static_source())
 
 
-def test_rows_keep_their_keys_and_the_cursor_follows_its_task_when_a_new_one_arrives():
+def test_the_cursor_stays_on_its_task_when_new_tasks_arrive_above_it_and_enter_opens_that_task():
     def newer(n: int) -> dict:
         return task(f"ffff00001111222{n}", "queued", f"echo newest {n}", device_id=None, attempt=0, started=None)
-    first = snapshots(3)
+    first = snapshots(4)
     source = StaticSource([first[0], dataclasses.replace(first[1], tasks=[newer(1), *TASKS]),
-                           dataclasses.replace(first[2], tasks=[newer(2), newer(1), *TASKS])], master_url=URL, now=NOW)
+                           dataclasses.replace(first[2], tasks=[newer(2), newer(1), *TASKS]),
+                           dataclasses.replace(first[3], tasks=[newer(3), newer(2), newer(1), *TASKS])],
+                          master_url=URL, now=NOW)
 
     async def scenario(pilot, app):
         table = app.screen.query_one(TasksTable)
@@ -146,9 +148,36 @@ def test_rows_keep_their_keys_and_the_cursor_follows_its_task_when_a_new_one_arr
         await refresh(pilot, app)
         assert [r.key.value for r in table.ordered_rows][:2] == ["ffff000011112221", "a1b2c3d4e5f60718"]
         assert table.selected_key == "d4e5f60718293a4b"   # moved down with its task
+        # Given the cursor on the top row, the newest task
         await pilot.press("home")
+        assert table.selected_key == "ffff000011112221"
+        # When newer tasks arrive above it
         await refresh(pilot, app)
-        assert table.cursor_row == 0 and table.selected_key == "ffff000011112222"   # the top follows the newest
+        await refresh(pilot, app)
+        # Then it is still on that task, and enter opens that one
+        assert (table.cursor_row, table.selected_key) == (2, "ffff000011112221")
+        await pilot.press("enter")
+        opened = await until(pilot, lambda: isinstance(app.screen, TaskScreen) and app.screen, describe="a task")
+        assert opened.task_id == "ffff000011112221"
+    run(scenario, source)
+
+
+def test_the_cursor_stays_on_its_device_when_a_sort_by_cpu_reorders_the_rows():
+    later = snapshots(2)[1]
+    busier = [dict(d, metrics=dict(d["metrics"], cpu_percent=99.0)) if d["device_id"] == "crawler-02" else d
+              for d in later.devices]
+    source = StaticSource([snapshots(1)[0], dataclasses.replace(later, devices=busier)], master_url=URL, now=NOW)
+
+    async def scenario(pilot, app):
+        devices = app.screen.query_one(DevicesTable)
+        devices.focus()
+        while devices.sort_index != 2:   # by cpu, highest first
+            await pilot.press("o")
+        assert [r.key.value for r in devices.ordered_rows][:2] == ["crawler-01", "crawler-02"]
+        assert devices.selected_key == "crawler-01"   # the top row
+        await refresh(pilot, app)
+        assert [r.key.value for r in devices.ordered_rows][:2] == ["crawler-02", "crawler-01"]
+        assert devices.selected_key == "crawler-01"
     run(scenario, source)
 
 
@@ -248,10 +277,8 @@ def test_the_output_of_a_running_task_is_followed_and_found_in():
         await until(pilot, lambda: list(log.lines)[2:] == ["partial", "‼ oops"], describe="the new output")
         await pilot.press("slash", *"page")
         await until_shown(pilot, "'page' 1/2")
-        await pilot.press("enter")
-        await until_shown(pilot, "'page' 2/2")
         await pilot.press("escape", "N")
-        await until_shown(pilot, "'page' 1/2")
+        await until_shown(pilot, "'page' 2/2")
         assert not log.tail
         await pilot.press("t")
         await until_shown(pilot, "tail on")
@@ -290,3 +317,141 @@ def test_a_snapshot_that_lands_while_the_dashboard_closes_is_dropped():
             await until(pilot, lambda: source.served >= 1 and app.fetching, describe="the second refresh asked")
         assert source.served == 2   # the late answer came, and closing the app did not fail on it
     asyncio.run(main())
+
+
+# --- issue 26, items 17-22 ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_the_devices_table_shows_only_whole_columns_and_the_others_in_the_devices_detail(size):
+    async def scenario(pilot, app):
+        devices = app.screen.query_one(DevicesTable)
+        await until(pilot, lambda: devices.size.width > 0 and devices.cells, describe="the devices table laid out")
+        shown = screen_text(app)
+        # Every column shown is whole (the table needs no sideways scrolling), and the first ones are the readable ones
+        assert devices.max_scroll_x == 0, (devices.virtual_size, devices.size)
+        assert {"device", "state", "seen", "run", "cpu", "mem"} <= set(devices.shown_columns)
+        labels = dict(DevicesTable.COLUMNS)
+        header = next(line for line in shown.splitlines() if line.strip().startswith("DEVICE"))
+        assert header.split() == [labels[k] for k in devices.shown_columns]
+        left_out = [k for k, _ in DevicesTable.COLUMNS if k not in devices.shown_columns]
+        assert "os" in left_out   # OS does not fit whole at 80 or 120 columns, beside the live figures
+        # The device's detail has every field, those left out too
+        devices.focus()
+        devices.move_cursor(row=devices.get_row_index("crawler-02"))
+        await pilot.press("i")
+        detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen,
+                             describe="the device's detail")
+        text = "\n".join(f"{label} {value}" for label, value in detail.fields)
+        for line in ("os Linux 6.8 x86_64", "python 3.11.7", "name crawler-02", "host host-crawler-02",
+                     "tags linux, gpu", "executable /usr/bin/python3", "state draining"):
+            assert line in text, text
+        await until_shown(pilot, "Device crawler-02")
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, DetailScreen), describe="the detail to close")
+    run(scenario, static_source(), size=size)
+
+
+def test_an_offline_device_shows_when_it_was_last_seen_and_no_live_metrics():
+    async def scenario(pilot, app):
+        devices = app.screen.query_one(DevicesTable)
+        row = {k: str(v) for k, v in devices.cells["old-box"].items()}
+        # old-box: offline, no seconds_since_heartbeat, last_seen_at 812 s before the snapshot, last CPU figure 100
+        assert row["seen"] == "13m32s"
+        assert (row["cpu"], row["mem"], row["disk"]) == ("-", "-", "-")
+        assert row["cpu_spark"].strip() == "" and row["run"] == "0/3"
+        devices.focus()
+        devices.move_cursor(row=devices.get_row_index("old-box"))
+        await pilot.press("i")
+        detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen, describe="detail")
+        fields = dict(detail.fields)
+        assert fields["last seen"].startswith("13m32s ago (at ")
+        assert fields["last metrics"].startswith("cpu 100% · memory 97%") and "not live" in fields["last metrics"]
+    run(scenario, static_source(count=1))
+
+
+def test_the_header_and_the_devices_table_count_running_and_assigned_tasks_apart():
+    async def scenario(pilot, app):
+        shown = await until_shown(pilot, "2 assigned  4 running")
+        assert "6 running" not in shown
+        devices = app.screen.query_one(DevicesTable)
+        # crawler-01 runs 3 tasks in its 3 slots and holds 2 more that wait for a slot
+        assert str(devices.cells["crawler-01"]["run"]) == "3/3 +2"
+        assert str(devices.cells["crawler-02"]["run"]) == "1/3"
+    run(scenario, static_source())
+
+
+def test_enter_in_the_find_box_gives_the_keys_back_to_the_output_so_n_and_N_step_through_matches():
+    async def scenario(pilot, app):
+        tasks = app.screen.query_one(TasksTable)
+        tasks.move_cursor(row=tasks.get_row_index(DETAIL["id"]))
+        await pilot.press("enter")
+        log = await until(pilot, lambda: app.screen.query(OutputLog) and app.screen.query_one(OutputLog),
+                          describe="the task screen")
+        await until(pilot, lambda: app.screen.complete, describe="the whole output")
+        await pilot.press("slash", *"fetching page 1", "enter")
+        box = app.screen.query_one("#find")
+        await until(pilot, lambda: app.focused is log, describe="the output focused again")
+        assert not box.has_class("visible")
+        await until_shown(pilot, "'fetching page 1' 1/11")   # page 1 and pages 10-19
+        await pilot.press("n")
+        await until_shown(pilot, "'fetching page 1' 2/11")
+        await pilot.press("N", "N")
+        await until_shown(pilot, "'fetching page 1' 11/11")
+        assert box.value == "fetching page 1"   # n and N were not typed into the box
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, TaskScreen), describe="back on the main screen")
+    run(scenario, static_source())
+
+
+def test_the_schedules_panel_lists_schedules_and_pauses_and_resumes_one_after_asking():
+    source = static_source()
+
+    async def scenario(pilot, app):
+        shown = await until_shown(pilot, "Schedules 2 · 1 paused")
+        assert "nightly-report" in shown and "0 6 * * 1-5" in shown
+        table = app.screen.query_one(SchedulesTable)
+        assert str(table.cells["ping"]["state"]) == "paused"
+        table.focus()
+        table.move_cursor(row=table.get_row_index("nightly-report"))
+        await pilot.press("p")
+        await until_shown(pilot, "Pause schedule nightly-report?")
+        await pilot.press("n")   # no: nothing sent
+        await pilot.press("p")
+        await until_shown(pilot, "Pause schedule nightly-report?")
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions, describe="the pause sent")
+        table.move_cursor(row=table.get_row_index("ping"))
+        await pilot.press("u")
+        await until_shown(pilot, "Resume schedule ping?")
+        await pilot.press("y")
+        await until(pilot, lambda: len(source.actions) == 2, describe="the resume sent")
+        assert source.actions == [("schedule pause", ("nightly-report",)), ("schedule resume", ("ping",))]
+        await pilot.press("enter")
+        detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen, describe="detail")
+        fields = dict(detail.fields)
+        assert fields["cron"].startswith("*/5 * * * *") and fields["runs"] == "curl -s https://example.com"
+        await pilot.press("escape")
+        await pilot.press("3")   # the panel hides
+        await until(pilot, lambda: "Schedules 2" not in screen_text(app), describe="the schedules panel hidden")
+    run(scenario, source)
+
+
+def test_a_master_without_schedules_costs_the_panel_one_line():
+    source = StaticSource([dataclasses.replace(s, schedules=[]) for s in snapshots(1)], master_url=URL, now=NOW)
+
+    async def scenario(pilot, app):
+        await until_shown(pilot, "Schedules: none (add one with: python main.py schedules add)")
+        assert not app.screen.query_one(SchedulesTable).display
+    run(scenario, source)
+
+
+def test_the_header_shows_the_pending_keys_the_master_tells_an_admin_and_nothing_otherwise():
+    told = snapshots(1)[0]
+    untold = dataclasses.replace(told, status={k: v for k, v in told.status.items() if k != "pending_keys"})
+
+    async def scenario(pilot, app):
+        await until_shown(pilot, "1 offline  keys 2 pending")
+        await refresh(pilot, app)
+        await until(pilot, lambda: "keys" not in screen_text(app).splitlines()[1], describe="no keys count")
+    run(scenario, StaticSource([told, untold], master_url=URL, now=NOW))
+    assert SCHEDULES   # the fixed data the panel tests read

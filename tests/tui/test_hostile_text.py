@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import Harness, plant_device, wait_until
 from zmqgrid.client import Client, build_spec
 from zmqgrid.tui import ClientSource, make_app
+from zmqgrid.tui.screens import DetailScreen
 from zmqgrid.tui.widgets import DevicesTable, OutputLog, TasksTable
 
 from .pilot import screen_text, until
@@ -58,7 +59,18 @@ def test_the_dashboard_shows_escape_sequences_and_markup_from_peers_as_visible_t
             shown = await until(pilot, lambda: "h\\x1b]0;owned" in (text := screen_text(app)) and text,
                                 describe="the hostile device's row drawn")
             assert not raw_controls(shown)
-            assert "[link=https" in shown   # markup shown, not applied
+
+            # The device's detail has every field (its name, with the markup, does not fit the table): escaped too
+            devices.focus()
+            devices.move_cursor(row=devices.get_row_index("evil"))
+            await pilot.press("i")
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen), describe="the device's detail")
+            shown = await until(pilot, lambda: "[link=https" in (text := screen_text(app)) and text,
+                                describe="the markup in the name shown as text")
+            assert not raw_controls(shown)
+            assert "o\\x1b]0;owned" in shown   # its OS
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, DetailScreen), describe="the detail closed")
 
             # And the task's screen: its summary and its output lines are escaped too
             tasks.focus()

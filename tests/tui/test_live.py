@@ -4,11 +4,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlite_utils
 
-from tests.helpers import Harness, wait_until
-from zmqgrid.client import build_spec
+from tests.helpers import Harness, db_query, wait_until
+from zmqgrid.client import Client, build_spec
+from zmqgrid.errors import ZmqgridError
+from zmqgrid.store import key_store
 from zmqgrid.tui import ClientSource, make_app
-from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, TasksTable
+from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, SchedulesTable, TasksTable
 
 from .pilot import screen_text, until, until_shown
 
@@ -112,3 +115,103 @@ def test_a_killed_master_shows_unreachable_and_the_dashboard_recovers_when_it_is
                         describe="the workers to register again")
             assert "unreachable" not in screen_text(app)
     asyncio.run(scenario())
+
+
+def test_a_device_offline_across_a_master_restart_shows_when_it_was_last_seen_and_no_metrics(harness: Harness):
+    # Given a worker whose heartbeats put its metrics in the ledger, killed with its master
+    harness.start_master()
+    harness.start_worker("w1")
+    harness.wait_online(harness.client(), "w1")
+    wait_until(lambda: db_query(harness.db, "SELECT metrics FROM devices WHERE device_id = 'w1' AND metrics LIKE "
+                                            "'%cpu_percent%'"), 20, "w1's metrics in the ledger")
+    harness.kill(harness.workers["w1"])
+    harness.kill(harness.master)
+    # When the master starts again (it has not heard from w1 since)
+    harness.start_master()
+
+    async def scenario() -> None:
+        app = live_app(harness)
+        async with app.run_test(size=SIZE) as pilot:
+            devices = app.screen.query_one(DevicesTable)
+            await until(pilot, lambda: cell_text(devices, "w1", "state") == "offline", describe="w1 offline")
+            # Then its row says when it was last seen, and shows no CPU, memory or disk figure
+            assert cell_text(devices, "w1", "seen") not in ("never", "-", ""), devices.cells["w1"]
+            assert [cell_text(devices, "w1", k) for k in ("cpu", "mem", "disk")] == ["-", "-", "-"]
+    asyncio.run(scenario())
+
+
+def test_tasks_waiting_on_a_worker_for_a_slot_are_counted_assigned_not_running(harness: Harness):
+    # Given a worker with one slot, which takes two more tasks than it runs (prefetch 2)
+    harness.start_master()
+    harness.start_worker("w1", concurrency=1)
+    client = harness.client()
+    harness.wait_online(client, "w1")
+    ids = client.submit([build_spec(shell="sleep 60") for _ in range(3)])
+    wait_until(lambda: sorted(client.task(i)["state"] for i in ids) == ["assigned", "assigned", "running"], 20,
+               "one running, two assigned")
+
+    async def scenario() -> None:
+        app = live_app(harness)
+        async with app.run_test(size=SIZE) as pilot:
+            devices = app.screen.query_one(DevicesTable)
+            # Then the header and the device count them apart
+            await until_shown(pilot, "2 assigned  1 running")
+            await until(pilot, lambda: cell_text(devices, "w1", "run") == "1/1 +2", describe="w1 1/1 +2")
+    asyncio.run(scenario())
+
+
+def test_a_schedule_of_a_live_master_is_listed_paused_and_resumed_from_the_dashboard(harness: Harness):
+    harness.start_master()
+    client = harness.client()
+    client.schedule_add("nightly", "0 6 * * *", build_spec(shell="echo report"))
+
+    async def scenario() -> None:
+        app = live_app(harness)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(SchedulesTable)
+            await until(pilot, lambda: cell_text(table, "nightly", "state") == "active", describe="nightly listed")
+            table.focus()
+            for key, state in (("p", "paused"), ("u", "active")):
+                await pilot.press(key)
+                await until(pilot, lambda: app.screen.query("#yes"), describe="the confirmation")
+                await pilot.press("y")
+                await until(pilot, lambda: cell_text(table, "nightly", "state") == state, describe=f"state {state}")
+                assert [s["state"] for s in client.schedules()] == [state]
+    asyncio.run(scenario())
+
+
+def test_the_header_counts_pending_keys_for_an_admin_key_and_not_for_a_client_key(secured_harness: Harness):
+    h = secured_harness
+    h.start_master()
+    h.start_worker("w1")
+    h.wait_online(h.client(), "w1")
+    h.start_worker("stranger")   # a key nobody accepted: pending
+    wait_until(lambda: db_query(h.db, "SELECT count(*) FROM keys WHERE state = 'pending'")[0][0] == 1, 20,
+               "the stranger's key pending")
+    client_key = h.client_curve("client")
+    db = sqlite_utils.Database(h.db)
+    key_store.change_state(db, client_key.public.decode(), key_store.find_key(db, client_key.public.decode()),
+                           "accepted", "client", "client")
+    db.close()
+    wait_until(lambda: _answers_with(h, client_key), 20, "the client key accepted")
+
+    async def scenario(curve, expected: str | None) -> None:
+        app = make_app(ClientSource(h.url, timeout_s=1.0, curve=curve), refresh_s=0.25)
+        async with app.run_test(size=SIZE) as pilot:
+            shown = await until_shown(pilot, "1 online")
+            if expected:
+                await until_shown(pilot, expected)
+            else:
+                assert "pending" not in shown.splitlines()[1]
+                assert "pending_keys" not in app.last_snapshot.status
+    asyncio.run(scenario(h.curve, "keys 1 pending"))   # the harness's admin key
+    asyncio.run(scenario(client_key, None))
+
+
+def _answers_with(h: Harness, curve) -> bool:
+    with Client(h.url, timeout_s=0.5, curve=curve) as c:
+        try:
+            c.status()
+            return True
+        except ZmqgridError:
+            return False

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from zmqgrid.tui import make_app
-from zmqgrid.tui.widgets import OutputLog, TasksTable
+from zmqgrid.tui.widgets import DevicesTable, OutputLog, TasksTable
 
 from .data import DETAIL, static_source
 from .pilot import screen_text, until
@@ -60,6 +60,13 @@ async def capture(name: str, size: tuple[int, int]) -> str:
         await settled(pilot, source)
         if name == "task":
             await open_failed_task(pilot)
+        elif name == "device":
+            devices = app.screen.query_one(DevicesTable)
+            devices.focus()
+            devices.move_cursor(row=devices.get_row_index("old-box"))
+            await pilot.press("i")
+            await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen", describe="the device's detail")
+            await pilot.pause()
         elif name == "help":
             await pilot.press("question_mark")
             await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", describe="the help screen")
@@ -82,9 +89,11 @@ def check_screen(name: str, size: tuple[int, int]) -> str:
 def test_the_main_screen_shows_header_devices_and_tasks(size):
     shown = check_screen("main", size)
     assert "incarnation 29462d22b07d" in shown or "inc 29462d22b07d" in shown
-    assert "1 online  1 draining  1 offline" in shown
+    assert "1 online  1 draining  1 offline  keys 2 pending" in shown
+    assert "2 assigned  4 running" in shown
     assert "peak 12.0/s" in shown
-    for text in ("crawler-01", "draining", "13m32s", "a1b2c3d4e5f60718", "python crawl.py --sit", "? Help"):
+    for text in ("crawler-01", "draining", "13m32s", "3/3 +2", "a1b2c3d4e5f60718", "python crawl.py --sit", "? Help",
+                 "Schedules 2 · 1 paused", "nightly-report"):
         assert text in shown
 
 
@@ -102,6 +111,13 @@ def test_the_task_screen_shows_spec_attempts_error_and_output(size):
     assert "error    ExitCode: exited with code 3 · exit 3" in shown
     assert "‼ error: too many redirects" in shown   # tailed to the end, stderr marked
     assert "Output of attempt 4 · 43 lines · tail on" in shown
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_the_device_detail_has_every_field_and_an_offline_device_says_its_metrics_are_not_live(size):
+    shown = check_screen("device", size)
+    assert "Device old-box" in shown and "13m32s ago" in shown
+    assert "last metrics" in shown and "os            Linux 6.8 x86_64" in shown
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -72,7 +72,7 @@ def children_write_to(path: str | None) -> Iterator[None]:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for the master's answer before showing it unreachable.")
 def dashboard(master_url: str | None, config_path: str | None, refresh_s: float, timeout_s: float) -> int:
-    """Watch the cluster live: devices, tasks, output; cancel, requeue, drain, submit.
+    """Watch the cluster live: devices, schedules, tasks, output; cancel, requeue, drain, pause, submit.
 
     \b
     python main.py dashboard --master tcp://10.0.0.5:8000

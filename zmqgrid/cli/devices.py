@@ -20,22 +20,36 @@ def devices() -> None:
 @json_option
 @client_options
 def list_devices(client: Callable[[], Client], as_json: bool) -> None:
-    """List devices with state, load and resources.  Example: python main.py devices list --json"""
+    """List devices with state, last seen, tasks and resources.  Example: python main.py devices list --json
+
+    TASKS is running/slots, then +N for the tasks assigned to it that wait for a slot. An offline device shows
+    when it was last seen and no CPU, memory or disk figure (its last ones are in --json).
+    """
     with client() as c:
         rows = c.devices()
     if as_json:
         emit_json(rows)
         return
-    def pct(row: dict, key: str) -> str:
-        metrics = row.get("metrics")
-        value = metrics.get(key) if isinstance(metrics, dict) else None
-        # A row written before heartbeats were checked may hold anything here: only a number is shown.
-        return f"{value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
-    table(([r["device_id"], r["hostname"], r["state"], seconds(r["seconds_since_heartbeat"]),
-            f"{r['in_flight']}/{r['concurrency']}", pct(r, "cpu_percent"), pct(r, "memory_percent"),
-            pct(r, "disk_percent"), ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"]]
-           for r in rows),
+    table(([r["device_id"], r["hostname"], r["state"], seconds(r["seconds_since_heartbeat"]), tasks(r),
+            pct(r, "cpu_percent"), pct(r, "memory_percent"), pct(r, "disk_percent"),
+            ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"]] for r in rows),
           ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON"])
+
+
+def pct(row: dict, key: str) -> str:
+    """A live figure of the device's last heartbeat; none for an offline device (its last figures are not live)."""
+    metrics = row.get("metrics")
+    value = metrics.get(key) if isinstance(metrics, dict) and row.get("state") != "offline" else None
+    # A row written before heartbeats were checked may hold anything here: only a number is shown.
+    return f"{value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def tasks(row: dict) -> str:
+    """running/slots, then +N assigned to it and waiting for a slot ("3/3 +2")."""
+    if "assigned" not in row:   # a master that tells in_flight only
+        return f"{row.get('in_flight', 0)}/{row.get('concurrency')}"
+    assigned = row.get("assigned")
+    return f"{row.get('running', 0)}/{row.get('concurrency')}" + (f" +{assigned}" if assigned else "")
 
 
 def _device_command(action: str, doc: str):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, Message, Output, Query, Register,
@@ -9,6 +11,9 @@ from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, 
 from . import paging, queries
 from .cluster import Cluster, DeviceEntry
 from .schedules import Schedules
+
+if TYPE_CHECKING:
+    from .keyring import KeyRing
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
@@ -63,6 +68,7 @@ class Handlers:
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
         self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.account: bytes | None = None   # with CURVE, the key of the message being handled (set by the guard)
+        self.keyring: KeyRing | None = None  # with CURVE: status tells an admin key how many keys are pending
         self.submit_acks: dict[bytes, list] = {}            # client -> [req_id, ids] of its batch_acks Submits
         self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.submits: list[tuple[bytes, Submit, list[dict], bytes]] = []   # validated, not applied yet (see submit)
@@ -227,6 +233,10 @@ class Handlers:
                 data = self.schedules.rows()
             else:
                 data = queries.answer(self.cluster, msg.what, msg.params, now_mono, self.settings)
+                if msg.what == "status" and self.keyring is not None:
+                    pending = self.keyring.pending_count_for(self.account.decode() if self.account else None)
+                    if pending is not None:
+                        data["pending_keys"] = pending
         except ZmqgridError as e:
             code = "not_found" if "no task" in e.message else "unavailable" if isinstance(e, StoreError) \
                 else "bad_request"

@@ -96,6 +96,14 @@ class KeyRing:
         row = self.rows.get(key) if key else None
         return row["state"] if row else None
 
+    def pending_count_for(self, key: str | None) -> int | None:
+        """How many keys are pending, told to an accepted admin key only (None for any other: a client key may not
+        manage keys and learns nothing of who is enrolling)."""
+        row = self.rows.get(key) if key else None
+        if row is None or row["state"] != "accepted" or row["role"] != "admin":
+            return None
+        return len(self.pending)
+
     def seen(self, key: str, role: str, identity: bytes, now: float) -> list[str]:
         """Record an unaccepted key as pending (first time) and when it was last heard from (staged at most once a
         second); returns the keys evicted to make room (the least recently heard pending ones)."""

@@ -97,6 +97,7 @@ class Master:
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
+            self.handlers.keyring = self.keyring
             self.guard = Guard(self.keyring, self.handlers, self.settings, self.refusals)
         logger.info("master incarnation=%s bound router=%s pub=%d heartbeat=%d db=%s curve=%s", self.incarnation,
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,

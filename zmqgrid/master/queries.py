@@ -61,22 +61,26 @@ def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
 
 
 def devices(cluster: Cluster, now_mono: float) -> list[dict]:
+    """The ledger's rows with what is known live (docs/architecture.md, "What `status` and `devices` answer")."""
     rows = cluster.store.list_devices()
+    now = time.time()
     for row in rows:
         live = cluster.devices.get(row["device_id"])
-        if live is not None:
-            row["state"] = live.state if live.registered or live.state == "offline" else "offline"
-            row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
-            if live.registered:   # the ledger's row is written every few heartbeats only (see FleetEvents.heartbeat)
-                row["last_seen_at"] = round(time.time() - (now_mono - live.last_seen), 3)
-                row["running"] = len(live.inflight)
-            row["in_flight"] = len(live.inflight)
-            row["credit"] = live.credit
-            row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
-            row["metrics"] = live.metrics or row["metrics"]
-        else:
-            row["state"], row["seconds_since_heartbeat"], row["in_flight"], row["credit"] = "offline", None, 0, 0
-            row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
+        row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
+        if live is None:
+            # Not heard from since this master started: the ledger's last_seen_at still says when it last was.
+            last = row.get("last_seen_at")
+            row["seconds_since_heartbeat"] = round(max(0.0, now - last), 1) if last else None
+            row["state"], row["running"], row["assigned"], row["in_flight"], row["credit"] = "offline", 0, 0, 0, 0
+            continue
+        row["state"] = live.state if live.registered or live.state == "offline" else "offline"
+        row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
+        if live.registered:   # the ledger's row is written every few heartbeats only (see FleetEvents.heartbeat)
+            row["last_seen_at"] = round(now - (now_mono - live.last_seen), 3)
+        running = sum(1 for t in live.inflight if t in cluster.tasks and cluster.tasks[t].state == "running")
+        row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
+        row["credit"] = live.credit
+        row["metrics"] = live.metrics or row["metrics"]
     return rows
 
 

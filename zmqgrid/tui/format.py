@@ -41,8 +41,15 @@ def clock(ts: float | None) -> str:
     return "-" if not ts else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+def day_clock(ts: object) -> str:
+    """Weekday, day of the month and local time ("Mon 14 06:00:00"): a schedule's next run may be days away."""
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or ts <= 0:
+        return "-"
+    return time.strftime("%a %d %H:%M:%S", time.localtime(ts))
+
+
+def percent(value: object) -> str:
+    return f"{value:.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def short(text: object, width: int) -> str:
@@ -83,6 +90,28 @@ def task_command(task: dict) -> str:
     spec = task.get("spec") or {}
     return printable(spec.get("command") or spec.get("function") or spec.get("filename") or task.get("name") or "-",
                      400)
+
+
+def seen_ago(device: dict, at: float) -> float | None:
+    """Seconds since the device was last heard from, as of `at` (None: never). When the master gives no
+    seconds_since_heartbeat (an older one did not for a device it had not heard from since it started), the row's
+    last_seen_at says when."""
+    seconds = device.get("seconds_since_heartbeat")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return seconds
+    last = device.get("last_seen_at")
+    if isinstance(last, (int, float)) and not isinstance(last, bool) and last > 0 and at > 0:
+        return max(0.0, at - last)
+    return None
+
+
+def device_tasks(device: dict) -> str:
+    """Tasks running / slots, then +N for those assigned to it that wait for a slot: "2/3", "3/3 +2"."""
+    slots = device.get("concurrency", "-")
+    if "assigned" not in device:   # a master that tells only in_flight (assigned and running together)
+        return short(f"{device.get('in_flight', 0)}/{slots}", 24)
+    assigned = device.get("assigned")
+    return short(f"{device.get('running', 0)}/{slots}" + (f" +{assigned}" if assigned else ""), 24)
 
 
 def task_duration(task: dict, now: float) -> float | None:

@@ -35,6 +35,7 @@ class ClusterSnapshot:
     error: str = ""
     at: float = 0.0
     query: TaskQuery = field(default_factory=TaskQuery)
+    schedules: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Source(Protocol):
     def cancel(self, task_ids: list[str]) -> dict: ...
     def requeue(self, task_ids: list[str]) -> dict: ...
     def control_devices(self, action: str, device_ids: list[str]) -> dict: ...
+    def control_schedule(self, op: str, name: str) -> dict: ...
     def submit(self, spec: dict) -> list[str]: ...
 
 
@@ -94,11 +96,13 @@ class ClientSource:
                 status = client.status()
                 devices = client.devices()
                 tasks = client.tasks(query.state, limit=query.limit, offset=query.offset, device=query.device)
+                schedules = client.schedules()
         except MasterUnavailable as e:
             return ClusterSnapshot({}, [], [], reachable=False, error=e.message, at=self.clock(), query=query)
         except (ZmqgridError, zmq.ZMQError) as e:
             return ClusterSnapshot({}, [], [], reachable=False, error=str(e), at=self.clock(), query=query)
-        return ClusterSnapshot(status, devices, tasks, reachable=True, at=self.clock(), query=query)
+        return ClusterSnapshot(status, devices, tasks, reachable=True, at=self.clock(), query=query,
+                               schedules=schedules)
 
     def task(self, task_id: str) -> dict:
         with self._client() as client:
@@ -123,6 +127,11 @@ class ClientSource:
     def control_devices(self, action: str, device_ids: list[str]) -> dict:
         with self._client() as client:
             return client.control_devices(action, device_ids)
+
+    def control_schedule(self, op: str, name: str) -> dict:
+        """Pause or resume a schedule, as `schedules pause|resume NAME` does; answers the schedule's row."""
+        with self._client() as client:
+            return client.schedule_pause(name) if op == "pause" else client.schedule_resume(name)
 
     def submit(self, spec: dict) -> list[str]:
         with self._client() as client:
@@ -182,6 +191,10 @@ class StaticSource:
     def control_devices(self, action: str, device_ids: list[str]) -> dict:
         self.actions.append((action, tuple(device_ids)))
         return {i: action for i in device_ids}
+
+    def control_schedule(self, op: str, name: str) -> dict:
+        self.actions.append((f"schedule {op}", (name,)))
+        return {"name": name, "state": "paused" if op == "pause" else "active"}
 
     def submit(self, spec: dict) -> list[str]:
         self.actions.append(("submit", (spec,)))

@@ -1,7 +1,7 @@
 """Provides the confirmation dialog, the submit form, and `ask_then_do` for actions on the cluster."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -118,20 +118,16 @@ class SubmitScreen(ModalScreen[dict | None]):
         self.dismiss(None)
 
 
-def ask_then_do(screen: Screen, question: str, detail: str, action: str, ids: list[str],
+def ask_then_do(screen: Screen, question: str, detail: str, what: str, call: Callable[..., Any], *args: Any,
                 then: Callable[[], None] | None = None) -> None:
-    """Ask for confirmation, then send `action` (cancel, requeue, drain, resume, shutdown) for `ids`."""
+    """Ask for confirmation, then run `call(*args)` on the master (cancel, requeue, drain, pause, ...); `what` names
+    it in the notification of the answer."""
     app = cast("DashboardApp", screen.app)
 
     def confirmed(yes: bool | None) -> None:
         if not yes:
             return
-        if action == "cancel":
-            app.perform("cancel", app.source.cancel, ids)
-        elif action == "requeue":
-            app.perform("requeue", app.source.requeue, ids)
-        else:
-            app.perform(action, app.source.control_devices, action, ids)
+        app.perform(what, call, *args)
         if then is not None:
             then()
 

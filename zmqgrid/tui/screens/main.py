@@ -1,4 +1,4 @@
-"""Provides the main screen: cluster header, devices panel and tasks panel."""
+"""Provides the main screen: cluster header, devices, schedules and tasks panels."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +11,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from ...model import TASK_STATES
-from ..format import short
+from ..format import clock, short
 from ..source import ClusterSnapshot, TaskQuery
-from ..widgets import ClusterHeader, DevicesTable, TasksTable
+from ..widgets import ClusterHeader, DevicesTable, SchedulesTable, TasksTable
+from .detail import DetailScreen, device_fields, schedule_fields
 from .dialogs import SubmitScreen, ask_then_do
 from .task import TaskScreen
 
@@ -24,6 +25,10 @@ DEVICE_ACTIONS = {
     "drain": "It finishes the tasks it has and takes nothing new.",
     "resume": "It takes tasks again.",
     "shutdown": "It stops taking tasks, and its worker process exits once idle.",
+}
+SCHEDULE_ACTIONS = {
+    "pause": "It fires nothing until it is resumed; the ticks that pass meanwhile are never fired.",
+    "resume": "It fires again from its next tick.",
 }
 
 
@@ -36,6 +41,7 @@ class MainScreen(Screen):
         Binding("n", "new_task", "New task", tooltip="Submit a shell task"),
         Binding("1", "toggle_panel('devices-panel')", "Show/hide the devices panel", show=False),
         Binding("2", "toggle_panel('tasks-panel')", "Show/hide the tasks panel", show=False),
+        Binding("3", "toggle_panel('schedules-panel')", "Show/hide the schedules panel", show=False),
         Binding("escape", "close_filter", "Close filter", show=False),
     ]
 
@@ -54,6 +60,9 @@ class MainScreen(Screen):
         with Vertical(id="devices-panel"):
             yield Static("Devices", id="devices-title", classes="panel-title")
             yield DevicesTable(id="devices")
+        with Vertical(id="schedules-panel"):
+            yield Static("Schedules", id="schedules-title", classes="panel-title")
+            yield SchedulesTable(id="schedules")
         with Vertical(id="tasks-panel"):
             yield Static("Tasks", id="tasks-title", classes="panel-title")
             yield TasksTable(id="tasks")
@@ -73,7 +82,10 @@ class MainScreen(Screen):
         if paused and snapshot.query == self.shown_query:
             return
         with self.app.batch_update():
-            devices.show(snapshot.devices)
+            devices.show(snapshot.devices, at=snapshot.at)
+            schedules = self.query_one(SchedulesTable)
+            schedules.show(snapshot.schedules)
+            schedules.display = bool(schedules.schedules)   # none: the panel is its title line alone
             tasks.show(snapshot.tasks, now=snapshot.at)
             self.shown_query = snapshot.query
             self.update_titles()
@@ -84,6 +96,7 @@ class MainScreen(Screen):
     def update_titles(self) -> None:
         devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
         self.query_one("#devices-title", Static).update(devices.describe())
+        self.query_one("#schedules-title", Static).update(self.query_one(SchedulesTable).describe())
         query = self.dashboard.task_query
         page = query.offset // query.limit + 1
         text = f"Tasks · page {page} (rows {query.offset + 1}-{query.offset + len(tasks.tasks)})" if tasks.tasks \
@@ -181,19 +194,21 @@ class MainScreen(Screen):
         task_id = self.query_one(TasksTable).selected_key
         if task_id:
             ask_then_do(self, f"Cancel task {task_id}?", "A queued task is cancelled at once; a running one is "
-                        "killed on its worker (its whole process tree).", "cancel", [task_id])
+                        "killed on its worker (its whole process tree).", "cancel", self.dashboard.source.cancel,
+                        [task_id])
 
     def action_requeue_task(self) -> None:
         task_id = self.query_one(TasksTable).selected_key
         if task_id:
             ask_then_do(self, f"Queue task {task_id} again?", "Only a failed, timed-out, cancelled or quarantined "
-                        "task can be queued again; its retries start afresh.", "requeue", [task_id])
+                        "task can be queued again; its retries start afresh.", "requeue",
+                        self.dashboard.source.requeue, [task_id])
 
     def action_device(self, action: str) -> None:
         device_id = self.query_one(DevicesTable).selected_key
         if device_id:
             ask_then_do(self, f"{action.capitalize()} device {short(device_id, 64)}?", DEVICE_ACTIONS[action], action,
-                        [device_id])
+                        self.dashboard.source.control_devices, action, [device_id])
 
     def action_new_task(self) -> None:
         def submit(spec: dict | None) -> None:
@@ -201,3 +216,25 @@ class MainScreen(Screen):
                 self.dashboard.perform(f"submitted {spec['command'][:40]!r} as", self.dashboard.source.submit, spec)
         self.app.push_screen(SubmitScreen(), submit)
 
+    def action_device_detail(self) -> None:
+        table = self.query_one(DevicesTable)
+        device = next((d for d in table.devices if d.get("device_id") == table.selected_key), None)
+        if device is not None:
+            self.app.push_screen(DetailScreen(f"Device {short(device['device_id'], 64)} (as of {clock(table.at)})",
+                                              device_fields(device, table.at)))
+
+    def action_schedule_detail(self) -> None:
+        schedule = self.query_one(SchedulesTable).selected()
+        if schedule is not None:
+            self.app.push_screen(DetailScreen(f"Schedule {short(schedule['name'], 64)}", schedule_fields(schedule)))
+
+    def action_schedule(self, op: str) -> None:
+        schedule = self.query_one(SchedulesTable).selected()
+        if schedule is None:
+            return
+        name, source = schedule["name"], self.dashboard.source
+
+        def change() -> str:
+            return short(source.control_schedule(op, name).get("state"), 16)
+        ask_then_do(self, f"{op.capitalize()} schedule {short(name, 64)}?", SCHEDULE_ACTIONS[op],
+                    f"schedule {short(name, 64)}", change)

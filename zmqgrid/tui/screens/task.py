@@ -61,7 +61,8 @@ class TaskScreen(Screen):
         yield DataTable(id="attempts", cursor_type="row", zebra_stripes=True)
         yield Static("Output", id="output-title", classes="panel-title")
         yield OutputLog(id="output")
-        yield Input(id="find", placeholder="find in the output; enter: next match, escape: close")
+        yield Input(id="find", placeholder="find in the output; enter or escape: back to the output, then n / N: "
+                    "next / previous match")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -152,10 +153,8 @@ class TaskScreen(Screen):
     # ------------------------------------------------------------ keys
 
     def action_back(self) -> None:
-        box = self.query_one("#find", Input)
-        if box.has_class("visible"):
-            box.remove_class("visible")
-            self.query_one(OutputLog).focus()
+        if self.query_one("#find", Input).has_class("visible"):
+            self.close_find()
             return
         self.app.pop_screen()
 
@@ -174,8 +173,13 @@ class TaskScreen(Screen):
             self.report_find(self.query_one(OutputLog).find(event.value), event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        # Enter keeps the match shown and gives the keys back to the output, where n and N step through the matches.
         if event.input.id == "find":
-            self.report_find(self.query_one(OutputLog).find_next(1), event.value)
+            self.close_find()
+
+    def close_find(self) -> None:
+        self.query_one("#find", Input).remove_class("visible")
+        self.query_one(OutputLog).focus()
 
     def action_find_next(self, step: int) -> None:
         log = self.query_one(OutputLog)
@@ -188,13 +192,14 @@ class TaskScreen(Screen):
 
     def action_cancel_task(self) -> None:
         ask_then_do(self, f"Cancel task {self.task_id}?", "A queued task is cancelled at once; a running one is "
-                    "killed on its worker (its whole process tree).", "cancel", [self.task_id])
+                    "killed on its worker (its whole process tree).", "cancel", self.dashboard.source.cancel,
+                    [self.task_id])
 
     def action_requeue_task(self) -> None:
         def follow_again() -> None:
             self.complete = False
-        ask_then_do(self, f"Queue task {self.task_id} again?", "Its retries start afresh.", "requeue", [self.task_id],
-                    then=follow_again)
+        ask_then_do(self, f"Queue task {self.task_id} again?", "Its retries start afresh.", "requeue",
+                    self.dashboard.source.requeue, [self.task_id], then=follow_again)
 
 
 def summary(task: dict, now: float) -> Text:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from textual.binding import Binding
 from textual.message import Message
 
-from ..format import DEVICE_STATE_STYLES, cell, duration, percent, spark, styled_state
+from ..format import DEVICE_STATE_STYLES, cell, device_tasks, duration, percent, seen_ago, spark, styled_state
 from .keyed_table import KeyedTable
 
 HISTORY = 30
@@ -16,6 +16,8 @@ STATE_ORDER = {"offline": 0, "draining": 1, "pending": 2, "online": 3}
 
 
 def _metric(device: dict, name: str) -> float:
+    if device.get("state") == "offline":   # its last figures, not live ones: it sorts with the devices that have none
+        return -1.0
     value = (device.get("metrics") or {}).get(name)
     return value if isinstance(value, (int, float)) else -1.0
 
@@ -27,7 +29,7 @@ SORTS: list[tuple[str, Callable[[dict], Any], bool]] = [
     ("cpu", lambda d: _metric(d, "cpu_percent"), True),
     ("memory", lambda d: _metric(d, "memory_percent"), True),
     ("disk", lambda d: _metric(d, "disk_percent"), True),
-    ("running", lambda d: d.get("in_flight") or 0, True),
+    ("tasks", lambda d: d.get("in_flight") or 0, True),
     ("last seen", lambda d: d.get("seconds_since_heartbeat") or 0.0, True),
 ]
 
@@ -38,9 +40,13 @@ class DevicesTable(KeyedTable):
     COLUMNS = [("device", "DEVICE"), ("state", "STATE"), ("seen", "SEEN"), ("run", "TASKS"), ("cpu", "CPU%"),
                ("cpu_spark", "cpu"), ("mem", "MEM%"), ("mem_spark", "mem"), ("disk", "DISK%"), ("host", "HOST"),
                ("os", "OS"), ("tags", "TAGS"), ("python", "PYTHON"), ("name", "NAME")]
+    PRIORITY = ("device", "state", "run", "seen", "cpu", "mem", "host", "tags", "disk", "cpu_spark", "mem_spark", "os",
+                "python", "name")
+    """What a narrow terminal keeps: every column is in the device's detail (i)."""
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Its tasks", tooltip="Show only this device's tasks"),
+        Binding("i", "screen.device_detail", "Details", tooltip="Every field of the device, the columns left out too"),
         Binding("d", "screen.device('drain')", "Drain", tooltip="Finish what it has, take nothing new"),
         Binding("u", "screen.device('resume')", "Resume", tooltip="Let a drained device take tasks again"),
         Binding("x", "screen.device('shutdown')", "Shutdown", tooltip="Drain, then stop the worker once idle"),
@@ -57,6 +63,8 @@ class DevicesTable(KeyedTable):
         self.sort_index = 0
         self.reverse = False
         self.filter_text = ""
+        self.at = 0.0
+        """When the devices shown were listed (wall clock)."""
 
     def record(self, devices: list[dict], at: float) -> None:
         """Add one sample per device, once per moment `at` (the same snapshot shown twice adds nothing)."""
@@ -70,10 +78,12 @@ class DevicesTable(KeyedTable):
                 cpu.append(float(metrics.get("cpu_percent") or 0.0))
                 mem.append(float(metrics.get("memory_percent") or 0.0))
 
-    def show(self, devices: list[dict] | None = None) -> None:
-        """Show `devices` (or the last ones again, after a sort or filter change)."""
+    def show(self, devices: list[dict] | None = None, at: float | None = None) -> None:
+        """Show `devices` as of `at` (or the last ones again, after a sort or filter change)."""
         if devices is not None:
             self.devices = devices
+        if at is not None:
+            self.at = at
         name, key, highest_first = SORTS[self.sort_index]
         rows = sorted((d for d in self.devices if self.matches(d)), key=key, reverse=highest_first != self.reverse)
         self.sync([(d["device_id"], self.cells_of(d)) for d in rows])
@@ -86,14 +96,15 @@ class DevicesTable(KeyedTable):
         return self.filter_text.lower() in haystack.lower()
 
     def cells_of(self, device: dict) -> dict[str, Any]:
-        metrics = device.get("metrics") or {}
+        # An offline device's metrics are the last it sent, not live figures: its row shows none.
+        metrics = {} if device.get("state") == "offline" else device.get("metrics") or {}
         cpu, mem = self.history.get(device["device_id"], ((), ()))
-        seen = device.get("seconds_since_heartbeat")
+        seen = seen_ago(device, self.at)
         return {
             "device": cell(device["device_id"], 64),
             "state": styled_state(device.get("state"), DEVICE_STATE_STYLES),
-            "seen": duration(seen) if seen is not None else "never",
-            "run": f"{device.get('in_flight', 0)}/{device.get('concurrency', '-')}",
+            "seen": "never" if seen is None else duration(seen),
+            "run": device_tasks(device),
             "cpu": percent(metrics.get("cpu_percent")),
             "cpu_spark": spark(cpu, SPARK_WIDTH, top=100.0),
             "mem": percent(metrics.get("memory_percent")),
@@ -126,7 +137,7 @@ class DevicesTable(KeyedTable):
         self.post_message(self.ViewChanged(self))
 
     def on_data_table_header_selected(self, event: KeyedTable.HeaderSelected) -> None:
-        by_column = {"device": "id", "state": "state", "seen": "last seen", "run": "running", "cpu": "cpu",
+        by_column = {"device": "id", "state": "state", "seen": "last seen", "run": "tasks", "cpu": "cpu",
                      "cpu_spark": "cpu", "mem": "memory", "mem_spark": "memory", "disk": "disk"}
         name = by_column.get(event.column_key.value or "")
         if name is not None:

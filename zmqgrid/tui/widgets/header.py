@@ -79,6 +79,11 @@ class ClusterHeader(Widget):
         for state in ("online", "draining", "offline"):
             line.append(f"{devices.get(state, 0)} ", style=DEVICE_STATE_STYLES[state] if devices.get(state) else "")
             line.append(f"{state}  ")
+        pending = snap.status.get("pending_keys")   # told to an admin key only, when the master runs CURVE
+        if isinstance(pending, int) and not isinstance(pending, bool):
+            line.append("keys ", style="bold")
+            line.append(f"{pending} ", style="bold yellow" if pending else "")
+            line.append("pending  ")
         stuck = snap.status.get("stuck_tasks")
         if stuck:
             line.append(f"{stuck} queued task(s) no online worker can take", style="bold yellow")
@@ -89,11 +94,13 @@ class ClusterHeader(Widget):
         counts = status.get("tasks", {})
         line = Text("tasks ", style="bold")
         # Finished counts are the last hour's when the master reports them (a cluster's recent health, not
-        # its whole history); queued and running are now.
+        # its whole history); queued, assigned and running are now.
         finished = status.get("last_hour", counts)
         hour = " (1h)" if "last_hour" in status else ""
-        shown = [("queued", counts.get("queued", 0)), ("running", counts.get("running", 0) + counts.get("assigned", 0)),
-                 ("done" + hour, finished.get("done", 0)), ("failed" + hour, finished.get("failed", 0))]
+        # Assigned: dispatched, not started yet (waiting on a worker for a slot); running: started.
+        shown = [("queued", counts.get("queued", 0)), ("assigned", counts.get("assigned", 0)),
+                 ("running", counts.get("running", 0)), ("done" + hour, finished.get("done", 0)),
+                 ("failed" + hour, finished.get("failed", 0))]
         shown += [(s, counts[s]) for s in ("timed_out", "cancelled", "quarantined") if counts.get(s)]
         for state, n in shown:
             line.append(f"{n} ", style=TASK_STATE_STYLES.get(state.split(" ")[0], "") if n else "")
