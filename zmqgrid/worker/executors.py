@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
+from .failures import judged_start, permanent
 from .proctree import DescendantWatch, TaskProcesses
 from .pypool import CappedBuffer, _error
 
@@ -92,7 +93,8 @@ class Run:
     # -- for subclasses ---------------------------------------------------------------------
 
     def _execute(self) -> dict:
-        return self._make("failed", error=_error("StartError", f"unknown task kind {self._task.get('kind')!r}"))
+        kind = self._task.get("kind")
+        return self._make("failed", error=permanent(_error("StartError", f"unknown task kind {kind!r}")))
 
     def _on_kill(self) -> None:
         """Called under the lock when kill() is first called."""
@@ -165,14 +167,14 @@ class _ProcessRun(Run):
         elif group is not None:
             missing = missing_program(list(argv), env, self._task.get("cwd"))
             if missing is not None:
-                return self._make("failed", error=_error("StartError", missing))
+                return self._make("failed", error=permanent(_error("StartError", missing)))
             argv = launch_argv(group.procs_file, list(argv))
         try:
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            return self._make("failed", error=_error("StartError", str(e)))
+            return self._make("failed", error=judged_start(_error("StartError", str(e)), e))
         procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
