@@ -108,7 +108,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
     """Submit a task (or a batch with --file); prints the id(s).
 
     \b
-    python main.py submit --shell "curl -s https://example.com | wc -c" --timeout 60 --wait
+    python main.py submit --shell "curl -s https://example.com | wc -c" --run-timeout 60 --wait
     python main.py submit --python zmqgrid.samples:fib --args '[25]' --wait
     python main.py submit --script crawl.py --args '["--site", "a"]' --tag linux
     python main.py submit --file tasks.jsonl --wait
