@@ -57,8 +57,8 @@ def finished_task(grid: Harness, **spec) -> str:
 
 # ------------------------------------------------------------------ submit
 
-def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
-    result = cli("submit", "--shell", "echo hi", "--wait")
+def test_submit_shell_with_wait_and_quiet_exits_0_and_prints_the_task_done(cli):
+    result = cli("submit", "--shell", "echo hi", "--wait", "--quiet")
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
     task_id, state, _, device, exit_code = line.split()
@@ -69,7 +69,7 @@ def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
 def test_submit_of_a_failing_shell_command_with_wait_exits_1(cli):
     result = cli("submit", "--shell", "exit 3", "--retries", "0", "--wait")
     assert result.returncode == 1, result.stderr
-    assert " failed on w1 exit=3" in result.stdout
+    assert result.stderr.splitlines()[-1].endswith(" on w1 (attempt 1, exit 3): ExitCode: exited with code 3")
 
 
 def test_submit_run_timeout_is_the_tasks_timeout_and_a_timed_out_task_exits_1(cli):
