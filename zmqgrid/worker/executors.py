@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
-from .failures import judged_start, permanent
+from .failures import UNSTARTABLE, permanent
 from .proctree import DescendantWatch, TaskProcesses
 from .pypool import CappedBuffer, _error
 
@@ -173,8 +173,10 @@ class _ProcessRun(Run):
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
+        except UNSTARTABLE as e:   # a missing program, interpreter, shell or cwd: it recurs on every attempt
+            return self._make("failed", error=permanent(_error("StartError", str(e))))
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            return self._make("failed", error=judged_start(_error("StartError", str(e)), e))
+            return self._make("failed", error=_error("StartError", str(e)))
         procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None

@@ -31,11 +31,6 @@ def judged_call(error: dict, exc: BaseException, fn: Any, args: Any, kwargs: Any
     return error
 
 
-def judged_start(error: dict, exc: BaseException) -> dict:
-    """The StartError of a process that could not be started by `exc`, marked permanent when it would recur."""
-    return permanent(error) if isinstance(exc, UNSTARTABLE) else error
-
-
 def _binds(fn: Any, args: Any, kwargs: Any) -> bool:
     """Whether `fn` is a callable that takes these arguments: a TypeError after a call that binds is the function's
     own (raised inside it), and may have another cause next time. Asked only after a call raised TypeError."""
