@@ -36,6 +36,19 @@ def raise_value_error(message: str = "bad value") -> None:
     raise ValueError(message)
 
 
+def raise_type_error() -> None:
+    """A TypeError from inside a function whose arguments bind: the function's own, retried like any error."""
+    return len(5)  # type: ignore[arg-type]
+
+
+def import_missing() -> None:
+    """Resolves (this module imports), then imports at call time a module nobody has."""
+    import zmqgrid_no_such_dependency  # noqa: F401
+
+
+NOT_CALLABLE = 42
+
+
 def sleep(seconds: float, message: str = "") -> float:
     """Prints `message` first (if any), then sleeps: output before a timeout must be kept."""
     if message:

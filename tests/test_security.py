@@ -149,12 +149,14 @@ def test_a_restricted_worker_runs_what_it_allows_and_refuses_the_rest(tmp_path):
         assert {"no-kind:shell", "no-kind:script"} <= set(device["tags"]) and "no-kind:python" not in device["tags"]
 
         add = client.submit(build_spec(python="tests.tasks:add", args=[2, 3]))[0]
-        other_module = client.submit(build_spec(python="zmqgrid.samples:noop", retries=0))[0]
+        # A module refusal is the fleet's setting, not chance: it fails at once, its retries unused
+        other_module = client.submit(build_spec(python="zmqgrid.samples:noop", retries=3))[0]
         shell = client.submit(build_spec(shell=f"touch {marker}"))[0]
         done = client.wait([add, other_module], timeout_s=30)
 
         assert done[add]["state"] == "done" and done[add]["value"] == 5
-        assert done[other_module]["state"] == "failed"
+        assert (done[other_module]["state"], done[other_module]["attempt"]) == ("failed", 1), done[other_module]
+        assert "not retried: Forbidden recurs on every attempt" in done[other_module]["reason"]
         error = done[other_module]["error"]
         assert error["type"] == "Forbidden", error
         assert "zmqgrid.samples" in error["message"] and "allowed_modules" in error["message"]

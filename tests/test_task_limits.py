@@ -47,6 +47,9 @@ def answer_to(client: Client, req_id: int) -> object:
     ("env", {"K": "v" * (32 * 1024 + 1)}, "env"), ("env", {"K" * 257: "v"}, "env"), ("command", "c" * (128 * 1024 + 1), "command"),
     ("command", ["c"] * 4097, "command"), ("limit_key", "k" * 201, "limit_key"), ("device", "d" * 201, "device"),
     ("group", "g" * 65, "group"),
+    ("retry_on", "ValueError", "list"), ("retry_on", [f"E{i}" for i in range(33)], "32 names"),
+    ("retry_on", ["E" * 129], "128 characters"), ("no_retry_on", ["requests.ConnectionError"], "class name alone"),
+    ("no_retry_on", [""], "Python identifiers"), ("no_retry_on", [7], "Python identifiers"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 20 else type(v).__name__)
 def test_every_field_of_a_shell_task_is_bounded_and_the_refusal_names_the_field(field, value, says):
     spec = {"id": "t1", "kind": "shell", "command": "true", "limit_key": "k", field: value}
@@ -85,6 +88,16 @@ def test_the_largest_values_within_the_limits_are_accepted():
     call = validate_task_spec({"id": "p1", "kind": "python", "function": "tests.tasks:add",
                                "args": [nested(32), "a" * 1000], "kwargs": {"k": 1.5}})
     assert call["args"][1] == "a" * 1000
+
+
+def test_retry_lists_are_kept_normalised_and_may_not_name_one_type_twice():
+    spec = validate_task_spec({"id": "p1", "kind": "python", "function": "tests.tasks:add",
+                               "retry_on": ("ConnectionError", "E" * 128), "no_retry_on": []})
+    assert spec["retry_on"] == ["ConnectionError", "E" * 128] and spec["no_retry_on"] is None
+    assert compact_spec(spec)["retry_on"] == ["ConnectionError", "E" * 128] and "no_retry_on" not in compact_spec(spec)
+    assert build_spec(python="tests.tasks:add", no_retry_on="ValueError")["no_retry_on"] == ["ValueError"]
+    with pytest.raises(UsageError, match="both name KeyError"):
+        build_spec(shell="true", retry_on=["KeyError", "OSError"], no_retry_on=["KeyError"])
 
 
 def test_build_spec_refuses_with_a_usage_error_naming_the_field():

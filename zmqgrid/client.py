@@ -340,25 +340,39 @@ class Client:
         Tasks submitted here with notify=True are simply awaited; others are watched. When nothing arrives for
         `rewatch_s`, the master is asked again (it may have restarted and forgotten who waits).
         """
+        return dict(item for item in self.as_finished(task_ids, timeout_s, rewatch_s=rewatch_s) if item is not None)
+
+    def as_finished(self, task_ids: Iterable[str], timeout_s: float | None = None, *, rewatch_s: float = 3.0,
+                    tick_s: float | None = None) -> Iterator[tuple[str, dict] | None]:
+        """Yield (id, summary) for each task as it becomes final, until every one has (`wait`, one at a time).
+
+        With `tick_s`, also yield None every `tick_s` seconds: the caller's turn to do something else (say what is
+        still waiting, give up). Its own requests meanwhile are fine: the Finished notices they receive are kept
+        and yielded here.
+        """
         remaining = set(task_ids)
-        results: dict[str, dict] = {}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
-        def take(task_id: str) -> None:
-            if task_id in remaining and task_id in self.finished:
-                results[task_id] = self.finished.pop(task_id)
+        def ended() -> list[tuple[str, dict]]:
+            out = [(task_id, self.finished.pop(task_id)) for task_id in [i for i in self.finished if i in remaining]]
+            for task_id, _ in out:
                 remaining.discard(task_id)
                 self.notified.discard(task_id)
+            return out
 
-        for task_id in list(remaining):
-            take(task_id)
+        yield from ended()
         to_watch = {i for i in remaining if i not in self.notified}
-        quiet_since = time.monotonic()
+        quiet_since = ticked = time.monotonic()
         while remaining:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise MasterUnavailable(f"{len(remaining)} task(s) not finished within {timeout_s:g}s",
                                         "see them with: python main.py tasks list")
+            if tick_s is not None and now - ticked >= tick_s:
+                ticked = now
+                yield None
+                yield from ended()   # what the caller's own requests received meanwhile
+                continue
             if to_watch or now - quiet_since >= rewatch_s:
                 quiet_since = now
                 try:
@@ -371,19 +385,16 @@ class Client:
                         raise TaskNotFound(f"no task {task_id!r}", "check the id")
                     if summary.get("state") in FINAL_STATES:
                         self.finished.setdefault(task_id, summary)
-                for task_id in list(remaining):
-                    take(task_id)
+                yield from ended()
                 continue
             wait = min(0.5, rewatch_s - (now - quiet_since))
             if deadline is not None:
                 wait = min(wait, deadline - now)
-            msg = self._receive(max(0.0, wait))
-            if isinstance(msg, Finished):
+            if tick_s is not None:
+                wait = min(wait, tick_s - (now - ticked))
+            if isinstance(self._receive(max(0.0, wait)), Finished):
                 quiet_since = time.monotonic()
-                for summary in msg.tasks:
-                    if isinstance(summary, dict):
-                        take(summary.get("id"))
-        return results
+                yield from ended()
 
     def run(self, task: dict, timeout_s: float | None = None) -> dict:
         """Submit one task and wait for it; returns its summary (state, exit_code, value, error)."""

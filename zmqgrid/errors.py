@@ -7,6 +7,9 @@ EXIT_UNREACHABLE = 2     # the master did not answer
 EXIT_USAGE = 3           # bad config, flag value, file or id: the user's mistake
 EXIT_INTERNAL = 4
 
+EXIT_WAIT_TIMEOUT = 124  # `submit --wait-timeout` passed with tasks unfinished (they go on), as timeout(1) exits
+EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
+
 
 class ZmqgridError(Exception):
     """Base of every error zmqgrid raises on purpose; `str()` is one line for a person."""
@@ -72,6 +75,12 @@ class MasterUnavailable(ZmqgridError):
     """Raised when the master does not answer within the client's timeout."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class WaitTimedOut(ZmqgridError):
+    """Raised when `submit --wait-timeout` passes before every task ended; the tasks stay on the master."""
+
+    exit_code = EXIT_WAIT_TIMEOUT
 
 
 class StoreError(ZmqgridError):

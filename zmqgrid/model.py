@@ -165,6 +165,11 @@ def validate_task_spec(spec: Any) -> dict:
         if value is not None and not out["limit_key"]:
             raise ProtocolError(f"task field '{name}' needs 'limit_key' (the key it limits)")
     out["tags"] = [] if get("tags") is None else check.tags(spec)
+    out["retry_on"] = None if get("retry_on") is None else check.error_names(spec, "retry_on")
+    out["no_retry_on"] = None if get("no_retry_on") is None else check.error_names(spec, "no_retry_on")
+    if out["retry_on"] and out["no_retry_on"] and set(out["retry_on"]) & set(out["no_retry_on"]):
+        both = ", ".join(sorted(set(out["retry_on"]) & set(out["no_retry_on"])))
+        raise ProtocolError(f"task fields 'retry_on' and 'no_retry_on' both name {both}; keep each name in one list")
     out["name"] = out["name"] or describe_spec(out)
     return out
 
@@ -263,8 +268,8 @@ def describe_spec(spec: dict) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "tags", "device", "all", "cwd", "env",
-             "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
+SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "retry_on", "no_retry_on", "tags",
+             "device", "all", "cwd", "env", "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
 
 
 def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
@@ -286,6 +291,9 @@ def build_spec(*, shell: str | list | None = None, script: str | None = None, py
     if options.get("tag") is not None:
         tags = options["tag"]
         spec["tags"] = [tags] if isinstance(tags, str) else list(tags)
+    for key in ("retry_on", "no_retry_on"):   # one name may be given alone, as a tag may
+        if isinstance(spec.get(key), str):
+            spec[key] = [spec[key]]
     if shell is not None:
         spec.update(kind="shell", command=shell)
     elif python is not None:

@@ -129,8 +129,10 @@ MAX_VALUE_BYTES = 4 << 20         # a python task's return value, packed: the le
 # 1,000 deep would pass msgpack and then exhaust the stack of whatever turns it into JSON).
 TASK_SPEC = Value(MAX_VALUE_DEPTH, what="a task spec (checked by model.validate_task_spec)")
 TAG = Text(64, 1, line=True)
+# permanent: the worker judged that the failure recurs on every attempt (docs/architecture.md, "Failures that are
+# not retried")
 ERROR = Record({"type": Text(MAX_ERROR_TYPE, line=True), "message": Text(MAX_ERROR_MESSAGE),
-                "traceback": Text(MAX_ERROR_TRACEBACK)}, max_keys=8, nullable=True)
+                "traceback": Text(MAX_ERROR_TRACEBACK), "permanent": Bool(nullable=True)}, max_keys=8, nullable=True)
 RESULT = Record({"id": ID, "attempt": ATTEMPT, "state": Enum(ATTEMPT_OUTCOMES), "exit_code": Int(nullable=True),
                  "started_at": Float(0.0, 1e11, nullable=True), "stdout": Text(MAX_TEXT, nullable=True),
                  "stderr": Text(MAX_TEXT, nullable=True), "error": ERROR,

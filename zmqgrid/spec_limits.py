@@ -5,6 +5,7 @@ naming the field, what is allowed and, for a bound, what to do.
 """
 from __future__ import annotations
 
+import re
 import reprlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ class SpecLimits:
     env_chars: int = 256 * 1024
     call_bytes: int = 1 << 20           # a python task's args, and its kwargs, each
     depth: int = 32                     # containers nested inside args or kwargs
+    error_names: int = 32               # retry_on, no_retry_on: names each
+    error_name_chars: int = 128
 
 
 LIMITS = SpecLimits()
@@ -112,6 +115,24 @@ def env(spec: dict) -> dict[str, str] | None:
     if total > LIMITS.env_chars:
         raise refuse("env", f"at most {LIMITS.env_chars} characters of names and values together", env)
     return env
+
+
+_ERROR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def error_names(spec: dict, key: str) -> list[str] | None:
+    """`retry_on` or `no_retry_on`: error type names as a failed attempt reports them (an exception's class name),
+    or None for none (an empty list is none)."""
+    names = expect(spec, key, (list, tuple), "a list of error type names")
+    if not names:
+        return None
+    if len(names) > LIMITS.error_names:
+        raise refuse(key, f"at most {LIMITS.error_names} names", names)
+    for name in names:
+        if not (isinstance(name, str) and len(name) <= LIMITS.error_name_chars and _ERROR_NAME.fullmatch(name)):
+            raise refuse(key, f"a list of class names (Python identifiers of 1-{LIMITS.error_name_chars} characters, "
+                              "not dotted)", name, "give the exception's class name alone, e.g. ConnectionError")
+    return list(names)
 
 
 def command(spec: dict) -> str | list[str]:

@@ -57,8 +57,8 @@ def finished_task(grid: Harness, **spec) -> str:
 
 # ------------------------------------------------------------------ submit
 
-def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
-    result = cli("submit", "--shell", "echo hi", "--wait")
+def test_submit_shell_with_wait_and_quiet_exits_0_and_prints_the_task_done(cli):
+    result = cli("submit", "--shell", "echo hi", "--wait", "--quiet")
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
     task_id, state, _, device, exit_code = line.split()
@@ -69,15 +69,30 @@ def test_submit_shell_with_wait_exits_0_and_prints_the_task_done(cli):
 def test_submit_of_a_failing_shell_command_with_wait_exits_1(cli):
     result = cli("submit", "--shell", "exit 3", "--retries", "0", "--wait")
     assert result.returncode == 1, result.stderr
-    assert " failed on w1 exit=3" in result.stdout
+    assert result.stderr.splitlines()[-1].endswith(" on w1 (attempt 1, exit 3): ExitCode: exited with code 3")
 
 
-def test_submit_timeout_is_the_tasks_timeout_and_a_timed_out_task_exits_1(cli):
-    # --timeout on submit is the task's own limit (the master-answer wait is --master-timeout)
-    result = cli("submit", "--shell", "sleep 30", "--timeout", "0.5", "--retries", "0", "--wait", "--json")
+def test_submit_run_timeout_is_the_tasks_timeout_and_a_timed_out_task_exits_1(cli):
+    # --run-timeout on submit is the task's own limit (the master-answer wait is --master-timeout)
+    result = cli("submit", "--shell", "sleep 30", "--run-timeout", "0.5", "--retries", "0", "--wait", "--json")
     assert result.returncode == 1, result.stderr
     [task] = json.loads(result.stdout)
     assert task["state"] == "timed_out"
+    assert "warning" not in result.stderr
+
+
+def test_submit_timeout_is_the_deprecated_spelling_of_run_timeout_with_a_warning(cli):
+    old = cli("submit", "--shell", "sleep 30", "--timeout", "0.5", "--retries", "0", "--wait", "--json")
+    assert old.returncode == 1, old.stderr
+    assert json.loads(old.stdout)[0]["state"] == "timed_out"
+    [warning] = [line for line in old.stderr.splitlines() if "warning" in line]
+    assert warning == ("warning: --timeout is deprecated for the task's run time; use --run-timeout "
+                       "(--master-timeout is the wait for the master)")
+
+    both = cli("submit", "--shell", "true", "--timeout", "1", "--run-timeout", "1")
+    assert both.returncode == 3 and both.stderr.startswith("error: --timeout and --run-timeout both"), both.stderr
+    assert "--run-timeout S" in cli("submit", "--help").stdout
+    assert "--run-timeout S" in cli("schedules", "add", "--help").stdout
 
 
 def test_submit_python_with_wait_and_json_prints_the_return_value(cli):

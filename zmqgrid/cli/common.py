@@ -24,7 +24,10 @@ _TASK_OPTIONS = (
     click.option("--tag", "tags", multiple=True, help="Run only on a worker with this tag (repeat for more)."),
     click.option("--device", help="Run only on this device id."),
     click.option("--priority", type=int, help="Higher runs first [0]."),
-    click.option("--timeout", "task_timeout", type=click.FloatRange(min=0.001), help="Seconds before the task is killed."),
+    click.option("--run-timeout", "task_timeout", type=click.FloatRange(min=0.001), metavar="S",
+                 help="Seconds the task may run before it is killed [task_timeout]."),
+    click.option("--timeout", "old_task_timeout", type=click.FloatRange(min=0.001), metavar="S",
+                 help="Deprecated spelling of --run-timeout (elsewhere --timeout is the wait for the master)."),
     click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count]."),
     click.option("--name", help="A label shown in lists."),
 )
@@ -32,10 +35,23 @@ _TASK_OPTIONS = (
 
 def task_options(fn: Callable) -> Callable:
     """What a task runs and where, shared by `submit` and `schedules add`. The command receives shell, script,
-    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries and name."""
+    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries and name.
+
+    The task's run time is --run-timeout: every other command's --timeout is the wait for the master's answer.
+    --timeout still sets the run time here, with a warning, so scripts written for it keep working.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, old_task_timeout: float | None, **kwargs: Any) -> Any:
+        if old_task_timeout is not None:
+            if kwargs.get("task_timeout") is not None:
+                raise UsageError("--timeout and --run-timeout both set the task's run time", "give --run-timeout only")
+            click.echo("warning: --timeout is deprecated for the task's run time; use --run-timeout "
+                       "(--master-timeout is the wait for the master)", err=True)
+            kwargs["task_timeout"] = old_task_timeout
+        return fn(*args, **kwargs)
     for option in reversed(_TASK_OPTIONS):
-        fn = option(fn)
-    return fn
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def json_arg(value: str | None, name: str, kind: type) -> Any:
@@ -57,7 +73,8 @@ def json_arg(value: str | None, name: str, kind: type) -> Any:
 def client_options_with(*timeout_flags: str) -> Callable[[Callable], Callable]:
     """--master, --config and the master-answer timeout under `timeout_flags`: how a client command reaches the master.
 
-    `submit` passes only --master-timeout, because its own --timeout is the task's timeout (ARCHITECTURE.md).
+    `submit` and `schedules add` pass only --master-timeout: their --timeout is the deprecated spelling of
+    --run-timeout, the task's run time (task_options).
     """
     def decorate(fn: Callable) -> Callable:
         @click.option("--master", "master_url", metavar="URL",

@@ -33,7 +33,7 @@ def add_schedule(client: Callable[[], Client], schedule_name: str, cron: str, mi
 
     \b
     python main.py schedules add report --cron "0 6 * * 1-5" --script report.py
-    python main.py schedules add ping --cron "*/5 * * * *" --shell "curl -s https://example.com" --timeout 30
+    python main.py schedules add ping --cron "*/5 * * * *" --shell "curl -s https://example.com" --run-timeout 30
     python main.py schedules add beat --cron "*/10 * * * * *" --python zmqgrid.samples:fib --args '[20]'
     """
     spec = build_spec(shell=shell, script=script, python=python, args=json_arg(args, "--args", list),

@@ -9,10 +9,12 @@ from typing import Callable
 import click
 
 from ..client import Client, build_spec
-from ..errors import EXIT_FAILED, EXIT_OK, MasterUnavailable, RemoteError, SubmitRefused, UsageError
+from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT, MasterUnavailable, RemoteError, SubmitRefused,
+                      UsageError)
 from ..model import is_valid_id, new_task_id
 from .common import client_options_with, json_arg, json_option, task_options
-from .render import describe_error, emit_json, field, seconds, table
+from .render import emit_json
+from .waiting import SubmitWait
 
 
 def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
@@ -57,11 +59,11 @@ def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
     return specs
 
 
-def submit_file(c: Client, path: str, run: str, notify: bool, as_json: bool) -> list[str]:
-    """Submit a task file's lines; their ids once all are committed. If the master refuses a batch or stops
-    answering part-way, the ids it committed are printed and the error names the first line not submitted and
-    the `--resume` that submits the rest without duplicating any (README, 'submit --file')."""
-    lines = read_batch(path, run)
+def submit_file(c: Client, path: str, lines: list[tuple[int, dict]], run: str, notify: bool,
+                as_json: bool) -> list[str]:
+    """Submit a task file's lines (`read_batch`); their ids once all are committed. If the master refuses a batch
+    or stops answering part-way, the ids it committed are printed and the error names the first line not submitted
+    and the `--resume` that submits the rest without duplicating any (README, 'submit --file')."""
     again = f"run it again with --resume {run} (lines already submitted are not submitted twice)"
     try:
         return c.submit([spec for _, spec in lines], notify=notify)
@@ -94,31 +96,52 @@ def submit_file(c: Client, path: str, run: str, notify: bool, as_json: bool) -> 
 @click.option("--limit-concurrency", type=click.IntRange(1), help="At most this many tasks of the key at once.")
 @click.option("--limit-per-minute", type=click.IntRange(1), help="At most this many tasks of the key started a minute.")
 @click.option("--retry-backoff", type=click.FloatRange(0), help="Seconds before the first retry [retry_backoff].")
+@click.option("--retry-on", "retry_on", multiple=True, metavar="ERROR",
+              help="Retry only failures of this error type, e.g. ConnectionError (repeat for more).")
+@click.option("--no-retry-on", "no_retry_on", multiple=True, metavar="ERROR",
+              help="Never retry failures of this error type, e.g. ValueError (repeat for more).")
 @click.option("--file", "batch_file", type=click.Path(), help="Submit every task of a JSON-lines file.")
 @click.option("--resume", metavar="RUN", help="With --file: submit the lines a run refused part-way did not (the "
                                               "RUN its error named); lines already submitted are skipped.")
-@click.option("--wait", is_flag=True, help="Wait for the task(s) to end; exit 0 only if all are done.")
+@click.option("--wait", is_flag=True, help="Wait for the task(s) to end, showing one task's output as it comes; "
+                                           "exit 0 only if all are done.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0.001), metavar="S",
+              help=f"Stop waiting after S seconds (implies --wait): exit {EXIT_WAIT_TIMEOUT}; the tasks go on.")
+@click.option("--quiet", "-q", is_flag=True, help="With --wait: no output nor notes while waiting, one line per task "
+                                                  "at the end.")
 @json_option
 @client_options_with("--master-timeout")
 def submit(client: Callable[[], Client], shell: str | None, script: str | None, python: str | None,
            args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
            task_timeout: float | None, retries: int | None, name: str | None, fan_out: bool, limit_key: str | None,
            limit_concurrency: int | None, limit_per_minute: int | None, retry_backoff: float | None,
-           batch_file: str | None, resume: str | None, wait: bool, as_json: bool) -> int:
+           retry_on: tuple, no_retry_on: tuple, batch_file: str | None, resume: str | None, wait: bool,
+           wait_timeout: float | None, quiet: bool, as_json: bool) -> int:
     """Submit a task (or a batch with --file); prints the id(s).
 
+    With --wait, a single task's stdout and stderr are printed as they come, then a status line on stderr (a
+    python task's return value follows its output on stdout, as JSON); a batch prints a line per task as it ends.
+    The ids and why a task waits (e.g. "no online worker has tag gpu") go to stderr. Ctrl-C stops the wait,
+    not the tasks.
+
     \b
-    python main.py submit --shell "curl -s https://example.com | wc -c" --timeout 60 --wait
+    python main.py submit --shell "curl -s https://example.com | wc -c" --run-timeout 60 --wait
     python main.py submit --python zmqgrid.samples:fib --args '[25]' --wait
+    python main.py submit --python myjobs:fetch --retries 5 --retry-on ConnectionError --wait
     python main.py submit --script crawl.py --args '["--site", "a"]' --tag linux
     python main.py submit --file tasks.jsonl --wait
     python main.py submit --file tasks.jsonl --resume 675e1f2a00c3b41d9e8f7a6b   (after a partial submission)
     python main.py submit --all --tag linux --shell "df -h /" --wait      (one run per worker)
+    python main.py submit --shell "nvidia-smi" --tag gpu --wait-timeout 60
     python main.py submit --shell "python crawl.py" --limit-key example.com --limit-concurrency 2
     """
     if resume is not None and (not batch_file or not is_valid_id(resume) or len(resume) > 40):
         raise UsageError("--resume takes the RUN named by a partial `submit --file` (letters, digits, _ . : -)",
                          "e.g. python main.py submit --file tasks.jsonl --resume 675e1f2a00c3b41d9e8f7a6b")
+    wait = wait or wait_timeout is not None
+    if quiet and not wait:
+        raise UsageError("--quiet goes with --wait (without it, submit prints only the ids)",
+                         "add --wait, or leave --quiet out")
     specs: list[dict] = []
     if batch_file:
         if shell or script or python:
@@ -128,46 +151,31 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
                             kwargs=json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
                             priority=priority, timeout=task_timeout, retries=retries, name=name,
                             all=fan_out or None, limit_key=limit_key, limit_concurrency=limit_concurrency,
-                            limit_per_minute=limit_per_minute, retry_backoff=retry_backoff)]
+                            limit_per_minute=limit_per_minute, retry_backoff=retry_backoff,
+                            retry_on=list(retry_on) or None, no_retry_on=list(no_retry_on) or None)]
     with client() as c:
+        names = {spec["id"]: spec["name"] for spec in specs}
         if batch_file:
-            ids = submit_file(c, batch_file, resume or new_task_id(), wait, as_json)
+            run = resume or new_task_id()
+            lines = read_batch(batch_file, run)
+            names = {spec["id"]: spec["name"] for _, spec in lines}
+            ids = submit_file(c, batch_file, lines, run, wait, as_json)
         else:
             ids = c.submit(specs, notify=wait)
         if fan_out and not ids:
             raise UsageError("no online worker matches --all" + (f" --tag {' --tag '.join(tags)}" if tags else ""),
                              "check: python main.py devices list")
-        if fan_out and wait and not as_json:
-            return fan_out_report(c, ids)
         if not wait:
             if as_json:
                 emit_json({"ids": ids})
             else:
                 click.echo("\n".join(ids))
             return EXIT_OK
-        results = c.wait(ids)
-    ordered = [results[i] for i in ids]
-    if as_json:
-        emit_json(ordered)
-    else:
-        for r in ordered:
-            detail = f" exit={r['exit_code']}" if r.get("exit_code") is not None else ""
-            detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
-            detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
-            click.echo(f"{field(r['id'])} {r['state']} on {field(r.get('device_id'))}{detail}")
-    return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
-
-
-def fan_out_report(c: Client, ids: list[str]) -> int:
-    """One row per worker, like an ad-hoc command across a fleet, and a combined exit code."""
-    results = c.wait(ids)
-    rows = []
-    for task_id in ids:
-        r, task = results[task_id], c.task(task_id)
-        tail = (c.logs(task_id)["stdout"].strip().splitlines() or [describe_error(r.get("error"))])[-1]
-        took = task["finished_at"] - task["started_at"] if task["started_at"] and task["finished_at"] else None
-        rows.append([r.get("device_id"), r["state"], r.get("exit_code"), seconds(took), tail])
-    table(rows, ["DEVICE", "STATE", "EXIT", "TOOK", "OUTPUT (LAST LINE)"])
-    ok = sum(1 for r in results.values() if r["state"] == "done")
-    click.echo(f"{ok}/{len(ids)} workers succeeded")
-    return EXIT_OK if ok == len(ids) else EXIT_FAILED
+        waiter = SubmitWait(c, ids, names, wait_timeout_s=wait_timeout, quiet=quiet, as_json=as_json)
+        try:
+            if fan_out:
+                return waiter.fan_out()
+            return waiter.one() if len(ids) == 1 and not batch_file else waiter.batch()
+        except KeyboardInterrupt:
+            click.echo(waiter.interrupted(), err=True)
+            return EXIT_INTERRUPTED

@@ -16,6 +16,7 @@ from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry,
 from .fleet import FleetEvents
 from .limits import Limits
 from .parking import Parking
+from .retrying import RetryRules, not_retried
 from .scheduling import Strategy, least_tasks
 from .taskqueue import TaskQueue
 
@@ -48,6 +49,7 @@ class Cluster(FleetEvents, TaskControls):
         self.queue = TaskQueue(self._queued_under)
         self.parking = Parking(self._queued_under)
         self.needs = Requirements()
+        self.retry_rules = RetryRules()
         self.commands = CommandBook(resend_after_s=lease_grace_s)
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
@@ -73,7 +75,7 @@ class Cluster(FleetEvents, TaskControls):
             self.limits.define(key, max_concurrent, per_minute)
         for row in self.store.load_unfinished():
             entry = TaskEntry.from_spec(row["spec"], self.needs, row["retries"], row["timeout_s"],
-                                        len(self.tasks) > COMPACT_ABOVE,
+                                        len(self.tasks) > COMPACT_ABOVE, retry_rule=self.retry_rules.of(row["spec"]),
                                         attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
             self.tasks[entry.id] = entry
             if row["state"] == "queued" or not row["device_id"]:
@@ -128,6 +130,7 @@ class Cluster(FleetEvents, TaskControls):
         self.store.insert_tasks(inserts, now)
         seq = self.seq
         compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
+        rules = self.retry_rules
         for spec, retries, timeout_s in inserts:
             task_id, key = spec["id"], spec["limit_key"]
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
@@ -143,7 +146,10 @@ class Cluster(FleetEvents, TaskControls):
             entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
                                                need_of(kind, device, tags) if device or tags else PLAIN[kind],
                                                spec["priority"], retries, timeout_s, key,
-                                               spec["retry_backoff"], seq=seq, gen=1, client=account)
+                                               spec["retry_backoff"], seq=seq, gen=1, client=account,
+                                               # .get: a schedule's spec saved before these keys lacks them
+                                               retry_rule=(rules.of(spec) if spec.get("retry_on")
+                                                           or spec.get("no_retry_on") else None))
             if notify:
                 entry.notify = (client,)
             push(entry.priority, seq, 1, task_id)
@@ -300,7 +306,11 @@ class Cluster(FleetEvents, TaskControls):
         if state == "done" or (state == "cancelled" and entry.cancel_requested):
             self.finish(entry, state, now, result=result)
         elif entry.attempt <= entry.retries and not entry.cancel_requested:
-            self.requeue(entry, f"attempt {attempt} {state}", now, self.backoff_s(entry))
+            why = not_retried(result.get("error"), entry.retry_rule) if state != "cancelled" else None
+            if why is None:
+                self.requeue(entry, f"attempt {attempt} {state}", now, self.backoff_s(entry))
+            else:
+                self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}, not retried: {why}")
         else:
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
         return True

@@ -55,7 +55,7 @@ class TaskControls:
         spec = self.store.get_spec(task_id)
         base = self.default_retries if spec.get("retries") is None else spec["retries"]
         entry = TaskEntry.from_spec(spec, self.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
-                                    evidence=row["evidence"])
+                                    evidence=row["evidence"], retry_rule=self.retry_rules.of(spec))
         self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
         self.tasks[task_id] = entry
         self._enqueue(entry)

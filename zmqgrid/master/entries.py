@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from ..model import TASK_KINDS
 from ..protocol import NO_KIND_TAG, packb
+from .retrying import RetryRule
 
 # What a worker gets of a spec, besides its id: routing, limits and retries are the master's business. (The name
 # is only shown: workers and tools that speak the protocol tell tasks apart by it.)
@@ -82,6 +83,7 @@ class TaskEntry:
     timeout_s: float | None
     limit_key: str | None = None
     retry_backoff: float | None = None   # the task's own base backoff, if it set one
+    retry_rule: RetryRule | None = None  # its retry_on / no_retry_on, shared (retrying.RetryRules); most have none
     attempt: int = 0
     state: str = "queued"
     device_id: str | None = None

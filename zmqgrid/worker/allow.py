@@ -45,7 +45,8 @@ def admit(tasks: list, config: Config, refuse: Callable[[dict], None]) -> list[d
             runnable.append(task)
             continue
         logger.warning("refused task=%s attempt=%s: %s", task["id"], task["attempt"], reason)
+        # permanent: the fleet's settings refuse it, not chance (docs/architecture.md, "Failures that are not retried")
         refuse({"id": task["id"], "attempt": task["attempt"], "state": "failed", "exit_code": None, "value": None,
-                "error": {"type": "Forbidden", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
-                "started_at": None, "finished_at": time.time(), "duration_s": 0.0})
+                "error": {"type": "Forbidden", "message": reason, "traceback": "", "permanent": True},
+                "stdout": "", "stderr": "", "started_at": None, "finished_at": time.time(), "duration_s": 0.0})
     return runnable

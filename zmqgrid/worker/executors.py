@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
+from .failures import UNSTARTABLE, permanent
 from .proctree import DescendantWatch, TaskProcesses
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
@@ -94,7 +95,8 @@ class Run:
     # -- for subclasses ---------------------------------------------------------------------
 
     def _execute(self) -> dict:
-        return self._make("failed", error=_error("StartError", f"unknown task kind {self._task.get('kind')!r}"))
+        kind = self._task.get("kind")
+        return self._make("failed", error=permanent(_error("StartError", f"unknown task kind {kind!r}")))
 
     def _on_kill(self) -> None:
         """Called under the lock when kill() is first called."""
@@ -170,12 +172,14 @@ class _ProcessRun(Run):
         elif group is not None:
             missing = missing_program(list(argv), env, self._task.get("cwd"))
             if missing is not None:
-                return self._make("failed", error=_error("StartError", missing))
+                return self._make("failed", error=permanent(_error("StartError", missing)))
             argv = launch_argv(group.procs_file, list(argv))
         try:
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
+        except UNSTARTABLE as e:   # a missing program, interpreter, shell or cwd: it recurs on every attempt
+            return self._make("failed", error=permanent(_error("StartError", str(e))))
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             return self._make("failed", error=_error("StartError", str(e)))
         record = self._executor.record

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ..protocol import packb, unpackb
+from .failures import UNRESOLVED, judged_call
 from .pypool import CappedBuffer, TextSink, _error, _exception_error, _resolve
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,20 @@ class InlineCalls:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Capture(out), _Capture(err)
         state, value, error = "done", None, None
+        fn, args, kwargs = UNRESOLVED, task.get("args") or [], task.get("kwargs") or {}
         started_at, t0 = time.time(), time.monotonic()
         try:
             try:
                 self._arm(timeout_s)
-                value = _resolve(task["function"], self.cache)(*(task.get("args") or []), **(task.get("kwargs") or {}))
+                fn = _resolve(task["function"], self.cache)
+                value = fn(*args, **kwargs)
             finally:
                 self._disarm()
             value = _wire_copy(value)
         except CallTimeout:
             state, value = "timed_out", None
         except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the worker
-            state, value, error = "failed", None, _exception_error(e)
+            state, value, error = "failed", None, judged_call(_exception_error(e), e, fn, args, kwargs)
         finally:
             sys.stdout, sys.stderr = saved
         duration = time.monotonic() - t0

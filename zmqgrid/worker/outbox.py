@@ -99,6 +99,8 @@ def fit(wire: dict) -> dict:
         wire["error"] = {"type": str(error.get("type") or "")[:MAX_ERROR_TYPE],   # one line: no cut marker in it
                          "message": cut_middle(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
                          "traceback": cut_middle(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
+        if error.get("permanent") is True:   # the master does not retry it
+            wire["error"]["permanent"] = True
     try:
         RESULT.check(wire)
     except Bad as e:

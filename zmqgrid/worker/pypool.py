@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import packb, unpackb
+from .failures import UNRESOLVED, judged_call
 from .proctree import kill_tree
 
 logger = logging.getLogger(__name__)
@@ -324,10 +325,12 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
             # `started` before `current`: a worker that reads `current` first never pairs it with an older start.
             started.value = t0 = time.monotonic()
             current.value = index
+            fn = UNRESOLVED
             try:
-                value = _resolve(function, cache)(*args, **kwargs)
+                fn = _resolve(function, cache)
+                value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
-                status, value = "error", _exception_error(e)
+                status, value = "error", judged_call(_exception_error(e), e, fn, args, kwargs)
             else:
                 status = "ok"
             if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
