@@ -7,8 +7,8 @@ from typing import Any, Iterable, Iterator
 
 import zmq
 
-from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
-                     UsageError)
+from .errors import (AmbiguousTaskId, MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused,
+                     TaskNotFound, UsageError)
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
 from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
@@ -16,6 +16,8 @@ from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, 
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
+
+
 class Client:
     """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
 
@@ -73,8 +75,11 @@ class Client:
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
+                # The master's message ends with its own hint: the client gives the one it can act on.
                 if msg.code == "not_found":
-                    raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
+                    raise TaskNotFound(msg.message.rsplit("; ", 1)[0], TaskNotFound.HINT)
+                if msg.code == "ambiguous":
+                    raise AmbiguousTaskId(msg.message.rsplit("; ", 1)[0], AmbiguousTaskId.HINT)
                 raise RemoteError(msg.code, msg.message)
 
     def request(self, msg_type: type, *args: Any, timeout_s: float | None = None) -> Any:

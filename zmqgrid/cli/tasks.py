@@ -7,11 +7,10 @@ from typing import Callable
 import click
 
 from ..client import Client
-from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageError, ZmqgridError
 from ..model import TASK_STATES
 from .common import client_options, json_option
 from .render import describe_error, echo_output, emit_json, field, seconds, table, when
-
 
 
 @click.group()
@@ -44,7 +43,7 @@ def list_tasks(client: Callable[[], Client], state: str | None, device: str | No
 @json_option
 @client_options
 def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None:
-    """Show one task: spec, state, attempts, result.  Example: python main.py tasks show 3f2a"""
+    """Show one task: spec, state, attempts, result.  Example: python main.py tasks show 675e1f2a00c3b4"""
     with client() as c:
         task = c.task(task_id)
     if as_json:
@@ -79,7 +78,7 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
 @json_option
 @client_options
 def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> None:
-    """Print a task's stdout and stderr.  Example: python main.py tasks logs 3f2a --follow"""
+    """Print a task's stdout and stderr.  Example: python main.py tasks logs 675e1f2a00c3b4 --follow"""
     if follow:
         with client() as c:
             for stream, text in c.follow(c.task(task_id)["id"]):
@@ -95,22 +94,45 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, f
         echo_output(out["stderr"] if out["stderr"].endswith("\n") else out["stderr"] + "\n", err=True)
 
 
+def unresolved(outcome: dict) -> ZmqgridError | None:
+    """The one error for the references of a cancel or requeue that named no task, or named several (the same
+    line and exit code as `tasks show` gives them: docs/architecture.md, "Task references")."""
+    unknown = [ref for ref, line in outcome.items() if line == "not found"]
+    if unknown:
+        return TaskNotFound.of(unknown)
+    for ref, line in outcome.items():
+        if line.startswith("ambiguous: "):
+            return AmbiguousTaskId.of(ref, line.removeprefix("ambiguous: "))
+    return None
+
+
+def report(outcome: dict, as_json: bool) -> None:
+    """Print a cancel's or requeue's line per task it reached (all lines with --json); then fail for the rest."""
+    error = unresolved(outcome)
+    if as_json:
+        emit_json(outcome)
+    else:
+        for task_id, line in outcome.items():
+            if line != "not found" and not line.startswith("ambiguous: "):
+                click.echo(f"{task_id} {line}")
+    if error is not None:
+        raise error
+
+
 @tasks.command("requeue")
 @click.argument("task_ids", nargs=-1, required=True)
 @json_option
 @client_options
 def requeue_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -> int:
-    """Queue failed, timed-out, cancelled or quarantined tasks again (retries start afresh).
+    """Queue failed, timed-out, cancelled or quarantined tasks again (retries start afresh); exit 1 if one is not.
 
-    Example: python main.py tasks requeue 3f2a9c01d2e4b5a6
+    \b
+    python main.py tasks requeue 675e1f2a00c3b4    an id or a unique prefix of one
+    python main.py tasks requeue 675e1f2a00c3b4 675e1f2a00c3b5
     """
     with client() as c:
         outcome = c.requeue(list(task_ids))
-    if as_json:
-        emit_json(outcome)
-    else:
-        for task_id, state in outcome.items():
-            click.echo(f"{task_id} {state}")
+    report(outcome, as_json)
     return EXIT_OK if all(v == "queued" for v in outcome.values()) else EXIT_FAILED
 
 
@@ -124,21 +146,13 @@ def cancel_tasks(client: Callable[[], Client], task_ids: tuple, state: str | Non
                  as_json: bool) -> int:
     """Cancel tasks: queued ones at once, running ones are killed on their worker.
 
-    
-    python main.py tasks cancel 3f2a9c01d2e4b5a6
+    \b
+    python main.py tasks cancel 675e1f2a00c3b4      an id or a unique prefix of one
     python main.py tasks cancel --state queued --tag gpu
     """
     if bool(task_ids) == bool(state or tag):
         raise UsageError("give task ids, or --state/--tag, not both", "e.g. python main.py tasks cancel --state queued")
     with client() as c:
         outcome = c.cancel(list(task_ids)) if task_ids else c.cancel(state=state, tag=tag)
-    missing = [task_id for task_id, state in outcome.items() if state == "not found"]
-    if as_json:
-        emit_json(outcome)
-    else:
-        for task_id, state in outcome.items():
-            if state != "not found":
-                click.echo(f"{task_id} {state}")
-    if missing:  # an unknown id is the user's mistake: one error line and exit 3, as in `tasks show`
-        raise TaskNotFound(f"no task {', '.join(repr(i) for i in missing)}", "list tasks with: python main.py tasks list")
+    report(outcome, as_json)
     return EXIT_OK

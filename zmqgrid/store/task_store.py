@@ -332,13 +332,14 @@ class TaskStore:
             sql += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
         return [self._task_row(r) for r in self.db.query(sql, params + [limit, offset])]
 
-    def find_task_id(self, ref: str) -> list[str]:
-        """Ids equal to `ref`, else ids starting with it (so a person may type a unique prefix)."""
+    def find_task_id(self, ref: str, limit: int = 6) -> list[str]:
+        """[ref] if it is an id, else the first `limit` ids starting with it, in id order (a person may type a
+        unique prefix). Read as one range of the id index: a LIKE would scan all of it for an unknown prefix."""
         if self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [ref]).fetchone():
             return [ref]
-        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return [r[0] for r in self.db.execute("SELECT id FROM tasks WHERE id LIKE ? ESCAPE '\\' LIMIT 5",
-                                               [escaped + "%"])]
+        # Every id that starts with ref sorts between ref and ref followed by the highest code point.
+        return [r[0] for r in self.db.execute("SELECT id FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                               [ref, ref + "\U0010ffff", limit])]
 
     def get_task(self, task_id: str) -> dict | None:
         rows = list(self.db.query(f"SELECT {TASK_COLUMNS}, spec FROM tasks WHERE id = ?", [task_id]))
