@@ -1,5 +1,5 @@
 """`tasks show|logs|cancel|requeue` as an operator meets them, run as real processes against a real master and worker:
-a task named by a prefix of its id, one error for an unknown or ambiguous one."""
+a task named by a prefix of its id, one error for an unknown or ambiguous one, the spec as a person reads it."""
 from __future__ import annotations
 
 import secrets
@@ -89,4 +89,36 @@ def test_cancel_of_a_known_and_an_unknown_id_cancels_the_known_one_and_fails_for
     result = cli("tasks", "cancel", task_id[:14], "no-such-task")
     assert result.stdout == f"{task_id} cancelled\n"
     assert assert_user_error(result, 3) == "error: no task 'no-such-task'; list tasks with: python main.py tasks list"
+
+
+# ------------------------------------------------------------------ item 7: tasks show
+
+def test_tasks_show_shows_what_a_task_runs_as_a_person_reads_it_and_no_env_value(grid, cli, tmp_path):
+    client = grid.client()
+    shell_id = client.submit(build_spec(
+        shell="curl -s https://example.com | wc -c", cwd="/srv/crawl", env={"API_TOKEN": "s3cret-value", "LANG": "C"},
+        tag=[NOBODY, "gpu"], timeout=90, retries=2, limit_key="example.com", limit_concurrency=2,
+        limit_per_minute=30, priority=5))[0]
+    call_id = client.submit(build_spec(python="tests.tasks:add", args=[20], kwargs={"b": 22}, tag=NOBODY))[0]
+    script = tmp_path / "crawl.py"
+    script.write_text("print('crawled')\n")
+    script_id = client.submit(build_spec(script=str(script), args=["--site", "a b"], tag=NOBODY))[0]
+    try:
+        shell = cli("tasks", "show", shell_id)
+        assert shell.returncode == 0, shell.stderr
+        lines = shell.stdout.splitlines()
+        for expected in ("kind:       shell", "command:    curl -s https://example.com | wc -c",
+                         "cwd:        /srv/crawl", "env:        API_TOKEN, LANG (values not shown)",
+                         f"tags:       {NOBODY}, gpu", "priority:   5", "timeout:    90.0s", "retries:    2",
+                         "limit:      example.com: at most 2 at once and 30 a minute", "attempt:    0 of 3"):
+            assert expected in lines, (expected, shell.stdout)
+        assert "s3cret-value" not in shell.stdout
+        assert "[" not in shell.stdout.split("attempts:")[0], "no Python list in the spec's lines"
+
+        call = cli("tasks", "show", call_id).stdout.splitlines()
+        assert "kind:       python" in call and "call:       tests.tasks:add(20, b=22)" in call, call
+        script_lines = cli("tasks", "show", script_id).stdout.splitlines()
+        assert "kind:       script" in script_lines and "script:     crawl.py --site 'a b'" in script_lines
+    finally:
+        client.cancel([shell_id, call_id, script_id])
 

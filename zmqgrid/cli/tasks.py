@@ -11,6 +11,7 @@ from ..errors import EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageE
 from ..model import TASK_STATES
 from .common import client_options, json_option
 from .render import describe_error, echo_output, emit_json, field, seconds, table, when
+from .task_view import spec_lines
 
 
 @click.group()
@@ -43,18 +44,25 @@ def list_tasks(client: Callable[[], Client], state: str | None, device: str | No
 @json_option
 @client_options
 def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None:
-    """Show one task: spec, state, attempts, result.  Example: python main.py tasks show 675e1f2a00c3b4"""
+    """Show one task: what it runs (command, script or call, cwd, env names, tags, limits), state, attempts,
+    result.  Example: python main.py tasks show 675e1f2a00c3b4  (an id or a unique prefix of one)"""
     with client() as c:
         task = c.task(task_id)
     if as_json:
         emit_json(task)
         return
-    for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
-                "exit_code", "reason"):
-        click.echo(f"{key + ':':<11} {field(task.get(key))}")
+    lines = [("id", field(task.get("id"))), ("name", field(task.get("name"))), *spec_lines(task),
+             ("state", field(task.get("state"))),
+             ("attempt", f"{task.get('attempt')} of {(task.get('retries') or 0) + 1}"),
+             ("device", field(task.get("device_id"))), ("exit_code", field(task.get("exit_code"))),
+             ("reason", field(task.get("reason")))]
     if task.get("waiting"):
-        click.echo(f"{'waiting:':<11} {field(task['waiting'])}")
-    click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
+        lines.append(("waiting", field(task["waiting"])))
+    for label, text in lines:
+        click.echo(f"{label + ':':<11} {text}")
+    took = task["finished_at"] - task["started_at"] if task.get("started_at") and task.get("finished_at") else None
+    click.echo(f"{'created:':<11} {when(task['created_at'])}   started: {when(task.get('started_at'))}   "
+               f"finished: {when(task['finished_at'])}   took: {seconds(took)}")
     if task.get("value") is not None:
         click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")
     if task.get("error"):
