@@ -8,6 +8,12 @@ EXIT_USAGE = 3           # bad config, flag value, file or id: the user's mistak
 EXIT_INTERNAL = 4
 
 
+def exit_code_for_state(state: str) -> int:
+    """The exit code of a command that waited for a task to end in `state` (`submit --wait`, `tasks logs
+    --follow`): 0 done, 1 any other end (failed, timed_out, cancelled, quarantined)."""
+    return EXIT_OK if state == "done" else EXIT_FAILED
+
+
 class ZmqgridError(Exception):
     """Base of every error zmqgrid raises on purpose; `str()` is one line for a person."""
 

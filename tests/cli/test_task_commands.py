@@ -1,5 +1,6 @@
 """`tasks show|logs|cancel|requeue` as an operator meets them, run as real processes against a real master and worker:
-a task named by a prefix of its id, one error for an unknown or ambiguous one, the spec as a person reads it."""
+a task named by a prefix of its id, one error for an unknown or ambiguous one, the spec as a person reads it,
+`logs --follow` through every attempt."""
 from __future__ import annotations
 
 import secrets
@@ -121,4 +122,31 @@ def test_tasks_show_shows_what_a_task_runs_as_a_person_reads_it_and_no_env_value
         assert "kind:       script" in script_lines and "script:     crawl.py --site 'a b'" in script_lines
     finally:
         client.cancel([shell_id, call_id, script_id])
+
+
+# ------------------------------------------------------------------ item 9: logs --follow
+
+def test_logs_follow_prints_every_attempt_under_its_own_line_and_exits_with_the_tasks_outcome(grid, cli):
+    # Given a task that prints, then fails with exit 4, on each of its 3 attempts
+    task_id = grid.client().submit(build_spec(shell="echo run; echo oops >&2; sleep 0.3; exit 4", retries=2,
+                                              retry_backoff=0.1))[0]
+
+    # When its logs are followed from the start
+    result = cli("tasks", "logs", task_id[:14], "--follow")
+
+    # Then each attempt's output comes under its own line, the task's end says how it ended, and the exit code is
+    # that of `submit --wait` for a failed task
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "run\n" * 3
+    assert result.stderr.splitlines() == [
+        "--- attempt 1 on w1 ---", "oops", "--- attempt 2 on w1 ---", "oops", "--- attempt 3 on w1 ---", "oops",
+        f"--- task {task_id} failed after 3 attempts (ExitCode: exited with code 4) ---"]
+
+
+def test_logs_follow_of_a_task_that_ends_done_exits_0(grid, cli):
+    task_id = grid.client().submit(build_spec(python="tests.tasks:chatty", args=[3, 0.1]))[0]
+    result = cli("tasks", "logs", task_id, "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "line 0\nline 1\nline 2\n"
+    assert result.stderr.splitlines() == ["--- attempt 1 on w1 ---", f"--- task {task_id} done after 1 attempt ---"]
 

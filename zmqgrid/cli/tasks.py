@@ -7,7 +7,8 @@ from typing import Callable
 import click
 
 from ..client import Client
-from ..errors import EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageError, ZmqgridError
+from ..errors import (EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageError, ZmqgridError,
+                      exit_code_for_state)
 from ..model import TASK_STATES
 from .common import client_options, json_option
 from .render import describe_error, echo_output, emit_json, field, seconds, table, when
@@ -81,25 +82,55 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
 
 @tasks.command("logs")
 @click.argument("task_id")
-@click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last].")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing output as it comes, until the task ends.")
+@click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last; with --follow, the first to show].")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print the output as it comes, attempt after attempt, until the task ends; exit as `submit --wait`.")
 @json_option
 @client_options
-def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> None:
-    """Print a task's stdout and stderr.  Example: python main.py tasks logs 675e1f2a00c3b4 --follow"""
+def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> int:
+    """Print a task's stdout and stderr (stderr on stderr).
+
+    With --follow, a line on stderr starts each attempt and one ends the task; the exit code is the task's outcome
+    (0 done, 1 failed, timed out, cancelled or quarantined).
+
+    \b
+    python main.py tasks logs 675e1f2a00c3b4
+    python main.py tasks logs 675e1f2a00c3b4 --follow
+    """
     if follow:
-        with client() as c:
-            for stream, text in c.follow(c.task(task_id)["id"]):
-                echo_output(text, err=stream == "stderr")
-        return
+        return follow_logs(client, task_id, attempt or 1)
     with client() as c:
         out = c.logs(task_id, attempt)
     if as_json:
         emit_json(out)
-        return
+        return EXIT_OK
     echo_output(out["stdout"] if out["stdout"].endswith("\n") else out["stdout"] + "\n")
     if out["stderr"]:
         echo_output(out["stderr"] if out["stderr"].endswith("\n") else out["stderr"] + "\n", err=True)
+    return EXIT_OK
+
+
+def follow_logs(client: Callable[[], Client], ref: str, first_attempt: int) -> int:
+    """`tasks logs --follow`: each attempt's output under a header line, then the outcome; its exit code."""
+    ended_line = True   # a header starts on a line of its own, even after output that did not end one
+    with client() as c:
+        task_id = c.task(ref)["id"]
+        for item in c.follow(task_id, first_attempt=first_attempt):
+            if item.stream == "attempt":
+                on = f" on {field(item.text)}" if item.text else ""
+                click.echo(("" if ended_line else "\n") + f"--- attempt {item.attempt}{on} ---", err=True)
+                ended_line = True
+                continue
+            echo_output(item.text, err=item.stream == "stderr")
+            ended_line = item.text.endswith("\n")
+        summary = c.wait([task_id])[task_id]
+    attempts = summary.get("attempt") or 0
+    what = summary["state"] + (f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "")
+    if summary["state"] != "done":
+        detail = describe_error(summary.get("error")) or field(summary.get("reason"))
+        what += f" ({detail})" if detail != "-" else ""
+    click.echo(("" if ended_line else "\n") + f"--- task {task_id} {what} ---", err=True)
+    return exit_code_for_state(summary["state"])
 
 
 def unresolved(outcome: dict) -> ZmqgridError | None:

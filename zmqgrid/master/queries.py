@@ -165,7 +165,12 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
             raise UsageError(f"attempt must be an integer, got {attempt!r}")
         out = store.get_output(task_id, attempt)
         entry = cluster.tasks.get(task_id)
-        out["state"] = entry.state if entry else store.get_task(task_id)["state"]
+        # What `Client.follow` tells the end of an attempt by (docs/architecture.md, "Replies are paged").
+        if entry is not None:
+            out["state"], out["task_attempt"] = entry.state, entry.attempt
+        else:   # final; if it ended in this very turn, its row is not written yet
+            row = cluster.just_finished.get(task_id) or store.get_task(task_id)
+            out["state"], out["task_attempt"] = row["state"], row["attempt"]
         # --follow asks only for what it has not printed yet.
         for stream in ("stdout", "stderr"):
             start = params.get(f"{stream}_from", 0)
