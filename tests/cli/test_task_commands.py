@@ -1,6 +1,6 @@
 """`tasks show|logs|cancel|requeue` as an operator meets them, run as real processes against a real master and worker:
 a task named by a prefix of its id, one error for an unknown or ambiguous one, the spec as a person reads it,
-`logs --follow` through every attempt."""
+`logs --follow` through every attempt; and the command groups run without a command."""
 from __future__ import annotations
 
 import secrets
@@ -150,3 +150,18 @@ def test_logs_follow_of_a_task_that_ends_done_exits_0(grid, cli):
     assert result.stdout == "line 0\nline 1\nline 2\n"
     assert result.stderr.splitlines() == ["--- attempt 1 on w1 ---", f"--- task {task_id} done after 1 attempt ---"]
 
+
+# ------------------------------------------------------------------ item 10: groups without a command, click's words
+
+@pytest.mark.parametrize("group", [[], ["tasks"], ["devices"], ["schedules"], ["keys"], ["db"]],
+                         ids=["main.py", "tasks", "devices", "schedules", "keys", "db"])
+def test_a_group_run_without_a_command_prints_its_help_and_exits_0(group, tmp_path):
+    result = run_cli(*group, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.startswith("Usage: ") and "Commands:" in result.stdout
+
+
+def test_a_value_click_refuses_is_one_line_without_a_stray_full_stop_before_the_hint(tmp_path):
+    line = assert_user_error(run_cli("tasks", "list", "--state", "nope", cwd=tmp_path), 3)
+    assert ".;" not in line
+    assert line.endswith("'cancelled', 'quarantined'; see: python main.py tasks list --help"), line
