@@ -47,7 +47,8 @@ from .render import emit_json
               help="Worker: run python tasks only from this module or package (repeat for more) [any].")
 @click.option("--strategy", "load_balance_strategy", help="Master: least_tasks, round_robin, weighted, random, or pkg.mod:func.")
 @click.option("--workers", type=int, help="Standalone: local worker processes [2].")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log records from this level up, to the log file and the terminal [INFO].")
 @click.option("--log-file", help="Log file [logs/distribution.log].")
 @click.option("--demo", is_flag=True, help="Standalone: run the bundled sample batch, show it finish, then stop.")
 @click.option("--no-dashboard", is_flag=True, help="Standalone: print progress lines instead of the dashboard.")

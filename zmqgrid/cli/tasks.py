@@ -23,7 +23,8 @@ def tasks() -> None:
 @tasks.command("list")
 @click.option("--state", type=click.Choice(TASK_STATES), help="Only tasks in this state.")
 @click.option("--device", help="Only tasks of this device.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Show at most this many tasks (1-1000).")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many (paging).")
 @json_option
 @client_options
