@@ -490,6 +490,22 @@ def test_configure_logging_twice_does_not_duplicate_handlers_or_touch_root(tmp_p
     assert logging.getLogger().handlers == root_handlers
 
 
+def test_a_terminal_level_keeps_info_in_the_file_and_shows_warnings_in_both(tmp_path: Path, log_name: str,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    # the demo's daemons: their INFO lines must not break up its table, their warnings must still be seen
+    log_file = tmp_path / "demo.log"
+    configure_logging("INFO", str(log_file), terminal_level="WARNING", name=log_name)
+    logger = logging.getLogger(log_name)
+    logger.info("registered device=w1")
+    logger.warning("worker pid=1 did not stop")
+    for handler in logger.handlers:
+        handler.flush()
+    terminal = capsys.readouterr().err
+    assert "did not stop" in terminal and "registered" not in terminal
+    written = log_file.read_text(encoding="utf-8")
+    assert "INFO" in written and "registered device=w1" in written and "did not stop" in written
+
+
 def test_configure_logging_rejects_a_bad_level(log_name: str) -> None:
     with pytest.raises(ConfigError, match="log_level"):
         configure_logging("LOUD", None, name=log_name)

@@ -51,3 +51,19 @@ def test_every_command_path_appears_in_the_readme(path):
     text = README.read_text(encoding="utf-8")
     assert re.search(r"\b" + r"\s+".join(map(re.escape, path.split())) + r"\b", text), \
         f"README.md never mentions `{path}`"
+
+
+@pytest.mark.parametrize("path", sorted(p for p, c in PATHS.items() if not isinstance(c, click.Group)))
+def test_every_command_shows_an_example_and_explains_every_option(path):
+    command = PATHS[path]
+    assert f"python main.py {path}" in (command.help or ""), f"`{path}` --help has no example"
+    for option in command.params:
+        if isinstance(option, click.Option) and not option.hidden:
+            assert (option.help or "").strip(), f"`{path}` {'/'.join(option.opts)} has no description"
+
+
+@pytest.mark.parametrize("path", ["tasks show", "tasks logs", "tasks cancel", "tasks requeue"])
+def test_the_help_examples_name_a_task_by_a_prefix_that_is_unique_in_practice(path):
+    # The ids of one batch share their first 12 or so digits: "3f2a" would name them all.
+    refs = re.findall(r"python main\.py " + path + r" ([0-9a-f]{4,})\b", PATHS[path].help or "")
+    assert refs and all(len(ref) >= 14 for ref in refs), refs

@@ -156,3 +156,17 @@ def test_standalone_stops_cleanly_on_a_signal_and_leaves_no_process_behind(tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_demo_keeps_its_daemons_info_lines_in_the_log_files_off_the_terminal(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "distribute", "--mode", "standalone", "--demo",
+                           "--port", str(free_port_block()), "--db", str(tmp_path / "demo.db"),
+                           "--log-file", str(tmp_path / "demo.log")],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    terminal = proc.stdout + proc.stderr
+    assert " INFO " not in terminal, terminal
+    assert "13 done, 2 not done" in proc.stdout
+    assert " INFO zmqgrid.master" in (tmp_path / "demo.log").read_text()
+    for worker in ("local-1", "local-2"):
+        assert " INFO zmqgrid.worker" in (tmp_path / f"demo-{worker}.log").read_text(), worker

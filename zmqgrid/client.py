@@ -9,8 +9,9 @@ import zmq
 
 from . import handshake
 from .config import Config, load_config
-from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
-                     UsageError)
+from .errors import (AmbiguousTaskId, MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused,
+                     TaskNotFound, UsageError)
+from .follow import Followed, follow
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
 from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
@@ -19,6 +20,8 @@ from .security import client_curve
 from .transport import Curve, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
+
+
 class Client:
     """A DEALER connection to the master's ROUTER. Not thread-safe: one Client per thread."""
 
@@ -83,8 +86,11 @@ class Client:
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
+                # The master's message ends with its own hint: the client gives the one it can act on.
                 if msg.code == "not_found":
-                    raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
+                    raise TaskNotFound(msg.message.rsplit("; ", 1)[0], TaskNotFound.HINT)
+                if msg.code == "ambiguous":
+                    raise AmbiguousTaskId(msg.message.rsplit("; ", 1)[0], AmbiguousTaskId.HINT)
                 raise RemoteError(msg.code, msg.message)
 
     def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
@@ -311,24 +317,10 @@ class Client:
         except TaskNotFound as e:   # the master's not_found: here it names a schedule
             raise ScheduleNotFound(e.message, "list them with: python main.py schedules list") from None
 
-    def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None):
-        """Yield (stream, text) as a task's output grows, until the task is final."""
-        printed = {"stdout": 0, "stderr": 0}
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            out = self.request(Query, "logs", {"id": task_id, "stdout_from": printed["stdout"],
-                                               "stderr_from": printed["stderr"], "max_bytes": self.max_message_bytes})
-            for stream in ("stdout", "stderr"):
-                if out[stream]:
-                    yield stream, out[stream]
-                printed[stream] += len(out[stream])
-            if any(printed[s] < out[f"{s}_length"] for s in printed):
-                continue   # the answer held only what fits this client's messages: the rest comes at once
-            if out["state"] in FINAL_STATES:
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                raise MasterUnavailable(f"task {task_id} still {out['state']} after {timeout_s:g}s", "follow it again")
-            time.sleep(poll_s)
+    def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
+               first_attempt: int = 1) -> Iterator[Followed]:
+        """Yield a task's output as it grows, attempt after attempt, until the task is final (zmqgrid.follow)."""
+        return follow(self, task_id, poll_s, timeout_s, first_attempt)
 
     def requeue(self, task_ids: list[str]) -> dict:
         """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""
@@ -402,4 +394,4 @@ class Client:
         return self.wait([task_id], timeout_s)[task_id]
 
 
-__all__ = ["Client", "build_spec", "TASK_KINDS", "DEFAULT_MASTER"]
+__all__ = ["Client", "Followed", "build_spec", "TASK_KINDS", "DEFAULT_MASTER"]

@@ -11,6 +11,12 @@ EXIT_WAIT_TIMEOUT = 124  # `submit --wait-timeout` passed with tasks unfinished 
 EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
 
 
+def exit_code_for_state(state: str) -> int:
+    """The exit code of a command that waited for a task to end in `state` (`submit --wait`, `tasks logs
+    --follow`): 0 done, 1 any other end (failed, timed_out, cancelled, quarantined)."""
+    return EXIT_OK if state == "done" else EXIT_FAILED
+
+
 class ZmqgridError(Exception):
     """Base of every error zmqgrid raises on purpose; `str()` is one line for a person."""
 
@@ -35,7 +41,28 @@ class UsageError(ZmqgridError):
 
 
 class TaskNotFound(UsageError):
-    """Raised when a task id matches no task in the master's ledger."""
+    """Raised when a task id, or id prefix, matches no task in the master's ledger."""
+
+    HINT = "list tasks with: python main.py tasks list"
+
+    @classmethod
+    def of(cls, refs: list[str]) -> TaskNotFound:
+        """The one error every command gives for task references that match nothing."""
+        return cls(f"no task {', '.join(repr(r) for r in refs)}", cls.HINT)
+
+
+class AmbiguousTaskId(UsageError):
+    """Raised when a task id prefix matches several tasks (docs/architecture.md, "Task references")."""
+
+    HINT = "type more of the id"
+    candidates = ""   # some of the ids it matches, as the message names them
+
+    @classmethod
+    def of(cls, ref: str, candidates: str) -> AmbiguousTaskId:
+        """The one error every command gives for a prefix of several ids; `candidates` names some of them."""
+        error = cls(f"task id prefix {ref!r} matches several tasks: {candidates}", cls.HINT)
+        error.candidates = candidates
+        return error
 
 
 class ScheduleNotFound(UsageError):

@@ -35,17 +35,25 @@ class OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
-def configure_logging(level: str = "INFO", log_file: str | None = None, *, stream: bool = True,
-                      name: str = "zmqgrid") -> None:
-    """Send the `name` logger's records at `level` and above to `log_file` (rotated) and, if `stream`, stderr.
-
-    Calling it again replaces the handlers it added before, so a daemon can reconfigure without duplicates.
-    The root logger is left alone: zmqgrid used as a library must not take over its host's logging.
-    """
+def _numeric(level: str) -> int:
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else None
     if not isinstance(numeric, int):
         raise ConfigError(f"log_level = {level!r} is not allowed",
                           "expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return numeric
+
+
+def configure_logging(level: str = "INFO", log_file: str | None = None, *, stream: bool = True,
+                      terminal_level: str | None = None, name: str = "zmqgrid") -> None:
+    """Send the `name` logger's records at `level` and above to `log_file` (rotated) and, if `stream`, stderr.
+    With `terminal_level` and a `log_file`, stderr gets only the records from `terminal_level` up (the demo keeps
+    its table readable: its daemons' INFO lines go to the file only, warnings and errors to both).
+
+    Calling it again replaces the handlers it added before, so a daemon can reconfigure without duplicates.
+    The root logger is left alone: zmqgrid used as a library must not take over its host's logging.
+    """
+    numeric = _numeric(level)
+    terminal = max(numeric, _numeric(terminal_level)) if terminal_level and log_file else numeric
     handlers: list[logging.Handler] = []
     if log_file:
         try:
@@ -57,6 +65,7 @@ def configure_logging(level: str = "INFO", log_file: str | None = None, *, strea
                               "choose another log_file or fix the directory's permissions") from None
     if stream:
         handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[-1].setLevel(terminal)
     logger = logging.getLogger(name)
     for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:
         logger.removeHandler(old)

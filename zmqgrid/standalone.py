@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 class Standalone:
     """Start with `start()`, stop with `stop()`; `stop()` ends the workers (by PID) before the master."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, terminal_log_level: str | None = None) -> None:
+        """`terminal_log_level`: the workers log to the terminal only from this level up (the rest to their files)."""
         self.config = config
+        self.terminal_log_level = terminal_log_level
         self.master: Master | None = None
         self.thread: threading.Thread | None = None
         self.workers: list[subprocess.Popen] = []
@@ -59,6 +61,8 @@ class Standalone:
         if c.log_file:
             log = Path(c.log_file)
             cmd += ["--log-file", str(log.with_name(f"{log.stem}-{device_id}{log.suffix}"))]
+            if self.terminal_log_level:
+                cmd += ["--terminal-log-level", self.terminal_log_level]
         for tag in c.tags:
             cmd += ["--tag", tag]
         for flag, values in (("--allow-kind", c.allowed_kinds), ("--allow-module", c.allowed_modules)):

@@ -171,6 +171,31 @@ def test_existing_ids_finds_every_held_id_whatever_its_order_and_after_a_reopen(
         again.close()
 
 
+def test_a_task_id_prefix_is_looked_up_in_the_id_index_not_by_scanning_every_task(tmp_path):
+    # Given a ledger of 20,000 tasks, and ids holding what a LIKE pattern would take as wildcards
+    store = TaskStore(tmp_path / "l.db")
+    try:
+        ids = [f"6b16{n:010x}{n % 7}" for n in range(20_000)] + ["run_1", "run_10", "runx1"]
+        store.insert_tasks([(validate_task_spec({"kind": "shell", "command": "true", "id": i}), 0, None)
+                            for i in ids], 1.0)
+        store.commit()
+        # Then an id names itself even where it prefixes others, a prefix finds its ids in order, and _ and % are
+        # letters of an id, not wildcards
+        assert store.find_task_id("run_1") == ["run_1"]
+        assert store.find_task_id("run_") == ["run_1", "run_10"]
+        assert store.find_task_id("ru%") == [] and store.find_task_id("r_n") == []
+        assert store.find_task_id("6b16", limit=3) == ids[:3]
+        # And an unknown prefix costs a walk down the index, not one step per task: counted in SQLite's own
+        # virtual machine steps (a callback every 100), not in seconds
+        steps = []
+        store.db.conn.set_progress_handler(lambda: steps.append(1), 100)
+        assert store.find_task_id("6b17") == [] and store.find_task_id("6b16ffff") == []
+        store.db.conn.set_progress_handler(None, 100)
+        assert len(steps) < 10, f"{len(steps) * 100} steps for two look-ups in 20,000 tasks"
+    finally:
+        store.close()
+
+
 def test_a_failed_commit_writes_nothing_and_raises_store_error(tmp_path):
     store = TaskStore(tmp_path / "l.db")
     try:

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..errors import EXIT_USAGE, ZmqgridError
+from ..errors import EXIT_OK, EXIT_USAGE, ZmqgridError
 from .dashboard import dashboard
 from .db import db
 from .devices import devices
@@ -14,6 +14,9 @@ from .keys import keys
 from .schedules import schedules
 from .submit import submit
 from .tasks import tasks
+
+# Raised by click 8.2 and later for a group run without a command (click 8.1 prints the help and exits 0 itself).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130
+    except _NO_ARGS_IS_HELP as e:   # a group given no command: its help, as `--help` prints it
+        click.echo(e.ctx.get_help())
+        return EXIT_OK
     except click.ClickException as e:
-        message = e.format_message().replace("\n", " ")
+        # click ends some messages with a full stop ("is not one of 'a', 'b'."): the hint follows after "; "
+        message = e.format_message().replace("\n", " ").removesuffix(".")
         ctx = getattr(e, "ctx", None)
         hint = f"; see: python {ctx.command_path} --help" if ctx is not None else ""
         click.echo(f"error: {message}{hint}", err=True)

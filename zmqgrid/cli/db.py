@@ -66,6 +66,10 @@ def check(quick: bool, max_problems: int, db_path: str | None, config_path: str 
     """Check the ledger's integrity over a read-only connection (safe while the master runs).
 
     Exit 0 if it is sound; 1 with the first problems listed; 3 if there is no ledger to check.
+
+    \b
+    python main.py db check                       the master config's ledger (data/zmqgrid.db)
+    python main.py db check --quick --db /srv/zmqgrid/zmqgrid.db
     """
     path = load_config("master", config_path, flags={"db_path": db_path}).db_path
     result = maintenance.check(path, quick=quick, max_problems=max_problems)

@@ -47,15 +47,19 @@ from .render import emit_json
               help="Worker: run python tasks only from this module or package (repeat for more) [any].")
 @click.option("--strategy", "load_balance_strategy", help="Master: least_tasks, round_robin, weighted, random, or pkg.mod:func.")
 @click.option("--workers", type=int, help="Standalone: local worker processes [2].")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log records from this level up, to the log file and the terminal [INFO; --demo: WARNING up "
+                   "on the terminal].")
 @click.option("--log-file", help="Log file [logs/distribution.log].")
 @click.option("--demo", is_flag=True, help="Standalone: run the bundled sample batch, show it finish, then stop.")
 @click.option("--no-dashboard", is_flag=True, help="Standalone: print progress lines instead of the dashboard.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=0.8, show_default=True,
               help="With --status: seconds to wait for the master.")
 @click.option("--parent-pid", type=int, hidden=True)
+@click.option("--terminal-log-level", type=click.Choice(["WARNING"]), hidden=True)   # a demo's local workers
 def distribute(mode: str | None, status: bool, as_json: bool, config_path: str | None, timeout_s: float,
-               parent_pid: int | None, demo: bool, no_dashboard: bool, **flags: object) -> int:
+               parent_pid: int | None, demo: bool, no_dashboard: bool, terminal_log_level: str | None,
+               **flags: object) -> int:
     """Run a master, a worker or a standalone cluster, or check the cluster's health.
 
     \b
@@ -76,12 +80,15 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
     if mode is None:
         raise UsageError("--mode or --status is required", "e.g. python main.py distribute --mode standalone")
     config = load_config(mode, config_path, flags)
-    configure_logging(config.log_level, config.log_file)
+    if mode == "standalone" and demo:   # the demo's own lines are the show: its daemons' INFO goes to the log files
+        terminal_log_level = "WARNING"
+    configure_logging(config.log_level, config.log_file, terminal_level=terminal_log_level)
     if mode == "master":
         return run_master(config)
     if mode == "worker":
         return run_worker(config, parent_pid, config_path, flags)
-    return run_standalone(config, demo, dashboard=not (demo or no_dashboard) and has_terminal())
+    return run_standalone(config, demo, dashboard=not (demo or no_dashboard) and has_terminal(),
+                          terminal_log_level=terminal_log_level)
 
 
 def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve | None = None) -> int:
@@ -140,11 +147,11 @@ def run_worker(config: Config, parent_pid: int | None, config_path: str | None, 
     return EXIT_OK
 
 
-def run_standalone(config: Config, demo: bool, dashboard: bool = False) -> int:
+def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal_log_level: str | None = None) -> int:
     from ..standalone import Standalone
     from .dashboard import children_write_to, run_dashboard
     from .demo import run_demo
-    cluster = Standalone(config)
+    cluster = Standalone(config, terminal_log_level=terminal_log_level)
     stopping = threading.Event()
     _on_signals(stopping.set)
     if dashboard:   # the dashboard owns the terminal: log lines go to the log files only

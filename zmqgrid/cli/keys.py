@@ -106,7 +106,12 @@ def generate_key(role: str, name: str | None, directory: str | None, as_json: bo
 @config_option
 @json_option
 def list_keys(state: str | None, db_path: str | None, config_path: str | None, as_json: bool) -> int:
-    """Keys the master knows: state (pending, accepted, rejected, revoked), role, device, first seen."""
+    """Keys the master knows: state (pending, accepted, rejected, revoked), role, device, first seen.
+
+    \b
+    python main.py keys list --state pending     keys waiting to be accepted
+    python main.py keys list --json --db /srv/zmqgrid/zmqgrid.db
+    """
     db = _ledger(db_path, config_path)
     try:
         rows = key_store.list_keys(db, state)
@@ -173,7 +178,12 @@ def _change(ref: str, state: str, db_path: str | None, config_path: str | None, 
 @config_option
 @json_option
 def reject_key(ref: str, db_path: str | None, config_path: str | None, as_json: bool) -> int:
-    """Refuse a pending key: its connections are refused from now on (it may be accepted later)."""
+    """Refuse a pending key: its connections are refused from now on (it may be accepted later).
+
+    \b
+    python main.py keys reject crawler-07                  a pending key, by its device id
+    python main.py keys reject 'rq:A4...'                  by the key itself (quoted: z85 holds < > & ! $)
+    """
     return _change(ref, "rejected", db_path, config_path, as_json)
 
 
@@ -183,5 +193,10 @@ def reject_key(ref: str, db_path: str | None, config_path: str | None, as_json: 
 @config_option
 @json_option
 def revoke_key(ref: str, db_path: str | None, config_path: str | None, as_json: bool) -> int:
-    """Revoke a key for good: its device goes offline at once and its tasks run elsewhere; nothing it sends is taken."""
+    """Revoke a key for good: its device goes offline at once and its tasks run elsewhere; nothing it sends is taken.
+
+    \b
+    python main.py keys revoke crawler-01                  an accepted worker's key, by its device id
+    python main.py keys revoke 'rq:A4...'                  by the key itself (quoted: z85 holds < > & ! $)
+    """
     return _change(ref, "revoked", db_path, config_path, as_json)

@@ -7,11 +7,12 @@ from typing import Callable
 import click
 
 from ..client import Client
-from ..errors import EXIT_FAILED, EXIT_OK, TaskNotFound, UsageError
+from ..errors import (EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageError, ZmqgridError,
+                      exit_code_for_state)
 from ..model import TASK_STATES
 from .common import client_options, json_option
 from .render import describe_error, echo_output, emit_json, field, seconds, table, when
-
+from .task_view import spec_lines
 
 
 @click.group()
@@ -22,7 +23,8 @@ def tasks() -> None:
 @tasks.command("list")
 @click.option("--state", type=click.Choice(TASK_STATES), help="Only tasks in this state.")
 @click.option("--device", help="Only tasks of this device.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Show at most this many tasks (1-1000).")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many (paging).")
 @json_option
 @client_options
@@ -44,18 +46,25 @@ def list_tasks(client: Callable[[], Client], state: str | None, device: str | No
 @json_option
 @client_options
 def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None:
-    """Show one task: spec, state, attempts, result.  Example: python main.py tasks show 3f2a"""
+    """Show one task: what it runs (command, script or call, cwd, env names, tags, limits), state, attempts,
+    result.  Example: python main.py tasks show 675e1f2a00c3b4  (an id or a unique prefix of one)"""
     with client() as c:
         task = c.task(task_id)
     if as_json:
         emit_json(task)
         return
-    for key in ("id", "kind", "name", "state", "priority", "attempt", "retries", "timeout_s", "tags", "device_id",
-                "exit_code", "reason"):
-        click.echo(f"{key + ':':<11} {field(task.get(key))}")
+    lines = [("id", field(task.get("id"))), ("name", field(task.get("name"))), *spec_lines(task),
+             ("state", field(task.get("state"))),
+             ("attempt", f"{task.get('attempt')} of {(task.get('retries') or 0) + 1}"),
+             ("device", field(task.get("device_id"))), ("exit_code", field(task.get("exit_code"))),
+             ("reason", field(task.get("reason")))]
     if task.get("waiting"):
-        click.echo(f"{'waiting:':<11} {field(task['waiting'])}")
-    click.echo(f"{'created:':<11} {when(task['created_at'])}   finished: {when(task['finished_at'])}")
+        lines.append(("waiting", field(task["waiting"])))
+    for label, text in lines:
+        click.echo(f"{label + ':':<11} {text}")
+    took = task["finished_at"] - task["started_at"] if task.get("started_at") and task.get("finished_at") else None
+    click.echo(f"{'created:':<11} {when(task['created_at'])}   started: {when(task.get('started_at'))}   "
+               f"finished: {when(task['finished_at'])}   took: {seconds(took)}")
     if task.get("value") is not None:
         click.echo(f"{'value:':<11} {json.dumps(task['value'], default=str)}")
     if task.get("error"):
@@ -74,25 +83,80 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
 
 @tasks.command("logs")
 @click.argument("task_id")
-@click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last].")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing output as it comes, until the task ends.")
+@click.option("--attempt", type=click.IntRange(1), help="Which attempt [the last; with --follow, the first to show].")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print the output as it comes, attempt after attempt, until the task ends; exit as `submit --wait`.")
 @json_option
 @client_options
-def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> None:
-    """Print a task's stdout and stderr.  Example: python main.py tasks logs 3f2a --follow"""
+def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, follow: bool, as_json: bool) -> int:
+    """Print a task's stdout and stderr (stderr on stderr).
+
+    With --follow, a line on stderr starts each attempt and one ends the task; the exit code is the task's outcome
+    (0 done, 1 failed, timed out, cancelled or quarantined).
+
+    \b
+    python main.py tasks logs 675e1f2a00c3b4
+    python main.py tasks logs 675e1f2a00c3b4 --follow
+    """
     if follow:
-        with client() as c:
-            for stream, text in c.follow(c.task(task_id)["id"]):
-                echo_output(text, err=stream == "stderr")
-        return
+        return follow_logs(client, task_id, attempt or 1)
     with client() as c:
         out = c.logs(task_id, attempt)
     if as_json:
         emit_json(out)
-        return
+        return EXIT_OK
     echo_output(out["stdout"] if out["stdout"].endswith("\n") else out["stdout"] + "\n")
     if out["stderr"]:
         echo_output(out["stderr"] if out["stderr"].endswith("\n") else out["stderr"] + "\n", err=True)
+    return EXIT_OK
+
+
+def follow_logs(client: Callable[[], Client], ref: str, first_attempt: int) -> int:
+    """`tasks logs --follow`: each attempt's output under a header line, then the outcome; its exit code."""
+    ended_line = True   # a header starts on a line of its own, even after output that did not end one
+    with client() as c:
+        task_id = c.task(ref)["id"]
+        for item in c.follow(task_id, first_attempt=first_attempt):
+            if item.stream == "attempt":
+                on = f" on {field(item.text)}" if item.text else ""
+                click.echo(("" if ended_line else "\n") + f"--- attempt {item.attempt}{on} ---", err=True)
+                ended_line = True
+                continue
+            echo_output(item.text, err=item.stream == "stderr")
+            ended_line = item.text.endswith("\n")
+        summary = c.wait([task_id])[task_id]
+    attempts = summary.get("attempt") or 0
+    what = summary["state"] + (f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "")
+    if summary["state"] != "done":
+        detail = describe_error(summary.get("error")) or field(summary.get("reason"))
+        what += f" ({detail})" if detail != "-" else ""
+    click.echo(("" if ended_line else "\n") + f"--- task {task_id} {what} ---", err=True)
+    return exit_code_for_state(summary["state"])
+
+
+def unresolved(outcome: dict) -> ZmqgridError | None:
+    """The one error for the references of a cancel or requeue that named no task, or named several (the same
+    line and exit code as `tasks show` gives them: docs/architecture.md, "Task references")."""
+    unknown = [ref for ref, line in outcome.items() if line == "not found"]
+    if unknown:
+        return TaskNotFound.of(unknown)
+    for ref, line in outcome.items():
+        if line.startswith("ambiguous: "):
+            return AmbiguousTaskId.of(ref, line.removeprefix("ambiguous: "))
+    return None
+
+
+def report(outcome: dict, as_json: bool) -> None:
+    """Print a cancel's or requeue's line per task it reached (all lines with --json); then fail for the rest."""
+    error = unresolved(outcome)
+    if as_json:
+        emit_json(outcome)
+    else:
+        for task_id, line in outcome.items():
+            if line != "not found" and not line.startswith("ambiguous: "):
+                click.echo(f"{task_id} {line}")
+    if error is not None:
+        raise error
 
 
 @tasks.command("requeue")
@@ -100,17 +164,15 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, f
 @json_option
 @client_options
 def requeue_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) -> int:
-    """Queue failed, timed-out, cancelled or quarantined tasks again (retries start afresh).
+    """Queue failed, timed-out, cancelled or quarantined tasks again (retries start afresh); exit 1 if one is not.
 
-    Example: python main.py tasks requeue 3f2a9c01d2e4b5a6
+    \b
+    python main.py tasks requeue 675e1f2a00c3b4    an id or a unique prefix of one
+    python main.py tasks requeue 675e1f2a00c3b4 675e1f2a00c3b5
     """
     with client() as c:
         outcome = c.requeue(list(task_ids))
-    if as_json:
-        emit_json(outcome)
-    else:
-        for task_id, state in outcome.items():
-            click.echo(f"{task_id} {state}")
+    report(outcome, as_json)
     return EXIT_OK if all(v == "queued" for v in outcome.values()) else EXIT_FAILED
 
 
@@ -124,21 +186,13 @@ def cancel_tasks(client: Callable[[], Client], task_ids: tuple, state: str | Non
                  as_json: bool) -> int:
     """Cancel tasks: queued ones at once, running ones are killed on their worker.
 
-    
-    python main.py tasks cancel 3f2a9c01d2e4b5a6
+    \b
+    python main.py tasks cancel 675e1f2a00c3b4      an id or a unique prefix of one
     python main.py tasks cancel --state queued --tag gpu
     """
     if bool(task_ids) == bool(state or tag):
         raise UsageError("give task ids, or --state/--tag, not both", "e.g. python main.py tasks cancel --state queued")
     with client() as c:
         outcome = c.cancel(list(task_ids)) if task_ids else c.cancel(state=state, tag=tag)
-    missing = [task_id for task_id, state in outcome.items() if state == "not found"]
-    if as_json:
-        emit_json(outcome)
-    else:
-        for task_id, state in outcome.items():
-            if state != "not found":
-                click.echo(f"{task_id} {state}")
-    if missing:  # an unknown id is the user's mistake: one error line and exit 3, as in `tasks show`
-        raise TaskNotFound(f"no task {', '.join(repr(i) for i in missing)}", "list tasks with: python main.py tasks list")
+    report(outcome, as_json)
     return EXIT_OK

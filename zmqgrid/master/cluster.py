@@ -82,7 +82,9 @@ class Cluster(FleetEvents, TaskControls):
                 self._enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
                 continue
             entry.state, entry.device_id = row["state"], row["device_id"]
-            entry.assigned_at, entry.started_at = row["updated_at"], row["started_at"]
+            # A running row's updated_at is when it was marked running: its assignment came before that.
+            entry.assigned_at = min(row["updated_at"], row["started_at"] or row["updated_at"])
+            entry.started_at = row["started_at"]
             entry.running_saved = row["state"] == "running"
             device = self.devices.get(row["device_id"])
             if device is None:
@@ -297,8 +299,13 @@ class Cluster(FleetEvents, TaskControls):
         device.inflight.discard(task_id)
         self.limits.ended(entry.limit_key)
         state = result["state"]
+        # The worker's start is the attempt's: the master's own mark comes from the first message naming it, which
+        # after a master restart is a heartbeat seconds late. Never after the end: the turn's clock was read before
+        # this message came, and a worker's clock may run ahead.
+        started = result.get("started_at") or entry.started_at
+        entry.started_at = None if started is None else min(started, now)
         self.store.end_attempt(task_id, attempt, device.device_id, state, now, assigned_at=entry.assigned_at,
-                               started_at=result.get("started_at") or entry.started_at,
+                               started_at=entry.started_at,
                                exit_code=result.get("exit_code"), error=result.get("error"),
                                # a worker cuts its output to max_output_bytes; the master holds any other to it
                                stdout=cut_middle(result.get("stdout") or "", self.max_output_bytes),
@@ -362,7 +369,7 @@ class Cluster(FleetEvents, TaskControls):
                reason: str | None = None, error: dict | None = None) -> None:
         result = result or {}
         error = result.get("error") or error
-        self.store.finish_task(entry.id, state, now, started_at=result.get("started_at"),
+        self.store.finish_task(entry.id, state, now, started_at=entry.started_at,
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]

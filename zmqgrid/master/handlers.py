@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
+from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, ScheduleNotFound, StoreError,
+                      TaskNotFound, ZmqgridError)
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, Message, Output, Query, Register,
                         RegisterAck, Reply, Results, Submit, SubmitAcks)
@@ -238,8 +239,8 @@ class Handlers:
                     if pending is not None:
                         data["pending_keys"] = pending
         except ZmqgridError as e:
-            code = "not_found" if "no task" in e.message else "unavailable" if isinstance(e, StoreError) \
-                else "bad_request"
+            code = "not_found" if isinstance(e, TaskNotFound) else "ambiguous" if isinstance(e, AmbiguousTaskId) \
+                else "unavailable" if isinstance(e, StoreError) else "bad_request"
             self.reply_error(identity, msg.req_id, code, str(e))
             return
         self.cluster.sends.append((identity, Reply(msg.req_id, data).encode(), None))
@@ -276,19 +277,38 @@ class Handlers:
         if ids is None:
             self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'ids' must be a list of task ids")
             return
-        if msg.action == "cancel":
-            outcome = {i: self.cluster.cancel(i, now) for i in ids}
-            for task_id, state in outcome.items():
-                if state == "unknown":
-                    found = self.cluster.store.get_task(task_id)
-                    outcome[task_id] = f"already {found['state']}" if found else "not found"
-            self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
-        elif msg.action == "requeue":
-            self.acks.append((identity, Reply(msg.req_id, {i: self.cluster.reopen(i, now) for i in ids}).encode()))
+        if msg.action in ("cancel", "requeue"):
+            self.acks.append((identity, Reply(msg.req_id, self._act_on_refs(msg.action, ids, now)).encode()))
         elif msg.action == "watch":
             self._watch(identity, msg.req_id, ids, room)
         else:
             self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule")
+
+    def _act_on_refs(self, action: str, refs: list[str], now: float) -> dict[str, str]:
+        """Cancel or re-queue the task each reference names (docs/architecture.md, "Task references"): one line
+        per reference, keyed by the id it resolved to, else by itself with `not found` or `ambiguous: IDS`."""
+        cluster = self.cluster
+        outcome: dict[str, str] = {}
+        for ref in refs:
+            try:
+                task_id = queries.resolve_task(cluster, ref)
+            except AmbiguousTaskId as e:
+                outcome[ref] = f"ambiguous: {e.candidates}"
+                continue
+            except TaskNotFound:
+                outcome[ref] = "not found"
+                continue
+            if task_id in outcome:   # named twice (an id and its prefix): acted on once
+                continue
+            if action == "requeue":
+                outcome[task_id] = cluster.reopen(task_id, now)
+                continue
+            state = cluster.cancel(task_id, now)
+            if state == "unknown":   # final: in the ledger, or ended in this very turn
+                found = cluster.just_finished.get(task_id) or cluster.store.get_task(task_id)
+                state = f"already {found['state']}" if found else "not found"
+            outcome[task_id] = state
+        return outcome
 
     def _watch(self, identity: bytes, req_id: int, ids: list[str], room: int) -> None:
         """Unfinished tasks notify `identity` when they end; finished ones are answered now, as many summaries as

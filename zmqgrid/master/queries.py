@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import TaskNotFound, UsageError
+from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES
 from . import paging
 from .cluster import Cluster
 
 MAX_PAGE = 1000
+MAX_CANDIDATES = 5   # ids an ambiguous prefix's error names
 STARTED = time.monotonic()
 
 
@@ -25,16 +26,24 @@ def _int(params: dict, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _resolve(cluster: Cluster, ref: Any) -> str:
+def resolve_task(cluster: Cluster, ref: Any) -> str:
+    """The id a task reference names: the id itself, else the one id it is a prefix of (docs/architecture.md,
+    "Task references"). Raises TaskNotFound, or AmbiguousTaskId naming the first MAX_CANDIDATES matches."""
     if not isinstance(ref, str) or not ref:
         raise UsageError("a task id is required")
-    found = cluster.store.find_task_id(ref)
+    if ref in cluster.tasks or ref in cluster.just_finished:   # this turn's: maybe not in the ledger yet
+        return ref
+    found = cluster.store.find_task_id(ref, MAX_CANDIDATES + 1)
     if not found:
-        raise TaskNotFound(f"no task {ref!r}", "list tasks with: python main.py tasks list")
+        raise TaskNotFound.of([ref])
     if len(found) > 1:
-        raise UsageError(f"task id prefix {ref!r} matches several tasks ({', '.join(found[:3])}, ...)",
-                         "type more of the id")
+        raise AmbiguousTaskId.of(ref, candidates(found))
     return found[0]
+
+
+def candidates(found: list[str]) -> str:
+    """The ids an ambiguous prefix matched, as an error names them: at most MAX_CANDIDATES, then '...'."""
+    return ", ".join(found[:MAX_CANDIDATES]) + (", ..." if len(found) > MAX_CANDIDATES else "")
 
 
 def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
@@ -139,8 +148,9 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         rows = store.list_tasks(state, device_id, limit, offset)
         return _paged(rows, offset, len(rows) == limit, params, room)
     if what == "task":
-        task = store.get_task(_resolve(cluster, params.get("id")))
-        assert task is not None
+        task = store.get_task(resolve_task(cluster, params.get("id")))
+        if task is None:   # submitted in this very turn: its row is written by the turn's commit
+            raise TaskNotFound.of([params["id"]])
         entry = cluster.tasks.get(task["id"])
         if entry is not None and entry.state == "queued":
             task["waiting"] = waiting_reason(cluster, entry, now_mono)
@@ -153,13 +163,18 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
                                      "finished_at": None, "exit_code": None, "error": None, "stale": 0})
         return paging.fit(task, room)
     if what == "logs":
-        task_id = _resolve(cluster, params.get("id"))
+        task_id = resolve_task(cluster, params.get("id"))
         attempt = params.get("attempt")
         if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
             raise UsageError(f"attempt must be an integer, got {attempt!r}")
         out = store.get_output(task_id, attempt)
         entry = cluster.tasks.get(task_id)
-        out["state"] = entry.state if entry else store.get_task(task_id)["state"]
+        # What `Client.follow` tells the end of an attempt by (docs/architecture.md, "Replies are paged").
+        if entry is not None:
+            out["state"], out["task_attempt"] = entry.state, entry.attempt
+        else:   # final; if it ended in this very turn, its row is not written yet
+            row = cluster.just_finished.get(task_id) or store.get_task(task_id)
+            out["state"], out["task_attempt"] = row["state"], row["attempt"]
         # --follow asks only for what it has not printed yet.
         for stream in ("stdout", "stderr"):
             start = params.get(f"{stream}_from", 0)

@@ -32,7 +32,8 @@ _END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, s
 # A late result counts on its own attempt's row only: the device must match, and the recorded outcome stays.
 _STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?) "
                   "WHERE task_id=? AND attempt=? AND device_id=?")
-_FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(started_at, ?), finished_at=?, updated_at=?, "
+# started_at: the ending attempt's start when known (the master's running mark may be late: see Cluster.record_result)
+_FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
 _DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
@@ -331,13 +332,14 @@ class TaskStore:
             sql += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
         return [self._task_row(r) for r in self.db.query(sql, params + [limit, offset])]
 
-    def find_task_id(self, ref: str) -> list[str]:
-        """Ids equal to `ref`, else ids starting with it (so a person may type a unique prefix)."""
+    def find_task_id(self, ref: str, limit: int = 6) -> list[str]:
+        """[ref] if it is an id, else the first `limit` ids starting with it, in id order (a person may type a
+        unique prefix). Read as one range of the id index: a LIKE would scan all of it for an unknown prefix."""
         if self.db.execute("SELECT 1 FROM tasks WHERE id = ?", [ref]).fetchone():
             return [ref]
-        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return [r[0] for r in self.db.execute("SELECT id FROM tasks WHERE id LIKE ? ESCAPE '\\' LIMIT 5",
-                                               [escaped + "%"])]
+        # Every id that starts with ref sorts between ref and ref followed by the highest code point.
+        return [r[0] for r in self.db.execute("SELECT id FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                               [ref, ref + "\U0010ffff", limit])]
 
     def get_task(self, task_id: str) -> dict | None:
         rows = list(self.db.query(f"SELECT {TASK_COLUMNS}, spec FROM tasks WHERE id = ?", [task_id]))

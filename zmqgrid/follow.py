@@ -1,0 +1,67 @@
+"""Following a task's output as it grows, attempt after attempt (what `Client.follow` and `tasks logs --follow` do)."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+from .errors import MasterUnavailable
+from .model import FINAL_STATES
+from .protocol import Query
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class Followed(NamedTuple):
+    """An item of `Client.follow`: `stream` is "attempt" as attempt `attempt` begins (`text`: the device that runs
+    it, or ""), else "stdout" or "stderr" with `text` that attempt printed."""
+    attempt: int
+    stream: str
+    text: str
+
+
+def follow(client: Client, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None,
+           first_attempt: int = 1) -> Iterator[Followed]:
+    """Yield a task's output as it grows, attempt after attempt from `first_attempt`, until the task is final:
+    a Followed "attempt" item as each attempt begins, then its "stdout" and "stderr" text.
+
+    `task_id` is a whole id (`client.task(ref)["id"]` resolves a prefix). Attempt n is over when the task has a
+    later attempt, is queued again or is final; its output is read once more then, for what its result brought
+    (docs/architecture.md, "Replies are paged").
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    attempt, begun, ending = first_attempt, False, False
+    printed = {"stdout": 0, "stderr": 0}
+    while True:
+        out = client.request(Query, "logs", {"id": task_id, "attempt": attempt, "stdout_from": printed["stdout"],
+                                             "stderr_from": printed["stderr"], "max_bytes": client.max_message_bytes})
+        latest, state = out["task_attempt"], out["state"]
+        if latest < attempt and state in FINAL_STATES:
+            return   # it ended before this attempt began (cancelled while queued)
+        if not begun and latest >= attempt:
+            begun = True
+            yield Followed(attempt, "attempt", _device_of(client, task_id, attempt))
+        for stream in ("stdout", "stderr"):
+            if out[stream]:
+                yield Followed(attempt, stream, out[stream])
+            printed[stream] += len(out[stream])
+        if any(printed[s] < out[f"{s}_length"] for s in printed):
+            continue   # the answer held only what fits this client's messages: the rest comes at once
+        if latest > attempt or (latest == attempt and (state == "queued" or state in FINAL_STATES)):
+            if not ending:
+                ending = True
+                continue
+            if state in FINAL_STATES and latest == attempt:
+                return
+            attempt, begun, ending = attempt + 1, False, False
+            printed = {"stdout": 0, "stderr": 0}
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            raise MasterUnavailable(f"task {task_id} still {state} after {timeout_s:g}s", "follow it again")
+        time.sleep(poll_s)
+
+
+def _device_of(client: Client, task_id: str, attempt: int) -> str:
+    """The device that runs (or ran) an attempt, "" if the master does not say."""
+    rows = client.task(task_id).get("attempts") or []
+    return next((str(a.get("device_id") or "") for a in rows if a.get("attempt") == attempt), "")
