@@ -110,6 +110,18 @@ def test_wait_of_a_shell_task_keeps_its_streams_apart_and_exits_with_its_outcome
                                               "ExitCode: exited with code 3")
 
 
+def test_wait_of_a_retried_task_shows_each_attempts_output_after_a_line_naming_the_attempt(cli, tmp_path):
+    # A shell task that fails on its first attempt and succeeds on its second (a marker file remembers the first)
+    marker = tmp_path / "tried"
+    result = cli("submit", "--shell", f"if [ -e {marker} ]; then echo second; else touch {marker}; echo first; exit 3; fi",
+                 "--retries", "1", "--retry-backoff", "0", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "first\nsecond\n"
+    task_id = submitted_id(result.stderr)
+    assert result.stderr.splitlines() == [f"submitted {task_id}", "--- attempt 2 on w1 ---",
+                                          f"done: task {task_id} on w1 (attempt 2, exit 0)"]
+
+
 def test_wait_of_a_python_task_prints_its_return_value_as_json_on_stdout(cli):
     result = cli("submit", "--python", "tests.tasks:echo", "--args", '[1, "x"]', "--wait")
     assert result.returncode == 0, result.stderr

@@ -69,8 +69,11 @@ class SubmitWait:
             return self.report(self.collect())
         self.until_started(task_id)
         try:
-            for stream, text in self.c.follow(task_id, poll_s=POLL_S, timeout_s=self.deadline.left()):
-                echo_output(text, err=stream != "stdout")
+            for item in self.c.follow(task_id, poll_s=POLL_S, timeout_s=self.deadline.left()):
+                if item.stream != "attempt":
+                    echo_output(item.text, err=item.stream != "stdout")
+                elif item.attempt > 1:   # a retry: its output follows the first attempt's, so say where it begins
+                    self.note(f"--- attempt {item.attempt}{' on ' + item.text if item.text else ''} ---")
         except MasterUnavailable:
             if self.deadline.passed():
                 raise self.timed_out() from None
