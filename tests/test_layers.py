@@ -109,6 +109,14 @@ def test_the_client_never_imports_the_master_the_worker_or_the_store():
     assert violations(("zmqgrid.client",), ("zmqgrid.master", "zmqgrid.worker", "zmqgrid.store")) == []
 
 
+def test_the_dashboard_screens_and_widgets_never_import_the_app():
+    # They ask the app by messages (zmqgrid/tui/messages.py) and read the Source they are given, as Textual apps do;
+    # the package itself (zmqgrid.tui) imports the app.
+    assert violations(("zmqgrid.tui.screens", "zmqgrid.tui.widgets"), ("zmqgrid.tui.app",)) == []
+    assert [name for name in MODULES if within(name, "zmqgrid.tui.screens", "zmqgrid.tui.widgets")
+            and "zmqgrid.tui" in IMPORTS[name]] == []
+
+
 def test_no_module_is_longer_than_400_lines():
     lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in MODULES.items()}
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}

@@ -10,7 +10,7 @@ from textual.screen import Screen
 
 from ..errors import ZmqgridError
 from .format import short
-from .messages import ActionDone, SnapshotFetched
+from .messages import ActionDone, ActionRequested, SnapshotFetched, TaskQueryChanged
 from .screens import ConfirmScreen, HelpScreen, MainScreen, SubmitScreen, TaskScreen
 from .source import ClientSource, ClusterSnapshot, Source, TaskQuery
 from .widgets import DevicesTable, SchedulesTable, TasksTable
@@ -44,14 +44,14 @@ class DashboardApp(App):
         self.refresh_s = refresh_s
         self.paused = False
         self.task_query = TaskQuery()
-        """Which page of tasks the next refresh asks for."""
+        """Which page of tasks the next refresh asks for (the main screen changes it by `TaskQueryChanged`)."""
         self.fetching = False
         self.snapshots_applied = 0
         self.last_snapshot: ClusterSnapshot | None = None
         self._timer: Any = None
 
     def get_default_screen(self) -> Screen:
-        return MainScreen(self.source.master_url)
+        return MainScreen(self.source, self.task_query)
 
     @property
     def main(self) -> MainScreen | None:
@@ -97,6 +97,10 @@ class DashboardApp(App):
         if message.snapshot.query != self.task_query:
             self.refresh_now()   # the filters changed while it was on its way
 
+    def on_task_query_changed(self, message: TaskQueryChanged) -> None:
+        self.task_query = message.query
+        self.refresh_now()
+
     def action_refresh_now(self) -> None:
         self.refresh_now()
 
@@ -135,6 +139,9 @@ class DashboardApp(App):
         return True
 
     # ------------------------------------------------------------ actions on the cluster
+
+    def on_action_requested(self, message: ActionRequested) -> None:
+        self.perform(message.what, message.call, *message.args)
 
     @work(thread=True, group="actions", exit_on_error=False)
     def perform(self, what: str, call: Callable[..., Any], *args: Any) -> None:

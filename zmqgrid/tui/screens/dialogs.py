@@ -1,7 +1,7 @@
 """Provides the confirmation dialog, the submit form, and `ask_then_do` for actions on the cluster."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import Any, Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,9 +12,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from ...client import build_spec
 from ...errors import ZmqgridError
-
-if TYPE_CHECKING:
-    from ..app import DashboardApp
+from ..messages import ActionRequested
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -120,15 +118,14 @@ class SubmitScreen(ModalScreen[dict | None]):
 
 def ask_then_do(screen: Screen, question: str, detail: str, what: str, call: Callable[..., Any], *args: Any,
                 then: Callable[[], None] | None = None) -> None:
-    """Ask for confirmation, then run `call(*args)` on the master (cancel, requeue, drain, pause, ...); `what` names
-    it in the notification of the answer."""
-    app = cast("DashboardApp", screen.app)
+    """Ask for confirmation, then have the app run `call(*args)` on the master (cancel, requeue, drain, pause, ...);
+    `what` names it in the notification of the answer."""
 
     def confirmed(yes: bool | None) -> None:
         if not yes:
             return
-        app.perform(what, call, *args)
+        screen.post_message(ActionRequested(what, call, args))   # bubbles to the app, which runs it
         if then is not None:
             then()
 
-    app.push_screen(ConfirmScreen(question, detail), confirmed)
+    screen.app.push_screen(ConfirmScreen(question, detail), confirmed)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,14 +12,12 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from ...model import TASK_STATES
 from ..format import clock, short
-from ..source import ClusterSnapshot, TaskQuery
+from ..messages import ActionRequested, TaskQueryChanged
+from ..source import ClusterSnapshot, Source, TaskQuery
 from ..widgets import ClusterHeader, DevicesTable, SchedulesTable, TasksTable
 from .detail import DetailScreen, device_fields, schedule_fields
 from .dialogs import SubmitScreen, ask_then_do
 from .task import TaskScreen
-
-if TYPE_CHECKING:
-    from ..app import DashboardApp
 
 DEVICE_ACTIONS = {
     "drain": "It finishes the tasks it has and takes nothing new.",
@@ -33,7 +31,11 @@ SCHEDULE_ACTIONS = {
 
 
 class MainScreen(Screen):
-    """The live cluster. Tables freeze while paused; the header keeps moving."""
+    """The live cluster. Tables freeze while paused; the header keeps moving.
+
+    The app hands it each snapshot (`apply`); it tells the app which page of tasks to fetch by `TaskQueryChanged` and
+    asks for actions on the master by `ActionRequested`, whose calls it takes from its `source`.
+    """
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", tooltip="Filter the focused table by text"),
@@ -45,18 +47,16 @@ class MainScreen(Screen):
         Binding("escape", "close_filter", "Close filter", show=False),
     ]
 
-    def __init__(self, master_url: str) -> None:
+    def __init__(self, source: Source, task_query: TaskQuery) -> None:
         super().__init__()
-        self.master_url = master_url
+        self.source = source
+        self.task_query = task_query
+        """The page of tasks asked for; the tables show `shown_query` until a snapshot of this one arrives."""
         self.shown_query: TaskQuery | None = None
         self.filter_target: DevicesTable | TasksTable | None = None
 
-    @property
-    def dashboard(self) -> "DashboardApp":
-        return cast("DashboardApp", self.app)
-
     def compose(self) -> ComposeResult:
-        yield ClusterHeader(self.master_url, id="header")
+        yield ClusterHeader(self.source.master_url, id="header")
         with Vertical(id="devices-panel"):
             yield Static("Devices", id="devices-title", classes="panel-title")
             yield DevicesTable(id="devices")
@@ -97,7 +97,7 @@ class MainScreen(Screen):
         devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
         self.query_one("#devices-title", Static).update(devices.describe())
         self.query_one("#schedules-title", Static).update(self.query_one(SchedulesTable).describe())
-        query = self.dashboard.task_query
+        query = self.task_query
         page = query.offset // query.limit + 1
         text = f"Tasks · page {page} (rows {query.offset + 1}-{query.offset + len(tasks.tasks)})" if tasks.tasks \
             else f"Tasks · page {page}: none"
@@ -112,18 +112,17 @@ class MainScreen(Screen):
     # ------------------------------------------------------------ the task query
 
     def change_query(self, **changes: Any) -> None:
-        app = self.dashboard
-        app.task_query = dataclasses.replace(app.task_query, **changes)
+        self.task_query = dataclasses.replace(self.task_query, **changes)
         self.update_titles()
-        app.refresh_now()
+        self.post_message(TaskQueryChanged(self.task_query))
 
     def action_cycle_state(self) -> None:
         states = (None, *TASK_STATES)
-        current = states.index(self.dashboard.task_query.state)
+        current = states.index(self.task_query.state)
         self.change_query(state=states[(current + 1) % len(states)], offset=0)
 
     def action_page(self, step: int) -> None:
-        query = self.dashboard.task_query
+        query = self.task_query
         if step < 0 and query.offset == 0:
             self.notify("already on the first page")
             return
@@ -143,7 +142,7 @@ class MainScreen(Screen):
         if key is None:
             return
         if isinstance(event.data_table, TasksTable):
-            self.app.push_screen(TaskScreen(key))
+            self.app.push_screen(TaskScreen(key, self.source))
         elif isinstance(event.data_table, DevicesTable):
             self.change_query(device=key, offset=0)
             self.query_one(TasksTable).focus()
@@ -194,26 +193,26 @@ class MainScreen(Screen):
         task_id = self.query_one(TasksTable).selected_key
         if task_id:
             ask_then_do(self, f"Cancel task {task_id}?", "A queued task is cancelled at once; a running one is "
-                        "killed on its worker (its whole process tree).", "cancel", self.dashboard.source.cancel,
-                        [task_id])
+                        "killed on its worker (its whole process tree).", "cancel", self.source.cancel, [task_id])
 
     def action_requeue_task(self) -> None:
         task_id = self.query_one(TasksTable).selected_key
         if task_id:
             ask_then_do(self, f"Queue task {task_id} again?", "Only a failed, timed-out, cancelled or quarantined "
-                        "task can be queued again; its retries start afresh.", "requeue",
-                        self.dashboard.source.requeue, [task_id])
+                        "task can be queued again; its retries start afresh.", "requeue", self.source.requeue,
+                        [task_id])
 
     def action_device(self, action: str) -> None:
         device_id = self.query_one(DevicesTable).selected_key
         if device_id:
             ask_then_do(self, f"{action.capitalize()} device {short(device_id, 64)}?", DEVICE_ACTIONS[action], action,
-                        self.dashboard.source.control_devices, action, [device_id])
+                        self.source.control_devices, action, [device_id])
 
     def action_new_task(self) -> None:
         def submit(spec: dict | None) -> None:
             if spec is not None:
-                self.dashboard.perform(f"submitted {spec['command'][:40]!r} as", self.dashboard.source.submit, spec)
+                self.post_message(ActionRequested(f"submitted {spec['command'][:40]!r} as", self.source.submit,
+                                                  (spec,)))
         self.app.push_screen(SubmitScreen(), submit)
 
     def action_device_detail(self) -> None:
@@ -232,7 +231,7 @@ class MainScreen(Screen):
         schedule = self.query_one(SchedulesTable).selected()
         if schedule is None:
             return
-        name, source = schedule["name"], self.dashboard.source
+        name, source = schedule["name"], self.source
 
         def change() -> str:
             return short(source.control_schedule(op, name).get("state"), 16)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, cast
 
 from rich.markup import escape
 from rich.text import Text
@@ -16,11 +15,9 @@ from ..format import (cell, clock, describe_error, duration, short, styled_state
                       visible_output)
 from ..messages import TaskFetched
 from ...model import FINAL_STATES
+from ..source import Source
 from ..widgets import OutputLog
 from .dialogs import ask_then_do
-
-if TYPE_CHECKING:
-    from ..app import DashboardApp
 
 FOLLOW_S = 0.5
 """How often a running task's detail and new output are fetched."""
@@ -39,9 +36,10 @@ class TaskScreen(Screen):
         Binding("R", "requeue_task", "Requeue"),
     ]
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, source: Source) -> None:
         super().__init__()
         self.task_id = task_id
+        self.source = source
         self.detail: dict | None = None
         self.offsets = (0, 0)
         self.attempt_shown: int | None = None
@@ -51,10 +49,6 @@ class TaskScreen(Screen):
         """The task is final and all its output is shown: nothing more to fetch."""
         self.find_status = ""
         self.fetch_error = ""
-
-    @property
-    def dashboard(self) -> "DashboardApp":
-        return cast("DashboardApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(f"Task {self.task_id} …", id="task-summary")
@@ -83,7 +77,7 @@ class TaskScreen(Screen):
 
     @work(thread=True, group="task-detail", exit_on_error=False)
     def fetch(self, stdout_from: int, stderr_from: int) -> None:
-        source = self.dashboard.source
+        source = self.source
         try:
             task = source.task(self.task_id)
             output = source.output(self.task_id, stdout_from, stderr_from)
@@ -123,7 +117,7 @@ class TaskScreen(Screen):
         self.update_output_title()
 
     def show_task(self, task: dict) -> None:
-        now = self.dashboard.source.now()
+        now = self.source.now()
         self.query_one("#task-summary", Static).update(summary(task, now))
         table = self.query_one("#attempts", DataTable)
         table.clear()
@@ -192,14 +186,13 @@ class TaskScreen(Screen):
 
     def action_cancel_task(self) -> None:
         ask_then_do(self, f"Cancel task {self.task_id}?", "A queued task is cancelled at once; a running one is "
-                    "killed on its worker (its whole process tree).", "cancel", self.dashboard.source.cancel,
-                    [self.task_id])
+                    "killed on its worker (its whole process tree).", "cancel", self.source.cancel, [self.task_id])
 
     def action_requeue_task(self) -> None:
         def follow_again() -> None:
             self.complete = False
         ask_then_do(self, f"Queue task {self.task_id} again?", "Its retries start afresh.", "requeue",
-                    self.dashboard.source.requeue, [self.task_id], then=follow_again)
+                    self.source.requeue, [self.task_id], then=follow_again)
 
 
 def summary(task: dict, now: float) -> Text:
