@@ -19,10 +19,11 @@ from .allow import admit
 from .executors import Executor, Run
 from .inline import InlineCalls
 from .live import LiveOutput
-from .outbox import Outbox, cancelled_result, failed_result
+from .outbox import Outbox
 from .procrecord import ProcessRecord
 from .pycalls import PyRun
 from .pyslots import FAST_CALL_S, PySlots
+from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Slots:
         if inline:
             results, rest = self.inline.run(inline)
             for task, result in zip(inline, results):
-                self.pyslots.observe(task["function"], result["duration_s"])
+                self.pyslots.observe(task["function"], result.duration_s)
             self.ended(results)
             self.rehold(rest)   # the turn's budget is spent: results go out, then the rest run
 
@@ -196,14 +197,14 @@ class Slots:
             result = run.wait()
         except Exception as e:  # an executor bug must still end the attempt, or the slot leaks forever
             logger.exception("executor failed task=%s", run.task_id)
-            result = failed_result(run.task_id, run.attempt, e)
+            result = AttemptResult.crashed(run.task_id, run.attempt, e)
         self.finished.put(result)
         self._wake()
 
-    def ended(self, results: list[dict]) -> None:
+    def ended(self, results: list[AttemptResult]) -> None:
         for result in results:
             with self.lock:
-                self.running.pop(result["id"], None)
+                self.running.pop(result.id, None)
             self.outbox.add(result)
 
     def collect_finished(self) -> None:
@@ -224,7 +225,7 @@ class Slots:
             dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
             self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
         for task in dropped:
-            self.outbox.add(cancelled_result(task, reason))
+            self.outbox.add(AttemptResult.cancelled_before_start(task["id"], task["attempt"], reason))
 
     def stop_all(self, reason: str) -> None:
         """Stop every attempt, held or running: each is reported as cancelled, so the master re-queues it."""
