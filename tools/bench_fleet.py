@@ -52,6 +52,7 @@ from zmqgrid.protocol import (BEACON_TOPIC, Beacon, Error, Heartbeat, Register, 
 from zmqgrid.transport import make_socket, zmtp_heartbeat_ms  # noqa: E402
 from zmqgrid.worker.metrics import sample_metrics, system_info  # noqa: E402
 from zmqgrid.worker.outbox import Outbox  # noqa: E402
+from zmqgrid.worker.results import AttemptResult  # noqa: E402
 
 TARGETS = {"idle_cpu_pct": 25.0, "all_registered_s": 10.0, "detection_s": 3.0, "requeue_s": 5.0}
 HERD_SHARE = 0.10     # more than this share of the fleet registered within one 100 ms: a herd
@@ -178,9 +179,8 @@ class SimWorker:
         if run is None:
             return
         t = time.time()
-        self.outbox.add({"id": key[0], "attempt": key[1], "state": "done", "exit_code": None, "value": None,
-                         "error": None, "stdout": "", "stderr": "", "started_at": run["started_at"],
-                         "finished_at": t, "duration_s": round(t - run["started_at"], 6)})
+        self.outbox.add(AttemptResult(key[0], key[1], "done", started_at=run["started_at"], finished_at=t,
+                                      duration_s=round(t - run["started_at"], 6)))
         self.sim.tasks_done += 1
         self.sim.dirty.add(self)
 

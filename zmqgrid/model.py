@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,27 @@ MAX_SCRIPT_BYTES = 1 << 20
 MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit
 MAX_RETRIES = 100            # as max_retry_count and `submit --retries`
 
+
+@dataclass(slots=True)
+class TaskError:
+    """Why an attempt did not end done: a result's `error` (protocol.ERROR) as `to_wire()` gives it."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    # It recurs on every attempt: the master does not retry it (docs/architecture.md, "Failures that are not retried").
+    permanent: bool = False
+
+    def to_wire(self) -> dict:
+        wire = {"type": self.type, "message": self.message, "traceback": self.traceback}
+        if self.permanent:
+            wire["permanent"] = True
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: dict) -> TaskError:
+        """The error a python pool child sent through its pipe (as `to_wire()` made it there)."""
+        return cls(wire["type"], wire["message"], wire.get("traceback", ""), wire.get("permanent") is True)
 
 
 def _new_id_source() -> None:

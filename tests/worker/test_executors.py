@@ -22,8 +22,6 @@ pytestmark = pytest.mark.timeout(30)
 
 POSIX_SH = pytest.mark.skipif(os.name != "posix", reason="the command uses /bin/sh syntax")
 PY = sys.executable
-RESULT_KEYS = {"id", "attempt", "state", "exit_code", "value", "error", "stdout", "stderr",
-               "started_at", "finished_at", "duration_s"}
 
 
 def is_alive(pid: int) -> bool:
@@ -82,58 +80,57 @@ def make_executor(background):
 @POSIX_SH
 def test_shell_string_runs_through_the_shell_and_captures_both_streams(make_executor):
     result = make_executor().start(task("shell", command="echo hello && echo oops >&2", id="t1")).wait()
-    assert set(result) == RESULT_KEYS
-    assert (result["id"], result["attempt"], result["state"]) == ("t1", 1, "done")
-    assert (result["exit_code"], result["error"], result["value"]) == (0, None, None)
-    assert (result["stdout"], result["stderr"]) == ("hello\n", "oops\n")
-    assert result["started_at"] <= result["finished_at"] and 0 <= result["duration_s"] < 10
+    assert (result.id, result.attempt, result.state) == ("t1", 1, "done")
+    assert (result.exit_code, result.error, result.value) == (0, None, None)
+    assert (result.stdout, result.stderr) == ("hello\n", "oops\n")
+    assert result.started_at <= result.finished_at and 0 <= result.duration_s < 10
 
 
 def test_shell_argv_is_passed_without_a_shell(make_executor):
     argv = [PY, "-c", "import sys; print(sys.argv[1:])", "a b", "$HOME", "*"]
     result = make_executor().start(task("shell", command=argv)).wait()
-    assert result["state"] == "done"
-    assert result["stdout"].strip() == "['a b', '$HOME', '*']"
+    assert result.state == "done"
+    assert result.stdout.strip() == "['a b', '$HOME', '*']"
 
 
 def test_nonzero_exit_is_failed_with_the_exit_code(make_executor):
     result = make_executor().start(task("shell", command=[PY, "-c", "import sys; sys.exit(7)"], attempt=3)).wait()
-    assert (result["state"], result["exit_code"], result["attempt"]) == ("failed", 7, 3)
-    assert result["error"]["type"] == "ExitCode"
-    assert result["error"]["message"] == "exited with code 7"
+    assert (result.state, result.exit_code, result.attempt) == ("failed", 7, 3)
+    assert result.error.type == "ExitCode"
+    assert result.error.message == "exited with code 7"
 
 
 def test_env_is_merged_over_the_worker_environment_and_cwd_is_used(make_executor, tmp_path):
     code = "import os; print(os.environ['ZMQGRID_X'], 'PATH' in os.environ, os.getcwd())"
     result = make_executor().start(task("shell", command=[PY, "-c", code], env={"ZMQGRID_X": "42"},
                                         cwd=str(tmp_path))).wait()
-    value, has_path, cwd = result["stdout"].split()
-    assert (result["state"], value, has_path) == ("done", "42", "True")
+    value, has_path, cwd = result.stdout.split()
+    assert (result.state, value, has_path) == ("done", "42", "True")
     assert os.path.samefile(cwd, tmp_path)
 
 
 def test_missing_executable_is_a_start_error(make_executor):
     result = make_executor().start(task("shell", command=["zmqgrid-no-such-program-xyz", "arg"])).wait()
-    assert (result["state"], result["exit_code"]) == ("failed", None)
-    assert result["error"]["type"] == "StartError"
-    assert "zmqgrid-no-such-program-xyz" in result["error"]["message"]
+    assert (result.state, result.exit_code) == ("failed", None)
+    assert result.error.type == "StartError"
+    assert "zmqgrid-no-such-program-xyz" in result.error.message
 
 
 def test_bad_cwd_is_a_start_error(make_executor, tmp_path):
     missing = tmp_path / "does-not-exist"
     result = make_executor().start(task("shell", command=[PY, "-c", "pass"], cwd=str(missing))).wait()
-    assert result["state"] == "failed"
-    assert result["error"]["type"] == "StartError"
-    assert "does-not-exist" in result["error"]["message"]
+    assert result.state == "failed"
+    assert result.error.type == "StartError"
+    assert "does-not-exist" in result.error.message
 
 
 def test_output_beyond_the_cap_keeps_head_and_tail_with_one_marker(make_executor):
     cap = 64 * 1024  # three times the cap is more than a pipe buffer: the reader must keep draining
     code = f"import sys; sys.stdout.write('a' * {3 * cap // 2} + 'b' * {3 * cap // 2})"
     result = make_executor(max_output_bytes=cap).start(task("shell", command=[PY, "-c", code])).wait()
-    out = result["stdout"]
+    out = result.stdout
     marker = f"\n[... zmqgrid: {2 * cap} bytes of stdout cut ...]\n"
-    assert result["state"] == "done"
+    assert result.state == "done"
     assert out == "a" * (cap // 2) + marker + "b" * (cap // 2)
 
 
@@ -141,7 +138,7 @@ def test_output_beyond_the_cap_keeps_head_and_tail_with_one_marker(make_executor
 def test_task_processes_run_nicer_than_the_worker(make_executor):
     code = "import os; print(os.nice(0))"
     result = make_executor(nice=5).start(task("shell", command=[PY, "-c", code])).wait()
-    assert int(result["stdout"]) == min(19, os.nice(0) + 5)
+    assert int(result.stdout) == min(19, os.nice(0) + 5)
 
 
 def test_live_output_stops_at_the_cap_while_the_task_goes_on(make_executor):
@@ -151,7 +148,7 @@ def test_live_output_stops_at_the_cap_while_the_task_goes_on(make_executor):
     run = make_executor(max_output_bytes=cap).start(task("shell", command=[PY, "-c", code]),
                                                     on_output=lambda stream, text: streamed.append(text))
     result = run.wait()
-    assert result["state"] == "done" and "bytes of stdout cut" in result["stdout"]
+    assert result.state == "done" and "bytes of stdout cut" in result.stdout
     assert cap <= sum(map(len, streamed)) <= cap + 65536    # the chunk that crosses the cap, then nothing
 
 
@@ -163,9 +160,9 @@ def test_output_past_the_cap_is_read_no_faster_than_the_flood_rate(make_executor
     # A lower bound, set by the reader's own pauses: a slow machine only adds to it.
     assert time.monotonic() - started >= (3 * 2**20 - 2 * cap) / (10 * 2**20)
     marker = f"\n[... zmqgrid: {3 * 2**20 - cap} bytes of stdout cut ...]\n"
-    assert result["state"] == "done"
+    assert result.state == "done"
     line = "x" * 8191 + "\n"
-    assert result["stdout"] == line * 4 + marker + line * 4   # head and tail, half the cap each
+    assert result.stdout == line * 4 + marker + line * 4   # head and tail, half the cap each
 
 
 @POSIX_SH
@@ -175,11 +172,11 @@ def test_shell_timeout_kills_children_and_grandchildren(make_executor, tmp_path)
                f"(sleep 60 & echo $! >> {pid_file}; sleep 60) & echo $! >> {pid_file}; "
                "echo started; wait")
     result = make_executor().start(task("shell", command=command, timeout=1)).wait()
-    assert result["state"] == "timed_out"
-    assert result["error"] == {"type": "Timeout", "message": "exceeded timeout of 1 s", "traceback": ""}
-    assert result["exit_code"] == -15
-    assert result["stdout"] == "started\n"  # output so far is kept
-    assert result["duration_s"] < 20
+    assert result.state == "timed_out"
+    assert result.error.to_wire() == {"type": "Timeout", "message": "exceeded timeout of 1 s", "traceback": ""}
+    assert result.exit_code == -15
+    assert result.stdout == "started\n"  # output so far is kept
+    assert result.duration_s < 20
     pids = read_pids(pid_file)
     assert len(pids) == 4, pids
     assert_all_die(pids)
@@ -190,7 +187,7 @@ def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(make_executor, tmp
     pid_file = tmp_path / "pids"
     command = f"trap '' TERM; sleep 60 & echo $! > {pid_file}; sleep 60 & wait"
     result = make_executor(kill_grace_s=0.5).start(task("shell", command=command, timeout=1)).wait()
-    assert (result["state"], result["exit_code"]) == ("timed_out", -9)
+    assert (result.state, result.exit_code) == ("timed_out", -9)
     assert_all_die(read_pids(pid_file))
 
 
@@ -221,7 +218,7 @@ def test_a_fast_double_forked_setsid_grandchild_dies_with_its_task_in_the_tasks_
     if executor.cgroups is None:
         pytest.skip("no writable cgroup v2 on this machine: see the test without one below")
     result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=0)
-    assert result["state"] == "timed_out"
+    assert result.state == "timed_out"
     assert not list(executor.cgroups.path.glob("run-*")), "the run's cgroup is removed once empty"
 
 
@@ -231,20 +228,20 @@ def test_without_a_cgroup_a_grandchild_seen_before_it_left_the_tree_dies_with_it
     # Its parent lives 1.5 s, several times the interval at which descendants are looked for
     executor = make_executor(use_cgroups=False)
     result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=1.5)
-    assert result["state"] == "timed_out"
+    assert result.state == "timed_out"
 
 
 def test_a_missing_program_is_a_start_error_through_the_cgroup_launcher_too(make_executor):
     for executor in (make_executor(), make_executor(use_cgroups=False)):
         result = executor.start(task("shell", command=["zmqgrid-no-such-program-xyz"])).wait()
-        assert (result["state"], result["error"]["type"]) == ("failed", "StartError")
+        assert (result.state, result.error.type) == ("failed", "StartError")
 
 
 def test_default_timeout_applies_when_the_task_has_none(make_executor):
     run = make_executor(default_timeout_s=0.5).start(task("shell", command=[PY, "-c", "import time; time.sleep(60)"]))
     result = run.wait()
-    assert result["state"] == "timed_out"
-    assert result["error"]["message"] == "exceeded timeout of 0.5 s"
+    assert result.state == "timed_out"
+    assert result.error.message == "exceeded timeout of 0.5 s"
 
 
 @POSIX_SH
@@ -256,9 +253,9 @@ def test_kill_of_a_running_shell_task_is_cancelled_and_kills_its_tree(make_execu
     run.kill("user asked")
     run.kill("a second time")  # idempotent: the first reason stays
     result = future.result(timeout=20)
-    assert result["state"] == "cancelled"
-    assert result["error"]["type"] == "Cancelled"
-    assert "user asked" in result["error"]["message"]
+    assert result.state == "cancelled"
+    assert result.error.type == "Cancelled"
+    assert "user asked" in result.error.message
     assert_all_die(pids)
 
 
@@ -267,7 +264,7 @@ def test_a_run_killed_before_wait_is_cancelled_without_starting(make_executor, t
     run = make_executor().start(task("shell", command=[PY, "-c", f"open({str(marker)!r}, 'w')"]))
     run.kill("changed my mind")
     result = run.wait()
-    assert result["state"] == "cancelled" and "changed my mind" in result["error"]["message"]
+    assert result.state == "cancelled" and "changed my mind" in result.error.message
     assert not marker.exists()
     assert run.wait() is result
 
@@ -282,8 +279,8 @@ def test_script_runs_with_the_given_python_and_its_args(make_executor, tmp_path)
     run = make_executor(python_executable=str(python)).start(
         task("script", source=source, filename="jobs/crawl.py", args=["--site", "a b"]))
     result = run.wait()
-    assert result["state"] == "done", result
-    argv_line, exe_line, unbuffered = result["stdout"].splitlines()
+    assert result.state == "done", result
+    argv_line, exe_line, unbuffered = result.stdout.splitlines()
     argv = eval(argv_line)  # noqa: S307 - our own script printed a list of str
     assert argv[1:] == ["--site", "a b"]
     assert os.path.basename(argv[0]) == "crawl.py"
@@ -294,8 +291,8 @@ def test_script_runs_with_the_given_python_and_its_args(make_executor, tmp_path)
 
 def test_failing_script_reports_its_traceback_on_stderr(make_executor):
     result = make_executor().start(task("script", source="raise SystemExit('no luck')\n")).wait()
-    assert (result["state"], result["exit_code"]) == ("failed", 1)
-    assert "no luck" in result["stderr"]
+    assert (result.state, result.exit_code) == ("failed", 1)
+    assert "no luck" in result.stderr
 
 
 # ---- lifecycle ---------------------------------------------------------------------------------
@@ -313,9 +310,9 @@ def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_execut
 
     executor.close()
 
-    assert shell_future.result(timeout=20)["state"] == "cancelled"
+    assert shell_future.result(timeout=20).state == "cancelled"
     assert_all_die([c.pid for c in children])
-    assert executor.start(task("shell", command="true")).wait()["state"] == "cancelled"
+    assert executor.start(task("shell", command="true")).wait().state == "cancelled"
     wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before
                             and not t.name.startswith("ThreadPoolExecutor")] or None,
                10, "the executor's threads to end")
@@ -335,5 +332,5 @@ def test_metrics_are_plain_numbers():
 def test_run_exposes_task_id_and_attempt(make_executor):
     run: Run = make_executor().start(task("shell", command="true", id="abc", attempt=4))
     assert (run.task_id, run.attempt) == ("abc", 4)
-    assert run.wait()["state"] == "done"
+    assert run.wait().state == "done"
 

@@ -7,7 +7,9 @@ import pytest
 
 from zmqgrid import protocol as p
 from zmqgrid.client import build_spec
+from zmqgrid.model import TaskError
 from zmqgrid.worker.outbox import Outbox
+from zmqgrid.worker.results import AttemptResult
 
 from ..tasks import nested
 
@@ -47,7 +49,7 @@ def test_results_with_big_values_go_in_messages_the_master_accepts():
     # Six results whose values take 3 MiB each: more than one message of a 16 MiB limit can carry
     outbox = Outbox(p.DEFAULT_MAX_MESSAGE_BYTES)
     for n in range(6):
-        outbox.add({"id": f"t{n}", "attempt": 1, "state": "done", "value": "x" * (3 << 20)})
+        outbox.add(AttemptResult(f"t{n}", 1, "done", value="x" * (3 << 20)))
     messages = outbox.messages(now=100.0)
     # Each message fits the master's max_message_bytes, and together they carry every result
     assert all(len(b"".join(m.encode())) < p.DEFAULT_MAX_MESSAGE_BYTES for m in messages), \
@@ -57,8 +59,7 @@ def test_results_with_big_values_go_in_messages_the_master_accepts():
 
 def test_an_exception_type_name_past_its_bound_is_cut_on_one_line_not_made_unsendable():
     outbox = Outbox(p.DEFAULT_MAX_MESSAGE_BYTES)
-    outbox.add({"id": "t1", "attempt": 1, "state": "failed",
-                "error": {"type": "E" * (p.MAX_ERROR_TYPE + 50), "message": "m", "traceback": ""}})
+    outbox.add(AttemptResult("t1", 1, "failed", error=TaskError("E" * (p.MAX_ERROR_TYPE + 50), "m")))
     (message,) = outbox.messages(now=100.0)
     (result,) = message.results
     assert result["error"]["type"] == "E" * p.MAX_ERROR_TYPE

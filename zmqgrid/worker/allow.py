@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 from ..config import Config
 from ..protocol import NO_KIND_TAG
+from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
 KINDS = ("shell", "script", "python")
@@ -33,7 +33,7 @@ def refusal(task: dict, config: Config) -> str | None:
     return None
 
 
-def admit(tasks: list, config: Config, refuse: Callable[[dict], None]) -> list[dict]:
+def admit(tasks: list, config: Config, refuse: Callable[[AttemptResult], None]) -> list[dict]:
     """The well-formed tasks of a Tasks message that this worker may run; each refused one is passed to
     `refuse` as its final result (failed, Forbidden), without anything being started."""
     runnable = []
@@ -45,8 +45,5 @@ def admit(tasks: list, config: Config, refuse: Callable[[dict], None]) -> list[d
             runnable.append(task)
             continue
         logger.warning("refused task=%s attempt=%s: %s", task["id"], task["attempt"], reason)
-        # permanent: the fleet's settings refuse it, not chance (docs/architecture.md, "Failures that are not retried")
-        refuse({"id": task["id"], "attempt": task["attempt"], "state": "failed", "exit_code": None, "value": None,
-                "error": {"type": "Forbidden", "message": reason, "traceback": "", "permanent": True},
-                "stdout": "", "stderr": "", "started_at": None, "finished_at": time.time(), "duration_s": 0.0})
+        refuse(AttemptResult.refused(task["id"], task["attempt"], reason))
     return runnable

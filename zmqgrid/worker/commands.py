@@ -2,20 +2,37 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import Callable
 
+from ..config import Config
 from ..protocol import Command
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 logger = logging.getLogger(__name__)
 
 
-class CommandsMixin:
-    """Mixed into Worker: drain, resume, shutdown, cancel and reload."""
+class Commands:
+    """Drain, resume, shutdown, cancel and reload. Cancelling is `cancel(keys, reason)`; a reload updates the
+    shared config in place and then calls `reloaded(fresh)` for the parts that hold a copy of it."""
 
-    def _apply(self: Worker, command: Command) -> None:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None, *,
+                 cancel: Callable[[list[tuple], str], None], reloaded: Callable[[Config], None]) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self._cancel, self._reloaded = cancel, reloaded
+        self.draining = False                 # an operator drained this device: the master sends nothing new
+        self.shutting_down = False            # drain, then exit once nothing is running or unacknowledged
+        self.applied: deque[int] = deque(maxlen=64)   # seqs of commands applied under this incarnation
+
+    def applied_seqs(self) -> list[int]:
+        """What every heartbeat reports: the master re-sends a directed command until it is in here."""
+        return list(self.applied)
+
+    def forget_applied(self) -> None:
+        """Command seqs start again with each master incarnation."""
+        self.applied.clear()
+
+    def apply(self, command: Command) -> None:
         """Apply a command once: PUB and the ROUTER's re-sends may both deliver it."""
         if command.seq in self.applied:
             return
@@ -30,13 +47,13 @@ class CommandsMixin:
             self.draining = self.shutting_down = True
         elif action == "cancel":
             keys = command.params.get("keys") or []
-            self._kill([tuple(k) for k in keys if isinstance(k, list)], str(command.params.get("reason", "cancelled")))
+            self._cancel([tuple(k) for k in keys if isinstance(k, list)], str(command.params.get("reason", "cancelled")))
         elif action == "reload" and self.reload_config is not None:
             self._reload()
         else:
             logger.warning("unknown command action %r ignored", action)
 
-    def _reload(self: Worker) -> None:
+    def _reload(self) -> None:
         try:
             fresh = self.reload_config()
         except Exception as e:  # a bad file must not take the worker down: keep the running config
@@ -44,9 +61,6 @@ class CommandsMixin:
             return
         self.config.concurrent_tasks, self.config.tags = fresh.concurrent_tasks, fresh.tags
         self.config.allowed_kinds, self.config.allowed_modules = fresh.allowed_kinds, fresh.allowed_modules
-        self.capacity = fresh.concurrent_tasks + fresh.prefetch
-        self.pyslots.size = fresh.concurrent_tasks
         logging.getLogger("zmqgrid").setLevel(fresh.log_level)
         logger.info("config reloaded: concurrency=%d tags=%s", fresh.concurrent_tasks, ",".join(fresh.tags) or "-")
-        self.side_sockets_stale = True    # the SUB and PUSH are made anew for the next registration
-        self._register()
+        self._reloaded(fresh)

@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..model import TaskError
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
-from .failures import UNSTARTABLE, permanent
+from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
-from .pypool import CappedBuffer, _error
+from .pypool import CappedBuffer
+from .results import AttemptResult, cancel_error, timeout_error
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Run:
         self._wake = threading.Event()
         self._in_wait = False
         self._done = threading.Event()
-        self._result: dict | None = None
+        self._result: AttemptResult | None = None
         self._out = CappedBuffer("stdout", executor.max_output_bytes)
         self._err = CappedBuffer("stderr", executor.max_output_bytes)
         self._started_at = time.time()
@@ -71,8 +73,8 @@ class Run:
             self._wake.set()
             self._on_kill()
 
-    def wait(self) -> dict:
-        """Run the attempt to its end and return the result dict; later calls return the same dict."""
+    def wait(self) -> AttemptResult:
+        """Run the attempt to its end and return its result; later calls return the same result."""
         with self._wait_lock:
             if self._result is None:
                 self._in_wait = True
@@ -84,7 +86,7 @@ class Run:
                         self._result = self._execute()
                 except Exception as e:
                     logger.exception("executor failed task=%s attempt=%d", self.task_id, self.attempt)
-                    self._result = self._make("failed", error=_error("ExecutorError", f"{type(e).__name__}: {e}"))
+                    self._result = self._make("failed", error=TaskError("ExecutorError", f"{type(e).__name__}: {e}"))
                 finally:
                     with self._lock:
                         self._done.set()
@@ -94,9 +96,9 @@ class Run:
 
     # -- for subclasses ---------------------------------------------------------------------
 
-    def _execute(self) -> dict:
+    def _execute(self) -> AttemptResult:
         kind = self._task.get("kind")
-        return self._make("failed", error=permanent(_error("StartError", f"unknown task kind {kind!r}")))
+        return self._make("failed", error=TaskError("StartError", f"unknown task kind {kind!r}", permanent=True))
 
     def _on_kill(self) -> None:
         """Called under the lock when kill() is first called."""
@@ -115,20 +117,16 @@ class Run:
         except Exception:
             logger.exception("output callback failed task=%s", self.task_id)
 
-    def _make(self, state: str, *, exit_code: int | None = None, value: Any = None,
-              error: dict | None = None) -> dict:
-        return {"id": self.task_id, "attempt": self.attempt, "state": state, "exit_code": exit_code,
-                "value": value, "error": error, "stdout": self._out.text(), "stderr": self._err.text(),
-                "started_at": self._started_at, "finished_at": time.time(),
-                "duration_s": time.monotonic() - self._t0}
+    def _make(self, state: str, *, exit_code: int | None = None, error: TaskError | None = None) -> AttemptResult:
+        return AttemptResult(self.task_id, self.attempt, state, exit_code=exit_code, error=error,
+                             stdout=self._out.text(), stderr=self._err.text(), started_at=self._started_at,
+                             duration_s=time.monotonic() - self._t0)
 
-    def _cancelled(self, exit_code: int | None = None) -> dict:
-        reason = self._kill_reason or "cancelled"
-        return self._make("cancelled", exit_code=exit_code, error=_error("Cancelled", f"cancelled: {reason}"))
+    def _cancelled(self, exit_code: int | None = None) -> AttemptResult:
+        return self._make("cancelled", exit_code=exit_code, error=cancel_error(self._kill_reason or "cancelled"))
 
-    def _timed_out(self, exit_code: int | None = None) -> dict:
-        return self._make("timed_out", exit_code=exit_code,
-                          error=_error("Timeout", f"exceeded timeout of {self._timeout_s:g} s"))
+    def _timed_out(self, exit_code: int | None = None) -> AttemptResult:
+        return self._make("timed_out", exit_code=exit_code, error=timeout_error(self._timeout_s))
 
 
 class _ProcessRun(Run):
@@ -147,11 +145,11 @@ class _ProcessRun(Run):
         env = self._task.get("env")
         return {**os.environ, **env} if env else None
 
-    def _execute(self) -> dict:
+    def _execute(self) -> AttemptResult:
         argv, shell = self._argv()
         return self._run_process(argv, shell, self._env())
 
-    def _run_process(self, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
+    def _run_process(self, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> AttemptResult:
         cgroups, record = self._executor.cgroups, self._executor.record
         group = cgroups.new_run() if cgroups is not None else None
         # Recorded before the start: should the worker die, whatever the attempt forks is in it from the first.
@@ -164,7 +162,7 @@ class _ProcessRun(Run):
             if group is not None and cgroups is not None:
                 cgroups.release(group)
 
-    def _run_in(self, group: RunCgroup | None, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> dict:
+    def _run_in(self, group: RunCgroup | None, argv: str | list[str], shell: bool, env: dict[str, str] | None) -> AttemptResult:
         options: dict[str, Any] = {"start_new_session": True} if _POSIX else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
         if group is not None and isinstance(argv, str):
@@ -172,16 +170,16 @@ class _ProcessRun(Run):
         elif group is not None:
             missing = missing_program(list(argv), env, self._task.get("cwd"))
             if missing is not None:
-                return self._make("failed", error=permanent(_error("StartError", missing)))
+                return self._make("failed", error=TaskError("StartError", missing, permanent=True))
             argv = launch_argv(group.procs_file, list(argv))
         try:
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
         except UNSTARTABLE as e:   # a missing program, interpreter, shell or cwd: it recurs on every attempt
-            return self._make("failed", error=permanent(_error("StartError", str(e))))
+            return self._make("failed", error=TaskError("StartError", str(e), permanent=True))
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            return self._make("failed", error=_error("StartError", str(e)))
+            return self._make("failed", error=TaskError("StartError", str(e)))
         record = self._executor.record
         # Without a cgroup the session is what a reaper can find, and its leader's pid is known only now.
         entry = record.add_session(proc.pid) if group is None and record is not None else None
@@ -191,7 +189,7 @@ class _ProcessRun(Run):
             if record is not None:
                 record.remove(entry)
 
-    def _supervise(self, proc: subprocess.Popen, group: RunCgroup | None) -> dict:
+    def _supervise(self, proc: subprocess.Popen, group: RunCgroup | None) -> AttemptResult:
         grace_s = self._executor.kill_grace_s
         procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
@@ -238,7 +236,7 @@ class _ProcessRun(Run):
             return self._timed_out(code)
         if code == 0:
             return self._make("done", exit_code=0)
-        return self._make("failed", exit_code=code, error=_error("ExitCode", _describe_exit(code)))
+        return self._make("failed", exit_code=code, error=TaskError("ExitCode", _describe_exit(code)))
 
     def _wait_for_end(self, exited: threading.Event) -> str | None:
         """None when the process exited by itself, else "cancelled" or "timed_out"."""
@@ -298,7 +296,7 @@ class _ProcessRun(Run):
 class _ScriptRun(_ProcessRun):
     """The client's script text written to a fresh temp dir and run by the worker's python."""
 
-    def _execute(self) -> dict:
+    def _execute(self) -> AttemptResult:
         name = os.path.basename((self._task.get("filename") or "").replace("\\", "/"))
         if name in ("", ".", ".."):
             name = "script.py"
@@ -310,14 +308,14 @@ class _ScriptRun(_ProcessRun):
         try:
             tmpdir = tempfile.mkdtemp(prefix="zmqgrid-script-")
         except OSError as e:
-            return self._make("failed", error=_error("StartError", f"cannot create a temp dir: {e}"))
+            return self._make("failed", error=TaskError("StartError", f"cannot create a temp dir: {e}"))
         try:
             path = os.path.join(tmpdir, name)
             try:
                 with open(path, "w", encoding="utf-8", newline="") as f:
                     f.write(self._task["source"])
             except OSError as e:
-                return self._make("failed", error=_error("StartError", f"cannot write {path}: {e}"))
+                return self._make("failed", error=TaskError("StartError", f"cannot write {path}: {e}"))
             argv = [self._executor.python_executable, path, *self._task.get("args", [])]
             return self._run_process(argv, False, env)
         finally:

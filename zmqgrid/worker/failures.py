@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..model import TaskError
+
 # Resolving `module:function` raised one of these: the code is not there (ImportError covers ModuleNotFoundError).
 # Anything else raised while importing (a module that connects somewhere at import time) may pass next time.
 UNLOADABLE = (ImportError, AttributeError, SyntaxError)
@@ -15,13 +17,13 @@ UNRESOLVED = object()
 """What a call site holds for the callable until `module:function` is resolved."""
 
 
-def permanent(error: dict) -> dict:
-    """`error` (a result's error dict) marked as recurring on every attempt."""
-    error["permanent"] = True
+def permanent(error: TaskError) -> TaskError:
+    """`error` marked as recurring on every attempt."""
+    error.permanent = True
     return error
 
 
-def judged_call(error: dict, exc: BaseException, fn: Any, args: Any, kwargs: Any) -> dict:
+def judged_call(error: TaskError, exc: BaseException, fn: Any, args: Any, kwargs: Any) -> TaskError:
     """The error of a python call that raised `exc`, marked permanent when no retry can succeed: `fn` is
     UNRESOLVED when resolving the callable failed, else the call raised."""
     if fn is UNRESOLVED:

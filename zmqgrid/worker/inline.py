@@ -14,7 +14,8 @@ from typing import Any
 
 from ..protocol import packb, unpackb
 from .failures import UNRESOLVED, judged_call
-from .pypool import CappedBuffer, TextSink, _error, _exception_error, _resolve
+from .pypool import CappedBuffer, TextSink, _resolve
+from .results import AttemptResult, exception_error, timeout_error
 
 logger = logging.getLogger(__name__)
 TURN_BUDGET_S = 0.05   # calls run back to back for at most this long before the loop goes around
@@ -48,9 +49,9 @@ class InlineCalls:
         if self.enforces_timeouts:
             signal.signal(signal.SIGALRM, self._on_alarm)
 
-    def run(self, tasks: list[dict]) -> tuple[list[dict], list[dict]]:
-        """Run `tasks` in order until TURN_BUDGET_S is spent: (their result dicts, the tasks not run)."""
-        results: list[dict] = []
+    def run(self, tasks: list[dict]) -> tuple[list[AttemptResult], list[dict]]:
+        """Run `tasks` in order until TURN_BUDGET_S is spent: (their results, the tasks not run)."""
+        results: list[AttemptResult] = []
         deadline = time.monotonic() + TURN_BUDGET_S
         for index, task in enumerate(tasks):
             if index and time.monotonic() >= deadline:
@@ -58,8 +59,8 @@ class InlineCalls:
             results.append(self.call(task))
         return results, []
 
-    def call(self, task: dict) -> dict:
-        """Run one task's call and return its result dict (done, failed or timed_out); never raises."""
+    def call(self, task: dict) -> AttemptResult:
+        """Run one task's call and return its result (done, failed or timed_out); never raises."""
         timeout = task.get("timeout")
         timeout_s = self.default_timeout_s if timeout is None else float(timeout)
         out, err = CappedBuffer("stdout", self.max_output_bytes), CappedBuffer("stderr", self.max_output_bytes)
@@ -79,19 +80,18 @@ class InlineCalls:
         except CallTimeout:
             state, value = "timed_out", None
         except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the worker
-            state, value, error = "failed", None, judged_call(_exception_error(e), e, fn, args, kwargs)
+            state, value, error = "failed", None, judged_call(exception_error(e), e, fn, args, kwargs)
         finally:
             sys.stdout, sys.stderr = saved
         duration = time.monotonic() - t0
         if timeout_s is not None and duration > timeout_s:   # also a call that swallowed the timer's exception
             state, value = "timed_out", None
         if state == "timed_out":
-            error = _error("Timeout", f"exceeded timeout of {timeout_s:g} s")
+            error = timeout_error(timeout_s)
         if len(self.cache) > 1000:   # many distinct functions: forget them, they are imported again
             self.cache.clear()
-        return {"id": task["id"], "attempt": task["attempt"], "state": state, "exit_code": None, "value": value,
-                "error": error, "stdout": out.text(), "stderr": err.text(), "started_at": started_at,
-                "finished_at": time.time(), "duration_s": duration}
+        return AttemptResult(task["id"], task["attempt"], state, value=value, error=error, stdout=out.text(),
+                             stderr=err.text(), started_at=started_at, duration_s=duration)
 
     def _arm(self, timeout_s: float | None) -> None:
         if self.enforces_timeouts and timeout_s is not None:
@@ -121,4 +121,4 @@ def _wire_copy(value: Any) -> Any:
         return unpackb(packb(value))
     except Exception as e:
         raise TypeError(f"return value of type {type(value).__name__} is not msgpack-serialisable: "
-                        f"{_exception_error(e)['message']}") from None
+                        f"{exception_error(e).message}") from None

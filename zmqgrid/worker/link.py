@@ -4,103 +4,180 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import zmq
 
+from ..config import Config, master_host_port
 from ..errors import ProtocolError
-from ..protocol import BEACON_TOPIC, Beacon, Command, Register, RegisterAck, decode
-from ..transport import make_socket
+from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
+from ..transport import Curve, make_socket, send_frames, zmtp_heartbeat_ms
 from .allow import advertised_tags
 from .heartbeat import HeartbeatSender
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-class MasterLinkMixin:
-    """Mixed into Worker: connect and register, reconnect with backoff, and follow the master's beacon."""
+class MasterLink:
+    """Connect and register, reconnect with backoff, and follow the master's beacon.
 
-    def _connect(self: Worker) -> None:
+    It answers what concerns the link itself (RegisterAck, the master not knowing this device, the beacon) and hands
+    every other message from the master to `deliver`. What it reports comes from its owner: `holdings()` (credit,
+    running or held keys, outbox keys) for a Register, `owned()` for each heartbeat. On a RegisterAck it calls
+    `new_incarnation()` first when the master is another one, then `on_registered(ack)` once it is registered."""
+
+    def __init__(self, config: Config, *, curve: Curve | None, info: dict, watch: Callable[[object], None],
+                 unwatch: Callable[[object], None], holdings: Callable[[], tuple[int, list, list]],
+                 owned: Callable[[], tuple[list, list, list]], deliver: Callable[[Message, float], None],
+                 new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None]) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        self.host, self.port = master_host_port(config.master_url)
+        self.curve, self.info = curve, info
+        self._watch, self._unwatch = watch, unwatch
+        self._holdings, self._owned, self._deliver = holdings, owned, deliver
+        self._new_incarnation, self._on_registered = new_incarnation, on_registered
+        self.ctx = zmq.Context()
+        self.dealer: zmq.Socket | None = None
+        self.sub: zmq.Socket | None = None
+        self.heartbeats: HeartbeatSender | None = None
+        self.incarnation = ""                 # of the master we are registered with
+        self.registered = threading.Event()   # set by a RegisterAck, cleared by each Register
+        self.register_sent = 0.0
+        self.register_backoff = 0.5
+        self.reregister_at = 0.0              # a new master incarnation was seen: register at this time (jittered)
+        self.side_sockets_stale = False
+        self.last_beacon = time.monotonic()
+        self.device_timeout_s = float(config.device_timeout)
+        self.zmtp_heartbeat_ms = zmtp_heartbeat_ms(config.heartbeat_interval)
+
+    # ------------------------------------------------------------ sockets
+
+    def connect(self) -> None:
         """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
         if self.dealer is not None:
-            self.poller.unregister(self.dealer)
+            self._unwatch(self.dealer)
             self.dealer.close(0)
         self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
                                   identity=self.device_id.encode(), sndhwm=0, rcvhwm=0, curve=self.curve,
                                   zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
-        self.poller.register(self.dealer, zmq.POLLIN)
+        self._watch(self.dealer)
 
-    def _register(self: Worker) -> None:
-        with self.lock:
-            running = [[tid, r.attempt] for tid, r in self.running.items()]
-            held = [[t["id"], t["attempt"]] for t in self.held]
-        credit = max(0, self.capacity - len(running) - len(held))
-        self.outbox.freed = 0   # Register states the credit absolutely
-        info = self.info
-        msg = Register(self.device_id, self.config.device_name or self.device_id, info["hostname"], info["os"],
-                       info["python_version"], info["python_executable"], advertised_tags(self.config),
-                       self.config.concurrent_tasks, credit, running + held, self.outbox.keys(),
-                       os.getpid(), VERSION, float(self.config.weight))
+    def send(self, msg: Message) -> None:
+        send_frames(self.dealer, msg.encode())
+
+    def stop_heartbeats(self) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.stop()
+
+    def close(self) -> None:
+        for sock in (self.dealer, self.sub):
+            if sock is not None:
+                sock.close(0)
+        self.ctx.term()
+
+    # ------------------------------------------------------------ registering
+
+    def register(self, fresh_side_sockets: bool = False) -> None:
+        """Send a Register. `fresh_side_sockets`: the SUB and PUSH are made anew when it is acknowledged."""
+        if fresh_side_sockets:
+            self.side_sockets_stale = True
+        credit, owned, outbox = self._holdings()
+        info, config = self.info, self.config
+        msg = Register(self.device_id, config.device_name or self.device_id, info["hostname"], info["os"],
+                       info["python_version"], info["python_executable"], advertised_tags(config),
+                       config.concurrent_tasks, credit, owned, outbox, os.getpid(), VERSION, float(config.weight))
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()
         self.reregister_at = 0.0   # this is the Register a beacon may have scheduled
         logger.debug("register sent device=%s credit=%d", self.device_id, credit)
 
-    def _registered(self: Worker, msg: RegisterAck, now: float) -> None:
+    def _acknowledged(self, msg: RegisterAck, now: float) -> None:
         if self.heartbeats is None or msg.incarnation != self.incarnation or self.side_sockets_stale:
             self.side_sockets_stale = False
             self._connect_side_sockets(msg)
         else:
             self._subscribe()   # again: one the master refused before (say, its key not bound yet) counts now
         if msg.incarnation != self.incarnation:
-            self.applied.clear()    # command seqs start again with each master incarnation
+            self._new_incarnation()
         self.incarnation = msg.incarnation
         self.device_timeout_s = msg.device_timeout_s
         self.register_backoff = 0.5
         self.last_beacon = now
         self.heartbeats.incarnation = msg.incarnation
         self.registered.set()
-        if msg.cancel:
-            self._kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
-        self.outbox.resend_all()   # everything not yet acknowledged goes to this master
-        logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
-                    len(self.outbox), len(self.running))
+        self._on_registered(msg)
 
-    def _connect_side_sockets(self: Worker, msg: RegisterAck) -> None:
+    def _connect_side_sockets(self, msg: RegisterAck) -> None:
         if self.sub is not None:
-            self.poller.unregister(self.sub)
+            self._unwatch(self.sub)
             self.sub.close(0)
         # No ZMTP pings of its own: the beacon is the SUB's heartbeat (none for 2 x device_timeout reconnects it, see
-        # _watch_master) and the master's PUB pings it already. Its own pings were 1,000 more packets a second into
+        # watch_master) and the master's PUB pings it already. Its own pings were 1,000 more packets a second into
         # the master's I/O thread per 1,000 workers (tools/bench_fleet.py).
         self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes, curve=self.curve)
         self._subscribe()
         self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
-        self.poller.register(self.sub, zmq.POLLIN)
+        self._watch(self.sub)
         if self.heartbeats is not None:
             self.heartbeats.stop()
         self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
-                                          msg.heartbeat_interval_s, self.owned, self.config.enable_monitoring,
+                                          msg.heartbeat_interval_s, self._owned, self.config.enable_monitoring,
                                           self.config.max_message_bytes, self.info, self.curve)
         self.heartbeats.start()
 
-    def topics(self: Worker) -> list[bytes]:
+    def topics(self) -> list[bytes]:
         """The master publishes commands on `device.<id>` only, and allows nothing but these and `beacon`."""
         return [f"device.{self.device_id}".encode()]
 
-    def _subscribe(self: Worker) -> None:
+    def _subscribe(self) -> None:
         """libzmq's SUB sends a repeated subscription again; the master holds it once."""
         for topic in (BEACON_TOPIC, *self.topics()):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
 
-    def _drain_sub(self: Worker, now: float) -> None:
+    # ------------------------------------------------------------ receiving
+
+    def receive(self, events: dict, now: float) -> None:
+        """Everything readable on the DEALER, then on the SUB."""
+        if self.dealer in events:
+            self._drain_dealer(now)
+        if self.sub is not None and self.sub in events:
+            self._drain_sub(now)
+
+    def receive_within(self, timeout_ms: int) -> None:
+        """Wait up to `timeout_ms` for the DEALER, then take what came (the worker's last moments)."""
+        if self.dealer.poll(timeout_ms):
+            self._drain_dealer(time.monotonic())
+
+    def _drain_dealer(self, now: float) -> None:
+        while True:
+            try:
+                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(frames)
+            except ProtocolError as e:
+                logger.warning("bad message from master: %s", e)
+                continue
+            if isinstance(msg, RegisterAck):
+                self._acknowledged(msg, now)
+            elif isinstance(msg, Error):
+                if msg.code == "not_registered":
+                    if now - self.register_sent > 1.0:
+                        logger.info("master does not know this device; registering again")
+                        self.register()
+                else:
+                    logger.warning("master error %s: %s", msg.code, msg.message)
+            else:
+                self._deliver(msg, now)
+
+    def _drain_sub(self, now: float) -> None:
         mine = set(self.topics())
         while True:
             try:
@@ -115,7 +192,7 @@ class MasterLinkMixin:
                 logger.warning("bad broadcast from master: %s", e)
                 continue
             if isinstance(msg, Command):
-                self._apply(msg)
+                self._deliver(msg, now)
             elif isinstance(msg, Beacon):
                 self.last_beacon = now
                 if msg.incarnation != self.incarnation and now - self.register_sent > 1.0 and not self.reregister_at:
@@ -126,21 +203,21 @@ class MasterLinkMixin:
                     logger.info("master restarted (incarnation %s -> %s); registering again in %.2fs",
                                 self.incarnation or "-", msg.incarnation, self.reregister_at - now)
 
-    def _watch_master(self: Worker, now: float) -> None:
+    def watch_master(self, now: float) -> None:
         """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""
         if self.reregister_at and now >= self.reregister_at:
-            self._register()
+            self.register()
             return
         if not self.registered.is_set():
             if now - self.register_sent > self.register_backoff:
                 self.register_backoff = min(self.register_backoff * 2, 10.0) * random.uniform(0.8, 1.2)
                 logger.debug("no answer to register; reconnecting (next wait %.1fs)", self.register_backoff)
-                self._connect()
-                self._register()
+                self.connect()
+                self.register()
         elif now - self.last_beacon > 2 * self.device_timeout_s:
             # Twice the master's own patience: a master busy with one long commit must not make the fleet flap.
             logger.warning("no beacon from the master for %.1fs; reconnecting", now - self.last_beacon)
             self.register_backoff = 0.5
             self.side_sockets_stale = True   # the SUB and PUSH connections may be as dead as the DEALER's
-            self._connect()
-            self._register()
+            self.connect()
+            self.register()

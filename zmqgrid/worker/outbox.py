@@ -1,17 +1,15 @@
 """The worker's outbox: every result is kept until the master acknowledges it, and re-sent until then."""
 from __future__ import annotations
 
-import time
-
 from ..errors import ProtocolError
 from ..fields import Bad
+from ..model import TaskError
 from ..text import cut_middle
 from ..protocol import (MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK, MAX_ERROR_TYPE, MAX_RESULTS_PER_MESSAGE, MAX_TEXT,
                         RESULT, Results, packb)
+from .results import AttemptResult
 
 RESEND_AFTER_S = 5.0
-# What the master reads of a result besides its key and state (it times the attempt's end itself).
-_RECORDED = ("exit_code", "value", "error", "stdout", "stderr", "started_at")
 
 
 class Outbox:
@@ -28,22 +26,18 @@ class Outbox:
     def keys(self) -> list[list]:
         return [list(k) for k in list(self.entries)]
 
-    def add(self, result: dict) -> None:
-        """Keep `result` as it goes on the wire: what the master records, nothing that is nil or empty output."""
-        wire = {"id": result["id"], "attempt": result["attempt"], "state": result["state"]}
-        for key in _RECORDED:
-            value = result.get(key)
-            if value is not None and not (value == "" and key in ("stdout", "stderr")):
-                wire[key] = value
+    def add(self, result: AttemptResult) -> None:
+        """Keep `result` as it goes on the wire (`to_wire()`), fitted to the master's schema."""
+        wire = result.to_wire()
         # What it adds to a Results message, packed once here (a non-ASCII output or a long traceback counts as the
         # bytes it takes, not as its characters), so a message is cut well under the master's max_message_bytes.
         # A result of its id, attempt, state and start only (a no-op call's) fits as it is and costs a few bytes.
-        if "stdout" in wire or "stderr" in wire or "value" in wire or "error" in wire:
+        if result.stdout or result.stderr or result.value is not None or result.error is not None:
             wire = fit(wire)
             cost = len(packb(wire)) + 64
         else:
             cost = 512
-        self.entries[(result["id"], result["attempt"])] = [wire, 0.0, cost]
+        self.entries[(result.id, result.attempt)] = [wire, 0.0, cost]
         self.freed += 1
 
     def ack(self, keys: list) -> None:
@@ -74,19 +68,6 @@ class Outbox:
         return out
 
 
-def cancelled_result(task: dict, reason: str) -> dict:
-    """The result of an attempt stopped before it produced one of its own."""
-    return {"id": task["id"], "attempt": task["attempt"], "state": "cancelled", "exit_code": None, "value": None,
-            "error": {"type": "Cancelled", "message": reason, "traceback": ""}, "stdout": "", "stderr": "",
-            "started_at": None, "finished_at": time.time(), "duration_s": 0.0}
-
-
-def failed_result(task_id: str, attempt: int, error: Exception) -> dict:
-    result = cancelled_result({"id": task_id, "attempt": attempt}, "")
-    result.update(state="failed", error={"type": type(error).__name__, "message": str(error), "traceback": ""})
-    return result
-
-
 def fit(wire: dict) -> dict:
     """The result as the master's schema takes it (protocol.RESULT): an error's texts cut to their bounds, and a
     result that still does not fit (a value nested too deep, a type msgpack cannot carry) turned into a failed one
@@ -96,15 +77,14 @@ def fit(wire: dict) -> dict:
             wire[stream] = cut_middle(wire[stream], MAX_TEXT)
     error = wire.get("error")
     if isinstance(error, dict):
-        wire["error"] = {"type": str(error.get("type") or "")[:MAX_ERROR_TYPE],   # one line: no cut marker in it
-                         "message": cut_middle(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
-                         "traceback": cut_middle(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK)}
-        if error.get("permanent") is True:   # the master does not retry it
-            wire["error"]["permanent"] = True
+        wire["error"] = TaskError(str(error.get("type") or "")[:MAX_ERROR_TYPE],   # one line: no cut marker in it
+                                  cut_middle(str(error.get("message") or ""), MAX_ERROR_MESSAGE),
+                                  cut_middle(str(error.get("traceback") or ""), MAX_ERROR_TRACEBACK),
+                                  error.get("permanent") is True).to_wire()   # permanent: the master does not retry it
     try:
         RESULT.check(wire)
     except Bad as e:
         why = ProtocolError(f"result{e.where()}: expected {e.allowed}, got {e.got}")
-        return {"id": wire["id"], "attempt": wire["attempt"], "state": "failed",
-                "error": {"type": "UnsendableResult", "message": cut_middle(str(why), MAX_ERROR_MESSAGE), "traceback": ""}}
+        return AttemptResult(wire["id"], wire["attempt"], "failed",
+                             error=TaskError("UnsendableResult", cut_middle(str(why), MAX_ERROR_MESSAGE))).to_wire()
     return wire

@@ -5,7 +5,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..model import TaskError
 from .pypool import CappedBuffer, _Child
+from .results import AttemptResult
 
 OutputCallback = Callable[[str, str], None]
 
@@ -47,12 +49,12 @@ class Call:
     def key(self) -> tuple[str, int]:
         return self.task["id"], self.task["attempt"]
 
-    def result(self, state: str, duration_s: float, *, value: Any = None, error: dict | None = None,
-               exit_code: int | None = None) -> dict:
+    def result(self, state: str, duration_s: float, *, value: Any = None, error: TaskError | None = None,
+               exit_code: int | None = None) -> AttemptResult:
         now = time.time()
-        return {"id": self.task["id"], "attempt": self.task["attempt"], "state": state, "exit_code": exit_code,
-                "value": value, "error": error, "stdout": self.text("stdout"), "stderr": self.text("stderr"),
-                "started_at": now - duration_s, "finished_at": now, "duration_s": duration_s}
+        return AttemptResult(self.task["id"], self.task["attempt"], state, exit_code=exit_code, value=value, error=error,
+                             stdout=self.text("stdout"), stderr=self.text("stderr"), started_at=now - duration_s,
+                             finished_at=now, duration_s=duration_s)
 
 
 @dataclass

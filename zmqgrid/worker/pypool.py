@@ -20,14 +20,15 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ..model import TaskError
 from ..protocol import packb, unpackb
 from .failures import UNRESOLVED, judged_call
 from .proctree import kill_tree
+from .results import exception_error
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class CallOutcome:
 
     status: str
     value: Any = None
-    error: dict | None = None
+    error: TaskError | None = None
     exit_code: int | None = None
 
 
@@ -134,21 +135,6 @@ class _Child:
         self.discard(grace_s)
 
 
-def _error(kind: str, message: str, tb: str = "") -> dict:
-    return {"type": kind, "message": message, "traceback": tb}
-
-
-def _exception_error(e: BaseException) -> dict:
-    """The error dict of a call's exception, even one whose own __str__ raises."""
-    try:
-        message = str(e)
-    except Exception:  # noqa: BLE001 - the user's __str__ is broken; its type still says what happened
-        message = f"<{type(e).__name__}: str() failed>"
-    # Drop this frame: the user's traceback starts at their callable (or the import).
-    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
-    return _error(type(e).__name__, message, tb)
-
-
 def _died(child: _Child, why: str = "") -> CallOutcome:
     child.process.join(timeout=2.0)
     code = child.process.exitcode
@@ -160,7 +146,7 @@ def _died(child: _Child, why: str = "") -> CallOutcome:
     else:
         how = f"exited with code {code}"
     message = f"python child pid={child.pid} died during the call: {how}" + (f" ({why})" if why else "")
-    return CallOutcome("died", error=_error("WorkerChildDied", message), exit_code=code)
+    return CallOutcome("died", error=TaskError("WorkerChildDied", message), exit_code=code)
 
 
 # ---- child side -------------------------------------------------------------------------------
@@ -330,7 +316,8 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
                 fn = _resolve(function, cache)
                 value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
-                status, value = "error", judged_call(_exception_error(e), e, fn, args, kwargs)
+                # The pipe carries it as its wire dict: the worker reads it back with TaskError.from_wire.
+                status, value = "error", judged_call(exception_error(e), e, fn, args, kwargs).to_wire()
             else:
                 status = "ok"
             if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
@@ -348,8 +335,8 @@ def _checked(status: str, value: Any, duration: float) -> tuple:
         try:
             packb(value)
         except (TypeError, ValueError, OverflowError) as e:
-            return ("error", _error("TypeError", f"return value of type {type(value).__name__} is not "
-                                                 f"msgpack-serialisable: {e}"), duration)
+            return ("error", TaskError("TypeError", f"return value of type {type(value).__name__} is not "
+                                                    f"msgpack-serialisable: {e}").to_wire(), duration)
     return (status, value, duration)
 
 

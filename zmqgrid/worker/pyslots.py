@@ -16,10 +16,12 @@ from collections import deque
 from typing import Callable
 
 from ..config import Config
+from ..model import TaskError
 from ..protocol import packb, unpackb
 from .priority import lower_priority
 from .pycalls import Batch, Call, OutputCallback
-from .pypool import MAX_BATCH, _Child, _died, _error
+from .pypool import MAX_BATCH, _Child, _died
+from .results import AttemptResult, cancel_error, timeout_error
 from .proctree import kill_tree
 from .procrecord import ProcessRecord
 
@@ -31,7 +33,7 @@ SPIN_S = 0.0005          # a lone tiny call's reply is awaited awake for at most
 
 class PySlots:
     """`start`/`start_batch` hand calls to an idle child; `handle(fd)`, `expire(now)` and `kill` return finished
-    result dicts; calls that must run again are given to `requeue`."""
+    results; calls that must run again are given to `requeue`."""
 
     def __init__(self, *, size: int, max_output_bytes: int, default_timeout_s: float | None,
                  watch: Callable[[int], None], unwatch: Callable[[int], None],
@@ -133,12 +135,12 @@ class PySlots:
             return float("inf")
         return self.durations.get(task.get("function"), float("inf"))
 
-    def start(self, task: dict, on_output: OutputCallback | None = None) -> dict | None:
-        """Begin one call; returns a result dict at once only if it could not start."""
+    def start(self, task: dict, on_output: OutputCallback | None = None) -> AttemptResult | None:
+        """Begin one call; returns a result at once only if it could not start."""
         return (self.start_batch([(task, on_output)]) or [None])[0]
 
-    def start_batch(self, items: list[tuple[dict, OutputCallback | None]]) -> list[dict]:
-        """Hand calls to one idle child in one message; returns result dicts of calls that could not start."""
+    def start_batch(self, items: list[tuple[dict, OutputCallback | None]]) -> list[AttemptResult]:
+        """Hand calls to one idle child in one message; returns results of calls that could not start."""
         if not 0 < len(items) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} calls, not {len(items)}")
         calls = []
@@ -148,7 +150,7 @@ class PySlots:
                               self.default_timeout_s if timeout is None else float(timeout), index))
         child = self._checkout()
         if child is None:
-            return [c.result("failed", 0.0, error=_error("StartError", "cannot start a python child process"))
+            return [c.result("failed", 0.0, error=TaskError("StartError", "cannot start a python child process"))
                     for c in calls]
         child.current.value = -1
         child.skip[:] = bytes(MAX_BATCH)
@@ -157,7 +159,7 @@ class PySlots:
                                                     c.task.get("kwargs") or {}) for c in calls])))
         except OSError as e:
             self._discard(child, 0.0)
-            return [c.result("failed", 0.0, error=_error("WorkerChildDied", f"cannot send the call: {e}"))
+            return [c.result("failed", 0.0, error=TaskError("WorkerChildDied", f"cannot send the call: {e}"))
                     for c in calls]
         batch = Batch(child, calls)
         for call in calls:
@@ -184,7 +186,7 @@ class PySlots:
 
     # ------------------------------------------------------------ replies
 
-    def handle(self, fd: int) -> list[dict]:
+    def handle(self, fd: int) -> list[AttemptResult]:
         """The child's pipe or death sentinel is readable: output, results, or the child's death."""
         batch = self.batches.get(fd)
         if batch is None:
@@ -204,7 +206,7 @@ class PySlots:
             return self._end_batch(batch, None, "failed", None)
         return []
 
-    def _reply(self, batch: Batch, reply: list) -> list[dict]:
+    def _reply(self, batch: Batch, reply: list) -> list[AttemptResult]:
         if reply[0] == "out":
             _, stream, text, index = reply
             call = batch.calls[min(max(index, 0), len(batch.calls) - 1)]
@@ -228,9 +230,9 @@ class PySlots:
             if status == "ok":
                 results.append(call.result("done", duration, value=value))
             elif status == "skipped":
-                results.append(call.result("cancelled", 0.0, error=_error("Cancelled", call.cancel_reason)))
+                results.append(call.result("cancelled", 0.0, error=TaskError("Cancelled", call.cancel_reason)))
             else:
-                results.append(call.result("failed", duration, error=value))
+                results.append(call.result("failed", duration, error=TaskError.from_wire(value)))
         if final:
             self._release(batch, rss)
         return results
@@ -262,8 +264,8 @@ class PySlots:
 
     # ------------------------------------------------------------ ending calls early
 
-    def _end_batch(self, batch: Batch, culprit: Call | None, state: str, error: dict | None,
-                   everyone: bool = False) -> list[dict]:
+    def _end_batch(self, batch: Batch, culprit: Call | None, state: str, error: TaskError | None,
+                   everyone: bool = False) -> list[AttemptResult]:
         """The child is killed (`culprit` timed out or was cancelled) or died by itself (culprit None: the call
         it was on). What it had sent is kept; the call it was running ends as `state`; the rest run again."""
         child = batch.child
@@ -298,7 +300,7 @@ class PySlots:
             self.requeue(again)
         return results
 
-    def expire(self, now: float) -> list[dict]:
+    def expire(self, now: float) -> list[AttemptResult]:
         """Calls past their deadline: their child is killed, and they end as timed_out."""
         results = []
         for batch in self._busy():
@@ -306,7 +308,7 @@ class PySlots:
             if running is not None and running[0].timeout_s is not None and now >= running[1] + running[0].timeout_s:
                 call = running[0]
                 results += self._end_batch(batch, call, "timed_out",
-                                           _error("Timeout", f"exceeded timeout of {call.timeout_s:g} s"))
+                                           timeout_error(call.timeout_s))
         return results
 
     def next_deadline(self) -> float | None:
@@ -314,7 +316,7 @@ class PySlots:
                      if (r := b.running()) is not None and r[0].timeout_s is not None]
         return min(deadlines) if deadlines else None
 
-    def kill(self, key: tuple[str, int], reason: str) -> list[dict]:
+    def kill(self, key: tuple[str, int], reason: str) -> list[AttemptResult]:
         """Cancel a call: an unstarted one is skipped by its child (its result comes back as cancelled), a
         running one ends with its child's tree."""
         call = self.by_key.get(key)
@@ -327,13 +329,13 @@ class PySlots:
             return []
         if call.index < current:   # it has finished; its result is on the way
             return []
-        return self._end_batch(call.batch, call, "cancelled", _error("Cancelled", f"cancelled: {reason}"))
+        return self._end_batch(call.batch, call, "cancelled", cancel_error(reason))
 
-    def cancel_all(self, reason: str) -> list[dict]:
+    def cancel_all(self, reason: str) -> list[AttemptResult]:
         """Stop every call now (the worker is going away): each unreported one ends as cancelled."""
         results = []
         for batch in self._busy():
-            error = _error("Cancelled", f"cancelled: {reason}")
+            error = cancel_error(reason)
             results += self._end_batch(batch, None, "cancelled", error, everyone=True)
         return results
 

@@ -1,94 +1,56 @@
-"""The worker daemon: registers, takes tasks within its credit, runs them, keeps results until acked."""
+"""The worker daemon: registers, takes tasks within its credit, runs them, keeps results until acked.
+
+`Worker` composes three objects, each owning its data: the link to the master (sockets, registering, the beacon
+watch), the slots (held, running, the outbox) and the commands (applied once each). It runs the loop and wires
+them together through the callbacks it gives each.
+"""
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections import deque
 from typing import Callable
 
 import zmq
 
-from ..config import Config, master_host_port
-from ..errors import ProtocolError
-from ..protocol import Command, Error, Output, RegisterAck, ResultAck, Results, Tasks, decode
+from ..config import Config
+from ..protocol import Command, Message, RegisterAck, ResultAck, Tasks
 from ..security import worker_curve
-from ..transport import send_frames, zmtp_heartbeat_ms
-from .allow import admit
-from .executors import Executor, Run
-from .heartbeat import HeartbeatSender
+from .commands import Commands
+from .link import MasterLink
 from .metrics import system_info
-from .commands import CommandsMixin
 from .orphans import ProcessGuard
-from .outbox import Outbox, cancelled_result, failed_result
-from .inline import InlineCalls
-from .link import MasterLinkMixin
-from .pycalls import PyRun
-from .pyslots import FAST_CALL_S, PySlots
+from .slots import Slots
 
 logger = logging.getLogger(__name__)
 
 
-class Worker(MasterLinkMixin, CommandsMixin):
+class Worker:
     """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
     reported as cancelled so the master re-queues them at once."""
 
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
-        self.reload_config = reload_config
         self.device_id = config.device_id
-        self.capacity = config.concurrent_tasks + config.prefetch
-        self.host, self.port = master_host_port(config.master_url)
-        self.curve = worker_curve(config)     # None unless `curve` is on; a missing key file stops us here
-        self.info = system_info(config.python_executable)
+        curve = worker_curve(config)          # None unless `curve` is on; a missing key file stops us here
+        info = system_info(config.python_executable)
         # First of all: kill what a killed predecessor of this device left running, then record and guard our own
         # task processes (orphans.py). Windows has neither sessions nor a reaper here (Job Objects would be it).
         self.guard = ProcessGuard(config.state_dir, self.device_id) if os.name == "posix" else None
-        record = self.guard.record if self.guard is not None else None
-        self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
-                                 max_output_bytes=config.max_output_bytes,
-                                 default_timeout_s=config.task_timeout or None, nice=config.task_nice,
-                                 flood_mb_per_s=config.flood_output_mb_per_s, use_cgroups=config.task_cgroups,
-                                 record=record)
         self.poller = zmq.Poller()
-        self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
-                               default_timeout_s=config.task_timeout or None,
-                               watch=lambda fd: self.poller.register(fd, zmq.POLLIN), unwatch=self.poller.unregister,
-                               requeue=self._rehold, nice=config.task_nice,
-                               max_tasks_per_child=config.max_tasks_per_child,
-                               max_child_memory_mb=config.max_child_memory_mb, record=record)
-        # Inline calls need the loop's thread for their timer: a worker is made in the thread that serves it.
-        self.inline = InlineCalls(config.max_output_bytes, config.task_timeout or None) \
-            if config.python_pool == "inline" else None
-        self.ctx = zmq.Context()
-        self.dealer: zmq.Socket | None = None
-        self.sub: zmq.Socket | None = None
-        self.heartbeats: HeartbeatSender | None = None
-        self.incarnation = ""                 # of the master we are registered with
-        self.held: deque[dict] = deque()      # received, waiting for a free slot
-        self.running: dict[str, Run] = {}     # task id -> its run
-        self.outbox = Outbox(config.max_message_bytes)
-        self.finished: queue.SimpleQueue = queue.SimpleQueue()
-        self.lock = threading.Lock()          # guards held/running for the heartbeat thread's snapshot
         self._wake_r, self._wake_w = os.pipe()
         self._halt = threading.Event()
-        self.registered = threading.Event()
-        self.register_sent = 0.0
-        self.register_backoff = 0.5
-        self.reregister_at = 0.0              # a new master incarnation was seen: register at this time (jittered)
-        self.side_sockets_stale = False
-        self.last_beacon = time.monotonic()
-        self.device_timeout_s = float(config.device_timeout)
-        self.zmtp_heartbeat_ms = zmtp_heartbeat_ms(config.heartbeat_interval)
-        self.draining = False                 # an operator drained this device: the master sends nothing new
-        self.shutting_down = False            # drain, then exit once nothing is running or unacknowledged
-        self.applied: deque[int] = deque(maxlen=64)   # seqs of commands applied under this incarnation
-        self.live: dict[tuple[str, int], list] = {}   # (id, attempt) -> [[stream, text], ...] not sent yet
-        self.live_lock = threading.Lock()
-        self.live_flushed = 0.0
-        self.started: list[list] = []         # [id, attempt] begun this turn, told with the next Results
+        watch, unwatch = (lambda sock: self.poller.register(sock, zmq.POLLIN)), self.poller.unregister
+        # The link reads the slots' holdings only once serving: the two are made one after the other.
+        self.link = MasterLink(config, curve=curve, info=info, watch=watch, unwatch=unwatch,
+                               holdings=lambda: self.slots.holdings(), owned=self.owned, deliver=self._deliver,
+                               new_incarnation=lambda: self.commands.forget_applied(),
+                               on_registered=self._registered)
+        self.slots = Slots(config, record=self.guard.record if self.guard is not None else None, watch=watch,
+                           unwatch=unwatch, send=self.link.send, connected=self.link.registered.is_set,
+                           wake=self._wake)
+        self.commands = Commands(config, reload_config, cancel=self.slots.kill, reloaded=self._reloaded)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -96,47 +58,37 @@ class Worker(MasterLinkMixin, CommandsMixin):
         self._halt.set()
         os.write(self._wake_w, b"x")
 
+    def _wake(self) -> None:
+        os.write(self._wake_w, b"r")
+
     def owned(self) -> tuple[list, list, list]:
         """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox, applied command
         seqs) — what every heartbeat reports."""
-        with self.lock:
-            return ([[tid, r.attempt] for tid, r in self.running.items()],
-                    [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys(),
-                    list(self.applied))
+        running, held = self.slots.owned()
+        return running, held, self.commands.applied_seqs()
 
     def serve(self) -> None:
         self.poller.register(self._wake_r, zmq.POLLIN)
-        if self.inline is None:
-            self.pyslots.prestart()
-        elif not self.inline.enforces_timeouts:
-            logger.warning("python_pool = inline: timeouts of python tasks are not enforced here (they need the "
-                           "main thread of a POSIX process); an overrunning call still ends timed_out")
-        self._connect()
-        self._register()
+        self.slots.prepare()
+        self.link.connect()
+        self.link.register()
         logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d python_pool=%s", self.device_id,
-                    self.host, self.port, self.config.concurrent_tasks, self.config.python_pool)
+                    self.link.host, self.link.port, self.config.concurrent_tasks, self.config.python_pool)
+        slots, link = self.slots, self.link
         try:
             while not self._halt.is_set():
-                deadline = self.pyslots.next_deadline()
-                wait_ms = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
-                awake = (self.pyslots.reply_due() and not self.held) or self._inline_ready()
-                events = dict(self.poller.poll(0 if awake else wait_ms))
+                events = dict(self.poller.poll(slots.poll_timeout_ms()))
                 now = time.monotonic()
                 if events.get(self._wake_r):
                     os.read(self._wake_r, 4096)
-                for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pyslots.watched]:
-                    self._ended(self.pyslots.handle(fd))
-                self._ended(self.pyslots.expire(now))
-                if self.dealer in events:
-                    self._drain_dealer(now)
-                if self.sub is not None and self.sub in events:
-                    self._drain_sub(now)
-                self._flush_output(now)
-                self._collect_finished()
-                self._start_held()
-                self._flush_results(now)
-                self._watch_master(now)
-                if self.shutting_down and not (self.held or self.running or self.outbox):
+                slots.handle(events, now)
+                link.receive(events, now)
+                slots.flush_output(now)
+                slots.collect_finished()
+                slots.start_held()
+                slots.flush_results(now)
+                link.watch_master(now)
+                if self.commands.shutting_down and slots.idle():
                     logger.info("drained and idle: shutting down as the master asked")
                     self._halt.set()
             self._shutdown()
@@ -144,182 +96,42 @@ class Worker(MasterLinkMixin, CommandsMixin):
             self.close()
 
     def close(self) -> None:
-        if self.heartbeats is not None:
-            self.heartbeats.stop()
-        self.pyslots.close()
-        self.executor.close()
+        self.link.stop_heartbeats()
+        self.slots.close()
         if self.guard is not None:   # after the attempts stopped: the reaper then finds nothing to kill
             self.guard.close()
-        for sock in (self.dealer, self.sub):
-            if sock is not None:
-                sock.close(0)
-        self.ctx.term()
+        self.link.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         logger.info("worker stopped device=%s", self.device_id)
 
     def _shutdown(self) -> None:
         """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
-        with self.lock:
-            keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
-        self._ended(self.pyslots.cancel_all("worker shutting down"))
-        self._kill(keys, "worker shutting down")
+        self.slots.stop_all("worker shutting down")
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and (self.running or self.outbox):
-            self._collect_finished()
-            self._flush_results(time.monotonic(), force=True)
-            if self.dealer.poll(50):
-                self._drain_dealer(time.monotonic())
+        while time.monotonic() < deadline and self.slots.unsettled():
+            self.slots.collect_finished()
+            self.slots.flush_results(time.monotonic(), force=True)
+            self.link.receive_within(50)
 
-    # ------------------------------------------------------------ master -> worker
+    # ------------------------------------------------------------ wiring
 
-    def _drain_dealer(self, now: float) -> None:
-        while True:
-            try:
-                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = decode(frames)
-            except ProtocolError as e:
-                logger.warning("bad message from master: %s", e)
-                continue
-            if isinstance(msg, Tasks):
-                self.outbox.ack(msg.acks)
-                with self.lock:
-                    self.held.extend(admit(msg.tasks, self.config, self.outbox.add))   # refused: failed, Forbidden
-            elif isinstance(msg, ResultAck):
-                self.outbox.ack(msg.keys)
-            elif isinstance(msg, RegisterAck):
-                self._registered(msg, now)
-            elif isinstance(msg, Command):
-                self._apply(msg)
-            elif isinstance(msg, Error):
-                if msg.code == "not_registered":
-                    if now - self.register_sent > 1.0:
-                        logger.info("master does not know this device; registering again")
-                        self._register()
-                else:
-                    logger.warning("master error %s: %s", msg.code, msg.message)
+    def _deliver(self, msg: Message, now: float) -> None:
+        """What the link does not answer itself: tasks, result acks and commands."""
+        if isinstance(msg, Tasks):
+            self.slots.take(msg)
+        elif isinstance(msg, ResultAck):
+            self.slots.ack(msg.keys)
+        elif isinstance(msg, Command):
+            self.commands.apply(msg)
 
-    # ------------------------------------------------------------ running tasks
+    def _registered(self, msg: RegisterAck) -> None:
+        if msg.cancel:
+            self.slots.kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
+        self.slots.resend_all()   # everything not yet acknowledged goes to this master
+        logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
+                    len(self.slots.outbox), len(self.slots.running))
 
-    def _inline_ready(self) -> bool:
-        """Inline, tasks wait in `held` with a slot free (the rest of a batch, or a shell task behind it): the loop
-        must not sleep before it starts them."""
-        return self.inline is not None and bool(self.held) and self._executing() < self.config.concurrent_tasks
-
-    def _start_held(self) -> None:
-        started, inline = [], []
-        with self.lock:
-            while self.held and (free := self.config.concurrent_tasks - self._executing()) > 0:
-                if self.held[0].get("kind") == "python":
-                    # Inline, calls of functions seen to be fast run together (as in one child), others alone.
-                    count = self.pyslots.batch_size(self.held, free if self.inline is None else 1)
-                    tasks = [self.held.popleft() for _ in range(count)]
-                    for task in tasks:
-                        self.running[task["id"]] = PyRun(task["id"], task["attempt"])
-                    keys = [[t["id"], t["attempt"]] for t in tasks]
-                    if self.inline is not None:
-                        inline = tasks
-                        if self.pyslots.observed(tasks[0]) < FAST_CALL_S:
-                            started += keys   # calls seen to return quickly: told with their results
-                        else:   # told before the call, with the results waiting: one that kills this worker is
-                            self.started += started + keys   # then known to have started
-                            started = []
-                            self._flush_results(time.monotonic())
-                        break   # run below, without the lock: the heartbeat thread reads `running` meanwhile
-                    if self.outbox.freed or not self.registered.is_set():
-                        started += keys   # they ride on this turn's Results
-                    else:   # alone: sent before the child can begin, and read by the master while they run
-                        send_frames(self.dealer, Results([], 0, keys).encode())
-                    for failed in self.pyslots.start_batch([(t, self._output_to(t)) for t in tasks]):
-                        self.finished.put(failed)
-                    continue
-                task = self.held.popleft()
-                started.append([task["id"], task["attempt"]])
-                run = self.executor.start(task, on_output=self._output_to(task))
-                self.running[task["id"]] = run
-                threading.Thread(target=self._wait_run, args=(run,), daemon=True,
-                                 name=f"task-{task['id']}").start()
-        # Told in this very turn (with the results, or alone), so a task that kills this worker is known to
-        # have run, not merely to have been handed over.
-        self.started.extend(started)
-        if inline:
-            results, rest = self.inline.run(inline)
-            for task, result in zip(inline, results):
-                self.pyslots.observe(task["function"], result["duration_s"])
-            self._ended(results)
-            self._rehold(rest)   # the turn's budget is spent: results go out, then the rest run
-
-    def _executing(self) -> int:
-        """Slots in use: shell and script runs, and python children busy with a batch."""
-        return len(self.running) - len(self.pyslots.by_key) + self.pyslots.busy_children
-
-    def _output_to(self, task: dict) -> Callable[[str, str], None]:
-        key = (task["id"], task["attempt"])
-        return lambda stream, text: self._on_output(key, stream, text)
-
-    def _rehold(self, tasks: list[dict]) -> None:
-        """Calls a python child did not finish before it was killed: first in line again."""
-        with self.lock:
-            for task in tasks:
-                self.running.pop(task["id"], None)
-            self.held.extendleft(reversed(tasks))
-
-    def _wait_run(self, run: Run) -> None:
-        try:
-            result = run.wait()
-        except Exception as e:  # an executor bug must still end the attempt, or the slot leaks forever
-            logger.exception("executor failed task=%s", run.task_id)
-            result = failed_result(run.task_id, run.attempt, e)
-        self.finished.put(result)
-        os.write(self._wake_w, b"r")
-
-    def _ended(self, results: list[dict]) -> None:
-        for result in results:
-            with self.lock:
-                self.running.pop(result["id"], None)
-            self.outbox.add(result)
-
-    def _on_output(self, key: tuple[str, int], stream: str, text: str) -> None:
-        with self.live_lock:
-            self.live.setdefault(key, []).append([stream, text])
-
-    def _flush_output(self, now: float) -> None:
-        """Live output goes to the master at most every quarter second, batched across tasks."""
-        if not self.live or now - self.live_flushed < 0.25 or not self.registered.is_set():
-            return
-        self.live_flushed = now
-        with self.live_lock:
-            live, self.live = self.live, {}
-        # One chunk per task and stream (Output.chunks is bounded; a chatty task writes thousands of pieces).
-        chunks = [[key[0], key[1], stream, text] for key, parts in live.items() for stream in ("stdout", "stderr")
-                  if (text := "".join(t for s, t in parts if s == stream))]
-        send_frames(self.dealer, Output(chunks).encode())
-
-    def _collect_finished(self) -> None:
-        """Results of shell and script runs, put by their waiting threads (this loop is the only reader)."""
-        while not self.finished.empty():
-            self._ended([self.finished.get_nowait()])
-
-    def _kill(self, keys: list[tuple], reason: str) -> None:
-        wanted = {k for k in keys if len(k) == 2}
-        with self.lock:
-            runs = [r for tid, r in self.running.items() if (tid, r.attempt) in wanted]
-        for run in runs:
-            if isinstance(run, PyRun):
-                self._ended(self.pyslots.kill((run.task_id, run.attempt), reason))
-            else:
-                run.kill(reason)
-        with self.lock:   # after the runs: a killed python batch gives its unfinished calls back to `held`
-            dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
-            self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
-        for task in dropped:
-            self.outbox.add(cancelled_result(task, reason))
-
-    def _flush_results(self, now: float, force: bool = False) -> None:
-        if self.registered.is_set() or force:
-            started, self.started = self.started, []
-            for msg in self.outbox.messages(now, started):
-                send_frames(self.dealer, msg.encode())
+    def _reloaded(self, fresh: Config) -> None:
+        self.slots.resize(fresh)
+        self.link.register(fresh_side_sockets=True)   # the SUB and PUSH are made anew for the next registration
