@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import Command
 from ..store.retention import offline_devices
+from .blame import Suspect, blamed
 from .entries import DeviceEntry
 
 if TYPE_CHECKING:
@@ -129,25 +130,24 @@ class FleetEvents:
                 if entry.misses >= 2:
                     self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
 
-    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float) -> None:
+    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float, died: bool = True) -> None:
+        """`died`: the worker went away (silent, unreachable), so its running tasks' losses are worker deaths; not
+        when it was cut off alive (its key revoked)."""
         if device.state == "offline" and not device.inflight:
             return
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
         device.state, device.registered, device.credit = "offline", False, 0
         self.store.set_device_state(device.device_id, "offline")
-        suspects = self.suspects(device)
+        suspects = self.suspects(device) if died else set()
         for task_id in list(device.inflight):
             self.lose_attempt(self.tasks[task_id], reason, now, death=task_id in suspects)
 
     def suspects(self: Cluster, device: DeviceEntry) -> set[str]:
-        """The tasks a dead worker's death is blamed on: the running one(s) it started last. A task that kills
-        its worker does so after it starts; the tasks that merely ran beside it are bystanders, so a poison
-        task does not drag innocent neighbours into quarantine with it."""
-        running = [self.tasks[t] for t in device.inflight if self.tasks[t].state == "running"]
-        if not running:
-            return set()
-        last = max(e.started_at or 0.0 for e in running)
-        return {e.id for e in running if (e.started_at or 0.0) >= last - 0.05}
+        """The running tasks a dead worker's death counts against (blame.blamed): all of them the first time,
+        then the repeat suspects, so a poison task does not drag its neighbours into quarantine with it."""
+        entries = (self.tasks[t] for t in device.inflight)
+        return blamed([Suspect(e.id, e.deaths, e.started_at) for e in entries
+                       if e.state == "running" and not e.cancel_requested])   # a cancelled one's death never counts
 
     def check_liveness(self: Cluster, now_mono: float, now: float) -> None:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""

@@ -13,6 +13,7 @@ from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Register, RegisterAck, decode
 from ..transport import make_socket
 from .allow import advertised_tags
+from .cutoff import HandshakeWatch
 from .heartbeat import HeartbeatSender
 
 if TYPE_CHECKING:
@@ -26,15 +27,27 @@ class MasterLinkMixin:
     """Mixed into Worker: connect and register, reconnect with backoff, and follow the master's beacon."""
 
     def _connect(self: Worker) -> None:
-        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
+        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away. Under CURVE
+        its handshakes are watched: a key the master cut off is refused there, with nothing else to tell it."""
         if self.dealer is not None:
-            self.poller.unregister(self.dealer)
-            self.dealer.close(0)
+            self._close_dealer()
         self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
                                   identity=self.device_id.encode(), sndhwm=0, rcvhwm=0, curve=self.curve,
                                   zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
+        if self.curve is not None:
+            self.handshake = HandshakeWatch(self.dealer)
+            self.poller.register(self.handshake.monitor, zmq.POLLIN)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
         self.poller.register(self.dealer, zmq.POLLIN)
+
+    def _close_dealer(self: Worker) -> None:
+        if self.handshake is not None:
+            self.poller.unregister(self.handshake.monitor)
+            self.handshake.close()
+            self.handshake = None
+        self.poller.unregister(self.dealer)
+        self.dealer.close(0)
+        self.dealer = None
 
     def _register(self: Worker) -> None:
         with self.lock:

@@ -12,7 +12,7 @@ from typing import Callable
 import zmq
 
 from ..config import Config, master_host_port
-from ..errors import ProtocolError
+from ..errors import EXIT_KEY_REFUSED, EXIT_OK, ProtocolError
 from ..protocol import Command, Error, Output, RegisterAck, ResultAck, Results, Tasks, decode
 from ..security import worker_curve
 from ..transport import send_frames, zmtp_heartbeat_ms
@@ -21,6 +21,7 @@ from .executors import Executor, Run
 from .heartbeat import HeartbeatSender
 from .metrics import system_info
 from .commands import CommandsMixin
+from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .outbox import Outbox, cancelled_result, failed_result
 from .inline import InlineCalls
 from .link import MasterLinkMixin
@@ -57,6 +58,8 @@ class Worker(MasterLinkMixin, CommandsMixin):
             if config.python_pool == "inline" else None
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
+        self.handshake: HandshakeWatch | None = None   # under CURVE: the DEALER's handshakes, watched for ZAP's refusal
+        self.exit_code = EXIT_OK              # EXIT_KEY_REFUSED once the master cut this worker's key off
         self.sub: zmq.Socket | None = None
         self.heartbeats: HeartbeatSender | None = None
         self.incarnation = ""                 # of the master we are registered with
@@ -97,7 +100,8 @@ class Worker(MasterLinkMixin, CommandsMixin):
                     [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys(),
                     list(self.applied))
 
-    def serve(self) -> None:
+    def serve(self) -> int:
+        """Run until stopped; returns the exit code (EXIT_KEY_REFUSED when the master cut this worker's key off)."""
         self.poller.register(self._wake_r, zmq.POLLIN)
         if self.inline is None:
             self.pyslots.prestart()
@@ -122,6 +126,10 @@ class Worker(MasterLinkMixin, CommandsMixin):
                 self._ended(self.pyslots.expire(now))
                 if self.dealer in events:
                     self._drain_dealer(now)
+                if self.handshake is not None and self.handshake.monitor in events and self.handshake.refused():
+                    self._cut_off(refused_at_handshake(self.curve.public.decode()))
+                if self.exit_code != EXIT_OK:
+                    break
                 if self.sub is not None and self.sub in events:
                     self._drain_sub(now)
                 self._flush_output(now)
@@ -132,15 +140,21 @@ class Worker(MasterLinkMixin, CommandsMixin):
                 if self.shutting_down and not (self.held or self.running or self.outbox):
                     logger.info("drained and idle: shutting down as the master asked")
                     self._halt.set()
-            self._shutdown()
+            if self.exit_code == EXIT_OK:
+                self._shutdown()
+            else:
+                self._abandon()
         finally:
             self.close()
+        return self.exit_code
 
     def close(self) -> None:
         if self.heartbeats is not None:
             self.heartbeats.stop()
         self.pyslots.close()
         self.executor.close()
+        if self.handshake is not None:
+            self.handshake.close()
         for sock in (self.dealer, self.sub):
             if sock is not None:
                 sock.close(0)
@@ -161,6 +175,22 @@ class Worker(MasterLinkMixin, CommandsMixin):
             self._flush_results(time.monotonic(), force=True)
             if self.dealer.poll(50):
                 self._drain_dealer(time.monotonic())
+
+    def _cut_off(self, why: str) -> None:
+        """The master cut this worker's key off: say so once, with what to do, and stop."""
+        if self.exit_code == EXIT_OK:
+            logger.error("stopping (exit %d): %s", EXIT_KEY_REFUSED, why)
+            self.exit_code = EXIT_KEY_REFUSED
+            self._halt.set()
+
+    def _abandon(self) -> None:
+        """Stop with the key cut off: the master re-queued this worker's tasks already and reads nothing from it, so
+        nothing more is sent (no heartbeats, no results, no waiting for acks); close() kills what still runs."""
+        if self.heartbeats is not None:
+            self.heartbeats.stop()
+            self.heartbeats = None
+        with self.lock:
+            self.held.clear()
 
     # ------------------------------------------------------------ master -> worker
 
@@ -186,6 +216,9 @@ class Worker(MasterLinkMixin, CommandsMixin):
             elif isinstance(msg, Command):
                 self._apply(msg)
             elif isinstance(msg, Error):
+                if msg.code == "revoked":
+                    self._cut_off(told_by_master(msg.message))
+                    return
                 if msg.code == "not_registered":
                     if now - self.register_sent > 1.0:
                         logger.info("master does not know this device; registering again")
