@@ -321,10 +321,9 @@ class Master:
         self._send_finished(client, summaries[half:], now)
 
     def _apply_key_changes(self, now: float) -> None:
-        """A `keys` command changed the ledger: a key no longer accepted loses its device at once (its attempts are
-        re-queued; ZAP refuses its next handshake, the Guard every message it still sends); a worker key revoked
-        or rejected is told so on its latest connection (`E revoked`: the worker stops); a newly accepted pending
-        worker is told to register again, so it gets tasks without waiting for its backoff."""
+        """A `keys` command changed the ledger: a key no longer accepted loses its device at once (ZAP refuses its
+        next handshake, the Guard every message it still sends), a worker key cut off is told (`E revoked`: it
+        stops), a newly accepted pending worker to register again (it gets tasks without waiting for its backoff)."""
         ring = self.keyring
         for key, old, row in ring.refresh():
             told = row["state"] in CUT_OFF and row["role"] == "worker" and key in ring.peers
