@@ -83,12 +83,12 @@ def test_a_task_that_kills_its_worker_late_is_quarantined_though_tasks_started_a
     assert task["deaths"] == 3 and [e["attempt"] for e in task["evidence"]] == [1, 2, 3]
     assert deaths == 3
 
-    # And the tasks that ran beside it all finished; one of them at most took the first death with it (the first
-    # death cannot tell them apart), none a later one
+    # And the tasks that ran beside it all finished: each started last at one death at most (counted for it), far
+    # from a quarantine
     results = client.wait(ordinary, timeout_s=60)
     assert {r["state"] for r in results.values()} == {"done"}
     bystanders = [t for t in (client.task(i) for i in ordinary) if t["deaths"]]
-    assert len(bystanders) <= 1 and all(t["deaths"] == 1 for t in bystanders), bystanders
+    assert len(bystanders) <= 3 and all(t["deaths"] == 1 for t in bystanders), bystanders
     counts = assert_none_lost(harness.db, ordinary + [poison])
     assert counts["quarantined"] == 1 and counts["done"] == 200
 
