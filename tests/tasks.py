@@ -109,6 +109,16 @@ def kill_worker() -> None:
     time.sleep(30)
 
 
+def kill_worker_after(seconds: float) -> None:
+    """A poison task that kills its worker late: runs `seconds`, then SIGKILLs the worker process among its
+    ancestors (found by its command line, so it does not depend on how many processes stand in between)."""
+    import psutil
+    time.sleep(seconds)
+    worker = next(p for p in psutil.Process().parents() if {"--mode", "worker"} <= set(p.cmdline()))
+    worker.send_signal(signal.SIGKILL)
+    os._exit(1)   # nothing of it outlives its worker
+
+
 def chatty(lines: int, pause: float) -> int:
     """Prints a numbered line, then pauses, `lines` times: output that arrives while the task runs."""
     for i in range(lines):

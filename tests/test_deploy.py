@@ -66,7 +66,8 @@ def test_the_worker_template_kills_the_whole_cgroup_and_takes_its_device_id_from
     for settings, role in ((worker, "worker"), (master, "master")):
         assert settings["User"] and settings["User"] != ["root"]
         assert settings["ExecStart"][0].startswith(f"{EXEC} distribute --mode {role} --config /etc/zmqgrid/{role}.json")
-        assert settings["RestartPreventExitStatus"] == ["3"]   # a bad config is not restarted in a loop
+        # a bad config is not restarted in a loop, nor a worker whose key was revoked or rejected (exit 5)
+        assert settings["RestartPreventExitStatus"] == (["3 5"] if role == "worker" else ["3"])
     assert worker["ExecStart"][0].endswith("--device-id %i")
 
 

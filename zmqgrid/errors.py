@@ -6,6 +6,7 @@ EXIT_FAILED = 1          # a task failed, or `--status` found the cluster degrad
 EXIT_UNREACHABLE = 2     # the master did not answer
 EXIT_USAGE = 3           # bad config, flag value, file or id: the user's mistake
 EXIT_INTERNAL = 4
+EXIT_KEY_REFUSED = 5     # a worker whose key the master revoked or rejected: restarting it cannot help
 
 EXIT_WAIT_TIMEOUT = 124  # `submit --wait-timeout` passed with tasks unfinished (they go on), as timeout(1) exits
 EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)

@@ -1,4 +1,5 @@
-"""A task that kills its worker every time is quarantined after 3 worker deaths; the other tasks all finish."""
+"""A task that kills its worker every time is quarantined after 3 worker deaths, whether it kills at once or late
+(after tasks started beside it); the other tasks all finish, and none is quarantined for having run beside it."""
 from __future__ import annotations
 
 import pytest
@@ -51,6 +52,45 @@ def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_fin
     assert {r["state"] for r in results.values()} == {"done"}
     counts = assert_none_lost(harness.db, ordinary + [poison])
     assert counts["quarantined"] == 1 and counts["done"] == 40
+
+
+def test_a_task_that_kills_its_worker_late_is_quarantined_though_tasks_started_after_it(harness):
+    # Given one worker with two slots that a supervisor (this test) restarts when it dies, and a stream of short
+    # tasks that keeps starting in the slot beside anything long
+    harness.start_master()
+    harness.start_worker("p1", concurrency=2)
+    client = harness.client()
+    harness.wait_online(client, "p1")
+    ordinary = client.submit([build_spec(python="tests.tasks:sleep", args=[0.1]) for _ in range(200)])
+
+    # When a task that runs a second, then SIGKILLs its worker, is submitted (first in line at every retry): at
+    # each of its worker's deaths, a short task started after it is running beside it
+    poison = client.submit(build_spec(python="tests.tasks:kill_worker_after", args=[1.0], retries=10, priority=5),
+                           notify=True)[0]
+    deaths = 0
+
+    def supervise() -> bool:
+        nonlocal deaths
+        if harness.workers["p1"].poll() is not None:
+            deaths += 1
+            harness.start_worker("p1", concurrency=2)
+        return client.task(poison)["state"] in ("quarantined", "failed")
+    wait_until(supervise, 90, "the late poison task to end")
+
+    # Then each of its worker's deaths counted, and it was quarantined at the third
+    task = client.task(poison)
+    assert task["state"] == "quarantined" and task["attempt"] == 3, task
+    assert task["deaths"] == 3 and [e["attempt"] for e in task["evidence"]] == [1, 2, 3]
+    assert deaths == 3
+
+    # And the tasks that ran beside it all finished: each started last at one death at most (counted for it), far
+    # from a quarantine
+    results = client.wait(ordinary, timeout_s=60)
+    assert {r["state"] for r in results.values()} == {"done"}
+    bystanders = [t for t in (client.task(i) for i in ordinary) if t["deaths"]]
+    assert len(bystanders) <= 3 and all(t["deaths"] == 1 for t in bystanders), bystanders
+    counts = assert_none_lost(harness.db, ordinary + [poison])
+    assert counts["quarantined"] == 1 and counts["done"] == 200
 
 
 def test_a_user_can_requeue_a_failed_task_and_it_runs_again(cluster):

@@ -143,8 +143,7 @@ def run_worker(config: Config, parent_pid: int | None, config_path: str | None, 
                 time.sleep(0.5)
             worker.stop()
         threading.Thread(target=watch_parent, daemon=True, name="parent-watch").start()
-    worker.serve()
-    return EXIT_OK
+    return worker.serve()   # EXIT_KEY_REFUSED when the master cut its key off
 
 
 def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal_log_level: str | None = None) -> int:

@@ -74,7 +74,9 @@ def show_task(client: Callable[[], Client], task_id: str, as_json: bool) -> None
     if task.get("evidence"):
         click.echo(f"{'deaths:':<11} {task['deaths']} (its worker died while running it)")
         for e in task["evidence"]:
-            click.echo(f"  attempt {e['attempt']} on {field(e['device_id'])} at {when(e['at'])}: {field(e['reason'])}")
+            noted = "  [noted, not counted: it had started before others]" if e.get("counted") is False else ""
+            click.echo(f"  attempt {e['attempt']} on {field(e['device_id'])} at {when(e['at'])}: "
+                       f"{field(e['reason'])}{noted}")
     click.echo("attempts:")
     table(([a["attempt"], a["device_id"], a["state"], when(a["started_at"]), when(a["finished_at"]), a["exit_code"],
             "yes" if a["stale"] else "", describe_error(a["error"])] for a in task["attempts"]),

@@ -10,6 +10,7 @@ from ..model import ACTIVE_STATES
 from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
+from .blame import with_death
 from .commands import CommandBook
 from .controls import TaskControls
 from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
@@ -322,15 +323,16 @@ class Cluster(FleetEvents, TaskControls):
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
         return True
 
-    def lose_attempt(self, entry: TaskEntry, reason: str, now: float, *, death: bool = False) -> None:
+    def lose_attempt(self, entry: TaskEntry, reason: str, now: float, *, death: str | None = None) -> None:
         """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task.
 
-        `death`: the worker itself went away; if the task was running, that counts towards quarantine.
+        `death`: the worker itself went away, and what that is for this task (blame.blamed): if it was running,
+        the death is kept as evidence and may count towards quarantine.
         """
         with self.store.op("lost"):
             self._lose_attempt(entry, reason, now, death)
 
-    def _lose_attempt(self, entry: TaskEntry, reason: str, now: float, death: bool) -> None:
+    def _lose_attempt(self, entry: TaskEntry, reason: str, now: float, death: str | None) -> None:
         device = self.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
@@ -340,11 +342,11 @@ class Cluster(FleetEvents, TaskControls):
                                started_at=entry.started_at,
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
         if death and entry.state == "running" and not entry.cancel_requested:
-            entry.deaths += 1
-            entry.evidence = [*entry.evidence, {"attempt": entry.attempt, "device_id": entry.device_id,
-                                                "reason": reason, "at": now}]
+            entry.evidence, counted = with_death(entry.evidence, death, {"attempt": entry.attempt, "reason": reason,
+                                                                         "device_id": entry.device_id, "at": now})
+            entry.deaths += counted
             self.store.record_death(entry.id, entry.deaths, entry.evidence)
-            if self.quarantine_after and entry.deaths >= self.quarantine_after:
+            if counted and self.quarantine_after and entry.deaths >= self.quarantine_after:
                 self.counters["quarantined"] += 1
                 logger.warning("quarantined task=%s: its worker died %d times while running it (devices %s)",
                                entry.id, entry.deaths, ",".join(str(e["device_id"]) for e in entry.evidence))

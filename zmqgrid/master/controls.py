@@ -44,7 +44,7 @@ class TaskControls:
 
     def reopen(self: Cluster, task_id: str, now: float) -> str:
         """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
-        retries and deaths start afresh."""
+        retries and deaths (with their evidence) start afresh."""
         if task_id in self.tasks:
             return f"already {self.tasks[task_id].state}"
         row = self.store.get_task(task_id)
@@ -55,7 +55,7 @@ class TaskControls:
         spec = self.store.get_spec(task_id)
         base = self.default_retries if spec.get("retries") is None else spec["retries"]
         entry = TaskEntry.from_spec(spec, self.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
-                                    evidence=row["evidence"], retry_rule=self.retry_rules.of(spec))
+                                    retry_rule=self.retry_rules.of(spec))
         self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
         self.tasks[task_id] = entry
         self._enqueue(entry)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import Command
 from ..store.retention import offline_devices
+from .blame import Suspect, before_count, blamed
 from .entries import DeviceEntry
 
 if TYPE_CHECKING:
@@ -53,12 +54,12 @@ class FleetEvents:
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.weight = info.get("weight", 1.0)
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
-        suspects = self.suspects(device) if restarted else set()
+        suspects = self.suspects(device) if restarted else {}
         for task_id in list(device.inflight):
             entry = self.tasks[task_id]
             if (task_id, entry.attempt) not in reported:
                 why = "restarted (new pid) without it" if restarted else "registered again without it"
-                self.lose_attempt(entry, f"device {device_id} {why}", now, death=task_id in suspects)
+                self.lose_attempt(entry, f"device {device_id} {why}", now, death=suspects.get(task_id))
         disowned = []
         for task_id, attempt in running:
             entry = self.tasks.get(task_id)
@@ -129,25 +130,25 @@ class FleetEvents:
                 if entry.misses >= 2:
                     self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
 
-    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float) -> None:
+    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float, died: bool = True) -> None:
+        """`died`: the worker went away (silent, unreachable), so its running tasks' losses are worker deaths; not
+        when it was cut off alive (its key revoked)."""
         if device.state == "offline" and not device.inflight:
             return
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
         device.state, device.registered, device.credit = "offline", False, 0
         self.store.set_device_state(device.device_id, "offline")
-        suspects = self.suspects(device)
+        suspects = self.suspects(device) if died else {}
         for task_id in list(device.inflight):
-            self.lose_attempt(self.tasks[task_id], reason, now, death=task_id in suspects)
+            self.lose_attempt(self.tasks[task_id], reason, now, death=suspects.get(task_id))
 
-    def suspects(self: Cluster, device: DeviceEntry) -> set[str]:
-        """The tasks a dead worker's death is blamed on: the running one(s) it started last. A task that kills
-        its worker does so after it starts; the tasks that merely ran beside it are bystanders, so a poison
-        task does not drag innocent neighbours into quarantine with it."""
-        running = [self.tasks[t] for t in device.inflight if self.tasks[t].state == "running"]
-        if not running:
-            return set()
-        last = max(e.started_at or 0.0 for e in running)
-        return {e.id for e in running if (e.started_at or 0.0) >= last - 0.05}
+    def suspects(self: Cluster, device: DeviceEntry) -> dict[str, str]:
+        """What a dead worker's death is for each task it was running (blame.blamed): counted for those it started
+        last; for one started before them, noted the first time and counted from the second, so a poison task does
+        not drag the tasks beside it into quarantine with it, and one that kills its worker late is still caught."""
+        entries = (self.tasks[t] for t in device.inflight)
+        return blamed([Suspect(e.id, e.started_at, before_count(e.evidence))
+                       for e in entries if e.state == "running" and not e.cancel_requested])
 
     def check_liveness(self: Cluster, now_mono: float, now: float) -> None:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""

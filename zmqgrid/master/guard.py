@@ -4,7 +4,7 @@ on; the open master never touches this module. Which keys may connect at all is 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Hashable
 
 import zmq
 
@@ -12,6 +12,7 @@ from ..protocol import KINDS, Control, Heartbeat, Message, Register
 from ..security import is_z85_key
 from ..text import printable
 from .keyring import MAX_PENDING
+from .refusals import RefusedConnections
 
 if TYPE_CHECKING:
     from .handlers import Handlers
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 # A key nobody accepted gets at most this many bytes of frames (after the routing id) decoded; a bigger message is
 # answered and dropped unread. A genuine worker's first Register (no tasks yet, so no running or outbox) is far less.
 PENDING_MAX_BYTES = 8 * 1024
+CUT_OFF = frozenset({"rejected", "revoked"})   # key states an operator set: answered `revoked`, the worker stops
 WORKER_REQUESTS = frozenset({"Register", "Credit", "Results", "Output"})
 CLIENT_REQUESTS = frozenset({"Submit", "Query"})
 CLIENT_ACTIONS = frozenset({"watch"})   # every other Control action needs an admin key
@@ -40,18 +42,23 @@ def may(role: str, msg: Message) -> bool:
 
 
 class Guard:
-    """Checks each secured message's User-Id before its handler: refusals are answered, counted and logged
-    (within the RefusalLog's budget, shared with bad messages)."""
+    """Checks each secured message's User-Id before its handler: refusals are answered, counted and logged once
+    per connection (within the RefusalLog's budget, shared with bad messages)."""
 
     def __init__(self, ring: KeyRing, handlers: Handlers, settings: dict, refusals: RefusalLog) -> None:
         self.ring, self.handlers, self.settings, self.refusals = ring, handlers, settings, refusals
+        self.told = RefusedConnections()
         settings["refused_messages"] = 0
 
-    def refuse(self, identity: bytes | None, key: str | None, what: str, req_id: int, code: str, why: str) -> bool:
-        """Answer (on the ROUTER) and count a refusal; `why` holds only printable, short peer-provided text."""
+    def refuse(self, identity: bytes | None, key: str | None, what: str, req_id: int, code: str, why: str,
+               connection: Hashable = None) -> bool:
+        """Answer (on the ROUTER) and count a refusal; log it if it is the first of its connection (`connection`: a
+        PULL message's; a ROUTER message's is its routing id). `why` holds only printable, short peer-provided
+        text."""
         self.settings["refused_messages"] += 1
-        self.refusals.write(key or "-", logging.WARNING, "refused %s from key %s: %s", what,
-                            printable((key or "none")[:8], 8), why)
+        if self.told.first(key or "-", identity if connection is None else connection):
+            self.refusals.write(key or "-", logging.WARNING, "refused %s from key %s: %s; later refusals of this "
+                                "connection are counted only", what, printable((key or "none")[:8], 8), why)
         if identity is not None:
             self.handlers.reply_error(identity, req_id, code, why)
         return False
@@ -66,9 +73,10 @@ class Guard:
             return True
         cls = KINDS.get(frames[1][1]) if len(frames) > 1 and len(frames[1]) == 2 else None
         what = cls.__name__ if cls is not None else "a message"
-        if key is None or not is_z85_key(key) or state not in (None, "pending"):
-            why = "no CURVE key" if key is None or not is_z85_key(key) else f"key {key[:8]}... is {state}"
-            return self.refuse(identity, key, what, 0, "forbidden", why)
+        if key is None or not is_z85_key(key):
+            return self.refuse(identity, key, what, 0, "forbidden", "no CURVE key")
+        if state in CUT_OFF:
+            return self.refuse(identity, key, what, 0, "revoked", self.ring.cut_off(key))
         size = sum(len(frame) for frame in frames[1:])
         if size <= PENDING_MAX_BYTES:
             return True
@@ -88,7 +96,7 @@ class Guard:
         if state in (None, "pending"):
             return self._pending(identity, key, msg, now)
         if state != "accepted":
-            return self.refuse(identity, key, type(msg).__name__, req_id, "forbidden", f"key {key[:8]}... is {state}")
+            return self.refuse(identity, key, type(msg).__name__, req_id, "revoked", self.ring.cut_off(key))
         role = ring.rows[key]["role"]
         if not may(role, msg):
             what = f"Control {printable(msg.action, 32)}" if isinstance(msg, Control) else type(msg).__name__
@@ -147,23 +155,23 @@ class Guard:
                                f"device {printable(msg.device_id, 64)} belongs to another key ({owner[:8]}...)")
         return True
 
-    def screen_heartbeat(self, key: str | None) -> bool:
+    def screen_heartbeat(self, key: str | None, connection: Hashable) -> bool:
         """Before decoding a PULL message: only an accepted key's (ZAP lets no other in; this catches a key whose
-        state changed while it stayed connected)."""
+        state changed while it stayed connected). `connection` tells the PULL's connections apart (its fd)."""
         if self.ring.state(key) == "accepted":
             return True
         return self.refuse(None, key, "Heartbeat", 0, "forbidden", f"heartbeat from a key that is "
-                           f"{self.ring.state(key) or 'unknown'}")
+                           f"{self.ring.state(key) or 'unknown'}", connection)
 
-    def admit_heartbeat(self, key: str | None, msg: Heartbeat) -> bool:
+    def admit_heartbeat(self, key: str | None, msg: Heartbeat, connection: Hashable) -> bool:
         row = self.ring.rows.get(key) if key else None
         if row is None or row["state"] != "accepted" or row["role"] != "worker":
             return self.refuse(None, key, "Heartbeat", 0, "forbidden", f"heartbeat from a key that is "
-                               f"{row['state'] + ' ' + row['role'] if row else 'unknown'}")
+                               f"{row['state'] + ' ' + row['role'] if row else 'unknown'}", connection)
         if row["device_id"] != msg.device_id:
             return self.refuse(None, key, "Heartbeat", 0, "forbidden",
                                f"heartbeat for device {printable(msg.device_id, 64)} from the key of device "
-                               f"{printable(row['device_id'], 64)}")
+                               f"{printable(row['device_id'], 64)}", connection)
         return True
 
 
@@ -173,3 +181,12 @@ def user_id(frame: zmq.Frame) -> str | None:
         return frame.get("User-Id")
     except zmq.ZMQError:
         return None
+
+
+def pull_connection(frame: zmq.Frame) -> Hashable:
+    """Which of the PULL's connections a message came by: its file descriptor (ZMQ_SRCFD), or None where libzmq
+    does not say (then all of a key's PULL connections are one for the refusal log)."""
+    try:
+        return ("pull", frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, AttributeError):
+        return ("pull", None)

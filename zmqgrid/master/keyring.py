@@ -170,6 +170,17 @@ class KeyRing:
                 return f"{ACCEPT} {shlex.quote(device)}"
         return f"{ACCEPT} {shlex.quote(key)}"
 
+    def cut_off(self, key: str) -> str:
+        """What a rejected or revoked key is told (`E revoked`), with what to do: a rejected key may still be accepted
+        (by key: a rejected one is no live claim of its device), a revoked one never again."""
+        state = self.state(key)
+        if state == "rejected":
+            return (f"key {key[:8]}... is rejected: the master reads nothing from it; to let it in, on the master "
+                    f"run: {ACCEPT} {shlex.quote(key)}")
+        return (f"key {key[:8]}... is revoked: the master never reads from it again; on the worker's machine run "
+                f"python main.py keys generate --role worker --name NEW and set key_file to NEW.key_secret, then "
+                f"on the master: {ACCEPT} NEW.key")
+
     def refresh(self) -> list[tuple[str, str | None, dict]]:
         """Re-read the table when another connection (a `keys` command) committed: [(key, old state, new row)]."""
         version = key_store.data_version(self.store.db)

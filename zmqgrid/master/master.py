@@ -22,7 +22,7 @@ from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartb
 from .awake import AwakePoller
 from .cluster import Cluster
 from .fleet import raise_fd_limit
-from .guard import Guard, user_id
+from .guard import CUT_OFF, Guard, pull_connection, user_id
 from .handlers import Handlers, submit_acks_messages
 from .keyring import KeyRing
 from .refusals import RefusalLog
@@ -235,7 +235,7 @@ class Master:
                 self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:
-        recv, guard, key = self.pull.recv_multipart, self.guard, None
+        recv, guard, key, connection = self.pull.recv_multipart, self.guard, None, None
         self.refusals.tick()
         for _ in range(HEARTBEATS_PER_TURN):
             try:
@@ -244,15 +244,16 @@ class Master:
                 else:
                     parts = recv(zmq.NOBLOCK, copy=False)
                     key, frames = user_id(parts[-1]), [part.bytes for part in parts]
+                    connection = pull_connection(parts[-1])
             except zmq.Again:
                 return
             try:
-                if guard is not None and not guard.screen_heartbeat(key):
+                if guard is not None and not guard.screen_heartbeat(key, connection):
                     continue
                 msg = decode(frames)
                 if not isinstance(msg, Heartbeat):
                     raise ProtocolError(f"{type(msg).__name__} does not belong on the heartbeat socket")
-                if guard is None or guard.admit_heartbeat(key, msg):
+                if guard is None or guard.admit_heartbeat(key, msg, connection):
                     self.handlers.on_heartbeat(msg, now_mono, now)
             except ProtocolError as e:
                 self._bad(key or "heartbeat socket", f"key {key[:8]}... on the heartbeat socket" if key
@@ -321,17 +322,23 @@ class Master:
         self._send_finished(client, summaries[half:], now)
 
     def _apply_key_changes(self, now: float) -> None:
-        """A `keys` command changed the ledger: a key no longer accepted loses its device at once (its attempts are
-        re-queued; ZAP refuses its next handshake, the Guard every message it still sends); a newly accepted
-        pending worker is told to register again, so it gets tasks without waiting for its backoff."""
-        for key, old, row in self.keyring.refresh():
-            logger.info("key %s: %s -> %s (role %s)", key[:8], old or "unknown", row["state"], row["role"])
+        """A `keys` command changed the ledger: a key no longer accepted loses its device at once (ZAP refuses its
+        next handshake, the Guard every message it still sends), a worker key cut off is told (`E revoked`: it
+        stops), a newly accepted pending worker to register again (it gets tasks without waiting for its backoff)."""
+        ring = self.keyring
+        for key, old, row in ring.refresh():
+            told = row["state"] in CUT_OFF and row["role"] == "worker" and key in ring.peers
+            logger.info("key %s: %s -> %s (role %s)%s", key[:8], old or "unknown", row["state"], row["role"],
+                        "; its worker is told to stop" if told else "")
             device = self.cluster.devices.get(row["device_id"] or "")
             if device is not None and (row["state"] != "accepted" or row["role"] != "worker"):
-                self.cluster.mark_offline(device, f"key {key[:8]}... {row['state']}", now)
+                # Cut off alive: its running tasks are lost, but no worker died for them (nothing towards quarantine)
+                self.cluster.mark_offline(device, f"key {key[:8]}... {row['state']}", now, died=False)
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
-            elif row["state"] == "accepted" and key in self.keyring.peers:
-                self.handlers.reply_error(self.keyring.peers[key], 0, "not_registered", "key accepted: register")
+            if told:
+                self.handlers.reply_error(ring.peers.pop(key), 0, "revoked", ring.cut_off(key))
+            elif row["state"] == "accepted" and key in ring.peers:
+                self.handlers.reply_error(ring.peers[key], 0, "not_registered", "key accepted: register")
 
     def _prune_devices(self, now: float, retention_s: float) -> None:
         """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""

@@ -37,8 +37,8 @@ _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), f
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
 _DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
-_REOPEN_TASK = ("UPDATE tasks SET state='queued', device_id=NULL, retries=?, deaths=0, updated_at=?, reason=?, "
-                "not_before=NULL, finished_at=NULL WHERE id=?")
+_REOPEN_TASK = ("UPDATE tasks SET state='queued', device_id=NULL, retries=?, deaths=0, evidence=NULL, updated_at=?, "
+                "reason=?, not_before=NULL, finished_at=NULL WHERE id=?")
 _OUTPUT = "INSERT OR REPLACE INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
 _UPSERT_DEVICE = (
     "INSERT INTO devices (device_id, name, hostname, os, python_version, python_executable, tags, concurrency, "

@@ -15,6 +15,7 @@ from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
 from ..transport import Curve, make_socket, send_frames, zmtp_heartbeat_ms
 from .allow import advertised_tags
+from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
 
 logger = logging.getLogger(__name__)
@@ -27,21 +28,25 @@ class MasterLink:
     It answers what concerns the link itself (RegisterAck, the master not knowing this device, the beacon) and hands
     every other message from the master to `deliver`. What it reports comes from its owner: `holdings()` (credit,
     running or held keys, outbox keys) for a Register, `owned()` for each heartbeat. On a RegisterAck it calls
-    `new_incarnation()` first when the master is another one, then `on_registered(ack)` once it is registered."""
+    `new_incarnation()` first when the master is another one, then `on_registered(ack)` once it is registered.
+    When the master cuts this worker's key off (`E revoked`, or ZAP's refusal at the handshake) it calls
+    `cut_off(why)`."""
 
     def __init__(self, config: Config, *, curve: Curve | None, info: dict, watch: Callable[[object], None],
                  unwatch: Callable[[object], None], holdings: Callable[[], tuple[int, list, list]],
                  owned: Callable[[], tuple[list, list, list]], deliver: Callable[[Message, float], None],
-                 new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None]) -> None:
+                 new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None],
+                 cut_off: Callable[[str], None]) -> None:
         self.config = config
         self.device_id = config.device_id
         self.host, self.port = master_host_port(config.master_url)
         self.curve, self.info = curve, info
         self._watch, self._unwatch = watch, unwatch
         self._holdings, self._owned, self._deliver = holdings, owned, deliver
-        self._new_incarnation, self._on_registered = new_incarnation, on_registered
+        self._new_incarnation, self._on_registered, self._cut_off = new_incarnation, on_registered, cut_off
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
+        self.handshake: HandshakeWatch | None = None   # under CURVE: the DEALER's handshakes, watched for ZAP's refusal
         self.sub: zmq.Socket | None = None
         self.heartbeats: HeartbeatSender | None = None
         self.incarnation = ""                 # of the master we are registered with
@@ -57,15 +62,27 @@ class MasterLink:
     # ------------------------------------------------------------ sockets
 
     def connect(self) -> None:
-        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away."""
+        """(Re)open the DEALER: a fresh socket drops whatever was queued for a master that went away. Under CURVE
+        its handshakes are watched: a key the master cut off is refused there, with nothing else to tell it."""
         if self.dealer is not None:
-            self._unwatch(self.dealer)
-            self.dealer.close(0)
+            self._close_dealer()
         self.dealer = make_socket(self.ctx, zmq.DEALER, max_message_bytes=self.config.max_message_bytes,
                                   identity=self.device_id.encode(), sndhwm=0, rcvhwm=0, curve=self.curve,
                                   zmtp_heartbeat_ms=self.zmtp_heartbeat_ms)
+        if self.curve is not None:
+            self.handshake = HandshakeWatch(self.dealer)
+            self._watch(self.handshake.monitor)
         self.dealer.connect(f"tcp://{self.host}:{self.port}")
         self._watch(self.dealer)
+
+    def _close_dealer(self) -> None:
+        if self.handshake is not None:
+            self._unwatch(self.handshake.monitor)
+            self.handshake.close()
+            self.handshake = None
+        self._unwatch(self.dealer)
+        self.dealer.close(0)
+        self.dealer = None
 
     def send(self, msg: Message) -> None:
         send_frames(self.dealer, msg.encode())
@@ -75,6 +92,8 @@ class MasterLink:
             self.heartbeats.stop()
 
     def close(self) -> None:
+        if self.handshake is not None:
+            self.handshake.close()
         for sock in (self.dealer, self.sub):
             if sock is not None:
                 sock.close(0)
@@ -146,6 +165,8 @@ class MasterLink:
         """Everything readable on the DEALER, then on the SUB."""
         if self.dealer in events:
             self._drain_dealer(now)
+        if self.handshake is not None and self.handshake.monitor in events and self.handshake.refused():
+            self._cut_off(refused_at_handshake(self.curve.public.decode()))
         if self.sub is not None and self.sub in events:
             self._drain_sub(now)
 
@@ -168,6 +189,9 @@ class MasterLink:
             if isinstance(msg, RegisterAck):
                 self._acknowledged(msg, now)
             elif isinstance(msg, Error):
+                if msg.code == "revoked":
+                    self._cut_off(told_by_master(msg.message))
+                    return
                 if msg.code == "not_registered":
                     if now - self.register_sent > 1.0:
                         logger.info("master does not know this device; registering again")

@@ -75,6 +75,11 @@ class Slots:
         self.outbox.freed = 0
         return max(0, self.capacity - len(owned)), owned, self.outbox.keys()
 
+    def drop_held(self) -> None:
+        """Forget the tasks waiting for a slot (the master re-queued them already)."""
+        with self.lock:
+            self.held.clear()
+
     def resize(self, fresh: Config) -> None:
         """A reloaded config's concurrency (the shared Config holds its other fields already)."""
         self.capacity = fresh.concurrent_tasks + fresh.prefetch

@@ -15,6 +15,7 @@ from typing import Callable
 import zmq
 
 from ..config import Config
+from ..errors import EXIT_KEY_REFUSED, EXIT_OK
 from ..protocol import Command, Message, RegisterAck, ResultAck, Tasks
 from ..security import worker_curve
 from .commands import Commands
@@ -41,12 +42,13 @@ class Worker:
         self.poller = zmq.Poller()
         self._wake_r, self._wake_w = os.pipe()
         self._halt = threading.Event()
+        self.exit_code = EXIT_OK              # EXIT_KEY_REFUSED once the master cut this worker's key off
         watch, unwatch = (lambda sock: self.poller.register(sock, zmq.POLLIN)), self.poller.unregister
         # The link reads the slots' holdings only once serving: the two are made one after the other.
         self.link = MasterLink(config, curve=curve, info=info, watch=watch, unwatch=unwatch,
                                holdings=lambda: self.slots.holdings(), owned=self.owned, deliver=self._deliver,
                                new_incarnation=lambda: self.commands.forget_applied(),
-                               on_registered=self._registered)
+                               on_registered=self._registered, cut_off=self._cut_off)
         self.slots = Slots(config, record=self.guard.record if self.guard is not None else None, watch=watch,
                            unwatch=unwatch, send=self.link.send, connected=self.link.registered.is_set,
                            wake=self._wake)
@@ -67,7 +69,8 @@ class Worker:
         running, held = self.slots.owned()
         return running, held, self.commands.applied_seqs()
 
-    def serve(self) -> None:
+    def serve(self) -> int:
+        """Run until stopped; returns the exit code (EXIT_KEY_REFUSED when the master cut this worker's key off)."""
         self.poller.register(self._wake_r, zmq.POLLIN)
         self.slots.prepare()
         self.link.connect()
@@ -83,6 +86,8 @@ class Worker:
                     os.read(self._wake_r, 4096)
                 slots.handle(events, now)
                 link.receive(events, now)
+                if self.exit_code != EXIT_OK:
+                    break
                 slots.flush_output(now)
                 slots.collect_finished()
                 slots.start_held()
@@ -91,9 +96,13 @@ class Worker:
                 if self.commands.shutting_down and slots.idle():
                     logger.info("drained and idle: shutting down as the master asked")
                     self._halt.set()
-            self._shutdown()
+            if self.exit_code == EXIT_OK:
+                self._shutdown()
+            else:
+                self._abandon()
         finally:
             self.close()
+        return self.exit_code
 
     def close(self) -> None:
         self.link.stop_heartbeats()
@@ -113,6 +122,19 @@ class Worker:
             self.slots.collect_finished()
             self.slots.flush_results(time.monotonic(), force=True)
             self.link.receive_within(50)
+
+    def _cut_off(self, why: str) -> None:
+        """The master cut this worker's key off: say so once, with what to do, and stop."""
+        if self.exit_code == EXIT_OK:
+            logger.error("stopping (exit %d): %s", EXIT_KEY_REFUSED, why)
+            self.exit_code = EXIT_KEY_REFUSED
+            self._halt.set()
+
+    def _abandon(self) -> None:
+        """Stop with the key cut off: the master re-queued this worker's tasks already and reads nothing from it, so
+        nothing more is sent (no heartbeats, no results, no waiting for acks); close() kills what still runs."""
+        self.link.stop_heartbeats()
+        self.slots.drop_held()
 
     # ------------------------------------------------------------ wiring
 
