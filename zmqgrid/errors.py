@@ -87,9 +87,3 @@ class StoreError(ZmqgridError):
     """Raised when the SQLite ledger cannot be opened, read or written."""
 
     exit_code = EXIT_USAGE
-
-
-class TaskFailed(ZmqgridError):
-    """Raised by `Client.wait(..., raise_on_failure=True)` when a task ends in any state but done."""
-
-    exit_code = EXIT_FAILED

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 # A key nobody accepted gets at most this many bytes of frames (after the routing id) decoded; a bigger message is
 # answered and dropped unread. A genuine worker's first Register (no tasks yet, so no running or outbox) is far less.
 PENDING_MAX_BYTES = 8 * 1024
-WORKER_REQUESTS = frozenset({"Register", "Credit", "Results", "Output"})
+WORKER_REQUESTS = frozenset({"Register", "Results", "Output"})
 CLIENT_REQUESTS = frozenset({"Submit", "Query"})
 CLIENT_ACTIONS = frozenset({"watch"})   # every other Control action needs an admin key
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LimitExceeded, ProtocolError, ScheduleNotFound, StoreError, ZmqgridError
 from ..model import validate_batch
-from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, Message, Output, Query, Register,
+from ..protocol import (MAX_IDS_PER_REQUEST, Control, Error, Heartbeat, Message, Output, Query, Register,
                         RegisterAck, Reply, Results, Submit, SubmitAcks)
 from . import paging, queries
 from .cluster import Cluster, DeviceEntry
@@ -113,11 +113,6 @@ class Handlers:
         s = self.settings
         self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
                                                 s["heartbeat_interval_s"], s["device_timeout_s"], disowned).encode()))
-
-    def handle_credit(self, identity: bytes, msg: Credit, now_mono: float, now: float) -> None:
-        device = self.worker(identity, now_mono)
-        if device is not None:
-            device.credit += msg.slots
 
     def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
         device = self.worker(identity, now_mono)
