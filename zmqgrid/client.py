@@ -16,7 +16,7 @@ from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, fac
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
 from .security import client_curve
-from .transport import Curve, make_socket, send_frames
+from .transport import Curve, connect, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
 class Client:
@@ -33,7 +33,7 @@ class Client:
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0,
                                 curve=curve)
-        self.sock.connect(master_url)
+        connect(self.sock, master_url)
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
         self.notified: set[str] = set()          # ids submitted with notify: their Finished will come unasked
