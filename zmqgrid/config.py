@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from .config_file import read_config_file
 from .errors import ConfigError
 from .fields import ID_PATTERN
+from .model import TASK_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
 FLAG_NAMES = {"master_url": "--master", "concurrent_tasks": "--concurrency", "tags": "--tag", "db_path": "--db",
               "allowed_kinds": "--allow-kind", "allowed_modules": "--allow-module"}
-TASK_KINDS = ("shell", "script", "python")   # as zmqgrid.model.TASK_KINDS (config sits beside model, not above it)
 # Keys of older config files that no setting reads: refused with what replaces them, so nobody relies on one.
 RETIRED = {"api_key": "workers and clients authenticate with CURVE keys: README, Security",
            "dispatch_interval": "dispatch is event-driven: a task goes out as soon as a worker has room"}
@@ -206,7 +206,8 @@ _TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes 
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
     "tags": (_TAG.fullmatch, 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]',
              '"linux,gpu"'),
-    "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),
+    "allowed_kinds": (TASK_KINDS.__contains__, f'one or more of {", ".join(TASK_KINDS)}, as ["python"]',
+                      '"python,script"'),
     "allowed_modules": (re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*").fullmatch,
                         'module names such as ["myjobs", "zmqgrid.samples"]', '"myjobs,zmqgrid.samples"')}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
