@@ -9,8 +9,8 @@ import zmq
 
 from . import handshake
 from .config import Config, load_config
-from .errors import (MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused, TaskNotFound,
-                     UsageError)
+from .errors import (MasterUnavailable, ProtocolError, ScheduleNotFound, SubmitRefused, TaskNotFound, UsageError,
+                     from_wire)
 from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
 from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
@@ -83,9 +83,7 @@ class Client:
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
-                if msg.code == "not_found":
-                    raise TaskNotFound(msg.message.split("; ")[0], "list tasks with: python main.py tasks list")
-                raise RemoteError(msg.code, msg.message)
+                raise from_wire(msg.code, msg.message)
 
     def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
         """The error for a master that stayed silent, with the cause a probe connection sees (handshake.probe)."""
@@ -187,7 +185,7 @@ class Client:
                 del pending[msg.req_id]
                 refusal = refusal or msg
             elif isinstance(msg, Error) and msg.req_id == 0:   # not tied to one Submit: nothing to wait for
-                raise RemoteError(msg.code, msg.message)
+                raise from_wire(msg.code, msg.message)
         submitted = [i for chunk in ids for i in chunk]
         if refusal is not None:
             note = f" ({len(submitted)} tasks of the other batches were committed)" if submitted else ""
@@ -309,7 +307,7 @@ class Client:
         try:
             return self.request(Control, "schedule", {"op": op, "name": name, **params})
         except TaskNotFound as e:   # the master's not_found: here it names a schedule
-            raise ScheduleNotFound(e.message, "list them with: python main.py schedules list") from None
+            raise ScheduleNotFound(e.message) from None
 
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None):
         """Yield (stream, text) as a task's output grows, until the task is final."""

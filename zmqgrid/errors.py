@@ -1,4 +1,4 @@
-"""The zmqgrid error tree; each error knows the exit code the CLI gives it."""
+"""The zmqgrid error tree; each error knows the exit code the CLI gives it and the code a master answers it with."""
 from __future__ import annotations
 
 EXIT_OK = 0
@@ -15,6 +15,9 @@ class ZmqgridError(Exception):
     """Base of every error zmqgrid raises on purpose; `str()` is one line for a person."""
 
     exit_code = EXIT_INTERNAL
+    code = "bad_request"
+    """The code of the Error a master answers a request with when handling it raised this error (docs/architecture.md,
+    "Error codes"); `from_wire` turns it back into the error on the client."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.message = message
@@ -37,29 +40,37 @@ class UsageError(ZmqgridError):
 class TaskNotFound(UsageError):
     """Raised when a task id matches no task in the master's ledger."""
 
+    code = "not_found"
+
 
 class ScheduleNotFound(UsageError):
     """Raised when a schedule name matches no schedule of the master."""
 
+    code = "not_found"
+
 
 class LimitExceeded(UsageError):
     """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
+
+    code = "too_large"
 
 
 class ProtocolError(ZmqgridError):
     """Raised when a frame or message fails to decode or validate; the reason names what was wrong."""
 
     exit_code = EXIT_INTERNAL
+    code = "bad_message"
 
 
 class RemoteError(ZmqgridError):
-    """Raised when the master answers a request with an error (code + message)."""
+    """Raised when the master answers a request with an error whose code no type below carries (`from_wire`);
+    `code` is the master's."""
 
     exit_code = EXIT_USAGE
 
     def __init__(self, code: str, message: str) -> None:
-        self.code = code
         super().__init__(message)
+        self.code = code
 
 
 class SubmitRefused(RemoteError):
@@ -87,3 +98,15 @@ class StoreError(ZmqgridError):
     """Raised when the SQLite ledger cannot be opened, read or written."""
 
     exit_code = EXIT_USAGE
+    code = "unavailable"
+
+
+# The master's error codes that the client raises as a type of their own; any other code is a RemoteError.
+# not_found names a task but for a schedule request, where the client raises ScheduleNotFound instead.
+_FROM_WIRE: dict[str, type[ZmqgridError]] = {TaskNotFound.code: TaskNotFound}
+
+
+def from_wire(code: str, message: str) -> ZmqgridError:
+    """The error a master's `Error(code, message)` stands for."""
+    kind = _FROM_WIRE.get(code)
+    return RemoteError(code, message) if kind is None else kind(message)

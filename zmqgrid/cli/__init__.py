@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..errors import EXIT_USAGE, ZmqgridError
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ZmqgridError
 from .dashboard import dashboard
 from .db import db
 from .devices import devices
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except click.ClickException as e:
         message = e.format_message().replace("\n", " ")
         ctx = getattr(e, "ctx", None)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {message}{hint}", err=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return result if isinstance(result, int) else 0
 
 
