@@ -35,9 +35,12 @@ def test_every_code_an_error_carries_is_a_documented_error_code():
     assert {k.code for k in kinds} <= listed, {k.code for k in kinds} - listed
 
 
-def test_a_masters_not_found_comes_back_as_task_not_found_and_any_other_code_as_a_remote_error_keeping_it():
+def test_a_masters_not_found_comes_back_as_what_the_request_named_and_any_other_code_as_a_remote_error_keeping_it():
     found = from_wire("not_found", "no task 'x'")
     assert type(found) is TaskNotFound and str(found) == "no task 'x'" and found.exit_code == 3
+    schedule = from_wire("not_found", "no schedule 'x'", about="schedule")
+    assert type(schedule) is ScheduleNotFound and schedule.exit_code == 3
+    assert type(from_wire("bad_request", "schedule 'x' exists", about="schedule")) is RemoteError
     for code in ("bad_request", "too_large", "unavailable", "forbidden", "pending", "a_code_of_a_newer_master"):
         error = from_wire(code, "refused: why")
         assert type(error) is RemoteError and (error.code, str(error), error.exit_code) == (code, "refused: why", 3)

@@ -102,11 +102,11 @@ class StoreError(ZmqgridError):
 
 
 # The master's error codes that the client raises as a type of their own; any other code is a RemoteError.
-# not_found names a task but for a schedule request, where the client raises ScheduleNotFound instead.
 _FROM_WIRE: dict[str, type[ZmqgridError]] = {TaskNotFound.code: TaskNotFound}
 
 
-def from_wire(code: str, message: str) -> ZmqgridError:
-    """The error a master's `Error(code, message)` stands for."""
-    kind = _FROM_WIRE.get(code)
+def from_wire(code: str, message: str, about: str = "task") -> ZmqgridError:
+    """The error a master's `Error(code, message)` stands for; `about` is what the request named: a not_found
+    answering a request about a "schedule" is ScheduleNotFound."""
+    kind = ScheduleNotFound if about == "schedule" and code == ScheduleNotFound.code else _FROM_WIRE.get(code)
     return RemoteError(code, message) if kind is None else kind(message)

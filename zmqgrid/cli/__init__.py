@@ -6,6 +6,7 @@ import sys
 import click
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, ZmqgridError
+from . import hints
 from .dashboard import dashboard
 from .db import db
 from .devices import devices
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="main.py", standalone_mode=False)
     except ZmqgridError as e:
-        click.echo("error: " + str(e).replace("\n", " "), err=True)   # one line, whatever the cause said
+        click.echo("error: " + hints.line(e), err=True)
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

@@ -140,5 +140,5 @@ def cancel_tasks(client: Callable[[], Client], task_ids: tuple, state: str | Non
             if state != "not found":
                 click.echo(f"{task_id} {state}")
     if missing:  # an unknown id is the user's mistake: one error line and exit 3, as in `tasks show`
-        raise TaskNotFound(f"no task {', '.join(repr(i) for i in missing)}", "list tasks with: python main.py tasks list")
+        raise TaskNotFound(f"no task {', '.join(repr(i) for i in missing)}")
     return EXIT_OK

@@ -30,7 +30,7 @@ def _resolve(cluster: Cluster, ref: Any) -> str:
         raise UsageError("a task id is required")
     found = cluster.store.find_task_id(ref)
     if not found:
-        raise TaskNotFound(f"no task {ref!r}", "list tasks with: python main.py tasks list")
+        raise TaskNotFound(f"no task {ref!r}")   # the client's command line says how to list them
     if len(found) > 1:
         raise UsageError(f"task id prefix {ref!r} matches several tasks ({', '.join(found[:3])}, ...)",
                          "type more of the id")
