@@ -263,7 +263,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
             ok = any(ep.name == value.strip() for ep in entry_points(group="zmqgrid.strategies"))
     if not ok:
         expected += ", or null" if kind != _TYPES[key] else ""
-        raise ConfigError(f"{source}: {key} = {_show(key, raw)} is not allowed", f"expected {expected}")
+        raise ConfigError(f"{source}: {key} = {_show(raw)} is not allowed", f"expected {expected}")
     return value.strip() if isinstance(value, str) else value
 
 
@@ -277,7 +277,7 @@ def _tcp(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"  # IPv6 literals need brackets
 
 
-def _show(key: str, value: Any) -> str:
+def _show(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
     except (RecursionError, ValueError):   # a value nested almost as deep as json.loads allows
