@@ -23,7 +23,6 @@ SAMPLES: list[p.Message] = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [["b", 2]],
                42, "0.1", 1.5),
     p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
-    p.Credit(3),
     p.Tasks([TASK]),
     p.Results([RESULT], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),

@@ -95,6 +95,11 @@ def free_port_block(count: int = 3) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def insert_task(store: TaskStore, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
+    """Stage the insert of one validated task spec, as a submit of one task does (commit with store.commit())."""
+    store.insert_tasks([(spec, retries, timeout_s)], now)
+
+
 def db_counts(db_path: Path) -> dict[str, int]:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:

@@ -85,7 +85,6 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
     return {
         "Register": p.Register(device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 2,
                                2, [["TASK", 1]], [["TASK", 1]], 4242, "0.1.0", 1.0),
-        "Credit": p.Credit(1),
         "Results": p.Results([dict(RESULT)], 1, [["TASK", 1]]),
         "Output": p.Output([["TASK", 1, "stdout", "line\n"]]),
         "Heartbeat": p.Heartbeat(device_id, incarnation, 1, [["TASK", 1]], [["TASK", 1]], dict(METRICS), 1.7e9,

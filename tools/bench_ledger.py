@@ -392,7 +392,7 @@ class CommitLoad:
         now = time.time()
         ids = [f"{self.tag}-{self.turn}-{i}" for i in range(self.batch)]
         for task_id in ids:
-            self.store.insert_task(dict(self.template, id=task_id), 3, 3600.0, now)
+            self.store.insert_tasks([(dict(self.template, id=task_id), 3, 3600.0)], now)
         self._commit("insert")
         for k, task_id in enumerate(ids):
             self.store.assign(task_id, 1, DEVICES[k % len(DEVICES)], now)

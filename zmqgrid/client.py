@@ -9,15 +9,13 @@ import zmq
 
 from . import handshake
 from .config import Config, load_config
-from .errors import (AmbiguousTaskId, MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound, SubmitRefused,
-                     TaskNotFound, UsageError)
+from .errors import MasterUnavailable, ProtocolError, SubmitRefused, TaskNotFound, UsageError, from_wire
 from .follow import Followed, follow
-from .model import build_spec  # noqa: F401  (part of the client's API: `from zmqgrid.client import build_spec`)
-from .model import FINAL_STATES, TASK_KINDS, check_call_value, compact_spec, factor_batch, new_task_id
+from .model import FINAL_STATES, build_spec, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
 from .security import client_curve
-from .transport import Curve, make_socket, send_frames
+from .transport import Curve, connect, make_socket, send_frames
 
 DEFAULT_MASTER = "tcp://127.0.0.1:8000"
 
@@ -36,7 +34,7 @@ class Client:
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.DEALER, max_message_bytes=max_message_bytes, sndhwm=0, rcvhwm=0,
                                 curve=curve)
-        self.sock.connect(master_url)
+        connect(self.sock, master_url)
         self._req_ids = itertools.count(1)
         self.finished: dict[str, dict] = {}      # Finished notifications not yet consumed
         self.notified: set[str] = set()          # ids submitted with notify: their Finished will come unasked
@@ -75,7 +73,7 @@ class Client:
                     self.finished[summary.get("id")] = summary
         return msg
 
-    def _wait_reply(self, req_id: int, timeout_s: float | None = None) -> Any:
+    def _wait_reply(self, req_id: int, timeout_s: float | None = None, about: str = "task") -> Any:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         while True:
             left = deadline - time.monotonic()
@@ -86,22 +84,18 @@ class Client:
             if isinstance(msg, Reply) and msg.req_id == req_id:
                 return msg.data
             if isinstance(msg, Error) and msg.req_id in (req_id, 0):
-                # The master's message ends with its own hint: the client gives the one it can act on.
-                if msg.code == "not_found":
-                    raise TaskNotFound(msg.message.rsplit("; ", 1)[0], TaskNotFound.HINT)
-                if msg.code == "ambiguous":
-                    raise AmbiguousTaskId(msg.message.rsplit("; ", 1)[0], AmbiguousTaskId.HINT)
-                raise RemoteError(msg.code, msg.message)
+                raise from_wire(msg.code, msg.message, about)
 
     def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
         """The error for a master that stayed silent, with the cause a probe connection sees (handshake.probe)."""
         why = handshake.probe(self.ctx, self.master_url, self.curve)
         return MasterUnavailable(f"the master at {self.master_url} {what}: {why.reason}", why.hint + more)
 
-    def request(self, msg_type: type, *args: Any, timeout_s: float | None = None) -> Any:
+    def request(self, msg_type: type, *args: Any, timeout_s: float | None = None, about: str = "task") -> Any:
+        """Send a Query or Control and wait for its answer; `about` names what a not_found refers to (from_wire)."""
         req_id = next(self._req_ids)
         self._send(msg_type(req_id, *args))
-        return self._wait_reply(req_id, timeout_s)
+        return self._wait_reply(req_id, timeout_s, about)
 
     # ------------------------------------------------------------ the API
 
@@ -193,7 +187,7 @@ class Client:
                 del pending[msg.req_id]
                 refusal = refusal or msg
             elif isinstance(msg, Error) and msg.req_id == 0:   # not tied to one Submit: nothing to wait for
-                raise RemoteError(msg.code, msg.message)
+                raise from_wire(msg.code, msg.message)
         submitted = [i for chunk in ids for i in chunk]
         if refusal is not None:
             note = f" ({len(submitted)} tasks of the other batches were committed)" if submitted else ""
@@ -312,10 +306,7 @@ class Client:
         return self.request(Query, "schedules", {})
 
     def _schedule(self, op: str, name: str, **params: Any) -> dict:
-        try:
-            return self.request(Control, "schedule", {"op": op, "name": name, **params})
-        except TaskNotFound as e:   # the master's not_found: here it names a schedule
-            raise ScheduleNotFound(e.message, "list them with: python main.py schedules list") from None
+        return self.request(Control, "schedule", {"op": op, "name": name, **params}, about="schedule")
 
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
                first_attempt: int = 1) -> Iterator[Followed]:
@@ -359,7 +350,7 @@ class Client:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise MasterUnavailable(f"{len(remaining)} task(s) not finished within {timeout_s:g}s",
-                                        "see them with: python main.py tasks list")
+                                        "they go on at the master: wait for them again, or cancel them")
             if tick_s is not None and now - ticked >= tick_s:
                 ticked = now
                 yield None
@@ -392,6 +383,3 @@ class Client:
         """Submit one task and wait for it; returns its summary (state, exit_code, value, error)."""
         task_id = self.submit(task, notify=True)[0]
         return self.wait([task_id], timeout_s)[task_id]
-
-
-__all__ = ["Client", "Followed", "build_spec", "TASK_KINDS", "DEFAULT_MASTER"]

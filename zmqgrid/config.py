@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from .config_file import read_config_file
 from .errors import ConfigError
 from .fields import ID_PATTERN
+from .model import TASK_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ ENV_ALIASES = {"ZMQGRID_MASTER": "master_url"}
 # ARCHITECTURE.md fixes these flag spellings; an error must name the flag the user actually typed.
 FLAG_NAMES = {"master_url": "--master", "concurrent_tasks": "--concurrency", "tags": "--tag", "db_path": "--db",
               "allowed_kinds": "--allow-kind", "allowed_modules": "--allow-module"}
-TASK_KINDS = ("shell", "script", "python")   # as zmqgrid.model.TASK_KINDS (config sits beside model, not above it)
+# Keys of older config files that no setting reads: refused with what replaces them, so nobody relies on one.
+RETIRED = {"api_key": "workers and clients authenticate with CURVE keys: README, Security",
+           "dispatch_interval": "dispatch is event-driven: a task goes out as soon as a worker has room"}
 
 
 @dataclass
@@ -80,8 +83,6 @@ class Config:
     """Longest wait before a retry, in seconds."""
     quarantine_after: int = 3
     """Quarantine a task after its worker died this many times while running it (0: never)."""
-    dispatch_interval: float = 10.0
-    """Most seconds between periodic re-dispatch scans; dispatch itself is event-driven."""
     load_balance_strategy: str = "least_tasks"
     """How the master picks among eligible workers with credit: one of STRATEGIES, a dotted path
     "package.module:function", or the name of an entry point in the group "zmqgrid.strategies"."""
@@ -98,8 +99,6 @@ class Config:
     replies; at most half a core spent so, over time); 0: always sleep."""
     enable_monitoring: bool = True
     """Whether heartbeats carry psutil resource metrics."""
-    api_key: str | None = field(default=None, repr=False)
-    """Accepted from the seed's files but not used yet (CURVE keys come later); never logged or printed."""
     db_path: str = "data/zmqgrid.db"
     """The master's SQLite ledger."""
     durability: str = "normal"
@@ -180,10 +179,8 @@ class Config:
         return _tcp(self.host, self.heartbeat_port if self.heartbeat_port is not None else self.port + 2)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting as plain JSON-able data, with api_key masked, for `--json` output and logs."""
-        data = asdict(self)
-        data["api_key"] = None if self.api_key is None else "***"
-        return data
+        """Every setting as plain JSON-able data, for `--json` output and logs."""
+        return asdict(self)
 
 
 _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. "int | None"
@@ -209,7 +206,8 @@ _TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes 
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
     "tags": (_TAG.fullmatch, 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]',
              '"linux,gpu"'),
-    "allowed_kinds": (TASK_KINDS.__contains__, 'one or more of shell, script, python, as ["python"]', '"python,script"'),
+    "allowed_kinds": (TASK_KINDS.__contains__, f'one or more of {", ".join(TASK_KINDS)}, as ["python"]',
+                      '"python,script"'),
     "allowed_modules": (re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*").fullmatch,
                         'module names such as ["myjobs", "zmqgrid.samples"]', '"myjobs,zmqgrid.samples"')}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -265,7 +263,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
             ok = any(ep.name == value.strip() for ep in entry_points(group="zmqgrid.strategies"))
     if not ok:
         expected += ", or null" if kind != _TYPES[key] else ""
-        raise ConfigError(f"{source}: {key} = {_show(key, raw)} is not allowed", f"expected {expected}")
+        raise ConfigError(f"{source}: {key} = {_show(raw)} is not allowed", f"expected {expected}")
     return value.strip() if isinstance(value, str) else value
 
 
@@ -279,9 +277,7 @@ def _tcp(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"  # IPv6 literals need brackets
 
 
-def _show(key: str, value: Any) -> str:  # a secret never reaches a terminal or a log, even when malformed
-    if key == "api_key" and value is not None:
-        return '"***"'
+def _show(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
     except (RecursionError, ValueError):   # a value nested almost as deep as json.loads allows
@@ -290,6 +286,11 @@ def _show(key: str, value: Any) -> str:  # a secret never reaches a terminal or 
 
 
 _SHOWN_CHARS = 200   # of a bad value in an error line: a 500-deep list is told, not printed whole
+
+
+def _retired(source: str, key: str) -> ConfigError:
+    # The value is never shown: an api_key may be a real secret someone pasted in.
+    return ConfigError(f'{source}: key "{key}" does nothing', f"remove it ({RETIRED[key]})")
 
 
 def _unknown(source: str, key: str) -> ConfigError:
@@ -318,10 +319,15 @@ def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | N
         label = path.as_posix()
         data = read_config_file(path, label) if path.exists() else {}
     for key, raw in data.items():
+        if key in RETIRED:
+            raise _retired(label, key)
         if key not in _TYPES:
             raise _unknown(label, key)
         layers[key] = (_check(key, raw, label, text=False), label, 1)
     known = {ENV_PREFIX + k.upper(): k for k in _TYPES}
+    for var in sorted(ENV_PREFIX + k.upper() for k in RETIRED):
+        if env.get(var, "").strip():
+            raise _retired(f"environment {var}", var.removeprefix(ENV_PREFIX).lower())
     for var in sorted(v for v in env if v.startswith(ENV_PREFIX) and v not in known and v not in ENV_ALIASES):
         logger.warning("ignoring unknown environment variable %s", var)
     # The alias goes first so the exact name ZMQGRID_MASTER_URL wins when both are set.
@@ -331,6 +337,8 @@ def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | N
         if raw is not None and raw.strip():
             layers[key] = (_check(key, raw, f"environment {var}", text=True), f"environment {var}", 2)
     for key, raw in flags.items():
+        if key in RETIRED:
+            raise _retired("flags", key)
         if key not in _TYPES:
             raise _unknown("flags", key)
         flag = FLAG_NAMES.get(key, "--" + key.replace("_", "-"))

@@ -1,4 +1,4 @@
-"""The zmqgrid error tree; each error knows the exit code the CLI gives it."""
+"""The zmqgrid error tree; each error knows the exit code the CLI gives it and the code a master answers it with."""
 from __future__ import annotations
 
 EXIT_OK = 0
@@ -22,6 +22,9 @@ class ZmqgridError(Exception):
     """Base of every error zmqgrid raises on purpose; `str()` is one line for a person."""
 
     exit_code = EXIT_INTERNAL
+    code = "bad_request"
+    """The code of the Error a master answers a request with when handling it raised this error (docs/architecture.md,
+    "Error codes"); `from_wire` turns it back into the error on the client."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.message = message
@@ -44,17 +47,19 @@ class UsageError(ZmqgridError):
 class TaskNotFound(UsageError):
     """Raised when a task id, or id prefix, matches no task in the master's ledger."""
 
-    HINT = "list tasks with: python main.py tasks list"
+    code = "not_found"
 
     @classmethod
     def of(cls, refs: list[str]) -> TaskNotFound:
-        """The one error every command gives for task references that match nothing."""
-        return cls(f"no task {', '.join(repr(r) for r in refs)}", cls.HINT)
+        """The one error every command gives for task references that match nothing (the command line adds how to
+        list them: cli.hints)."""
+        return cls(f"no task {', '.join(repr(r) for r in refs)}")
 
 
 class AmbiguousTaskId(UsageError):
     """Raised when a task id prefix matches several tasks (docs/architecture.md, "Task references")."""
 
+    code = "ambiguous"
     HINT = "type more of the id"
     candidates = ""   # some of the ids it matches, as the message names them
 
@@ -69,25 +74,31 @@ class AmbiguousTaskId(UsageError):
 class ScheduleNotFound(UsageError):
     """Raised when a schedule name matches no schedule of the master."""
 
+    code = "not_found"
+
 
 class LimitExceeded(UsageError):
     """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
+
+    code = "too_large"
 
 
 class ProtocolError(ZmqgridError):
     """Raised when a frame or message fails to decode or validate; the reason names what was wrong."""
 
     exit_code = EXIT_INTERNAL
+    code = "bad_message"
 
 
 class RemoteError(ZmqgridError):
-    """Raised when the master answers a request with an error (code + message)."""
+    """Raised when the master answers a request with an error whose code no type below carries (`from_wire`);
+    `code` is the master's."""
 
     exit_code = EXIT_USAGE
 
     def __init__(self, code: str, message: str) -> None:
-        self.code = code
         super().__init__(message)
+        self.code = code
 
 
 class SubmitRefused(RemoteError):
@@ -115,9 +126,16 @@ class StoreError(ZmqgridError):
     """Raised when the SQLite ledger cannot be opened, read or written."""
 
     exit_code = EXIT_USAGE
+    code = "unavailable"
 
 
-class TaskFailed(ZmqgridError):
-    """Raised by `Client.wait(..., raise_on_failure=True)` when a task ends in any state but done."""
+# The master's error codes that the client raises as a type of their own; any other code is a RemoteError.
+_FROM_WIRE: dict[str, type[ZmqgridError]] = {TaskNotFound.code: TaskNotFound,
+                                              AmbiguousTaskId.code: AmbiguousTaskId}
 
-    exit_code = EXIT_FAILED
+
+def from_wire(code: str, message: str, about: str = "task") -> ZmqgridError:
+    """The error a master's `Error(code, message)` stands for; `about` is what the request named: a not_found
+    answering a request about a "schedule" is ScheduleNotFound."""
+    kind = ScheduleNotFound if about == "schedule" and code == ScheduleNotFound.code else _FROM_WIRE.get(code)
+    return RemoteError(code, message) if kind is None else kind(message)

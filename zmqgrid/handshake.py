@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .transport import Curve, make_socket
+from .transport import Curve, connect, make_socket
 
 PROBE_S = 1.0   # on loopback or a LAN a handshake takes milliseconds; a second is ample and bounds the wait
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -43,7 +43,7 @@ def probe(ctx: zmq.Context, url: str, curve: Curve | None, wait_s: float = PROBE
     monitor = make_socket(ctx, zmq.PAIR, rcvhwm=0)
     monitor.connect(endpoint)
     try:
-        sock.connect(url)
+        connect(sock, url)
         return _watch(monitor, url, curve is not None, time.monotonic() + wait_s)
     finally:
         sock.disable_monitor()

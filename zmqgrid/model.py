@@ -303,12 +303,12 @@ def build_spec(*, shell: str | list | None = None, script: str | None = None, py
     """
     given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
     if len(given) != 1:
-        raise UsageError(f"a task needs exactly one of shell, script, python (got {', '.join(given) or 'none'})",
+        raise UsageError(f"a task needs exactly one of {', '.join(TASK_KINDS)} (got {', '.join(given) or 'none'})",
                          "e.g. --shell 'echo hi' or {\"shell\": \"echo hi\"}")
     unknown = set(options) - set(SPEC_KEYS) - {"tag"}
     if unknown:
         raise UsageError(f"unknown task key(s): {', '.join(sorted(unknown))}",
-                         f"allowed: shell, script, python, tag, {', '.join(SPEC_KEYS)}")
+                         f"allowed: {', '.join(TASK_KINDS)}, tag, {', '.join(SPEC_KEYS)}")
     spec: dict[str, Any] = {k: v for k, v in options.items() if v is not None and k != "tag"}
     if options.get("tag") is not None:
         tags = options["tag"]

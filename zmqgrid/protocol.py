@@ -197,13 +197,6 @@ class RegisterAck(Message):
     cancel: list = field(default_factory=list)   # [[task_id, attempt], ...] the master no longer gives this worker
 
 
-@message("C")
-class Credit(Message):
-    """Worker -> master: `slots` more tasks may be sent (additive, so it never races with dispatch)."""
-    SCHEMA = {"slots": CREDIT}
-    slots: int
-
-
 @message("T")
 class Tasks(Message):
     """Master -> worker: tasks to run, each a spec dict plus 'attempt' (never more than the worker's credit),
@@ -276,7 +269,6 @@ class Output(Message):
 BEACON_TOPIC = b"beacon"
 # A worker whose allowed_kinds leave a kind out says so in Register.tags ("no-kind:shell"): the master sends it none.
 NO_KIND_TAG = "no-kind:"
-COMMAND_ACTIONS = ("drain", "resume", "shutdown", "cancel", "reload")
 
 # ---------------------------------------------------------------- client <-> master (DEALER/ROUTER)
 
@@ -362,5 +354,3 @@ class Finished(Message):
     SCHEMA = {"tasks": List(Opaque("a task summary"), 1 << 20)}
     tasks: list
 
-
-ERROR_CODES = ("bad_message", "bad_request", "not_found", "not_registered", "too_large", "unavailable")

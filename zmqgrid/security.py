@@ -75,17 +75,32 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
+class CertificateMissing(ConfigError):
+    """Raised when a certificate file is missing or cannot be read; `role` is the key role to generate one for, or
+    None when generating one is not what to do (another machine's key, to be copied)."""
+
+    def __init__(self, message: str, hint: str, role: str | None) -> None:
+        super().__init__(message, hint)
+        self.role = role
+
+
 def load_keypair(path: str | os.PathLike, what: str, need_secret: bool = True,
                  missing_hint: str | None = None) -> tuple[bytes, bytes | None]:
     """(public, secret) z85 keys from a pyzmq certificate; ConfigError naming `what` if it is missing or bad
-    (`missing_hint` says what to do when it cannot be read; default: generate one)."""
-    hint = missing_hint or "generate one: python main.py keys generate --role " + what.split()[0]
+    (`missing_hint` says what to do when it cannot be read; default: generate one, for the role `what` names)."""
+    role = what.split()[0] if missing_hint is None and what.split()[0] in KEY_ROLES else None
+    hint = missing_hint or ("generate one" if role else f"give a {'.key_secret' if need_secret else '.key'} file "
+                                                         "written by keys generate")
+
+    def missing(why: str) -> CertificateMissing:
+        return CertificateMissing(f"{what} certificate {path} {why}", hint, role)
+
     if not Path(path).is_file():   # pyzmq says "Invalid certificate file" for a file that is not there
-        raise ConfigError(f"{what} certificate {path} does not exist", hint)
+        raise missing("does not exist")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{what} certificate {path} cannot be read ({e})", hint) from None
+        raise missing(f"cannot be read ({e})") from None
     if not is_z85_key(public) or (need_secret and (secret is None or not is_z85_key(secret))):
         raise ConfigError(f"{what} certificate {path} holds no valid {'secret ' if need_secret else ''}key",
                           f"use the {'.key_secret' if need_secret else '.key'} file written by keys generate")

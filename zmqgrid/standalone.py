@@ -11,11 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from .config import Config
 from .master.master import Master
 from .security import generate, master_curve, secured
+from .worker.proctree import kill_tree
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class Standalone:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning("worker pid=%d did not stop in %.0fs; killing its process tree", proc.pid, grace_s)
-                kill_tree(proc.pid)
+                kill_tree(proc.pid, grace_s=0, own_session=True)   # its grace is spent; started in a session of its own
                 proc.wait(5)
         if self.master is not None:
             self.master.stop()
@@ -126,16 +125,3 @@ class Standalone:
 
     def alive_workers(self) -> int:
         return sum(1 for p in self.workers if p.poll() is None)
-
-
-def kill_tree(pid: int) -> None:
-    try:
-        parent = psutil.Process(pid)
-        procs = parent.children(recursive=True) + [parent]
-    except psutil.NoSuchProcess:
-        return
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            continue

@@ -80,8 +80,27 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_message_bytes: int = DEFAULT
     return sock
 
 
+def _ipv6(endpoint: str) -> bool:
+    """Whether the host of a tcp:// endpoint is an IPv6 address ("tcp://[::1]:8000", or libzmq's "tcp://::1:8000")."""
+    return ":" in endpoint.partition("://")[2].rpartition(":")[0]
+
+
+def _allow_ipv6(sock: zmq.Socket, endpoint: str) -> None:
+    # libzmq speaks IPv4 only unless told; told for every endpoint, it would also resolve a host name such as
+    # localhost to ::1 where the master may listen on 127.0.0.1 only. So: on for an IPv6 address, and only then.
+    if _ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+
+
+def connect(sock: zmq.Socket, endpoint: str) -> None:
+    """Connect to a tcp:// endpoint, IPv6 addresses included."""
+    _allow_ipv6(sock, endpoint)
+    sock.connect(endpoint)
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> None:
-    """Bind, turning the common failure (port taken) into a sentence."""
+    """Bind (IPv6 addresses included), turning the common failure (port taken) into a sentence."""
+    _allow_ipv6(sock, endpoint)
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:

@@ -20,7 +20,7 @@ from zmqgrid.client import build_spec
 from zmqgrid.errors import RemoteError
 from zmqgrid.store.task_store import TaskStore
 
-from ..helpers import REPO, db_query, free_port_block
+from ..helpers import REPO, db_query, free_port_block, insert_task
 
 pytestmark = pytest.mark.timeout(90)
 PAGE = 4096
@@ -34,7 +34,7 @@ def make_ledger(path: Path, tasks: int = 200) -> bytes:
     """A real ledger (WAL mode, the project's schema) with some tasks, closed cleanly; returns its bytes."""
     store = TaskStore(path)
     for i in range(tasks):
-        store.insert_task(build_spec(shell=f"echo {i} " * 20), 0, None, time.time())
+        insert_task(store, build_spec(shell=f"echo {i} " * 20), 0, None, time.time())
     store.commit()
     store.close()
     assert not Path(f"{path}-wal").exists()

@@ -335,9 +335,9 @@ def test_results_from_an_unregistered_identity_are_refused_not_registered_and_no
     assert status["bad_messages"] == bad_before and status["counters"]["results"] == 0
 
 
-def test_credit_from_an_unregistered_identity_is_refused_not_registered(master, raw, before):
-    stranger = raw.dealer(b"ghost-credit")
-    stranger.send_multipart(p.Credit(100).encode())
+def test_output_from_an_unregistered_identity_is_refused_not_registered(master, raw, before):
+    stranger = raw.dealer(b"ghost-output")
+    stranger.send_multipart(p.Output([[master.seeded_id, 1, "stdout", "forged\n"]]).encode())
     assert expect_error(stranger).code == "not_registered"
     status = assert_unharmed(master, before[0])
     assert status["devices"]["online"] == 0 and status["counters"]["dispatched"] == 0

@@ -14,7 +14,7 @@ from zmqgrid.errors import ConfigError
 from zmqgrid.model import validate_task_spec
 from zmqgrid.store.task_store import TaskStore
 
-from ..helpers import Harness, db_query, run_cli, stays, wait_until
+from ..helpers import Harness, db_query, insert_task, run_cli, stays, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 DAY = 86400.0
@@ -28,7 +28,7 @@ def seed(db: Path, tasks: list[tuple[str, str, float]]) -> None:
         now = time.time()
         for task_id, state, days_ago in tasks:
             at = now - days_ago * DAY
-            store.insert_task(validate_task_spec({"kind": "shell", "command": "true", "id": task_id}), 0, None, at)
+            insert_task(store, validate_task_spec({"kind": "shell", "command": "true", "id": task_id}), 0, None, at)
             if state == "queued":
                 continue
             store.assign(task_id, 1, "gone", at + 1)

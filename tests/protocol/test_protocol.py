@@ -18,7 +18,6 @@ from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batc
 SAMPLES = [
     p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
     p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
-    p.Credit(3),
     p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
     p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),
@@ -82,7 +81,7 @@ def test_a_malformed_submit_acks_line_is_one_protocol_error(line):
     ([b"\x01S", msgpack.packb(["1", []])], "Submit.req_id: expected an integer .*, got '1'"),
     ([b"\x01S", msgpack.packb([True, []])], "Submit.req_id: expected an integer .*, got True"),
     ([b"\x01S", msgpack.packb([1, "tasks"])], "Submit.tasks: expected a list of at most"),
-    ([b"\x01C", msgpack.packb([1.5])], "Credit.slots: expected an integer 0..1048576, got 1.5"),
+    ([b"\x01C", msgpack.packb([1])], "unknown message kind b'C'"),   # no worker sends Credit: credit rides Results
 ])
 def test_malformed_frames_raise_one_protocol_error_naming_the_fault(frames, reason):
     with pytest.raises(ProtocolError, match=reason):
@@ -234,7 +233,6 @@ NAN, INF = float("nan"), float("inf")
 BASE = {   # a valid message of every kind a peer sends to the master; the table changes one value in it
     "Register": p.Register("w1", "w 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 2, 3, [["a", 1]],
                            [], 42, "0.1", 1.0),
-    "Credit": p.Credit(1),
     "Results": p.Results([{"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1], "error": None,
                            "stdout": "o", "stderr": "", "started_at": 1.7e9}], 1, [["b", 1]]),
     "Output": p.Output([["t1", 1, "stdout", "line\n"]]),
@@ -264,7 +262,6 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
     ("Register", ("pid",), [0, 1 << 31], [-1, (1 << 31) + 1, 2 ** 63, 2 ** 64 - 1, "1"]),
     ("Register", ("version",), ["", "v" * 64], ["v" * 65, *LINE_BAD]),
     ("Register", ("weight",), [1e-6, 1, 1e6], [0, -1.0, 1e6 + 1, NAN, INF, -INF, "1", True]),
-    ("Credit", ("slots",), [0, 1 << 20], [-1, (1 << 20) + 1, 2 ** 63, 1.5, True, None]),
     ("Results", ("results",), [[]], ["x", [1], [{}], [None], {"id": "t1"}]),
     ("Results", ("results", 0, "id"), ["t" * 64], ["", "t" * 65, "a b", "t\n", 1, None]),
     ("Results", ("results", 0, "attempt"), [1, 1 << 31], [0, -1, (1 << 31) + 1, 2 ** 63, 1.0, "1", None]),

@@ -8,6 +8,8 @@ from zmqgrid.model import TASK_STATES, validate_task_spec
 from zmqgrid.store.retention import Retention, RetentionTimer, offline_devices
 from zmqgrid.store.task_store import TaskStore
 
+from ..helpers import insert_task
+
 pytestmark = pytest.mark.timeout(60)
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -15,7 +17,7 @@ NOW = 1_800_000_000.0
 
 def add(store: TaskStore, task_id: str, state: str, at: float, device: str = "w1") -> None:
     """A task submitted at `at` and brought to `state` through the store's own writes (the master's)."""
-    store.insert_task(validate_task_spec({"kind": "shell", "command": "true", "id": task_id}), 3, None, at)
+    insert_task(store, validate_task_spec({"kind": "shell", "command": "true", "id": task_id}), 3, None, at)
     if state == "queued":
         return
     store.assign(task_id, 1, device, at + 1)

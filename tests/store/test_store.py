@@ -12,6 +12,8 @@ from zmqgrid.model import validate_task_spec
 from zmqgrid.store.schema import migrations
 from zmqgrid.store.task_store import TaskStore
 
+from ..helpers import insert_task
+
 
 def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -72,7 +74,7 @@ def test_staged_changes_are_invisible_until_commit_and_written_in_order(tmp_path
     store = TaskStore(tmp_path / "l.db")
     try:
         spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
-        store.insert_task(spec, 3, None, 1.0)
+        insert_task(store, spec, 3, None, 1.0)
         store.assign("t1", 1, "w1", 2.0)
         assert store.count_tasks_by_state() == {}
         assert store.commit() == 1   # assigned in the turn of its insert: written by the insert alone
@@ -130,8 +132,8 @@ def test_a_task_staged_twice_and_assigned_is_written_assigned(tmp_path):
     store = TaskStore(tmp_path / "l.db")
     try:
         spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
-        store.insert_task(spec, 3, None, 1.0)
-        store.insert_task(spec, 3, None, 1.0)
+        insert_task(store, spec, 3, None, 1.0)
+        insert_task(store, spec, 3, None, 1.0)
         store.assign("t1", 1, "w1", 2.0)
         store.commit()
         assert (store.get_task("t1")["state"], store.get_task("t1")["device_id"]) == ("assigned", "w1")
@@ -200,12 +202,12 @@ def test_a_failed_commit_writes_nothing_and_raises_store_error(tmp_path):
     store = TaskStore(tmp_path / "l.db")
     try:
         spec = validate_task_spec({"kind": "shell", "command": "true", "id": "t1"})
-        store.insert_task(spec, 3, None, 1.0)
+        insert_task(store, spec, 3, None, 1.0)
         store.stage("INSERT INTO no_such_table VALUES (1)", ())
         with pytest.raises(StoreError, match="commit of 2 changes failed"):
             store.commit()
         assert store.count_tasks_by_state() == {}
-        assert not store.has_pending
+        assert store.commit() == 0   # nothing left staged
     finally:
         store.close()
 
@@ -242,7 +244,7 @@ def test_the_master_store_checkpoints_its_wal_in_the_background(tmp_path):
         store.checkpoint_in_background()
         assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0   # not inside the loop's commits
         for i in range(50):
-            store.insert_task(validate_task_spec({"kind": "shell", "command": "true", "id": f"t{i}"}), 0, None, 1.0)
+            insert_task(store, validate_task_spec({"kind": "shell", "command": "true", "id": f"t{i}"}), 0, None, 1.0)
         store.commit()
 
         def in_main_file() -> int:

@@ -5,7 +5,8 @@ import sys
 
 import click
 
-from ..errors import EXIT_OK, EXIT_USAGE, ZmqgridError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ZmqgridError
+from . import hints
 from .dashboard import dashboard
 from .db import db
 from .devices import devices
@@ -45,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name="main.py", standalone_mode=False)
     except ZmqgridError as e:
-        click.echo("error: " + str(e).replace("\n", " "), err=True)   # one line, whatever the cause said
+        click.echo("error: " + hints.line(e), err=True)
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except _NO_ARGS_IS_HELP as e:   # a group given no command: its help, as `--help` prints it
         click.echo(e.ctx.get_help())
         return EXIT_OK
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {message}{hint}", err=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return result if isinstance(result, int) else 0
 
 

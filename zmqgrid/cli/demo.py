@@ -27,20 +27,23 @@ def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
         ids = client.submit(specs, notify=True)
         click.echo(f"submitted {len(ids)} sample tasks (shell, script, python) from {sample}")
         done: dict[str, dict] = {}
-        while len(done) < len(ids) and not stopping.is_set():
-            if workers_alive is not None and not workers_alive():
-                click.echo(f"error: every worker process exited with {len(ids) - len(done)} sample tasks unfinished; "
-                           "see the log files", err=True)
-                return EXIT_FAILED
-            client._receive(0.2)
-            for task_id in [i for i in ids if i in client.finished and i not in done]:
-                r = done[task_id] = client.finished.pop(task_id)
-                detail = f"value={json.dumps(r['value'])[:40]}" if r.get("value") is not None else \
-                    f"exit={r.get('exit_code')}"
-                if r["state"] != "done":
-                    detail += f" ({describe_error(r.get('error')) or r.get('reason')})"
-                click.echo(f"[{time.monotonic() - started:5.1f}s] {len(done):2d}/{len(ids)} {r['state']:<9} "
-                           f"{names[task_id][:38]:<38} on {field(r.get('device_id'))}  {detail}")
+        for item in client.as_finished(ids, tick_s=0.2):
+            if stopping.is_set():
+                break
+            if item is None:   # a quiet moment: are the workers still there?
+                if workers_alive is not None and not workers_alive():
+                    click.echo(f"error: every worker process exited with {len(ids) - len(done)} sample tasks "
+                               "unfinished; see the log files", err=True)
+                    return EXIT_FAILED
+                continue
+            task_id, r = item
+            done[task_id] = r
+            detail = f"value={json.dumps(r['value'])[:40]}" if r.get("value") is not None else \
+                f"exit={r.get('exit_code')}"
+            if r["state"] != "done":
+                detail += f" ({describe_error(r.get('error')) or r.get('reason')})"
+            click.echo(f"[{time.monotonic() - started:5.1f}s] {len(done):2d}/{len(ids)} {r['state']:<9} "
+                       f"{names[task_id][:38]:<38} on {field(r.get('device_id'))}  {detail}")
         if stopping.is_set():
             return EXIT_FAILED
         logs = {i: client.logs(i)["stdout"].strip().splitlines() for i in ids}

@@ -13,6 +13,7 @@ from ..client import Client
 from ..config import MODES, PYTHON_POOLS, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
+from ..model import TASK_KINDS
 from ..security import client_curve
 from ..transport import Curve
 from .dashboard import has_terminal
@@ -41,7 +42,7 @@ from .render import emit_json
 @click.option("--curve", is_flag=True, default=None,
               help="CURVE encryption and key authentication (keys from --keys-dir; see README, Security).")
 @click.option("--keys-dir", help="Where this process finds its certificates [keys].")
-@click.option("--allow-kind", "allowed_kinds", multiple=True, type=click.Choice(["shell", "script", "python"]),
+@click.option("--allow-kind", "allowed_kinds", multiple=True, type=click.Choice(TASK_KINDS),
               help="Worker: run only tasks of this kind (repeat for more) [all].")
 @click.option("--allow-module", "allowed_modules", multiple=True, metavar="MODULE",
               help="Worker: run python tasks only from this module or package (repeat for more) [any].")

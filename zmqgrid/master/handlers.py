@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, ScheduleNotFound, StoreError,
                       TaskNotFound, ZmqgridError)
 from ..model import validate_batch
-from ..protocol import (MAX_IDS_PER_REQUEST, Control, Credit, Error, Heartbeat, Message, Output, Query, Register,
+from ..protocol import (MAX_IDS_PER_REQUEST, Control, Error, Heartbeat, Message, Output, Query, Register,
                         RegisterAck, Reply, Results, Submit, SubmitAcks)
 from . import paging, queries
 from .cluster import Cluster, DeviceEntry
@@ -114,11 +114,6 @@ class Handlers:
         s = self.settings
         self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
                                                 s["heartbeat_interval_s"], s["device_timeout_s"], disowned).encode()))
-
-    def handle_credit(self, identity: bytes, msg: Credit, now_mono: float, now: float) -> None:
-        device = self.worker(identity, now_mono)
-        if device is not None:
-            device.credit += msg.slots
 
     def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
         device = self.worker(identity, now_mono)
@@ -239,9 +234,7 @@ class Handlers:
                     if pending is not None:
                         data["pending_keys"] = pending
         except ZmqgridError as e:
-            code = "not_found" if isinstance(e, TaskNotFound) else "ambiguous" if isinstance(e, AmbiguousTaskId) \
-                else "unavailable" if isinstance(e, StoreError) else "bad_request"
-            self.reply_error(identity, msg.req_id, code, str(e))
+            self.reply_error(identity, msg.req_id, e.code, str(e))   # not_found, ambiguous, unavailable, bad_request
             return
         self.cluster.sends.append((identity, Reply(msg.req_id, data).encode(), None))
 

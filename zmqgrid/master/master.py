@@ -77,9 +77,9 @@ class Master:
         self.subscriptions = Subscriptions(self.ctx, self.pub, self.keyring)
         self.pull = make_socket(self.ctx, zmq.PULL, max_message_bytes=size, curve=curve)
         try:
-            for sock, port in ((self.router, config.port), (self.pub, config.pub_port),
-                               (self.pull, config.heartbeat_port)):
-                bind(sock, f"tcp://{config.host}:{port}")
+            for sock, endpoint in ((self.router, config.router_endpoint), (self.pub, config.pub_endpoint),
+                                   (self.pull, config.heartbeat_endpoint)):
+                bind(sock, endpoint)
         except Exception:
             self.close()
             raise
@@ -87,7 +87,7 @@ class Master:
         self.settings = {"pub_port": config.pub_port, "heartbeat_port": config.heartbeat_port,
                          "heartbeat_interval_s": float(config.heartbeat_interval),
                          "device_timeout_s": float(config.device_timeout),
-                         "router": f"tcp://{config.host}:{config.port}", "bad_messages": 0,
+                         "router": config.router_endpoint, "bad_messages": 0,
                          "subscriptions": self.subscriptions.counts}
         self.cluster = self._new_cluster()
         self.schedules = Schedules(self.store)

@@ -123,7 +123,7 @@ class Schedules:
     def get(self, name: str) -> Schedule:
         schedule = self.items.get(name)
         if schedule is None:
-            raise ScheduleNotFound(f"no schedule {name!r}", "list them with: python main.py schedules list")
+            raise ScheduleNotFound(f"no schedule {name!r}")   # the client's command line says how to list them
         return schedule
 
     def remove(self, name: str) -> dict:

@@ -87,6 +87,21 @@ class AmbiguousKey(UsageError):
         self.rows = rows
 
 
+class KeyHeld(UsageError):
+    """Raised when a key would be accepted for a device that another accepted key holds; `holder` is that key."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message, "if that device's key changed, revoke the old one first")
+        self.holder = holder
+
+
+class KeyGone(UsageError):
+    """Raised when the key to change left the ledger between reading and writing it (the master evicted it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "list the keys and try again")
+
+
 def find_key(db: sqlite_utils.Database, ref: str) -> dict | None:
     """A key by its z85 text, a unique prefix of it (8+ characters), its name or its device id.
 
@@ -127,10 +142,8 @@ def change_state(db: sqlite_utils.Database, key: str, row: dict | None, state: s
     if state == "accepted" and row is not None:
         held = holder(db, row)
         if held is not None:
-            raise UsageError(f"key {key[:8]}... claims device {printable(row['device_id'], 64)!r}, which the accepted "
-                             f"key {held['public_key'][:8]}... holds; nothing changed",
-                             "if that device's key changed, revoke the old one first: python main.py keys revoke "
-                             + shlex.quote(held["public_key"]))
+            raise KeyHeld(f"key {key[:8]}... claims device {printable(row['device_id'], 64)!r}, which the accepted "
+                          f"key {held['public_key'][:8]}... holds; nothing changed", held["public_key"])
     role = role or (row["role"] if row else "worker")
     if role not in KEY_ROLES:
         raise UsageError(f"unknown role {role!r}", "choose one of " + ", ".join(KEY_ROLES))
@@ -144,8 +157,8 @@ def change_state(db: sqlite_utils.Database, key: str, row: dict | None, state: s
                        "WHERE public_key = ?", (state, role, name, now, key))
     changed = list(db.query(f"SELECT {COLUMNS} FROM keys WHERE public_key = ?", (key,)))
     if not changed:   # the master evicted the pending key between our read and our write
-        raise UsageError(f"key {key[:8]}... is no longer in the ledger (the master evicts the oldest pending keys "
-                         "when more than 1,000 wait)", "run python main.py keys list and try again")
+        raise KeyGone(f"key {key[:8]}... is no longer in the ledger (the master evicts the oldest pending keys "
+                      "when more than 1,000 wait)")
     return changed[0]
 
 

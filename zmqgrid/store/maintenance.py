@@ -16,6 +16,14 @@ STEP_PAGES = 1024   # pages copied per backup step (4 MiB of 4 KiB pages): one p
 WAL_SYNC_EVERY_S = 1.0   # while a backup holds its snapshot, it syncs the ledger's WAL this often (see _copy)
 
 
+class BackupFailed(StoreError):
+    """Raised when a backup cannot be read from the ledger, or the copy fails its check: the ledger itself may be
+    damaged (`check` tells)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "check the ledger's integrity")
+
+
 @dataclass
 class BackupResult:
     """What `backup` wrote: the copy's path, its size in pages and bytes, the tasks it holds, the seconds taken."""
@@ -110,7 +118,7 @@ def _copy(source: Path, partial: Path, step_pages: int, progress: Callable[[int,
         # The copy is one self-contained file: no -wal to carry along or forget when it is moved or restored.
         dst.execute("PRAGMA journal_mode=DELETE").fetchone()
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"backup of {source} failed: {e}", "check the ledger with: python main.py db check") from e
+        raise BackupFailed(f"backup of {source} failed: {e}") from e
     finally:
         dst.close()
         src.close()
@@ -138,12 +146,10 @@ def _verify(path: Path) -> int:
     try:
         ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if ok != "ok":
-            raise StoreError(f"the backup failed its check ({ok}); nothing was written",
-                             "check the ledger with: python main.py db check")
+            raise BackupFailed(f"the backup failed its check ({ok}); nothing was written")
         return conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"the backup cannot be read back ({e}); nothing was written",
-                         "check the ledger with: python main.py db check") from e
+        raise BackupFailed(f"the backup cannot be read back ({e}); nothing was written") from e
     finally:
         conn.close()
 

@@ -128,10 +128,6 @@ class TaskStore:
         """
         return _Op(self, name)
 
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._ops)
-
     def commit(self) -> int:
         """Write every staged change in one transaction; on failure nothing is written and StoreError is raised."""
         ops, self._ops = self._ops, []
@@ -158,9 +154,6 @@ class TaskStore:
         except Exception as e:
             raise StoreError(f"commit of {count} changes failed: {e}", "check disk space and the database file") from e
         return count
-
-    def insert_task(self, spec: dict, retries: int, timeout_s: float | None, now: float) -> None:
-        self.insert_tasks([(spec, retries, timeout_s)], now)
 
     def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> None:
         """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each)."""

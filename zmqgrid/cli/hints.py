@@ -1,0 +1,36 @@
+"""What to run next, for the errors whose type says it: the library names what went wrong (and the data a command
+needs), the command line names its own command. One line: `error: <what>; <what to do>`."""
+from __future__ import annotations
+
+import shlex
+from typing import Any, Callable
+
+from ..errors import ScheduleNotFound, TaskNotFound, ZmqgridError
+from ..security import CertificateMissing
+from ..store.key_store import KeyGone, KeyHeld
+from ..store.maintenance import BackupFailed
+
+PROG = "python main.py"
+
+_HINTS: tuple[tuple[type[ZmqgridError], Callable[[Any], str | None]], ...] = (
+    (TaskNotFound, lambda e: f"list tasks with: {PROG} tasks list"),
+    (ScheduleNotFound, lambda e: f"list them with: {PROG} schedules list"),
+    (BackupFailed, lambda e: f"check the ledger with: {PROG} db check"),
+    (CertificateMissing, lambda e: f"generate one: {PROG} keys generate --role {e.role}" if e.role else None),
+    (KeyHeld, lambda e: f"{e.hint}: {PROG} keys revoke {shlex.quote(e.holder)}"),
+    (KeyGone, lambda e: f"run {PROG} keys list and try again"),
+)
+
+
+def hint(error: ZmqgridError) -> str:
+    """The command that helps, when the error's type names one; else the library's own hint."""
+    for kind, render in _HINTS:
+        if isinstance(error, kind):
+            return render(error) or error.hint
+    return error.hint
+
+
+def line(error: ZmqgridError) -> str:
+    """The error as the command line prints it, on one line whatever the cause said."""
+    what_to_do = hint(error)
+    return (f"{error.message}; {what_to_do}" if what_to_do else error.message).replace("\n", " ")
