@@ -52,8 +52,6 @@ def test_a_master_bound_on_the_ipv6_loopback_answers_clients_and_the_cli_there(m
 
 
 @needs_ipv6
-@pytest.mark.xfail(strict=True, reason="the worker connects its sockets without IPV6 (worker/link.py, heartbeat.py: "
-                                       "transport.connect sets it for an IPv6 literal)")
 def test_a_worker_reaches_a_master_on_the_ipv6_loopback_and_runs_a_task(master_on_ipv6):
     harness = master_on_ipv6
     harness.start_worker("w1")

@@ -9,7 +9,7 @@ from typing import Callable
 import zmq
 
 from ..protocol import Heartbeat
-from ..transport import Curve, make_socket
+from ..transport import Curve, connect, make_socket
 from .metrics import sample_metrics
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class HeartbeatSender(threading.Thread):
         # SNDHWM small + IMMEDIATE (in make_socket): nothing piles up while the master is away.
         sock = make_socket(self.ctx, zmq.PUSH, max_message_bytes=self.max_message_bytes, sndhwm=10,
                            curve=self.curve)
-        sock.connect(self.endpoint)
+        connect(sock, self.endpoint)
         seq = 0
         try:
             while not self._halt.is_set():

@@ -13,7 +13,7 @@ import zmq
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
-from ..transport import Curve, make_socket, send_frames, zmtp_heartbeat_ms
+from ..transport import Curve, connect, make_socket, send_frames, zmtp_heartbeat_ms
 from .allow import advertised_tags
 from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
@@ -72,7 +72,7 @@ class MasterLink:
         if self.curve is not None:
             self.handshake = HandshakeWatch(self.dealer)
             self._watch(self.handshake.monitor)
-        self.dealer.connect(f"tcp://{self.host}:{self.port}")
+        connect(self.dealer, f"tcp://{self.host}:{self.port}")
         self._watch(self.dealer)
 
     def _close_dealer(self) -> None:
@@ -141,7 +141,7 @@ class MasterLink:
         # the master's I/O thread per 1,000 workers (tools/bench_fleet.py).
         self.sub = make_socket(self.ctx, zmq.SUB, max_message_bytes=self.config.max_message_bytes, curve=self.curve)
         self._subscribe()
-        self.sub.connect(f"tcp://{self.host}:{msg.pub_port}")
+        connect(self.sub, f"tcp://{self.host}:{msg.pub_port}")
         self._watch(self.sub)
         if self.heartbeats is not None:
             self.heartbeats.stop()
