@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 
 from ..errors import LimitExceeded
@@ -17,8 +16,8 @@ from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry,
 from .fleet import FleetEvents
 from .limits import Limits
 from .parking import Parking
-from .retrying import RetryRules, not_retried
-from .scheduling import Strategy, least_tasks
+from .retrying import RetryRules, backoff_s, not_retried
+from .scheduling import Strategy, pick
 from .taskqueue import TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -170,16 +169,6 @@ class Cluster(FleetEvents, TaskControls):
                                 f"max_queued_per_client = {self.max_queued_per_client}",
                                 "wait for some to finish, or raise max_queued_per_client on the master")
 
-    def pick(self, eligible: list[DeviceEntry]) -> int:
-        loads = [(len(d.inflight), d.credit,
-                  d.weight * max(0.05, 1.0 - (d.metrics.get("cpu_percent") or 0.0) / 100.0)) for d in eligible]
-        index = self.strategy(loads)
-        if not (isinstance(index, int) and 0 <= index < len(eligible)):
-            # A user strategy's bug must not stall dispatch: say so once per call, and fall back.
-            logger.error("load balancing strategy returned %r for %d workers; using least_tasks", index, len(loads))
-            return least_tasks(loads)
-        return index
-
     def fan_out(self, spec: dict) -> list[dict]:
         """A task for all matching workers becomes one task per matching online worker, in one group."""
         if not spec.get("all"):
@@ -207,11 +196,6 @@ class Cluster(FleetEvents, TaskControls):
         """Back into the queue at its old place (a skipped or unparked task keeps its order)."""
         entry.gen += 1
         self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
-
-    def backoff_s(self, entry: TaskEntry) -> float:
-        base = self.retry_backoff_s if entry.retry_backoff is None else entry.retry_backoff
-        # Exponential with "equal jitter": retries of many tasks failing together spread out.
-        return min(self.retry_backoff_max_s, base * 2 ** max(0, entry.attempt - 1)) * random.uniform(0.5, 1.0)
 
     def dispatch(self, now: float, now_mono: float) -> None:
         """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit; a task that
@@ -255,7 +239,7 @@ class Cluster(FleetEvents, TaskControls):
                     continue
             if key is not None:
                 self.limits.started(key, now_mono)
-            device = eligible[0] if len(eligible) == 1 else eligible[self.pick(eligible)]
+            device = eligible[0] if len(eligible) == 1 else eligible[pick(self.strategy, eligible)]
             entry.attempt += 1
             entry.state, entry.device_id, entry.assigned_mono = "assigned", device.device_id, now_mono
             entry.assigned_at, entry.started_at, entry.running_saved = now, None, False
@@ -316,7 +300,9 @@ class Cluster(FleetEvents, TaskControls):
         elif entry.attempt <= entry.retries and not entry.cancel_requested:
             why = not_retried(result.get("error"), entry.retry_rule) if state != "cancelled" else None
             if why is None:
-                self.requeue(entry, f"attempt {attempt} {state}", now, self.backoff_s(entry))
+                base = self.retry_backoff_s if entry.retry_backoff is None else entry.retry_backoff
+                self.requeue(entry, f"attempt {attempt} {state}", now,
+                             backoff_s(base, entry.attempt, self.retry_backoff_max_s))
             else:
                 self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}, not retried: {why}")
         else:

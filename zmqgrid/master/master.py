@@ -6,14 +6,13 @@ import logging
 import secrets
 import threading
 import time
-from typing import Any, Callable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
-from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, ResultAck, Tasks, decode, unpackb
+from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, ResultAck, Tasks, decode
 from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
@@ -26,6 +25,7 @@ from .guard import CUT_OFF, Guard, pull_connection, user_id
 from .handlers import Handlers, submit_acks_messages
 from .keyring import KeyRing
 from .refusals import RefusalLog
+from .routed import recv_routed, req_id
 from .schedules import Schedules
 from .scheduling import make_strategy
 from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
@@ -208,7 +208,7 @@ class Master:
         for _ in range(ROUTER_DRAIN_PER_TURN):
             try:
                 if guard is None:
-                    frames = _recv_routed(self.router.recv)
+                    frames = recv_routed(self.router.recv)
                 else:   # CURVE: the User-Id (the peer's key) is read from the message's metadata, then trusted
                     parts = recv(zmq.NOBLOCK, copy=False)
                     key, frames = user_id(parts[-1]), [part.bytes for part in parts]
@@ -224,15 +224,15 @@ class Master:
                     self.handlers.on_router(identity, msg, now_mono, now)
             except ProtocolError as e:
                 self._bad(key or identity.hex(), f"key {key[:8]}..." if key else f"router peer {identity.hex()}", e)
-                self.handlers.reply_error(identity, _req_id(frames), "bad_message", str(e))
+                self.handlers.reply_error(identity, req_id(frames), "bad_message", str(e))
             except StoreError as e:
                 logger.error("ledger read failed: %s", e)
-                self.handlers.reply_error(identity, _req_id(frames), "unavailable", str(e))
+                self.handlers.reply_error(identity, req_id(frames), "unavailable", str(e))
             except Exception:  # a handler bug must not stop the master; the peer still gets an answer
                 # within the refusal budget: a peer that found such a bug must not fill the log with tracebacks
                 self.refusals.write(key or identity.hex(), logging.ERROR, "handler failed for %s",
                                     f"key {key[:8]}..." if key else f"router peer {identity.hex()}", exc_info=True)
-                self.handlers.reply_error(identity, _req_id(frames), "bad_request", "the master could not handle this")
+                self.handlers.reply_error(identity, req_id(frames), "bad_request", "the master could not handle this")
 
     def _drain_pull(self, now_mono: float, now: float) -> None:
         recv, guard, key, connection = self.pull.recv_multipart, self.guard, None, None
@@ -273,17 +273,17 @@ class Master:
         except StoreError as e:
             # Nothing of this turn is in the ledger, so nothing of it may be acknowledged or dispatched.
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
-            refused = [(identity, _req_id([identity, *frames])) for identity, frames in acks]
+            refused = [(identity, req_id([identity, *frames])) for identity, frames in acks]
             refused += [(identity, req_id) for identity, lines in submit_acks.items() for req_id, _ in lines]
             # Replies to queries were read from the in-memory view this turn changed: not to be trusted either.
-            refused += [(identity, _req_id([identity, *frames])) for identity, frames, _ in sends
+            refused += [(identity, req_id([identity, *frames])) for identity, frames, _ in sends
                         if frames[0][1:2] == Reply.KIND]
             logger.error("%s; this turn's %d acknowledgements withheld", e, len(refused))
             for identity, frames, _ in sends:
                 if frames[0][1:2] == Error.KIND:   # refusals hold no state of the turn: they stand
                     self._send(identity, frames, None, now)
-            for identity, req_id in refused:
-                self._send(identity, Error(req_id, "unavailable", f"the master could not commit: {e.message}").encode(),
+            for identity, refused_id in refused:
+                self._send(identity, Error(refused_id, "unavailable", f"the master could not commit: {e.message}").encode(),
                            None, now)
             self.cluster = self._new_cluster_safely()
             self.handlers.cluster = self.cluster
@@ -375,27 +375,3 @@ class Master:
                 self.cluster.dispatch_failed(device_id, now)
             else:
                 logger.debug("reply to gone peer %r dropped (%s)", identity, e.strerror)
-
-
-def _recv_routed(recv: Callable[..., Any]) -> list[bytes]:
-    """One ROUTER message, [identity, frame, ...], or zmq.Again. Plain recv calls: recv_multipart asks the socket
-    for RCVMORE after every frame, which costs more than reading the frames. The identity
-    is always followed by a frame, and once it is read the whole message is there."""
-    frames = [recv(_NOWAIT)]
-    frame = recv(_NOWAIT, copy=False)
-    frames.append(frame.bytes)
-    while frame.more:
-        frame = recv(_NOWAIT, copy=False)
-        frames.append(frame.bytes)
-    return frames
-
-
-def _req_id(frames: list[bytes]) -> int:
-    """Best-effort request id of a message that failed, so the error reply can be matched by the client."""
-    try:
-        body = unpackb(frames[2])
-        if isinstance(body, list) and body and isinstance(body[0], int) and not isinstance(body[0], bool):
-            return body[0] if 0 <= body[0] < 1 << 63 else 0
-    except Exception:  # the body is garbage: there is no id to echo
-        return 0
-    return 0

@@ -2,6 +2,7 @@
 `retry_on` / `no_retry_on` (docs/architecture.md, "Failures that are not retried")."""
 from __future__ import annotations
 
+import random
 from typing import NamedTuple
 
 
@@ -50,3 +51,9 @@ class RetryRules:
             rule = self.known[key] = RetryRule(frozenset(retry_on) if retry_on else None,
                                                frozenset(no_retry_on) if no_retry_on else None)
         return rule
+
+
+def backoff_s(base_s: float, attempt: int, max_s: float) -> float:
+    """The wait before retrying after attempt `attempt`: exponential with "equal jitter", so the retries of many
+    tasks failing together spread out."""
+    return min(max_s, base_s * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)

@@ -2,16 +2,31 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import random as _random
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
 from ..errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 # A load is (in_flight, credit, capacity) of one eligible worker that has credit left; capacity is its
 # configured weight times its measured free CPU share (never below 5%), so a busy or weak machine gets less.
 Load = tuple[int, int, float]
 Strategy = Callable[[Sequence[Load]], int]
+
+
+def pick(strategy: Strategy, eligible: Sequence) -> int:
+    """The index of the eligible device (DeviceEntry) that `strategy` chooses from their loads."""
+    loads = [(len(d.inflight), d.credit,
+              d.weight * max(0.05, 1.0 - (d.metrics.get("cpu_percent") or 0.0) / 100.0)) for d in eligible]
+    index = strategy(loads)
+    if not (isinstance(index, int) and 0 <= index < len(eligible)):
+        # A user strategy's bug must not stall dispatch: say so once per call, and fall back.
+        logger.error("load balancing strategy returned %r for %d workers; using least_tasks", index, len(loads))
+        return least_tasks(loads)
+    return index
 
 
 def least_tasks(loads: Sequence[Load]) -> int:
