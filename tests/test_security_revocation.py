@@ -165,7 +165,7 @@ def test_the_master_logs_a_refused_connection_once_however_many_messages_it_send
         heartbeat = p.Heartbeat("w3", "", 1, [], [], {"hostname": "raw"}, time.time()).encode()
         for sent in range(2, 2 * ROUNDS + 1, 2):
             push.send_multipart(heartbeat)
-            dealer.send_multipart(p.Credit(1).encode())
+            dealer.send_multipart(p.Results([], 0, []).encode())
             assert dealer.poll(10_000) and p.decode(dealer.recv_multipart()).code == "revoked"
             wait_until(lambda: client.status()["refused_messages"] >= refused + sent, 10, f"{sent} refused")
             time.sleep(0.2)   # pacing the sender, not waiting for an outcome

@@ -11,7 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Client", "build_spec", "__version__",
-           "ZmqgridError", "ConfigError", "UsageError", "TaskNotFound", "ScheduleNotFound", "LimitExceeded",
+           "ZmqgridError", "ConfigError", "UsageError", "TaskNotFound", "AmbiguousTaskId", "ScheduleNotFound",
+           "LimitExceeded",
            "ProtocolError", "RemoteError", "SubmitRefused", "MasterUnavailable", "WaitTimedOut", "StoreError"]
 # Each name is imported on first use: a worker and its python pool children import zmqgrid's modules, and the
 # client's imports (zmq, the key files, the config) would only slow their start.
@@ -19,7 +20,7 @@ _HOMES = {"Client": "client", "build_spec": "model", **{name: "errors" for name 
 
 if TYPE_CHECKING:
     from .client import Client
-    from .errors import (ConfigError, LimitExceeded, MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound,
+    from .errors import (AmbiguousTaskId, ConfigError, LimitExceeded, MasterUnavailable, ProtocolError, RemoteError, ScheduleNotFound,
                          StoreError, SubmitRefused, TaskNotFound, UsageError, WaitTimedOut, ZmqgridError)
     from .model import build_spec
 
