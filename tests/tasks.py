@@ -111,10 +111,12 @@ def kill_worker() -> None:
 
 def kill_worker_after(seconds: float) -> None:
     """A poison task that kills its worker late: runs `seconds`, then SIGKILLs the worker process among its
-    ancestors (found by its command line, so it does not depend on how many processes stand in between)."""
+    ancestors, or itself when it runs inline in the worker (found by its command line, so it does not depend on how
+    many processes stand in between)."""
     import psutil
     time.sleep(seconds)
-    worker = next(p for p in psutil.Process().parents() if {"--mode", "worker"} <= set(p.cmdline()))
+    me = psutil.Process()
+    worker = next(p for p in [me, *me.parents()] if {"--mode", "worker"} <= set(p.cmdline()))
     worker.send_signal(signal.SIGKILL)
     os._exit(1)   # nothing of it outlives its worker
 

@@ -27,25 +27,6 @@ def assert_user_error(result: subprocess.CompletedProcess, exit_code: int) -> st
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    """A master and one worker (w1) online, shared by this module's tests."""
-    harness = Harness(tmp_path_factory.mktemp("cli"))
-    try:
-        harness.start_master()
-        harness.start_worker("w1", concurrency=4)
-        harness.wait_online(harness.client(), "w1")
-        yield harness
-    finally:
-        harness.stop()
-
-
-@pytest.fixture
-def cli(grid, tmp_path):
-    """Run the CLI from a fresh empty directory against the shared master."""
-    def run(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess:
-        return run_cli(*args, "--master", grid.url, cwd=tmp_path, timeout_s=timeout_s)
-    return run
 
 
 def finished_task(grid: Harness, **spec) -> str:

@@ -12,29 +12,11 @@ import sys
 
 import pytest
 
-from ..helpers import REPO, Harness, db_query, run_cli
+from ..helpers import REPO, db_query
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    """A master and one untagged worker (w1) online, shared by this module's tests."""
-    harness = Harness(tmp_path_factory.mktemp("submitwait"))
-    try:
-        harness.start_master()
-        harness.start_worker("w1", concurrency=4)
-        harness.wait_online(harness.client(), "w1")
-        yield harness
-    finally:
-        harness.stop()
-
-
-@pytest.fixture
-def cli(grid, tmp_path):
-    def run(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
-        return run_cli(*args, "--master", grid.url, cwd=tmp_path, timeout_s=timeout_s)
-    return run
 
 
 @pytest.fixture

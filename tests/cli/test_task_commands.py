@@ -4,39 +4,19 @@ a task named by a prefix of its id, one error for an unknown or ambiguous one, t
 from __future__ import annotations
 
 import secrets
-import subprocess
 
 import pytest
 
 from zmqgrid.client import build_spec
 
-from ..helpers import Harness, run_cli
+from ..helpers import run_cli
 from .test_cli import assert_user_error
 
 pytestmark = pytest.mark.timeout(90)
 
 TASK_COMMANDS = ["show", "logs", "cancel", "requeue"]
 NOBODY = "nobody-has-this"   # a tag no worker has: such a task stays queued
-
-
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    """A master and one worker (w1) online, shared by this module's tests."""
-    harness = Harness(tmp_path_factory.mktemp("tasks-cli"))
-    try:
-        harness.start_master()
-        harness.start_worker("w1", concurrency=2)
-        harness.wait_online(harness.client(), "w1")
-        yield harness
-    finally:
-        harness.stop()
-
-
-@pytest.fixture
-def cli(grid, tmp_path):
-    def run(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
-        return run_cli(*args, "--master", grid.url, cwd=tmp_path, timeout_s=timeout_s)
-    return run
+GRID_CONCURRENCY = 2   # the `grid` fixture's worker (tests/cli/conftest.py)
 
 
 @pytest.fixture(scope="module")

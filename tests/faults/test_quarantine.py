@@ -11,11 +11,14 @@ from ..helpers import assert_none_lost, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("pool, poison_function", [
-    ("process", "tests.tasks:kill_worker"),   # a pool child that SIGKILLs its parent, the worker
-    ("inline", "tests.tasks:kill_self"),      # a call run in the worker itself, SIGKILLing its own process
+# The poison works a moment before it kills (as a crawl that crashes on what it fetched does): one that kills within
+# microseconds of its start can beat the worker's notice that it started, and is then judged lost, not a death
+# (docs/architecture.md, "Inline python calls"; README, "Poison tasks are quarantined").
+@pytest.mark.parametrize("pool", [
+    "process",   # a pool child that SIGKILLs its parent, the worker
+    "inline",    # a call run in the worker itself, SIGKILLing its own process
 ])
-def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_finish(harness, pool, poison_function):
+def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_finish(harness, pool):
     # Given two workers that a supervisor (this test) restarts when they die, and 40 ordinary tasks
     harness.env["ZMQGRID_PYTHON_POOL"] = pool
     harness.start_master()
@@ -27,7 +30,7 @@ def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_fin
     ordinary = client.submit([build_spec(python="tests.tasks:sleep", args=[0.05]) for _ in range(40)])
 
     # When a task that SIGKILLs whichever worker runs it is submitted (with retries to spare)
-    poison = client.submit(build_spec(python=poison_function, retries=10), notify=True)[0]
+    poison = client.submit(build_spec(python="tests.tasks:kill_worker_after", args=[0.3], retries=10), notify=True)[0]
     deaths = 0
 
     def supervise() -> bool:
@@ -41,7 +44,7 @@ def test_a_poison_task_is_quarantined_after_three_worker_deaths_and_the_rest_fin
 
     # Then it is parked with the evidence of three deaths, not retried forever
     task = client.task(poison)
-    assert task["deaths"] == 3 and len(task["evidence"]) == 3
+    assert task["deaths"] == 3 and sum(1 for e in task["evidence"] if e["counted"]) == 3   # a noted one counts not
     assert {e["device_id"] for e in task["evidence"]} <= set(names)
     assert all("restarted" in e["reason"] or "no heartbeat" in e["reason"] for e in task["evidence"])
     assert deaths >= 3

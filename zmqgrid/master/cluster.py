@@ -327,11 +327,15 @@ class Cluster(FleetEvents, TaskControls):
         self.store.end_attempt(entry.id, entry.attempt, entry.device_id, "lost", now, assigned_at=entry.assigned_at,
                                started_at=entry.started_at,
                                error={"type": "WorkerLost", "message": reason, "traceback": ""})
+        delay_s = 0.0
         if death and entry.state == "running" and not entry.cancel_requested:
             entry.evidence, counted = with_death(entry.evidence, death, {"attempt": entry.attempt, "reason": reason,
                                                                          "device_id": entry.device_id, "at": now})
             entry.deaths += counted
             self.store.record_death(entry.id, entry.deaths, entry.evidence)
+            if counted:   # a suspect waits a retry's backoff: the tasks beside it, re-queued at once, start without it
+                base = self.retry_backoff_s if entry.retry_backoff is None else entry.retry_backoff
+                delay_s = backoff_s(base, entry.deaths, self.retry_backoff_max_s)
             if counted and self.quarantine_after and entry.deaths >= self.quarantine_after:
                 self.counters["quarantined"] += 1
                 logger.warning("quarantined task=%s: its worker died %d times while running it (devices %s)",
@@ -342,7 +346,7 @@ class Cluster(FleetEvents, TaskControls):
         if entry.cancel_requested:
             self.finish(entry, "cancelled", now, reason="cancelled by user")
         elif entry.attempt <= entry.retries:
-            self.requeue(entry, f"worker lost: {reason}", now)
+            self.requeue(entry, f"worker lost: {reason}", now, delay_s)
         else:
             self.finish(entry, "failed", now, reason=f"worker lost: {reason}",
                         error={"type": "WorkerLost", "message": reason, "traceback": ""})
