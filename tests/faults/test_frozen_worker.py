@@ -14,7 +14,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_frozen_worker_loses_its_tasks_its_late_results_are_stale_and_it_comes_back(harness):
-    # Given a worker running two long tasks, and a second worker that joins afterwards
+    # Given a worker running two long tasks, and a second worker that joins afterwards (a 10 ms retry backoff: a task
+    # whose worker's death counted waits that long before it is dispatched again, and the frozen worker may be back)
+    harness.env["ZMQGRID_RETRY_BACKOFF"] = "0.01"
     harness.start_master()
     frozen = harness.start_worker("frozen", concurrency=2)
     client = harness.client()
