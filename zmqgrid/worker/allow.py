@@ -6,16 +6,16 @@ import logging
 from typing import Callable
 
 from ..config import Config
+from ..model import TASK_KINDS
 from ..protocol import NO_KIND_TAG
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
-KINDS = ("shell", "script", "python")
 
 
 def advertised_tags(config: Config) -> list[str]:
     """The worker's tags plus one `no-kind:<kind>` per kind it refuses, so the master never sends it one."""
-    return [*config.tags, *(NO_KIND_TAG + kind for kind in KINDS if kind not in config.allowed_kinds)]
+    return [*config.tags, *(NO_KIND_TAG + kind for kind in TASK_KINDS if kind not in config.allowed_kinds)]
 
 
 def refusal(task: dict, config: Config) -> str | None:

@@ -10,6 +10,8 @@ from typing import Callable
 
 import zmq
 
+import zmqgrid
+
 from ..config import Config, master_host_port
 from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
@@ -19,7 +21,6 @@ from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
 
 logger = logging.getLogger(__name__)
-VERSION = "0.1.0"
 
 
 class MasterLink:
@@ -109,7 +110,8 @@ class MasterLink:
         info, config = self.info, self.config
         msg = Register(self.device_id, config.device_name or self.device_id, info["hostname"], info["os"],
                        info["python_version"], info["python_executable"], advertised_tags(config),
-                       config.concurrent_tasks, credit, owned, outbox, os.getpid(), VERSION, float(config.weight))
+                       config.concurrent_tasks, credit, owned, outbox, os.getpid(), zmqgrid.__version__,
+                       float(config.weight))
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()
