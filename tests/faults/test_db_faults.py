@@ -240,6 +240,9 @@ def test_tasks_refused_on_a_disk_full_to_the_last_byte_are_acknowledged_only_onc
     # When the disk is filled to the last byte, so that not even the master's own bookkeeping can be written,
     # and a batch is submitted
     filler = fill(small_disk, leave_bytes=0)
+    # A commit that fits in the WAL's frames written before needs no new space: submit until not even that room
+    # is left (what was acknowledged meanwhile must run like the rest)
+    accepted += submit_until_refused(client)[0]
     batch = big_batch(20)
     with pytest.raises(RemoteError) as refusal:
         client.submit(batch, notify=True)
@@ -266,6 +269,9 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
 
     # When the disk is filled to the last byte and 40 tasks go 4 per Submit with 10 in flight (answered together)
     filler = fill(small_disk, leave_bytes=0)
+    # A commit that fits in the WAL's frames written before needs no new space: submit until not even that room
+    # is left (what was acknowledged meanwhile must run like the rest)
+    earlier = submit_until_refused(client)[0]
     batch = big_batch(40)
     with pytest.raises(RemoteError) as refusal:
         client.submit(batch, notify=True, batch_size=4, window=10)
@@ -280,7 +286,7 @@ def test_submits_answered_together_are_refused_each_on_a_full_disk_and_acknowled
     # And, space given back, the same tasks sent again the same way are acknowledged, all in the ledger, and run once
     assert client.submit(batch, notify=True, batch_size=4, window=10) == ids
     assert in_ledger(harness.db, ids) == set(ids), "acknowledged but not in the ledger"
-    results = client.wait(ids, timeout_s=45)
+    results = client.wait(ids + earlier, timeout_s=45)
     assert {r["state"] for r in results.values()} == {"done"}
     twice = done_more_than_once(harness.db)
     assert twice == []
