@@ -14,9 +14,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_frozen_worker_loses_its_tasks_its_late_results_are_stale_and_it_comes_back(harness):
-    # Given a worker running two long tasks, and a second worker that joins afterwards (a 10 ms retry backoff: a task
-    # whose worker's death counted waits that long before it is dispatched again, and the frozen worker may be back)
-    harness.env["ZMQGRID_RETRY_BACKOFF"] = "0.01"
+    # Given a worker running two long tasks, and a second worker that joins afterwards (the lost tasks run again on
+    # whichever has a slot first: the frozen worker may be back by then)
     harness.start_master()
     frozen = harness.start_worker("frozen", concurrency=2)
     client = harness.client()
@@ -44,7 +43,6 @@ def test_a_frozen_worker_loses_its_tasks_its_late_results_are_stale_and_it_comes
     for task_id in held:
         attempts = client.task(task_id)["attempts"]
         assert attempts[0]["state"] == "lost" and results[task_id]["attempt"] >= 2
-        assert results[task_id]["device_id"] == "steady", "finished elsewhere"
     stale = db_query(harness.db, "SELECT count(*) FROM attempts WHERE device_id='frozen' AND state='lost' AND stale > 0")
     assert stale[0][0] >= 1, "a result of a lost attempt arrived late and was kept as stale"
     fresh = client.run(build_spec(shell="echo back", device="frozen"), timeout_s=30)
