@@ -74,14 +74,36 @@ def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.Complete
                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999   # Linux's default; other systems use 49152-65535, above it too
+
+
+def _port_slice() -> range:
+    """This test process's ports: below the ephemeral range (where an outgoing connection of any test could take
+    the port between its pick and the master's bind), one slice per pytest-xdist worker so that two processes
+    never pick the same block."""
+    low = min(_ephemeral_range()[0], 49152)
+    first = 10000 if low > 12000 else 1024
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
+    size = (low - first) // max(count, 1)
+    return range(first + index * size, first + (index + 1) * size)
+
+
+_next_port = [0]
+
+
 def free_port_block(count: int = 3) -> int:
-    """A port p with p..p+count-1 all free on 127.0.0.1 (the master binds port, port+1, port+2)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65535:
-            continue
+    """A port p with p..p+count-1 all free on 127.0.0.1 (the master binds port, port+1, port+2), taken in turn
+    from this process's slice so that a harness restarting its master on its port finds it still its own."""
+    ports = _port_slice()
+    for _ in range(len(ports) // count):
+        base = ports.start + _next_port[0] % (len(ports) - count)
+        _next_port[0] += count
         ok = True
         for p in range(base, base + count):
             with socket.socket() as s:
