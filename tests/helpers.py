@@ -202,16 +202,18 @@ class Harness:
         public, secret = load_certificate(self.keys / f"{name}.key_secret")
         return Curve(public, secret, load_certificate(self.keys / "master.key")[0])
 
-    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None,
+               python: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
         # cwd is the temp dir, so no config file of the repo leaks into a test.
         with open(self.dir / log_name, "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "zmqgrid", *args], cwd=self.dir,
+            return subprocess.Popen([*python, "-m", "zmqgrid", *args], cwd=self.dir,
                                     env={**self.env, **(env or {})},
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def start_master(self, *extra: str) -> subprocess.Popen:
+    def start_master(self, *extra: str, python: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
+        """`python`: the interpreter's command line, e.g. with `-m cProfile -o FILE` (tools/bench.py --profile-master)."""
         self.master = self._spawn(["distribute", "--mode", "master", "--port", str(self.port), "--db", str(self.db),
-                                   "--log-file", str(self.dir / "master.log"), *extra], "master.out")
+                                   "--log-file", str(self.dir / "master.log"), *extra], "master.out", python=python)
         wait_until(lambda: self._answers(), 20, "the master to answer")
         return self.master
 
