@@ -12,8 +12,9 @@ side by side instead: `--pairs` pairs, each one measurement of A and one of B, t
 pair, and reports both medians, each pair's ratio and the CPU each side spent per task, which drifts less than
 the rates do.
 
-One measurement is a fresh cluster of that version (tools/bench.py's own `Cluster` and `Bench`, imported from
-the version's tree: a real master and two real workers on 127.0.0.1, `--concurrency 4`, ZMQGRID_PREFETCH=12, plus
+One measurement is a fresh cluster of that version (its own `Cluster` and `Bench`, from the version's tree, in a
+child process: tools/benchkit/ab_child.py; a real master and two real workers on 127.0.0.1, `--concurrency 4`,
+ZMQGRID_PREFETCH=12, plus
 that side's `--env-a`/`--env-b` settings, so one revision can be compared with itself under two configs),
 its warm-up, then one phase:
   - single:  `--n` tasks, one per Submit, up to 1,000 Submits in flight -> tasks/s (higher is better);
@@ -23,16 +24,15 @@ CPU per task: user + system seconds of the master, of the two workers with their
 client (this measurement's process), over the phase, divided by `--n`.
 
 A commit is checked out with `git worktree add --detach` into a temporary folder (removed afterwards); without
-a second commit, B is the working tree as it is. Each version must have tools/bench.py with `Cluster` and
-`Bench` (as every commit of it has). Every process started is stopped by PID; the whole run is bounded
-by `--deadline` seconds. Progress goes to stderr.
+a second commit, B is the working tree as it is. Each version must have tools/benchkit, or tools/bench.py with
+`Cluster` and `Bench` (as every commit of it from before tools/benchkit has). Every process started is stopped by
+PID; the whole run is bounded by `--deadline` seconds. Progress goes to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,44 +40,15 @@ import tempfile
 import time
 from pathlib import Path
 
+if __name__ == "__main__":   # `python tools/bench_ab.py` imports from the repository root, as `python -m tools.bench_ab` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from tools.benchkit.processes import stop_process
+from tools.benchkit.report import progress
+
 REPO = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).resolve().parent / "benchkit" / "ab_child.py"   # one measurement with a tree's own code
 PHASES = {"single": ("tasks/s", True), "batched": ("tasks/s", True), "latency": ("p50 ms", False)}
-
-
-def measure(tree: Path, phase: str, n: int, python_pool: str, env: list[str]) -> dict:
-    """One measurement with the tree's own code: client, master and workers all import it."""
-    sys.path[:0] = [str(tree / "tools"), str(tree)]
-    import bench   # the tree's tools/bench.py
-
-    args = argparse.Namespace(batch=100, window=8, single_window=1000, phase_timeout=300, py_spy=None)
-    tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-"))
-    cluster = bench.Cluster(tmp, concurrency=4, prefetch=12)
-    cluster.env["ZMQGRID_PYTHON_POOL"] = python_pool
-    cluster.env.update(item.split("=", 1) for item in env)
-    run = None
-    try:
-        cluster.start()
-        run = bench.Bench(cluster, args)
-        run.warmup()
-        master, workers = [cluster.master.pid], [p.pid for p in cluster.workers.values()]
-        before = bench.cpu_seconds(master, False), bench.cpu_seconds(workers, True), time.process_time()
-        if phase == "latency":
-            figure = run.latency(n)["p50_ms"]
-        else:
-            figure = getattr(run, phase)(n)["tasks_per_s"]
-        after = bench.cpu_seconds(master, False), bench.cpu_seconds(workers, True), time.process_time()
-        spent = {name: round((b - a) / n * 1e6, 1) for name, a, b in zip(("master", "workers", "client"), before, after)}
-        return {"figure": figure, "cpu_us_per_task": spent}
-    finally:
-        if run is not None:
-            run.close()
-        cluster.stop()
-        bench.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _interrupted(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -88,7 +59,6 @@ def checkout(rev: str, into: Path) -> Path:
 
 def run_pairs(a: argparse.Namespace, trees: dict[str, Path], envs: dict[str, list[str]], deadline: float,
               logs: Path) -> list[dict]:
-    from bench import progress, stop_process   # this repository's tools/bench.py (see main)
     measurements: list[dict] = []
     names = list(trees)
     for pair in range(a.pairs):
@@ -96,8 +66,7 @@ def run_pairs(a: argparse.Namespace, trees: dict[str, Path], envs: dict[str, lis
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"the comparison did not finish within --deadline {a.deadline:g}s")
-            argv = [sys.executable, __file__, "--measure", str(trees[name]), "--phase", a.phase, "--n", str(a.n),
-                    "--python-pool", a.python_pool, *(f"--env={item}" for item in envs[name])]
+            argv = [sys.executable, str(CHILD), str(trees[name]), a.phase, str(a.n), a.python_pool, *envs[name]]
             log = logs / f"pair{pair + 1}-{'ab'[names.index(name)]}.log"
             with open(log, "w") as err:
                 proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, stdin=subprocess.DEVNULL)
@@ -163,22 +132,14 @@ def main() -> int:
                     help="set for version A's master and workers (repeatable)")
     ap.add_argument("--env-b", action="append", default=[], metavar="ZMQGRID_KEY=VALUE",
                     help="set for version B's master and workers (repeatable)")
-    ap.add_argument("--env", action="append", default=[], help=argparse.SUPPRESS)   # a measurement's own
-    ap.add_argument("--measure", metavar="TREE", help=argparse.SUPPRESS)   # one measurement, in a child process
     a = ap.parse_args()
     a.n = a.n or (1000 if a.phase == "latency" else 10000)
-    if a.measure:
-        signal.signal(signal.SIGTERM, _interrupted)   # so that `finally` stops its cluster
-        print(json.dumps(measure(Path(a.measure), a.phase, a.n, a.python_pool, a.env)))
-        return 0
     if not a.a or a.pairs < 1 or a.n < 1:
         ap.error("give version A (a git revision), --pairs >= 1 and --n >= 1")
     if any("=" not in item or not item.startswith("ZMQGRID_") for item in a.env_a + a.env_b):
         ap.error("--env-a and --env-b take ZMQGRID_KEY=VALUE")
     if a.a == a.b and a.env_a == a.env_b:
         ap.error("A and B are the same revision with the same settings")
-    sys.path.insert(0, str(REPO / "tools"))
-    from bench import progress   # this repository's tools/bench.py: its helpers, not a version's
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-trees-"))
     logs = Path(tempfile.mkdtemp(prefix="zmqgrid-ab-logs-"))   # each measurement's stderr; kept if one fails
     trees: dict[str, Path] = {}
