@@ -20,24 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":   # `python tools/bench_faults.py` imports from the repository root, as `python -m tools.bench_faults` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench import Cluster, machine, progress, spawn, stop_all  # noqa: E402
+from tools.benchkit.cluster import Cluster
+from tools.benchkit.measure import poll
+from tools.benchkit.processes import forget, stop_all
+from tools.benchkit.report import command_line, machine, progress
+from zmqgrid.client import Client, build_spec
 
-from zmqgrid.client import Client, build_spec  # noqa: E402
-
-
-def poll(check, timeout_s: float, what: str, interval_s: float = 0.01) -> float:
-    """Seconds (monotonic) at which check() first held."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
-        time.sleep(interval_s)
-    raise RuntimeError(f"timed out after {timeout_s}s waiting for {what}")
+POLL_S = 0.01   # how often the master is asked during a trial: the resolution of the figures
 
 
-def trial(cluster: Cluster, client: Client, n: int) -> dict:
+def trial(cluster: Cluster, client: Client) -> dict:
     ids = client.submit([build_spec(python="zmqgrid.samples:nap", args=[120]) for _ in range(2)])
     poll(lambda: all(client.task(i)["state"] == "running" for i in ids), 30, "both tasks to run", 0.05)
     on_victim = next(i for i in ids if client.task(i)["device_id"] == "bench-1")
@@ -45,14 +40,14 @@ def trial(cluster: Cluster, client: Client, n: int) -> dict:
     t0 = time.monotonic()
     victim.send_signal(signal.SIGKILL)
     detected = poll(lambda: {d["device_id"]: d["state"] for d in client.devices()}["bench-1"] == "offline",
-                    30, "the victim to be marked offline")
+                    30, "the victim to be marked offline", POLL_S)
     recovered = poll(lambda: (lambda t: t["state"] == "running" and t["device_id"] == "bench-2")(
-        client.task(on_victim)), 30, "its task to run on the other worker")
+        client.task(on_victim)), 30, "its task to run on the other worker", POLL_S)
     victim.wait(10)
+    forget(victim)
     client.cancel(ids)
     client.wait(ids, timeout_s=30)
-    cluster.workers["bench-1"] = spawn(victim.args, cwd=cluster.tmp, env=cluster.env,
-                                       log=cluster.tmp / f"bench-1-{n}.out")
+    cluster.start_worker("bench-1")
     poll(lambda: "bench-1" in {d["device_id"] for d in client.devices() if d["state"] == "online"}, 30,
          "the victim to come back", 0.05)
     return {"detection_s": round(detected - t0, 3), "recovery_s": round(recovered - t0, 3)}
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    command = "python tools/bench_faults.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(__file__, argv)
     with tempfile.TemporaryDirectory(prefix="zg-faults-") as tmp:
         cluster = Cluster(Path(tmp), concurrency=2, prefetch=0)
         try:
@@ -71,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             with Client(cluster.url, timeout_s=10) as client:
                 trials = []
                 for n in range(1, args.trials + 1):
-                    trials.append(trial(cluster, client, n))
+                    trials.append(trial(cluster, client))
                     progress(f"trial {n}/{args.trials}: detection {trials[-1]['detection_s']:.2f}s "
                              f"recovery {trials[-1]['recovery_s']:.2f}s")
         finally:

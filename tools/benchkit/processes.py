@@ -46,7 +46,7 @@ def descendants(pid: int) -> list[int]:
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM one child by PID, wait, SIGKILL it if needed, then SIGKILL whatever it left behind."""
-    kids = descendants(proc.pid)
+    kids = descendants(proc.pid) if proc.poll() is None else []   # a reaped child's PID may be another's now
     if proc.poll() is None:
         try:
             proc.terminate()
