@@ -7,7 +7,7 @@ master's memory.
     python tools/bench_output.py --control devnull   # the same task writing into /dev/null: its cost without ours
     python tools/bench_output.py --control sleep     # a silent task sleeping 1 s: the bench's own noise
 
-Each run, on a real master and two real workers (tools/bench.py's Cluster, loopback, stopped by PID), measures
+Each run, on a real master and two real workers (tools/benchkit's Cluster, loopback, stopped by PID), measures
 --pairs pairs of phases, one right after the other:
   - quiet: N no-op python tasks, batched, timed until every one has finished;
   - loud:  the same N, while a shell task on one of the workers writes --mb MB to stdout (started first,
@@ -30,49 +30,27 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+if __name__ == "__main__":   # `python tools/bench_output.py` imports from the repository root, as `python -m tools.bench_output` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.benchkit.cluster import Cluster
+from tools.benchkit.measure import PeakRss, median
+from tools.benchkit.processes import stop_all
+from tools.benchkit.report import command_line, progress, verdict
+from tools.benchkit.targets import OUTPUT
+from tools.benchkit.workload import check_finished, specs, wait_final
+from zmqgrid.client import Client, build_spec
 
-from bench import Cluster, check_finished, median, progress, specs, stop_all, wait_final  # noqa: E402
-from zmqgrid.client import Client, build_spec  # noqa: E402
+SLOWDOWN = OUTPUT[0]
 
 LOUD = ("import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range({n}):\n    sys.stdout.write(line)\n")
 # Controls: the loud task's slot and process without its output. `devnull` does the same writes into /dev/null
 # (the task's own work, none of ours); `sleep` sleeps about as long as the loud task runs here and prints nothing.
 CONTROLS = {"devnull": "import os, sys\nsys.stdout = open(os.devnull, 'w')\n" + LOUD,
             "sleep": "import time\ntime.sleep(1)\n"}
-
-
-class RssSampler:
-    """Peak RSS of one process, sampled every 50 ms in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            self._halt.wait(0.05)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self._thread.join()
 
 
 def quiet_run(client: Client, n: int, start: int, timeout_s: float) -> float:
@@ -84,8 +62,8 @@ def quiet_run(client: Client, n: int, start: int, timeout_s: float) -> float:
 
 
 def one_run(k: int, a: argparse.Namespace, tmp: Path) -> dict:
-    cluster = Cluster(tmp / f"run{k}", concurrency=4, prefetch=12)
     (tmp / f"run{k}").mkdir()
+    cluster = Cluster(tmp / f"run{k}", concurrency=4, prefetch=12)
     cluster.start()
     pairs = []
     try:
@@ -97,7 +75,7 @@ def one_run(k: int, a: argparse.Namespace, tmp: Path) -> dict:
                 pair: dict = {}
                 for phase in (("quiet", "loud") if j % 2 == 0 else ("loud", "quiet")):
                     if phase == "quiet":
-                        with RssSampler(master) as rss:
+                        with PeakRss(master) as rss:
                             pair["quiet_per_s"] = quiet_run(client, a.n, start, a.timeout)
                         pair["master_peak_rss_quiet"] = rss.peak
                     else:
@@ -129,7 +107,7 @@ def loud_phase(client: Client, a: argparse.Namespace, master: int, start: int) -
         if time.monotonic() > deadline:
             raise RuntimeError("the loud task did not start within 30 s")
         time.sleep(0.02)
-    with RssSampler(master) as rss:
+    with PeakRss(master) as rss:
         per_s = quiet_run(client, a.n, start, a.timeout)
         loud_task = client.wait([loud_id], timeout_s=a.timeout).get(loud_id) or {}
     return {"loud_per_s": per_s, "master_peak_rss_loud": rss.peak, "loud_id": loud_id,
@@ -149,7 +127,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds for one phase [300]")
     ap.add_argument("--json", action="store_true", help="all figures as JSON on stdout")
     a = ap.parse_args()
-    progress(f"command: python tools/bench_output.py {' '.join(sys.argv[1:])}".rstrip())
+    progress(f"command: {command_line(__file__, None)}")
     runs = []
     try:
         with tempfile.TemporaryDirectory(prefix="zmqgrid-bench-output-") as tmp:
@@ -171,7 +149,7 @@ def main() -> int:
     result = {"mb": a.mb, "n": a.n, "pairs_per_run": a.pairs, "control": a.control,
               "runs": runs, "median": summary, "slowdown_pairs": [round(p["slowdown"], 4) for p in pairs],
               "loud_task_ok": ok_output,
-              "slowdown_target_met": None if a.control else summary["slowdown"] <= 0.10}
+              "slowdown_target_met": None if a.control else SLOWDOWN.met(summary["slowdown"])}
     if a.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -179,7 +157,8 @@ def main() -> int:
     print(f"\n{what} beside {a.n} quiet no-op tasks (median of {len(pairs)} pairs in {len(runs)} runs)")
     print(f"  quiet tasks alone          {summary['quiet_per_s']:>10,.0f} tasks/s")
     print(f"  beside the loud task       {summary['loud_per_s']:>10,.0f} tasks/s   slowdown "
-          f"{100 * summary['slowdown']:.1f}% (target <= 10%: {'MET' if result['slowdown_target_met'] else 'NOT MET'}"
+          f"{100 * summary['slowdown']:.1f}% (target <= {100 * SLOWDOWN.bound:g}%: "
+          f"{verdict(bool(result['slowdown_target_met']))}"
           + (", but this is the control" if a.control else "") + ")")
     print("  slowdown of each pair      " + " ".join(f"{100 * p['slowdown']:.1f}%" for p in pairs))
     print(f"  master peak RSS            {summary['master_peak_rss_quiet'] / 2**20:>10.0f} MB alone, "
