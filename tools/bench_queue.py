@@ -5,8 +5,9 @@
     python tools/bench_queue.py parked --n 10050        # N tasks with a tag no worker has, then 100 plain ones
     python tools/bench_queue.py cpu                     # in-process: the master's CPU per task, no sockets
 
-All on 127.0.0.1 in a temporary folder: a real master (`python -m zmqgrid distribute --mode master`) as a child
-process with PYTHONPATH set to this repository, stopped by its PID at the end (tools/bench.py's stop_process).
+All on 127.0.0.1 in a temporary folder: a real master (`python -m zmqgrid distribute --mode master`, the default
+config) as a child process with PYTHONPATH set to this repository, stopped by its PID at the end (tools/benchkit's
+Cluster).
 
 memory: no worker; `Client.map('zmqgrid.samples:noop', [(i,), ...])` queues N calls (1,000 per Submit), then the
 master's RSS (psutil) is read after a settle; reports MiB before, after, and bytes per queued task.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,59 +29,44 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if __name__ == "__main__":   # `python tools/bench_queue.py` imports from the repository root, as `python -m tools.bench_queue` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tools.bench import cpu_seconds, free_port_block, spawn, stop_all  # noqa: E402
-from zmqgrid.client import Client  # noqa: E402
-from zmqgrid.errors import MasterUnavailable  # noqa: E402
+from tools.benchkit.cluster import Cluster
+from tools.benchkit.measure import cpu_seconds
+from tools.benchkit.processes import stop_all
+from zmqgrid.client import Client
+from zmqgrid.errors import MasterUnavailable
 
 
-def start_master(tmp: Path, env: dict) -> tuple[object, str]:
-    port = free_port_block()
-    proc = spawn([sys.executable, "-m", "zmqgrid", "distribute", "--mode", "master", "--port", str(port),
-                  "--db", str(tmp / "ledger.db"), "--log-file", str(tmp / "master.log")],
-                 cwd=tmp, env=env, log=tmp / "master.out")
-    url = f"tcp://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with Client(url, timeout_s=0.5) as c:
-            try:
-                c.status()
-                return proc, url
-            except Exception:
-                time.sleep(0.1)
-    raise RuntimeError("the master did not answer in 30 s")
+def start_cluster(tmp: Path, workers: int) -> Cluster:
+    """The master with the default config (and `workers` workers of concurrency 2), answering."""
+    cluster = Cluster(tmp, concurrency=2, prefetch=None, workers=workers, log_level=None)
+    cluster.start()
+    return cluster
 
 
 def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def memory(a: argparse.Namespace, tmp: Path, env: dict) -> dict:
-    proc, url = start_master(tmp, env)
+def memory(a: argparse.Namespace, tmp: Path) -> dict:
+    cluster = start_cluster(tmp, workers=0)
     time.sleep(1.0)
-    before = rss_mib(proc.pid)
-    with Client(url, timeout_s=120) as c:
+    before = rss_mib(cluster.master.pid)
+    with Client(cluster.url, timeout_s=120) as c:
         started = time.monotonic()
         ids = c.map("zmqgrid.samples:noop", [(i,) for i in range(a.n)])
         submit_s = time.monotonic() - started
     time.sleep(2.0)
-    after = rss_mib(proc.pid)
+    after = rss_mib(cluster.master.pid)
     return {"n": len(ids), "rss_before_mib": round(before, 1), "rss_after_mib": round(after, 1),
             "bytes_per_task": round((after - before) * 2**20 / len(ids)), "submit_tasks_per_s": round(a.n / submit_s)}
 
 
-def parked(a: argparse.Namespace, tmp: Path, env: dict) -> dict:
-    proc, url = start_master(tmp, env)
-    spawn([sys.executable, "-m", "zmqgrid", "distribute", "--mode", "worker", "--master", url, "--device-id", "w1",
-           "--concurrency", "2", "--log-file", str(tmp / "w1.log")], cwd=tmp, env=env, log=tmp / "w1.out")
-    with Client(url, timeout_s=60) as c:
-        deadline = time.monotonic() + 30
-        while not any(d["state"] == "online" for d in c.devices()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not come online")
-            time.sleep(0.1)
+def parked(a: argparse.Namespace, tmp: Path) -> dict:
+    cluster = start_cluster(tmp, workers=1)
+    with Client(cluster.url, timeout_s=60) as c:
         c.map("zmqgrid.samples:noop", [(i,) for i in range(a.n)], tags=["nosuchtag"])
         started = time.monotonic()
         plain = c.map("zmqgrid.samples:noop", [(i,) for i in range(100)], notify=True)
@@ -92,9 +77,9 @@ def parked(a: argparse.Namespace, tmp: Path, env: dict) -> dict:
         plain_s = time.monotonic() - started
         done = sum(1 for r in results.values() if r["state"] == "done")
         time.sleep(1.0)
-        cpu0, t0 = cpu_seconds([proc.pid], False), time.monotonic()
+        cpu0, t0 = cpu_seconds([cluster.master.pid], False), time.monotonic()
         time.sleep(a.window)
-        cpu = cpu_seconds([proc.pid], False) - cpu0
+        cpu = cpu_seconds([cluster.master.pid], False) - cpu0
         wall = time.monotonic() - t0
     return {"parked": a.n, "plain_done": done, "plain_s": round(plain_s, 2),
             "master_cpu_percent_while_parked": round(100 * cpu / wall, 1)}
@@ -152,7 +137,7 @@ def _long_queue(tmp: Path, name: str, total: int = 100_000) -> float:
     return (time.process_time() - started) / total * 1e6
 
 
-def cpu(a: argparse.Namespace, tmp: Path, env: dict) -> dict:
+def cpu(a: argparse.Namespace, tmp: Path) -> dict:
     out = {}
     for batch in (16, 100):
         out[f"submit_dispatch_result_us_per_task_batch_{batch}"] = round(
@@ -168,11 +153,9 @@ def main() -> int:
     p.add_argument("--window", type=float, default=10.0, help="seconds of master CPU measured (parked)")
     p.add_argument("--repeat", type=int, default=5, help="runs of each in-process loop, the minimum counts (cpu)")
     a = p.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
-    env["PYTHONPATH"] = str(REPO)
     with tempfile.TemporaryDirectory(prefix="zg-queue-") as d:
         try:
-            result = {"memory": memory, "parked": parked, "cpu": cpu}[a.what](a, Path(d), env)
+            result = {"memory": memory, "parked": parked, "cpu": cpu}[a.what](a, Path(d))
         finally:
             stop_all()
     print(json.dumps(result))
