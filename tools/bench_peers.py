@@ -20,7 +20,7 @@ from the medians (the ratios of the runs taken side by side are printed too).
 
 Systems (2 worker processes each, all on 127.0.0.1, in a temporary folder removed afterwards):
 
-- zmqgrid: tools/bench.py's own machinery, imported (Cluster, Bench): a real master and two real workers with
+- zmqgrid: tools/benchkit's Cluster and Bench (what tools/bench.py runs): a real master and two real workers with
   `--concurrency 4`, ZMQGRID_PREFETCH=12; `Client.submit(specs, notify=True, batch_size=100)` then `Client.wait`;
   every task is committed to the SQLite ledger before it is acknowledged, and each run checks the ledger.
 - Dramatiq: `dramatiq peer_jobs --processes 2 --threads 8` on a RedisBroker, Results middleware with the Redis
@@ -52,17 +52,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-TOOLS = Path(__file__).resolve().parent
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
+if __name__ == "__main__":   # `python tools/bench_peers.py` imports from the repository root, as `python -m tools.bench_peers` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import bench as zb  # noqa: E402  (tools/bench.py: it puts the repository on sys.path)
+from tests.helpers import REPO
+from tools.benchkit.cluster import Cluster
+from tools.benchkit.guard import guarded
+from tools.benchkit.measure import CpuMeter, SysStat, median, pct, settle
+from tools.benchkit.processes import spawn, stop_process, tail
+from tools.benchkit.report import Ticker, command_line, emit, machine, progress
+from tools.benchkit.targets import PEERS
+from tools.benchkit.workload import WARMUP_BATCH, WARMUP_SINGLE, Bench, ledger_check
 
-REPO = zb.REPO
+TOOLS = Path(__file__).resolve().parent   # the peers' workers import peer_jobs from here
 SYSTEMS = ("zmqgrid", "dramatiq", "celery")
-TARGETS = {"dramatiq": 5.0, "celery": 20.0}          # issue 8, target 2: zmqgrid tasks/s >= this x the peer's
-WARMUP_BATCH, WARMUP_SINGLE = zb.WARMUP_BATCH, zb.WARMUP_SINGLE
-progress = zb.progress
 
 
 class Unavailable(Exception):
@@ -118,14 +121,14 @@ def wait_for(what: str, ready, timeout_s: float, procs: list[subprocess.Popen], 
     while True:
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}: {zb._tail(log)}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {tail(log)}")
         try:
             if ready():
                 return
         except Exception:  # not up yet
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within {timeout_s:g}s; see {log}: {zb._tail(log, 600)}")
+            raise RuntimeError(f"{what} not ready within {timeout_s:g}s; see {log}: {tail(log, 600)}")
         time.sleep(0.1)
 
 
@@ -159,7 +162,7 @@ class RedisServer:
                     "--logfile", "", "--databases", "4"]
             self.command = shlex.join(argv)
             log = self.folder / f"redis-{self.port}.log"
-            self.proc = zb.spawn(argv, cwd=self.folder, env=dict(os.environ), log=log)
+            self.proc = spawn(argv, cwd=self.folder, env=dict(os.environ), log=log)
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
             try:
                 wait_for("redis-server", client.ping, 15, [self.proc], log)
@@ -176,9 +179,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            zb.stop_process(self.proc)
-            if self.proc in zb.STARTED:
-                zb.STARTED.remove(self.proc)
+            stop_process(self.proc)
             self.proc = None
 
 
@@ -220,7 +221,7 @@ class Peer(System):
 
     def _import_jobs(self):
         os.environ["ZG_PEERS_REDIS_URL"] = self.redis.url      # read by peer_jobs at import
-        self.jobs = importlib.import_module("peer_jobs")
+        self.jobs = importlib.import_module("tools.peer_jobs")
         if self.jobs.REDIS_URL != self.redis.url:
             raise RuntimeError(f"peer_jobs was imported with {self.jobs.REDIS_URL}, not {self.redis.url}")
         return self.jobs
@@ -230,7 +231,7 @@ class Peer(System):
         env = peer_env(self.redis.url)
         self.commands["workers"] = f"ZG_PEERS_REDIS_URL={self.redis.url} PYTHONPATH=tools " + shlex.join(
             ["python" if argv[0] == sys.executable else argv[0], *argv[1:]])
-        self.proc = zb.spawn(argv, cwd=TOOLS, env=env, log=self.log)
+        self.proc = spawn(argv, cwd=TOOLS, env=env, log=self.log)
 
     def cpu_groups(self) -> dict[str, tuple[list[int], bool]]:
         return {"client": ([os.getpid()], False), "redis": ([self.redis.proc.pid], False),
@@ -238,13 +239,11 @@ class Peer(System):
 
     def alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} workers exited with {self.proc.returncode}: {zb._tail(self.log)}")
+            raise RuntimeError(f"{self.name} workers exited with {self.proc.returncode}: {tail(self.log)}")
 
     def stop(self) -> None:
         if self.proc is not None:
-            zb.stop_process(self.proc)
-            if self.proc in zb.STARTED:
-                zb.STARTED.remove(self.proc)
+            stop_process(self.proc)
             self.proc = None
 
     def latency(self, n: int) -> dict:
@@ -257,7 +256,7 @@ class Peer(System):
             lat.append((time.perf_counter() - t0) * 1000.0)
             if value != i:
                 raise RuntimeError(f"{self.name}: round trip {i} returned {value!r}")
-        return {"p50_ms": zb.pct(lat, 50), "p99_ms": zb.pct(lat, 99), "mean_ms": statistics.fmean(lat),
+        return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat),
                 "max_ms": max(lat)}
 
     def round_trip(self, i: int) -> Any:
@@ -346,7 +345,7 @@ class Celery(Peer):
 
 
 class Zmqgrid(System):
-    """tools/bench.py's Cluster and Bench, reused: the batched phase and the latency phase, plus its ledger check."""
+    """benchkit's Cluster and Bench, as tools/bench.py runs them: the batched and latency phases, and the ledger check."""
 
     name = "zmqgrid"
 
@@ -356,13 +355,12 @@ class Zmqgrid(System):
                       f"Client.map(notify=True, batch_size={a.batch}) + Client.wait; durable (SQLite)")
         folder = self.tmp / "zmqgrid"
         folder.mkdir()
-        self.cluster = zb.Cluster(folder, concurrency=a.concurrency, prefetch=a.prefetch)
+        self.cluster = Cluster(folder, concurrency=a.concurrency, prefetch=a.prefetch)
         self.cluster.start()
         self.commands.update(self.cluster.commands)
-        bench_args = zb.parse_args(["--n", str(a.n), "--lat", str(a.lat), "--runs", str(a.runs),
-                                    "--batch", str(a.batch), "--concurrency", str(a.concurrency),
-                                    "--prefetch", str(a.prefetch), "--phase-timeout", str(a.phase_timeout)])
-        self.bench = zb.Bench(self.cluster, bench_args)
+        # tools/bench.py's defaults for what it does not set: window 8, single window 1,000
+        phases = argparse.Namespace(batch=a.batch, window=8, single_window=1000, phase_timeout=a.phase_timeout)
+        self.bench = Bench(self.cluster, phases)
 
     def cpu_groups(self) -> dict[str, tuple[list[int], bool]]:
         return self.bench.cpu_groups
@@ -384,7 +382,7 @@ class Zmqgrid(System):
         return r
 
     def check_run(self, batched: dict, latency: dict) -> str:
-        counts = zb.ledger_check(self.cluster.db, batched["ids"] + latency["ids"])
+        counts = ledger_check(self.cluster.db, batched["ids"] + latency["ids"])
         return f"ledger check OK ({counts.get('done', 0)} tasks, all done)"
 
     def stop(self) -> None:
@@ -403,24 +401,24 @@ def start(system: System) -> None:
     system.start()
     progress(f"{system.name}: up ({system.setup})")
     progress(f"{system.name}: warm-up, {WARMUP_BATCH} tasks + {WARMUP_SINGLE} round trips (not counted) ...")
-    with zb.Ticker(f"{system.name} warm-up"):
+    with Ticker(f"{system.name} warm-up"):
         system.warmup()
 
 
 def run_once(system: System, a: argparse.Namespace, k: int) -> dict:
     """One run: N tasks submitted and every result back (tasks/s), then `--lat` sequential round trips."""
     system.alive()
-    busy = zb.settle(a.settle, a.busy_threshold, f"{system.name} run {k}")
+    busy = settle(a.settle, a.busy_threshold, f"{system.name} run {k}")
     progress(f"{system.name} run {k}/{a.runs}: machine {busy}% busy before it; {a.n} tasks ...")
-    meter, sysstat = zb.CpuMeter(system.cpu_groups()).start(), zb.SysStat().start()
-    with zb.Ticker(f"{system.name} run {k} batched"):
+    meter, sysstat = CpuMeter(system.cpu_groups()).start(), SysStat().start()
+    with Ticker(f"{system.name} run {k} batched"):
         b = system.batched(a.n)
     cpu, machine_cpu = meter.stop(), sysstat.stop()
     tput = a.n / b["seconds"]
     progress(f"{system.name} run {k}/{a.runs}: {tput:8.0f} tasks/s ({b['seconds']:.2f}s; all submitted after "
              f"{b['submit_seconds']:.2f}s) | CPU % of one core: " + ", ".join(f"{g} {v:.0f}" for g, v in cpu.items()))
     progress(f"{system.name} run {k}/{a.runs}: {a.lat} sequential round trips ...")
-    with zb.Ticker(f"{system.name} run {k} latency"):
+    with Ticker(f"{system.name} run {k} latency"):
         lt = system.latency(a.lat)
     progress(f"{system.name} run {k}/{a.runs}: latency p50 {lt['p50_ms']:.2f} ms  p99 {lt['p99_ms']:.2f} ms "
              f"(mean {lt['mean_ms']:.2f}, max {lt['max_ms']:.2f})")
@@ -435,7 +433,7 @@ def run_once(system: System, a: argparse.Namespace, k: int) -> dict:
 def summarize(system: System, runs: list[dict]) -> dict:
     out: dict[str, Any] = {"setup": system.setup, "commands": system.commands}
     for key in ("tasks_per_s", "p50_ms", "p99_ms"):
-        out[key] = zb.median([r[key] for r in runs])
+        out[key] = median([r[key] for r in runs])
         out[key + "_runs"] = [round(r[key], 3) for r in runs]
     mid = sorted(range(len(runs)), key=lambda i: runs[i]["tasks_per_s"])[len(runs) // 2]
     out["cpu_batched_median_run"] = runs[mid]["cpu_batched"]
@@ -446,15 +444,16 @@ def summarize(system: System, runs: list[dict]) -> dict:
 def compare(results: dict) -> dict:
     z = results.get("zmqgrid")
     out: dict[str, Any] = {}
-    for peer, target in TARGETS.items():
-        p = results.get(peer)
+    for target in PEERS:
+        p = results.get(target.key)
         if not z or not p:
             continue
         ratio = z["tasks_per_s"] / p["tasks_per_s"]
         per_run = [round(zr["tasks_per_s"] / pr["tasks_per_s"], 2) for zr, pr in zip(z["runs"], p["runs"])]
-        out[peer] = {"throughput_ratio": round(ratio, 2), "throughput_ratio_runs": per_run, "target": target,
-                     "target_met": ratio >= target,
-                     "p50_ratio": round(p["p50_ms"] / z["p50_ms"], 2), "p99_ratio": round(p["p99_ms"] / z["p99_ms"], 2)}
+        out[target.key] = {"throughput_ratio": round(ratio, 2), "throughput_ratio_runs": per_run,
+                           "target": target.bound, "target_met": target.met(ratio),
+                           "p50_ratio": round(p["p50_ms"] / z["p50_ms"], 2),
+                           "p99_ratio": round(p["p99_ms"] / z["p99_ms"], 2)}
     return out
 
 
@@ -550,8 +549,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    rel = os.path.relpath(__file__, Path.cwd()) if Path(__file__).is_relative_to(Path.cwd()) else __file__
-    command = shlex.join(["python", rel, *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(__file__, argv)
     try:
         redis_exe = check_installed(a.systems)
     except Unavailable as e:
@@ -559,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     tmp = Path(tempfile.mkdtemp(prefix="zmqgrid-bench-peers-"))
-    m = zb.machine()
+    m = machine()
     versions = {"python": m["python"], "redis-server": redis_server_version(redis_exe) if redis_exe else None,
                 "dramatiq": dist_version("dramatiq"), "celery": dist_version("celery"), "kombu": dist_version("kombu"),
                 "redis-py": dist_version("redis"), "pyzmq": m["pyzmq"], "libzmq": m["libzmq"],
@@ -609,10 +607,10 @@ def main(argv: list[str] | None = None) -> int:
         if redis_server is not None:
             redis_server.stop()
 
-    code = zb.guarded(a, tmp, measure, cleanup, kept=f"logs{', ledger' if 'zmqgrid' in a.systems else ''}")
+    code = guarded(a, tmp, measure, cleanup, kept=f"logs{', ledger' if 'zmqgrid' in a.systems else ''}")
     if code:
         return code
-    zb.emit(a, result, print_report)
+    emit(a, result, print_report)
     return 0
 
 
