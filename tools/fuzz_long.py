@@ -40,13 +40,13 @@ from pathlib import Path
 import psutil
 import zmq
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if __name__ == "__main__":   # `python tools/fuzz_long.py` imports from the repository root, as `python -m tools.fuzz_long` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tests import fuzzframes, hostile  # noqa: E402
-from tests.helpers import Harness  # noqa: E402
-from zmqgrid import protocol as p  # noqa: E402
-from zmqgrid.client import Client, build_spec  # noqa: E402
+from tests import fuzzframes, hostile
+from tests.helpers import Harness
+from zmqgrid import protocol as p
+from zmqgrid.client import Client, build_spec
 
 TABLES = ("tasks", "attempts", "devices", "task_output", "heartbeats", "schedules")
 

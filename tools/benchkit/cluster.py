@@ -11,23 +11,24 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import Harness
+from tests.helpers import REPO, Harness
 from zmqgrid.client import Client
 
 from .processes import adopt, clean_env, forget, tail
 
 
 class Cluster:
-    """A master and `workers` workers named bench-1, bench-2, ... (`--concurrency`, ZMQGRID_PREFETCH=`prefetch`).
+    """A master and `workers` workers named bench-1, bench-2, ... (`--concurrency`, ZMQGRID_PREFETCH=`prefetch`),
+    running the zmqgrid of `repo` (this checkout unless told).
 
     `env` is the processes' environment: add settings to it before start(). `commands` holds how each process was
     started, for the report."""
 
     def __init__(self, tmp: Path, *, concurrency: int = 4, prefetch: int | None = 12, workers: int = 2,
-                 profile_master: Path | None = None, log_level: str | None = "WARNING") -> None:
+                 profile_master: Path | None = None, log_level: str | None = "WARNING", repo: Path = REPO) -> None:
         self.tmp = tmp
         self.harness = Harness(tmp)
-        self.harness.env = clean_env(**({} if prefetch is None else {"ZMQGRID_PREFETCH": str(prefetch)}))
+        self.harness.env = clean_env(repo, **({} if prefetch is None else {"ZMQGRID_PREFETCH": str(prefetch)}))
         self.concurrency, self.prefetch, self.n_workers = concurrency, prefetch, workers
         self.profile_master = profile_master
         self.log_args = ("--log-level", log_level) if log_level else ()
