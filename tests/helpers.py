@@ -160,16 +160,19 @@ class Harness:
 
     `secured`: CURVE on. Keys live in `keys/`: the master's, an admin key (what `client()` uses) and worker keys
     w1..w4, all accepted through `authorized/` (the master's authorized_keys_dir); a worker with any other device id
-    gets a fresh key of its own, which the master holds as pending until it is accepted."""
+    gets a fresh key of its own, which the master holds as pending until it is accepted.
+
+    `port`: the master's first port (it binds port..port+2); by default a free block from this process's slice."""
 
     AUTHORIZED_WORKERS = ("w1", "w2", "w3", "w4")
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, secured: bool = False) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, secured: bool = False,
+                 port: int | None = None) -> None:
         self.dir = tmp_path
         # TEST_WITH_CURVE=1 runs every harness's cluster secured (README, Security: the suite with CURVE on).
         self.enroll_all = not secured and os.environ.get("TEST_WITH_CURVE") == "1"   # no test of enrollment here
         self.secured = secured = secured or self.enroll_all
-        self.port = free_port_block()
+        self.port = port or free_port_block()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.db = tmp_path / "ledger.db"
         self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST)

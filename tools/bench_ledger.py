@@ -54,10 +54,10 @@ import psutil
 if __name__ == "__main__":   # `python tools/bench_ledger.py` imports from the repository root, as `python -m tools.bench_ledger` does
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tests.helpers import REPO, free_port_block
+from tests.helpers import REPO
 from tools.benchkit.guard import DeadlineExceeded, guarded
 from tools.benchkit.measure import timed
-from tools.benchkit.processes import clean_env, spawn, stop_process
+from tools.benchkit.processes import clean_env, free_port_block, spawn, stop_process
 from tools.benchkit.report import emit, progress
 from tools.benchkit.targets import LEDGER, by_key
 from zmqgrid.client import Client

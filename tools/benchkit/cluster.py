@@ -1,8 +1,9 @@
 """A real master and real workers as child processes on 127.0.0.1, for a measurement.
 
-It is the test suite's own harness (tests/helpers.py's Harness: the same command lines, ports, readiness check and
-stop by PID) with a measurement's settings instead of the tests' fast timings: the default config, nothing of the
-caller's ZMQGRID_* variables, ZMQGRID_PREFETCH, quieter logs, and the master optionally under cProfile."""
+It is the test suite's own harness (tests/helpers.py's Harness: the same command lines, readiness check and stop by
+PID) with a measurement's settings instead of the tests' fast timings: the default config, nothing of the caller's
+ZMQGRID_* variables, ZMQGRID_PREFETCH, quieter logs, the master optionally under cProfile, and its ports chosen by
+the kernel (processes.free_port_block)."""
 from __future__ import annotations
 
 import shlex
@@ -14,7 +15,7 @@ from pathlib import Path
 from tests.helpers import REPO, Harness
 from zmqgrid.client import Client
 
-from .processes import adopt, clean_env, forget, tail
+from .processes import adopt, clean_env, forget, free_port_block, tail
 
 
 class Cluster:
@@ -27,7 +28,7 @@ class Cluster:
     def __init__(self, tmp: Path, *, concurrency: int = 4, prefetch: int | None = 12, workers: int = 2,
                  profile_master: Path | None = None, log_level: str | None = "WARNING", repo: Path = REPO) -> None:
         self.tmp = tmp
-        self.harness = Harness(tmp)
+        self.harness = Harness(tmp, port=free_port_block())
         self.harness.env = clean_env(repo, **({} if prefetch is None else {"ZMQGRID_PREFETCH": str(prefetch)}))
         self.concurrency, self.prefetch, self.n_workers = concurrency, prefetch, workers
         self.profile_master = profile_master

@@ -3,6 +3,7 @@ PID at the end (SIGTERM, then SIGKILL, then whatever it left behind), also on an
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,26 @@ def clean_env(repo: Path = REPO, **settings: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(settings)
     return env
+
+
+def free_port_block(count: int = 3) -> int:
+    """A port p with p..p+count-1 free on 127.0.0.1 (the master binds port, port+1 and port+2), p chosen by the
+    kernel. Not the test harness's picker: its slices start at the same port in every process, so a tool run beside
+    a test suite on the same machine would race the suite's masters for their ports (and could query one of them)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no block of {count} free ports on 127.0.0.1")
 
 
 def spawn(argv: list[str], *, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
