@@ -162,17 +162,20 @@ class Harness:
     w1..w4, all accepted through `authorized/` (the master's authorized_keys_dir); a worker with any other device id
     gets a fresh key of its own, which the master holds as pending until it is accepted.
 
-    `port`: the master's first port (it binds port..port+2); by default a free block from this process's slice."""
+    `port`: the master's first port (it binds port..port+2); by default a free block from this process's slice.
+    `own_sessions`: each process in a session of its own, so that the scheduler (with autogroup) shares the CPU between
+    them as between separate programs: what the benchmarks in tools/ measure on a busy machine."""
 
     AUTHORIZED_WORKERS = ("w1", "w2", "w3", "w4")
 
     def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, secured: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, own_sessions: bool = False) -> None:
         self.dir = tmp_path
         # TEST_WITH_CURVE=1 runs every harness's cluster secured (README, Security: the suite with CURVE on).
         self.enroll_all = not secured and os.environ.get("TEST_WITH_CURVE") == "1"   # no test of enrollment here
         self.secured = secured = secured or self.enroll_all
         self.port = port or free_port_block()
+        self.own_sessions = own_sessions
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.db = tmp_path / "ledger.db"
         self.env = dict(os.environ, PYTHONPATH=str(REPO), **FAST)
@@ -211,7 +214,8 @@ class Harness:
         with open(self.dir / log_name, "ab") as log:
             return subprocess.Popen([*python, "-m", "zmqgrid", *args], cwd=self.dir,
                                     env={**self.env, **(env or {})},
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=self.own_sessions)
 
     def start_master(self, *extra: str, python: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
         """`python`: the interpreter's command line, e.g. with `-m cProfile -o FILE` (tools/bench.py --profile-master)."""

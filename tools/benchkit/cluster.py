@@ -2,8 +2,8 @@
 
 It is the test suite's own harness (tests/helpers.py's Harness: the same command lines, readiness check and stop by
 PID) with a measurement's settings instead of the tests' fast timings: the default config, nothing of the caller's
-ZMQGRID_* variables, ZMQGRID_PREFETCH, quieter logs, the master optionally under cProfile, and its ports chosen by
-the kernel (processes.free_port_block)."""
+ZMQGRID_* variables, ZMQGRID_PREFETCH, quieter logs, the master optionally under cProfile, its ports chosen by
+the kernel (processes.free_port_block) and each process in a session of its own."""
 from __future__ import annotations
 
 import shlex
@@ -28,7 +28,9 @@ class Cluster:
     def __init__(self, tmp: Path, *, concurrency: int = 4, prefetch: int | None = 12, workers: int = 2,
                  profile_master: Path | None = None, log_level: str | None = "WARNING", repo: Path = REPO) -> None:
         self.tmp = tmp
-        self.harness = Harness(tmp, port=free_port_block())
+        # Sessions of their own, as every process a tool starts: on a shared machine the scheduler's autogroups then
+        # give the master and each worker a share of the CPU, not one share for the whole cluster and its client.
+        self.harness = Harness(tmp, port=free_port_block(), own_sessions=True)
         self.harness.env = clean_env(repo, **({} if prefetch is None else {"ZMQGRID_PREFETCH": str(prefetch)}))
         self.concurrency, self.prefetch, self.n_workers = concurrency, prefetch, workers
         self.profile_master = profile_master
