@@ -9,6 +9,7 @@
 - spies:     py-spy sampling of the master, workers and client
 - targets:   the targets and thresholds each tool judges its figures by, as data
 - report:    progress on stderr, the machine and versions, JSON or a person's report on stdout
+- fleetsim:  simulated workers, many per process (run with -m by tools/bench_fleet.py)
 - ab_child:  one A/B measurement with a tree's own code (run by path by tools/bench_ab.py, never imported)
 
 Nothing in zmqgrid imports this package or tests/; this package imports zmqgrid and tests/helpers.py.
