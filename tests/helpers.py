@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -94,7 +95,8 @@ def _port_slice() -> range:
     return range(first + index * size, first + (index + 1) * size)
 
 
-_next_port = [0]
+# A random start within the slice: two test sessions run side by side on one machine rarely start on the same block.
+_next_port = [random.randrange(0, 30000, 3)]
 
 
 def free_port_block(count: int = 3) -> int:
