@@ -14,8 +14,10 @@ import pytest
 
 from zmqgrid.errors import ScheduleNotFound, UsageError
 from zmqgrid.master.cluster import Cluster
+from zmqgrid.master.recovery import recover
 from zmqgrid.master.schedules import MISFIRE_GRACE_S, Schedules, task_id
 from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.master.turn import Turn
 from zmqgrid.model import is_valid_id
 from zmqgrid.store.task_store import TaskStore
 
@@ -30,9 +32,9 @@ BASE = datetime(2030, 1, 7, 10, 0).timestamp()
 
 
 def cluster_on(store: TaskStore) -> Cluster:
-    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    cluster = Cluster(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                       device_timeout_s=5.0)
-    cluster.recover(0.0, BASE)
+    recover(cluster, 0.0, BASE)
     return cluster
 
 
@@ -101,7 +103,7 @@ def test_a_restart_between_ticks_fires_the_next_tick_once_and_a_repeated_firing_
     # And the stale view's repeat of the committed tick carries the same id, so the ledger drops it
     repeat = stale.fire_due(tick2 + 42)
     assert [s["id"] for s in repeat] == [task_id("five", tick2)]
-    fresh = Cluster(store, incarnation="other", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    fresh = Cluster(store, Turn(), incarnation="other", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                     device_timeout_s=5.0)     # knows nothing in memory: only the ledger can deduplicate
     fresh.submit(repeat, b"", False, tick2 + 42)
     store.commit()

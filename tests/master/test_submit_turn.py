@@ -8,8 +8,10 @@ import pytest
 
 from zmqgrid.client import build_spec
 from zmqgrid.master.cluster import Cluster
-from zmqgrid.master.handlers import SUBMIT_ACKS_MAX_IDS, Handlers, submit_acks_messages
+from zmqgrid.master.recovery import recover
+from zmqgrid.master.handlers import Handlers
 from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.master.turn import SUBMIT_ACKS_MAX_IDS, Turn, submit_acks_messages
 from zmqgrid.model import compact_spec, validate_task_spec
 from zmqgrid.protocol import Control, Error, Reply, Submit, decode
 from zmqgrid.store.task_store import TaskStore
@@ -21,9 +23,9 @@ pytestmark = pytest.mark.timeout(30)
 
 def handlers_on(path) -> tuple[TaskStore, Cluster, Handlers]:
     store = TaskStore(path)
-    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    cluster = Cluster(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                       device_timeout_s=5.0)
-    cluster.recover(time.monotonic(), time.time())
+    recover(cluster, time.monotonic(), time.time())
     return store, cluster, Handlers(cluster, {})
 
 
@@ -32,8 +34,8 @@ def receive(handlers: Handlers, message) -> None:
 
 
 def answers(handlers: Handlers, cluster: Cluster) -> dict[int, object]:
-    frames = [f for _, f in handlers.acks] + [f for _, f, _ in cluster.sends]
-    handlers.acks, cluster.sends = [], []
+    turn = cluster.turn.take()
+    frames = [f for _, f in turn.acks] + [f for _, f in turn.sends]
     return {m.req_id: m for m in map(decode, frames)}
 
 
@@ -108,10 +110,11 @@ def test_submits_with_batch_acks_are_answered_together_in_arrival_order(tmp_path
     handlers.apply_submits(time.time())
     store.commit()
     # Then the three are one SubmitAcks line each, in the order they came; the other gets its own Reply
-    assert handlers.submit_acks == {b"client": [[3, [specs[3]["id"]]], [1, [specs[1]["id"]]], [2, [specs[2]["id"]]]]}
+    lines = cluster.turn.submit_acks
+    assert lines == {b"client": [[3, [specs[3]["id"]]], [1, [specs[1]["id"]]], [2, [specs[2]["id"]]]]}
     replies = answers(handlers, cluster)
     assert list(replies) == [9] and replies[9] == Reply(9, {"ids": [specs[0]["id"]]})
-    (message,) = submit_acks_messages(handlers.submit_acks[b"client"])
+    (message,) = submit_acks_messages(lines[b"client"])
     assert decode(message.encode()).pairs() == [(3, [specs[3]["id"]]), (1, [specs[1]["id"]]), (2, [specs[2]["id"]])]
     assert db_query(store.path, "SELECT count(*) FROM tasks") == [(4,)]
     store.close()
@@ -149,7 +152,7 @@ def test_a_clients_one_task_submits_of_a_turn_are_staged_as_one_and_answered_eac
 
 def test_submits_that_together_pass_the_per_client_cap_are_taken_one_by_one_as_if_alone(tmp_path):
     store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
-    cluster.max_queued_per_client = 3
+    cluster.quota.most = 3
     specs = one_task_submits(handlers, 5)
     handlers.apply_submits(time.time())
     store.commit()
@@ -188,9 +191,9 @@ def test_one_task_submits_of_two_clients_in_one_turn_stay_each_clients_own(tmp_p
     handlers.apply_submits(time.time())
     store.commit()
     # Then each task is its own client's: answered to it, counted for it, and finishing tells it alone
-    assert [(identity, decode(frames).data["ids"]) for identity, frames in handlers.acks] == \
+    assert [(identity, decode(frames).data["ids"]) for identity, frames in cluster.turn.acks] == \
         [(c, [s["id"]]) for c, s in zip((b"a", b"a", b"b", b"a"), specs)]
     assert [(cluster.tasks[s["id"]].client, cluster.tasks[s["id"]].notify) for s in specs] == \
         [(b"a", (b"a",)), (b"a", (b"a",)), (b"b", (b"b",)), (b"a", (b"a",))]
-    assert cluster.per_client == {b"a": 3, b"b": 1}
+    assert cluster.quota.held == {b"a": 3, b"b": 1}
     store.close()

@@ -9,8 +9,10 @@ import pytest
 
 from zmqgrid.client import build_spec
 from zmqgrid.master.cluster import Cluster
+from zmqgrid.master.recovery import recover
 from zmqgrid.master.handlers import Handlers
 from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.master.turn import Turn
 from zmqgrid.model import compact_spec
 from zmqgrid.protocol import Register, Results, Submit, decode
 from zmqgrid.store.task_store import TaskStore
@@ -22,9 +24,9 @@ pytestmark = pytest.mark.timeout(30)
 
 def handlers_on(path) -> tuple[TaskStore, Cluster, Handlers]:
     store = TaskStore(path)
-    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    cluster = Cluster(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                       device_timeout_s=5.0)
-    cluster.recover(time.monotonic(), time.time())
+    recover(cluster, time.monotonic(), time.time())
     return store, cluster, Handlers(cluster, {"pub_port": 1, "heartbeat_port": 2, "heartbeat_interval_s": 1.0,
                                               "device_timeout_s": 5.0})
 
@@ -43,7 +45,7 @@ def test_a_result_that_began_after_its_turns_clock_was_read_never_makes_a_negati
     task_id = spec["id"]
     receive(handlers, b"client", Submit(1, [compact_spec(spec)], False), now)
     handlers.apply_submits(now)
-    cluster.dispatch(now, time.monotonic())
+    cluster.dispatch(time.monotonic(), now)
     store.commit()
 
     # When its result comes in a turn whose clock was read just before the worker began the task (a turn reads the

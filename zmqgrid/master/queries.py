@@ -31,7 +31,7 @@ def resolve_task(cluster: Cluster, ref: Any) -> str:
     "Task references"). Raises TaskNotFound, or AmbiguousTaskId naming the first MAX_CANDIDATES matches."""
     if not isinstance(ref, str) or not ref:
         raise UsageError("a task id is required")
-    if ref in cluster.tasks or ref in cluster.just_finished:   # this turn's: maybe not in the ledger yet
+    if ref in cluster.tasks or ref in cluster.turn.finished:   # this turn's: maybe not in the ledger yet
         return ref
     found = cluster.store.find_task_id(ref, MAX_CANDIDATES + 1)
     if not found:
@@ -49,7 +49,7 @@ def candidates(found: list[str]) -> str:
 def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
     """Why a queued task is not running yet, in words a person can act on."""
     need = entry.need
-    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    online = cluster.fleet.online()
     if not online:
         return "no worker is online"
     if need.device and not any(d.device_id == need.device for d in online):
@@ -74,8 +74,8 @@ def devices(cluster: Cluster, now_mono: float) -> list[dict]:
     rows = cluster.store.list_devices()
     now = time.time()
     for row in rows:
-        live = cluster.devices.get(row["device_id"])
-        row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
+        live = cluster.fleet.devices.get(row["device_id"])
+        row["pending_commands"] = len(cluster.fleet.commands.pending.get(row["device_id"], {}))
         if live is None:
             # Not heard from since this master started: the ledger's last_seen_at still says when it last was.
             last = row.get("last_seen_at")
@@ -84,7 +84,7 @@ def devices(cluster: Cluster, now_mono: float) -> list[dict]:
             continue
         row["state"] = live.state if live.registered or live.state == "offline" else "offline"
         row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
-        if live.registered:   # the ledger's row is written every few heartbeats only (see FleetEvents.heartbeat)
+        if live.registered:   # the ledger's row is written every few heartbeats only (see Fleet.heartbeat)
             row["last_seen_at"] = round(now - (now_mono - live.last_seen), 3)
         running = sum(1 for t in live.inflight if t in cluster.tasks and cluster.tasks[t].state == "running")
         row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
@@ -100,7 +100,7 @@ def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
     by_state = dict.fromkeys(DEVICE_STATES, 0)
     for row in device_rows:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
-    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    online = cluster.fleet.online()
     # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has). Judged once per
     # requirement: the tasks of a Submit share theirs, and most tasks have one of the three plain ones.
     takers: dict = {}
@@ -173,7 +173,7 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         if entry is not None:
             out["state"], out["task_attempt"] = entry.state, entry.attempt
         else:   # final; if it ended in this very turn, its row is not written yet
-            row = cluster.just_finished.get(task_id) or store.get_task(task_id)
+            row = cluster.turn.finished.get(task_id) or store.get_task(task_id)
             out["state"], out["task_attempt"] = row["state"], row["attempt"]
         # --follow asks only for what it has not printed yet.
         for stream in ("stdout", "stderr"):
