@@ -71,7 +71,7 @@ def zmqgrid_modules_except(*allowed: str) -> tuple[str, ...]:
 
 def test_the_walk_sees_the_package_and_resolves_relative_imports():
     assert {"zmqgrid.protocol", "zmqgrid.master.handlers", "zmqgrid.cli"} <= set(MODULES)
-    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.cluster"} <= IMPORTS["zmqgrid.master.handlers"]
+    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.board"} <= IMPORTS["zmqgrid.master.handlers"]
     assert "zmqgrid.cli" in IMPORTS["zmqgrid.__main__"]
 
 

@@ -6,54 +6,54 @@ import itertools
 import logging
 
 from ..errors import UsageError
-from .cluster import Cluster
+from .board import Board
 from .entries import TaskEntry
 
 logger = logging.getLogger(__name__)
 
 
-def select_ids(cluster: Cluster, state: str | None, tag: str | None, limit: int) -> list[str]:
+def select_ids(board: Board, state: str | None, tag: str | None, limit: int) -> list[str]:
     """At most `limit` unfinished tasks in `state` and/or requiring `tag` that no cancel has reached yet: what a
     bulk cancel acts on, a reply's worth at a time."""
     if state is not None and state not in ("queued", "assigned", "running"):
         raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
     if state is None and tag is None:
         raise UsageError("cancel needs task ids, a state or a tag")
-    chosen = (e.id for e in cluster.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
+    chosen = (e.id for e in board.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
               and (tag is None or tag in e.need.tags))
     return list(itertools.islice(chosen, limit))
 
 
-def cancel(cluster: Cluster, task_id: str, now_mono: float, now: float) -> str:
+def cancel(board: Board, task_id: str, now_mono: float, now: float) -> str:
     """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
-    entry = cluster.tasks.get(task_id)
+    entry = board.tasks.get(task_id)
     if entry is None:
         return "unknown"
     if entry.state == "queued":
-        cluster.finish(entry, "cancelled", now, reason="cancelled by user")
+        board.finish(entry, "cancelled", now, reason="cancelled by user")
         return "cancelled"
     entry.cancel_requested = True
-    cluster.fleet.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
+    board.fleet.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
                           [entry.device_id], now_mono)
     return "cancelling"
 
 
-def reopen(cluster: Cluster, task_id: str, now_mono: float, now: float) -> str:
+def reopen(board: Board, task_id: str, now_mono: float, now: float) -> str:
     """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
     retries and deaths (with their evidence) start afresh."""
-    if task_id in cluster.tasks:
-        return f"already {cluster.tasks[task_id].state}"
-    row = cluster.store.get_task(task_id)
+    if task_id in board.tasks:
+        return f"already {board.tasks[task_id].state}"
+    row = board.store.get_task(task_id)
     if row is None:
         return "not found"
     if row["state"] == "done":
         return "already done"
-    spec = cluster.store.get_spec(task_id)
-    base = cluster.default_retries if spec.get("retries") is None else spec["retries"]
-    entry = TaskEntry.from_spec(spec, cluster.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
-                                retry_rule=cluster.retry_rules.of(spec))
-    cluster.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
-    cluster.tasks[task_id] = entry
-    cluster.enqueue(entry, 0.0, now_mono)
+    spec = board.store.get_spec(task_id)
+    base = board.default_retries if spec.get("retries") is None else spec["retries"]
+    entry = TaskEntry.from_spec(spec, board.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
+                                retry_rule=board.retry_rules.of(spec))
+    board.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
+    board.tasks[task_id] = entry
+    board.enqueue(entry, 0.0, now_mono)
     logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
     return "queued"

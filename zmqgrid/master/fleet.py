@@ -1,7 +1,7 @@
 """The master's fleet: its devices, their registration, heartbeats and leases, liveness, drain and commands.
 
 The fleet owns the devices; the tasks are the cluster's. When a device loses attempts (it registered again without
-them, its heartbeats stopped naming them, it went offline) the fleet says which, as `Lost`, and the cluster ends
+them, its heartbeats stopped naming them, it went offline) the fleet says which, as `Lost`, and the board ends
 them."""
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ class Fleet:
         return lost, disowned
 
     def _release(self, device: DeviceEntry, which) -> list[TaskEntry]:
-        """Take the attempts `which` selects off the device (the cluster ends them)."""
+        """Take the attempts `which` selects off the device (the board ends them)."""
         released = [self.tasks[task_id] for task_id in list(device.inflight) if which(self.tasks[task_id])]
         for entry in released:
             device.inflight.discard(entry.id)

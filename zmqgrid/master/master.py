@@ -19,7 +19,7 @@ from ..store.task_store import TaskStore
 from ..text import printable
 from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartbeat_ms
 from .awake import AwakePoller
-from .cluster import Cluster
+from .board import Board
 from .turn import Turn
 from .fleet import raise_fd_limit
 from .guard import CUT_OFF, Guard, pull_connection, user_id
@@ -29,7 +29,7 @@ from .recovery import recover
 from .refusals import RefusalLog
 from .routed import recv_routed, req_id
 from .schedules import Schedules
-from .scheduling import make_strategy
+from .strategies import make_strategy
 from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -92,11 +92,11 @@ class Master:
                          "subscriptions": self.subscriptions.counts}
         self.turn = Turn()   # what this loop turn sends, after its commit
         self.unreachable: list[str] = []   # devices a dispatch could not reach, their attempts lost next turn
-        self.cluster = self._new_cluster()
+        self.board = self._new_board()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
-        self.handlers = Handlers(self.cluster, self.settings, self.schedules)
+        self.handlers = Handlers(self.board, self.settings, self.schedules)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -106,16 +106,16 @@ class Master:
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,
                     "on" if curve else "off")
 
-    def _new_cluster(self, reloading: bool = False) -> Cluster:
+    def _new_board(self, reloading: bool = False) -> Board:
         c = self.config
-        cluster = Cluster(self.store, self.turn, incarnation=self.incarnation, strategy=self.strategy,
+        board = Board(self.store, self.turn, incarnation=self.incarnation, strategy=self.strategy,
                           default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
                           device_timeout_s=float(c.device_timeout),
                           lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
                           quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes,
                           max_queued_per_client=c.max_queued_per_client)
-        recover(cluster, time.monotonic(), time.time())
+        recover(board, time.monotonic(), time.time())
         try:
             self.store.commit()
         except StoreError as e:
@@ -125,7 +125,7 @@ class Master:
             # offline) is lost. Falling back to the old view would keep this turn's refused tasks, and a client
             # resubmitting them would be acknowledged for tasks the ledger does not hold.
             logger.error("ledger reloaded, its bookkeeping not written (%s)", e)
-        return cluster
+        return board
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,7 +175,7 @@ class Master:
                     subscriptions.drain()
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
-                    self.cluster.check_liveness(now_mono, now)
+                    self.board.check_liveness(now_mono, now)
                     self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.keyring is not None:
                         self._apply_key_changes(now_mono, now)
@@ -187,7 +187,7 @@ class Master:
                     next_devices = now_mono + min(60.0, max(0.5, device_retention_s / 4))
                     self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
-                self.cluster.dispatch(now_mono, now)
+                self.board.dispatch(now_mono, now)
                 busy = self.router in events or bool(self.turn.dispatched)
                 self._commit_and_send(now_mono, now)
                 awake.after_turn(busy)
@@ -273,15 +273,15 @@ class Master:
         except StoreError as e:
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
             turn.refuse(self, e.message)
-            self.cluster = self._new_cluster_safely()
-            self.handlers.cluster = self.cluster
+            self.board = self._new_board_safely()
+            self.handlers.board = self.board
             self.schedules.reload()   # this turn's firings were not committed: they fire again, with the same ids
             return
         turn.deliver(self)
         # Staged now, committed with the next turn: the attempts dispatched to a worker the ROUTER cannot reach
         unreachable, self.unreachable = self.unreachable, []
         for device_id in unreachable:
-            self.cluster.dispatch_failed(device_id, now_mono, now)
+            self.board.dispatch_failed(device_id, now_mono, now)
 
     def _apply_key_changes(self, now_mono: float, now: float) -> None:
         """A `keys` command changed the ledger: a key no longer accepted loses its device at once (ZAP refuses its
@@ -292,10 +292,10 @@ class Master:
             told = row["state"] in CUT_OFF and row["role"] == "worker" and key in ring.peers
             logger.info("key %s: %s -> %s (role %s)%s", key[:8], old or "unknown", row["state"], row["role"],
                         "; its worker is told to stop" if told else "")
-            device = self.cluster.fleet.devices.get(row["device_id"] or "")
+            device = self.board.fleet.devices.get(row["device_id"] or "")
             if device is not None and (row["state"] != "accepted" or row["role"] != "worker"):
                 # Cut off alive: its running tasks are lost, but no worker died for them (nothing towards quarantine)
-                self.cluster.mark_offline(device, f"key {key[:8]}... {row['state']}", now_mono, now,
+                self.board.mark_offline(device, f"key {key[:8]}... {row['state']}", now_mono, now,
                                           died=False)
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
             if told:
@@ -306,7 +306,7 @@ class Master:
     def _prune_devices(self, now: float, retention_s: float) -> None:
         """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
         try:
-            self.cluster.fleet.prune_offline(now, retention_s)
+            self.board.fleet.prune_offline(now, retention_s)
         except StoreError as e:   # the next pass tries again
             logger.warning("%s", e.message)
 
@@ -315,17 +315,17 @@ class Master:
         specs = self.schedules.fire_due(now)
         if specs:
             try:
-                self.cluster.submit(specs, b"", False, now)
+                self.board.submit(specs, b"", False, now)
             except Exception:  # a ledger read failed: the ticks fire again next turn (same ids), the loop goes on
                 logger.exception("submitting %d scheduled tasks failed", len(specs))
                 self.schedules.reload()
 
-    def _new_cluster_safely(self) -> Cluster:
+    def _new_board_safely(self) -> Board:
         try:
-            return self._new_cluster(reloading=True)
+            return self._new_board(reloading=True)
         except StoreError as e:
             logger.error("ledger reload failed (%s); keeping the previous view", e)
-            return self.cluster
+            return self.board
 
     # ------------------------------------------------------------ the turn's outlet
 

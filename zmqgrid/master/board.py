@@ -15,7 +15,7 @@ from .fleet import Fleet, Lost
 from .limits import Limits
 from .parking import Parking
 from .retrying import RetryRules, backoff_s, not_retried
-from .scheduling import Strategy, pick
+from .strategies import Strategy, pick
 from .quota import Quota
 from .taskqueue import TaskQueue
 from .turn import Turn
@@ -23,7 +23,7 @@ from .turn import Turn
 logger = logging.getLogger(__name__)
 
 
-class Cluster:
+class Board:
     """Unfinished tasks, their queue and limits, composed with the fleet of devices they run on. Methods stage
     ledger writes (committed by the master once per turn) and add what the turn sends to `turn`."""
 
