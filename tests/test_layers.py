@@ -71,7 +71,7 @@ def zmqgrid_modules_except(*allowed: str) -> tuple[str, ...]:
 
 def test_the_walk_sees_the_package_and_resolves_relative_imports():
     assert {"zmqgrid.protocol", "zmqgrid.master.handlers", "zmqgrid.cli"} <= set(MODULES)
-    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.cluster"} <= IMPORTS["zmqgrid.master.handlers"]
+    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.board"} <= IMPORTS["zmqgrid.master.handlers"]
     assert "zmqgrid.cli" in IMPORTS["zmqgrid.__main__"]
 
 
@@ -127,10 +127,6 @@ def test_no_module_is_longer_than_400_lines():
 # ---- one class, one file ------------------------------------------------------------------------------------------
 # A class whose methods live in mixins of other modules (each method reaching into the host through `self: Host`)
 # meets the line count by spreading one object over several files. Compose objects that own their data instead.
-
-# The master's Cluster is still spread over cluster.py, fleet.py and controls.py (issue 27, section 1): these two
-# mixins are let be until Cluster is composed of objects of its own; then the set is emptied.
-MIXINS_ALLOWED = {"zmqgrid.master.fleet.FleetEvents", "zmqgrid.master.controls.TaskControls"}
 
 TREES = {name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for name, path in MODULES.items()}
 
@@ -233,19 +229,11 @@ PACKAGES = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
 
 
 def test_no_class_takes_its_methods_from_mixins_of_other_modules():
-    spread = {name: [b for b in bases if b not in MIXINS_ALLOWED] for name, bases in mixed_in(TREES).items()}
-    assert {name: bases for name, bases in spread.items() if bases} == {}
+    assert mixed_in(TREES) == {}
 
 
 def test_no_method_annotates_its_self_to_reach_into_the_class_it_is_mixed_into():
-    found = {method: annotation for method, annotation in self_annotations(TREES).items()
-             if method.rpartition(".")[0] not in MIXINS_ALLOWED}
-    assert found == {}
-
-
-def test_the_mixins_still_allowed_are_mixins_in_use():
-    # Once the master's Cluster is composed, this fails: empty MIXINS_ALLOWED then.
-    assert MIXINS_ALLOWED <= {base for bases in mixed_in(TREES).values() for base in bases}
+    assert self_annotations(TREES) == {}
 
 
 def parse(**sources: str) -> dict[str, ast.Module]:

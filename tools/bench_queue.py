@@ -13,8 +13,8 @@ memory: no worker; `Client.map('zmqgrid.samples:noop', [(i,), ...])` queues N ca
 master's RSS (psutil) is read after a settle; reports MiB before, after, and bytes per queued task.
 parked: one worker (concurrency 2); N tasks tagged `nosuchtag`, then 100 untagged ones: reports how long the 100
 took, and the master's CPU seconds over a `--window` of seconds while only the parked tasks are queued.
-cpu: in this process, on a real ledger in a temporary folder, Cluster.submit + dispatch + record_result + commit of
-20,000 calls (Submits of 16 and of 100, two devices of credit 16), and Cluster.submit alone of 100,000 calls in
+cpu: in this process, on a real ledger in a temporary folder, Board.submit + dispatch + record_result + commit of
+20,000 calls (Submits of 16 and of 100, two devices of credit 16), and Board.submit alone of 100,000 calls in
 Submits of 1,000 into a queue nobody takes from (the long queue, whose tasks keep their wire part packed): process
 CPU per task, the minimum of `--repeat` runs. Run it for two revisions in turn to compare them.
 """
@@ -86,12 +86,13 @@ def parked(a: argparse.Namespace, tmp: Path) -> dict:
 
 
 def _cluster(tmp: Path, name: str):
-    from zmqgrid.master.cluster import Cluster
-    from zmqgrid.master.scheduling import least_tasks
+    from zmqgrid.master.board import Board
+    from zmqgrid.master.strategies import least_tasks
+    from zmqgrid.master.turn import Turn
     from zmqgrid.store.task_store import TaskStore
     store = TaskStore(tmp / f"{name}.db")
-    return store, Cluster(store, incarnation="bench", strategy=least_tasks, default_retries=3, default_timeout_s=None,
-                          device_timeout_s=10.0)
+    return store, Board(store, Turn(), incarnation="bench", strategy=least_tasks, default_retries=3,
+                        default_timeout_s=None, device_timeout_s=10.0)
 
 
 def _calls(n: int, start: int) -> list[dict]:
@@ -107,7 +108,7 @@ def _round_trips(tmp: Path, name: str, batch: int, total: int = 20_000) -> float
     from zmqgrid.master.entries import DeviceEntry
     store, cluster = _cluster(tmp, name)
     devices = [DeviceEntry(f"w{i}", f"w{i}".encode(), registered=True, credit=16, concurrency=8) for i in range(2)]
-    cluster.devices.update((d.device_id, d) for d in devices)
+    cluster.fleet.devices.update((d.device_id, d) for d in devices)
     batches = [_calls(batch, k) for k in range(0, total, batch)]
     started = time.process_time()
     for specs in [*batches, *([[]] * (total // 16))]:
@@ -116,13 +117,13 @@ def _round_trips(tmp: Path, name: str, batch: int, total: int = 20_000) -> float
         now = time.time()
         if specs:
             cluster.submit(specs, b"client", False, now)
-        cluster.dispatch(now, time.monotonic())
+        cluster.dispatch(time.monotonic(), now)
         for device in devices:
             for task_id in list(device.inflight):
                 cluster.record_result(device, {"id": task_id, "attempt": cluster.tasks[task_id].attempt,
-                                               "state": "done"}, now)
+                                               "state": "done"}, time.monotonic(), now)
             device.credit = 16
-        cluster.dispatched.clear(), cluster.notices.clear(), cluster.just_finished.clear()
+        cluster.turn.take()
         store.commit()
     return (time.process_time() - started) / total * 1e6
 

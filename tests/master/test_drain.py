@@ -41,7 +41,7 @@ def test_a_turn_reads_at_most_the_router_cap_and_the_rest_waits_for_the_next_tur
                 master.store.commit()
         # Then no turn read more than the cap, and every Submit was read and its task queued
         assert max(per_turn) <= ROUTER_DRAIN_PER_TURN and len(per_turn) >= 4, per_turn
-        assert len(master.cluster.tasks) == total
+        assert len(master.board.tasks) == total
     finally:
         dealer.close(0)
         ctx.term()

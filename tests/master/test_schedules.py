@@ -13,9 +13,11 @@ from datetime import datetime
 import pytest
 
 from zmqgrid.errors import ScheduleNotFound, UsageError
-from zmqgrid.master.cluster import Cluster
+from zmqgrid.master.board import Board
+from zmqgrid.master.recovery import recover
 from zmqgrid.master.schedules import MISFIRE_GRACE_S, Schedules, task_id
-from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.master.strategies import least_tasks
+from zmqgrid.master.turn import Turn
 from zmqgrid.model import is_valid_id
 from zmqgrid.store.task_store import TaskStore
 
@@ -29,18 +31,18 @@ EVERY_5_MIN = "*/5 * * * *"
 BASE = datetime(2030, 1, 7, 10, 0).timestamp()
 
 
-def cluster_on(store: TaskStore) -> Cluster:
-    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+def cluster_on(store: TaskStore) -> Board:
+    board = Board(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                       device_timeout_s=5.0)
-    cluster.recover(0.0, BASE)
-    return cluster
+    recover(board, 0.0, BASE)
+    return board
 
 
-def fire(schedules: Schedules, cluster: Cluster, now: float) -> list[str]:
+def fire(schedules: Schedules, board: Board, now: float) -> list[str]:
     """One master turn's worth: fire what is due, submit it, commit both together."""
     specs = schedules.fire_due(now)
-    cluster.submit(specs, b"", False, now)
-    cluster.store.commit()
+    board.submit(specs, b"", False, now)
+    board.store.commit()
     return [s["id"] for s in specs]
 
 
@@ -56,14 +58,14 @@ def ledger(tmp_path):
 def test_a_schedule_fires_exactly_once_per_tick_however_often_it_is_asked(ledger):
     # Given a */5 schedule added just before 10:00
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     schedules.add("five", EVERY_5_MIN, SPEC, "run_once", BASE - 1)
     store.commit()
 
     # When the loop asks every 2.5 s for a simulated hour (120 times per tick)
     fired, now = [], BASE - 1
     while now < BASE + 3600 - 1:
-        fired += fire(schedules, cluster, now)
+        fired += fire(schedules, board, now)
         now += 2.5
 
     # Then each of the 12 ticks fired once, with its own deterministic id, and the ledger holds one task per tick
@@ -79,29 +81,29 @@ def test_a_schedule_fires_exactly_once_per_tick_however_often_it_is_asked(ledger
 def test_a_restart_between_ticks_fires_the_next_tick_once_and_a_repeated_firing_is_deduplicated(ledger):
     tick1, tick2 = BASE, BASE + 300
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     schedules.add("five", EVERY_5_MIN, SPEC, "run_once", BASE - 1)
     store.commit()
-    assert fire(schedules, cluster, tick1 + 0.05) == [task_id("five", tick1)]
+    assert fire(schedules, board, tick1 + 0.05) == [task_id("five", tick1)]
 
     # When tick 2 fires but the master dies before the turn's commit
     lost = schedules.fire_due(tick2 + 0.05)
-    cluster.submit(lost, b"", False, tick2)
+    board.submit(lost, b"", False, tick2)
     assert [s["id"] for s in lost] == [task_id("five", tick2)]
     store.close()
     assert task_rows(ledger) == [(task_id("five", tick1), 1)], "nothing of the lost turn reached the ledger"
 
     # Then the restarted master, past tick 2, fires tick 2 exactly once
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     stale = Schedules(store)     # a view loaded before the firing below is committed
-    assert fire(schedules, cluster, tick2 + 40) == [task_id("five", tick2)]
-    assert fire(schedules, cluster, tick2 + 41) == []
+    assert fire(schedules, board, tick2 + 40) == [task_id("five", tick2)]
+    assert fire(schedules, board, tick2 + 41) == []
 
     # And the stale view's repeat of the committed tick carries the same id, so the ledger drops it
     repeat = stale.fire_due(tick2 + 42)
     assert [s["id"] for s in repeat] == [task_id("five", tick2)]
-    fresh = Cluster(store, incarnation="other", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    fresh = Board(store, Turn(), incarnation="other", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                     device_timeout_s=5.0)     # knows nothing in memory: only the ledger can deduplicate
     fresh.submit(repeat, b"", False, tick2 + 42)
     store.commit()
@@ -113,26 +115,26 @@ def test_a_restart_between_ticks_fires_the_next_tick_once_and_a_repeated_firing_
 def test_after_an_hour_down_run_once_fires_one_task_skip_none_and_both_go_on_on_schedule(ledger):
     # Given two */5 schedules that fired at 10:00, one per policy
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     schedules.add("once", EVERY_5_MIN, SPEC, "run_once", BASE - 1)
     schedules.add("skipper", EVERY_5_MIN, SPEC, "skip", BASE - 1)
     store.commit()
-    assert sorted(fire(schedules, cluster, BASE + 0.1)) == [task_id("once", BASE), task_id("skipper", BASE)]
+    assert sorted(fire(schedules, board, BASE + 0.1)) == [task_id("once", BASE), task_id("skipper", BASE)]
     store.close()
 
     # When the master comes back an hour and a bit later (ticks 10:05 .. 11:00 passed while it was down)
     back = BASE + 3600 + 100
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
 
     # Then run_once fires once, for the latest missed tick (11:00); skip fires nothing
-    assert fire(schedules, cluster, back) == [task_id("once", BASE + 3600)]
-    assert fire(schedules, cluster, back + 1) == []
+    assert fire(schedules, board, back) == [task_id("once", BASE + 3600)]
+    assert fire(schedules, board, back + 1) == []
 
     # And both go on from the next tick (11:05), once each
-    assert sorted(fire(schedules, cluster, BASE + 3900 + 0.1)) == [task_id("once", BASE + 3900),
+    assert sorted(fire(schedules, board, BASE + 3900 + 0.1)) == [task_id("once", BASE + 3900),
                                                                  task_id("skipper", BASE + 3900)]
-    assert fire(schedules, cluster, BASE + 3900 + 2) == []
+    assert fire(schedules, board, BASE + 3900 + 2) == []
     assert [r[0] for r in task_rows(ledger)] == sorted([task_id("once", BASE), task_id("skipper", BASE),
                                                         task_id("once", BASE + 3600), task_id("once", BASE + 3900),
                                                         task_id("skipper", BASE + 3900)])
@@ -141,33 +143,33 @@ def test_after_an_hour_down_run_once_fires_one_task_skip_none_and_both_go_on_on_
 
 def test_skip_still_fires_a_tick_the_master_reaches_within_the_grace_period(ledger):
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     schedules.add("skipper", EVERY_5_MIN, SPEC, "skip", BASE - 1)
     store.commit()
-    assert fire(schedules, cluster, BASE + MISFIRE_GRACE_S - 0.5) == [task_id("skipper", BASE)]
-    assert fire(schedules, cluster, BASE + 300 + MISFIRE_GRACE_S + 1) == [], "later than the grace: missed"
-    assert fire(schedules, cluster, BASE + 600) == [task_id("skipper", BASE + 600)]
+    assert fire(schedules, board, BASE + MISFIRE_GRACE_S - 0.5) == [task_id("skipper", BASE)]
+    assert fire(schedules, board, BASE + 300 + MISFIRE_GRACE_S + 1) == [], "later than the grace: missed"
+    assert fire(schedules, board, BASE + 600) == [task_id("skipper", BASE + 600)]
     store.close()
 
 
 def test_a_paused_schedule_does_not_fire_and_resumes_from_the_next_tick_after_now(ledger):
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     schedules.add("five", EVERY_5_MIN, SPEC, "run_once", BASE - 1)
     assert schedules.pause("five")["state"] == "paused"
     store.commit()
     assert schedules.seconds_until_due(BASE) == float("inf")
-    assert fire(schedules, cluster, BASE + 900) == []
+    assert fire(schedules, board, BASE + 900) == []
 
     # Paused across a restart too; resumed, the ticks that passed while paused are not fired
     store.close()
     store = TaskStore(ledger)
-    cluster, schedules = cluster_on(store), Schedules(store)
+    board, schedules = cluster_on(store), Schedules(store)
     assert schedules.rows()[0]["state"] == "paused"
     assert schedules.resume("five", BASE + 1000)["next_at"] == BASE + 1200
     assert schedules.seconds_until_due(BASE + 1000) == 200
-    assert fire(schedules, cluster, BASE + 1100) == []
-    assert fire(schedules, cluster, BASE + 1200) == [task_id("five", BASE + 1200)]
+    assert fire(schedules, board, BASE + 1100) == []
+    assert fire(schedules, board, BASE + 1200) == [task_id("five", BASE + 1200)]
     store.close()
 
 

@@ -8,9 +8,11 @@ import time
 import pytest
 
 from zmqgrid.client import build_spec
-from zmqgrid.master.cluster import Cluster
+from zmqgrid.master.board import Board
+from zmqgrid.master.recovery import recover
 from zmqgrid.master.handlers import Handlers
-from zmqgrid.master.scheduling import least_tasks
+from zmqgrid.master.strategies import least_tasks
+from zmqgrid.master.turn import Turn
 from zmqgrid.model import compact_spec
 from zmqgrid.protocol import Register, Results, Submit, decode
 from zmqgrid.store.task_store import TaskStore
@@ -20,12 +22,12 @@ from ..helpers import db_query
 pytestmark = pytest.mark.timeout(30)
 
 
-def handlers_on(path) -> tuple[TaskStore, Cluster, Handlers]:
+def handlers_on(path) -> tuple[TaskStore, Board, Handlers]:
     store = TaskStore(path)
-    cluster = Cluster(store, incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
+    board = Board(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
                       device_timeout_s=5.0)
-    cluster.recover(time.monotonic(), time.time())
-    return store, cluster, Handlers(cluster, {"pub_port": 1, "heartbeat_port": 2, "heartbeat_interval_s": 1.0,
+    recover(board, time.monotonic(), time.time())
+    return store, board, Handlers(board, {"pub_port": 1, "heartbeat_port": 2, "heartbeat_interval_s": 1.0,
                                               "device_timeout_s": 5.0})
 
 
@@ -35,7 +37,7 @@ def receive(handlers: Handlers, identity: bytes, message, now: float) -> None:
 
 def test_a_result_that_began_after_its_turns_clock_was_read_never_makes_a_negative_duration(tmp_path):
     # Given a worker w1 holding a task the master assigned it
-    store, cluster, handlers = handlers_on(tmp_path / "ledger.db")
+    store, board, handlers = handlers_on(tmp_path / "ledger.db")
     now = time.time()
     receive(handlers, b"w1", Register("w1", "w1", "host", "Linux", "3.11", "/usr/bin/python3", [], 1, 1, [], [],
                                       os.getpid(), "0", 1.0), now)
@@ -43,7 +45,7 @@ def test_a_result_that_began_after_its_turns_clock_was_read_never_makes_a_negati
     task_id = spec["id"]
     receive(handlers, b"client", Submit(1, [compact_spec(spec)], False), now)
     handlers.apply_submits(now)
-    cluster.dispatch(now, time.monotonic())
+    board.dispatch(time.monotonic(), now)
     store.commit()
 
     # When its result comes in a turn whose clock was read just before the worker began the task (a turn reads the

@@ -1,63 +1,59 @@
-"""What users do to tasks through the master: cancel (one, or every task in a state or with a tag) and re-queue."""
+"""What users do to tasks through the master: cancel (one, or every task in a state or with a tag) and re-queue.
+Each works through the cluster's own transitions (finish, enqueue) and its fleet's commands."""
 from __future__ import annotations
 
 import itertools
 import logging
-import time
-from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from .board import Board
 from .entries import TaskEntry
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
 
-class TaskControls:
-    """Mixed into Cluster (as FleetEvents is): the state transitions a user asks for."""
+def select_ids(board: Board, state: str | None, tag: str | None, limit: int) -> list[str]:
+    """At most `limit` unfinished tasks in `state` and/or requiring `tag` that no cancel has reached yet: what a
+    bulk cancel acts on, a reply's worth at a time."""
+    if state is not None and state not in ("queued", "assigned", "running"):
+        raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
+    if state is None and tag is None:
+        raise UsageError("cancel needs task ids, a state or a tag")
+    chosen = (e.id for e in board.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
+              and (tag is None or tag in e.need.tags))
+    return list(itertools.islice(chosen, limit))
 
-    def select_ids(self: Cluster, state: str | None, tag: str | None, limit: int) -> list[str]:
-        """At most `limit` unfinished tasks in `state` and/or requiring `tag` that no cancel has reached yet: what a
-        bulk cancel acts on, a reply's worth at a time."""
-        if state is not None and state not in ("queued", "assigned", "running"):
-            raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
-        if state is None and tag is None:
-            raise UsageError("cancel needs task ids, a state or a tag")
-        chosen = (e.id for e in self.tasks.values() if not e.cancel_requested and (state is None or e.state == state)
-                  and (tag is None or tag in e.need.tags))
-        return list(itertools.islice(chosen, limit))
 
-    def cancel(self: Cluster, task_id: str, now: float) -> str:
-        """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
-        entry = self.tasks.get(task_id)
-        if entry is None:
-            return "unknown"
-        if entry.state == "queued":
-            self.finish(entry, "cancelled", now, reason="cancelled by user")
-            return "cancelled"
-        entry.cancel_requested = True
-        self.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
-                     [entry.device_id], time.monotonic())
-        return "cancelling"
+def cancel(board: Board, task_id: str, now_mono: float, now: float) -> str:
+    """Cancel one task: 'cancelled' (was queued), 'cancelling' (a cancel command sent to its worker) or 'unknown'."""
+    entry = board.tasks.get(task_id)
+    if entry is None:
+        return "unknown"
+    if entry.state == "queued":
+        board.finish(entry, "cancelled", now, reason="cancelled by user")
+        return "cancelled"
+    entry.cancel_requested = True
+    board.fleet.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
+                          [entry.device_id], now_mono)
+    return "cancelling"
 
-    def reopen(self: Cluster, task_id: str, now: float) -> str:
-        """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
-        retries and deaths (with their evidence) start afresh."""
-        if task_id in self.tasks:
-            return f"already {self.tasks[task_id].state}"
-        row = self.store.get_task(task_id)
-        if row is None:
-            return "not found"
-        if row["state"] == "done":
-            return "already done"
-        spec = self.store.get_spec(task_id)
-        base = self.default_retries if spec.get("retries") is None else spec["retries"]
-        entry = TaskEntry.from_spec(spec, self.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
-                                    retry_rule=self.retry_rules.of(spec))
-        self.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
-        self.tasks[task_id] = entry
-        self._enqueue(entry)
-        logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
-        return "queued"
+
+def reopen(board: Board, task_id: str, now_mono: float, now: float) -> str:
+    """A user re-queues a failed, timed-out, cancelled or quarantined task: attempts go on counting,
+    retries and deaths (with their evidence) start afresh."""
+    if task_id in board.tasks:
+        return f"already {board.tasks[task_id].state}"
+    row = board.store.get_task(task_id)
+    if row is None:
+        return "not found"
+    if row["state"] == "done":
+        return "already done"
+    spec = board.store.get_spec(task_id)
+    base = board.default_retries if spec.get("retries") is None else spec["retries"]
+    entry = TaskEntry.from_spec(spec, board.needs, row["attempt"] + base, row["timeout_s"], attempt=row["attempt"],
+                                retry_rule=board.retry_rules.of(spec))
+    board.store.reopen_task(task_id, entry.retries, f"re-queued by user from {row['state']}", now)
+    board.tasks[task_id] = entry
+    board.enqueue(entry, 0.0, now_mono)
+    logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
+    return "queued"

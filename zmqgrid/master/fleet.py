@@ -1,16 +1,20 @@
-"""Device events of the master: register, heartbeats and leases, liveness, drain."""
+"""The master's fleet: its devices, their registration, heartbeats and leases, liveness, drain and commands.
+
+The fleet owns the devices; the tasks are the cluster's. When a device loses attempts (it registered again without
+them, its heartbeats stopped naming them, it went offline) the fleet says which, as `Lost`, and the board ends
+them."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from ..protocol import Command
 from ..store.retention import offline_devices
+from ..store.task_store import TaskStore
 from .blame import Suspect, before_count, blamed
-from .entries import DeviceEntry
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
+from .commands import CommandBook
+from .entries import DeviceEntry, TaskEntry
+from .turn import Turn
 
 logger = logging.getLogger(__name__)
 PRUNE_DEVICES_PER_PASS = 1000
@@ -36,12 +40,58 @@ def raise_fd_limit() -> None:
                        target, e)
 
 
-class FleetEvents:
-    """Mixed into Cluster: what happens when devices come, speak, fall silent or are drained."""
+class Lost(NamedTuple):
+    """An attempt its device no longer runs: `death` is what the device's death is for it (blame.blamed), or None
+    when the device did not die (or the task was not running)."""
+    entry: TaskEntry
+    reason: str
+    death: str | None = None
 
-    def register(self: Cluster, identity: bytes, info: dict, credit: int, reported: set, running: list,
-                 now_mono: float, now: float) -> list:
-        """A worker (re-)registers; returns the [task id, attempt] pairs it runs that are no longer its own."""
+
+class Fleet:
+    """Devices by id, with what an operator drained and the commands they have yet to apply. `tasks` is the
+    cluster's map of unfinished tasks, read to judge leases and blame; the fleet never changes a task's state."""
+
+    def __init__(self, store: TaskStore, tasks: dict[str, TaskEntry], turn: Turn, *, device_timeout_s: float,
+                 lease_grace_s: float, sample_every: int = 5) -> None:
+        self.store = store
+        self.tasks = tasks
+        self.turn = turn
+        self.device_timeout_s = device_timeout_s
+        self.lease_grace_s = lease_grace_s
+        self.sample_every = sample_every
+        self.devices: dict[str, DeviceEntry] = {}
+        self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
+        self.commands = CommandBook(resend_after_s=lease_grace_s)
+
+    def recover(self) -> dict[str, int | None]:
+        """Load what the ledger says of devices (drained ones; none is online after a restart); returns the last
+        known pid by device id."""
+        self.drained = set(self.store.device_ids_with_state("draining"))
+        for device_id in self.store.device_ids_with_state("online"):
+            self.store.set_device_state(device_id, "offline")
+        return {d["device_id"]: d["pid"] for d in self.store.list_devices()}
+
+    def holding(self, device_id: str, task_id: str, pid: int | None, now_mono: float) -> None:
+        """After a restart, `task_id` is still `device_id`'s: the device stays silent until it registers again
+        (liveness gives it device_timeout from now)."""
+        device = self.devices.get(device_id)
+        if device is None:
+            device = self.devices[device_id] = DeviceEntry(device_id, device_id.encode(), last_seen=now_mono,
+                                                           info={"pid": pid})
+        device.inflight.add(task_id)
+
+    def ready(self) -> list[DeviceEntry]:
+        """Registered online devices with credit: those a task may be dispatched to now."""
+        return [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
+
+    def online(self) -> list[DeviceEntry]:
+        return [d for d in self.devices.values() if d.registered and d.state == "online"]
+
+    def register(self, identity: bytes, info: dict, credit: int, reported: set, running: list, now_mono: float,
+                 now: float) -> tuple[list[Lost], list]:
+        """A worker (re-)registers: returns the attempts it lost (held here, not reported by it) and the
+        [task id, attempt] pairs it runs that are no longer its own."""
         device_id = info["device_id"]
         device = self.devices.get(device_id)
         if device is None:
@@ -55,11 +105,9 @@ class FleetEvents:
         device.weight = info.get("weight", 1.0)
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
         suspects = self.suspects(device) if restarted else {}
-        for task_id in list(device.inflight):
-            entry = self.tasks[task_id]
-            if (task_id, entry.attempt) not in reported:
-                why = "restarted (new pid) without it" if restarted else "registered again without it"
-                self.lose_attempt(entry, f"device {device_id} {why}", now, death=suspects.get(task_id))
+        why = "restarted (new pid) without it" if restarted else "registered again without it"
+        lost = [Lost(entry, f"device {device_id} {why}", suspects.get(entry.id))
+                for entry in self._release(device, lambda e: (e.id, e.attempt) not in reported)]
         disowned = []
         for task_id, attempt in running:
             entry = self.tasks.get(task_id)
@@ -73,15 +121,24 @@ class FleetEvents:
             if device.state == "draining" and not any(c.action in ("drain", "shutdown") for c in pending):
                 pending.append(self.commands.issue("shutdown" if device.shutdown else "drain", {}, [device_id],
                                                    now_mono))
-            self.sends.extend((identity, c.encode(), None) for c in pending)
+            for command in pending:
+                self.turn.send(identity, command.encode())
         logger.info("registered device=%s host=%s concurrency=%d credit=%d tags=%s reported=%d disowned=%d",
                     device_id, info["hostname"], device.concurrency, device.credit, ",".join(info["tags"]) or "-",
                     len(reported), len(disowned))
-        return disowned
+        return lost, disowned
 
-    def heartbeat(self: Cluster, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
-                  commands: list, now_mono: float, now: float, spacing_s: float = 0.0) -> None:
-        """`spacing_s`: a heartbeat handled less than this after the device's previous one does not judge leases."""
+    def _release(self, device: DeviceEntry, which) -> list[TaskEntry]:
+        """Take the attempts `which` selects off the device (the board ends them)."""
+        released = [self.tasks[task_id] for task_id in list(device.inflight) if which(self.tasks[task_id])]
+        for entry in released:
+            device.inflight.discard(entry.id)
+        return released
+
+    def heartbeat(self, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
+                  commands: list, now_mono: float, now: float, spacing_s: float = 0.0) -> list[Lost]:
+        """Returns the attempts whose lease ended. `spacing_s`: a heartbeat handled less than this after the
+        device's previous one does not judge leases."""
         # After a long loop turn (a big submit, a slow disk) the PULL holds a backlog: several heartbeats per device,
         # all sent before that turn's tasks could reach the workers. Drained in a burst, they would count as misses
         # in a row and end every attempt the turn dispatched. Only a heartbeat handled at its own pace is evidence.
@@ -91,11 +148,9 @@ class FleetEvents:
         device.metrics = dict(metrics, clock_offset_s=round(sent_at - now, 3))
         device.heartbeats += 1
         for command in self.commands.applied(device.device_id, commands, now_mono):
-            self.sends.append((device.identity, command.encode(), None))
-        if running:
-            self.mark_started(device, running, now, save=True)
-        if device.inflight:
-            self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, now, paced)
+            self.turn.send(device.identity, command.encode())
+        lost = self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, paced) \
+            if device.inflight else []
         # The live view (devices list, liveness) is in memory. The ledger's devices row (last seen, metrics, running:
         # what a reader of the file or a restarted master sees) and a metrics sample are written every sample_every-th
         # heartbeat only: with a big fleet a row per heartbeat is a JSON encoding and an UPDATE per worker a second, and a
@@ -104,45 +159,32 @@ class FleetEvents:
             self.store.device_seen(device.device_id, now, device.metrics, len(device.inflight))
             if metrics.get("cpu_percent") is not None:
                 self.store.sample_heartbeat(device.device_id, now, metrics, len(device.inflight))
+        return lost
 
-    def mark_started(self: Cluster, device: DeviceEntry, started: list, now: float, save: bool = False) -> None:
-        """Running at once in memory; in the ledger only from a heartbeat (`save`), so a short task never
-        costs the write: its row goes from assigned to its outcome, with started_at from the result."""
-        for task_id, attempt in started:
-            entry = self.tasks.get(task_id)
-            if entry is None or entry.attempt != attempt or entry.device_id != device.device_id:
-                continue
-            if entry.state == "assigned":
-                entry.state, entry.started_at = "running", now
-            if save and entry.state == "running" and not entry.running_saved:
-                entry.running_saved = True
-                self.store.mark_running(task_id, attempt, entry.started_at or now, now)
-
-    def check_leases(self: Cluster, device: DeviceEntry, named: set, now_mono: float, now: float,
-                     judge: bool = True) -> None:
+    def check_leases(self, device: DeviceEntry, named: set, now_mono: float, judge: bool = True) -> list[Lost]:
         """A task belongs to a worker while its heartbeats name it; two heartbeats without it end the attempt."""
-        for task_id in list(device.inflight):
-            entry = self.tasks[task_id]
-            if (task_id, entry.attempt) in named:
+        def expired(entry: TaskEntry) -> bool:
+            if (entry.id, entry.attempt) in named:
                 entry.misses = 0
             elif judge and now_mono - entry.assigned_mono > self.lease_grace_s:
                 entry.misses += 1
-                if entry.misses >= 2:
-                    self.lose_attempt(entry, f"heartbeats of {device.device_id} stopped naming it", now)
+                return entry.misses >= 2
+            return False
+        reason = f"heartbeats of {device.device_id} stopped naming it"
+        return [Lost(entry, reason) for entry in self._release(device, expired)]
 
-    def mark_offline(self: Cluster, device: DeviceEntry, reason: str, now: float, died: bool = True) -> None:
-        """`died`: the worker went away (silent, unreachable), so its running tasks' losses are worker deaths; not
-        when it was cut off alive (its key revoked)."""
+    def mark_offline(self, device: DeviceEntry, reason: str, died: bool = True) -> list[Lost]:
+        """Returns the attempts the device held. `died`: the worker went away (silent, unreachable), so its running
+        tasks' losses are worker deaths; not when it was cut off alive (its key revoked)."""
         if device.state == "offline" and not device.inflight:
-            return
+            return []
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
         device.state, device.registered, device.credit = "offline", False, 0
         self.store.set_device_state(device.device_id, "offline")
         suspects = self.suspects(device) if died else {}
-        for task_id in list(device.inflight):
-            self.lose_attempt(self.tasks[task_id], reason, now, death=suspects.get(task_id))
+        return [Lost(entry, reason, suspects.get(entry.id)) for entry in self._release(device, lambda e: True)]
 
-    def suspects(self: Cluster, device: DeviceEntry) -> dict[str, str]:
+    def suspects(self, device: DeviceEntry) -> dict[str, str]:
         """What a dead worker's death is for each task it was running (blame.blamed): counted for those it started
         last; for one started before them, noted the first time and counted from the second, so a poison task does
         not drag the tasks beside it into quarantine with it, and one that kills its worker late is still caught."""
@@ -150,14 +192,16 @@ class FleetEvents:
         return blamed([Suspect(e.id, e.started_at, before_count(e.evidence))
                        for e in entries if e.state == "running" and not e.cancel_requested])
 
-    def check_liveness(self: Cluster, now_mono: float, now: float) -> None:
+    def check_liveness(self, now_mono: float) -> list[Lost]:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
+        lost: list[Lost] = []
         for device in self.devices.values():
             silent = now_mono - device.last_seen
             if device.state != "offline" and silent > self.device_timeout_s:
-                self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
+                lost += self.mark_offline(device, f"no heartbeat for {silent:.1f}s")
+        return lost
 
-    def prune_offline(self: Cluster, now: float, retention_s: float, limit: int = PRUNE_DEVICES_PER_PASS) -> int:
+    def prune_offline(self, now: float, retention_s: float, limit: int = PRUNE_DEVICES_PER_PASS) -> int:
         """Forget devices offline for more than `retention_s` that hold nothing: no unfinished task (assigned to or
         pinned on them), not drained by an operator. Their rows and samples go with this turn's commit; a device
         that registers again later is simply new. Raises StoreError if the ledger cannot be read."""
@@ -175,22 +219,16 @@ class FleetEvents:
                         retention_s, ", ".join(pruned[:5]), ", ..." if len(pruned) > 5 else "")
         return len(pruned)
 
-    def dispatch_failed(self: Cluster, device_id: str, now: float) -> None:
-        """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""
-        device = self.devices.get(device_id)
-        if device is not None:
-            self.mark_offline(device, "unreachable on the ROUTER", now)
-
     # ------------------------------------------------------------ operator commands
 
-    def command(self: Cluster, action: str, params: dict, device_ids: list[str], now_mono: float) -> Command:
+    def command(self, action: str, params: dict, device_ids: list[str], now_mono: float) -> Command:
         """Issue a command to devices: published on each device's topic now, re-sent until applied."""
         command = self.commands.issue(action, params, device_ids, now_mono)
         for device_id in device_ids:
-            self.publishes.append((f"device.{device_id}".encode(), command.encode()))
+            self.turn.publish(f"device.{device_id}".encode(), command.encode())
         return command
 
-    def control_device(self: Cluster, action: str, device_id: str, now_mono: float) -> str:
+    def control_device(self, action: str, device_id: str, now_mono: float) -> str:
         """drain (finish what it has, take nothing new), resume, shutdown (drain, then exit), or reload (the
         worker re-reads its config file and registers again with its new concurrency and tags)."""
         device = self.devices.get(device_id)

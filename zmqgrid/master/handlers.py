@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, ScheduleNotFound, StoreError,
+from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
                       TaskNotFound, ZmqgridError)
 from ..model import validate_batch
-from ..protocol import (MAX_IDS_PER_REQUEST, Control, Error, Heartbeat, Message, Output, Query, Register,
-                        RegisterAck, Reply, Results, Submit, SubmitAcks)
-from . import paging, queries
-from .cluster import Cluster, DeviceEntry
+from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output, Query, Register, RegisterAck,
+                        Reply, Results, Submit)
+from . import controls, paging, queries
+from .board import Board, DeviceEntry
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -19,24 +19,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
 CANCEL_LINE_BYTES = 64   # a bulk cancel's reply line: a task id and its outcome, packed
-SUBMIT_ACKS_MAX_IDS = 50_000   # per SubmitAcks: far below a client's max_message_bytes (16 MiB) at ~27 bytes an id
-
-
-def submit_acks_messages(lines: list[list]) -> list[SubmitAcks]:
-    """A client's [req_id, ids] lines of one turn as SubmitAcks of at most SUBMIT_ACKS_MAX_IDS ids each
-    (a Submit's own ids are never split)."""
-    out: list[SubmitAcks] = []
-    chunk: list[list] = []
-    count = 0
-    for line in lines:
-        if chunk and count + len(line[1]) > SUBMIT_ACKS_MAX_IDS:
-            out.append(SubmitAcks(chunk))
-            chunk, count = [], 0
-        chunk.append(line)
-        count += len(line[1])
-    if chunk:
-        out.append(SubmitAcks(chunk))
-    return out
 
 
 def _runs(submits: list[tuple]) -> list[list[tuple]]:
@@ -61,17 +43,14 @@ def pairs(keys: list) -> list[tuple[str, int]]:
 
 
 class Handlers:
-    """Routes one decoded ROUTER or PULL message to the cluster. Replies that need the commit wait in `acks`."""
+    """Routes one decoded ROUTER or PULL message to the cluster; replies go into the cluster's turn."""
 
-    def __init__(self, cluster: Cluster, settings: dict, schedules: Schedules | None = None) -> None:
-        self.cluster = cluster
+    def __init__(self, board: Board, settings: dict, schedules: Schedules | None = None) -> None:
+        self.board = board
         self.schedules = schedules
         self.settings = settings   # pub_port, heartbeat_port, heartbeat_interval_s, device_timeout_s, ...
-        self.acks: list[tuple[bytes, list[bytes]]] = []    # sent only after the turn's commit succeeded
         self.account: bytes | None = None   # with CURVE, the key of the message being handled (set by the guard)
         self.keyring: KeyRing | None = None  # with CURVE: status tells an admin key how many keys are pending
-        self.submit_acks: dict[bytes, list] = {}            # client -> [req_id, ids] of its batch_acks Submits
-        self.result_acks: dict[bytes, list] = {}            # worker -> [task id, attempt] committed this turn
         self.submits: list[tuple[bytes, Submit, list[dict], bytes]] = []   # validated, not applied yet (see submit)
         self.bad_messages = 0
         # CURVE on: ROUTER identity -> device id, set by a Register the Guard admitted (a CURVE peer's identity is
@@ -79,7 +58,7 @@ class Handlers:
         self.peers: dict[bytes, str] | None = None
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
-        self.cluster.sends.append((identity, Error(req_id, code, message).encode(), None))
+        self.board.turn.error(identity, req_id, code, message)
 
     def on_router(self, identity: bytes, msg: Message, now_mono: float, now: float) -> None:
         handler = getattr(self, "handle_" + type(msg).__name__.lower(), None)
@@ -92,7 +71,7 @@ class Handlers:
     def worker(self, identity: bytes, now_mono: float) -> DeviceEntry | None:
         """The registered device behind a worker message, or None after telling it to register again."""
         device_id = identity.decode("utf-8", "replace") if self.peers is None else self.peers.get(identity, "")
-        device = self.cluster.devices.get(device_id)
+        device = self.board.fleet.devices.get(device_id)
         if device is None or not device.registered or device.identity != identity:
             self.reply_error(identity, 0, "not_registered", "register first: this master does not know the device")
             return None
@@ -110,15 +89,15 @@ class Handlers:
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
                 "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
                 "weight": float(msg.weight)}
-        disowned = self.cluster.register(identity, info, msg.credit, reported, running, now_mono, now)
+        disowned = self.board.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
-        self.acks.append((identity, RegisterAck(self.cluster.incarnation, s["pub_port"], s["heartbeat_port"],
-                                                s["heartbeat_interval_s"], s["device_timeout_s"], disowned).encode()))
+        self.board.turn.ack(identity, RegisterAck(self.board.incarnation, s["pub_port"], s["heartbeat_port"],
+                                                s["heartbeat_interval_s"], s["device_timeout_s"], disowned).encode())
 
     def handle_output(self, identity: bytes, msg: Output, now_mono: float, now: float) -> None:
         device = self.worker(identity, now_mono)
         if device is not None:
-            self.cluster.append_output(device, msg.chunks)
+            self.board.append_output(device, msg.chunks)
 
     def handle_results(self, identity: bytes, msg: Results, now_mono: float, now: float) -> None:
         # Every result was checked whole at decode, before anything here changes state.
@@ -126,24 +105,24 @@ class Handlers:
         if device is None:
             return
         if msg.started:
-            self.cluster.mark_started(device, pairs(msg.started), now)
+            self.board.mark_started(device, pairs(msg.started), now)
         acked = []
         for result in msg.results:
-            if self.cluster.record_result(device, result, now):
+            if self.board.record_result(device, result, now_mono, now):
                 acked.append([result["id"], result["attempt"]])
         device.credit += msg.credit
         if acked:   # sent after the commit, riding on this turn's Tasks to the worker if there are any
-            self.result_acks.setdefault(identity, []).extend(acked)
+            self.board.turn.ack_results(identity, acked)
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
         running, held = pairs(msg.running), pairs(msg.held)
-        device = self.cluster.devices.get(msg.device_id)
-        if device is None or not device.registered or msg.incarnation != self.cluster.incarnation:
+        device = self.board.fleet.devices.get(msg.device_id)
+        if device is None or not device.registered or msg.incarnation != self.board.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.
             to = device.identity if device is not None else msg.device_id.encode()
             self.reply_error(to, 0, "not_registered", "register again")
             return
-        self.cluster.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
+        self.board.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
                                0.5 * self.settings["heartbeat_interval_s"])
 
     # ------------------------------------------------------------ clients
@@ -167,10 +146,10 @@ class Handlers:
         submits, self.submits = self.submits, []
         if not submits:
             return
-        tasks = self.cluster.tasks
+        tasks = self.board.tasks
         unseen = [spec["id"] for _, _, specs, _ in submits for spec in specs if spec["id"] not in tasks]
         try:
-            looked_up = (set(unseen), self.cluster.store.existing_ids(unseen))
+            looked_up = (set(unseen), self.board.store.existing_ids(unseen))
         except Exception as e:   # StoreError, or a bug: the master goes on and every Submit is answered
             if isinstance(e, StoreError):
                 logger.error("ledger read failed: %s", e)
@@ -189,9 +168,9 @@ class Handlers:
         identity, first, _, account = run[0]
         specs = [spec for _, _, run_specs, _ in run for spec in run_specs]
         try:
-            ids = self.cluster.submit(specs, identity, first.notify, now, account=account, looked_up=looked_up)
+            ids = self.board.submit(specs, identity, first.notify, now, account=account, looked_up=looked_up)
         except Exception:
-            # The cap, a failed look-up or a task that cannot be staged all raise in Cluster.submit before it
+            # The cap, a failed look-up or a task that cannot be staged all raise in Board.submit before it
             # stages or queues anything (keep it so: the fallback counts on it): alone, each gets its own answer.
             return False
         start = 0
@@ -203,7 +182,7 @@ class Handlers:
     def _submit_one(self, identity: bytes, msg: Submit, specs: list[dict], account: bytes, now: float,
                     looked_up: tuple[set[str], set[str]]) -> None:
         try:
-            ids = self.cluster.submit(specs, identity, msg.notify, now, account=account, looked_up=looked_up)
+            ids = self.board.submit(specs, identity, msg.notify, now, account=account, looked_up=looked_up)
         except LimitExceeded as e:   # checked before anything is staged: nothing of this submit is inserted
             self.reply_error(identity, msg.req_id, "too_large", str(e))
             return
@@ -219,16 +198,16 @@ class Handlers:
 
     def _ack(self, identity: bytes, msg: Submit, ids: list[str]) -> None:
         if msg.batch_acks:
-            self.submit_acks.setdefault(identity, []).append([msg.req_id, ids])
+            self.board.turn.ack_submit(identity, msg.req_id, ids)
         else:
-            self.acks.append((identity, Reply(msg.req_id, {"ids": ids}).encode()))
+            self.board.turn.ack(identity, Reply(msg.req_id, {"ids": ids}).encode())
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         try:
             if msg.what == "schedules" and self.schedules is not None:
                 data = self.schedules.rows()
             else:
-                data = queries.answer(self.cluster, msg.what, msg.params, now_mono, self.settings)
+                data = queries.answer(self.board, msg.what, msg.params, now_mono, self.settings)
                 if msg.what == "status" and self.keyring is not None:
                     pending = self.keyring.pending_count_for(self.account.decode() if self.account else None)
                     if pending is not None:
@@ -236,24 +215,23 @@ class Handlers:
         except ZmqgridError as e:
             self.reply_error(identity, msg.req_id, e.code, str(e))   # not_found, ambiguous, unavailable, bad_request
             return
-        self.cluster.sends.append((identity, Reply(msg.req_id, data).encode(), None))
+        self.board.turn.send(identity, Reply(msg.req_id, data).encode())
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
         if msg.action == "schedule" and self.schedules is not None:
             try:
-                self.acks.append((identity, Reply(msg.req_id, self.schedules.control(params, now)).encode()))
-            except ZmqgridError as e:
-                code = "not_found" if isinstance(e, ScheduleNotFound) else "bad_request"
-                self.reply_error(identity, msg.req_id, code, str(e))
+                self.board.turn.ack(identity, Reply(msg.req_id, self.schedules.control(params, now)).encode())
+            except ZmqgridError as e:   # not_found, bad_request: each error type carries its code
+                self.reply_error(identity, msg.req_id, e.code, str(e))
             return
         if msg.action in ("drain", "resume", "shutdown", "reload"):
             devices = params.get("devices")   # a list of device ids, if present (the message's schema)
             if not devices:
                 self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'devices' must list device ids")
                 return
-            outcome = {d: self.cluster.control_device(msg.action, d, now_mono) for d in devices}
-            self.acks.append((identity, Reply(msg.req_id, outcome).encode()))
+            outcome = {d: self.board.fleet.control_device(msg.action, d, now_mono) for d in devices}
+            self.board.turn.ack(identity, Reply(msg.req_id, outcome).encode())
             return
         if msg.action in ("cancel", "watch"):
             try:
@@ -262,7 +240,7 @@ class Handlers:
                     # A bulk cancel takes at most a reply's worth of tasks a request; the client asks until none
                     # is left (a task being cancelled is not selected again).
                     limit = max(1, min(MAX_IDS_PER_REQUEST, room // CANCEL_LINE_BYTES))
-                    params = dict(params, ids=self.cluster.select_ids(params.get("state"), params.get("tag"), limit))
+                    params = dict(params, ids=controls.select_ids(self.board, params.get("state"), params.get("tag"), limit))
             except ZmqgridError as e:
                 self.reply_error(identity, msg.req_id, "bad_request", str(e))
                 return
@@ -271,20 +249,20 @@ class Handlers:
             self.reply_error(identity, msg.req_id, "bad_request", f"{msg.action}: 'ids' must be a list of task ids")
             return
         if msg.action in ("cancel", "requeue"):
-            self.acks.append((identity, Reply(msg.req_id, self._act_on_refs(msg.action, ids, now)).encode()))
+            self.board.turn.ack(identity, Reply(msg.req_id, self._act_on_refs(msg.action, ids, now_mono, now)).encode())
         elif msg.action == "watch":
             self._watch(identity, msg.req_id, ids, room)
         else:
             self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule")
 
-    def _act_on_refs(self, action: str, refs: list[str], now: float) -> dict[str, str]:
+    def _act_on_refs(self, action: str, refs: list[str], now_mono: float, now: float) -> dict[str, str]:
         """Cancel or re-queue the task each reference names (docs/architecture.md, "Task references"): one line
         per reference, keyed by the id it resolved to, else by itself with `not found` or `ambiguous: IDS`."""
-        cluster = self.cluster
+        board = self.board
         outcome: dict[str, str] = {}
         for ref in refs:
             try:
-                task_id = queries.resolve_task(cluster, ref)
+                task_id = queries.resolve_task(board, ref)
             except AmbiguousTaskId as e:
                 outcome[ref] = f"ambiguous: {e.candidates}"
                 continue
@@ -294,11 +272,11 @@ class Handlers:
             if task_id in outcome:   # named twice (an id and its prefix): acted on once
                 continue
             if action == "requeue":
-                outcome[task_id] = cluster.reopen(task_id, now)
+                outcome[task_id] = controls.reopen(board, task_id, now_mono, now)
                 continue
-            state = cluster.cancel(task_id, now)
+            state = controls.cancel(board, task_id, now_mono, now)
             if state == "unknown":   # final: in the ledger, or ended in this very turn
-                found = cluster.just_finished.get(task_id) or cluster.store.get_task(task_id)
+                found = board.turn.finished.get(task_id) or board.store.get_task(task_id)
                 state = f"already {found['state']}" if found else "not found"
             outcome[task_id] = state
         return outcome
@@ -310,7 +288,7 @@ class Handlers:
         later: list[str] = []
         used = 64
         for task_id in ids:
-            entry = self.cluster.tasks.get(task_id)
+            entry = self.board.tasks.get(task_id)
             if entry is not None:
                 if identity not in entry.notify:
                     entry.notify = (*entry.notify, identity)
@@ -318,11 +296,11 @@ class Handlers:
             if later:
                 later.append(task_id)
                 continue
-            if task_id in self.cluster.just_finished:
+            if task_id in self.board.turn.finished:
                 # It ended in this very turn: the ledger shows that only after this turn's commit.
-                summary = self.cluster.just_finished[task_id]
+                summary = self.board.turn.finished[task_id]
             else:
-                row = self.cluster.store.get_task(task_id)
+                row = self.board.store.get_task(task_id)
                 summary = queries.summary(row) if row else None
             cost = paging.size(summary) + len(task_id) + 8
             if used + cost > room:
@@ -337,4 +315,4 @@ class Handlers:
         data: dict = {"finished": finished}
         if later:
             data["later"] = later
-        self.cluster.sends.append((identity, Reply(req_id, data).encode(), None))
+        self.board.turn.send(identity, Reply(req_id, data).encode())

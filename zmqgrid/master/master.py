@@ -12,22 +12,24 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..config import Config
 from ..errors import ProtocolError, StoreError
-from ..protocol import BEACON_TOPIC, Beacon, Error, Finished, Heartbeat, Reply, ResultAck, Tasks, decode
+from ..protocol import BEACON_TOPIC, Beacon, Heartbeat, decode
 from ..security import master_curve, require_safe_bind
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
 from ..text import printable
 from ..transport import ZAP_DOMAINS, bind, make_socket, send_frames, zmtp_heartbeat_ms
 from .awake import AwakePoller
-from .cluster import Cluster
+from .board import Board
+from .turn import Turn
 from .fleet import raise_fd_limit
 from .guard import CUT_OFF, Guard, pull_connection, user_id
-from .handlers import Handlers, submit_acks_messages
+from .handlers import Handlers
 from .keyring import KeyRing
+from .recovery import recover
 from .refusals import RefusalLog
 from .routed import recv_routed, req_id
 from .schedules import Schedules
-from .scheduling import make_strategy
+from .strategies import make_strategy
 from .subscriptions import SUBSCRIPTION_MAX_BYTES, SUBSCRIPTION_MAX_BYTES_CURVE, PubAdmission, Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,6 @@ logger = logging.getLogger(__name__)
 # each of which also takes the workers' results and dispatches again, instead of 1,000-Submit turns of 50 ms that
 # left the workers idle (batched and big submits are not slowed by the cap).
 ROUTER_DRAIN_PER_TURN = 64
-FINISHED_MAX_BYTES = 8 << 20   # half a client's default max_message_bytes
 HEARTBEATS_PER_TURN = 1000   # heartbeats are cheap and commit together: 1,000 workers' second in one turn
 _NOWAIT = int(zmq.NOBLOCK)
 
@@ -89,11 +90,13 @@ class Master:
                          "device_timeout_s": float(config.device_timeout),
                          "router": config.router_endpoint, "bad_messages": 0,
                          "subscriptions": self.subscriptions.counts}
-        self.cluster = self._new_cluster()
+        self.turn = Turn()   # what this loop turn sends, after its commit
+        self.unreachable: list[str] = []   # devices a dispatch could not reach, their attempts lost next turn
+        self.board = self._new_board()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
-        self.handlers = Handlers(self.cluster, self.settings, self.schedules)
+        self.handlers = Handlers(self.board, self.settings, self.schedules)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -103,16 +106,16 @@ class Master:
                     self.settings["router"], config.pub_port, config.heartbeat_port, config.db_path,
                     "on" if curve else "off")
 
-    def _new_cluster(self, reloading: bool = False) -> Cluster:
+    def _new_board(self, reloading: bool = False) -> Board:
         c = self.config
-        cluster = Cluster(self.store, incarnation=self.incarnation, strategy=self.strategy,
+        board = Board(self.store, self.turn, incarnation=self.incarnation, strategy=self.strategy,
                           default_retries=c.max_retry_count, default_timeout_s=c.task_timeout or None,
                           device_timeout_s=float(c.device_timeout),
                           lease_grace_s=max(2 * float(c.heartbeat_interval), 1.0),
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
                           quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes,
                           max_queued_per_client=c.max_queued_per_client)
-        cluster.recover(time.monotonic(), time.time())
+        recover(board, time.monotonic(), time.time())
         try:
             self.store.commit()
         except StoreError as e:
@@ -122,7 +125,7 @@ class Master:
             # offline) is lost. Falling back to the old view would keep this turn's refused tasks, and a client
             # resubmitting them would be acknowledged for tasks the ledger does not hold.
             logger.error("ledger reloaded, its bookkeeping not written (%s)", e)
-        return cluster
+        return board
 
     def stop(self) -> None:
         self._stop.set()
@@ -172,10 +175,10 @@ class Master:
                     subscriptions.drain()
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
-                    self.cluster.check_liveness(now_mono, now)
+                    self.board.check_liveness(now_mono, now)
                     self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.keyring is not None:
-                        self._apply_key_changes(now)
+                        self._apply_key_changes(now_mono, now)
                         subscriptions.recheck()
                 if now_mono >= next_prune:
                     next_prune = now_mono + 60
@@ -184,9 +187,9 @@ class Master:
                     next_devices = now_mono + min(60.0, max(0.5, device_retention_s / 4))
                     self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
-                self.cluster.dispatch(now, now_mono)
-                busy = self.router in events or bool(self.cluster.dispatched)
-                self._commit_and_send(now)
+                self.board.dispatch(now_mono, now)
+                busy = self.router in events or bool(self.turn.dispatched)
+                self._commit_and_send(now_mono, now)
                 awake.after_turn(busy)
                 self.retention.run(now_mono, now)   # its own transaction, a bounded chunk, after the turn's
                 if now_mono >= next_beacon:
@@ -262,66 +265,25 @@ class Master:
                 self.refusals.write(key or "heartbeat socket", logging.ERROR, "heartbeat handling failed for %s",
                                     f"key {key[:8]}..." if key else "the heartbeat socket", exc_info=True)
 
-    def _commit_and_send(self, now: float) -> None:
-        acks, self.handlers.acks = self.handlers.acks, []
-        submit_acks, self.handlers.submit_acks = self.handlers.submit_acks, {}
-        result_acks, self.handlers.result_acks = self.handlers.result_acks, {}
-        sends, self.cluster.sends = self.cluster.sends, []
-        dispatched, self.cluster.dispatched = self.cluster.dispatched, {}
+    def _commit_and_send(self, now_mono: float, now: float) -> None:
+        """Nothing of a turn leaves before its commit: the turn is sent after it, or refused if it fails."""
+        turn = self.turn.take()
         try:
             self.store.commit()
         except StoreError as e:
-            # Nothing of this turn is in the ledger, so nothing of it may be acknowledged or dispatched.
             # The in-memory view is rebuilt from the ledger; workers re-register when told they are unknown.
-            refused = [(identity, req_id([identity, *frames])) for identity, frames in acks]
-            refused += [(identity, req_id) for identity, lines in submit_acks.items() for req_id, _ in lines]
-            # Replies to queries were read from the in-memory view this turn changed: not to be trusted either.
-            refused += [(identity, req_id([identity, *frames])) for identity, frames, _ in sends
-                        if frames[0][1:2] == Reply.KIND]
-            logger.error("%s; this turn's %d acknowledgements withheld", e, len(refused))
-            for identity, frames, _ in sends:
-                if frames[0][1:2] == Error.KIND:   # refusals hold no state of the turn: they stand
-                    self._send(identity, frames, None, now)
-            for identity, refused_id in refused:
-                self._send(identity, Error(refused_id, "unavailable", f"the master could not commit: {e.message}").encode(),
-                           None, now)
-            self.cluster = self._new_cluster_safely()
-            self.handlers.cluster = self.cluster
+            turn.refuse(self, e.message)
+            self.board = self._new_board_safely()
+            self.handlers.board = self.board
             self.schedules.reload()   # this turn's firings were not committed: they fire again, with the same ids
             return
-        # Tasks first: they are on the way to a result, the replies are not (a worker that registered this turn
-        # gets its RegisterAck a moment after its first Tasks; it keeps the results until the ack).
-        for identity, tasks in dispatched.items():
-            self._send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks], now)
-        for identity, frames in acks:
-            self._send(identity, frames, None, now)
-        for identity, lines in submit_acks.items():
-            for message in submit_acks_messages(lines):
-                self._send(identity, message.encode(), None, now)
-        for identity, frames, task_ids in sends:
-            self._send(identity, frames, task_ids, now)
-        notices, self.cluster.notices = self.cluster.notices, {}
-        self.cluster.just_finished = {}
-        for client, summaries in notices.items():   # before the workers' acks: a client is waiting on these
-            self._send_finished(client, summaries, now)
-        for identity, keys in result_acks.items():
-            self._send(identity, ResultAck(keys).encode(), None, now)
-        publishes, self.cluster.publishes = self.cluster.publishes, []
-        for topic, frames in publishes:
-            self.pub.send_multipart([topic, *frames])
+        turn.deliver(self)
+        # Staged now, committed with the next turn: the attempts dispatched to a worker the ROUTER cannot reach
+        unreachable, self.unreachable = self.unreachable, []
+        for device_id in unreachable:
+            self.board.dispatch_failed(device_id, now_mono, now)
 
-    def _send_finished(self, client: bytes, summaries: list[dict], now: float) -> None:
-        """One Finished, or, past FINISHED_MAX_BYTES (values of up to 4 MiB each), halves of it until each fits a
-        client's default max_message_bytes (a client that accepts less gets the rest when it watches again)."""
-        frames = Finished(summaries).encode()
-        if len(frames[1]) <= FINISHED_MAX_BYTES or len(summaries) == 1:
-            self._send(client, frames, None, now)
-            return
-        half = len(summaries) // 2
-        self._send_finished(client, summaries[:half], now)
-        self._send_finished(client, summaries[half:], now)
-
-    def _apply_key_changes(self, now: float) -> None:
+    def _apply_key_changes(self, now_mono: float, now: float) -> None:
         """A `keys` command changed the ledger: a key no longer accepted loses its device at once (ZAP refuses its
         next handshake, the Guard every message it still sends), a worker key cut off is told (`E revoked`: it
         stops), a newly accepted pending worker to register again (it gets tasks without waiting for its backoff)."""
@@ -330,10 +292,11 @@ class Master:
             told = row["state"] in CUT_OFF and row["role"] == "worker" and key in ring.peers
             logger.info("key %s: %s -> %s (role %s)%s", key[:8], old or "unknown", row["state"], row["role"],
                         "; its worker is told to stop" if told else "")
-            device = self.cluster.devices.get(row["device_id"] or "")
+            device = self.board.fleet.devices.get(row["device_id"] or "")
             if device is not None and (row["state"] != "accepted" or row["role"] != "worker"):
                 # Cut off alive: its running tasks are lost, but no worker died for them (nothing towards quarantine)
-                self.cluster.mark_offline(device, f"key {key[:8]}... {row['state']}", now, died=False)
+                self.board.mark_offline(device, f"key {key[:8]}... {row['state']}", now_mono, now,
+                                          died=False)
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
             if told:
                 self.handlers.reply_error(ring.peers.pop(key), 0, "revoked", ring.cut_off(key))
@@ -343,7 +306,7 @@ class Master:
     def _prune_devices(self, now: float, retention_s: float) -> None:
         """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
         try:
-            self.cluster.prune_offline(now, retention_s)
+            self.board.fleet.prune_offline(now, retention_s)
         except StoreError as e:   # the next pass tries again
             logger.warning("%s", e.message)
 
@@ -352,19 +315,21 @@ class Master:
         specs = self.schedules.fire_due(now)
         if specs:
             try:
-                self.cluster.submit(specs, b"", False, now)
+                self.board.submit(specs, b"", False, now)
             except Exception:  # a ledger read failed: the ticks fire again next turn (same ids), the loop goes on
                 logger.exception("submitting %d scheduled tasks failed", len(specs))
                 self.schedules.reload()
 
-    def _new_cluster_safely(self) -> Cluster:
+    def _new_board_safely(self) -> Board:
         try:
-            return self._new_cluster(reloading=True)
+            return self._new_board(reloading=True)
         except StoreError as e:
             logger.error("ledger reload failed (%s); keeping the previous view", e)
-            return self.cluster
+            return self.board
 
-    def _send(self, identity: bytes, frames: list[bytes], task_ids: list[str] | None, now: float) -> None:
+    # ------------------------------------------------------------ the turn's outlet
+
+    def send(self, identity: bytes, frames: list[bytes], task_ids: list[str] | None = None) -> None:
         try:
             send_frames(self.router, [identity, *frames], _NOWAIT)
         except zmq.ZMQError as e:
@@ -372,6 +337,9 @@ class Master:
                 logger.warning("dispatch to %r failed (%s); re-queueing %d tasks", identity, e.strerror, len(task_ids))
                 peers = self.handlers.peers
                 device_id = identity.decode("utf-8", "replace") if peers is None else peers.get(identity, "")
-                self.cluster.dispatch_failed(device_id, now)
+                self.unreachable.append(device_id)
             else:
                 logger.debug("reply to gone peer %r dropped (%s)", identity, e.strerror)
+
+    def publish(self, topic: bytes, frames: list[bytes]) -> None:
+        self.pub.send_multipart([topic, *frames])

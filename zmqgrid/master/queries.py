@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES
 from . import paging
-from .cluster import Cluster
+from .board import Board
 
 MAX_PAGE = 1000
 MAX_CANDIDATES = 5   # ids an ambiguous prefix's error names
@@ -26,14 +26,14 @@ def _int(params: dict, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def resolve_task(cluster: Cluster, ref: Any) -> str:
+def resolve_task(board: Board, ref: Any) -> str:
     """The id a task reference names: the id itself, else the one id it is a prefix of (docs/architecture.md,
     "Task references"). Raises TaskNotFound, or AmbiguousTaskId naming the first MAX_CANDIDATES matches."""
     if not isinstance(ref, str) or not ref:
         raise UsageError("a task id is required")
-    if ref in cluster.tasks or ref in cluster.just_finished:   # this turn's: maybe not in the ledger yet
+    if ref in board.tasks or ref in board.turn.finished:   # this turn's: maybe not in the ledger yet
         return ref
-    found = cluster.store.find_task_id(ref, MAX_CANDIDATES + 1)
+    found = board.store.find_task_id(ref, MAX_CANDIDATES + 1)
     if not found:
         raise TaskNotFound.of([ref])
     if len(found) > 1:
@@ -46,10 +46,10 @@ def candidates(found: list[str]) -> str:
     return ", ".join(found[:MAX_CANDIDATES]) + (", ..." if len(found) > MAX_CANDIDATES else "")
 
 
-def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
+def waiting_reason(board: Board, entry, now_mono: float) -> str:
     """Why a queued task is not running yet, in words a person can act on."""
     need = entry.need
-    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    online = board.fleet.online()
     if not online:
         return "no worker is online"
     if need.device and not any(d.device_id == need.device for d in online):
@@ -62,20 +62,20 @@ def waiting_reason(cluster: Cluster, entry, now_mono: float) -> str:
     if not any(need.met_by(d) for d in online):
         return f"no online worker has all of the tags {', '.join(sorted(need.tags))}"
     key = entry.limit_key
-    if key and not cluster.limits.allows(key, now_mono):
-        return f"waiting for room under {cluster.limits.describe(key)}"
-    if any(item[2] == entry.id and item[0] > now_mono for item in cluster.queue.delayed):
+    if key and not board.limits.allows(key, now_mono):
+        return f"waiting for room under {board.limits.describe(key)}"
+    if any(item[2] == entry.id and item[0] > now_mono for item in board.queue.delayed):
         return "waiting out its retry backoff"
     return "waiting for a free slot on an eligible worker"
 
 
-def devices(cluster: Cluster, now_mono: float) -> list[dict]:
+def devices(board: Board, now_mono: float) -> list[dict]:
     """The ledger's rows with what is known live (docs/architecture.md, "What `status` and `devices` answer")."""
-    rows = cluster.store.list_devices()
+    rows = board.store.list_devices()
     now = time.time()
     for row in rows:
-        live = cluster.devices.get(row["device_id"])
-        row["pending_commands"] = len(cluster.commands.pending.get(row["device_id"], {}))
+        live = board.fleet.devices.get(row["device_id"])
+        row["pending_commands"] = len(board.fleet.commands.pending.get(row["device_id"], {}))
         if live is None:
             # Not heard from since this master started: the ledger's last_seen_at still says when it last was.
             last = row.get("last_seen_at")
@@ -84,37 +84,37 @@ def devices(cluster: Cluster, now_mono: float) -> list[dict]:
             continue
         row["state"] = live.state if live.registered or live.state == "offline" else "offline"
         row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
-        if live.registered:   # the ledger's row is written every few heartbeats only (see FleetEvents.heartbeat)
+        if live.registered:   # the ledger's row is written every few heartbeats only (see Fleet.heartbeat)
             row["last_seen_at"] = round(now - (now_mono - live.last_seen), 3)
-        running = sum(1 for t in live.inflight if t in cluster.tasks and cluster.tasks[t].state == "running")
+        running = sum(1 for t in live.inflight if t in board.tasks and board.tasks[t].state == "running")
         row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
         row["credit"] = live.credit
         row["metrics"] = live.metrics or row["metrics"]
     return rows
 
 
-def status(cluster: Cluster, now_mono: float, settings: dict) -> dict:
+def status(board: Board, now_mono: float, settings: dict) -> dict:
     tasks = dict.fromkeys(TASK_STATES, 0)
-    tasks.update(cluster.store.count_tasks_by_state())
-    device_rows = devices(cluster, now_mono)
+    tasks.update(board.store.count_tasks_by_state())
+    device_rows = devices(board, now_mono)
     by_state = dict.fromkeys(DEVICE_STATES, 0)
     for row in device_rows:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
-    online = [d for d in cluster.devices.values() if d.registered and d.state == "online"]
+    online = board.fleet.online()
     # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has). Judged once per
     # requirement: the tasks of a Submit share theirs, and most tasks have one of the three plain ones.
     takers: dict = {}
     stuck = 0
-    for e in cluster.tasks.values():
+    for e in board.tasks.values():
         if e.state == "queued":
             taken = takers.get(e.need)
             if taken is None:
                 taken = takers[e.need] = any(e.need.met_by(d) for d in online)
             stuck += not taken
-    return {"incarnation": cluster.incarnation, "uptime_s": round(now_mono - STARTED, 1),
+    return {"incarnation": board.incarnation, "uptime_s": round(now_mono - STARTED, 1),
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
-            "last_hour": cluster.store.count_finished_since(time.time() - 3600),
-            "stuck_tasks": stuck, "counters": dict(cluster.counters),
+            "last_hour": board.store.count_finished_since(time.time() - 3600),
+            "stuck_tasks": stuck, "counters": dict(board.counters),
             "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0),
             "subscriptions": dict(settings.get("subscriptions", {}))}
 
@@ -128,14 +128,14 @@ def _paged(rows: list, offset: int, more: bool, params: dict, room: int) -> Any:
     return {"rows": shown, "next_offset": offset + len(shown) if cut or more else None}
 
 
-def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings: dict) -> Any:
-    store = cluster.store
+def answer(board: Board, what: str, params: dict, now_mono: float, settings: dict) -> Any:
+    store = board.store
     if what == "status":
-        return status(cluster, now_mono, settings)
+        return status(board, now_mono, settings)
     room = paging.budget(params)
     if what == "devices":
         offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", MAX_PAGE, 1, MAX_PAGE)
-        rows = devices(cluster, now_mono)
+        rows = devices(board, now_mono)
         return _paged(rows[offset:offset + limit], offset, len(rows) > offset + limit, params, room)
     if what == "tasks":
         state = params.get("state")
@@ -148,12 +148,12 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
         rows = store.list_tasks(state, device_id, limit, offset)
         return _paged(rows, offset, len(rows) == limit, params, room)
     if what == "task":
-        task = store.get_task(resolve_task(cluster, params.get("id")))
+        task = store.get_task(resolve_task(board, params.get("id")))
         if task is None:   # submitted in this very turn: its row is written by the turn's commit
             raise TaskNotFound.of([params["id"]])
-        entry = cluster.tasks.get(task["id"])
+        entry = board.tasks.get(task["id"])
         if entry is not None and entry.state == "queued":
-            task["waiting"] = waiting_reason(cluster, entry, now_mono)
+            task["waiting"] = waiting_reason(board, entry, now_mono)
         if entry is not None and entry.state in ("assigned", "running"):
             # The current attempt's row is written when it ends; until then, memory knows it best.
             task["state"] = entry.state
@@ -163,17 +163,17 @@ def answer(cluster: Cluster, what: str, params: dict, now_mono: float, settings:
                                      "finished_at": None, "exit_code": None, "error": None, "stale": 0})
         return paging.fit(task, room)
     if what == "logs":
-        task_id = resolve_task(cluster, params.get("id"))
+        task_id = resolve_task(board, params.get("id"))
         attempt = params.get("attempt")
         if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
             raise UsageError(f"attempt must be an integer, got {attempt!r}")
         out = store.get_output(task_id, attempt)
-        entry = cluster.tasks.get(task_id)
+        entry = board.tasks.get(task_id)
         # What `Client.follow` tells the end of an attempt by (docs/architecture.md, "Replies are paged").
         if entry is not None:
             out["state"], out["task_attempt"] = entry.state, entry.attempt
         else:   # final; if it ended in this very turn, its row is not written yet
-            row = cluster.just_finished.get(task_id) or store.get_task(task_id)
+            row = board.turn.finished.get(task_id) or store.get_task(task_id)
             out["state"], out["task_attempt"] = row["state"], row["attempt"]
         # --follow asks only for what it has not printed yet.
         for stream in ("stdout", "stderr"):

@@ -2,7 +2,7 @@
 
 Exactly once per tick: a firing's task id is `sched-<name>-<tick in epoch seconds>`, and the task insert and the
 schedule's new `next_at` are staged into the same commit. A crash before that commit loses both (the tick fires
-again after the restart); a firing repeated anyway carries the same id and `Cluster.submit` drops it.
+again after the restart); a firing repeated anyway carries the same id and `Board.submit` drops it.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ _END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, s
 # A late result counts on its own attempt's row only: the device must match, and the recorded outcome stays.
 _STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_code, ?) "
                   "WHERE task_id=? AND attempt=? AND device_id=?")
-# started_at: the ending attempt's start when known (the master's running mark may be late: see Cluster.record_result)
+# started_at: the ending attempt's start when known (the master's running mark may be late: see Board.record_result)
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"

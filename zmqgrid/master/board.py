@@ -1,101 +1,58 @@
-"""The master's in-memory view of tasks and devices, and every state transition (staged to the ledger)."""
+"""The master's in-memory view of unfinished tasks, and every state transition of a task (staged to the ledger).
+
+The devices are its `Fleet`'s; what the turn sends is its `Turn`'s."""
 from __future__ import annotations
 
 import logging
-import time
 
-from ..errors import LimitExceeded
 from ..model import ACTIVE_STATES
 from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
 from .blame import with_death
-from .commands import CommandBook
-from .controls import TaskControls
 from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
-from .fleet import FleetEvents
+from .fleet import Fleet, Lost
 from .limits import Limits
 from .parking import Parking
 from .retrying import RetryRules, backoff_s, not_retried
-from .scheduling import Strategy, pick
+from .strategies import Strategy, pick
+from .quota import Quota
 from .taskqueue import TaskQueue
+from .turn import Turn
 
 logger = logging.getLogger(__name__)
 
 
-class Cluster(FleetEvents, TaskControls):
-    """Tasks, devices and the queue. Methods stage ledger writes and queue frames in `sends`."""
+class Board:
+    """Unfinished tasks, their queue and limits, composed with the fleet of devices they run on. Methods stage
+    ledger writes (committed by the master once per turn) and add what the turn sends to `turn`."""
 
-    def __init__(self, store: TaskStore, *, incarnation: str, strategy: Strategy, default_retries: int,
+    def __init__(self, store: TaskStore, turn: Turn, *, incarnation: str, strategy: Strategy, default_retries: int,
                  default_timeout_s: float | None, device_timeout_s: float, lease_grace_s: float = 2.0,
                  retry_backoff_s: float = 1.0, retry_backoff_max_s: float = 60.0, quarantine_after: int = 3,
                  max_output_bytes: int = 1 << 20, sample_every: int = 5,
                  max_queued_per_client: int = 1_000_000) -> None:
         self.store = store
+        self.turn = turn
         self.incarnation = incarnation
         self.strategy = strategy
         self.default_retries = default_retries
         self.default_timeout_s = default_timeout_s
-        self.device_timeout_s = device_timeout_s
-        self.lease_grace_s = lease_grace_s
         self.retry_backoff_s, self.retry_backoff_max_s = retry_backoff_s, retry_backoff_max_s
         self.quarantine_after = quarantine_after
         self.max_output_bytes = max_output_bytes
-        self.sample_every = sample_every
-        self.max_queued_per_client = max_queued_per_client
-        self.per_client: dict[bytes, int] = {}        # client identity -> its unfinished tasks (since this start)
+        self.quota = Quota(max_queued_per_client)
         self.tasks: dict[str, TaskEntry] = {}
-        self.devices: dict[str, DeviceEntry] = {}
         self.queue = TaskQueue(self._queued_under)
         self.parking = Parking(self._queued_under)
         self.needs = Requirements()
         self.retry_rules = RetryRules()
-        self.commands = CommandBook(resend_after_s=lease_grace_s)
-        self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
-        self.publishes: list[tuple[bytes, list[bytes]]] = []   # (topic, frames) for the PUB, after the commit
-        self.notices: dict[bytes, list[dict]] = {}   # client -> summaries of its tasks finished this turn
-        self.dispatched: dict[bytes, list[dict]] = {}   # worker -> tasks handed to it this turn
-        self.just_finished: dict[str, dict] = {}
+        self.fleet = Fleet(store, self.tasks, turn, device_timeout_s=device_timeout_s, lease_grace_s=lease_grace_s,
+                           sample_every=sample_every)
         self.limits = Limits()
         self.seq = 0
-        # (identity, frames, dispatched task ids or None): sent after the turn's commit
-        self.sends: list[tuple[bytes, list[bytes], list[str] | None]] = []
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
                          "requeued": 0, "lost_attempts": 0, "quarantined": 0}
-
-    # ------------------------------------------------------------ recovery
-
-    def recover(self, now_mono: float, now: float) -> None:
-        """Load unfinished tasks; keep assigned/running ones with their device until it re-registers or times out."""
-        self.drained = set(self.store.device_ids_with_state("draining"))
-        for device_id in self.store.device_ids_with_state("online"):
-            self.store.set_device_state(device_id, "offline")
-        pids = {d["device_id"]: d["pid"] for d in self.store.list_devices()}
-        for key, max_concurrent, per_minute in self.store.load_limits():
-            self.limits.define(key, max_concurrent, per_minute)
-        for row in self.store.load_unfinished():
-            entry = TaskEntry.from_spec(row["spec"], self.needs, row["retries"], row["timeout_s"],
-                                        len(self.tasks) > COMPACT_ABOVE, retry_rule=self.retry_rules.of(row["spec"]),
-                                        attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
-            self.tasks[entry.id] = entry
-            if row["state"] == "queued" or not row["device_id"]:
-                self._enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
-                continue
-            entry.state, entry.device_id = row["state"], row["device_id"]
-            # A running row's updated_at is when it was marked running: its assignment came before that.
-            entry.assigned_at = min(row["updated_at"], row["started_at"] or row["updated_at"])
-            entry.started_at = row["started_at"]
-            entry.running_saved = row["state"] == "running"
-            device = self.devices.get(row["device_id"])
-            if device is None:
-                # Silent until it registers again; liveness gives it device_timeout from now.
-                device = self.devices[row["device_id"]] = DeviceEntry(row["device_id"], row["device_id"].encode(),
-                                                                      last_seen=now_mono,
-                                                                      info={"pid": pids.get(row["device_id"])})
-            device.inflight.add(entry.id)
-            self.limits.started(entry.limit_key, now_mono)
-        logger.info("recovered %d unfinished tasks (%d queued) from %s", len(self.tasks),
-                    sum(1 for e in self.tasks.values() if e.state == "queued"), self.store.path)
 
     # ------------------------------------------------------------ submit and dispatch
 
@@ -110,12 +67,11 @@ class Cluster(FleetEvents, TaskControls):
         ids = [s["id"] for s in specs]
         tasks = self.tasks
         # Ended in this very turn (a cancel right after the submit): its insert is staged, not yet in the ledger.
-        known = {i for i in ids if i in tasks or i in self.just_finished}
+        known = {i for i in ids if i in tasks or i in self.turn.finished}
         asked, found = looked_up or ((), ())
         known.update(i for i in ids if i in found)
         known |= self.store.existing_ids([i for i in ids if i not in known and i not in asked])
-        if account:   # the master's own schedules submit as b"" and are not capped
-            self._admit(account, len(set(ids) - known))
+        self.quota.admit(account, len(set(ids) - known))
         inserts = []
         # These loops run for every submitted task: the defaults, the queue and the counters are looked up once.
         default_retries, default_timeout_s, push = self.default_retries, self.default_timeout_s, self.queue.push
@@ -156,26 +112,16 @@ class Cluster(FleetEvents, TaskControls):
                 entry.notify = (client,)
             push(entry.priority, seq, 1, task_id)
         self.seq = seq
-        if account and inserts:
-            self.per_client[account] = self.per_client.get(account, 0) + len(inserts)
+        self.quota.added(account, len(inserts))
         self.counters["submitted"] += len(inserts)
         return ids
-
-    def _admit(self, client: bytes, fresh: int) -> None:
-        """Refuse, before anything is staged, a submission that would leave one client too many unfinished tasks."""
-        held = self.per_client.get(client, 0)
-        if fresh and held + fresh > self.max_queued_per_client:
-            raise LimitExceeded(f"this client has {held} unfinished tasks and {fresh} more would exceed "
-                                f"max_queued_per_client = {self.max_queued_per_client}",
-                                "wait for some to finish, or raise max_queued_per_client on the master")
 
     def fan_out(self, spec: dict) -> list[dict]:
         """A task for all matching workers becomes one task per matching online worker, in one group."""
         if not spec.get("all"):
             return [spec]
         need = requirement(spec["kind"], None, spec.get("tags"))
-        targets = sorted(d.device_id for d in self.devices.values()
-                         if d.registered and d.state == "online" and need.met_by(d))
+        targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
         return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"],
                      name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
 
@@ -183,7 +129,7 @@ class Cluster(FleetEvents, TaskControls):
         entry = self.tasks.get(task_id)
         return entry is not None and entry.state == "queued" and entry.gen == gen
 
-    def _enqueue(self, entry: TaskEntry, delay_s: float = 0.0, now_mono: float = 0.0) -> None:
+    def enqueue(self, entry: TaskEntry, delay_s: float = 0.0, now_mono: float = 0.0) -> None:
         self.seq += 1
         entry.seq, entry.state, entry.device_id, entry.misses = self.seq, "queued", None, 0
         entry.gen += 1
@@ -197,7 +143,7 @@ class Cluster(FleetEvents, TaskControls):
         entry.gen += 1
         self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
-    def dispatch(self, now: float, now_mono: float) -> None:
+    def dispatch(self, now_mono: float, now: float) -> None:
         """Hand queued tasks to registered online workers, never beyond their credit nor a key's limit; a task that
         no ready worker can take is parked by its requirement (see Parking), so it costs nothing in later turns."""
         for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
@@ -207,7 +153,7 @@ class Cluster(FleetEvents, TaskControls):
         parking = self.parking
         if not self.queue and not parking:   # idle with a big fleet: do not walk every device each turn
             return
-        ready = [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
+        ready = self.fleet.ready()
         if not ready:
             return
         if parking:
@@ -235,7 +181,7 @@ class Cluster(FleetEvents, TaskControls):
                 eligible = [] if need in unmet else [d for d in ready if need.met_by(d)]
                 if not eligible:   # out of the queue until a worker that meets it has room
                     unmet.add(need)
-                    parking.park(entry, self.devices)
+                    parking.park(entry, self.fleet.devices)
                     continue
             if key is not None:
                 self.limits.started(key, now_mono)
@@ -254,16 +200,16 @@ class Cluster(FleetEvents, TaskControls):
             batches.setdefault(device.device_id, []).append(task)
             self.counters["dispatched"] += 1
         for device_id, tasks in batches.items():
-            self.dispatched.setdefault(self.devices[device_id].identity, []).extend(tasks)
+            self.turn.dispatch(self.fleet.devices[device_id].identity, tasks)
 
     # ------------------------------------------------------------ results and endings
 
-    def record_result(self, device: DeviceEntry, result: dict, now: float) -> bool:
+    def record_result(self, device: DeviceEntry, result: dict, now_mono: float, now: float) -> bool:
         """Record a result `device` sent; False if it is refused (not its attempt) and must not be acknowledged."""
         with self.store.op("result"):
-            return self._record_result(device, result, now)
+            return self._record_result(device, result, now_mono, now)
 
-    def _record_result(self, device: DeviceEntry, result: dict, now: float) -> bool:
+    def _record_result(self, device: DeviceEntry, result: dict, now_mono: float, now: float) -> bool:
         task_id, attempt = result["id"], result["attempt"]
         entry = self.tasks.get(task_id)
         current = entry is not None and entry.attempt == attempt and entry.state in ACTIVE_STATES
@@ -301,7 +247,7 @@ class Cluster(FleetEvents, TaskControls):
             why = not_retried(result.get("error"), entry.retry_rule) if state != "cancelled" else None
             if why is None:
                 base = self.retry_backoff_s if entry.retry_backoff is None else entry.retry_backoff
-                self.requeue(entry, f"attempt {attempt} {state}", now,
+                self.requeue(entry, f"attempt {attempt} {state}", now_mono, now,
                              backoff_s(base, entry.attempt, self.retry_backoff_max_s))
             else:
                 self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}, not retried: {why}")
@@ -309,17 +255,18 @@ class Cluster(FleetEvents, TaskControls):
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
         return True
 
-    def lose_attempt(self, entry: TaskEntry, reason: str, now: float, *, death: str | None = None) -> None:
+    def lose_attempt(self, entry: TaskEntry, reason: str, now_mono: float, now: float, *,
+                     death: str | None = None) -> None:
         """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task.
 
         `death`: the worker itself went away, and what that is for this task (blame.blamed): if it was running,
         the death is kept as evidence and may count towards quarantine.
         """
         with self.store.op("lost"):
-            self._lose_attempt(entry, reason, now, death)
+            self._lose_attempt(entry, reason, now_mono, now, death)
 
-    def _lose_attempt(self, entry: TaskEntry, reason: str, now: float, death: str | None) -> None:
-        device = self.devices.get(entry.device_id or "")
+    def _lose_attempt(self, entry: TaskEntry, reason: str, now_mono: float, now: float, death: str | None) -> None:
+        device = self.fleet.devices.get(entry.device_id or "")
         if device is not None:
             device.inflight.discard(entry.id)
         self.limits.ended(entry.limit_key)
@@ -346,16 +293,16 @@ class Cluster(FleetEvents, TaskControls):
         if entry.cancel_requested:
             self.finish(entry, "cancelled", now, reason="cancelled by user")
         elif entry.attempt <= entry.retries:
-            self.requeue(entry, f"worker lost: {reason}", now, delay_s)
+            self.requeue(entry, f"worker lost: {reason}", now_mono, now, delay_s)
         else:
             self.finish(entry, "failed", now, reason=f"worker lost: {reason}",
                         error={"type": "WorkerLost", "message": reason, "traceback": ""})
 
-    def requeue(self, entry: TaskEntry, reason: str, now: float, delay_s: float = 0.0) -> None:
+    def requeue(self, entry: TaskEntry, reason: str, now_mono: float, now: float, delay_s: float = 0.0) -> None:
         self.counters["requeued"] += 1
         logger.info("requeued task=%s attempt=%d delay=%.1fs reason=%s", entry.id, entry.attempt, delay_s, reason)
         self.store.requeue_task(entry.id, reason, now, now + delay_s if delay_s > 0 else None)
-        self._enqueue(entry, delay_s, time.monotonic())
+        self.enqueue(entry, delay_s, now_mono)
 
     def finish(self, entry: TaskEntry, state: str, now: float, *, result: dict | None = None,
                reason: str | None = None, error: dict | None = None) -> None:
@@ -367,17 +314,11 @@ class Cluster(FleetEvents, TaskControls):
         del self.tasks[entry.id]
         if entry.state == "queued":   # cancelled while queued: perhaps in a lot that no worker empties
             self.parking.dropped(entry.need)
-        if entry.client:
-            left = self.per_client.pop(entry.client, 1) - 1
-            if left > 0:
-                self.per_client[entry.client] = left
+        self.quota.ended(entry.client)
         summary = {"id": entry.id, "state": state, "attempt": entry.attempt, "device_id": entry.device_id,
                    "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error,
                    "reason": reason}
-        # Until the commit, the ledger still shows it unfinished: a `watch` this turn is answered from here.
-        self.just_finished[entry.id] = summary
-        for client in entry.notify:
-            self.notices.setdefault(client, []).append(summary)
+        self.turn.ended(entry.id, summary, entry.notify)
 
     def append_output(self, device: DeviceEntry, chunks: list) -> None:
         """Live output of running attempts; capped per stream (the final result replaces it with head + tail)."""
@@ -395,3 +336,48 @@ class Cluster(FleetEvents, TaskControls):
                                                              f"{self.max_output_bytes} bytes; the end comes with the result ...]\n"
             entry.streamed[stream] = sent + len(text)
             self.store.append_output(task_id, attempt, stream, text)
+
+    # ------------------------------------------------------------ devices: what their events do to tasks
+
+    def register(self, identity: bytes, info: dict, credit: int, reported: set, running: list, now_mono: float,
+                 now: float) -> list:
+        """A worker (re-)registers; returns the [task id, attempt] pairs it runs that are no longer its own."""
+        lost, disowned = self.fleet.register(identity, info, credit, reported, running, now_mono, now)
+        self.lose(lost, now_mono, now)
+        return disowned
+
+    def heartbeat(self, device: DeviceEntry, running: list, held: list, metrics: dict, sent_at: float,
+                  commands: list, now_mono: float, now: float, spacing_s: float = 0.0) -> None:
+        if running:
+            self.mark_started(device, running, now, save=True)
+        self.lose(self.fleet.heartbeat(device, running, held, metrics, sent_at, commands, now_mono, now, spacing_s),
+                  now_mono, now)
+
+    def mark_started(self, device: DeviceEntry, started: list, now: float, save: bool = False) -> None:
+        """Running at once in memory; in the ledger only from a heartbeat (`save`), so a short task never
+        costs the write: its row goes from assigned to its outcome, with started_at from the result."""
+        for task_id, attempt in started:
+            entry = self.tasks.get(task_id)
+            if entry is None or entry.attempt != attempt or entry.device_id != device.device_id:
+                continue
+            if entry.state == "assigned":
+                entry.state, entry.started_at = "running", now
+            if save and entry.state == "running" and not entry.running_saved:
+                entry.running_saved = True
+                self.store.mark_running(task_id, attempt, entry.started_at or now, now)
+
+    def check_liveness(self, now_mono: float, now: float) -> None:
+        self.lose(self.fleet.check_liveness(now_mono), now_mono, now)
+
+    def mark_offline(self, device: DeviceEntry, reason: str, now_mono: float, now: float, died: bool = True) -> None:
+        self.lose(self.fleet.mark_offline(device, reason, died), now_mono, now)
+
+    def dispatch_failed(self, device_id: str, now_mono: float, now: float) -> None:
+        """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""
+        device = self.fleet.devices.get(device_id)
+        if device is not None:
+            self.mark_offline(device, "unreachable on the ROUTER", now_mono, now)
+
+    def lose(self, lost: list[Lost], now_mono: float, now: float) -> None:
+        for entry, reason, death in lost:
+            self.lose_attempt(entry, reason, now_mono, now, death=death)
