@@ -5,7 +5,6 @@ import codecs
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import IO, Any
 from ..model import TaskError
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
 from .failures import UNSTARTABLE
-from .proctree import DescendantWatch, TaskProcesses
+from .proctree import DescendantWatch, TaskProcesses, describe_exit
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
 from .pypool import CappedBuffer
@@ -30,15 +29,6 @@ OutputCallback = Callable[[str, str], None]
 
 _POSIX = os.name == "posix"
 _EXIT_WAIT_S = 2.0  # how long to wait for a process that was just SIGKILLed, or for its pipes to close
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"exited with code {code} (killed by {signal.Signals(-code).name})"
-        except ValueError:
-            return f"exited with code {code} (killed by signal {-code})"
-    return f"exited with code {code}"
 
 
 class Run:
@@ -236,7 +226,7 @@ class _ProcessRun(Run):
             return self._timed_out(code)
         if code == 0:
             return self._make("done", exit_code=0)
-        return self._make("failed", exit_code=code, error=TaskError("ExitCode", _describe_exit(code)))
+        return self._make("failed", exit_code=code, error=TaskError("ExitCode", describe_exit(code)))
 
     def _wait_for_end(self, exited: threading.Event) -> str | None:
         """None when the process exited by itself, else "cancelled" or "timed_out"."""

@@ -114,6 +114,16 @@ def _ppid_map() -> dict[int, int]:
     return {p.pid: p.info["ppid"] for p in psutil.process_iter(["ppid"]) if p.info["ppid"] is not None}
 
 
+def describe_exit(code: int) -> str:
+    """A process's exit status for a person: its code, and the signal's name when a signal ended it."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"exited with code {code} (killed by {signal.Signals(-code).name})"
+    except ValueError:
+        return f"exited with code {code} (killed by signal {-code})"
+
+
 def kill_tree(pid: int, *, grace_s: float = 3.0, own_session: bool = False) -> None:
     """Kill `pid` and everything below it; see `kill_trees`."""
     kill_trees([pid], grace_s=grace_s, own_session=own_session)

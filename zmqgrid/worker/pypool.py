@@ -27,7 +27,7 @@ from typing import Any
 from ..model import TaskError
 from ..protocol import packb, unpackb
 from .failures import UNRESOLVED, judged_call
-from .proctree import kill_tree
+from .proctree import describe_exit, kill_tree
 from .results import exception_error
 
 logger = logging.getLogger(__name__)
@@ -138,13 +138,7 @@ class _Child:
 def _died(child: _Child, why: str = "") -> CallOutcome:
     child.process.join(timeout=2.0)
     code = child.process.exitcode
-    if code is not None and code < 0:
-        try:
-            how = f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"killed by signal {-code}"
-    else:
-        how = f"exited with code {code}"
+    how = "did not exit" if code is None else describe_exit(code)
     message = f"python child pid={child.pid} died during the call: {how}" + (f" ({why})" if why else "")
     return CallOutcome("died", error=TaskError("WorkerChildDied", message), exit_code=code)
 
