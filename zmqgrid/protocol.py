@@ -42,6 +42,7 @@ class Message:
     _names: ClassVar[tuple]
     _checks: ClassVar[tuple]
     _required: ClassVar[int]
+    _keywords: ClassVar[bool]
 
     def encode(self) -> list[bytes]:
         return [self._header, packb([getattr(self, n) for n in self._names])]
@@ -64,17 +65,20 @@ class Message:
         except Bad as e:
             raise ProtocolError(f"{cls.__name__}.{cls._names[i]}{e.where()}: expected {e.allowed}, "
                                 f"got {e.got}") from None
+        if cls._keywords:
+            return cls(**dict(zip(cls._names, values)))
         return cls(*values)
 
 
 KINDS: dict[int, type[Message]] = {}
 
 
-def message(kind: str):
-    """Class decorator: register a frozen dataclass as the message of wire kind `kind`."""
+def message(kind: str, keywords: bool = False):
+    """Class decorator: register a frozen dataclass as the message of wire kind `kind`. `keywords`: built with
+    keyword arguments only (a message of many fields of the same types, where a position is easily mistaken)."""
 
     def wrap(cls):
-        cls = dataclass(frozen=True, slots=True)(cls)
+        cls = dataclass(frozen=True, slots=True, kw_only=keywords)(cls)
         fields = dataclasses.fields(cls)
         assert [f.name for f in fields] == list(cls.SCHEMA), cls   # one spec per field, in wire order
         cls.KIND = kind.encode()
@@ -82,6 +86,7 @@ def message(kind: str):
         cls._names = tuple(f.name for f in fields)
         cls.FIELDS = tuple(Field(name, spec) for name, spec in cls.SCHEMA.items())
         cls._checks = tuple(spec.check for spec in cls.SCHEMA.values())
+        cls._keywords = keywords
         cls._required = sum(1 for f in fields if f.default is dataclasses.MISSING
                             and f.default_factory is dataclasses.MISSING)
         assert ord(kind) not in KINDS, kind
@@ -161,7 +166,7 @@ CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "state": _WORD, "tag": _N
 
 # ---------------------------------------------------------------- worker <-> master (ROUTER/DEALER)
 
-@message("R")
+@message("R", keywords=True)
 class Register(Message):
     """Worker -> master: who I am, what I can do, what I am running and what waits in my outbox."""
     SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
@@ -225,7 +230,7 @@ class ResultAck(Message):
 
 # ---------------------------------------------------------------- heartbeat (PUSH -> PULL), beacon (PUB)
 
-@message("H")
+@message("H", keywords=True)
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
     SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,

@@ -16,12 +16,15 @@ import time
 from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batch, validate_task_spec
 
 SAMPLES = [
-    p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
+    p.Register(device_id="w1", name="W 1", hostname="host", os="Linux", python_version="3.11.7",
+               python_executable="/usr/bin/python3", tags=["gpu"], concurrency=3, credit=5, running=[["a", 1]],
+               outbox=[], pid=42, version="0.1"),
     p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
     p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
     p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
     p.ResultAck([["a", 1]]),
-    p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0, [3, 4]),
+    p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[["a", 1]], held=[], metrics={"cpu_percent": 1.5},
+                sent_at=1700000000.0, commands=[3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
     p.Submit(1, [{"id": "a", "args": [1]}], False, {"kind": "python", "function": "m:f"}),
@@ -48,6 +51,15 @@ def test_each_message_round_trips_through_its_frames(msg):
     assert p.decode(frames) == msg
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(msg, dataclasses.fields(msg)[0].name, None)
+
+
+@pytest.mark.parametrize("kind", [p.Register, p.Heartbeat])
+def test_messages_of_many_fields_are_built_with_keywords_only(kind):
+    # Register's 14 fields (Heartbeat's 8) hold runs of the same types: a value in the wrong place would still fit
+    sample = next(m for m in SAMPLES if type(m) is kind)
+    with pytest.raises(TypeError):
+        kind(*(getattr(sample, name) for name in kind._names))
+    assert p.decode(sample.encode()) == kind(**{name: getattr(sample, name) for name in kind._names})
 
 
 def test_optional_trailing_fields_may_be_left_out():
@@ -231,12 +243,14 @@ def nested(depth: int) -> list:
 
 NAN, INF = float("nan"), float("inf")
 BASE = {   # a valid message of every kind a peer sends to the master; the table changes one value in it
-    "Register": p.Register("w1", "w 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 2, 3, [["a", 1]],
-                           [], 42, "0.1", 1.0),
+    "Register": p.Register(device_id="w1", name="w 1", hostname="host", os="Linux", python_version="3.11.7",
+                           python_executable="/usr/bin/python3", tags=["gpu"], concurrency=2, credit=3,
+                           running=[["a", 1]], outbox=[], pid=42, version="0.1", weight=1.0),
     "Results": p.Results([{"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1], "error": None,
                            "stdout": "o", "stderr": "", "started_at": 1.7e9}], 1, [["b", 1]]),
     "Output": p.Output([["t1", 1, "stdout", "line\n"]]),
-    "Heartbeat": p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5, "hostname": "h"}, 1.7e9, [3]),
+    "Heartbeat": p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[["a", 1]], held=[],
+                             metrics={"cpu_percent": 1.5, "hostname": "h"}, sent_at=1.7e9, commands=[3]),
     "Submit": p.Submit(1, [{"kind": "shell", "command": "true"}], True, {"kind": "shell"}, True),
     "Query": p.Query(2, "tasks", {"state": "done", "limit": 10}),
     "Control": p.Control(3, "cancel", {"ids": ["a"]}),
