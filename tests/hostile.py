@@ -194,7 +194,8 @@ def with_task(messages: dict[str, p.Message], task_id: str, attempt: int) -> dic
             return out
         return value
 
-    return {kind: type(msg)(*(fill(getattr(msg, name)) for name in msg._names)) for kind, msg in messages.items()}
+    return {kind: type(msg)(**{name: fill(getattr(msg, name)) for name in msg._names})
+            for kind, msg in messages.items()}
 
 
 class FuzzWorker:
