@@ -115,7 +115,7 @@ def decode(frames: list[bytes]) -> Message:
 
 ID = Id()   # a task id (model.validate_task_spec's charset); device ids use the same
 ATTEMPT = Int(1, 1 << 31)
-KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
+KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")   # decoded as a (task id, attempt) tuple, a set's key
 KEYS = List(KEY, 1 << 20)
 INT64 = Int()
 SEQ = Int(0, INT64_MAX)
@@ -172,7 +172,7 @@ class Register(Message):
     SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
               "python_executable": PATH, "tags": List(TAG, 64), "concurrency": Int(1, 4096), "credit": CREDIT,
               "running": KEYS, "outbox": KEYS, "pid": Int(0, 1 << 31), "version": Text(64, line=True),
-              "weight": Float(1e-6, 1e6)}
+              "weight": Float(1e-6, 1e6, as_float=True)}
     device_id: str
     name: str
     hostname: str
@@ -182,8 +182,8 @@ class Register(Message):
     tags: list
     concurrency: int
     credit: int
-    running: list          # [[task_id, attempt], ...]
-    outbox: list           # [[task_id, attempt], ...]
+    running: list          # [(task_id, attempt), ...]
+    outbox: list           # [(task_id, attempt), ...]
     pid: int
     version: str = ""
     weight: float = 1.0    # for the weighted strategy
@@ -199,7 +199,7 @@ class RegisterAck(Message):
     heartbeat_port: int
     heartbeat_interval_s: float
     device_timeout_s: float
-    cancel: list = field(default_factory=list)   # [[task_id, attempt], ...] the master no longer gives this worker
+    cancel: list = field(default_factory=list)   # [(task_id, attempt), ...] the master no longer gives this worker
 
 
 @message("T")
@@ -238,8 +238,8 @@ class Heartbeat(Message):
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
-    running: list          # [[task_id, attempt], ...] executing now
-    held: list             # [[task_id, attempt], ...] waiting for a free slot, or in the outbox
+    running: list          # [(task_id, attempt), ...] executing now
+    held: list             # [(task_id, attempt), ...] waiting for a free slot, or in the outbox
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
     commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
@@ -266,7 +266,7 @@ class Command(Message):
 
 @message("O")
 class Output(Message):
-    """Worker -> master: output of running tasks as it comes, [[task_id, attempt, stream, text], ...]."""
+    """Worker -> master: output of running tasks as it comes, [(task_id, attempt, stream, text), ...]."""
     SCHEMA = {"chunks": List(OUTPUT_CHUNK, MAX_OUTPUT_CHUNKS)}
     chunks: list
 

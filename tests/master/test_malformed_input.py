@@ -408,7 +408,7 @@ def test_a_result_the_ledger_cannot_store_is_refused_alone_and_does_not_spoil_th
         assert ledger(harness.db) == ledger_before
         assert client.status()["bad_messages"] == len(UNSTORABLE_RESULTS)
         worker.send_multipart(p.Results([result_dict(task_id, attempt)], 1).encode())
-        assert receive(worker, p.ResultAck).keys == [[task_id, attempt]]
+        assert receive(worker, p.ResultAck).keys == [(task_id, attempt)]
         assert client.wait([task_id], timeout_s=10)[task_id]["state"] == "done"
         assert client.logs(task_id)["stdout"] == "forged\n"
     finally:

@@ -17,13 +17,13 @@ from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batc
 
 SAMPLES = [
     p.Register(device_id="w1", name="W 1", hostname="host", os="Linux", python_version="3.11.7",
-               python_executable="/usr/bin/python3", tags=["gpu"], concurrency=3, credit=5, running=[["a", 1]],
+               python_executable="/usr/bin/python3", tags=["gpu"], concurrency=3, credit=5, running=[("a", 1)],
                outbox=[], pid=42, version="0.1"),
-    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
-    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
-    p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
-    p.ResultAck([["a", 1]]),
-    p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[["a", 1]], held=[], metrics={"cpu_percent": 1.5},
+    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [("a", 1)]),
+    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [("b", 1)]),
+    p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [("b", 1)]),
+    p.ResultAck([("a", 1)]),
+    p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[("a", 1)], held=[], metrics={"cpu_percent": 1.5},
                 sent_at=1700000000.0, commands=[3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
@@ -36,7 +36,7 @@ SAMPLES = [
     p.Error(5, "bad_request", "no"),
     p.Finished([{"id": "a", "state": "done"}]),
     p.Command(7, "drain", {}),
-    p.Output([["a", 1, "stdout", "line\n"]]),
+    p.Output([("a", 1, "stdout", "line\n")]),
 ]
 
 
@@ -60,6 +60,43 @@ def test_messages_of_many_fields_are_built_with_keywords_only(kind):
     with pytest.raises(TypeError):
         kind(*(getattr(sample, name) for name in kind._names))
     assert p.decode(sample.encode()) == kind(**{name: getattr(sample, name) for name in kind._names})
+
+
+def with_field(msg: p.Message, name: str, value) -> list[bytes]:
+    """The frames of `msg` with the wire value of field `name` replaced by `value`."""
+    header, body = msg.encode()
+    values = msgpack.unpackb(body)
+    values[type(msg)._names.index(name)] = value
+    return [header, msgpack.packb(values)]
+
+
+def sample(kind: type) -> p.Message:
+    return next(m for m in SAMPLES if type(m) is kind)
+
+
+@pytest.mark.parametrize("kind, name", [(p.Register, "running"), (p.Register, "outbox"), (p.RegisterAck, "cancel"),
+                                        (p.Tasks, "acks"), (p.Results, "started"), (p.ResultAck, "keys"),
+                                        (p.Heartbeat, "running"), (p.Heartbeat, "held")])
+def test_task_attempt_pairs_decode_as_tuples_a_set_takes_as_they_are(kind, name):
+    # Given [task id, attempt] pairs on the wire, an id of letters and digits and one of the other characters
+    frames = with_field(sample(kind), name, [["t1", 1], ["a.b:c-d_e", 1 << 31]])
+
+    # When decoded, then each is a (str, int) tuple: a handler puts them in a set or dict as they come
+    keys = getattr(p.decode(frames), name)
+    assert keys == [("t1", 1), ("a.b:c-d_e", 1 << 31)] and all(type(key) is tuple for key in keys)
+    assert set(keys) == {("t1", 1), ("a.b:c-d_e", 1 << 31)}
+
+
+def test_output_chunks_decode_as_tuples():
+    frames = with_field(sample(p.Output), "chunks", [["t1", 1, "stdout", "a\n"], ["t.2", 3, "stderr", ""]])
+    chunks = p.decode(frames).chunks
+    assert chunks == [("t1", 1, "stdout", "a\n"), ("t.2", 3, "stderr", "")]
+    assert all(type(chunk) is tuple for chunk in chunks)
+
+
+def test_a_register_weight_sent_as_an_integer_decodes_as_a_float():
+    weight = p.decode(with_field(sample(p.Register), "weight", 2)).weight
+    assert weight == 2.0 and type(weight) is float
 
 
 def test_optional_trailing_fields_may_be_left_out():

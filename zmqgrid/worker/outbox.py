@@ -40,9 +40,9 @@ class Outbox:
         self.entries[(result.id, result.attempt)] = [wire, 0.0, cost]
         self.freed += 1
 
-    def ack(self, keys: list) -> None:
+    def ack(self, keys: list[tuple[str, int]]) -> None:
         for key in keys:
-            self.entries.pop(tuple(key), None)
+            self.entries.pop(key, None)
 
     def resend_all(self) -> None:
         for entry in self.entries.values():
