@@ -10,6 +10,7 @@ import pytest
 
 from zmqgrid.model import (ACTIVE_STATES, ATTEMPT_OUTCOMES, DEVICE_STATES, FINAL_STATES, TASK_STATES,
                            UNFINISHED_STATES, DeviceState, TaskState)
+from zmqgrid.store.task_store import TaskStore
 
 STATES = [*TaskState, *DeviceState]
 
@@ -37,3 +38,16 @@ def test_the_sets_of_states_hold_plain_text():
         assert all(type(s) is str for s in states)
     assert set(UNFINISHED_STATES) | FINAL_STATES == set(TASK_STATES)
     assert ATTEMPT_OUTCOMES == FINAL_STATES - {"quarantined"}
+
+
+def test_the_ledger_binds_a_state_as_its_text(tmp_path):
+    store = TaskStore(tmp_path / "ledger.db")   # the store registers an adapter for each kind of state
+    try:
+        conn = store.db.conn
+        conn.execute("CREATE TABLE probe (a, b)")
+        conn.execute("INSERT INTO probe VALUES (?, ?)", (TaskState.TIMED_OUT, DeviceState.DRAINING))
+        assert conn.execute("SELECT a, typeof(a), b, typeof(b) FROM probe").fetchone() == \
+               ("timed_out", "text", "draining", "text")
+        assert sqlite3.adapters[(TaskState, sqlite3.PrepareProtocol)](TaskState.DONE) == "done"
+    finally:
+        store.close()
