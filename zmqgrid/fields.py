@@ -95,8 +95,7 @@ class Int(Spec):
 
 
 class Float(Spec):
-    """A finite number (an int is taken as one): NaN and infinities fail the range comparison. `as_float`: an int
-    is given as a float (a field the code after it keeps as a float)."""
+    """A finite number (an int is taken as one, and given as a float if `as_float`): NaN and infinities fail."""
 
     def __init__(self, lo: float, hi: float, nullable: bool = False, as_float: bool = False) -> None:
         self.lo, self.hi, self.nullable, self.as_float = lo, hi, nullable, as_float
@@ -273,13 +272,12 @@ class List(Spec):
 
 class Tuple(Spec):
     """A fixed-length array, one spec per position (e.g. [task id, attempt]), given as a Python tuple: hashable, so
-    a key goes into a set or a dict as it is, and unpacks like any tuple."""
+    a key goes into a set or a dict as it is."""
 
-    pure = False
+    pure = False   # a new tuple, never the list it was given
 
     def __init__(self, *items: Spec, what: str = "") -> None:
-        self.items, self.what = items, what
-        self._pair = None
+        self.items, self.what, self._pair = items, what, None
         if len(items) == 2 and isinstance(items[0], Id) and isinstance(items[1], Int):
             self._pair = (items[1].lo, items[1].hi)
 
