@@ -16,6 +16,7 @@ from ..logs import configure_logging
 from ..model import TASK_KINDS, DeviceState
 from ..security import client_curve
 from ..transport import Curve
+from . import hints
 from .dashboard import has_terminal
 from .render import emit_json
 
@@ -101,7 +102,7 @@ def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve 
         if as_json:
             emit_json({"state": "unreachable", "master": master_url, "error": str(e)})
         else:
-            click.echo(f"master {master_url}: UNREACHABLE ({e})")
+            click.echo(f"master {master_url}: UNREACHABLE ({hints.line(e)})")
         return EXIT_UNREACHABLE
     finally:
         client.close()
