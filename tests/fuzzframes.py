@@ -20,13 +20,15 @@ TASK = {"id": "t1", "attempt": 1, "kind": "shell", "command": "true", "timeout":
 RESULT = {"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1, {"a": None}], "error": None,
           "stdout": "out\n", "stderr": "", "started_at": 1.0}
 SAMPLES: list[p.Message] = [
-    p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [["b", 2]],
-               42, "0.1", 1.5),
-    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
+    p.Register(device_id="w1", name="W 1", hostname="host", os="Linux", python_version="3.11.7",
+               python_executable="/usr/bin/python3", tags=["gpu"], concurrency=3, credit=5, running=[("a", 1)],
+               outbox=[("b", 2)], pid=42, version="0.1", weight=1.5),
+    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [("a", 1)]),
     p.Tasks([TASK]),
-    p.Results([RESULT], 1, [["b", 1]]),
-    p.ResultAck([["a", 1]]),
-    p.Heartbeat("w1", "inc", 7, [["a", 1]], [["b", 2]], {"cpu_percent": 1.5, "hostname": "h"}, 1.7e9, [3, 4]),
+    p.Results([RESULT], 1, [("b", 1)]),
+    p.ResultAck([("a", 1)]),
+    p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[("a", 1)], held=[("b", 2)],
+                metrics={"cpu_percent": 1.5, "hostname": "h"}, sent_at=1.7e9, commands=[3, 4]),
     p.Beacon("inc", 1.7e9),
     p.Submit(1, [{"kind": "shell", "command": "true", "id": "fuzz-never"}], True),
     p.Submit(1, [{"kind": "python", "function": "m:f", "args": [1], "kwargs": {"a": 1}, "priority": 3,
@@ -43,7 +45,7 @@ SAMPLES: list[p.Message] = [
     p.Error(5, "bad_request", "no"),
     p.Finished([{"id": "a", "state": "done"}]),
     p.Command(7, "drain", {"devices": ["w1"]}),
-    p.Output([["a", 1, "stdout", "line\n"]]),
+    p.Output([("a", 1, "stdout", "line\n")]),
 ]
 INT_EDGES = [0, 1, -1, 2**31 - 1, 2**31, -2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -2**63]
 FLOAT_EDGES = [0.0, -0.0, 1e308, -1e308, 5e-324, float("inf"), float("-inf"), float("nan")]

@@ -83,12 +83,14 @@ METRICS = {"cpu_percent": 1.5, "memory_percent": 20.0, "memory_available_mb": 10
 def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
     """One valid message of each kind a peer sends the master (the ids and incarnation filled in per run)."""
     return {
-        "Register": p.Register(device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 2,
-                               2, [["TASK", 1]], [["TASK", 1]], 4242, "0.1.0", 1.0),
+        "Register": p.Register(device_id=device_id, name="fuzz worker", hostname="host", os="Linux",
+                               python_version="3.11.7", python_executable="/usr/bin/python3", tags=["fz"],
+                               concurrency=2, credit=2, running=[["TASK", 1]], outbox=[["TASK", 1]], pid=4242,
+                               version="0.1.0", weight=1.0),
         "Results": p.Results([dict(RESULT)], 1, [["TASK", 1]]),
         "Output": p.Output([["TASK", 1, "stdout", "line\n"]]),
-        "Heartbeat": p.Heartbeat(device_id, incarnation, 1, [["TASK", 1]], [["TASK", 1]], dict(METRICS), 1.7e9,
-                                 [1]),
+        "Heartbeat": p.Heartbeat(device_id=device_id, incarnation=incarnation, seq=1, running=[["TASK", 1]],
+                                 held=[["TASK", 1]], metrics=dict(METRICS), sent_at=1.7e9, commands=[1]),
         "Submit": p.Submit(1, [dict(SHELL)], True, {}, False),
         "Submit(python)": p.Submit(1, [dict(PYTHON), dict(PYTHON)], False, {}, False),
         "Submit(script)": p.Submit(1, [dict(SCRIPT)], False, {}, False),
@@ -192,7 +194,8 @@ def with_task(messages: dict[str, p.Message], task_id: str, attempt: int) -> dic
             return out
         return value
 
-    return {kind: type(msg)(*(fill(getattr(msg, name)) for name in msg._names)) for kind, msg in messages.items()}
+    return {kind: type(msg)(**{name: fill(getattr(msg, name)) for name in msg._names})
+            for kind, msg in messages.items()}
 
 
 class FuzzWorker:
@@ -238,8 +241,10 @@ class FuzzWorker:
         wait_until(lambda: self.pump(registering=True) or self.registered, 30, "fz1's RegisterAck")
 
     def send_register(self) -> None:
-        reg = p.Register(self.device_id, "fuzz worker", "host", "Linux", "3.11.7", "/usr/bin/python3", ["fz"], 4, 4,
-                         [[t, a] for t, a in self.held.items()], [], 4242, "0.1.0", 1.0)
+        reg = p.Register(device_id=self.device_id, name="fuzz worker", hostname="host", os="Linux",
+                         python_version="3.11.7", python_executable="/usr/bin/python3", tags=["fz"], concurrency=4,
+                         credit=4, running=[[t, a] for t, a in self.held.items()], outbox=[], pid=4242,
+                         version="0.1.0", weight=1.0)
         self.dealer.send_multipart(reg.encode())
 
     def pump(self, registering: bool = False) -> bool:

@@ -39,8 +39,9 @@ def key_of(h: Harness, name: str) -> str:
 
 
 def register(device_id: str) -> p.Register:
-    return p.Register(device_id, device_id, "intruder", "Linux", "3", "python", [], 1, 5, [], [], os.getpid(), "0.1.0",
-                      1.0)
+    return p.Register(device_id=device_id, name=device_id, hostname="intruder", os="Linux", python_version="3",
+                      python_executable="python", tags=[], concurrency=1, credit=5, running=[], outbox=[],
+                      pid=os.getpid(), version="0.1.0", weight=1.0)
 
 
 def answer(sock: zmq.Socket, timeout_s: float = 5.0):
@@ -176,7 +177,8 @@ def test_pub_tells_nothing_to_a_peer_without_an_accepted_key(secured, who):
 
 def test_pull_takes_no_heartbeat_from_a_wrong_key_nor_for_another_device(secured):
     client = secured.client()
-    forged = p.Heartbeat("w1", "", 1, [], [], {"hostname": "forged"}, time.time()).encode()
+    forged = p.Heartbeat(device_id="w1", incarnation="", seq=1, running=[], held=[], metrics={"hostname": "forged"},
+                         sent_at=time.time()).encode()
     pushes = [raw(secured, zmq.PUSH, who, secured.port + 2) for who in [*INTRUDERS, "w2"]]
     refused = client.status()["refused_messages"]
     for sock in pushes:

@@ -41,8 +41,9 @@ def key_of(h: Harness, name: str) -> str:
 
 
 def register(device_id: str, hostname: str = "intruder") -> p.Register:
-    return p.Register(device_id, device_id, hostname, "Linux", "3", "python", [], 1, 5, [], [], os.getpid(), "0.1.0",
-                      1.0)
+    return p.Register(device_id=device_id, name=device_id, hostname=hostname, os="Linux", python_version="3",
+                      python_executable="python", tags=[], concurrency=1, credit=5, running=[], outbox=[],
+                      pid=os.getpid(), version="0.1.0", weight=1.0)
 
 
 def dealer(h: Harness, ctx: zmq.Context, name: str | None = None) -> tuple[zmq.Socket, str]:

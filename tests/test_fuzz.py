@@ -132,9 +132,11 @@ def test_the_result_spec_only_ever_refuses_with_bad(result):
 @given(st.lists(values, max_size=5))
 def test_the_key_list_spec_only_ever_refuses_with_bad(items):
     try:
-        assert p.KEYS.check(items) is items
+        checked = p.KEYS.check(items)
     except Bad:
-        pass
+        return
+    assert checked == [tuple(key) for key in items]
+    assert all(type(key) is tuple and type(key[0]) is str and type(key[1]) is int for key in checked)
 
 
 # --- a real master under fuzz ------------------------------------------------------------------------------

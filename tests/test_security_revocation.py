@@ -145,7 +145,9 @@ def test_the_master_logs_a_refused_connection_once_however_many_messages_it_send
         curve = h.client_curve("w3")
         dealer = _connected(h, ctx, zmq.DEALER, curve, h.port)
         push = _connected(h, ctx, zmq.PUSH, curve, h.port + 2)
-        register = p.Register("w3", "w3", "raw", "Linux", "3", "python", [], 1, 0, [], [], os.getpid(), "0.1.0", 1.0)
+        register = p.Register(device_id="w3", name="w3", hostname="raw", os="Linux", python_version="3",
+                              python_executable="python", tags=[], concurrency=1, credit=0, running=[], outbox=[],
+                              pid=os.getpid(), version="0.1.0", weight=1.0)
         dealer.send_multipart(register.encode())
         assert dealer.poll(10_000) and isinstance(p.decode(dealer.recv_multipart()), p.RegisterAck)
 
@@ -162,7 +164,8 @@ def test_the_master_logs_a_refused_connection_once_however_many_messages_it_send
         # between rounds: the traffic of a revoked worker that did not stop), each is refused and counted, and each
         # ROUTER one answered `revoked`
         refused = client.status()["refused_messages"]
-        heartbeat = p.Heartbeat("w3", "", 1, [], [], {"hostname": "raw"}, time.time()).encode()
+        heartbeat = p.Heartbeat(device_id="w3", incarnation="", seq=1, running=[], held=[], metrics={"hostname": "raw"},
+                                sent_at=time.time()).encode()
         for sent in range(2, 2 * ROUNDS + 1, 2):
             push.send_multipart(heartbeat)
             dealer.send_multipart(p.Results([], 0, []).encode())

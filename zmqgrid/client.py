@@ -89,7 +89,9 @@ class Client:
     def _unanswered(self, what: str, more: str = "") -> MasterUnavailable:
         """The error for a master that stayed silent, with the cause a probe connection sees (handshake.probe)."""
         why = handshake.probe(self.ctx, self.master_url, self.curve)
-        return MasterUnavailable(f"the master at {self.master_url} {what}: {why.reason}", why.hint + more)
+        error = MasterUnavailable(f"the master at {self.master_url} {what}: {why.reason}", why.hint + more)
+        error.command = why.command
+        return error
 
     def request(self, msg_type: type, *args: Any, timeout_s: float | None = None, about: str = "task") -> Any:
         """Send a Query or Control and wait for its answer; `about` names what a not_found refers to (from_wire)."""

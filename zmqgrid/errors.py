@@ -114,6 +114,7 @@ class MasterUnavailable(ZmqgridError):
     """Raised when the master does not answer within the client's timeout."""
 
     exit_code = EXIT_UNREACHABLE
+    command = ""   # the zmqgrid command that starts or shows the cause on the master's machine (cli.hints names it)
 
 
 class WaitTimedOut(ZmqgridError):

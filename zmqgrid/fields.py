@@ -95,15 +95,16 @@ class Int(Spec):
 
 
 class Float(Spec):
-    """A finite number (an int is taken as one): NaN and infinities fail the range comparison."""
+    """A finite number (an int is taken as one, and given as a float if `as_float`): NaN and infinities fail."""
 
-    def __init__(self, lo: float, hi: float, nullable: bool = False) -> None:
-        self.lo, self.hi, self.nullable = lo, hi, nullable
+    def __init__(self, lo: float, hi: float, nullable: bool = False, as_float: bool = False) -> None:
+        self.lo, self.hi, self.nullable, self.as_float = lo, hi, nullable, as_float
+        self.pure = not as_float
 
     def check(self, value: Any) -> Any:
         kind = type(value)
         if (kind is float or kind is int) and self.lo <= value <= self.hi:
-            return value
+            return float(value) if self.as_float and kind is int else value
         if value is None and self.nullable:
             return None
         raise Bad(self.describe(), value)
@@ -270,12 +271,13 @@ class List(Spec):
 
 
 class Tuple(Spec):
-    """A fixed-length array, one spec per position (e.g. [task id, attempt])."""
+    """A fixed-length array, one spec per position (e.g. [task id, attempt]), given as a Python tuple: hashable, so
+    a key goes into a set or a dict as it is."""
+
+    pure = False   # a new tuple, never the list it was given
 
     def __init__(self, *items: Spec, what: str = "") -> None:
-        self.items, self.what = items, what
-        self.pure = all(s.pure for s in items)
-        self._pair = None
+        self.items, self.what, self._pair = items, what, None
         if len(items) == 2 and isinstance(items[0], Id) and isinstance(items[1], Int):
             self._pair = (items[1].lo, items[1].hi)
 
@@ -288,15 +290,15 @@ class Tuple(Spec):
             first, second = value
             if (type(second) is int and lo <= second <= hi and type(first) is str and 0 < len(first) <= 64
                     and first.isascii() and first.isalnum()):
-                return value
-        i = 0
+                return first, second
+        out, i = [], 0
         try:
             for i, (spec, item) in enumerate(zip(self.items, value)):
-                spec.check(item)
+                out.append(spec.check(item))
         except Bad as e:
             e.path.append(f"[{i}]")
             raise
-        return value
+        return tuple(out)
 
     def describe(self) -> str:
         return self.what or "[" + ", ".join(s.describe() for s in self.items) + "]"

@@ -5,7 +5,7 @@ import time
 from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from .errors import MasterUnavailable
-from .model import FINAL_STATES
+from .model import FINAL_STATES, TaskState
 from .protocol import Query
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def follow(client: Client, task_id: str, poll_s: float = 0.3, timeout_s: float |
             printed[stream] += len(out[stream])
         if any(printed[s] < out[f"{s}_length"] for s in printed):
             continue   # the answer held only what fits this client's messages: the rest comes at once
-        if latest > attempt or (latest == attempt and (state == "queued" or state in FINAL_STATES)):
+        if latest > attempt or (latest == attempt and (state == TaskState.QUEUED or state in FINAL_STATES)):
             if not ending:
                 ending = True
                 continue

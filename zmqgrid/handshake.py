@@ -29,9 +29,11 @@ CURVE_STEPS = "README, Security, step 4"
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     """What the probe saw: `reason` completes "the master at URL did not answer within Ns: ...", `hint` says what
-    to do."""
+    to do; `command`, the zmqgrid command (without the program) that starts or shows what is wrong on the master's
+    machine, for the command line to name (cli.hints)."""
     reason: str
     hint: str
+    command: str = ""
 
 
 def probe(ctx: zmq.Context, url: str, curve: Curve | None, wait_s: float = PROBE_S) -> Diagnosis:
@@ -59,8 +61,8 @@ def _watch(monitor: zmq.Socket, url: str, curved: bool, deadline: float) -> Diag
         if kind == zmq.EVENT_CONNECTED:
             connected = True
         elif kind == zmq.EVENT_CONNECT_RETRIED and not connected:
-            return Diagnosis("nothing accepts connections there (connection refused)",
-                             "start it (python main.py distribute --mode master) or check --master")
+            return Diagnosis("nothing accepts connections there (connection refused)", "start it or check --master",
+                             "distribute --mode master")
         elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return Diagnosis("it accepted the connection and its handshake, so it is up but busy, or not a "
                              "zmqgrid master", "try again with a longer --timeout, or check --master")
@@ -89,8 +91,8 @@ def _failed(kind: int, value: int, curved: bool, url: str) -> Diagnosis:
                          "config), or start the master with --curve")
     if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return Diagnosis(f"it refused this client's key (ZAP status {value})",
-                         "the key is rejected or revoked there (python main.py keys list on the master); "
-                         f"generate a new one and have it accepted ({CURVE_STEPS})")
+                         f"the key is rejected or revoked there; generate a new one and have it accepted "
+                         f"({CURVE_STEPS})", "keys list")
     if curved:
         return Diagnosis("the CURVE handshake failed: the master's public key this client holds (master_key, "
                          "default keys/master.key) is not this master's",

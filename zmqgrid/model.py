@@ -17,7 +17,16 @@ from . import spec_limits as check
 from .spec_limits import LIMITS, check_call_value
 
 
-class TaskState(str, Enum):
+class _State(str, Enum):
+    """A state's name: equal to its text and hashed as it, so it compares with what the wire and the ledger hold;
+    str() and format() give the text on every Python this runs on (3.10+; enum.StrEnum, which does the same, is
+    3.11+), so an f-string, a log line or an SQL parameter reads "done", never "TaskState.DONE"."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class TaskState(_State):
     QUEUED = "queued"
     ASSIGNED = "assigned"
     RUNNING = "running"
@@ -28,19 +37,22 @@ class TaskState(str, Enum):
     QUARANTINED = "quarantined"
 
 
-class DeviceState(str, Enum):
+class DeviceState(_State):
     ONLINE = "online"
     DRAINING = "draining"
     OFFLINE = "offline"
     PENDING = "pending"
 
 
-FINAL_STATES = frozenset({"done", "failed", "timed_out", "cancelled", "quarantined"})
-ACTIVE_STATES = frozenset({"assigned", "running"})
+# The sets and lists of states hold their plain text (the wire schema's Enum and the ledger's SQL take them as is).
+FINAL_STATES = frozenset(s.value for s in (TaskState.DONE, TaskState.FAILED, TaskState.TIMED_OUT, TaskState.CANCELLED,
+                                           TaskState.QUARANTINED))
+ACTIVE_STATES = frozenset(s.value for s in (TaskState.ASSIGNED, TaskState.RUNNING))
+UNFINISHED_STATES = tuple(s.value for s in (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING))
 TASK_STATES = tuple(s.value for s in TaskState)
 DEVICE_STATES = tuple(s.value for s in DeviceState)
 # What a worker may report as the end of an attempt.
-ATTEMPT_OUTCOMES = frozenset({"done", "failed", "timed_out", "cancelled"})
+ATTEMPT_OUTCOMES = FINAL_STATES - {TaskState.QUARANTINED.value}
 
 TASK_KINDS = ("shell", "script", "python")
 _ID_RE = re.compile(ID_PATTERN)   # fullmatch only (see fields.ID_PATTERN)

@@ -42,6 +42,7 @@ class Message:
     _names: ClassVar[tuple]
     _checks: ClassVar[tuple]
     _required: ClassVar[int]
+    _keywords: ClassVar[bool]
 
     def encode(self) -> list[bytes]:
         return [self._header, packb([getattr(self, n) for n in self._names])]
@@ -64,17 +65,20 @@ class Message:
         except Bad as e:
             raise ProtocolError(f"{cls.__name__}.{cls._names[i]}{e.where()}: expected {e.allowed}, "
                                 f"got {e.got}") from None
+        if cls._keywords:
+            return cls(**dict(zip(cls._names, values)))
         return cls(*values)
 
 
 KINDS: dict[int, type[Message]] = {}
 
 
-def message(kind: str):
-    """Class decorator: register a frozen dataclass as the message of wire kind `kind`."""
+def message(kind: str, keywords: bool = False):
+    """Class decorator: register a frozen dataclass as the message of wire kind `kind`. `keywords`: built with
+    keyword arguments only (a message of many fields of the same types, where a position is easily mistaken)."""
 
     def wrap(cls):
-        cls = dataclass(frozen=True, slots=True)(cls)
+        cls = dataclass(frozen=True, slots=True, kw_only=keywords)(cls)
         fields = dataclasses.fields(cls)
         assert [f.name for f in fields] == list(cls.SCHEMA), cls   # one spec per field, in wire order
         cls.KIND = kind.encode()
@@ -82,6 +86,7 @@ def message(kind: str):
         cls._names = tuple(f.name for f in fields)
         cls.FIELDS = tuple(Field(name, spec) for name, spec in cls.SCHEMA.items())
         cls._checks = tuple(spec.check for spec in cls.SCHEMA.values())
+        cls._keywords = keywords
         cls._required = sum(1 for f in fields if f.default is dataclasses.MISSING
                             and f.default_factory is dataclasses.MISSING)
         assert ord(kind) not in KINDS, kind
@@ -110,7 +115,7 @@ def decode(frames: list[bytes]) -> Message:
 
 ID = Id()   # a task id (model.validate_task_spec's charset); device ids use the same
 ATTEMPT = Int(1, 1 << 31)
-KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")
+KEY = Tuple(ID, ATTEMPT, what="[task id, attempt >= 1]")   # decoded as a (task id, attempt) tuple, a set's key
 KEYS = List(KEY, 1 << 20)
 INT64 = Int()
 SEQ = Int(0, INT64_MAX)
@@ -161,13 +166,13 @@ CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "state": _WORD, "tag": _N
 
 # ---------------------------------------------------------------- worker <-> master (ROUTER/DEALER)
 
-@message("R")
+@message("R", keywords=True)
 class Register(Message):
     """Worker -> master: who I am, what I can do, what I am running and what waits in my outbox."""
     SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
               "python_executable": PATH, "tags": List(TAG, 64), "concurrency": Int(1, 4096), "credit": CREDIT,
               "running": KEYS, "outbox": KEYS, "pid": Int(0, 1 << 31), "version": Text(64, line=True),
-              "weight": Float(1e-6, 1e6)}
+              "weight": Float(1e-6, 1e6, as_float=True)}
     device_id: str
     name: str
     hostname: str
@@ -177,8 +182,8 @@ class Register(Message):
     tags: list
     concurrency: int
     credit: int
-    running: list          # [[task_id, attempt], ...]
-    outbox: list           # [[task_id, attempt], ...]
+    running: list          # [(task_id, attempt), ...]
+    outbox: list           # [(task_id, attempt), ...]
     pid: int
     version: str = ""
     weight: float = 1.0    # for the weighted strategy
@@ -194,7 +199,7 @@ class RegisterAck(Message):
     heartbeat_port: int
     heartbeat_interval_s: float
     device_timeout_s: float
-    cancel: list = field(default_factory=list)   # [[task_id, attempt], ...] the master no longer gives this worker
+    cancel: list = field(default_factory=list)   # [(task_id, attempt), ...] the master no longer gives this worker
 
 
 @message("T")
@@ -225,7 +230,7 @@ class ResultAck(Message):
 
 # ---------------------------------------------------------------- heartbeat (PUSH -> PULL), beacon (PUB)
 
-@message("H")
+@message("H", keywords=True)
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
     SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,
@@ -233,8 +238,8 @@ class Heartbeat(Message):
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
-    running: list          # [[task_id, attempt], ...] executing now
-    held: list             # [[task_id, attempt], ...] waiting for a free slot, or in the outbox
+    running: list          # [(task_id, attempt), ...] executing now
+    held: list             # [(task_id, attempt), ...] waiting for a free slot, or in the outbox
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
     commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
@@ -261,7 +266,7 @@ class Command(Message):
 
 @message("O")
 class Output(Message):
-    """Worker -> master: output of running tasks as it comes, [[task_id, attempt, stream, text], ...]."""
+    """Worker -> master: output of running tasks as it comes, [(task_id, attempt, stream, text), ...]."""
     SCHEMA = {"chunks": List(OUTPUT_CHUNK, MAX_OUTPUT_CHUNKS)}
     chunks: list
 

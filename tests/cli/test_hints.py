@@ -11,7 +11,8 @@ import pytest
 import sqlite_utils
 import zmq
 
-from zmqgrid.errors import ScheduleNotFound, TaskNotFound
+from zmqgrid.client import Client
+from zmqgrid.errors import MasterUnavailable, ScheduleNotFound, TaskNotFound
 from zmqgrid.security import CertificateMissing, load_keypair
 from zmqgrid.store import key_store
 from zmqgrid.store.task_store import TaskStore
@@ -81,3 +82,24 @@ def test_accepting_a_key_for_a_device_another_key_holds_is_told_with_the_command
     finally:
         db.close()
     assert held.value.holder == holder and "main.py" not in str(held.value)
+
+
+def test_a_master_nothing_listens_for_is_told_with_the_command_that_starts_one(tmp_path):
+    # Given an address where no master runs (the harness's ports, nothing started)
+    url = Harness(tmp_path).url
+    # The library names what went wrong and the command's data, no command line
+    client = Client(url, timeout_s=1.0)
+    try:
+        with pytest.raises(MasterUnavailable) as unavailable:
+            client.status()
+    finally:
+        client.close()
+    assert unavailable.value.command == "distribute --mode master" and "main.py" not in str(unavailable.value)
+    assert "nothing accepts connections there" in str(unavailable.value)
+    # The command line adds the command, in its error line and in distribute --status
+    listed = assert_user_error(run_cli("tasks", "list", "--master", url, "--timeout", "1", cwd=tmp_path), 2)
+    assert listed.endswith("start it or check --master; on the master's machine: python main.py distribute --mode "
+                           "master"), listed
+    status = run_cli("distribute", "--status", "--master", url, "--timeout", "1", cwd=tmp_path)
+    assert status.returncode == 2 and "on the master's machine: python main.py distribute --mode master" in \
+        status.stdout, status

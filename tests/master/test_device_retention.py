@@ -18,8 +18,9 @@ RETENTION_DAYS = "0.00003"   # 2.6 s
 
 
 def register(device_id: str) -> p.Register:
-    return p.Register(device_id, device_id, "random", "Linux", "3", "python", [], 1, 0, [], [], os.getpid(), "0.1.0",
-                      1.0)
+    return p.Register(device_id=device_id, name=device_id, hostname="random", os="Linux", python_version="3",
+                      python_executable="python", tags=[], concurrency=1, credit=0, running=[], outbox=[],
+                      pid=os.getpid(), version="0.1.0", weight=1.0)
 
 
 def test_long_offline_devices_that_hold_nothing_are_pruned(tmp_path):

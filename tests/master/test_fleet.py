@@ -26,7 +26,8 @@ def receive(sock: zmq.Socket, kind: type, timeout_s: float = 10.0):
 
 
 def beat(push: zmq.Socket, incarnation: str, seq: int, running: list) -> None:
-    push.send_multipart(p.Heartbeat("raw-worker", incarnation, seq, running, [], {}, time.time()).encode())
+    push.send_multipart(p.Heartbeat(device_id="raw-worker", incarnation=incarnation, seq=seq, running=running, held=[],
+                                    metrics={}, sent_at=time.time()).encode())
 
 
 def test_a_burst_of_heartbeats_drained_after_a_stall_does_not_end_an_attempt_but_paced_ones_do(tmp_path):

@@ -48,7 +48,9 @@ def fuzz_nested(depth: int) -> list:
 
 
 def register_body(device_id: str) -> p.Register:
-    return p.Register(device_id, device_id, "host", "Linux", "3.11.7", "/usr/bin/python3", [], 1, 1, [], [], 1, "0")
+    return p.Register(device_id=device_id, name=device_id, hostname="host", os="Linux", python_version="3.11.7",
+                      python_executable="/usr/bin/python3", tags=[], concurrency=1, credit=1, running=[], outbox=[],
+                      pid=1, version="0")
 
 
 class Raw:
@@ -181,12 +183,14 @@ UNDECODABLE = {
     "Control cancel with ids a string": (p.Control(37, "cancel", {"ids": "abc"}).encode(), 37),
     "Control cancel with ids of ints": (p.Control(38, "cancel", {"ids": [1, 2]}).encode(), 38),
     "Control cancel with an id holding a newline": (p.Control(39, "cancel", {"ids": ["a\nb"]}).encode(), 39),
-    "Register with concurrency 2**63": (p.Register("w9", "w9", "h", "Linux", "3", "/p", [], 2 ** 63, 1, [], [], 1,
-                                                   "0").encode(), 0),
+    "Register with concurrency 2**63": (p.Register(
+        device_id="w9", name="w9", hostname="h", os="Linux", python_version="3", python_executable="/p", tags=[],
+        concurrency=2 ** 63, credit=1, running=[], outbox=[], pid=1, version="0").encode(), 0),
     "Results with a result nested 1,000 deep": (p.Results([{"id": "x", "attempt": 1, "state": "failed",
                                                               "error": fuzz_nested(1000)}], 0).encode(), 0),
     "a Reply sent to the master": (p.Reply(18, {}).encode(), 18),
-    "a Heartbeat sent to the ROUTER": (p.Heartbeat("w9", "", 1, [], [], {}, 0.0).encode(), 0),
+    "a Heartbeat sent to the ROUTER": (p.Heartbeat(device_id="w9", incarnation="", seq=1, running=[], held=[],
+                                                   metrics={}, sent_at=0.0).encode(), 0),
     "a Tasks message sent to the master": (p.Tasks([{"id": "x", "kind": "shell"}]).encode(), 0),
     "an Error sent to the master": (p.Error(19, "bad_request", "no").encode(), 19),
 }
@@ -362,8 +366,10 @@ def test_a_register_whose_device_id_differs_from_the_socket_identity_is_refused(
 def test_a_register_with_malformed_running_entries_is_refused_before_it_registers(master, raw, before):
     ledger_before, bad_before = before
     worker = raw.dealer(b"dev-c")
-    worker.send_multipart(p.Register("dev-c", "dev-c", "host", "Linux", "3.11.7", "/usr/bin/python3", [], 1, 1,
-                                     [["only-an-id"]], [], 1, "0").encode())
+    worker.send_multipart(p.Register(device_id="dev-c", name="dev-c", hostname="host", os="Linux",
+                                     python_version="3.11.7", python_executable="/usr/bin/python3", tags=[],
+                                     concurrency=1, credit=1, running=[["only-an-id"]], outbox=[], pid=1,
+                                     version="0").encode())
     error = expect_error(worker)
     assert error.code == "bad_message" and "Register.running" in error.message
     assert assert_unharmed(master, ledger_before)["bad_messages"] == bad_before + 1
@@ -402,7 +408,7 @@ def test_a_result_the_ledger_cannot_store_is_refused_alone_and_does_not_spoil_th
         assert ledger(harness.db) == ledger_before
         assert client.status()["bad_messages"] == len(UNSTORABLE_RESULTS)
         worker.send_multipart(p.Results([result_dict(task_id, attempt)], 1).encode())
-        assert receive(worker, p.ResultAck).keys == [[task_id, attempt]]
+        assert receive(worker, p.ResultAck).keys == [(task_id, attempt)]
         assert client.wait([task_id], timeout_s=10)[task_id]["state"] == "done"
         assert client.logs(task_id)["stdout"] == "forged\n"
     finally:
@@ -413,13 +419,15 @@ def test_a_result_the_ledger_cannot_store_is_refused_alone_and_does_not_spoil_th
 
 UNDECODABLE_ON_PULL = {
     "garbage bytes": [b"\x00\x01\x02garbage"],
-    "three frames": [*p.Heartbeat("w9", "", 1, [], [], {}, 0.0).encode(), b"extra"],
+    "three frames": [*p.Heartbeat(device_id="w9", incarnation="", seq=1, running=[], held=[], metrics={},
+                                  sent_at=0.0).encode(), b"extra"],
     "unknown kind letter": [b"\x01Z", packb([])],
     "body not msgpack": [b"\x01H", b"\xc1"],
     "body not an array": [b"\x01H", packb({"device_id": "w9"})],
     "Heartbeat with seq a string": [b"\x01H", packb(["w9", "", "1", [], [], {}, 0.0])],
     "Heartbeat with too few fields": [b"\x01H", packb(["w9", ""])],
-    "Heartbeat with malformed running entries": p.Heartbeat("w9", "", 1, [["x"]], [], {}, 0.0).encode(),
+    "Heartbeat with malformed running entries": p.Heartbeat(device_id="w9", incarnation="", seq=1, running=[["x"]],
+                                                            held=[], metrics={}, sent_at=0.0).encode(),
     "a Query on the heartbeat socket": p.Query(51, "status", {}).encode(),
 }
 
@@ -442,7 +450,8 @@ def test_a_heartbeat_for_an_unknown_device_is_dropped_without_a_trace(master, ra
 
     # When a heartbeat names a device the master does not know (and no socket has that identity),
     # followed on the same connection by garbage, which marks when the heartbeat has been handled
-    push.send_multipart(p.Heartbeat("never-registered", "", 1, [["x", 1]], [], {"cpu_percent": 1.0}, 0.0).encode())
+    push.send_multipart(p.Heartbeat(device_id="never-registered", incarnation="", seq=1, running=[["x", 1]], held=[],
+                                    metrics={"cpu_percent": 1.0}, sent_at=0.0).encode())
     push.send_multipart([b"marker"])
     wait_until(lambda: bad_messages(master) == bad_before + 1, 10, "the marker to be counted")
 
@@ -458,7 +467,8 @@ def test_a_heartbeat_for_an_unknown_device_is_answered_not_registered_on_its_rou
     assert dealer.poll(5000) and isinstance(p.decode(dealer.recv_multipart()), p.Reply)
 
     # When a heartbeat for device ghost-hb arrives on the PULL
-    raw.push().send_multipart(p.Heartbeat("ghost-hb", "", 1, [], [], {}, 0.0).encode())
+    raw.push().send_multipart(p.Heartbeat(device_id="ghost-hb", incarnation="", seq=1, running=[], held=[], metrics={},
+                                          sent_at=0.0).encode())
 
     # Then the ROUTER tells that socket to register, and nothing is recorded
     error = expect_error(dealer)
@@ -506,7 +516,8 @@ def test_an_oversized_heartbeat_closes_that_connection_and_heartbeats_still_arri
     wait_for_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
     # When a heartbeat larger than max_message_bytes arrives on the PULL
-    push.send_multipart(p.Heartbeat("w9", "", 1, [], [], {"junk": "x" * 2 * MAX_MESSAGE_BYTES}, 0.0).encode())
+    push.send_multipart(p.Heartbeat(device_id="w9", incarnation="", seq=1, running=[], held=[],
+                                    metrics={"junk": "x" * 2 * MAX_MESSAGE_BYTES}, sent_at=0.0).encode())
 
     # Then that connection is closed, and the PULL still reads what other peers send
     wait_for_event(monitor, zmq.EVENT_DISCONNECTED)

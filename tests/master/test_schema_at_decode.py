@@ -84,8 +84,9 @@ class RawWorker:
 
     def heartbeat(self, metrics: dict, running: list | None = None) -> None:
         self.seq += 1
-        self.push.send_multipart(p.Heartbeat(self.device_id, self.incarnation, self.seq, running or [], [], metrics,
-                                             time.time()).encode())
+        self.push.send_multipart(p.Heartbeat(device_id=self.device_id, incarnation=self.incarnation, seq=self.seq,
+                                             running=running or [], held=[], metrics=metrics,
+                                             sent_at=time.time()).encode())
 
     def receive(self, *kinds: type, timeout_s: float = 10.0) -> p.Message:
         """The next message of one of `kinds` (others, such as an unasked Tasks, are passed over)."""

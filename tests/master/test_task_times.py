@@ -39,8 +39,9 @@ def test_a_result_that_began_after_its_turns_clock_was_read_never_makes_a_negati
     # Given a worker w1 holding a task the master assigned it
     store, board, handlers = handlers_on(tmp_path / "ledger.db")
     now = time.time()
-    receive(handlers, b"w1", Register("w1", "w1", "host", "Linux", "3.11", "/usr/bin/python3", [], 1, 1, [], [],
-                                      os.getpid(), "0", 1.0), now)
+    receive(handlers, b"w1", Register(device_id="w1", name="w1", hostname="host", os="Linux", python_version="3.11",
+                                      python_executable="/usr/bin/python3", tags=[], concurrency=1, credit=1,
+                                      running=[], outbox=[], pid=os.getpid(), version="0", weight=1.0), now)
     spec = build_spec(python="tests.tasks:add", args=[1, 2])
     task_id = spec["id"]
     receive(handlers, b"client", Submit(1, [compact_spec(spec)], False), now)

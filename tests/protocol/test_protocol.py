@@ -16,12 +16,15 @@ import time
 from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batch, validate_task_spec
 
 SAMPLES = [
-    p.Register("w1", "W 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 3, 5, [["a", 1]], [], 42, "0.1"),
-    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [["a", 1]]),
-    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [["b", 1]]),
-    p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [["b", 1]]),
-    p.ResultAck([["a", 1]]),
-    p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5}, 1700000000.0, [3, 4]),
+    p.Register(device_id="w1", name="W 1", hostname="host", os="Linux", python_version="3.11.7",
+               python_executable="/usr/bin/python3", tags=["gpu"], concurrency=3, credit=5, running=[("a", 1)],
+               outbox=[], pid=42, version="0.1"),
+    p.RegisterAck("inc", 8001, 8002, 1.0, 5.0, [("a", 1)]),
+    p.Tasks([{"id": "a", "attempt": 1, "kind": "shell", "command": "true"}], [("b", 1)]),
+    p.Results([{"id": "a", "attempt": 1, "state": "done"}], 1, [("b", 1)]),
+    p.ResultAck([("a", 1)]),
+    p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[("a", 1)], held=[], metrics={"cpu_percent": 1.5},
+                sent_at=1700000000.0, commands=[3, 4]),
     p.Beacon("inc", 1700000000.0),
     p.Submit(1, [{"kind": "shell", "command": "true"}], True),
     p.Submit(1, [{"id": "a", "args": [1]}], False, {"kind": "python", "function": "m:f"}),
@@ -33,7 +36,7 @@ SAMPLES = [
     p.Error(5, "bad_request", "no"),
     p.Finished([{"id": "a", "state": "done"}]),
     p.Command(7, "drain", {}),
-    p.Output([["a", 1, "stdout", "line\n"]]),
+    p.Output([("a", 1, "stdout", "line\n")]),
 ]
 
 
@@ -48,6 +51,52 @@ def test_each_message_round_trips_through_its_frames(msg):
     assert p.decode(frames) == msg
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(msg, dataclasses.fields(msg)[0].name, None)
+
+
+@pytest.mark.parametrize("kind", [p.Register, p.Heartbeat])
+def test_messages_of_many_fields_are_built_with_keywords_only(kind):
+    # Register's 14 fields (Heartbeat's 8) hold runs of the same types: a value in the wrong place would still fit
+    sample = next(m for m in SAMPLES if type(m) is kind)
+    with pytest.raises(TypeError):
+        kind(*(getattr(sample, name) for name in kind._names))
+    assert p.decode(sample.encode()) == kind(**{name: getattr(sample, name) for name in kind._names})
+
+
+def with_field(msg: p.Message, name: str, value) -> list[bytes]:
+    """The frames of `msg` with the wire value of field `name` replaced by `value`."""
+    header, body = msg.encode()
+    values = msgpack.unpackb(body)
+    values[type(msg)._names.index(name)] = value
+    return [header, msgpack.packb(values)]
+
+
+def sample(kind: type) -> p.Message:
+    return next(m for m in SAMPLES if type(m) is kind)
+
+
+@pytest.mark.parametrize("kind, name", [(p.Register, "running"), (p.Register, "outbox"), (p.RegisterAck, "cancel"),
+                                        (p.Tasks, "acks"), (p.Results, "started"), (p.ResultAck, "keys"),
+                                        (p.Heartbeat, "running"), (p.Heartbeat, "held")])
+def test_task_attempt_pairs_decode_as_tuples_a_set_takes_as_they_are(kind, name):
+    # Given [task id, attempt] pairs on the wire, an id of letters and digits and one of the other characters
+    frames = with_field(sample(kind), name, [["t1", 1], ["a.b:c-d_e", 1 << 31]])
+
+    # When decoded, then each is a (str, int) tuple: a handler puts them in a set or dict as they come
+    keys = getattr(p.decode(frames), name)
+    assert keys == [("t1", 1), ("a.b:c-d_e", 1 << 31)] and all(type(key) is tuple for key in keys)
+    assert set(keys) == {("t1", 1), ("a.b:c-d_e", 1 << 31)}
+
+
+def test_output_chunks_decode_as_tuples():
+    frames = with_field(sample(p.Output), "chunks", [["t1", 1, "stdout", "a\n"], ["t.2", 3, "stderr", ""]])
+    chunks = p.decode(frames).chunks
+    assert chunks == [("t1", 1, "stdout", "a\n"), ("t.2", 3, "stderr", "")]
+    assert all(type(chunk) is tuple for chunk in chunks)
+
+
+def test_a_register_weight_sent_as_an_integer_decodes_as_a_float():
+    weight = p.decode(with_field(sample(p.Register), "weight", 2)).weight
+    assert weight == 2.0 and type(weight) is float
 
 
 def test_optional_trailing_fields_may_be_left_out():
@@ -231,12 +280,14 @@ def nested(depth: int) -> list:
 
 NAN, INF = float("nan"), float("inf")
 BASE = {   # a valid message of every kind a peer sends to the master; the table changes one value in it
-    "Register": p.Register("w1", "w 1", "host", "Linux", "3.11.7", "/usr/bin/python3", ["gpu"], 2, 3, [["a", 1]],
-                           [], 42, "0.1", 1.0),
+    "Register": p.Register(device_id="w1", name="w 1", hostname="host", os="Linux", python_version="3.11.7",
+                           python_executable="/usr/bin/python3", tags=["gpu"], concurrency=2, credit=3,
+                           running=[["a", 1]], outbox=[], pid=42, version="0.1", weight=1.0),
     "Results": p.Results([{"id": "t1", "attempt": 1, "state": "done", "exit_code": 0, "value": [1], "error": None,
                            "stdout": "o", "stderr": "", "started_at": 1.7e9}], 1, [["b", 1]]),
     "Output": p.Output([["t1", 1, "stdout", "line\n"]]),
-    "Heartbeat": p.Heartbeat("w1", "inc", 7, [["a", 1]], [], {"cpu_percent": 1.5, "hostname": "h"}, 1.7e9, [3]),
+    "Heartbeat": p.Heartbeat(device_id="w1", incarnation="inc", seq=7, running=[["a", 1]], held=[],
+                             metrics={"cpu_percent": 1.5, "hostname": "h"}, sent_at=1.7e9, commands=[3]),
     "Submit": p.Submit(1, [{"kind": "shell", "command": "true"}], True, {"kind": "shell"}, True),
     "Query": p.Query(2, "tasks", {"state": "done", "limit": 10}),
     "Control": p.Control(3, "cancel", {"ids": ["a"]}),

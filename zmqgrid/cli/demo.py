@@ -11,7 +11,7 @@ import click
 
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK
-from ..model import new_task_id
+from ..model import TaskState, new_task_id
 from .render import describe_error, field, table
 from .submit import read_batch
 
@@ -40,7 +40,7 @@ def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
             done[task_id] = r
             detail = f"value={json.dumps(r['value'])[:40]}" if r.get("value") is not None else \
                 f"exit={r.get('exit_code')}"
-            if r["state"] != "done":
+            if r["state"] != TaskState.DONE:
                 detail += f" ({describe_error(r.get('error')) or r.get('reason')})"
             click.echo(f"[{time.monotonic() - started:5.1f}s] {len(done):2d}/{len(ids)} {r['state']:<9} "
                        f"{names[task_id][:38]:<38} on {field(r.get('device_id'))}  {detail}")
@@ -51,7 +51,8 @@ def run_demo(master_url: str, stopping: threading.Event, curve: Any = None,
     table(([i, done[i]["state"], done[i].get("device_id"), names[i], (logs[i] or [""])[-1]] for i in ids),
           ["ID", "STATE", "DEVICE", "TASK", "LAST OUTPUT LINE"])
     states = [done[i]["state"] for i in ids]
-    click.echo(f"\n{states.count('done')} done, {len(states) - states.count('done')} not done "
+    done_count = states.count(TaskState.DONE)
+    click.echo(f"\n{done_count} done, {len(states) - done_count} not done "
                f"(2 fail on purpose) in {time.monotonic() - started:.1f}s. "
                "Keep a cluster running with: python main.py distribute --mode standalone; then, in another terminal: "
                "python main.py tasks list")

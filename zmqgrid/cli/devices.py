@@ -8,6 +8,7 @@ import click
 from ..client import Client
 from .common import client_options, json_option
 from ..errors import EXIT_FAILED, EXIT_OK
+from ..model import DeviceState
 from .render import emit_json, seconds, table
 
 
@@ -39,7 +40,7 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
 def pct(row: dict, key: str) -> str:
     """A live figure of the device's last heartbeat; none for an offline device (its last figures are not live)."""
     metrics = row.get("metrics")
-    value = metrics.get(key) if isinstance(metrics, dict) and row.get("state") != "offline" else None
+    value = metrics.get(key) if isinstance(metrics, dict) and row.get("state") != DeviceState.OFFLINE else None
     # A row written before heartbeats were checked may hold anything here: only a number is shown.
     return f"{value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
@@ -65,7 +66,7 @@ def _device_command(action: str, doc: str):
         else:
             for device_id, state in outcome.items():
                 click.echo(f"{device_id} {state}")
-        return EXIT_FAILED if any(v in ("not found", "offline") for v in outcome.values()) else EXIT_OK
+        return EXIT_FAILED if any(v in ("not found", DeviceState.OFFLINE) for v in outcome.values()) else EXIT_OK
     return command
 
 

@@ -13,9 +13,10 @@ from ..client import Client
 from ..config import MODES, PYTHON_POOLS, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
 from ..logs import configure_logging
-from ..model import TASK_KINDS
+from ..model import TASK_KINDS, DeviceState
 from ..security import client_curve
 from ..transport import Curve
+from . import hints
 from .dashboard import has_terminal
 from .render import emit_json
 
@@ -101,11 +102,11 @@ def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve 
         if as_json:
             emit_json({"state": "unreachable", "master": master_url, "error": str(e)})
         else:
-            click.echo(f"master {master_url}: UNREACHABLE ({e})")
+            click.echo(f"master {master_url}: UNREACHABLE ({hints.line(e)})")
         return EXIT_UNREACHABLE
     finally:
         client.close()
-    online = report["devices"].get("online", 0) + report["devices"].get("draining", 0)
+    online = report["devices"].get(DeviceState.ONLINE, 0) + report["devices"].get(DeviceState.DRAINING, 0)
     problems = (["no worker online"] if not online else []) + \
         ([f"{report['stuck_tasks']} queued task(s) no online worker can take"] if report["stuck_tasks"] else [])
     report.update(state="degraded" if problems else "healthy", problems=problems, master=master_url)

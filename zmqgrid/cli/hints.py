@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Callable
 
-from ..errors import ScheduleNotFound, TaskNotFound, ZmqgridError
+from ..errors import MasterUnavailable, ScheduleNotFound, TaskNotFound, ZmqgridError
 from ..security import CertificateMissing
 from ..store.key_store import KeyGone, KeyHeld
 from ..store.maintenance import BackupFailed
@@ -19,6 +19,7 @@ _HINTS: tuple[tuple[type[ZmqgridError], Callable[[Any], str | None]], ...] = (
     (CertificateMissing, lambda e: f"generate one: {PROG} keys generate --role {e.role}" if e.role else None),
     (KeyHeld, lambda e: f"{e.hint}: {PROG} keys revoke {shlex.quote(e.holder)}"),
     (KeyGone, lambda e: f"run {PROG} keys list and try again"),
+    (MasterUnavailable, lambda e: f"{e.hint}; on the master's machine: {PROG} {e.command}" if e.command else None),
 )
 
 

@@ -9,7 +9,7 @@ import click
 from ..client import Client
 from ..errors import (EXIT_FAILED, EXIT_OK, AmbiguousTaskId, TaskNotFound, UsageError, ZmqgridError,
                       exit_code_for_state)
-from ..model import TASK_STATES
+from ..model import TASK_STATES, UNFINISHED_STATES, TaskState
 from .common import client_options, json_option
 from .render import describe_error, echo_output, emit_json, field, seconds, table, when
 from .task_view import spec_lines
@@ -129,7 +129,7 @@ def follow_logs(client: Callable[[], Client], ref: str, first_attempt: int) -> i
         summary = c.wait([task_id])[task_id]
     attempts = summary.get("attempt") or 0
     what = summary["state"] + (f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "")
-    if summary["state"] != "done":
+    if summary["state"] != TaskState.DONE:
         detail = describe_error(summary.get("error")) or field(summary.get("reason"))
         what += f" ({detail})" if detail != "-" else ""
     click.echo(("" if ended_line else "\n") + f"--- task {task_id} {what} ---", err=True)
@@ -175,12 +175,12 @@ def requeue_tasks(client: Callable[[], Client], task_ids: tuple, as_json: bool) 
     with client() as c:
         outcome = c.requeue(list(task_ids))
     report(outcome, as_json)
-    return EXIT_OK if all(v == "queued" for v in outcome.values()) else EXIT_FAILED
+    return EXIT_OK if all(v == TaskState.QUEUED for v in outcome.values()) else EXIT_FAILED
 
 
 @tasks.command("cancel")
 @click.argument("task_ids", nargs=-1)
-@click.option("--state", type=click.Choice(["queued", "assigned", "running"]), help="Cancel every task in this state.")
+@click.option("--state", type=click.Choice(UNFINISHED_STATES), help="Cancel every task in this state.")
 @click.option("--tag", help="Cancel every unfinished task that requires this tag.")
 @json_option
 @client_options

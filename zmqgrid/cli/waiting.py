@@ -10,6 +10,7 @@ import click
 
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK, MasterUnavailable, WaitTimedOut
+from ..model import FINAL_STATES, TaskState
 from ..text import printable
 from .render import describe_error, echo_output, emit_json, field, seconds, table
 
@@ -49,7 +50,7 @@ class SubmitWait:
         self.names = names
         self.deadline = Deadline(wait_timeout_s)
         self.quiet, self.as_json = quiet, as_json
-        self.state: dict[str, str] = dict.fromkeys(ids, "queued")   # last seen, for a wait that ends early
+        self.state: dict[str, str] = dict.fromkeys(ids, TaskState.QUEUED)   # last seen, for a wait that ends early
         self.waiting: dict[str, str] = {}                            # id -> the reason it waits, as last told
         self.told: set[str] = set()                                 # reasons told for a batch (each once)
         self.device: dict[str, str] = {}
@@ -80,10 +81,10 @@ class SubmitWait:
             raise
         summary = self.collect()[task_id]
         value = summary.get("value")
-        if summary["state"] == "done" and value is not None:
+        if summary["state"] == TaskState.DONE and value is not None:
             click.echo(json.dumps(value, default=str))
         click.echo(status_line(summary), err=True)
-        return EXIT_OK if summary["state"] == "done" else EXIT_FAILED
+        return EXIT_OK if summary["state"] == TaskState.DONE else EXIT_FAILED
 
     def batch(self) -> int:
         """Several tasks (--file): one line per task as it ends, its last output line when it did not succeed."""
@@ -92,7 +93,7 @@ class SubmitWait:
         printing = not (self.quiet or self.as_json)
         results = self.collect(self.outcome_line if printing else None)
         if printing:
-            done = sum(1 for r in results.values() if r["state"] == "done")
+            done = sum(1 for r in results.values() if r["state"] == TaskState.DONE)
             click.echo(f"{done} of {len(results)} tasks done", err=True)
             return EXIT_OK if done == len(results) else EXIT_FAILED
         return self.report(results)
@@ -108,7 +109,7 @@ class SubmitWait:
             took = task["finished_at"] - task["started_at"] if task["started_at"] and task["finished_at"] else None
             rows.append({**r, "took_s": None if took is None else round(took, 3), "stdout": out["stdout"],
                          "stderr": out["stderr"]})
-        ok = sum(1 for r in rows if r["state"] == "done")
+        ok = sum(1 for r in rows if r["state"] == TaskState.DONE)
         if self.as_json:
             emit_json(rows)
         else:
@@ -141,7 +142,7 @@ class SubmitWait:
         while True:
             task = self.c.task(task_id)
             self.state[task_id], self.device[task_id] = task["state"], task.get("device_id")
-            if task["state"] != "queued":
+            if task["state"] != TaskState.QUEUED:
                 return
             self.tell(task_id, task.get("waiting"))
             if self.deadline.passed():
@@ -157,7 +158,7 @@ class SubmitWait:
         for task_id in dict.fromkeys((unfinished[0], unfinished[-1])):
             task = self.c.task(task_id)
             self.state[task_id], self.device[task_id] = task["state"], task.get("device_id")
-            if task["state"] == "queued":
+            if task["state"] == TaskState.QUEUED:
                 self.tell(task_id, task.get("waiting"))
 
     def tell(self, task_id: str, reason: str | None) -> None:
@@ -176,7 +177,7 @@ class SubmitWait:
         line = f"{summary['state']:<9} {task_id}  {field(self.names.get(task_id), 60)}"
         if summary.get("device_id"):
             line += f"  on {field(summary['device_id'], 64)}"
-        if summary["state"] == "done":
+        if summary["state"] == TaskState.DONE:
             if summary.get("value") is not None:
                 line += f"  = {printable(json.dumps(summary['value'], default=str), 60)}"
         else:
@@ -200,16 +201,17 @@ class SubmitWait:
             for r in ordered:
                 detail = f" exit={r['exit_code']}" if r.get("exit_code") is not None else ""
                 detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
-                detail += f" error={describe_error(r.get('error'))}" if r.get("error") and r["state"] != "done" else ""
+                failed = r.get("error") and r["state"] != TaskState.DONE
+                detail += f" error={describe_error(r.get('error'))}" if failed else ""
                 click.echo(f"{field(r['id'])} {r['state']} on {field(r.get('device_id'))}{detail}")
-        return EXIT_OK if all(r["state"] == "done" for r in ordered) else EXIT_FAILED
+        return EXIT_OK if all(r["state"] == TaskState.DONE for r in ordered) else EXIT_FAILED
 
     # ------------------------------------------------------------ when the wait ends early
 
     def where(self, task_id: str) -> str:
         """The last seen state of an unfinished task, in words: 'queued (no online worker has tag gpu)'."""
-        state = self.state.get(task_id, "queued")
-        if state == "queued" and task_id in self.waiting:
+        state = self.state.get(task_id, TaskState.QUEUED)
+        if state == TaskState.QUEUED and task_id in self.waiting:
             return f"queued ({self.waiting[task_id]})"
         return f"{state} on {self.device[task_id]}" if self.device.get(task_id) else state
 
@@ -225,7 +227,7 @@ class SubmitWait:
 
     def interrupted(self) -> str:
         """The line for Ctrl-C: the tasks go on without us, and how to follow or cancel them."""
-        unfinished = [i for i in self.ids if self.state.get(i) not in FINAL]
+        unfinished = [i for i in self.ids if self.state.get(i) not in FINAL_STATES]
         if not unfinished:
             return "interrupted; every task had ended"
         first = unfinished[0]
@@ -233,9 +235,6 @@ class SubmitWait:
             return f"interrupted; task {first} stays on the master, {self.where(first)}: {follow_or_cancel(first)}"
         return (f"interrupted; {len(unfinished)} of {len(self.ids)} tasks stay on the master (task {first} is "
                 f"{self.where(first)}): {follow_or_cancel(first)}")
-
-
-FINAL = frozenset({"done", "failed", "timed_out", "cancelled", "quarantined"})
 
 
 def follow_or_cancel(task_id: str) -> str:
@@ -259,7 +258,7 @@ def status_line(summary: dict) -> str:
     if summary.get("exit_code") is not None:
         how.append(f"exit {summary['exit_code']}")
     line = f"{summary['state']}: task {summary['id']}{where} ({', '.join(how)})"
-    if summary["state"] != "done":
+    if summary["state"] != TaskState.DONE:
         error = describe_error(summary.get("error"))
         line += f": {error}" if error else ""
         reason = summary.get("reason") or ""

@@ -149,7 +149,7 @@ class Fleet:
         device.heartbeats += 1
         for command in self.commands.applied(device.device_id, commands, now_mono):
             self.turn.send(device.identity, command.encode())
-        lost = self.check_leases(device, set(map(tuple, running)) | set(map(tuple, held)), now_mono, paced) \
+        lost = self.check_leases(device, set(running) | set(held), now_mono, paced) \
             if device.inflight else []
         # The live view (devices list, liveness) is in memory. The ledger's devices row (last seen, metrics, running:
         # what a reader of the file or a restarted master sees) and a metrics sample are written every sample_every-th

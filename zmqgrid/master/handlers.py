@@ -37,11 +37,6 @@ def _runs(submits: list[tuple]) -> list[list[tuple]]:
     return runs
 
 
-def pairs(keys: list) -> list[tuple[str, int]]:
-    """[task id, attempt] pairs (checked by the message's schema) as hashable tuples."""
-    return [(k[0], k[1]) for k in keys]
-
-
 class Handlers:
     """Routes one decoded ROUTER or PULL message to the cluster; replies go into the cluster's turn."""
 
@@ -83,12 +78,12 @@ class Handlers:
     def handle_register(self, identity: bytes, msg: Register, now_mono: float, now: float) -> None:
         if self.peers is None and identity != msg.device_id.encode():
             raise ProtocolError(f"Register: device_id {msg.device_id!r} does not match the socket identity")
-        running = pairs(msg.running)
-        reported = set(running) | set(pairs(msg.outbox))
+        running = msg.running
+        reported = set(running) | set(msg.outbox)
         info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
                 "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
-                "weight": float(msg.weight)}
+                "weight": msg.weight}
         disowned = self.board.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
         self.board.turn.ack(identity, RegisterAck(self.board.incarnation, s["pub_port"], s["heartbeat_port"],
@@ -105,7 +100,7 @@ class Handlers:
         if device is None:
             return
         if msg.started:
-            self.board.mark_started(device, pairs(msg.started), now)
+            self.board.mark_started(device, msg.started, now)
         acked = []
         for result in msg.results:
             if self.board.record_result(device, result, now_mono, now):
@@ -115,7 +110,7 @@ class Handlers:
             self.board.turn.ack_results(identity, acked)
 
     def on_heartbeat(self, msg: Heartbeat, now_mono: float, now: float) -> None:
-        running, held = pairs(msg.running), pairs(msg.held)
+        running, held = msg.running, msg.held
         device = self.board.fleet.devices.get(msg.device_id)
         if device is None or not device.registered or msg.incarnation != self.board.incarnation:
             # PULL cannot answer; the ROUTER can, if the worker's DEALER is connected.

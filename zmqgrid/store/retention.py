@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from ..errors import StoreError
-from ..model import FINAL_STATES
+from ..model import ACTIVE_STATES, FINAL_STATES, UNFINISHED_STATES, DeviceState
+from .schema import sql_list
 
 logger = logging.getLogger(__name__)
 CHUNK_ROWS = 5000          # most tasks deleted per transaction
@@ -19,7 +20,7 @@ EVERY_S = 60.0             # between passes once nothing is left to prune
 FIRST_AFTER_S = 1.0        # the first pass waits for start-up to finish answering
 BUSY_SHARE = 0.2           # while a backlog lasts, pruning takes at most this share of the loop's time
 LOG_EVERY_S = 10.0         # a long backlog logs its progress this often
-_FINAL = "(" + ", ".join(f"'{s}'" for s in sorted(FINAL_STATES)) + ")"
+_FINAL = sql_list(sorted(FINAL_STATES))
 # +state: the (finished_at, state) index gives the oldest first and checks their state; the state index would
 # make SQLite sort every finished task.
 _OLDEST = (f"SELECT id FROM tasks WHERE finished_at IS NOT NULL AND +state IN {_FINAL} "
@@ -28,11 +29,11 @@ _OLDER_THAN = (f"SELECT id FROM tasks WHERE finished_at < ? AND +state IN {_FINA
                "ORDER BY finished_at LIMIT ?")
 
 # Devices: offline since before a time, oldest first; then those holding anything in the ledger are left out.
-_OFFLINE_SINCE = ("SELECT rowid, device_id FROM devices WHERE state = 'offline' AND last_seen_at < ? AND rowid > ? "
-                  "ORDER BY rowid LIMIT ?")
+_OFFLINE_SINCE = (f"SELECT rowid, device_id FROM devices WHERE state = '{DeviceState.OFFLINE}' AND last_seen_at < ? "
+                  "AND rowid > ? ORDER BY rowid LIMIT ?")
 _PINNED = ("SELECT DISTINCT device_req FROM tasks WHERE device_req IS NOT NULL "
-           "AND state IN ('queued', 'assigned', 'running')")
-_HOLDS = "SELECT 1 FROM tasks WHERE device_id = ? AND state IN ('assigned', 'running') LIMIT 1"
+           f"AND state IN {sql_list(UNFINISHED_STATES)}")
+_HOLDS = f"SELECT 1 FROM tasks WHERE device_id = ? AND state IN {sql_list(sorted(ACTIVE_STATES))} LIMIT 1"
 
 
 def offline_devices(db: sqlite_utils.Database, before: float, limit: int) -> list[str]:

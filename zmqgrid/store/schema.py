@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Iterable
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from ..errors import StoreError
+from ..model import DeviceState, TaskState
 
 migrations = Migrations("zmqgrid")
 # config `durability` -> PRAGMA synchronous. In WAL mode FULL syncs the WAL at every commit, so a commit that
@@ -22,6 +24,15 @@ SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 # the lookup's first, cheap exit; what is bound does not change.
 sqlite3.register_adapter(type(None), {}.get)
 sqlite3.register_adapter(bytes, bytes)
+# A state (model.TaskState, DeviceState) is bound as its text, through the same cheap exit.
+sqlite3.register_adapter(TaskState, str)
+sqlite3.register_adapter(DeviceState, str)
+
+
+def sql_list(words: Iterable[str]) -> str:
+    """Constant words as an SQL list, `('a', 'b')`, for an IN the query planner sees as constants (the words are
+    the code's own, never a peer's)."""
+    return "(" + ", ".join(f"'{word}'" for word in words) + ")"
 
 
 @migrations()

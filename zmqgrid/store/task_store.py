@@ -10,10 +10,10 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from ..errors import StoreError
-from ..model import TASK_STATES
+from ..model import TASK_STATES, UNFINISHED_STATES, DeviceState, TaskState
 from ..protocol import packb, unpackb
 from .checkpoint import WAL_KEEP_BYTES, Checkpointer
-from .schema import open_database
+from .schema import open_database, sql_list
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,10 @@ TASK_COLUMNS = ("id, kind, name, state, priority, attempt, retries, timeout_s, t
 # insert alone, already assigned (see TaskStore.assign).
 _INSERT_TASK = ("INSERT OR IGNORE INTO tasks (id, kind, name, priority, retries, timeout_s, tags, device_req, spec, "
                 "created_at, group_id, updated_at, state, attempt, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_ASSIGN_TASK = "UPDATE tasks SET state='assigned', attempt=?, device_id=?, updated_at=? WHERE id=?"
-_RUNNING_TASK = "UPDATE tasks SET state='running', started_at=?, updated_at=? WHERE id=? AND attempt=?"
+# A task's insert binds its state as plain text (a state member would go through sqlite3's adapter, once per task).
+_QUEUED, _ASSIGNED = TaskState.QUEUED.value, TaskState.ASSIGNED.value
+_ASSIGN_TASK = f"UPDATE tasks SET state='{TaskState.ASSIGNED}', attempt=?, device_id=?, updated_at=? WHERE id=?"
+_RUNNING_TASK = f"UPDATE tasks SET state='{TaskState.RUNNING}', started_at=?, updated_at=? WHERE id=? AND attempt=?"
 # An attempt's row is written once, when it ends (the tasks row says who holds the current one): one statement
 # per attempt instead of three on the hot path.
 _END_ATTEMPT = ("INSERT OR REPLACE INTO attempts (task_id, attempt, device_id, state, assigned_at, started_at, "
@@ -35,10 +37,11 @@ _STALE_ATTEMPT = ("UPDATE attempts SET stale=stale+1, exit_code=coalesce(exit_co
 # started_at: the ending attempt's start when known (the master's running mark may be late: see Board.record_result)
 _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
-_REQUEUE_TASK = "UPDATE tasks SET state='queued', device_id=NULL, updated_at=?, reason=?, not_before=? WHERE id=?"
+_REQUEUE_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, updated_at=?, reason=?, not_before=? "
+                 "WHERE id=?")
 _DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
-_REOPEN_TASK = ("UPDATE tasks SET state='queued', device_id=NULL, retries=?, deaths=0, evidence=NULL, updated_at=?, "
-                "reason=?, not_before=NULL, finished_at=NULL WHERE id=?")
+_REOPEN_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, retries=?, deaths=0, evidence=NULL, "
+                "updated_at=?, reason=?, not_before=NULL, finished_at=NULL WHERE id=?")
 _OUTPUT = "INSERT OR REPLACE INTO task_output (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
 _UPSERT_DEVICE = (
     "INSERT INTO devices (device_id, name, hostname, os, python_version, python_executable, tags, concurrency, "
@@ -159,7 +162,7 @@ class TaskStore:
         """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each)."""
         statements = [(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
                                       _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec),
-                                      now, spec.get("group"), now, "queued", 0, None))
+                                      now, spec.get("group"), now, _QUEUED, 0, None))
                       for spec, retries, timeout_s in tasks]
         if not statements:
             return
@@ -184,7 +187,7 @@ class TaskStore:
             return
         statements, i = staged
         sql, params = statements[i]
-        statements[i] = (sql, params[:-4] + (now, "assigned", attempt, device_id))
+        statements[i] = (sql, params[:-4] + (now, _ASSIGNED, attempt, device_id))
 
     def mark_running(self, task_id: str, attempt: int, started_at: float, now: float) -> None:
         self.stage(_RUNNING_TASK, (started_at, now, task_id, attempt))
@@ -228,7 +231,7 @@ class TaskStore:
     def reopen_task(self, task_id: str, retries: int, reason: str, now: float) -> None:
         self.stage(_REOPEN_TASK, (retries, now, reason, task_id))
 
-    def upsert_device(self, info: dict, now: float, running: int, state: str = "online") -> None:
+    def upsert_device(self, info: dict, now: float, running: int, state: str = DeviceState.ONLINE) -> None:
         self.stage(_UPSERT_DEVICE, (info["device_id"], info["name"], info["hostname"], info["os"],
                                     info["python_version"], info["python_executable"], _json(info["tags"]),
                                     info["concurrency"], state, info["pid"], info["version"], now, now, running))
@@ -244,7 +247,7 @@ class TaskStore:
 
     def remove_device(self, device_id: str) -> None:
         """Stage the removal of an offline device's row and heartbeat samples (store.retention.offline_devices)."""
-        self.stage("DELETE FROM devices WHERE device_id = ? AND state = 'offline'", (device_id,))
+        self.stage(f"DELETE FROM devices WHERE device_id = ? AND state = '{DeviceState.OFFLINE}'", (device_id,))
         self.stage("DELETE FROM heartbeats WHERE device_id = ?", (device_id,))
         self._sampled.pop(device_id, None)
 
@@ -271,7 +274,7 @@ class TaskStore:
         """Queued, assigned and running tasks in submit order, with their spec: what a restart must resume."""
         for row in self.db.query("SELECT id, state, priority, attempt, retries, timeout_s, device_id, spec, "
                                  "not_before, deaths, evidence, started_at, updated_at "
-                                 "FROM tasks WHERE state IN ('queued', 'assigned', 'running') ORDER BY rowid"):
+                                 f"FROM tasks WHERE state IN {sql_list(UNFINISHED_STATES)} ORDER BY rowid"):
             row["spec"] = unpackb(row["spec"])
             row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else []
             yield row

@@ -11,11 +11,14 @@ from typing import Sequence
 
 from rich.text import Text
 
+from ..model import DeviceState, TaskState
 from ..text import printable
 
-TASK_STATE_STYLES = {"queued": "cyan", "assigned": "blue", "running": "yellow", "done": "green", "failed": "bold red",
-                     "timed_out": "red", "cancelled": "dim", "quarantined": "magenta"}
-DEVICE_STATE_STYLES = {"online": "green", "draining": "yellow", "offline": "bold red", "pending": "dim"}
+TASK_STATE_STYLES = {TaskState.QUEUED: "cyan", TaskState.ASSIGNED: "blue", TaskState.RUNNING: "yellow",
+                     TaskState.DONE: "green", TaskState.FAILED: "bold red", TaskState.TIMED_OUT: "red",
+                     TaskState.CANCELLED: "dim", TaskState.QUARANTINED: "magenta"}
+DEVICE_STATE_STYLES = {DeviceState.ONLINE: "green", DeviceState.DRAINING: "yellow", DeviceState.OFFLINE: "bold red",
+                       DeviceState.PENDING: "dim"}
 BARS = "▁▂▃▄▅▆▇█"
 
 

@@ -10,7 +10,7 @@ import zmq
 
 from ..client import Client, Curve
 from ..errors import MasterUnavailable, ZmqgridError
-from ..model import FINAL_STATES
+from ..model import FINAL_STATES, TaskState
 from ..protocol import Query
 
 
@@ -176,17 +176,18 @@ class StaticSource:
         return self.details[task_id]
 
     def output(self, task_id: str, stdout_from: int = 0, stderr_from: int = 0) -> TaskOutput:
-        out = self.outputs.get(task_id) or TaskOutput(task_id, 0, self.details.get(task_id, {}).get("state", "done"))
+        state = self.details.get(task_id, {}).get("state", TaskState.DONE)
+        out = self.outputs.get(task_id) or TaskOutput(task_id, 0, state)
         return dataclasses.replace(out, stdout=out.stdout[stdout_from:], stderr=out.stderr[stderr_from:],
                                    stdout_length=len(out.stdout), stderr_length=len(out.stderr))
 
     def cancel(self, task_ids: list[str]) -> dict:
         self.actions.append(("cancel", tuple(task_ids)))
-        return {i: "cancelled" for i in task_ids}
+        return {i: TaskState.CANCELLED for i in task_ids}
 
     def requeue(self, task_ids: list[str]) -> dict:
         self.actions.append(("requeue", tuple(task_ids)))
-        return {i: "queued" for i in task_ids}
+        return {i: TaskState.QUEUED for i in task_ids}
 
     def control_devices(self, action: str, device_ids: list[str]) -> dict:
         self.actions.append((action, tuple(device_ids)))

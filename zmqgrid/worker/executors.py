@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..model import TaskError
+from ..model import TaskError, TaskState
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
 from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses, describe_exit
@@ -76,7 +76,8 @@ class Run:
                         self._result = self._execute()
                 except Exception as e:
                     logger.exception("executor failed task=%s attempt=%d", self.task_id, self.attempt)
-                    self._result = self._make("failed", error=TaskError("ExecutorError", f"{type(e).__name__}: {e}"))
+                    self._result = self._make(TaskState.FAILED,
+                                              error=TaskError("ExecutorError", f"{type(e).__name__}: {e}"))
                 finally:
                     with self._lock:
                         self._done.set()
@@ -88,7 +89,8 @@ class Run:
 
     def _execute(self) -> AttemptResult:
         kind = self._task.get("kind")
-        return self._make("failed", error=TaskError("StartError", f"unknown task kind {kind!r}", permanent=True))
+        return self._make(TaskState.FAILED,
+                          error=TaskError("StartError", f"unknown task kind {kind!r}", permanent=True))
 
     def _on_kill(self) -> None:
         """Called under the lock when kill() is first called."""
@@ -107,16 +109,17 @@ class Run:
         except Exception:
             logger.exception("output callback failed task=%s", self.task_id)
 
-    def _make(self, state: str, *, exit_code: int | None = None, error: TaskError | None = None) -> AttemptResult:
+    def _make(self, state: TaskState, *, exit_code: int | None = None, error: TaskError | None = None) -> AttemptResult:
         return AttemptResult(self.task_id, self.attempt, state, exit_code=exit_code, error=error,
                              stdout=self._out.text(), stderr=self._err.text(), started_at=self._started_at,
                              duration_s=time.monotonic() - self._t0)
 
     def _cancelled(self, exit_code: int | None = None) -> AttemptResult:
-        return self._make("cancelled", exit_code=exit_code, error=cancel_error(self._kill_reason or "cancelled"))
+        return self._make(TaskState.CANCELLED, exit_code=exit_code,
+                          error=cancel_error(self._kill_reason or "cancelled"))
 
     def _timed_out(self, exit_code: int | None = None) -> AttemptResult:
-        return self._make("timed_out", exit_code=exit_code, error=timeout_error(self._timeout_s))
+        return self._make(TaskState.TIMED_OUT, exit_code=exit_code, error=timeout_error(self._timeout_s))
 
 
 class _ProcessRun(Run):
@@ -160,16 +163,16 @@ class _ProcessRun(Run):
         elif group is not None:
             missing = missing_program(list(argv), env, self._task.get("cwd"))
             if missing is not None:
-                return self._make("failed", error=TaskError("StartError", missing, permanent=True))
+                return self._make(TaskState.FAILED, error=TaskError("StartError", missing, permanent=True))
             argv = launch_argv(group.procs_file, list(argv))
         try:
             proc = subprocess.Popen(argv, shell=shell, cwd=self._task.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, **options)
         except UNSTARTABLE as e:   # a missing program, interpreter, shell or cwd: it recurs on every attempt
-            return self._make("failed", error=TaskError("StartError", str(e), permanent=True))
+            return self._make(TaskState.FAILED, error=TaskError("StartError", str(e), permanent=True))
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            return self._make("failed", error=TaskError("StartError", str(e)))
+            return self._make(TaskState.FAILED, error=TaskError("StartError", str(e)))
         record = self._executor.record
         # Without a cgroup the session is what a reaper can find, and its leader's pid is known only now.
         entry = record.add_session(proc.pid) if group is None and record is not None else None
@@ -220,25 +223,25 @@ class _ProcessRun(Run):
         else:
             proc.stdout.close()
             proc.stderr.close()
-        if state == "cancelled":
+        if state == TaskState.CANCELLED:
             return self._cancelled(code)
-        if state == "timed_out":
+        if state == TaskState.TIMED_OUT:
             return self._timed_out(code)
         if code == 0:
-            return self._make("done", exit_code=0)
-        return self._make("failed", exit_code=code, error=TaskError("ExitCode", describe_exit(code)))
+            return self._make(TaskState.DONE, exit_code=0)
+        return self._make(TaskState.FAILED, exit_code=code, error=TaskError("ExitCode", describe_exit(code)))
 
-    def _wait_for_end(self, exited: threading.Event) -> str | None:
+    def _wait_for_end(self, exited: threading.Event) -> TaskState | None:
         """None when the process exited by itself, else "cancelled" or "timed_out"."""
         deadline = self._deadline()
         while True:
             if exited.is_set():
                 return None
             if self._kill_reason is not None:
-                return "cancelled"
+                return TaskState.CANCELLED
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return "timed_out"
+                return TaskState.TIMED_OUT
             self._wake.wait(remaining)
 
     def _watch_exit(self, proc: subprocess.Popen, exited: threading.Event) -> None:
@@ -298,14 +301,14 @@ class _ScriptRun(_ProcessRun):
         try:
             tmpdir = tempfile.mkdtemp(prefix="zmqgrid-script-")
         except OSError as e:
-            return self._make("failed", error=TaskError("StartError", f"cannot create a temp dir: {e}"))
+            return self._make(TaskState.FAILED, error=TaskError("StartError", f"cannot create a temp dir: {e}"))
         try:
             path = os.path.join(tmpdir, name)
             try:
                 with open(path, "w", encoding="utf-8", newline="") as f:
                     f.write(self._task["source"])
             except OSError as e:
-                return self._make("failed", error=TaskError("StartError", f"cannot write {path}: {e}"))
+                return self._make(TaskState.FAILED, error=TaskError("StartError", f"cannot write {path}: {e}"))
             argv = [self._executor.python_executable, path, *self._task.get("args", [])]
             return self._run_process(argv, False, env)
         finally:

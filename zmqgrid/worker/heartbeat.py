@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 class HeartbeatSender(threading.Thread):
-    """Sends Heartbeat(device, incarnation, running, held, metrics) every interval until stop()."""
+    """Sends a Heartbeat (device, incarnation, running, held, metrics) every interval until stop()."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
                  owned: Callable[[], tuple[list, list, list]], with_metrics: bool, max_message_bytes: int,
@@ -47,8 +47,8 @@ class HeartbeatSender(threading.Thread):
                 seq += 1
                 running, held, commands = self.owned()
                 metrics = dict(sample_metrics(), **self.info) if self.with_metrics else dict(self.info)
-                frames = Heartbeat(self.device_id, self.incarnation, seq, running, held, metrics, time.time(),
-                                   commands).encode()
+                frames = Heartbeat(device_id=self.device_id, incarnation=self.incarnation, seq=seq, running=running,
+                                   held=held, metrics=metrics, sent_at=time.time(), commands=commands).encode()
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)
                 except zmq.Again:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from ..model import TaskState
 from ..protocol import packb, unpackb
 from .failures import UNRESOLVED, judged_call
 from .pypool import CappedBuffer, TextSink, _resolve
@@ -66,7 +67,7 @@ class InlineCalls:
         out, err = CappedBuffer("stdout", self.max_output_bytes), CappedBuffer("stderr", self.max_output_bytes)
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Capture(out), _Capture(err)
-        state, value, error = "done", None, None
+        state, value, error = TaskState.DONE, None, None
         fn, args, kwargs = UNRESOLVED, task.get("args") or [], task.get("kwargs") or {}
         started_at, t0 = time.time(), time.monotonic()
         try:
@@ -78,15 +79,15 @@ class InlineCalls:
                 self._disarm()
             value = _wire_copy(value)
         except CallTimeout:
-            state, value = "timed_out", None
+            state, value = TaskState.TIMED_OUT, None
         except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the worker
-            state, value, error = "failed", None, judged_call(exception_error(e), e, fn, args, kwargs)
+            state, value, error = TaskState.FAILED, None, judged_call(exception_error(e), e, fn, args, kwargs)
         finally:
             sys.stdout, sys.stderr = saved
         duration = time.monotonic() - t0
         if timeout_s is not None and duration > timeout_s:   # also a call that swallowed the timer's exception
-            state, value = "timed_out", None
-        if state == "timed_out":
+            state, value = TaskState.TIMED_OUT, None
+        if state == TaskState.TIMED_OUT:
             error = timeout_error(timeout_s)
         if len(self.cache) > 1000:   # many distinct functions: forget them, they are imported again
             self.cache.clear()

@@ -108,10 +108,11 @@ class MasterLink:
             self.side_sockets_stale = True
         credit, owned, outbox = self._holdings()
         info, config = self.info, self.config
-        msg = Register(self.device_id, config.device_name or self.device_id, info["hostname"], info["os"],
-                       info["python_version"], info["python_executable"], advertised_tags(config),
-                       config.concurrent_tasks, credit, owned, outbox, os.getpid(), zmqgrid.__version__,
-                       float(config.weight))
+        msg = Register(device_id=self.device_id, name=config.device_name or self.device_id,
+                       hostname=info["hostname"], os=info["os"], python_version=info["python_version"],
+                       python_executable=info["python_executable"], tags=advertised_tags(config),
+                       concurrency=config.concurrent_tasks, credit=credit, running=owned, outbox=outbox,
+                       pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight))
         self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()

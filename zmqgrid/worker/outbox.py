@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ProtocolError
 from ..fields import Bad
-from ..model import TaskError
+from ..model import TaskError, TaskState
 from ..text import cut_middle
 from ..protocol import (MAX_ERROR_MESSAGE, MAX_ERROR_TRACEBACK, MAX_ERROR_TYPE, MAX_RESULTS_PER_MESSAGE, MAX_TEXT,
                         RESULT, Results, packb)
@@ -40,9 +40,9 @@ class Outbox:
         self.entries[(result.id, result.attempt)] = [wire, 0.0, cost]
         self.freed += 1
 
-    def ack(self, keys: list) -> None:
+    def ack(self, keys: list[tuple[str, int]]) -> None:
         for key in keys:
-            self.entries.pop(tuple(key), None)
+            self.entries.pop(key, None)
 
     def resend_all(self) -> None:
         for entry in self.entries.values():
@@ -85,6 +85,6 @@ def fit(wire: dict) -> dict:
         RESULT.check(wire)
     except Bad as e:
         why = ProtocolError(f"result{e.where()}: expected {e.allowed}, got {e.got}")
-        return AttemptResult(wire["id"], wire["attempt"], "failed",
+        return AttemptResult(wire["id"], wire["attempt"], TaskState.FAILED,
                              error=TaskError("UnsendableResult", cut_middle(str(why), MAX_ERROR_MESSAGE))).to_wire()
     return wire

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..model import TaskError
+from ..model import TaskError, TaskState
 from .pypool import CappedBuffer, _Child
 from .results import AttemptResult
 
@@ -49,7 +49,7 @@ class Call:
     def key(self) -> tuple[str, int]:
         return self.task["id"], self.task["attempt"]
 
-    def result(self, state: str, duration_s: float, *, value: Any = None, error: TaskError | None = None,
+    def result(self, state: TaskState, duration_s: float, *, value: Any = None, error: TaskError | None = None,
                exit_code: int | None = None) -> AttemptResult:
         now = time.time()
         return AttemptResult(self.task["id"], self.task["attempt"], state, exit_code=exit_code, value=value, error=error,

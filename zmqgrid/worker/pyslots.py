@@ -16,7 +16,7 @@ from collections import deque
 from typing import Callable
 
 from ..config import Config
-from ..model import TaskError
+from ..model import TaskError, TaskState
 from ..protocol import packb, unpackb
 from .priority import lower_priority
 from .pycalls import Batch, Call, OutputCallback
@@ -150,8 +150,8 @@ class PySlots:
                               self.default_timeout_s if timeout is None else float(timeout), index))
         child = self._checkout()
         if child is None:
-            return [c.result("failed", 0.0, error=TaskError("StartError", "cannot start a python child process"))
-                    for c in calls]
+            return [c.result(TaskState.FAILED, 0.0,
+                             error=TaskError("StartError", "cannot start a python child process")) for c in calls]
         child.current.value = -1
         child.skip[:] = bytes(MAX_BATCH)
         try:
@@ -159,7 +159,7 @@ class PySlots:
                                                     c.task.get("kwargs") or {}) for c in calls])))
         except OSError as e:
             self._discard(child, 0.0)
-            return [c.result("failed", 0.0, error=TaskError("WorkerChildDied", f"cannot send the call: {e}"))
+            return [c.result(TaskState.FAILED, 0.0, error=TaskError("WorkerChildDied", f"cannot send the call: {e}"))
                     for c in calls]
         batch = Batch(child, calls)
         for call in calls:
@@ -203,7 +203,7 @@ class PySlots:
             if reply is not None:
                 return self._reply(batch, reply)
         if not child.process.is_alive() or fd == child.process.sentinel:
-            return self._end_batch(batch, None, "failed", None)
+            return self._end_batch(batch, None, TaskState.FAILED, None)
         return []
 
     def _reply(self, batch: Batch, reply: list) -> list[AttemptResult]:
@@ -228,11 +228,11 @@ class PySlots:
             if status != "skipped":   # a skipped call says nothing about how long the function takes
                 self.observe(call.task["function"], duration)
             if status == "ok":
-                results.append(call.result("done", duration, value=value))
+                results.append(call.result(TaskState.DONE, duration, value=value))
             elif status == "skipped":
-                results.append(call.result("cancelled", 0.0, error=TaskError("Cancelled", call.cancel_reason)))
+                results.append(call.result(TaskState.CANCELLED, 0.0, error=TaskError("Cancelled", call.cancel_reason)))
             else:
-                results.append(call.result("failed", duration, error=TaskError.from_wire(value)))
+                results.append(call.result(TaskState.FAILED, duration, error=TaskError.from_wire(value)))
         if final:
             self._release(batch, rss)
         return results
@@ -264,7 +264,7 @@ class PySlots:
 
     # ------------------------------------------------------------ ending calls early
 
-    def _end_batch(self, batch: Batch, culprit: Call | None, state: str, error: TaskError | None,
+    def _end_batch(self, batch: Batch, culprit: Call | None, state: TaskState, error: TaskError | None,
                    everyone: bool = False) -> list[AttemptResult]:
         """The child is killed (`culprit` timed out or was cancelled) or died by itself (culprit None: the call
         it was on). What it had sent is kept; the call it was running ends as `state`; the rest run again."""
@@ -288,7 +288,7 @@ class PySlots:
             self.by_key.pop(call.key, None)
             if call is not culprit and not everyone:
                 again.append(call.task)
-            elif state == "failed":
+            elif state == TaskState.FAILED:
                 died = _died(child)
                 results.append(call.result(state, time.monotonic() - batch.sent_at, error=died.error,
                                            exit_code=died.exit_code))
@@ -307,7 +307,7 @@ class PySlots:
             running = batch.running()
             if running is not None and running[0].timeout_s is not None and now >= running[1] + running[0].timeout_s:
                 call = running[0]
-                results += self._end_batch(batch, call, "timed_out",
+                results += self._end_batch(batch, call, TaskState.TIMED_OUT,
                                            timeout_error(call.timeout_s))
         return results
 
@@ -329,14 +329,14 @@ class PySlots:
             return []
         if call.index < current:   # it has finished; its result is on the way
             return []
-        return self._end_batch(call.batch, call, "cancelled", cancel_error(reason))
+        return self._end_batch(call.batch, call, TaskState.CANCELLED, cancel_error(reason))
 
     def cancel_all(self, reason: str) -> list[AttemptResult]:
         """Stop every call now (the worker is going away): each unreported one ends as cancelled."""
         results = []
         for batch in self._busy():
             error = cancel_error(reason)
-            results += self._end_batch(batch, None, "cancelled", error, everyone=True)
+            results += self._end_batch(batch, None, TaskState.CANCELLED, error, everyone=True)
         return results
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import TaskError
+from ..model import TaskError, TaskState
 
 
 @dataclass(slots=True)
@@ -19,7 +19,7 @@ class AttemptResult:
 
     id: str
     attempt: int
-    state: str                        # one of model.ATTEMPT_OUTCOMES
+    state: TaskState                  # one of model.ATTEMPT_OUTCOMES
     exit_code: int | None = None
     value: Any = None
     error: TaskError | None = None
@@ -32,7 +32,8 @@ class AttemptResult:
     def to_wire(self) -> dict:
         """What the master records (protocol.RESULT): the key and state, and of the rest only what is set (no nil,
         no empty output), in this order."""
-        wire: dict[str, Any] = {"id": self.id, "attempt": self.attempt, "state": self.state}
+        # str(): the state's plain text, as the schema's checks (outbox.fit) and the master's decode take it
+        wire: dict[str, Any] = {"id": self.id, "attempt": self.attempt, "state": str(self.state)}
         if self.exit_code is not None:
             wire["exit_code"] = self.exit_code
         if self.value is not None:
@@ -50,18 +51,18 @@ class AttemptResult:
     @classmethod
     def cancelled_before_start(cls, task_id: str, attempt: int, reason: str) -> AttemptResult:
         """An attempt stopped while it waited for a slot."""
-        return cls(task_id, attempt, "cancelled", error=TaskError("Cancelled", reason))
+        return cls(task_id, attempt, TaskState.CANCELLED, error=TaskError("Cancelled", reason))
 
     @classmethod
     def refused(cls, task_id: str, attempt: int, reason: str) -> AttemptResult:
         """An attempt this worker's allow-lists refuse: permanent, since the fleet's settings refuse it, not chance
         (docs/architecture.md, "Failures that are not retried")."""
-        return cls(task_id, attempt, "failed", error=TaskError("Forbidden", reason, permanent=True))
+        return cls(task_id, attempt, TaskState.FAILED, error=TaskError("Forbidden", reason, permanent=True))
 
     @classmethod
     def crashed(cls, task_id: str, attempt: int, error: Exception) -> AttemptResult:
         """An attempt whose executor raised instead of returning its result."""
-        return cls(task_id, attempt, "failed", error=TaskError(type(error).__name__, str(error)))
+        return cls(task_id, attempt, TaskState.FAILED, error=TaskError(type(error).__name__, str(error)))
 
 
 def timeout_error(timeout_s: float) -> TaskError:

@@ -149,7 +149,7 @@ class Worker:
 
     def _registered(self, msg: RegisterAck) -> None:
         if msg.cancel:
-            self.slots.kill([tuple(k) for k in msg.cancel], "the master gave this task to another worker")
+            self.slots.kill(msg.cancel, "the master gave this task to another worker")
         self.slots.resend_all()   # everything not yet acknowledged goes to this master
         logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
                     len(self.slots.outbox), len(self.slots.running))

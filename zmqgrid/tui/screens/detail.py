@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ...model import DeviceState
 from ..format import day_clock, duration, percent, seen_ago, short
 
 
@@ -55,8 +56,8 @@ def device_fields(device: dict, at: float) -> list[tuple[str, str]]:
               ("tasks", tasks_in_words(device)),
               ("credit", short(device.get("credit"), 16)),
               ("commands", f"{short(device.get('pending_commands'), 16)} sent to it and not acknowledged yet"),
-              ("metrics" if state != "offline" else "last metrics",
-               figures + (" (its last heartbeat's, not live)" if state == "offline" else ""))]
+              ("metrics" if state != DeviceState.OFFLINE else "last metrics",
+               figures + (" (its last heartbeat's, not live)" if state == DeviceState.OFFLINE else ""))]
     if metrics.get("clock_offset_s") is not None:
         fields.append(("clock offset", f"{short(metrics.get('clock_offset_s'), 16)} s (its clock minus the master's)"))
     fields += [("host", short(device.get("hostname"), 255)), ("os", short(device.get("os"), 255)),

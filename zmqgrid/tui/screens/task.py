@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from ..format import (cell, clock, describe_error, duration, short, styled_state, task_command, task_duration,
                       visible_output)
 from ..messages import TaskFetched
-from ...model import FINAL_STATES
+from ...model import FINAL_STATES, TaskState
 from ..source import Source
 from ..widgets import OutputLog
 from .dialogs import ask_then_do
@@ -223,7 +223,7 @@ def summary(task: dict, now: float) -> Text:
 
 def outcome(task: dict) -> Text:
     state = task.get("state")
-    if state == "queued" and task.get("waiting"):
+    if state == TaskState.QUEUED and task.get("waiting"):
         return Text.assemble(("waiting  ", "bold"), (short(task["waiting"], 400), "yellow"))
     if state not in FINAL_STATES:
         line = Text.assemble(("result   ", "bold"), ("not yet", "dim"))
@@ -237,7 +237,7 @@ def outcome(task: dict) -> Text:
         if task.get("deaths"):
             line.append(f" · its worker died {task['deaths']} time(s) running it")
         return line
-    if state == "done":
+    if state == TaskState.DONE:
         value = "" if task.get("value") is None else f" · value {short(json.dumps(task['value']), 120)}"
         return Text.assemble(("result   ", "bold"), (f"exit {task.get('exit_code')}", "green"), value)
     if task.get("reason"):

@@ -7,16 +7,18 @@ from typing import Any, Callable
 from textual.binding import Binding
 from textual.message import Message
 
+from ...model import DeviceState
 from ..format import DEVICE_STATE_STYLES, cell, device_tasks, duration, percent, seen_ago, spark, styled_state
 from .keyed_table import KeyedTable
 
 HISTORY = 30
 SPARK_WIDTH = 8
-STATE_ORDER = {"offline": 0, "draining": 1, "pending": 2, "online": 3}
+STATE_ORDER = {DeviceState.OFFLINE: 0, DeviceState.DRAINING: 1, DeviceState.PENDING: 2, DeviceState.ONLINE: 3}
 
 
 def _metric(device: dict, name: str) -> float:
-    if device.get("state") == "offline":   # its last figures, not live ones: it sorts with the devices that have none
+    # An offline device's figures are its last, not live ones: it sorts with the devices that have none.
+    if device.get("state") == DeviceState.OFFLINE:
         return -1.0
     value = (device.get("metrics") or {}).get(name)
     return value if isinstance(value, (int, float)) else -1.0
@@ -74,7 +76,7 @@ class DevicesTable(KeyedTable):
         for device in devices:
             cpu, mem = self.history.setdefault(device["device_id"], (deque(maxlen=HISTORY), deque(maxlen=HISTORY)))
             metrics = device.get("metrics") or {}
-            if device.get("state") != "offline" and metrics:
+            if device.get("state") != DeviceState.OFFLINE and metrics:
                 cpu.append(float(metrics.get("cpu_percent") or 0.0))
                 mem.append(float(metrics.get("memory_percent") or 0.0))
 
@@ -97,7 +99,7 @@ class DevicesTable(KeyedTable):
 
     def cells_of(self, device: dict) -> dict[str, Any]:
         # An offline device's metrics are the last it sent, not live figures: its row shows none.
-        metrics = {} if device.get("state") == "offline" else device.get("metrics") or {}
+        metrics = {} if device.get("state") == DeviceState.OFFLINE else device.get("metrics") or {}
         cpu, mem = self.history.get(device["device_id"], ((), ()))
         seen = seen_ago(device, self.at)
         return {

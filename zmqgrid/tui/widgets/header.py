@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from ...model import DeviceState, TaskState
 from ..format import DEVICE_STATE_STYLES, TASK_STATE_STYLES, RateHistory, duration, short, spark
 from ..source import ClusterSnapshot
 
@@ -31,7 +32,7 @@ class ClusterHeader(Widget):
         self.current, self.paused, self.refresh_s = snapshot, paused, refresh_s
         if snapshot.reachable:
             self.last_ok, self.down_since = snapshot, None
-            self.rates.add(snapshot.status.get("tasks", {}).get("done", 0), snapshot.at)
+            self.rates.add(snapshot.status.get("tasks", {}).get(TaskState.DONE, 0), snapshot.at)
         elif self.down_since is None:
             self.down_since = snapshot.at
         self.set_class(not snapshot.reachable, "unreachable")
@@ -76,7 +77,7 @@ class ClusterHeader(Widget):
             return Text(f"✖ master unreachable — retrying (down {down}): {error}", style="bold white on red")
         devices = snap.status.get("devices", {})
         line = Text("devices ", style="bold")
-        for state in ("online", "draining", "offline"):
+        for state in (DeviceState.ONLINE, DeviceState.DRAINING, DeviceState.OFFLINE):
             line.append(f"{devices.get(state, 0)} ", style=DEVICE_STATE_STYLES[state] if devices.get(state) else "")
             line.append(f"{state}  ")
         pending = snap.status.get("pending_keys")   # told to an admin key only, when the master runs CURVE
@@ -98,10 +99,10 @@ class ClusterHeader(Widget):
         finished = status.get("last_hour", counts)
         hour = " (1h)" if "last_hour" in status else ""
         # Assigned: dispatched, not started yet (waiting on a worker for a slot); running: started.
-        shown = [("queued", counts.get("queued", 0)), ("assigned", counts.get("assigned", 0)),
-                 ("running", counts.get("running", 0)), ("done" + hour, finished.get("done", 0)),
-                 ("failed" + hour, finished.get("failed", 0))]
-        shown += [(s, counts[s]) for s in ("timed_out", "cancelled", "quarantined") if counts.get(s)]
+        shown = [(s, counts.get(s, 0)) for s in (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING)]
+        shown += [(s + hour, finished.get(s, 0)) for s in (TaskState.DONE, TaskState.FAILED)]
+        shown += [(s, counts[s]) for s in (TaskState.TIMED_OUT, TaskState.CANCELLED, TaskState.QUARANTINED)
+                  if counts.get(s)]
         for state, n in shown:
             line.append(f"{n} ", style=TASK_STATE_STYLES.get(state.split(" ")[0], "") if n else "")
             line.append(f"{state}  ")
