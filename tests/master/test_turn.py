@@ -45,10 +45,10 @@ def test_a_turn_is_delivered_tasks_first_with_the_result_acks_riding_on_them():
     assert kinds == [(b"w1", "Tasks"), (b"c1", "Reply"), (b"c2", "SubmitAcks"), (b"c3", "Reply"), (b"c4", "Error"),
                      (b"w2", "Command"), (b"c1", "Finished"), (b"w2", "ResultAck")]
     tasks = wire.sent[0]
-    assert tasks[1] == Tasks([{"id": "t1", "attempt": 1}], [["t0", 1]]) and tasks[2] == ["t1"]
+    assert tasks[1] == Tasks([{"id": "t1", "attempt": 1}], [("t0", 1)]) and tasks[2] == ["t1"]
     assert wire.sent[2][1] == SubmitAcks([[8, ["t2", "t3"]]])
     assert wire.sent[6][1] == Finished([{"id": "t0", "state": "done"}])
-    assert wire.sent[7][1] == ResultAck([["t4", 2]])
+    assert wire.sent[7][1] == ResultAck([("t4", 2)])
     assert [topic for topic, _ in wire.published] == [b"device.w2"]
 
 
