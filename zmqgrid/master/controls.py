@@ -6,6 +6,7 @@ import itertools
 import logging
 
 from ..errors import UsageError
+from ..model import TaskState
 from .board import Board
 from .entries import TaskEntry
 
@@ -15,7 +16,7 @@ logger = logging.getLogger(__name__)
 def select_ids(board: Board, state: str | None, tag: str | None, limit: int) -> list[str]:
     """At most `limit` unfinished tasks in `state` and/or requiring `tag` that no cancel has reached yet: what a
     bulk cancel acts on, a reply's worth at a time."""
-    if state is not None and state not in ("queued", "assigned", "running"):
+    if state is not None and state not in (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING):
         raise UsageError(f"state {state!r} cannot be cancelled; use queued, assigned or running")
     if state is None and tag is None:
         raise UsageError("cancel needs task ids, a state or a tag")
@@ -29,9 +30,9 @@ def cancel(board: Board, task_id: str, now_mono: float, now: float) -> str:
     entry = board.tasks.get(task_id)
     if entry is None:
         return "unknown"
-    if entry.state == "queued":
-        board.finish(entry, "cancelled", now, reason="cancelled by user")
-        return "cancelled"
+    if entry.state == TaskState.QUEUED:
+        board.finish(entry, TaskState.CANCELLED, now, reason="cancelled by user")
+        return TaskState.CANCELLED
     entry.cancel_requested = True
     board.fleet.command("cancel", {"keys": [[entry.id, entry.attempt]], "reason": "cancelled by user"},
                           [entry.device_id], now_mono)
@@ -46,7 +47,7 @@ def reopen(board: Board, task_id: str, now_mono: float, now: float) -> str:
     row = board.store.get_task(task_id)
     if row is None:
         return "not found"
-    if row["state"] == "done":
+    if row["state"] == TaskState.DONE:
         return "already done"
     spec = board.store.get_spec(task_id)
     base = board.default_retries if spec.get("retries") is None else spec["retries"]
@@ -56,4 +57,4 @@ def reopen(board: Board, task_id: str, now_mono: float, now: float) -> str:
     board.tasks[task_id] = entry
     board.enqueue(entry, 0.0, now_mono)
     logger.info("re-queued by user task=%s from=%s", task_id, row["state"])
-    return "queued"
+    return TaskState.QUEUED

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..model import TASK_KINDS
+from ..model import TASK_KINDS, DeviceState, TaskState
 from ..protocol import NO_KIND_TAG, packb
 from .retrying import RetryRule
 
@@ -85,7 +85,7 @@ class TaskEntry:
     retry_backoff: float | None = None   # the task's own base backoff, if it set one
     retry_rule: RetryRule | None = None  # its retry_on / no_retry_on, shared (retrying.RetryRules); most have none
     attempt: int = 0
-    state: str = "queued"
+    state: str = TaskState.QUEUED
     device_id: str | None = None
     seq: int = 0                  # queue order: set each time it is queued (a retry goes to the back)
     gen: int = 0                  # bumped on every push into the queue; older queue items go stale
@@ -116,7 +116,7 @@ class TaskEntry:
 class DeviceEntry:
     device_id: str
     identity: bytes
-    state: str = "online"         # online | draining | offline
+    state: str = DeviceState.ONLINE         # online | draining | offline
     shutdown: bool = False        # drain, then the worker exits
     registered: bool = False      # registered with this incarnation: only then does it get tasks
     credit: int = 0

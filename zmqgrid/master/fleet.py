@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from ..model import DeviceState, TaskState
 from ..protocol import Command
 from ..store.retention import offline_devices
 from ..store.task_store import TaskStore
@@ -67,9 +68,9 @@ class Fleet:
     def recover(self) -> dict[str, int | None]:
         """Load what the ledger says of devices (drained ones; none is online after a restart); returns the last
         known pid by device id."""
-        self.drained = set(self.store.device_ids_with_state("draining"))
-        for device_id in self.store.device_ids_with_state("online"):
-            self.store.set_device_state(device_id, "offline")
+        self.drained = set(self.store.device_ids_with_state(DeviceState.DRAINING))
+        for device_id in self.store.device_ids_with_state(DeviceState.ONLINE):
+            self.store.set_device_state(device_id, DeviceState.OFFLINE)
         return {d["device_id"]: d["pid"] for d in self.store.list_devices()}
 
     def holding(self, device_id: str, task_id: str, pid: int | None, now_mono: float) -> None:
@@ -83,10 +84,10 @@ class Fleet:
 
     def ready(self) -> list[DeviceEntry]:
         """Registered online devices with credit: those a task may be dispatched to now."""
-        return [d for d in self.devices.values() if d.registered and d.state == "online" and d.credit > 0]
+        return [d for d in self.devices.values() if d.registered and d.state == DeviceState.ONLINE and d.credit > 0]
 
     def online(self) -> list[DeviceEntry]:
-        return [d for d in self.devices.values() if d.registered and d.state == "online"]
+        return [d for d in self.devices.values() if d.registered and d.state == DeviceState.ONLINE]
 
     def register(self, identity: bytes, info: dict, credit: int, reported: set, running: list, now_mono: float,
                  now: float) -> tuple[list[Lost], list]:
@@ -100,7 +101,7 @@ class Fleet:
         restarted = device.info.get("pid") not in (None, info["pid"])
         new_process = device.info.get("pid") != info["pid"]
         device.identity, device.registered = identity, True
-        device.state = "draining" if device_id in self.drained else "online"
+        device.state = DeviceState.DRAINING if device_id in self.drained else DeviceState.ONLINE
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.weight = info.get("weight", 1.0)
         device.tags, device.last_seen, device.info = frozenset(info["tags"]), now_mono, info
@@ -118,7 +119,7 @@ class Fleet:
             # It knows none of this incarnation's commands: whatever it still lacks goes again, after the ack.
             self.commands.forget(device_id, "cancel")   # the old process's attempts are gone with it
             pending = self.commands.restarted(device_id)
-            if device.state == "draining" and not any(c.action in ("drain", "shutdown") for c in pending):
+            if device.state == DeviceState.DRAINING and not any(c.action in ("drain", "shutdown") for c in pending):
                 pending.append(self.commands.issue("shutdown" if device.shutdown else "drain", {}, [device_id],
                                                    now_mono))
             for command in pending:
@@ -176,11 +177,11 @@ class Fleet:
     def mark_offline(self, device: DeviceEntry, reason: str, died: bool = True) -> list[Lost]:
         """Returns the attempts the device held. `died`: the worker went away (silent, unreachable), so its running
         tasks' losses are worker deaths; not when it was cut off alive (its key revoked)."""
-        if device.state == "offline" and not device.inflight:
+        if device.state == DeviceState.OFFLINE and not device.inflight:
             return []
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
-        device.state, device.registered, device.credit = "offline", False, 0
-        self.store.set_device_state(device.device_id, "offline")
+        device.state, device.registered, device.credit = DeviceState.OFFLINE, False, 0
+        self.store.set_device_state(device.device_id, DeviceState.OFFLINE)
         suspects = self.suspects(device) if died else {}
         return [Lost(entry, reason, suspects.get(entry.id)) for entry in self._release(device, lambda e: True)]
 
@@ -190,14 +191,14 @@ class Fleet:
         not drag the tasks beside it into quarantine with it, and one that kills its worker late is still caught."""
         entries = (self.tasks[t] for t in device.inflight)
         return blamed([Suspect(e.id, e.started_at, before_count(e.evidence))
-                       for e in entries if e.state == "running" and not e.cancel_requested])
+                       for e in entries if e.state == TaskState.RUNNING and not e.cancel_requested])
 
     def check_liveness(self, now_mono: float) -> list[Lost]:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
         lost: list[Lost] = []
         for device in self.devices.values():
             silent = now_mono - device.last_seen
-            if device.state != "offline" and silent > self.device_timeout_s:
+            if device.state != DeviceState.OFFLINE and silent > self.device_timeout_s:
                 lost += self.mark_offline(device, f"no heartbeat for {silent:.1f}s")
         return lost
 
@@ -208,7 +209,7 @@ class Fleet:
         pruned = []
         for device_id in offline_devices(self.store.db, now - retention_s, limit):
             device = self.devices.get(device_id)
-            if device_id in self.drained or (device is not None and (device.state != "offline" or device.inflight)):
+            if device_id in self.drained or (device is not None and (device.state != DeviceState.OFFLINE or device.inflight)):
                 continue
             self.devices.pop(device_id, None)
             self.commands.pending.pop(device_id, None)
@@ -241,24 +242,24 @@ class Fleet:
             self.commands.forget(device_id, "shutdown")
             if device is not None:
                 device.shutdown = False
-                if device.state == "draining":
-                    device.state = "online"
-            self.store.set_device_state(device_id, device.state if device else "offline")
+                if device.state == DeviceState.DRAINING:
+                    device.state = DeviceState.ONLINE
+            self.store.set_device_state(device_id, device.state if device else DeviceState.OFFLINE)
             self.command("resume", {}, [device_id], now_mono)
-            return device.state if device else "offline"
+            return device.state if device else DeviceState.OFFLINE
         if action == "reload":
             if device is None or not device.registered:
-                return "offline"
+                return DeviceState.OFFLINE
             self.command("reload", {}, [device_id], now_mono)
             return "reloading"
         if device is None or not device.registered:
             if action == "shutdown":
-                return "offline"
+                return DeviceState.OFFLINE
             self.drained.add(device_id)   # applied when it registers again
-            self.store.set_device_state(device_id, "draining")
+            self.store.set_device_state(device_id, DeviceState.DRAINING)
             return "draining when it returns"
         self.drained.add(device_id)
-        device.state, device.shutdown = "draining", action == "shutdown"
-        self.store.set_device_state(device_id, "draining")
+        device.state, device.shutdown = DeviceState.DRAINING, action == "shutdown"
+        self.store.set_device_state(device_id, DeviceState.DRAINING)
         self.command(action, {}, [device_id], now_mono)
-        return "shutting down" if action == "shutdown" else "draining"
+        return "shutting down" if action == "shutdown" else DeviceState.DRAINING

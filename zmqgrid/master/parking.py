@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from ..model import TASK_KINDS
+from ..model import TASK_KINDS, DeviceState
 from ..protocol import NO_KIND_TAG
 from .entries import DeviceEntry, Requirement, TaskEntry
 from .taskqueue import TaskQueue
@@ -73,7 +73,7 @@ class Parking:
             have = self.online_tags
             if have is None:
                 have = self.online_tags = Counter(tag for d in devices.values() if d.registered
-                                                  and d.state == "online" for tag in d.tags)
+                                                  and d.state == DeviceState.ONLINE for tag in d.tags)
             return ("tag", min(need.tags, key=lambda tag: (have[tag], tag)))
         return ("kind", need.kind)
 

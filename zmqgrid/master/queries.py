@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
-from ..model import DEVICE_STATES, TASK_STATES
+from ..model import DEVICE_STATES, TASK_STATES, DeviceState, TaskState
 from . import paging
 from .board import Board
 
@@ -82,11 +82,11 @@ def devices(board: Board, now_mono: float) -> list[dict]:
             row["seconds_since_heartbeat"] = round(max(0.0, now - last), 1) if last else None
             row["state"], row["running"], row["assigned"], row["in_flight"], row["credit"] = "offline", 0, 0, 0, 0
             continue
-        row["state"] = live.state if live.registered or live.state == "offline" else "offline"
+        row["state"] = live.state if live.registered or live.state == DeviceState.OFFLINE else DeviceState.OFFLINE
         row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
         if live.registered:   # the ledger's row is written every few heartbeats only (see Fleet.heartbeat)
             row["last_seen_at"] = round(now - (now_mono - live.last_seen), 3)
-        running = sum(1 for t in live.inflight if t in board.tasks and board.tasks[t].state == "running")
+        running = sum(1 for t in live.inflight if t in board.tasks and board.tasks[t].state == TaskState.RUNNING)
         row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
         row["credit"] = live.credit
         row["metrics"] = live.metrics or row["metrics"]
@@ -106,7 +106,7 @@ def status(board: Board, now_mono: float, settings: dict) -> dict:
     takers: dict = {}
     stuck = 0
     for e in board.tasks.values():
-        if e.state == "queued":
+        if e.state == TaskState.QUEUED:
             taken = takers.get(e.need)
             if taken is None:
                 taken = takers[e.need] = any(e.need.met_by(d) for d in online)
@@ -152,9 +152,9 @@ def answer(board: Board, what: str, params: dict, now_mono: float, settings: dic
         if task is None:   # submitted in this very turn: its row is written by the turn's commit
             raise TaskNotFound.of([params["id"]])
         entry = board.tasks.get(task["id"])
-        if entry is not None and entry.state == "queued":
+        if entry is not None and entry.state == TaskState.QUEUED:
             task["waiting"] = waiting_reason(board, entry, now_mono)
-        if entry is not None and entry.state in ("assigned", "running"):
+        if entry is not None and entry.state in (TaskState.ASSIGNED, TaskState.RUNNING):
             # The current attempt's row is written when it ends; until then, memory knows it best.
             task["state"] = entry.state
             task["started_at"] = task["started_at"] or entry.started_at

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from ..model import TaskState
 from .board import Board
 from .entries import COMPACT_ABOVE, TaskEntry
 
@@ -20,15 +21,15 @@ def recover(board: Board, now_mono: float, now: float) -> None:
                                     len(tasks) > COMPACT_ABOVE, retry_rule=board.retry_rules.of(row["spec"]),
                                     attempt=row["attempt"], deaths=row["deaths"] or 0, evidence=row["evidence"])
         tasks[entry.id] = entry
-        if row["state"] == "queued" or not row["device_id"]:
+        if row["state"] == TaskState.QUEUED or not row["device_id"]:
             board.enqueue(entry, max(0.0, (row["not_before"] or 0) - now), now_mono)
             continue
         entry.state, entry.device_id = row["state"], row["device_id"]
         # A running row's updated_at is when it was marked running: its assignment came before that.
         entry.assigned_at = min(row["updated_at"], row["started_at"] or row["updated_at"])
         entry.started_at = row["started_at"]
-        entry.running_saved = row["state"] == "running"
+        entry.running_saved = row["state"] == TaskState.RUNNING
         board.fleet.holding(row["device_id"], entry.id, pids.get(row["device_id"]), now_mono)
         board.limits.started(entry.limit_key, now_mono)
     logger.info("recovered %d unfinished tasks (%d queued) from %s", len(tasks),
-                sum(1 for e in tasks.values() if e.state == "queued"), store.path)
+                sum(1 for e in tasks.values() if e.state == TaskState.QUEUED), store.path)
