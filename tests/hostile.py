@@ -24,6 +24,7 @@ import zmq
 
 from zmqgrid import protocol as p
 from zmqgrid.client import Client, build_spec
+from zmqgrid.projects.messages import ProjectChunk, ProjectPush
 from zmqgrid.transport import Curve
 
 from .helpers import Harness, db_query, wait_until
@@ -103,6 +104,10 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Control(requeue)": p.Control(1, "requeue", {"ids": ["nosuch"]}),
         "Control(drain)": p.Control(1, "drain", {"devices": ["nosuch-device"]}),
         "Control(schedule)": p.Control(1, "schedule", dict(SCHEDULE)),
+        "Control(project)": p.Control(1, "project", {"op": "remove", "name": "nosuch", "version": "ab" * 3}),
+        "Query(projects)": p.Query(1, "projects", {"name": "nosuch"}),
+        "ProjectPush": ProjectPush(1, "fz", "0f" * 32, 10, 1),
+        "ProjectChunk": ProjectChunk(1, 1, 0, b"x"),
         # Messages only the master sends: a peer sending them is refused, after their fields are decoded.
         "Tasks": p.Tasks([{"id": "TASK", "attempt": 1, "kind": "shell", "command": "true"}], [["TASK", 1]]),
         "Reply": p.Reply(1, {"ids": ["TASK"]}),

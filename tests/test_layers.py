@@ -194,7 +194,7 @@ def is_mixin(cls: ast.ClassDef) -> bool:
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == me:
                 stored = isinstance(node.ctx, ast.Store) and id(node) not in read_first
                 (defined if stored else used).add(node.attr)
-    return bool(used - defined)
+    return bool({name for name in used - defined if not (name.startswith("__") and name.endswith("__"))})   # dunders: Python's
 
 
 def mixed_in(trees: dict[str, ast.Module]) -> dict[str, list[str]]:

@@ -310,6 +310,21 @@ class Client:
     def _schedule(self, op: str, name: str, **params: Any) -> dict:
         return self.request(Control, "schedule", {"op": op, "name": name, **params}, about="schedule")
 
+    def push_project(self, folder: str, name: str | None = None) -> dict:
+        """Pack `folder` and store it on the master as project `name` (default: the folder's name): {name, version,
+        size, files, have, sent_bytes}; the same content gives the same version, and is not sent again."""
+        from .projects.push import push_project
+        return push_project(self, folder, name)
+
+    def projects(self, name: str | None = None) -> list:
+        """Every project with its latest version; with `name`, that project's versions, newest first."""
+        return self.request(Query, "projects", {} if name is None else {"name": name}, about="project")
+
+    def remove_project(self, name: str, version: str | None = None) -> dict:
+        """Remove a project, or one version of it (the full hash or a unique prefix): {name, removed}."""
+        params = {"op": "remove", "name": name, **({"version": version} if version else {})}
+        return self.request(Control, "project", params, about="project")
+
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
                first_attempt: int = 1) -> Iterator[Followed]:
         """Yield a task's output as it grows, attempt after attempt, until the task is final (zmqgrid.follow)."""

@@ -77,6 +77,12 @@ class ScheduleNotFound(UsageError):
     code = "not_found"
 
 
+class ProjectNotFound(UsageError):
+    """Raised when a project name, or a version of it, matches nothing the master holds."""
+
+    code = "not_found"
+
+
 class LimitExceeded(UsageError):
     """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
 
@@ -138,5 +144,7 @@ _FROM_WIRE: dict[str, type[ZmqgridError]] = {TaskNotFound.code: TaskNotFound,
 def from_wire(code: str, message: str, about: str = "task") -> ZmqgridError:
     """The error a master's `Error(code, message)` stands for; `about` is what the request named: a not_found
     answering a request about a "schedule" is ScheduleNotFound."""
-    kind = ScheduleNotFound if about == "schedule" and code == ScheduleNotFound.code else _FROM_WIRE.get(code)
+    kind = _FROM_WIRE.get(code)
+    if code == "not_found" and about in ("schedule", "project"):
+        kind = ScheduleNotFound if about == "schedule" else ProjectNotFound
     return RemoteError(code, message) if kind is None else kind(message)

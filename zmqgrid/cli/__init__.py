@@ -12,6 +12,7 @@ from .db import db
 from .devices import devices
 from .distribute import distribute
 from .keys import keys
+from .projects import projects
 from .schedules import schedules
 from .submit import submit
 from .tasks import tasks
@@ -36,6 +37,7 @@ cli.add_command(submit)
 cli.add_command(tasks)
 cli.add_command(devices)
 cli.add_command(schedules)
+cli.add_command(projects)
 cli.add_command(dashboard)
 cli.add_command(keys)
 cli.add_command(db)

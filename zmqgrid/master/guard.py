@@ -27,6 +27,7 @@ CUT_OFF = frozenset({"rejected", "revoked"})   # key states an operator set: ans
 WORKER_REQUESTS = frozenset({"Register", "Results", "Output"})
 CLIENT_REQUESTS = frozenset({"Submit", "Query"})
 CLIENT_ACTIONS = frozenset({"watch"})   # every other Control action needs an admin key
+ADMIN_REQUESTS = frozenset({"ProjectPush", "ProjectChunk"})   # what an admin key pushes runs on the workers
 
 
 def may(role: str, msg: Message) -> bool:
@@ -36,6 +37,8 @@ def may(role: str, msg: Message) -> bool:
         return role == "worker"
     if kind in CLIENT_REQUESTS:
         return role in ("client", "admin")
+    if kind in ADMIN_REQUESTS:
+        return role == "admin"
     if isinstance(msg, Control):
         return role == "admin" or (role == "client" and msg.action in CLIENT_ACTIONS)
     return False

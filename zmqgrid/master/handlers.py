@@ -6,11 +6,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
                       TaskNotFound, ZmqgridError)
+from ..projects.messages import ProjectChunk, ProjectPush
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output, Query, Register, RegisterAck,
                         Reply, Results, Submit)
 from . import controls, paging, queries
 from .board import Board, DeviceEntry
+from .projects import Answer, Projects
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ def _runs(submits: list[tuple]) -> list[list[tuple]]:
 
 
 class Handlers:
-    """Routes one decoded ROUTER or PULL message to the cluster; replies go into the cluster's turn."""
+    """Routes one decoded ROUTER or PULL message to the board; replies go into the board's turn."""
 
     def __init__(self, board: Board, settings: dict, schedules: Schedules | None = None) -> None:
         self.board = board
@@ -51,6 +53,7 @@ class Handlers:
         # CURVE on: ROUTER identity -> device id, set by a Register the Guard admitted (a CURVE peer's identity is
         # chosen by the ROUTER, not the device id). None when open: there the identity is the device id.
         self.peers: dict[bytes, str] | None = None
+        self.projects: Projects | None = None   # pushes, listing and removal of projects (set by the master)
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
         self.board.turn.error(identity, req_id, code, message)
@@ -197,7 +200,33 @@ class Handlers:
         else:
             self.board.turn.ack(identity, Reply(msg.req_id, {"ids": ids}).encode())
 
+    # ------------------------------------------------------------ projects
+
+    def handle_projectpush(self, identity: bytes, msg: ProjectPush, now_mono: float, now: float) -> None:
+        self._project(identity, msg.req_id, lambda by: self.projects.push(msg, self.account or identity, by,
+                                                                          now_mono, now))
+
+    def handle_projectchunk(self, identity: bytes, msg: ProjectChunk, now_mono: float, now: float) -> None:
+        self._project(identity, msg.req_id, lambda by: self.projects.chunk(msg, self.account or identity, by,
+                                                                           now_mono, now))
+
+    def _project(self, identity: bytes, req_id: int, call) -> None:
+        """Run a Projects call; an answer that reports this turn's writes goes after the commit."""
+        by = self.account.decode()[:12] if self.keyring is not None and self.account else "open"
+        try:
+            if self.projects is None:
+                raise ProtocolError("this master keeps no projects")
+            data, durable = call(by)
+        except ZmqgridError as e:   # too_large, not_found, bad_request, unavailable: each type carries its code
+            self.reply_error(identity, req_id, e.code, str(e))
+            return
+        frames = Reply(req_id, data).encode()
+        (self.board.turn.ack if durable else self.board.turn.send)(identity, frames)
+
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
+        if msg.what == "projects":
+            self._project(identity, msg.req_id, lambda by: (self.projects.query(msg.params), False))
+            return
         try:
             if msg.what == "schedules" and self.schedules is not None:
                 data = self.schedules.rows()
@@ -214,6 +243,9 @@ class Handlers:
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
+        if msg.action == "project" and params.get("op") == "remove":
+            self._project(identity, msg.req_id, lambda by: self.projects.remove(params))
+            return
         if msg.action == "schedule" and self.schedules is not None:
             try:
                 self.board.turn.ack(identity, Reply(msg.req_id, self.schedules.control(params, now)).encode())

@@ -14,6 +14,7 @@ from ..config import Config
 from ..errors import ProtocolError, StoreError
 from ..protocol import BEACON_TOPIC, Beacon, Heartbeat, decode
 from ..security import master_curve, require_safe_bind
+from ..store.project_store import ProjectStore, folder_of
 from ..store.retention import Retention, RetentionTimer
 from ..store.task_store import TaskStore
 from ..text import printable
@@ -25,6 +26,7 @@ from .fleet import raise_fd_limit
 from .guard import CUT_OFF, Guard, pull_connection, user_id
 from .handlers import Handlers
 from .keyring import KeyRing
+from .projects import Projects
 from .recovery import recover
 from .refusals import RefusalLog
 from .routed import recv_routed, req_id
@@ -97,6 +99,8 @@ class Master:
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
         self.handlers = Handlers(self.board, self.settings, self.schedules)
+        self.projects = self.handlers.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)),
+                                                          config.max_project_mb, config.max_project_files)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -176,6 +180,7 @@ class Master:
                 if now_mono >= next_check:
                     next_check = now_mono + check_every
                     self.board.check_liveness(now_mono, now)
+                    self.projects.expire(now_mono)
                     self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.keyring is not None:
                         self._apply_key_changes(now_mono, now)

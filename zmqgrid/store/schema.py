@@ -125,6 +125,14 @@ def m007_ledger_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_tasks_group ON tasks (group_id) WHERE group_id IS NOT NULL")
 
 
+
+@migrations()
+def m008_projects(db: sqlite_utils.Database) -> None:
+    # The index of project archives (docs/architecture.md, Projects): the archives are files beside the ledger,
+    # <db_path>.projects/<version>.tar; pushed_at (epoch seconds) orders a name's versions, the latest last.
+    db["projects"].create({"name": str, "version": str, "size": int, "files": int, "pushed_at": float,
+                           "pushed_by": str}, pk=("name", "version"), not_null={"size", "files", "pushed_at"})
+
 def open_database(path: str | os.PathLike, durability: str = "normal") -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged.
     `durability` is a key of SYNCHRONOUS (config `durability`)."""
