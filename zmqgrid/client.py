@@ -9,7 +9,8 @@ import zmq
 
 from . import handshake
 from .config import Config, load_config
-from .errors import MasterUnavailable, ProtocolError, SubmitRefused, TaskNotFound, UsageError, from_wire
+from .errors import MasterUnavailable, ProtocolError, SubmitRefused, UsageError, from_wire
+from .finishing import as_finished
 from .follow import Followed, follow
 from .model import FINAL_STATES, build_spec, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
@@ -350,51 +351,7 @@ class Client:
         still waiting, give up). Its own requests meanwhile are fine: the Finished notices they receive are kept
         and yielded here.
         """
-        remaining = set(task_ids)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-
-        def ended() -> list[tuple[str, dict]]:
-            out = [(task_id, self.finished.pop(task_id)) for task_id in [i for i in self.finished if i in remaining]]
-            for task_id, _ in out:
-                remaining.discard(task_id)
-                self.notified.discard(task_id)
-            return out
-
-        yield from ended()
-        to_watch = {i for i in remaining if i not in self.notified}
-        quiet_since = ticked = time.monotonic()
-        while remaining:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise MasterUnavailable(f"{len(remaining)} task(s) not finished within {timeout_s:g}s",
-                                        "they go on at the master: wait for them again, or cancel them")
-            if tick_s is not None and now - ticked >= tick_s:
-                ticked = now
-                yield None
-                yield from ended()   # what the caller's own requests received meanwhile
-                continue
-            if to_watch or now - quiet_since >= rewatch_s:
-                quiet_since = now
-                try:
-                    reply = self._control_ids("watch", sorted(to_watch or remaining))
-                except MasterUnavailable:
-                    continue   # the master may be restarting: ask again
-                to_watch = set()
-                for task_id, summary in reply["finished"].items():
-                    if summary is None:
-                        raise TaskNotFound(f"no task {task_id!r}", "check the id")
-                    if summary.get("state") in FINAL_STATES:
-                        self.finished.setdefault(task_id, summary)
-                yield from ended()
-                continue
-            wait = min(0.5, rewatch_s - (now - quiet_since))
-            if deadline is not None:
-                wait = min(wait, deadline - now)
-            if tick_s is not None:
-                wait = min(wait, tick_s - (now - ticked))
-            if isinstance(self._receive(max(0.0, wait)), Finished):
-                quiet_since = time.monotonic()
-                yield from ended()
+        return as_finished(self, task_ids, timeout_s, rewatch_s, tick_s)
 
     def run(self, task: dict, timeout_s: float | None = None) -> dict:
         """Submit one task and wait for it; returns its summary (state, exit_code, value, error)."""
