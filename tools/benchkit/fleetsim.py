@@ -74,9 +74,10 @@ class SimWorker:
         if not self.sim.first_sent.get(self.device_id):
             self.sim.first_sent[self.device_id] = time.time()
         self.dealer.send_multipart(Register(
-            self.device_id, self.device_id, info["hostname"], info["os"], info["python_version"],
-            info["python_executable"], [], self.sim.concurrency, credit, running, self.outbox.keys(), os.getpid(),
-            "sim").encode())
+            device_id=self.device_id, name=self.device_id, hostname=info["hostname"], os=info["os"],
+            python_version=info["python_version"], python_executable=info["python_executable"], tags=[],
+            concurrency=self.sim.concurrency, credit=credit, running=running, outbox=self.outbox.keys(),
+            pid=os.getpid(), version="sim").encode())
         self.register_sent, self.registered = now, False
 
     def on_dealer(self, now: float) -> None:
@@ -130,8 +131,9 @@ class SimWorker:
     def beat(self, now: float) -> None:
         self.seq += 1
         held = [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys()
-        frames = Heartbeat(self.device_id, self.incarnation, self.seq, [list(k) for k in self.running], held,
-                           self.sim.metrics, time.time(), []).encode()
+        frames = Heartbeat(device_id=self.device_id, incarnation=self.incarnation, seq=self.seq,
+                           running=[list(k) for k in self.running], held=held, metrics=self.sim.metrics,
+                           sent_at=time.time(), commands=[]).encode()
         try:
             self.push.send_multipart(frames, zmq.NOBLOCK)
             self.sim.heartbeats += 1
