@@ -46,15 +46,16 @@ def imports(module: str, path: str, tree: ast.Module) -> set[str]:
     return out
 
 
-def spans(tree: ast.Module, module: str) -> list[tuple[int, str]]:
-    """(lines, name) of every class and function, methods included."""
+def spans(tree: ast.Module, module: str) -> list[tuple[int, str, str]]:
+    """(lines, name, "classes" or "functions") of every class and function, methods included."""
     found = []
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 name = f"{prefix}.{child.name}"
-                found.append((child.end_lineno - child.lineno + 1, name))
+                kind = "classes" if isinstance(child, ast.ClassDef) else "functions"
+                found.append((child.end_lineno - child.lineno + 1, name, kind))
                 visit(child, name)
     visit(tree, module)
     return found
@@ -76,10 +77,9 @@ def main() -> None:
         print(f"{module:40} {lines:5}  {', '.join(u.removeprefix('zmqgrid.') for u in used)}")
     print(f"{'total':40} {total:5}  ({len(trees)} modules)")
     every = sorted((s for module, (_, tree, _) in trees.items() for s in spans(tree, module)), reverse=True)
-    for kind, test in (("classes", lambda n: n.rsplit(".", 1)[-1][:1].isupper()),
-                       ("functions", lambda n: not n.rsplit(".", 1)[-1][:1].isupper())):
+    for kind in ("classes", "functions"):
         print(f"\nlongest {kind}:")
-        for lines, name in [s for s in every if test(s[1])][:a.top]:
+        for lines, name, _ in [s for s in every if s[2] == kind][:a.top]:
             print(f"  {lines:5}  {name}")
 
 
