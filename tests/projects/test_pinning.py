@@ -1,7 +1,7 @@
 """A task names a project and the master pins it to one version when it takes the Submit (docs/architecture.md,
 Projects, "Pinning at submit"): the latest then, or the version named; a later push changes nothing for a queued
 task; an unknown project or version refuses the whole Submit with nothing queued; a pinned version cannot be
-removed. No worker runs projects yet: such a task waits, saying so."""
+removed; a schedule pins at each firing. No worker runs projects yet: such a task waits, saying so."""
 from __future__ import annotations
 
 import json
@@ -153,6 +153,31 @@ def test_a_version_that_an_unfinished_task_pins_is_not_removed(harness, tmp_path
     client.cancel([task])
     wait_until(lambda: client.task(task)["state"] == "cancelled", 20, "the task cancelled")
     assert client.remove_project("myspider", v1[:8])["removed"] == [v1]
+
+
+def test_a_schedule_keeps_the_name_and_pins_the_latest_version_at_each_firing(harness, tmp_path):
+    harness.start_master()
+    client = harness.client()
+    folder = spider(tmp_path, "def run(u): return 1\n")
+    v1 = client.push_project(folder)["version"]
+    # A schedule naming a project the master does not hold is refused
+    with pytest.raises(RemoteError, match="no project 'nosuch'.*projects list") as refused:
+        client.schedule_add("bad", "* * * * * *", build_spec(shell="true", project="nosuch"))
+    assert refused.value.code == "bad_request" and client.schedules() == []
+    client.schedule_add("crawl", "* * * * * *", build_spec(shell="true", project="myspider"))
+    assert client.schedules()[0]["spec"]["project"] == "myspider"
+
+    def fired() -> list[tuple[str, str]]:
+        rows = db_query(harness.db, "SELECT id FROM tasks WHERE id LIKE 'sched-crawl-%' ORDER BY id")
+        return [(row[0], ledger_spec(harness, row[0])["project"]) for row in rows]
+
+    first = wait_until(fired, 20, "a firing")
+    assert {pinned for _, pinned in first} == {f"myspider@{v1}"}
+    project(folder, {"myspider/crawl.py": "def run(u): return 2\n"})
+    v2 = client.push_project(folder)["version"]
+    later = wait_until(lambda: [f for f in fired() if f[1] == f"myspider@{v2}"], 20, "a firing after the push")
+    assert later and all(pinned == f"myspider@{v1}" for task_id, pinned in fired() if task_id < later[0][0])
+    assert client.schedules()[0]["spec"]["project"] == "myspider"
 
 
 # ------------------------------------------------------------------ within one turn of the master's loop
