@@ -132,7 +132,8 @@ _TYPED_OPTIONS = (("priority", (int,), "an integer"), ("timeout", (int, float), 
                   ("all", (bool,), "true or false"), ("group", (str,), "a task id"),
                   ("limit_key", (str,), "a key such as a site name"),
                   ("limit_concurrency", (int,), "an integer >= 1"), ("limit_per_minute", (int,), "an integer >= 1"),
-                  ("device", (str,), "a device id"), ("name", (str,), "a label"))
+                  ("device", (str,), "a device id"), ("name", (str,), "a label"),
+                  ("project", (str,), "NAME or NAME@VERSION"))
 
 
 def validate_task_spec(spec: Any) -> dict:
@@ -186,6 +187,8 @@ def validate_task_spec(spec: Any) -> dict:
                       "give a number of seconds in that range")
     for key in ("name", "limit_key"):
         check.text(key, out[key], LIMITS.label_chars)
+    if out["project"] is not None:
+        check.project(out["project"])
     for key, what in (("group", "a task id"), ("device", "a device id")):   # a device id is one, a worker's
         if out[key] is not None and not is_valid_id(out[key]):
             raise check.refuse(key, f"{what}: 1-64 of A-Z a-z 0-9 _ . : -", out[key], f"give {what} as listed")
@@ -303,7 +306,8 @@ def describe_spec(spec: dict) -> str:
 
 
 SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "retry_on", "no_retry_on", "tags",
-             "device", "all", "cwd", "env", "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute")
+             "device", "all", "cwd", "env", "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute",
+             "project")
 
 
 def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,

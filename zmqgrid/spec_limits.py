@@ -35,9 +35,13 @@ class SpecLimits:
     depth: int = 32                     # containers nested inside args or kwargs
     error_names: int = 32               # retry_on, no_retry_on: names each
     error_name_chars: int = 128
+    project_chars: int = 129            # NAME (1-64) @ VERSION (6-64 hex digits)
 
 
 LIMITS = SpecLimits()
+# A project's name (docs/architecture.md, Projects): the push's schema and a task's `project` share it.
+PROJECT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_PROJECT_REF = re.compile(PROJECT_PATTERN + r"(?:@[0-9a-f]{6,64})?")
 
 
 def expect(spec: dict, key: str, types: tuple, what: str, required: bool = False) -> Any:
@@ -133,6 +137,16 @@ def error_names(spec: dict, key: str) -> list[str] | None:
             raise refuse(key, f"a list of class names (Python identifiers of 1-{LIMITS.error_name_chars} characters, "
                               "not dotted)", name, "give the exception's class name alone, e.g. ConnectionError")
     return list(names)
+
+
+def project(value: str) -> str:
+    """`project`: NAME or NAME@VERSION, a version being the full hash or a prefix of at least 6 of its digits
+    (the master pins it to one version when it takes the Submit)."""
+    if len(value) > LIMITS.project_chars or not _PROJECT_REF.fullmatch(value):
+        raise refuse("project", "NAME or NAME@VERSION (a name of 1-64 of A-Z a-z 0-9 _ . - starting with a letter or "
+                                "digit; a version of 6-64 lowercase hex digits)", value,
+                     "give it as `projects list` shows it")
+    return value
 
 
 def command(spec: dict) -> str | list[str]:

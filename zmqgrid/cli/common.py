@@ -30,12 +30,15 @@ _TASK_OPTIONS = (
                  help="Deprecated spelling of --run-timeout (elsewhere --timeout is the wait for the master)."),
     click.option("--retries", type=click.IntRange(0, 100), help="Retries after failure [max_retry_count]."),
     click.option("--name", help="A label shown in lists."),
+    click.option("--project", metavar="NAME[@VERSION]",
+                 help="Run in this pushed project; without a version, its latest when the master takes the task."),
 )
 
 
 def task_options(fn: Callable) -> Callable:
     """What a task runs and where, shared by `submit` and `schedules add`. The command receives shell, script,
-    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries and name.
+    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries, name and
+    project.
 
     The task's run time is --run-timeout: every other command's --timeout is the wait for the master's answer.
     --timeout still sets the run time here, with a warning, so scripts written for it keep working.

@@ -32,6 +32,8 @@ def spec_lines(task: dict) -> list[tuple[str, str]]:
     spec = task.get("spec") or {}
     label, text = what_it_runs(spec)
     lines = [("kind", field(task.get("kind") or spec.get("kind"))), (label, field(text))]
+    if spec.get("project"):   # NAME@VERSION: the version the master pinned when it took the task
+        lines.append(("project", field(spec["project"])))
     if spec.get("cwd"):
         lines.append(("cwd", field(spec["cwd"])))
     if spec.get("env"):

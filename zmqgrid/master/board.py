@@ -103,10 +103,12 @@ class Board:
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
                      "kwargs": spec["kwargs"]} if kind == "python" else wire_part(spec, False))
-            device, tags = spec["device"], spec["tags"]
+            # .get: a schedule's spec saved before `project` lacks it
+            device, tags, project = spec["device"], spec["tags"], spec.get("project")
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
-                                               need_of(kind, device, tags) if device or tags else PLAIN[kind],
+                                               need_of(kind, device, tags, project) if device or tags or project
+                                               else PLAIN[kind],
                                                spec["priority"], retries, timeout_s, key,
                                                spec["retry_backoff"], seq=seq, gen=1, client=account,
                                                # .get: a schedule's spec saved before these keys lacks them
@@ -124,7 +126,7 @@ class Board:
         """A task for all matching workers becomes one task per matching online worker, in one group."""
         if not spec.get("all"):
             return [spec]
-        need = requirement(spec["kind"], None, spec.get("tags"))
+        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"))
         targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
         return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"],
                      name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..model import TASK_KINDS, DeviceState, TaskState
+from ..projects.messages import RUNS_PROJECTS_TAG
 from ..protocol import NO_KIND_TAG, packb
 from .retrying import RetryRule
 
@@ -24,6 +25,7 @@ class Requirement(NamedTuple):
     tags: tuple                 # tags the worker must all have, sorted (a tuple: a third of a frozenset's size)
     refused_by: str             # the tag of a worker whose allowed_kinds leave this kind out
     plain: bool                 # no device and no tag: any worker that runs the kind takes it
+    project: str | None = None  # the NAME@VERSION its tasks pin; `tags` then holds RUNS_PROJECTS_TAG
 
     def met_by(self, device: DeviceEntry) -> bool:
         if self.device and self.device != device.device_id:
@@ -36,10 +38,12 @@ class Requirement(NamedTuple):
 PLAIN = {kind: Requirement(kind, None, (), NO_KIND_TAG + kind, True) for kind in TASK_KINDS}
 
 
-def requirement(kind: str, device: str | None, tags: list | tuple | frozenset | None) -> Requirement:
-    if not device and not tags:
+def requirement(kind: str, device: str | None, tags: list | tuple | frozenset | None,
+                project: str | None = None) -> Requirement:
+    if not device and not tags and not project:
         return PLAIN[kind]
-    return Requirement(kind, device or None, tuple(sorted(set(tags or ()))), NO_KIND_TAG + kind, False)
+    needed = {*(tags or ()), RUNS_PROJECTS_TAG} if project else set(tags or ())
+    return Requirement(kind, device or None, tuple(sorted(needed)), NO_KIND_TAG + kind, False, project or None)
 
 
 class Requirements:
@@ -51,15 +55,15 @@ class Requirements:
         self.most = most
         self.known: dict[tuple, Requirement] = {}
 
-    def get(self, kind: str, device: str | None, tags: list | tuple | None) -> Requirement:
-        if not device and not tags:
+    def get(self, kind: str, device: str | None, tags: list | tuple | None, project: str | None = None) -> Requirement:
+        if not device and not tags and not project:
             return PLAIN[kind]
-        key = (kind, device, *(tags or ()))
+        key = (kind, device, project, *(tags or ()))
         need = self.known.get(key)
         if need is None:
             if len(self.known) >= self.most:
                 self.known = {}
-            need = self.known[key] = requirement(kind, device, tags)
+            need = self.known[key] = requirement(kind, device, tags, project)
         return need
 
 
@@ -107,9 +111,9 @@ class TaskEntry:
     def from_spec(cls, spec: dict, needs: Requirements, retries: int, timeout_s: float | None, compact: bool = False,
                   **state: object) -> TaskEntry:
         """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
-        return cls(spec["id"], wire_part(spec, compact), needs.get(spec["kind"], spec.get("device"), spec.get("tags")),
-                   spec.get("priority") or 0, retries, timeout_s, spec.get("limit_key"), spec.get("retry_backoff"),
-                   **state)
+        need = needs.get(spec["kind"], spec.get("device"), spec.get("tags"), spec.get("project"))
+        return cls(spec["id"], wire_part(spec, compact), need, spec.get("priority") or 0, retries, timeout_s,
+                   spec.get("limit_key"), spec.get("retry_backoff"), **state)
 
 
 @dataclass(slots=True)

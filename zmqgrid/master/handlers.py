@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
@@ -132,10 +133,34 @@ class Handlers:
             return
         try:
             specs = validate_batch(msg.tasks, msg.common)
+            if any(spec["project"] for spec in specs):
+                self._pin(specs)
         except ProtocolError as e:
             self.reply_error(identity, msg.req_id, "bad_request", str(e))
             return
+        except ZmqgridError as e:   # not_found: an unknown project or version; bad_request: an ambiguous one
+            self.reply_error(identity, msg.req_id, e.code, str(e))
+            return
+        # Refused ones never get here: a refusal leaves the turn's other Submits (and their runs) as they are
         self.submits.append((identity, msg, specs, self.account or identity))
+
+    def _pin(self, specs: list[dict]) -> None:
+        """Each spec's `project` as NAME@<full version>, resolved now (docs/architecture.md, Projects, "Pinning at
+        submit"): raises for the first that names no project or version, before anything of the Submit is kept."""
+        if self.projects is None:
+            raise ProtocolError("this master keeps no projects")
+        pinned: dict[str, str] = {}   # the tasks of a Submit mostly name one project: resolved once
+        for spec in specs:
+            ref = spec["project"]
+            if ref is not None:
+                full = pinned.get(ref)
+                if full is None:
+                    full = pinned[ref] = self.projects.pin(ref)
+                spec["project"] = full
+
+    def _pinned(self) -> Counter:
+        """NAME@VERSION -> how many unfinished tasks pin it (a walk over them: for a project's removal only)."""
+        return Counter(need.project for entry in self.board.tasks.values() if (need := entry.need).project)
 
     def apply_submits(self, now: float) -> None:
         """Submit the turn's validated Submits, in the order they came, after one look in the ledger for the ids
@@ -244,7 +269,7 @@ class Handlers:
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
         if msg.action == "project" and params.get("op") == "remove":
-            self._project(identity, msg.req_id, lambda by: self.projects.remove(params))
+            self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned))
             return
         if msg.action == "schedule" and self.schedules is not None:
             try:

@@ -99,8 +99,9 @@ class Master:
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
         self.handlers = Handlers(self.board, self.settings, self.schedules)
-        self.projects = self.handlers.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)),
-                                                          config.max_project_mb, config.max_project_files)
+        self.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)), config.max_project_mb,
+                                 config.max_project_files)
+        self.handlers.projects = self.schedules.projects = self.projects   # submits and firings pin by it
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}

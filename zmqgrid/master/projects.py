@@ -6,8 +6,9 @@ import hashlib
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import LimitExceeded, ProjectNotFound, StoreError, UsageError
 from ..projects.archive import ArchiveRefused, check_archive
@@ -58,6 +59,9 @@ class Projects:
         self.uploads: dict[int, Upload] = {}
         self.next_upload = 1
         self.removed: set[str] = set()   # versions whose rows a removal deleted: their archives go once committed
+        # (name, version) -> the commit its removal is staged for (ProjectStore.staged_now): a Submit later in
+        # that turn reads the ledger before the commit, and must not pin what is going
+        self.dropping: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ push
 
@@ -76,6 +80,7 @@ class Projects:
             size = self.store.archive(msg.version).stat().st_size
             self.store.stage_push(msg.name, msg.version, size, files, now, by)
             self.removed.discard(msg.version)
+            self.dropping.pop((msg.name, msg.version), None)
             return {"name": msg.name, "version": msg.version, "size": size, "files": files, "have": True}, True
         if msg.size == 0:
             raise UsageError(f"project {msg.name}: an archive of 0 bytes", "push the folder again")
@@ -138,6 +143,7 @@ class Projects:
                              "check the disk beside the ledger and push again") from e
         self.store.stage_push(up.name, up.version, up.size, files, now, by)
         self.removed.discard(up.version)
+        self.dropping.pop((up.name, up.version), None)
         logger.info("project %s@%s stored: %d bytes, %d files", up.name, short(up.version), up.size, files)
         return {"name": up.name, "version": up.version, "size": up.size, "files": files, "have": False}, True
 
@@ -174,18 +180,43 @@ class Projects:
             raise ProjectNotFound(f"no project {name!r}")
         return rows[::-1]
 
-    def remove(self, params: dict) -> Answer:
+    def remove(self, params: dict, pinned: Callable[[], Counter]) -> Answer:
+        """Remove a project, or one version of it; refused whole if an unfinished task pins any of what it names
+        (`pinned`: NAME@VERSION -> how many unfinished tasks pin it)."""
         name = self._name(params.get("name"))
-        rows = self.store.rows(name)
-        if not rows:
-            raise ProjectNotFound(f"no project {name!r}")
+        rows = self._rows(name)
         version = params.get("version")
         if version is not None:
             rows = [self.resolve(name, rows, version)]
+        pins = pinned()
+        held = [(row["version"], pins[f"{name}@{row['version']}"]) for row in rows]
+        held = [(v, n) for v, n in held if n]
+        if held:
+            what = ", ".join(f"{name}@{short(v)} is pinned by {n} unfinished task{'s' if n > 1 else ''}"
+                             for v, n in held)
+            raise UsageError(f"project {what} (a task runs the version it pinned at submit)",
+                             "cancel those tasks or let them end, then remove it")
         for row in rows:
             self.store.stage_remove(name, row["version"])
             self.removed.add(row["version"])
+            self.dropping[(name, row["version"])] = self.store.staged_now()
         return {"name": name, "removed": [row["version"] for row in rows]}, True
+
+    def pin(self, ref: str) -> str:
+        """A task's `project` (NAME or NAME@VERSION, checked by spec_limits.project) as NAME@<full version>: the
+        version named, or without one the latest now (docs/architecture.md, Projects, "Pinning at submit")."""
+        name, _, version = ref.partition("@")
+        rows = self._rows(name)
+        return f"{name}@{(self.resolve(name, rows, version) if version else rows[-1])['version']}"
+
+    def _rows(self, name: str) -> list[dict]:
+        """The name's committed rows, oldest push first, without those a removal of this turn deletes."""
+        now = self.store.staged_now()
+        self.dropping = {pair: turn for pair, turn in self.dropping.items() if turn == now}   # the others are over
+        rows = [row for row in self.store.rows(name) if (name, row["version"]) not in self.dropping]
+        if not rows:
+            raise ProjectNotFound(f"no project {name!r} on the master", "`projects list` lists the projects it holds")
+        return rows
 
     @staticmethod
     def resolve(name: str, rows: list[dict], version: Any) -> dict:
@@ -198,7 +229,8 @@ class Projects:
             if found:
                 raise UsageError(f"version {version} of project {name} matches several versions",
                                  "type more of the version")
-            raise ProjectNotFound(f"project {name} has no version {version!r}")
+            raise ProjectNotFound(f"project {name} has no version {version!r}",
+                                  f"`projects show {name}` lists its versions")
         return found[0]
 
     @staticmethod

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES, DeviceState, TaskState
+from ..projects.messages import RUNS_PROJECTS_TAG
 from . import paging
 from .board import Board
 
@@ -54,6 +55,10 @@ def waiting_reason(board: Board, entry, now_mono: float) -> str:
         return "no worker is online"
     if need.device and not any(d.device_id == need.device for d in online):
         return f"device {need.device} is not online"
+    if need.project and not any(RUNS_PROJECTS_TAG in d.tags for d in online):
+        name, _, version = need.project.partition("@")
+        return (f"it runs in project {name}@{version[:12]} and no online worker runs projects (workers do not "
+                "fetch projects yet: README, Projects)")
     for tag in sorted(need.tags):
         if not any(tag in d.tags for d in online):
             return f"no online worker has tag {tag}"

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ProtocolError, ScheduleNotFound, UsageError
+from ..errors import ProtocolError, ScheduleNotFound, UsageError, ZmqgridError
 from ..model import is_valid_id, validate_task_spec
 from ..store import schedule_store
 from ..store.task_store import TaskStore
 from .cron import Cron, parse
+
+if TYPE_CHECKING:
+    from .projects import Projects
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ class Schedules:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
         self.items: dict[str, Schedule] = {}
+        # What a firing's `project` is pinned by (set by the master); without it a task with one is refused
+        self.projects: Projects | None = None
         self.load()
 
     def load(self) -> None:
@@ -113,12 +118,25 @@ class Schedules:
         except ProtocolError as e:
             raise UsageError(f"schedule {name!r}: {e.message}") from None
         checked.pop("id")
+        if checked.get("project"):
+            checked["project"] = self._project(name, checked["project"])
         assert is_valid_id(task_id(name, 99_999_999_999)), name
         schedule = Schedule(name, cron, checked, missed, next_at=cron.next_after(now), created_at=now)
         self.items[name] = schedule
         schedule_store.insert_schedule(self.store, {**schedule.__dict__, "cron": cron.expr})
         logger.info("schedule added name=%s cron=%r missed=%s next_at=%.0f", name, cron.expr, missed, schedule.next_at)
         return schedule.view()
+
+    def _project(self, name: str, ref: str) -> str:
+        """A schedule's `project` as kept: NAME stays NAME (each firing pins the latest version of then), a
+        version is kept whole; refused if the master holds no such project or version now."""
+        if self.projects is None:
+            raise UsageError(f"schedule {name!r}: this master keeps no projects")
+        try:
+            pinned = self.projects.pin(ref)
+        except ZmqgridError as e:   # said as bad_request: a not_found here reads to the client as "no schedule"
+            raise UsageError(f"schedule {name!r}: {e.message}", e.hint) from None
+        return pinned if "@" in ref else ref
 
     def get(self, name: str) -> Schedule:
         schedule = self.items.get(name)
@@ -155,6 +173,21 @@ class Schedules:
 
     # ------------------------------------------------------------ the loop
 
+    def _firing(self, s: Schedule, tick: float) -> dict | None:
+        """The task of one tick, its project pinned to the version now (None: that project is gone, the tick is
+        not fired, and the log says why)."""
+        spec = dict(s.spec, id=task_id(s.name, tick))
+        ref = spec.get("project")   # .get: a schedule saved before `project` lacks it
+        if ref:
+            try:
+                if self.projects is None:
+                    raise UsageError("this master keeps no projects")
+                spec["project"] = self.projects.pin(ref)
+            except ZmqgridError as e:
+                logger.error("schedule name=%s tick=%.0f not fired: %s", s.name, tick, e)
+                return None
+        return spec
+
     def seconds_until_due(self, now: float) -> float:
         """How long the master may wait before the next tick is due (inf: no active schedule)."""
         due = [s.next_at for s in self.items.values() if s.next_at is not None and not s.paused]
@@ -174,8 +207,11 @@ class Schedules:
             on_time = now - latest <= MISFIRE_GRACE_S
             fire = on_time or s.missed == "run_once"
             if fire:
-                specs.append(dict(s.spec, id=task_id(s.name, latest)))
-                s.last_fired_at, s.fired_count = latest, s.fired_count + 1
+                spec = self._firing(s, latest)
+                fire = spec is not None
+                if fire:
+                    specs.append(spec)
+                    s.last_fired_at, s.fired_count = latest, s.fired_count + 1
             if latest != s.next_at or not on_time:
                 logger.info("schedule name=%s missed ticks from %.0f to %.0f (now %.0f); missed=%s: %s", s.name,
                             s.next_at, latest, now, s.missed, f"fired tick {latest:.0f}" if fire else "none fired")

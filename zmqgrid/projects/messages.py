@@ -7,11 +7,15 @@ from typing import Any
 
 from ..fields import Bad, Int, Spec, Text
 from ..protocol import INT64, Message, message
+from ..spec_limits import PROJECT_PATTERN
 
 CHUNK_BYTES = 1 << 20          # the most data one chunk carries
 MAX_ARCHIVE_BYTES = 1 << 40    # what the schema takes; the master's max_project_mb is far below
-PROJECT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 VERSION_PATTERN = r"[0-9a-f]{64}"
+# What a worker that runs projects carries in Register.tags; a task that names a project requires it (master
+# entries.Requirement), so a worker that does not run projects is never sent one. A configured tag cannot hold a
+# space (config's tags), so only a worker that does advertises it.
+RUNS_PROJECTS_TAG = "runs projects"
 
 
 class Bytes(Spec):

@@ -58,6 +58,10 @@ class ProjectStore:
         return next(iter(self.store.db.query(f"SELECT {_COLUMNS} FROM projects WHERE version = ? LIMIT 1",
                                              (version,))), None)
 
+    def staged_now(self) -> int:
+        """Which commit changes staged now go with (TaskStore.commits): a removal staged with another is over."""
+        return self.store.commits
+
     def is_named(self, version: str) -> bool:
         return self.row_of_version(version) is not None
 

@@ -93,6 +93,9 @@ class TaskStore:
         logger.info("ledger %s: durability %s (PRAGMA synchronous=%d)", self.path, durability,
                     self.db.execute("PRAGMA synchronous").fetchone()[0])
         self._ops: list[tuple[str, list[tuple[str, tuple]]]] = []   # (op name, its statements), in order
+        # Commits tried (written or failed): what is staged belongs to commit number `commits + 1`, so a caller
+        # can tell a change it staged from one the ledger now shows (or a failed commit dropped).
+        self.commits = 0
         self._op: list[tuple[str, tuple]] | None = None
         # Task id -> (staged statements, index) of its insert, until the commit: what assign() folds into.
         self._unwritten_inserts: dict[str, tuple[list[tuple[str, tuple]], int]] = {}
@@ -135,6 +138,7 @@ class TaskStore:
         """Write every staged change in one transaction; on failure nothing is written and StoreError is raised."""
         ops, self._ops = self._ops, []
         self._unwritten_inserts = {}
+        self.commits += 1
         if not ops:
             return 0
         conn = self.db.conn
