@@ -62,3 +62,27 @@ def any_cluster(request, tmp_path: Path):
         yield start_cluster(h)
     finally:
         h.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request, tmp_path_factory):
+    """The `cluster` of two workers, one for every test of the module that takes it: for tests that kill, pause and
+    reconfigure nothing and read only the tasks they submitted (the ledger holds the module's other tasks too)."""
+    h = Harness(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    try:
+        yield start_cluster(h)
+    finally:
+        h.stop()
+
+
+@pytest.fixture(scope="module", params=["open", "curve"])
+def shared_any_cluster(request, tmp_path_factory):
+    """`any_cluster` shared as `shared_cluster` is (the open one is `shared_cluster` itself)."""
+    if request.param == "open":
+        yield request.getfixturevalue("shared_cluster")
+        return
+    h = Harness(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-curve"), secured=True)
+    try:
+        yield start_cluster(h)
+    finally:
+        h.stop()
