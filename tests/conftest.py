@@ -1,13 +1,25 @@
 """Fixtures: every one builds real parts (processes, sockets, SQLite files) and stops what it started."""
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import SUITE_KEYS, Harness
+from .helpers import REPO, SUITE_KEYS, Harness
+
+
+def pytest_configure(config):
+    """Compile the package's and the tests' bytecode once, before any process starts: the suite starts about a
+    thousand Python processes (masters, workers, their pool children, CLI runs), each importing the package, and
+    where PYTHONDONTWRITEBYTECODE is set none of them keeps what it compiled, so each would compile every module
+    again (about 0.15 s of CPU a process). They read bytecode that exists; the caches are git-ignored."""
+    if sys.dont_write_bytecode and "PYTEST_XDIST_WORKER" not in os.environ:   # once, in the controlling process
+        for package in ("zmqgrid", "tests"):
+            compileall.compile_dir(REPO / package, quiet=1)   # writes even so; a read-only tree just keeps none
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,6 +70,30 @@ def secured_harness(tmp_path: Path):
 def any_cluster(request, tmp_path: Path):
     """The `cluster` of two workers, run open and again with CURVE on (cases that must hold both ways)."""
     h = Harness(tmp_path, secured=request.param == "curve")
+    try:
+        yield start_cluster(h)
+    finally:
+        h.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request, tmp_path_factory):
+    """The `cluster` of two workers, one for every test of the module that takes it: for tests that kill, pause and
+    reconfigure nothing and read only the tasks they submitted (the ledger holds the module's other tasks too)."""
+    h = Harness(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    try:
+        yield start_cluster(h)
+    finally:
+        h.stop()
+
+
+@pytest.fixture(scope="module", params=["open", "curve"])
+def shared_any_cluster(request, tmp_path_factory):
+    """`any_cluster` shared as `shared_cluster` is (the open one is `shared_cluster` itself)."""
+    if request.param == "open":
+        yield request.getfixturevalue("shared_cluster")
+        return
+    h = Harness(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-curve"), secured=True)
     try:
         yield start_cluster(h)
     finally:

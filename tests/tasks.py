@@ -106,7 +106,7 @@ def system_exit(code: int = 5) -> None:
 def kill_worker() -> None:
     """A poison task: SIGKILLs the worker that runs it (the pool child's parent), every time."""
     os.kill(os.getppid(), signal.SIGKILL)
-    time.sleep(30)
+    time.sleep(30)   # until it dies with its worker: it must never return a result
 
 
 def kill_worker_after(seconds: float) -> None:
@@ -233,7 +233,7 @@ def tree_once(workdir: str) -> str:
         f.write(f"{os.getpid()}\n")
     subprocess.Popen(["sh", "-c", TREE.format(pids=pids)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL)
-    time.sleep(300)
+    time.sleep(300)   # the first attempt runs until its worker's death ends it
     return "slept"
 
 

@@ -1,15 +1,32 @@
-"""The whole system through real processes: 200 mixed tasks, outputs, exit codes and return values."""
-from __future__ import annotations
+"""The whole system through real processes: 200 mixed tasks, outputs, exit codes and return values.
 
+The tests of a `cluster` share one per module (and those of `any_cluster` one per way, open and secured): each
+kills nothing and reads only the tasks it submitted."""
+from __future__ import annotations
 
 import pytest
 
 from zmqgrid.client import build_spec
 from zmqgrid.errors import SubmitRefused
 
-from .helpers import Harness, db_counts, db_query, wait_until
+from .helpers import Harness, account, db_query, wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    return shared_cluster
+
+
+@pytest.fixture
+def any_cluster(shared_any_cluster):
+    return shared_any_cluster
+
+
+def of_tasks(db, sql: str, ids: list[str]) -> list:
+    """db_query of `sql` (which ends in WHERE or AND) on exactly these tasks."""
+    return db_query(db, f"{sql} id IN ({','.join('?' * len(ids))})", tuple(ids))
 
 
 def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(any_cluster, tmp_path):
@@ -44,10 +61,10 @@ def test_200_mixed_tasks_all_finish_with_right_outputs_exit_codes_and_values(any
         assert r["value"] == value, (task_id, r)
         if out:
             assert out in client.logs(task_id)["stdout"], task_id
-    counts = db_counts(cluster.db)
-    assert counts == {"done": 200 - sum(1 for e in expect.values() if e[0] == "failed"),
-                      "failed": sum(1 for e in expect.values() if e[0] == "failed")}
-    devices = {row[0] for row in db_query(cluster.db, "SELECT DISTINCT device_id FROM tasks")}
+    failed = sum(1 for e in expect.values() if e[0] == "failed")
+    counts = account(cluster.db, ids)
+    assert (counts["done"], counts["failed"], counts["missing"], counts["twice"]) == (200 - failed, failed, 0, 0)
+    devices = {row[0] for row in of_tasks(cluster.db, "SELECT DISTINCT device_id FROM tasks WHERE", ids)}
     assert devices == {"w1", "w2"}, "both workers took work"
 
 
@@ -161,7 +178,8 @@ def test_map_runs_one_call_per_argument_tuple_with_the_shared_options(cluster):
     results = client.wait(ids, 60)
     assert [results[i]["value"] for i in ids] == [i + 1 for i in range(300)]
     assert len(set(ids)) == 300 and ids == sorted(ids)   # ids sort by creation
-    rows = db_query(cluster.db, "SELECT timeout_s, retries, priority, state, count(*) FROM tasks GROUP BY 1, 2, 3, 4")
+    rows = db_query(cluster.db, "SELECT timeout_s, retries, priority, state, count(*) FROM tasks WHERE id IN "
+                                f"({','.join('?' * len(ids))}) GROUP BY 1, 2, 3, 4", tuple(ids))
     assert rows == [(30.0, 1, 2, "done", 300)]
     assert client.task(ids[7])["spec"]["args"] == [7, 1]
 
@@ -172,7 +190,7 @@ def test_submitting_the_same_batch_of_calls_twice_runs_each_once(cluster):
     first = client.submit([dict(s) for s in specs], notify=True)   # travels as one shared part + 50 calls
     client.wait(first, 30)
     assert client.submit([dict(s) for s in specs]) == first
-    assert db_query(cluster.db, "SELECT count(*), max(attempt) FROM tasks") == [(50, 1)]
+    assert of_tasks(cluster.db, "SELECT count(*), max(attempt) FROM tasks WHERE", first) == [(50, 1)]
 
 
 @pytest.mark.parametrize("call, reason", [
@@ -185,9 +203,11 @@ def test_submitting_the_same_batch_of_calls_twice_runs_each_once(cluster):
 def test_a_bad_map_is_refused_before_anything_is_sent(cluster, call, reason):
     from zmqgrid.errors import UsageError
     client = cluster.client()
+    before = db_query(cluster.db, "SELECT count(*) FROM tasks")
     with pytest.raises(UsageError, match=reason):
         call(client)
-    assert db_query(cluster.db, "SELECT count(*) FROM tasks") == [(0,)]
+    client.status()   # answered after anything this client sent before it
+    assert db_query(cluster.db, "SELECT count(*) FROM tasks") == before
 
 
 def test_a_refused_batch_is_raised_once_every_batch_in_flight_has_answered_with_the_ids_committed(cluster):
@@ -235,7 +255,7 @@ def test_one_task_submits_in_flight_are_acknowledged_together_and_every_acknowle
     ids = [spec["id"] for spec in specs]
     results = client.wait(ids, timeout_s=60)
     assert {r["state"] for r in results.values()} == {"done"}
-    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(len(specs),)]
+    assert of_tasks(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done' AND", ids) == [(len(specs),)]
 
 
 def test_submit_with_many_small_batches_in_flight_returns_every_id_in_order(cluster):
@@ -247,7 +267,7 @@ def test_submit_with_many_small_batches_in_flight_returns_every_id_in_order(clus
     assert ids == [spec["id"] for spec in specs]
     results = client.wait(ids, timeout_s=60)
     assert [results[i]["value"] for i in ids] == [i + 2 for i in range(300)]
-    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(300,)]
+    assert of_tasks(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done' AND", ids) == [(300,)]
 
 
 def test_workers_are_fed_while_a_client_floods_the_master_with_one_task_submits(cluster):
@@ -274,7 +294,8 @@ def test_workers_are_fed_while_a_client_floods_the_master_with_one_task_submits(
     assert finished_before_last_ack > 0, "no task finished before the last Submit was acknowledged"
     results = client.wait([spec["id"] for spec in specs], timeout_s=90)
     assert [results[s["id"]]["value"] for s in specs] == [i + 3 for i in range(5000)]
-    assert db_query(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done'") == [(5008,)]
+    assert of_tasks(cluster.db, "SELECT count(*) FROM tasks WHERE state = 'done' AND",
+                    warm + [s["id"] for s in specs]) == [(5008,)]
 
 
 def test_submit_reads_a_generator_a_batch_at_a_time_while_the_first_batches_are_committed(cluster):

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from zmqgrid.client import build_spec
-
-from ..helpers import Harness, db_query, run_cli, wait_until
+from ..helpers import Harness, run_cli
+from ..scenes import w1_offline_across_a_master_restart, w1_running_one_holding_two
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,15 +30,8 @@ def listed(h: Harness) -> dict[str, dict[str, str]]:
 
 def test_a_device_offline_across_a_master_restart_lists_when_it_was_last_seen_and_no_metrics(harness: Harness):
     # Given a worker whose heartbeats put its metrics in the ledger, killed with its master
-    harness.start_master()
-    harness.start_worker("w1")
-    harness.wait_online(harness.client(), "w1")
-    wait_until(lambda: db_query(harness.db, "SELECT metrics FROM devices WHERE device_id = 'w1' AND metrics LIKE "
-                                            "'%cpu_percent%'"), 20, "w1's metrics in the ledger")
-    harness.kill(harness.workers["w1"])
-    harness.kill(harness.master)
     # When the master starts again (it has not heard from w1 since)
-    harness.start_master()
+    w1_offline_across_a_master_restart(harness)
     row = listed(harness)["w1"]
     # Then w1 is offline, says when it was last seen, and shows no CPU, memory or disk figure
     assert row["STATE"] == "offline"
@@ -54,13 +46,7 @@ def test_a_device_offline_across_a_master_restart_lists_when_it_was_last_seen_an
 
 def test_tasks_waiting_on_a_worker_for_a_slot_are_listed_apart_from_those_running(harness: Harness):
     # Given a worker with one slot, which takes two more tasks than it runs (prefetch 2)
-    harness.start_master()
-    harness.start_worker("w1", concurrency=1)
-    client = harness.client()
-    harness.wait_online(client, "w1")
-    ids = client.submit([build_spec(shell="sleep 60") for _ in range(3)])
-    wait_until(lambda: sorted(client.task(i)["state"] for i in ids) == ["assigned", "assigned", "running"], 20,
-               "one running, two assigned")
+    w1_running_one_holding_two(harness)
     # Then the device shows 1 running of 1 slot, and 2 more waiting
     assert listed(harness)["w1"]["TASKS"] == "1/1 +2"
     (device,) = json.loads(run_cli("devices", "list", "--json", "--master", harness.url, cwd=harness.dir).stdout)

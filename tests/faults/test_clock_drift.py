@@ -83,6 +83,7 @@ def drifted(client) -> dict:
 def test_a_worker_whose_wall_clock_is_hours_off_stays_online_and_runs_tasks(harness, skew):
     # Given a child process under libfaketime really sees its wall clock moved by the skew, and nothing else
     env = skewed_env(harness.env, skew, harness.dir / "skew_shim")
+    # (the probe sleeps so that it also shows the shim's time.sleep works under libfaketime)
     clocks = "import time; time.sleep(0.01); print(time.time(), time.monotonic())"
     probe = subprocess.run([sys.executable, "-c", clocks], env=env, capture_output=True, text=True, timeout=20)
     assert probe.returncode == 0, probe.stderr

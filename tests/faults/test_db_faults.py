@@ -170,7 +170,7 @@ def submit_until_refused(client, refused_for_s: float = 2.0) -> tuple[list[str],
             assert e.code == "unavailable", e
             refused.append(batch)
             refused_since = refused_since or time.monotonic()
-        time.sleep(0.1)
+        time.sleep(0.1)   # the pace the docstring names: refusals are counted in time, not in attempts
     batch = big_batch(50)
     with pytest.raises(RemoteError) as refusal:
         client.submit(batch, notify=True)

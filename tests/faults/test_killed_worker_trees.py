@@ -4,7 +4,6 @@ start such a tree. Each task's next attempt checks that no process of its first 
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import psutil
@@ -71,10 +70,11 @@ def _running(trees: dict[str, list[psutil.Process]]) -> dict[str, list[int]]:
 
 
 def _wait_none_running(trees: dict[str, list[psutil.Process]], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (alive := _running(trees)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive, f"processes of the killed worker's tasks still run after {timeout_s} s: {alive}"
+    try:
+        wait_until(lambda: not _running(trees), timeout_s, "no process of the killed worker's tasks to run")
+    except AssertionError:
+        raise AssertionError(f"processes of the killed worker's tasks still run after {timeout_s} s: "
+                             f"{_running(trees)}") from None
 
 
 def _kill_leftovers(trees: dict[str, list[psutil.Process]]) -> None:
@@ -110,15 +110,21 @@ def _assert_ran_again_once(harness: Harness, tasks: dict[str, tuple[str, Path]],
     assert_none_lost(harness.db, ids)
 
 
-def test_a_sigkilled_workers_task_trees_die_before_another_worker_runs_the_tasks_again(harness, tmp_path,
-                                                                                       task_cgroups):
-    # Given a worker running a shell, a script and a python task, each with children and grandchildren
+def _victim_running_trees(harness: Harness, tmp_path: Path, task_cgroups: str):
+    """A master and a worker "victim" running a shell, a script and a python task, each with children and
+    grandchildren: (the worker's process, the tasks, each task's tree of processes)."""
     harness.env["ZMQGRID_TASK_CGROUPS"] = task_cgroups
     harness.start_master()
     victim = harness.start_worker("victim", concurrency=3)
     harness.wait_online(harness.client(), "victim")
     tasks = _submit(harness, tmp_path)
-    trees = _trees(tasks)
+    return victim, tasks, _trees(tasks)
+
+
+def test_a_sigkilled_workers_task_trees_die_before_another_worker_runs_the_tasks_again(harness, tmp_path,
+                                                                                       task_cgroups):
+    # Given a worker running a shell, a script and a python task, each with children and grandchildren
+    victim, tasks, trees = _victim_running_trees(harness, tmp_path, task_cgroups)
     try:
         harness.start_worker("survivor", concurrency=3)
         harness.wait_online(harness.client(), "survivor")
@@ -138,12 +144,7 @@ def test_a_sigkilled_workers_task_trees_die_before_another_worker_runs_the_tasks
 def test_task_trees_left_by_a_worker_killed_with_its_reaper_die_at_the_next_start_of_that_device(harness, tmp_path,
                                                                                                  task_cgroups):
     # Given a worker running a shell, a script and a python task, each with children and grandchildren
-    harness.env["ZMQGRID_TASK_CGROUPS"] = task_cgroups
-    harness.start_master()
-    victim = harness.start_worker("victim", concurrency=3)
-    harness.wait_online(harness.client(), "victim")
-    tasks = _submit(harness, tmp_path)
-    trees = _trees(tasks)
+    victim, tasks, trees = _victim_running_trees(harness, tmp_path, task_cgroups)
     try:
         # When the worker and its reaper are both SIGKILLed (as `kill -9` of both would)
         _reaper_of(victim.pid).kill()
@@ -174,9 +175,7 @@ def test_a_pool_child_stuck_in_c_code_holding_the_gil_dies_with_its_worker(harne
                        30, "the pool child to begin the call")
     try:
         # When the worker is SIGKILLed with nothing else of zmqgrid left to act: no reaper
-        for proc in psutil.Process(victim.pid).children():
-            if "zmqgrid.worker.orphans" in " ".join(proc.cmdline()):
-                proc.kill()
+        _reaper_of(victim.pid).kill()
         harness.kill(victim, signal.SIGKILL)
 
         # Then the kernel kills the pool child (PR_SET_PDEATHSIG): it does not burn a core as an orphan

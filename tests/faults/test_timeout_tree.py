@@ -13,6 +13,12 @@ from ..helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def cluster(shared_cluster):
+    """One cluster for the module: its tests kill nothing of it and read only their own tasks."""
+    return shared_cluster
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE   # an unreaped corpse is dead

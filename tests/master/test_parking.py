@@ -23,7 +23,7 @@ def master_cpu_share(pid: int, window_s: float) -> float:
     proc = psutil.Process(pid)
     t = proc.cpu_times()
     before, started = t.user + t.system, time.monotonic()
-    time.sleep(window_s)
+    time.sleep(window_s)   # the window the share is measured over (not a wait for an outcome)
     t = proc.cpu_times()
     return (t.user + t.system - before) / (time.monotonic() - started)
 

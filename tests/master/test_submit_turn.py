@@ -8,25 +8,15 @@ import pytest
 
 from zmqgrid.client import build_spec
 from zmqgrid.master.board import Board
-from zmqgrid.master.recovery import recover
 from zmqgrid.master.handlers import Handlers
-from zmqgrid.master.strategies import least_tasks
-from zmqgrid.master.turn import SUBMIT_ACKS_MAX_IDS, Turn, submit_acks_messages
+from zmqgrid.master.turn import SUBMIT_ACKS_MAX_IDS, submit_acks_messages
 from zmqgrid.model import compact_spec, validate_task_spec
 from zmqgrid.protocol import Control, Error, Reply, Submit, decode
-from zmqgrid.store.task_store import TaskStore
 
 from ..helpers import db_query
+from .in_process import handlers_on
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def handlers_on(path) -> tuple[TaskStore, Board, Handlers]:
-    store = TaskStore(path)
-    board = Board(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
-                      device_timeout_s=5.0)
-    recover(board, time.monotonic(), time.time())
-    return store, board, Handlers(board, {})
 
 
 def receive(handlers: Handlers, message) -> None:

@@ -8,27 +8,16 @@ import time
 import pytest
 
 from zmqgrid.client import build_spec
-from zmqgrid.master.board import Board
-from zmqgrid.master.recovery import recover
 from zmqgrid.master.handlers import Handlers
-from zmqgrid.master.strategies import least_tasks
-from zmqgrid.master.turn import Turn
 from zmqgrid.model import compact_spec
 from zmqgrid.protocol import Register, Results, Submit, decode
-from zmqgrid.store.task_store import TaskStore
 
 from ..helpers import db_query
+from .in_process import handlers_on
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def handlers_on(path) -> tuple[TaskStore, Board, Handlers]:
-    store = TaskStore(path)
-    board = Board(store, Turn(), incarnation="test", strategy=least_tasks, default_retries=0, default_timeout_s=None,
-                      device_timeout_s=5.0)
-    recover(board, time.monotonic(), time.time())
-    return store, board, Handlers(board, {"pub_port": 1, "heartbeat_port": 2, "heartbeat_interval_s": 1.0,
-                                              "device_timeout_s": 5.0})
+SETTINGS = {"pub_port": 1, "heartbeat_port": 2, "heartbeat_interval_s": 1.0, "device_timeout_s": 5.0}
 
 
 def receive(handlers: Handlers, identity: bytes, message, now: float) -> None:
@@ -37,7 +26,7 @@ def receive(handlers: Handlers, identity: bytes, message, now: float) -> None:
 
 def test_a_result_that_began_after_its_turns_clock_was_read_never_makes_a_negative_duration(tmp_path):
     # Given a worker w1 holding a task the master assigned it
-    store, board, handlers = handlers_on(tmp_path / "ledger.db")
+    store, board, handlers = handlers_on(tmp_path / "ledger.db", SETTINGS)
     now = time.time()
     receive(handlers, b"w1", Register(device_id="w1", name="w1", hostname="host", os="Linux", python_version="3.11",
                                       python_executable="/usr/bin/python3", tags=[], concurrency=1, credit=1,

@@ -7,6 +7,7 @@ import pytest
 import sqlite_utils
 
 from tests.helpers import Harness, db_query, wait_until
+from tests.scenes import w1_offline_across_a_master_restart, w1_running_one_holding_two
 from zmqgrid.client import Client, build_spec
 from zmqgrid.errors import ZmqgridError
 from zmqgrid.store import key_store
@@ -119,15 +120,8 @@ def test_a_killed_master_shows_unreachable_and_the_dashboard_recovers_when_it_is
 
 def test_a_device_offline_across_a_master_restart_shows_when_it_was_last_seen_and_no_metrics(harness: Harness):
     # Given a worker whose heartbeats put its metrics in the ledger, killed with its master
-    harness.start_master()
-    harness.start_worker("w1")
-    harness.wait_online(harness.client(), "w1")
-    wait_until(lambda: db_query(harness.db, "SELECT metrics FROM devices WHERE device_id = 'w1' AND metrics LIKE "
-                                            "'%cpu_percent%'"), 20, "w1's metrics in the ledger")
-    harness.kill(harness.workers["w1"])
-    harness.kill(harness.master)
     # When the master starts again (it has not heard from w1 since)
-    harness.start_master()
+    w1_offline_across_a_master_restart(harness)
 
     async def scenario() -> None:
         app = live_app(harness)
@@ -142,13 +136,7 @@ def test_a_device_offline_across_a_master_restart_shows_when_it_was_last_seen_an
 
 def test_tasks_waiting_on_a_worker_for_a_slot_are_counted_assigned_not_running(harness: Harness):
     # Given a worker with one slot, which takes two more tasks than it runs (prefetch 2)
-    harness.start_master()
-    harness.start_worker("w1", concurrency=1)
-    client = harness.client()
-    harness.wait_online(client, "w1")
-    ids = client.submit([build_spec(shell="sleep 60") for _ in range(3)])
-    wait_until(lambda: sorted(client.task(i)["state"] for i in ids) == ["assigned", "assigned", "running"], 20,
-               "one running, two assigned")
+    w1_running_one_holding_two(harness)
 
     async def scenario() -> None:
         app = live_app(harness)

@@ -16,6 +16,13 @@ from ..tasks import nested
 pytestmark = pytest.mark.timeout(90)
 
 
+@pytest.fixture
+def cluster(shared_cluster):
+    """One cluster for the module: its tests kill nothing and read only their own tasks (and a count of bad
+    messages that must stay 0 all along)."""
+    return shared_cluster
+
+
 def test_a_value_nested_past_the_bound_ends_failed_with_the_reason_and_the_worker_goes_on(cluster):
     client = cluster.client()
     deep = client.run(build_spec(python="tests.tasks:nested", args=[p.MAX_VALUE_DEPTH + 5], retries=0), timeout_s=30)
