@@ -149,8 +149,9 @@ def test_task_trees_left_by_a_worker_killed_with_its_reaper_die_at_the_next_star
         # When the worker and its reaper are both SIGKILLed (as `kill -9` of both would)
         _reaper_of(victim.pid).kill()
         harness.kill(victim, signal.SIGKILL)
-        # (the trees outlive both: a python pool child dies with its worker, what it started does not)
-        assert set(_running(trees)) == set(KINDS), _running(trees)
+        # (the shell and script trees outlive both; the python task's may not: its pool child's watch thread kills the
+        # child's own group when the worker goes, unless the kernel's PDEATHSIG kills the child first)
+        assert {"shell", "script"} <= set(_running(trees)), _running(trees)
 
         # ... and the worker is started again with the same device id
         harness.start_worker("victim", concurrency=3)
