@@ -269,7 +269,7 @@ def test_keys_that_no_setting_reads_are_refused_with_what_to_do_and_never_their_
     path = write(tmp_path, {"port": 9000, key: value})
     message = error_of(config_path=path)
     assert message.startswith(f'{path}: key "{key}" does nothing; remove it ({replaced_by}')
-    assert str(value) not in message
+    assert str(value) not in message.replace(str(path), "")   # (a path such as .../pytest-610/... may hold it)
     env_var = "ZMQGRID_" + key.upper()
     assert error_of(env={env_var: str(value)}).startswith(f'environment {env_var}: key "{key}" does nothing; remove it')
     assert error_of(flags={key: value}).startswith(f'flags: key "{key}" does nothing; remove it')
