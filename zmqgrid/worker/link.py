@@ -21,6 +21,7 @@ from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
 
 logger = logging.getLogger(__name__)
+REGISTER_SEND_WAIT_MS = 1000
 
 
 class MasterLink:
@@ -113,9 +114,15 @@ class MasterLink:
                        python_executable=info["python_executable"], tags=advertised_tags(config),
                        concurrency=config.concurrent_tasks, credit=credit, running=owned, outbox=outbox,
                        pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight))
-        self.dealer.send_multipart(msg.encode())
         self.register_sent = time.monotonic()
         self.registered.clear()
+        # The DEALER queues nothing before its connection completes (IMMEDIATE): a send would block until then, for
+        # ever if the master's ZAP refuses this key. Waiting a bounded time keeps the loop, and with it the handshake
+        # watch that tells a refused key, running; this Register goes again after the backoff.
+        if not self.dealer.poll(REGISTER_SEND_WAIT_MS, zmq.POLLOUT):
+            logger.debug("register not sent: no connection to the master yet")
+            return
+        self.dealer.send_multipart(msg.encode())
         self.reregister_at = 0.0   # this is the Register a beacon may have scheduled
         logger.debug("register sent device=%s credit=%d", self.device_id, credit)
 
