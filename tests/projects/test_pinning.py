@@ -24,13 +24,6 @@ from .test_push import project
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def harness(tmp_path):
-    h = Harness(tmp_path)
-    yield h
-    h.stop()
-
-
 def spider(root, body: str):
     return project(root / "myspider", {"myspider/__init__.py": "", "myspider/crawl.py": body})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import signal
 import tarfile
 
 import pytest
@@ -15,13 +14,6 @@ from zmqgrid.projects.messages import ProjectChunk, ProjectPush
 from ..helpers import Harness, db_query, run_cli
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def harness(tmp_path):
-    h = Harness(tmp_path)
-    yield h
-    h.stop()
 
 
 def project(root, files: dict[str, bytes | str]):

@@ -13,7 +13,7 @@ from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output
                         Reply, Results, Submit)
 from . import controls, paging, queries
 from .board import Board, DeviceEntry
-from .projects import Answer, Projects
+from .projects import Projects
 from .schedules import Schedules
 
 if TYPE_CHECKING:
