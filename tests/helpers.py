@@ -75,6 +75,11 @@ def run_cli(*args: str, cwd: Path, timeout_s: float = 30) -> subprocess.Complete
                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
 
+def keys_cli(h: "Harness", *args: str) -> subprocess.CompletedProcess:
+    """`keys ...` on the harness's ledger, as an operator runs it on the master's machine."""
+    return run_cli("keys", *args, "--db", str(h.db), cwd=h.dir)
+
+
 def _ephemeral_range() -> tuple[int, int]:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()

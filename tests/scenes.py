@@ -1,7 +1,7 @@
 """States of a real cluster that tests of different views (the command line, the dashboard) start from alike."""
 from __future__ import annotations
 
-from zmqgrid.client import build_spec
+from zmqgrid.client import Client, build_spec
 
 from .helpers import Harness, db_query, wait_until
 
@@ -30,3 +30,17 @@ def w1_running_one_holding_two(harness: Harness) -> list[str]:
     wait_until(lambda: sorted(client.task(i)["state"] for i in ids) == ["assigned", "assigned", "running"], 20,
                "one running, two assigned")
     return ids
+
+
+def a_task_running_on_w1_or_w2(h: Harness) -> tuple[Client, str, str, str]:
+    """A secured master with accepted workers w1 and w2 online and one task running (`sleep 30`, retries 3) on one
+    of them: (client, task id, the device running it, the other device)."""
+    h.start_master()
+    h.start_worker("w1")
+    h.start_worker("w2")
+    client = h.client()
+    h.wait_online(client, "w1", "w2")
+    task_id = client.submit(build_spec(shell="sleep 30", retries=3))[0]
+    wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the task running")
+    running_on = client.task(task_id)["device_id"]
+    return client, task_id, running_on, ({"w1", "w2"} - {running_on}).pop()

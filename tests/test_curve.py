@@ -21,13 +21,10 @@ from zmqgrid.errors import MasterUnavailable, RemoteError, TaskNotFound
 from zmqgrid.security import generate, master_public_key
 from zmqgrid.transport import Curve
 
-from .helpers import Harness, db_query, run_cli, stays, wait_until
+from .helpers import Harness, db_query, keys_cli, run_cli, stays, wait_until
+from .scenes import a_task_running_on_w1_or_w2
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def keys_cli(h: Harness, *args: str):
-    return run_cli("keys", *args, "--db", str(h.db), cwd=h.dir)
 
 
 def ledger_rows(h: Harness) -> dict:
@@ -234,15 +231,7 @@ def test_a_pending_worker_gets_no_task_until_accepted_then_runs_them(secured_har
 
 def test_revoking_a_key_cuts_its_running_worker_off_at_once(secured_harness):
     h = secured_harness
-    h.start_master()
-    h.start_worker("w1")
-    h.start_worker("w2")
-    client = h.client()
-    h.wait_online(client, "w1", "w2")
-    task_id = client.submit(build_spec(shell="sleep 30", retries=3))[0]
-    wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the task running")
-    victim = client.task(task_id)["device_id"]
-    other = ({"w1", "w2"} - {victim}).pop()
+    client, task_id, victim, other = a_task_running_on_w1_or_w2(h)
     done = keys_cli(h, "revoke", victim)
     assert done.returncode == 0 and "revoked" in done.stdout, done
     wait_until(lambda: victim not in h.online(client), 10, "the revoked device offline")

@@ -18,7 +18,7 @@ import zmq
 from zmqgrid import protocol as p
 from zmqgrid.client import build_spec
 
-from .helpers import Harness, db_query, run_cli, stays, wait_until
+from .helpers import Harness, db_query, keys_cli, stays, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -30,10 +30,6 @@ def ctx():
     context = zmq.Context()
     yield context
     context.destroy(0)
-
-
-def keys_cli(h: Harness, *args: str):
-    return run_cli("keys", *args, "--db", str(h.db), cwd=h.dir)
 
 
 def key_of(h: Harness, name: str) -> str:

@@ -14,18 +14,14 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zmqgrid import protocol as p
-from zmqgrid.client import build_spec
 from zmqgrid.errors import EXIT_KEY_REFUSED
 from zmqgrid.transport import Curve
 
-from .helpers import Harness, db_query, run_cli, wait_until
+from .helpers import Harness, db_query, keys_cli, wait_until
+from .scenes import a_task_running_on_w1_or_w2
 
 pytestmark = pytest.mark.timeout(120)
 ROUNDS = 15
-
-
-def keys_cli(h: Harness, *args: str):
-    return run_cli("keys", *args, "--db", str(h.db), cwd=h.dir)
 
 
 def key_of(h: Harness, name: str) -> str:
@@ -56,15 +52,7 @@ def exits(proc, timeout_s: float = 20) -> int:
 def test_a_worker_whose_key_is_revoked_while_it_runs_a_task_says_so_once_and_exits_5(secured_harness):
     # Given two accepted workers, one of them running a task
     h = secured_harness
-    h.start_master()
-    h.start_worker("w1")
-    h.start_worker("w2")
-    client = h.client()
-    h.wait_online(client, "w1", "w2")
-    task_id = client.submit(build_spec(shell="sleep 30", retries=3))[0]
-    wait_until(lambda: client.task(task_id)["state"] == "running", 20, "the task running")
-    victim = client.task(task_id)["device_id"]
-    other = ({"w1", "w2"} - {victim}).pop()
+    client, task_id, victim, other = a_task_running_on_w1_or_w2(h)
 
     # When an operator revokes the running worker's key
     done = keys_cli(h, "revoke", victim)
