@@ -261,20 +261,8 @@ class Board:
             self.finish(entry, state, now, result=result, reason=f"attempt {attempt} {state}")
         return True
 
-    def lose_attempt(self, entry: TaskEntry, reason: str, now_mono: float, now: float, *,
-                     death: str | None = None) -> None:
-        """The attempt's worker is gone or disowned it: end the attempt as lost and re-queue or fail the task.
-
-        `death`: the worker itself went away, and what that is for this task (blame.blamed): if it was running,
-        the death is kept as evidence and may count towards quarantine.
-        """
-        with self.store.op("lost"):
-            self._lose_attempt(entry, reason, now_mono, now, death)
-
     def _lose_attempt(self, entry: TaskEntry, reason: str, now_mono: float, now: float, death: str | None) -> None:
-        device = self.fleet.devices.get(entry.device_id or "")
-        if device is not None:
-            device.inflight.discard(entry.id)
+        # Its device no longer holds it: the fleet took it off before reporting it (Fleet._release)
         self.limits.ended(entry.limit_key)
         self.counters["lost_attempts"] += 1
         self.store.end_attempt(entry.id, entry.attempt, entry.device_id, "lost", now, assigned_at=entry.assigned_at,
@@ -386,5 +374,9 @@ class Board:
             self.mark_offline(device, "unreachable on the ROUTER", now_mono, now)
 
     def lose(self, lost: list[Lost], now_mono: float, now: float) -> None:
+        """Attempts whose worker is gone or disowned them: each ends as lost, and its task is re-queued or fails.
+        A `death` (the worker itself went away; blame.blamed says what that is for this task) is kept as evidence
+        when the task was running, and may count towards quarantine."""
         for entry, reason, death in lost:
-            self.lose_attempt(entry, reason, now_mono, now, death=death)
+            with self.store.op("lost"):
+                self._lose_attempt(entry, reason, now_mono, now, death)
