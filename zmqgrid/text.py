@@ -75,3 +75,15 @@ def cut_middle(text: str, limit: int) -> str:
         return text[:limit]
     keep = limit - len(marker)
     return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]
+
+
+def visible_output(text: str) -> str:
+    """A task's output for a terminal: newlines and tabs kept, CR LF a newline, every other control or format
+    character (ESC, a lone CR, C1, bidi overrides) shown as its escape; nothing cut."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(line if line.isprintable() else _visible_line(line) for line in lines)
+
+
+def _visible_line(line: str) -> str:
+    # printable's limit bounds its output; the longest escape is 10 characters, so this one never cuts.
+    return "\t".join(printable(part, 10 * len(part) + 1) if part else "" for part in line.split("\t"))

@@ -1,27 +1,36 @@
 """The `python main.py` command line: one click group; every ZmqgridError becomes one line and an exit code."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ZmqgridError
 from . import hints
-from .dashboard import dashboard
-from .db import db
-from .devices import devices
-from .distribute import distribute
-from .keys import keys
-from .projects import projects
-from .schedules import schedules
-from .submit import submit
-from .tasks import tasks
 
 # Raised by click 8.2 and later for a group run without a command (click 8.1 prints the help and exits 0 itself).
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module, imported only when that command runs (or when --help lists them all): a worker's start
+# then loads what `distribute` needs, not the dashboard's textual or the key store's sqlite_utils.
+COMMANDS = {name: f"{__name__}.{name}" for name in
+            ("distribute", "submit", "tasks", "devices", "schedules", "projects", "dashboard", "keys", "db")}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in the modules that `COMMANDS` names (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        return getattr(importlib.import_module(module), cmd_name) if module else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="zmqgrid")
 def cli() -> None:
     """zmqgrid: a brokerless distributed task system on ZeroMQ.
@@ -30,17 +39,6 @@ def cli() -> None:
     Start everything on this machine:   python main.py distribute --mode standalone
     Submit a task and wait for it:      python main.py submit --shell "echo hi" --wait
     """
-
-
-cli.add_command(distribute)
-cli.add_command(submit)
-cli.add_command(tasks)
-cli.add_command(devices)
-cli.add_command(schedules)
-cli.add_command(projects)
-cli.add_command(dashboard)
-cli.add_command(keys)
-cli.add_command(db)
 
 
 def main(argv: list[str] | None = None) -> int:

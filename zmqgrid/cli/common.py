@@ -14,6 +14,9 @@ from ..errors import UsageError
 from ..security import client_curve
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="Master config file to read db_path and keys_dir from.")
 
 _TASK_OPTIONS = (
     click.option("--shell", help="A shell command to run."),

@@ -9,8 +9,7 @@ import click
 from ..config import load_config
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..store import maintenance
-from .common import json_option
-from .keys import config_option, db_option
+from .common import config_option, db_option, json_option
 from .render import emit_json
 
 PROGRESS_EVERY_S = 1.0   # a big ledger's backup prints a progress line at most this often

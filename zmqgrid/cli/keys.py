@@ -14,12 +14,9 @@ from ..security import KEY_ROLES, ROLES, generate, is_z85_key, load_keypair, rea
 from ..store import key_store
 from ..store.schema import open_database
 from ..text import printable
-from .common import json_option
+from .common import config_option, db_option, json_option
 from .render import emit_json, field, table, when
 
-db_option = click.option("--db", "db_path", help="The master's ledger [db_path of the master config].")
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                             help="Master config file to read db_path and keys_dir from.")
 # Where the public file goes: the master's own key to every peer, a peer's key to the master.
 SHARE_MASTER = "copy it into keys/ on every worker and client machine"
 SHARE_PEER = ("copy it to the master's machine and run keys accept with it there, or put it in its "

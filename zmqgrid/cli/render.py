@@ -12,8 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from ..text import printable
-from ..tui.format import visible_output
+from ..text import printable, visible_output
 
 # JSON escapes C0 controls itself; these it would write raw with ensure_ascii=False: the C1 controls (0x9b is a
 # CSI on some terminals), the line/paragraph separators and the bidi and zero-width format characters.

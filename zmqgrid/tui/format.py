@@ -65,18 +65,6 @@ def cell(text: object, width: int = 200) -> Text:
     return Text(short(text, width), no_wrap=True)
 
 
-def visible_output(text: str) -> str:
-    """A task's output for a terminal: newlines and tabs kept, CR LF a newline, every other control or format
-    character (ESC, a lone CR, C1, bidi overrides) shown as its escape; nothing cut."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    return "\n".join(line if line.isprintable() else _visible_line(line) for line in lines)
-
-
-def _visible_line(line: str) -> str:
-    # printable's limit bounds its output; the longest escape is 10 characters, so this one never cuts.
-    return "\t".join(printable(part, 10 * len(part) + 1) if part else "" for part in line.split("\t"))
-
-
 def styled_state(state: str | None, styles: dict[str, str] = TASK_STATE_STYLES, suffix: str = "") -> Text:
     state = state or "-"
     return Text(state + suffix, style=styles.get(state, ""))

@@ -11,10 +11,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..format import (cell, clock, describe_error, duration, short, styled_state, task_command, task_duration,
-                      visible_output)
+from ..format import cell, clock, describe_error, duration, short, styled_state, task_command, task_duration
 from ..messages import TaskFetched
 from ...model import FINAL_STATES, TaskState
+from ...text import visible_output
 from ..source import Source
 from ..widgets import OutputLog
 from .dialogs import ask_then_do

@@ -5,7 +5,7 @@ from rich.highlighter import Highlighter
 from rich.text import Text
 from textual.widgets import Log
 
-from ..format import visible_output
+from ...text import visible_output
 
 STDERR_MARK = "‼ "
 """Put in front of every stderr line, so the two streams stay apart in one pane."""
