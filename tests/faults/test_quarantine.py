@@ -80,11 +80,13 @@ def test_a_task_that_kills_its_worker_late_is_quarantined_though_tasks_started_a
         return client.task(poison)["state"] in ("quarantined", "failed")
     wait_until(supervise, 90, "the late poison task to end")
 
-    # Then each of its worker's deaths counted, and it was quarantined at the third
+    # Then it was quarantined once three of its worker's deaths counted: at the third, or at the fourth when one
+    # was only noted (it had started before others, then started last at the next two: docs/architecture.md,
+    # Task state machine); every death is in its evidence, and its count is the evidence's
     task = client.task(poison)
-    assert task["state"] == "quarantined" and task["attempt"] == 3, task
-    assert task["deaths"] == 3 and [e["attempt"] for e in task["evidence"]] == [1, 2, 3]
-    assert deaths == 3
+    assert task["state"] == "quarantined" and deaths == task["attempt"] in (3, 4), (deaths, task)
+    assert [e["attempt"] for e in task["evidence"]] == list(range(1, deaths + 1))
+    assert task["deaths"] == sum(e["counted"] for e in task["evidence"]) >= 3, task["evidence"]
 
     # And the tasks that ran beside it all finished: each started last at one death at most (counted for it), far
     # from a quarantine
