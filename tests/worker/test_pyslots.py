@@ -217,13 +217,22 @@ def test_kill_of_a_running_call_is_cancelled_and_its_output_streamed(driver):
     assert d.run(task("python", function="tests.tasks:noop")).state == "done"
 
 
+def test_the_pool_starts_no_child_before_its_first_call_then_all_of_them(driver):
+    d = driver(size=3)
+    assert d.slots.pids() == [] and not d.slots.watched
+    assert d.run(task("python", function="tests.tasks:noop")).state == "done"
+    pids = d.slots.pids()
+    assert len(pids) == 3
+    assert d.run(task("python", function="tests.tasks:noop")).state == "done"
+    assert d.slots.pids() == pids
+
+
 def test_close_cancels_calls_and_leaves_no_child(driver):
     d = driver(size=2)
-    d.slots.prestart()
-    pids = d.slots.pids()
-    assert len(pids) == 2
     spec = task("python", function="tests.tasks:sleep", args=[60])
     assert d.slots.start(spec) is None
+    pids = d.slots.pids()
+    assert len(pids) == 2
     d.slots.close()
     assert_all_die(pids)
     assert not d.slots.watched

@@ -65,10 +65,14 @@ class PySlots:
     def busy_children(self) -> int:
         return len(self.batches) // 2
 
-    def prestart(self) -> None:
-        """Start every child now, so the first tasks do not wait for an interpreter to boot."""
+    def _start_pool(self) -> None:
+        """Start every child the pool lacks at once, at its first call: the next calls find theirs booted, and a
+        worker that runs no python task starts none (each costs an interpreter's boot and its memory)."""
         while len(self.idle) + self.busy_children < self.size:
-            self.idle.append(self._spawn())
+            child = self._try_spawn()
+            if child is None:
+                return
+            self.idle.append(child)
 
     def _spawn(self) -> _Child:
         child = _Child(self.ctx)
@@ -169,6 +173,8 @@ class PySlots:
         return []
 
     def _checkout(self) -> _Child | None:
+        if not self.watched:   # no child alive: the first call, or every child has died
+            self._start_pool()
         while self.idle:
             child = self.idle.pop()
             if child.process.is_alive():

@@ -96,9 +96,7 @@ class Slots:
     # ------------------------------------------------------------ the loop's turn
 
     def prepare(self) -> None:
-        if self.inline is None:
-            self.pyslots.prestart()
-        elif not self.inline.enforces_timeouts:
+        if self.inline is not None and not self.inline.enforces_timeouts:
             logger.warning("python_pool = inline: timeouts of python tasks are not enforced here (they need the "
                            "main thread of a POSIX process); an overrunning call still ends timed_out")
 
