@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,10 +42,18 @@ def started(grid, tmp_path):
 
 
 def read_line(pipe, timeout_s: float = 30) -> str:
-    """The next line the process writes on `pipe`, or a failure after `timeout_s` (no hopeful sleep)."""
-    ready, _, _ = select.select([pipe], [], [], timeout_s)
-    assert ready, f"no line within {timeout_s}s"
-    return pipe.readline()
+    """The next line the process writes on `pipe`, or a failure after `timeout_s` (no hopeful sleep). Read a byte
+    at a time from the descriptor: a buffered readline could take two lines at once and leave the second where
+    select does not see it."""
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([pipe.fileno()], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no line within {timeout_s}s (so far: {line!r})"
+        byte = os.read(pipe.fileno(), 1)
+        assert byte, f"the process closed the pipe (so far: {line!r})"
+        line += byte
+    return line.decode()
 
 
 def submitted_id(stderr: str) -> str:
