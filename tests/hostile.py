@@ -67,8 +67,8 @@ HOSTILE: dict[str, Any] = {
 }
 
 RESULT = {"id": "TASK", "attempt": 1, "state": "done", "exit_code": 0, "value": [1, {"a": None}],
-          "error": {"type": "E", "message": "m", "traceback": "t", "permanent": False}, "stdout": "out\n", "stderr": "err\n",
-          "started_at": 1.7e9}
+          "error": {"type": "E", "message": "m", "traceback": "t", "permanent": False}, "stdout": "out\n",
+          "stderr": "err\n", "started_at": 1.7e9}
 SHELL = {"kind": "shell", "command": "true", "timeout": 5.0, "retries": 0, "priority": 1, "tags": ["fz"],
          "name": "n", "cwd": "/tmp", "env": {"K": "v"}, "retry_backoff": 1.0, "limit_key": "site",
          "limit_concurrency": 2, "limit_per_minute": 30, "device": "fz1", "group": "g",
@@ -85,8 +85,8 @@ SCRIPT = {"kind": "script", "source": "print(1)\n", "filename": "a.py", "args": 
 SCHEDULE = {"op": "add", "name": "fz", "cron": "0 0 1 1 *", "spec": {"kind": "shell", "command": "true"},
             "missed": "skip"}
 METRICS = {"cpu_percent": 1.5, "memory_percent": 20.0, "memory_available_mb": 100.0, "disk_percent": 50.0,
-           "load_1m": 0.5, "load_5m": 0.4, "load_15m": 0.3, "cpu_count": 2, "memory_total_mb": 2048, "hostname": "h", "os": "Linux", "python_version": "3.11.7",
-           "python_executable": "/usr/bin/python3"}
+           "load_1m": 0.5, "load_5m": 0.4, "load_15m": 0.3, "cpu_count": 2, "memory_total_mb": 2048, "hostname": "h",
+           "os": "Linux", "python_version": "3.11.7", "python_executable": "/usr/bin/python3"}
 
 
 def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
@@ -116,7 +116,8 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Query(status)": p.Query(1, "status", {}),
         "Query(schedules)": p.Query(1, "schedules", {}),
         "Control(cancel)": p.Control(1, "cancel", {"ids": ["nosuch"], "max_bytes": 1 << 20}),
-        "Control(cancel by tag)": p.Control(1, "cancel", {"state": "queued", "tag": "nosuch-tag", "max_bytes": 1 << 20}),
+        "Control(cancel by tag)": p.Control(1, "cancel", {"state": "queued", "tag": "nosuch-tag",
+                                                          "max_bytes": 1 << 20}),
         "Control(watch)": p.Control(1, "watch", {"ids": ["TASK"], "max_bytes": 1 << 20}),
         "Control(requeue)": p.Control(1, "requeue", {"ids": ["nosuch"]}),
         "Control(drain)": p.Control(1, "drain", {"devices": ["nosuch-device"]}),

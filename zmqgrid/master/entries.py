@@ -126,8 +126,8 @@ class TaskEntry:
                   **state: object) -> TaskEntry:
         """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
         need = needs.get(spec["kind"], spec.get("device"), spec.get("tags"), spec.get("project"))
-        return cls(spec["id"], kept(wire_part(spec, False), compact), need, spec.get("priority") or 0, retries, timeout_s,
-                   spec.get("limit_key"), spec.get("retry_backoff"), **state)
+        return cls(spec["id"], kept(wire_part(spec, False), compact), need, spec.get("priority") or 0, retries,
+                   timeout_s, spec.get("limit_key"), spec.get("retry_backoff"), **state)
 
 
 @dataclass(slots=True)
