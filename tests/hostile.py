@@ -67,18 +67,26 @@ HOSTILE: dict[str, Any] = {
 }
 
 RESULT = {"id": "TASK", "attempt": 1, "state": "done", "exit_code": 0, "value": [1, {"a": None}],
-          "error": {"type": "E", "message": "m", "traceback": "t"}, "stdout": "out\n", "stderr": "err\n",
-          "started_at": 1.7e9}
+          "error": {"type": "E", "message": "m", "traceback": "t", "permanent": False}, "stdout": "out\n",
+          "stderr": "err\n", "started_at": 1.7e9}
 SHELL = {"kind": "shell", "command": "true", "timeout": 5.0, "retries": 0, "priority": 1, "tags": ["fz"],
          "name": "n", "cwd": "/tmp", "env": {"K": "v"}, "retry_backoff": 1.0, "limit_key": "site",
-         "limit_concurrency": 2, "limit_per_minute": 30, "device": "fz1", "group": "g"}
+         "limit_concurrency": 2, "limit_per_minute": 30, "device": "fz1", "group": "g",
+         "retry_on": ["OSError"], "no_retry_on": ["PermissionError"]}
 PYTHON = {"kind": "python", "function": "zmqgrid.samples:noop", "args": [1], "kwargs": {"x": 1}}
+# A task run once on every worker with the tag (only fz1 has it), and one that names a project nobody pushed.
+FAN_OUT = {"id": "fz-all", "kind": "shell", "command": "true", "all": True, "tags": ["fz"]}
+PROJECT = {"kind": "python", "function": "fz.main:run", "project": "nosuch"}
+# The shared part of a batch of calls (Client.map): the master validates it once and each call's keys apart.
+CALLS = {"kind": "python", "function": "zmqgrid.samples:noop", "timeout": 5.0, "priority": 1, "tags": ["fz"],
+         "retries": 0}
+PAGE = {"page": True, "max_bytes": 1 << 20}   # what a client sends with every query it pages
 SCRIPT = {"kind": "script", "source": "print(1)\n", "filename": "a.py", "args": ["-v"]}
 SCHEDULE = {"op": "add", "name": "fz", "cron": "0 0 1 1 *", "spec": {"kind": "shell", "command": "true"},
             "missed": "skip"}
 METRICS = {"cpu_percent": 1.5, "memory_percent": 20.0, "memory_available_mb": 100.0, "disk_percent": 50.0,
-           "cpu_count": 2, "memory_total_mb": 2048, "hostname": "h", "os": "Linux", "python_version": "3.11.7",
-           "python_executable": "/usr/bin/python3"}
+           "load_1m": 0.5, "load_5m": 0.4, "load_15m": 0.3, "cpu_count": 2, "memory_total_mb": 2048, "hostname": "h",
+           "os": "Linux", "python_version": "3.11.7", "python_executable": "/usr/bin/python3"}
 
 
 def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
@@ -95,14 +103,28 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Submit": p.Submit(1, [dict(SHELL)], True, {}, False),
         "Submit(python)": p.Submit(1, [dict(PYTHON), dict(PYTHON)], False, {}, False),
         "Submit(script)": p.Submit(1, [dict(SCRIPT)], False, {}, False),
-        "Query(tasks)": p.Query(1, "tasks", {"state": "queued", "limit": 10, "offset": 0, "device": device_id}),
-        "Query(task)": p.Query(1, "task", {"id": "TASK"}),
-        "Query(logs)": p.Query(1, "logs", {"id": "TASK", "attempt": 1, "stdout_from": 0, "stderr_from": 0}),
+        "Submit(all)": p.Submit(1, [dict(FAN_OUT)], False, {}, False),
+        "Submit(project)": p.Submit(1, [dict(PROJECT)], False, {}, False),
+        "Submit(calls)": p.Submit(1, [{"args": [1]}, {"args": [2], "kwargs": {"x": 1}, "id": "fz-call-2"}], False,
+                                  dict(CALLS), True),
+        "Query(tasks)": p.Query(1, "tasks", {"state": "queued", "limit": 10, "offset": 0, "device": device_id,
+                                             "tag": "fz", **PAGE}),
+        "Query(devices)": p.Query(1, "devices", {"limit": 10, "offset": 0, **PAGE}),
+        "Query(task)": p.Query(1, "task", {"id": "TASK", "max_bytes": 1 << 20}),
+        "Query(logs)": p.Query(1, "logs", {"id": "TASK", "attempt": 1, "stdout_from": 0, "stderr_from": 0,
+                                           "max_bytes": 1 << 20}),
         "Query(status)": p.Query(1, "status", {}),
-        "Control(cancel)": p.Control(1, "cancel", {"ids": ["nosuch"]}),
-        "Control(watch)": p.Control(1, "watch", {"ids": ["TASK"]}),
+        "Query(schedules)": p.Query(1, "schedules", {}),
+        "Control(cancel)": p.Control(1, "cancel", {"ids": ["nosuch"], "max_bytes": 1 << 20}),
+        "Control(cancel by tag)": p.Control(1, "cancel", {"state": "queued", "tag": "nosuch-tag",
+                                                          "max_bytes": 1 << 20}),
+        "Control(watch)": p.Control(1, "watch", {"ids": ["TASK"], "max_bytes": 1 << 20}),
         "Control(requeue)": p.Control(1, "requeue", {"ids": ["nosuch"]}),
         "Control(drain)": p.Control(1, "drain", {"devices": ["nosuch-device"]}),
+        "Control(resume)": p.Control(1, "resume", {"devices": ["nosuch-device"]}),
+        "Control(shutdown)": p.Control(1, "shutdown", {"devices": ["nosuch-device"]}),
+        "Control(reload)": p.Control(1, "reload", {"devices": ["nosuch-device"]}),
+        "Control(schedule pause)": p.Control(1, "schedule", {"op": "pause", "name": "fz"}),
         "Control(schedule)": p.Control(1, "schedule", dict(SCHEDULE)),
         "Control(project)": p.Control(1, "project", {"op": "remove", "name": "nosuch", "version": "ab" * 3}),
         "Query(projects)": p.Query(1, "projects", {"name": "nosuch"}),

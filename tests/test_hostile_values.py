@@ -18,6 +18,11 @@ import time
 
 import pytest
 
+from zmqgrid import fields
+from zmqgrid import protocol as p
+from zmqgrid.master.handlers import Handlers
+from zmqgrid.model import SPEC_KEYS
+
 from . import hostile
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.open_wire]
@@ -41,3 +46,47 @@ def test_every_field_of_every_message_survives_every_hostile_value(tmp_path):
     finally:
         run.close()
     assert run.findings() == []
+
+
+# What the master answers (handlers.handle_query, handle_control): each gets a message of its own in the fuzzer.
+QUERIES = {"status", "devices", "tasks", "task", "logs", "schedules", "projects"}
+ACTIONS = {"cancel", "watch", "requeue", "drain", "resume", "shutdown", "reload", "schedule", "project"}
+# A task spec's keys on the wire: the options of build_spec and what each kind carries.
+TASK_KEYS = set(SPEC_KEYS) | {"kind", "command", "source", "filename", "function"}
+
+
+def filled(spec: fields.Spec, value, path: tuple = ()):
+    """The roles (fields.walk's paths) that `value` gives a value to, as tests/hostile.paths walks it: a list's
+    first item only, a map's keys by name or as "*" for a Record's other keys."""
+    yield path
+    if isinstance(spec, fields.List) and isinstance(value, list) and value:
+        yield from filled(spec.item, value[0], (*path, "item"))
+    elif isinstance(spec, fields.Tuple) and isinstance(value, list):
+        for i, (item_spec, item) in enumerate(zip(spec.items, value)):
+            yield from filled(item_spec, item, (*path, str(i)))
+    elif isinstance(spec, fields.Record) and isinstance(value, dict):
+        for key, item in value.items():
+            if key in spec.fields:
+                yield from filled(spec.fields[key], item, (*path, key))
+            elif spec.extra is not None:
+                yield from filled(spec.extra, item, (*path, "*"))
+
+
+def test_the_fuzzers_messages_give_every_field_of_the_schema_a_value():
+    """Every field of every kind the master takes from a peer, nested ones included (a Record's other keys as one
+    "*"; the keys themselves are not values), every query and action it answers and every task spec key are in
+    tests/hostile.base_messages, so the hostile values reach them all."""
+    messages = hostile.base_messages("fz1", "incarnation")
+    taken = {cls for cls in p.KINDS.values() if hasattr(Handlers, "handle_" + cls.__name__.lower())} | {p.Heartbeat}
+    missing = []
+    for cls in sorted(taken, key=lambda c: c.__name__):
+        mine = [msg for msg in messages.values() if type(msg) is cls]
+        given = {(f.name, *role) for msg in mine for f in cls.FIELDS for role in filled(f.spec, getattr(msg, f.name))}
+        missing += [f"{cls.__name__}.{'.'.join((f.name, *role))}" for f in cls.FIELDS
+                    for role, _ in fields.walk(f.spec) if role[-1:] != ("*key",) and (f.name, *role) not in given]
+    assert missing == [], f"fields no hostile value reaches: {missing}"
+    assert QUERIES - {m.what for m in messages.values() if isinstance(m, p.Query)} == set()
+    assert ACTIONS - {m.action for m in messages.values() if isinstance(m, p.Control)} == set()
+    specs = [spec for m in messages.values() if isinstance(m, p.Submit) for spec in (m.tasks[0], m.common)]
+    specs += [m.params["spec"] for m in messages.values() if isinstance(m, p.Control) and "spec" in m.params]
+    assert TASK_KEYS - {key for spec in specs for key in spec} == set()

@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from zmqgrid.client import build_spec
+from zmqgrid.samples import checksum
 
 from ..helpers import db_query, wait_until
 from .test_priorities_and_limits import expected_order, start_order
@@ -131,3 +132,37 @@ def test_a_queued_task_costs_the_master_a_bounded_amount_of_memory(harness):
 
     # Then each costs the master well under the 1,153 bytes it did (entry, wire part, heap item, map slot)
     assert grown / n < 800, f"{grown / n:.0f} bytes of master memory per queued task"
+
+
+def test_a_queued_tasks_payload_past_4_kib_stays_in_the_ledger_and_reaches_its_worker_whole(harness):
+    # Given a master with no worker
+    harness.start_master()
+    client = harness.client(timeout_s=120)
+    client.status()
+    rss = psutil.Process(harness.master.pid).memory_info().rss
+
+    # When one client queues 200 calls whose arguments are 1 MB each (200 MB in all)
+    def data(i: int) -> str:
+        return f"{i:04d}" + "x" * 999_996
+    ids = []
+    for first in range(0, 200, 10):
+        ids += client.submit([build_spec(python="zmqgrid.samples:checksum", args=[data(i), 1])
+                              for i in range(first, first + 10)])
+    grown = psutil.Process(harness.master.pid).memory_info().rss - rss
+
+    # Then the master holds a bounded part of it (it held every argument: 217 MiB)
+    assert grown < 80 * 2**20, f"the master grew by {grown / 2**20:.0f} MiB for 200 MB of queued arguments"
+
+    # And after a restart (the recovered tasks keep no big payload either), when a worker comes, each call gets its
+    # own arguments whole (read back from the ledger)
+    harness.kill(harness.master)
+    harness.start_master()   # on the same port: the client's socket reconnects
+    harness.start_worker("w1", concurrency=4)
+    results = client.wait(ids, timeout_s=120)
+    assert [results[i]["value"] for i in ids] == [checksum(data(i), 1) for i in range(200)]
+
+    # And so does a task with a big environment submitted to an idle worker (dispatched in the turn that queues it,
+    # before its row is written)
+    big_env = client.submit(build_spec(shell='printf %s "$BIG" | wc -c', env={"BIG": "e" * 30_000}))[0]
+    assert client.wait([big_env], timeout_s=30)[big_env]["state"] == "done"
+    assert client.logs(big_env)["stdout"].strip() == "30000"

@@ -10,7 +10,8 @@ from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
 from .blame import with_death
-from .entries import COMPACT_ABOVE, PLAIN, DeviceEntry, Requirements, TaskEntry, requirement, wire_part
+from .entries import (COMPACT_ABOVE, PLAIN, WIRE_IN_MEMORY_MAX, DeviceEntry, Requirements, TaskEntry, kept,
+                      requirement, wire_part)
 from .fleet import Fleet, Lost
 from .limits import Limits
 from .parking import Parking
@@ -89,11 +90,11 @@ class Board:
             inserts.append((spec, retries, timeout_s))
         # Staged whole or not at all, before the in-memory view changes: if it raises (a bug), the Submit is
         # answered with an error and nothing of it is queued without a row to back it.
-        self.store.insert_tasks(inserts, now)
+        sizes = self.store.insert_tasks(inserts, now)   # each spec packed: a bound of its wire part's size
         seq = self.seq
         compact, need_of = len(tasks) >= COMPACT_ABOVE, self.needs.get   # many unfinished: wire parts packed
         rules = self.retry_rules
-        for spec, retries, timeout_s in inserts:
+        for (spec, retries, timeout_s), size in zip(inserts, sizes):
             task_id, key = spec["id"], spec["limit_key"]
             if key and (spec["limit_concurrency"] or spec["limit_per_minute"]):
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
@@ -103,10 +104,14 @@ class Board:
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
                      "kwargs": spec["kwargs"]} if kind == "python" else wire_part(spec, False))
+            if size > WIRE_IN_MEMORY_MAX:
+                wire = kept(wire, compact)
+            elif compact:
+                wire = packb(wire)
             # .get: a schedule's spec saved before `project` lacks it
             device, tags, project = spec["device"], spec["tags"], spec.get("project")
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
-            entry = tasks[task_id] = TaskEntry(task_id, packb(wire) if compact else wire,
+            entry = tasks[task_id] = TaskEntry(task_id, wire,
                                                need_of(kind, device, tags, project) if device or tags or project
                                                else PLAIN[kind],
                                                spec["priority"], retries, timeout_s, key,
@@ -199,9 +204,12 @@ class Board:
             device.inflight.add(entry.id)
             if device.credit <= 0:
                 ready.remove(device)
-            self.store.assign(entry.id, entry.attempt, device.device_id, now)
             wire = entry.wire
-            task = unpackb(wire) if wire.__class__ is bytes else dict(wire)
+            if wire is None:   # too big to keep in memory: from the ledger (before assign folds a staged insert)
+                task = wire_part(self.store.get_spec(entry.id), False)
+            else:
+                task = unpackb(wire) if wire.__class__ is bytes else dict(wire)
+            self.store.assign(entry.id, entry.attempt, device.device_id, now)
             task["id"], task["attempt"], task["timeout"] = entry.id, entry.attempt, entry.timeout_s
             batches.setdefault(device.device_id, []).append(task)
             self.counters["dispatched"] += 1

@@ -16,6 +16,10 @@ WORKER_KEYS = ("kind", "name", "command", "cwd", "env", "source", "filename", "a
 # usual queue goes out within a turn or two); a task submitted behind more keeps it packed (docs/architecture.md,
 # "Memory per queued task").
 COMPACT_ABOVE = 10_000
+# A wire part bigger than this, packed, is not kept in memory: dispatch reads the task's spec back from the ledger.
+# So a queued task holds at most this much of its payload (arguments, env, script) in the master, whatever the
+# task spec limits allow (docs/architecture.md, "Memory per queued task").
+WIRE_IN_MEMORY_MAX = 4096
 
 
 class Requirement(NamedTuple):
@@ -75,12 +79,22 @@ def wire_part(spec: dict, compact: bool) -> dict | bytes:
     return packb(wire) if compact else wire
 
 
+def kept(wire: dict, compact: bool) -> dict | bytes | None:
+    """What an entry keeps of a wire part that may be big: None past WIRE_IN_MEMORY_MAX packed (read back from
+    the ledger at dispatch), else the dict, or packed when `compact`."""
+    packed = packb(wire)
+    if len(packed) > WIRE_IN_MEMORY_MAX:
+        return None
+    return packed if compact else wire
+
+
 @dataclass(slots=True)
 class TaskEntry:
     """A task that is not final yet (queued, assigned or running). Final tasks live only in the ledger, which also
     holds the full spec: only what dispatch and the task's life need is kept here."""
     id: str
-    wire: dict | bytes            # what a worker gets of the spec but its id (see wire_part): built once
+    wire: dict | bytes | None     # what a worker gets of the spec but its id (see wire_part): built once; None
+                                  # when too big to keep (see kept): read from the ledger at dispatch
     need: Requirement
     priority: int
     retries: int
@@ -112,8 +126,8 @@ class TaskEntry:
                   **state: object) -> TaskEntry:
         """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
         need = needs.get(spec["kind"], spec.get("device"), spec.get("tags"), spec.get("project"))
-        return cls(spec["id"], wire_part(spec, compact), need, spec.get("priority") or 0, retries, timeout_s,
-                   spec.get("limit_key"), spec.get("retry_backoff"), **state)
+        return cls(spec["id"], kept(wire_part(spec, False), compact), need, spec.get("priority") or 0, retries,
+                   timeout_s, spec.get("limit_key"), spec.get("retry_backoff"), **state)
 
 
 @dataclass(slots=True)

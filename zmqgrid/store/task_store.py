@@ -162,14 +162,15 @@ class TaskStore:
             raise StoreError(f"commit of {count} changes failed: {e}", "check disk space and the database file") from e
         return count
 
-    def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> None:
-        """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each)."""
+    def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> list[int]:
+        """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each);
+        the size of each packed spec, in order."""
         statements = [(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
                                       _json(spec["tags"]) if spec["tags"] else None, spec["device"], packb(spec),
                                       now, spec.get("group"), now, _QUEUED, 0, None))
                       for spec, retries, timeout_s in tasks]
         if not statements:
-            return
+            return []
         target = self._op if self._op is not None else []
         start = len(target)
         target.extend(statements)
@@ -180,6 +181,7 @@ class TaskStore:
             unwritten.setdefault(target[i][1][0], (target, i))
         # staged, maybe never committed: the ceiling may be too high, never too low
         self._top_id = max(self._top_id, max(statement[1][0] for statement in statements))
+        return [len(statement[1][8]) for statement in statements]
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
         """A task inserted in this same turn (the usual case on a cluster with free slots) has its staged insert
@@ -355,6 +357,9 @@ class TaskStore:
         return task
 
     def get_spec(self, task_id: str) -> dict | None:
+        staged = self._unwritten_inserts.get(task_id)   # inserted in this very turn: its row is not written yet
+        if staged is not None:
+            return unpackb(staged[0][staged[1]][1][8])
         row = self.db.execute("SELECT spec FROM tasks WHERE id = ?", [task_id]).fetchone()
         return unpackb(row[0]) if row else None
 
