@@ -10,6 +10,7 @@ and that a class lives in one file: no mixins spread over several modules, no `s
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,12 @@ def imports_of(path: Path) -> set[str]:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-IMPORTS = {name: imports_of(path) for name, path in MODULES.items()}
+
+
+@functools.cache
+def imports() -> dict[str, set[str]]:
+    """Each module's imports, parsed when a test first asks (not when every xdist process collects this file)."""
+    return {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def within(name: str, *packages: str) -> bool:
@@ -59,7 +65,7 @@ def within(name: str, *packages: str) -> bool:
 def violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
     """`importer -> imported` pairs where a module in the packages `importers` imports one in `forbidden`."""
     return sorted(f"{importer} -> {imported}"
-                  for importer, imported_set in IMPORTS.items() if within(importer, *importers)
+                  for importer, imported_set in imports().items() if within(importer, *importers)
                   for imported in imported_set if within(imported, *forbidden))
 
 
@@ -71,12 +77,12 @@ def zmqgrid_modules_except(*allowed: str) -> tuple[str, ...]:
 
 def test_the_walk_sees_the_package_and_resolves_relative_imports():
     assert {"zmqgrid.protocol", "zmqgrid.master.handlers", "zmqgrid.cli"} <= set(MODULES)
-    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.board"} <= IMPORTS["zmqgrid.master.handlers"]
-    assert "zmqgrid.cli" in IMPORTS["zmqgrid.__main__"]
+    assert {"zmqgrid.errors", "zmqgrid.master.queries", "zmqgrid.master.board"} <= imports()["zmqgrid.master.handlers"]
+    assert "zmqgrid.cli" in imports()["zmqgrid.__main__"]
 
 
 def test_nothing_but_the_cli_itself_and_main_imports_the_cli_or_the_tui():
-    found = sorted(f"{importer} -> {imported}" for importer, imported_set in IMPORTS.items()
+    found = sorted(f"{importer} -> {imported}" for importer, imported_set in imports().items()
                    if not within(importer, "zmqgrid.cli", "zmqgrid.tui", "zmqgrid.__main__")
                    for imported in imported_set if within(imported, "zmqgrid.cli", "zmqgrid.tui"))
     assert found == []
@@ -116,7 +122,7 @@ def test_the_dashboard_screens_and_widgets_never_import_the_app():
     # the package itself (zmqgrid.tui) imports the app.
     assert violations(("zmqgrid.tui.screens", "zmqgrid.tui.widgets"), ("zmqgrid.tui.app",)) == []
     assert [name for name in MODULES if within(name, "zmqgrid.tui.screens", "zmqgrid.tui.widgets")
-            and "zmqgrid.tui" in IMPORTS[name]] == []
+            and "zmqgrid.tui" in imports()[name]] == []
 
 
 def test_no_module_is_longer_than_400_lines():
@@ -128,7 +134,9 @@ def test_no_module_is_longer_than_400_lines():
 # A class whose methods live in mixins of other modules (each method reaching into the host through `self: Host`)
 # meets the line count by spreading one object over several files. Compose objects that own their data instead.
 
-TREES = {name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for name, path in MODULES.items()}
+@functools.cache
+def trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for name, path in MODULES.items()}
 
 
 def methods(cls: ast.ClassDef) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -229,11 +237,11 @@ PACKAGES = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
 
 
 def test_no_class_takes_its_methods_from_mixins_of_other_modules():
-    assert mixed_in(TREES) == {}
+    assert mixed_in(trees()) == {}
 
 
 def test_no_method_annotates_its_self_to_reach_into_the_class_it_is_mixed_into():
-    assert self_annotations(TREES) == {}
+    assert self_annotations(trees()) == {}
 
 
 def parse(**sources: str) -> dict[str, ast.Module]:
