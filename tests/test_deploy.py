@@ -1,18 +1,22 @@
-"""deploy/: the systemd units pass `systemd-analyze verify`, and the compose recipe (its key script, configs and
-commands) brings up a secured master and two workers that run a task: real processes on 127.0.0.1, no container
-runtime (the image itself is not built by the tests; deploy/README.md says what was verified)."""
+"""deploy/: the systemd units pass `systemd-analyze verify`, a worker stopped as its unit stops it ends its tasks
+itself, and the compose recipe (its key script, configs and commands) brings up a secured master and two workers
+that run a task: real processes on 127.0.0.1, no container runtime and no systemd as PID 1 (the image itself is not
+built by the tests; deploy/README.md says what was verified)."""
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from tests.helpers import REPO, free_port_block, wait_until
+from tests.helpers import REPO, db_query, free_port_block, wait_until
+from tests.tasks import TREE, TREE_PIDS
 from zmqgrid.client import Client, build_spec
 from zmqgrid.config import load_config
 from zmqgrid.security import client_curve
@@ -55,20 +59,62 @@ def test_the_systemd_units_pass_systemd_analyze_verify_without_a_warning(tmp_pat
     r = verify(tmp_path, units, "zmqgrid-master.service", "zmqgrid-worker@w1.service")
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
     # and the check can fail: a misspelt setting is reported (systemd only warns, exit 0, so the output counts)
-    broken = {name: text.replace("KillMode=control-group", "KillMode=controlgroup") for name, text in units.items()}
+    broken = {name: text.replace("KillMode=mixed", "KillMode=mixd") for name, text in units.items()}
     r = verify(tmp_path / "broken", broken, "zmqgrid-worker@w1.service")
     assert "kill mode" in r.stderr, r.stderr
 
 
-def test_the_worker_template_kills_the_whole_cgroup_and_takes_its_device_id_from_the_instance():
+def test_the_worker_template_stops_the_worker_then_kills_its_whole_cgroup_and_takes_its_device_id_from_the_instance():
     worker, master = unit("zmqgrid-worker@.service"), unit("zmqgrid-master.service")
-    assert worker["KillMode"] == ["control-group"] and worker["Restart"] == ["on-failure"]
+    # mixed: SIGTERM to the worker alone, which stops its tasks and reports them; SIGKILL to every process left in
+    # the cgroup once it has exited or died (control-group would SIGTERM the tasks too, racing the worker's stop)
+    assert worker["KillMode"] == ["mixed"] and worker["KillSignal"] == ["SIGTERM"]
+    assert worker["Restart"] == ["on-failure"]
     for settings, role in ((worker, "worker"), (master, "master")):
         assert settings["User"] and settings["User"] != ["root"]
         assert settings["ExecStart"][0].startswith(f"{EXEC} distribute --mode {role} --config /etc/zmqgrid/{role}.json")
         # a bad config is not restarted in a loop, nor a worker whose key was revoked or rejected (exit 5)
         assert settings["RestartPreventExitStatus"] == (["3 5"] if role == "worker" else ["3"])
     assert worker["ExecStart"][0].endswith("--device-id %i")
+
+
+def _runs(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_stopped_as_its_unit_stops_it_ends_its_tasks_itself_and_records_them_stopped_by_the_shutdown(
+        harness, tmp_path):
+    # Given a worker running a shell task with children and grandchildren, each in the task's session
+    harness.start_master()
+    worker = harness.start_worker("w1", concurrency=1)
+    client = harness.client()
+    harness.wait_online(client, "w1")
+    pids = tmp_path / "pids"
+    task_id = client.submit(build_spec(shell=TREE.format(pids=pids), retries=1))[0]
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) >= TREE_PIDS, 30, "the task's tree to start")
+    tree = [psutil.Process(int(pid)) for pid in pids.read_text().split()]   # known by pid and create time
+    try:
+        # When systemd stops the unit (KillMode=mixed): SIGTERM to the worker, its main process, alone
+        worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: worker.poll() is not None, 30, "the worker to exit")
+
+        # Then it exits 0 having ended every process of the task itself (the SIGKILL systemd then sends to what is
+        # left of the cgroup finds none of them), and the attempt is recorded as stopped by the shutdown, not as a
+        # failure of the task's own (which a task's --retry-on rules could leave unretried)
+        assert worker.returncode == 0
+        assert not [proc.pid for proc in tree if _runs(proc)]
+        first = "SELECT state, error FROM attempts WHERE task_id = ? AND attempt = 1"
+        wait_until(lambda: db_query(harness.db, first, (task_id,)), 20, "the first attempt's end recorded")
+        [(state, error)] = db_query(harness.db, first, (task_id,))
+        assert state == "cancelled" and "worker shutting down" in error, (state, error)
+    finally:
+        for proc in tree:   # only what this test started, and only while it is still that process
+            if _runs(proc):
+                proc.kill()
 
 
 @pytest.mark.parametrize("role", ["master", "worker"])

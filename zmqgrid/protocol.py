@@ -214,11 +214,13 @@ class Tasks(Message):
 @message("D")
 class Results(Message):
     """Worker -> master: finished attempts (dicts, see docs/architecture.md), credit freed by them, and the
-    attempts that began to run since the last message (sent alone when nothing finished this turn)."""
-    SCHEMA = {"results": List(RESULT, MAX_RESULTS_PER_MESSAGE), "credit": CREDIT, "started": KEYS}
+    attempts that began to run since the last message (sent alone when nothing finished this turn). `leaving`: the
+    worker is stopping, so nothing is to be sent to it again ("When the worker stops")."""
+    SCHEMA = {"results": List(RESULT, MAX_RESULTS_PER_MESSAGE), "credit": CREDIT, "started": KEYS, "leaving": Bool()}
     results: list
     credit: int = 0
     started: list = field(default_factory=list)
+    leaving: bool = False
 
 
 @message("d")

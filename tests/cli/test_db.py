@@ -1,7 +1,9 @@
 """`db backup` of a running master's ledger, and `db check`, against real ledger files and a real master."""
 from __future__ import annotations
 
+import re
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Harness, db_query, run_cli, wait_until
+from zmqgrid.cli.db import PROGRESS_EVERY_S
 from zmqgrid.client import build_spec, new_task_id
 from zmqgrid.store import maintenance
 from zmqgrid.store.task_store import TaskStore
@@ -111,6 +114,34 @@ def test_backup_reports_progress_step_by_step_up_to_the_whole_ledger(tmp_path):
     assert len(seen) > 10 and seen[-1][0] == seen[-1][1] == result.pages
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert result.tasks == 5000
+
+
+def test_a_backup_that_lasts_longer_than_its_progress_interval_prints_progress_lines_on_stderr(tmp_path):
+    # Given a ledger of many pages, held by another connection's exclusive lock, so that the backup waits before
+    # it copies its first pages (as a big ledger's would take its time)
+    fill(tmp_path / "l.db", 5000)
+    holder = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    done: list = []
+    backup = threading.Thread(target=lambda: done.append(run_cli("db", "backup", "b.db", "--db", "l.db",
+                                                                 "--step-pages", "10", cwd=tmp_path, timeout_s=60)))
+    try:
+        backup.start()
+        wait_until(lambda: list(tmp_path.glob(".b.db.partial-*")), 30, "the backup to begin its copy")
+        # pacing: the backup has now lasted longer than the interval between its progress lines
+        time.sleep(PROGRESS_EVERY_S + 0.2)
+    finally:
+        holder.close()   # When the lock goes and the backup copies its pages
+        backup.join(60)
+    # Then it said how far it was, on stderr, before it finished; stdout has only the result
+    r = done[0]
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines and all(re.fullmatch(r"backup: \d+/\d+ pages \(\d+%\)", line) for line in lines), r.stderr
+    copied, total = map(int, re.match(r"backup: (\d+)/(\d+)", lines[0]).groups())
+    assert 0 < copied < total, lines
+    assert r.stdout.startswith("backed up") and "backup:" not in r.stdout, r.stdout
 
 
 def test_backup_never_overwrites_a_file_without_force(tmp_path):

@@ -337,6 +337,7 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
     ("Results", ("results", 0, "unknown_key"), ["dropped", nested(1000)], []),
     ("Results", ("credit",), [0, 1 << 20], [-1, 2 ** 63]),
     ("Results", ("started",), KEYS_OK, KEYS_BAD),
+    ("Results", ("leaving",), [True, False], [1, "yes", None]),
     ("Output", ("chunks",), [[], [["t", 1, "stderr", ""]], [["t", 1, "stdout", "x"]] * 16_384],
      [[["t", 1, "stdin", "x"]], [["t", 0, "stdout", "x"]], [["t", 1, "stdout", 1]], [["t", 1, "stdout"]],
       [["a b", 1, "stdout", "x"]], [["t", 1, "stdout", "x"]] * 16_385, "x"]),

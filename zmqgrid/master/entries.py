@@ -137,6 +137,7 @@ class DeviceEntry:
     state: str = DeviceState.ONLINE         # online | draining | offline
     shutdown: bool = False        # drain, then the worker exits
     registered: bool = False      # registered with this incarnation: only then does it get tasks
+    leaving: bool = False         # the worker said it is stopping: its credit stays 0 until it registers again
     credit: int = 0
     concurrency: int = 1
     weight: float = 1.0

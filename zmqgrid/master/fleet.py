@@ -100,7 +100,7 @@ class Fleet:
         # A new process behind the same device id means the old one died, with whatever it was running.
         restarted = device.info.get("pid") not in (None, info["pid"])
         new_process = device.info.get("pid") != info["pid"]
-        device.identity, device.registered = identity, True
+        device.identity, device.registered, device.leaving = identity, True, False
         device.state = DeviceState.DRAINING if device_id in self.drained else DeviceState.ONLINE
         device.credit, device.concurrency = max(0, credit), max(1, info["concurrency"])
         device.weight = info.get("weight", 1.0)

@@ -109,7 +109,11 @@ class Handlers:
         for result in msg.results:
             if self.board.record_result(device, result, now_mono, now):
                 acked.append([result["id"], result["attempt"]])
-        device.credit += msg.credit
+        if msg.leaving and not device.leaving:
+            logger.info("device=%s is stopping: nothing more is sent to it", device.device_id)
+            device.leaving = True
+        # A stopping worker frees the slots of the attempts it stopped; their tasks must go elsewhere.
+        device.credit = 0 if device.leaving else device.credit + msg.credit
         if acked:   # sent after the commit, riding on this turn's Tasks to the worker if there are any
             self.board.turn.ack_results(identity, acked)
 

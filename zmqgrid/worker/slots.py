@@ -230,6 +230,13 @@ class Slots:
         for task in dropped:
             self.outbox.add(AttemptResult.cancelled_before_start(task["id"], task["attempt"], reason))
 
+    def cancel_held(self, reason: str) -> None:
+        """Report every task held but not started as cancelled: a stopping worker starts nothing more."""
+        with self.lock:
+            keys = [(t["id"], t["attempt"]) for t in self.held]
+        if keys:
+            self.kill(keys, reason)
+
     def stop_all(self, reason: str) -> None:
         """Stop every attempt, held or running: each is reported as cancelled, so the master re-queues it."""
         with self.lock:

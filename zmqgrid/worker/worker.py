@@ -16,7 +16,7 @@ import zmq
 
 from ..config import Config
 from ..errors import EXIT_KEY_REFUSED, EXIT_OK
-from ..protocol import Command, Message, RegisterAck, ResultAck, Tasks
+from ..protocol import Command, Message, RegisterAck, ResultAck, Results, Tasks
 from ..security import worker_curve
 from .commands import Commands
 from .link import MasterLink
@@ -26,10 +26,12 @@ from .slots import Slots
 
 logger = logging.getLogger(__name__)
 
+SHUTTING_DOWN = "worker shutting down"   # the reason a stopping worker's attempts are cancelled with
+
 
 class Worker:
-    """Run with `serve()`; `stop()` (any thread or a signal handler) drains: running tasks are stopped and
-    reported as cancelled so the master re-queues them at once."""
+    """Run with `serve()`; `stop()` (any thread or a signal handler) ends it: the master is told this worker is
+    leaving, and running tasks are stopped and reported as cancelled, so the master re-queues them elsewhere."""
 
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
@@ -115,13 +117,18 @@ class Worker:
         logger.info("worker stopped device=%s", self.device_id)
 
     def _shutdown(self) -> None:
-        """Stop every attempt, report them as cancelled (the master re-queues), wait briefly for the acks."""
-        self.slots.stop_all("worker shutting down")
+        """Tell the master this worker is leaving (it dispatches nothing more here), stop every attempt, report them
+        as cancelled (the master re-queues them elsewhere), wait briefly for the acks. docs/architecture.md, "When
+        the worker stops"."""
+        if self.link.registered.is_set():
+            self.link.send(Results([], 0, [], leaving=True))
+        self.slots.stop_all(SHUTTING_DOWN)
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and self.slots.unsettled():
             self.slots.collect_finished()
             self.slots.flush_results(time.monotonic(), force=True)
             self.link.receive_within(50)
+            self.slots.cancel_held(SHUTTING_DOWN)   # tasks the master sent before it read the notice
 
     def _cut_off(self, why: str) -> None:
         """The master cut this worker's key off: say so once, with what to do, and stop."""
