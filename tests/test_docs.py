@@ -67,3 +67,10 @@ def test_the_help_examples_name_a_task_by_a_prefix_that_is_unique_in_practice(pa
     # The ids of one batch share their first 12 or so digits: "3f2a" would name them all.
     refs = re.findall(r"python main\.py " + path + r" ([0-9a-f]{4,})\b", PATHS[path].help or "")
     assert refs and all(len(ref) >= 14 for ref in refs), refs
+
+
+def test_the_readme_and_the_design_name_a_task_by_a_prefix_that_is_unique_in_practice():
+    # As in --help: an example a reader copies must not teach that 8 digits tell tasks apart.
+    refs = [ref for doc in (README, REPO / "docs" / "architecture.md")
+            for ref in re.findall(r"tasks (?:show|logs|cancel|requeue) ([0-9a-f]{4,})\b", doc.read_text("utf-8"))]
+    assert refs and all(len(ref) >= 14 for ref in refs), refs

@@ -182,6 +182,18 @@ def test_json_of_a_fan_out_holds_each_workers_output_and_duration(cli):
     assert row["stdout"] == "from-every-worker\n" and row["took_s"] is not None and row["took_s"] >= 0
 
 
+def test_a_fan_out_runs_one_attempt_per_worker_unless_retries_are_asked_for(cli):
+    # like an ad-hoc command across a fleet (salt cmd.run): a failure is reported, not run again behind the user
+    result = cli("submit", "--all", "--shell", "echo tried; exit 2", "--wait", "--json")
+    assert result.returncode == 1, result.stderr
+    [row] = json.loads(result.stdout)
+    assert (row["state"], row["exit_code"], row["attempt"], row["stdout"]) == ("failed", 2, 1, "tried\n"), row
+    retried = cli("submit", "--all", "--shell", "exit 2", "--retries", "1", "--retry-backoff", "0.05", "--wait",
+                  "--json")
+    [row] = json.loads(retried.stdout)
+    assert (row["state"], row["attempt"]) == ("failed", 2), row
+
+
 # ------------------------------------------------------------------ item 4: a task nobody can take
 
 def test_wait_timeout_names_the_task_why_it_waits_and_exits_apart_from_a_failure(grid, cli):

@@ -131,6 +131,14 @@ def test_logs_follow_of_a_task_that_ends_done_exits_0(grid, cli):
     assert result.stderr.splitlines() == ["--- attempt 1 on w1 ---", f"--- task {task_id} done after 1 attempt ---"]
 
 
+def test_logs_of_an_attempt_the_task_never_had_is_one_error_line(grid, cli):
+    # an empty output and exit 0 would read as "attempt 3 printed nothing"
+    task_id = grid.client().submit(build_spec(shell="echo once"))[0]
+    assert grid.client().wait([task_id], timeout_s=30)[task_id]["state"] == "done"
+    assert cli("tasks", "logs", task_id[:14], "--attempt", "1").stdout == "once\n"
+    line = assert_user_error(cli("tasks", "logs", task_id[:14], "--attempt", "3"), 3)
+    assert f"task {task_id} has no attempt 3: it had 1" in line and f"tasks show {task_id}" in line, line
+
 # ------------------------------------------------------------------ item 10: groups without a command, click's words
 
 @pytest.mark.parametrize("group", [[], ["tasks"], ["devices"], ["schedules"], ["keys"], ["db"]],

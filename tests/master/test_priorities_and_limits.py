@@ -203,6 +203,27 @@ def test_a_task_for_a_tag_nobody_has_waits_says_why_and_runs_when_such_a_worker_
     assert task["state"] == "queued" and task["waiting"] == "device ghost is not online", task
 
 
+def test_a_task_only_a_draining_worker_could_take_says_that_worker_is_draining(harness):
+    # `devices drain w1` then a submit: "no worker is online" would send the operator looking for a dead worker
+    harness.start_master()
+    harness.start_worker("w1")
+    client = harness.client()
+    harness.wait_online(client, "w1")
+    client.control_devices("drain", ["w1"])
+    wait_until(lambda: client.devices()[0]["state"] == "draining", 10, "w1 draining")
+
+    plain = client.submit(build_spec(python="tests.tasks:noop"))[0]
+    pinned = client.submit(build_spec(python="tests.tasks:noop", device="w1"))[0]
+    gpu = client.submit(build_spec(python="tests.tasks:noop", tags=["gpu"]))[0]
+    assert client.task(plain)["waiting"] == "no worker is online; w1 could take it but is draining"
+    assert client.task(pinned)["waiting"] == "device w1 is draining"
+    assert client.task(gpu)["waiting"] == "no worker is online"   # w1 could not take it anyway
+
+    client.control_devices("resume", ["w1"])
+    results = client.wait([plain, pinned], timeout_s=20)
+    assert {r["state"] for r in results.values()} == {"done"}, results
+
+
 def test_tasks_show_on_the_command_line_says_why_a_task_waits(harness):
     harness.start_master()
     harness.start_worker("w1")

@@ -22,6 +22,11 @@ SHARE_MASTER = "copy it into keys/ on every worker and client machine"
 SHARE_PEER = ("copy it to the master's machine and run keys accept with it there, or put it in its "
               "authorized_keys_dir")
 
+# The master applies an accept at once, but a waiting worker learns of it only when it asks again: its wait between
+# Registers doubles up to about 12 s (worker/link.py, watch_master).
+WORKER_JOINS = ("a waiting worker joins at its next Register, within about 12 s (restart it to have it join at "
+                "once); see it with: python main.py devices list")
+
 
 def _ledger(db_path: str | None, config_path: str | None, create: bool = False):
     config = load_config("master", config_path, flags={"db_path": db_path})
@@ -34,7 +39,7 @@ def _show(row: dict, as_json: bool, verb: str) -> None:
     if as_json:
         emit_json(row)
     else:
-        click.echo(f"key {row['public_key']} {verb}: {row['state']}, role {row['role']}"
+        click.echo(f"key {row['public_key']} {verb}: role {row['role']}"
                    f"{', device ' + field(row['device_id']) if row['device_id'] else ''}")
 
 
@@ -153,7 +158,10 @@ def accept_key(ref: str, role: str | None, db_path: str | None, config_path: str
             raise UsageError(f"no key {ref!r} in the ledger, and it is not a 40-character z85 key or a certificate file",
                              "see python main.py keys list")
         key = row["public_key"] if row else ref
-        _show(key_store.change_state(db, key, row, "accepted", role, name), as_json, "accepted")
+        accepted = key_store.change_state(db, key, row, "accepted", role, name)
+        _show(accepted, as_json, "accepted")
+        if accepted["role"] == "worker" and not as_json:
+            click.echo(WORKER_JOINS)
     finally:
         db.close()
     return EXIT_OK

@@ -91,7 +91,9 @@ def submit_file(c: Client, path: str, lines: list[tuple[int, dict]], run: str, n
 
 @click.command()
 @task_options
-@click.option("--all", "fan_out", is_flag=True, help="Run once on every online worker (with --tag: every matching one).")
+@click.option("--all", "fan_out", is_flag=True,
+              help="Run once on every online worker (with --tag: every matching one); not retried unless --retries "
+                   "is given.")
 @click.option("--limit-key", help="Share a limit with tasks of this key (e.g. a site: example.com).")
 @click.option("--limit-concurrency", type=click.IntRange(1), help="At most this many tasks of the key at once.")
 @click.option("--limit-per-minute", type=click.IntRange(1), help="At most this many tasks of the key started a minute.")

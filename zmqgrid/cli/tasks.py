@@ -104,6 +104,12 @@ def task_logs(client: Callable[[], Client], task_id: str, attempt: int | None, f
         return follow_logs(client, task_id, attempt or 1)
     with client() as c:
         out = c.logs(task_id, attempt)
+    had = out.get("task_attempt") or 0
+    if attempt is not None and attempt > had:
+        now = f"it had {had}" if out.get("state") not in UNFINISHED_STATES else f"it is at attempt {had}"
+        raise UsageError(f"task {out['task_id']} has no attempt {attempt}: {now}",
+                         f"see its attempts with: python main.py tasks show {out['task_id']}"
+                         + ("" if out.get("state") not in UNFINISHED_STATES else "; --follow waits for one"))
     if as_json:
         emit_json(out)
         return EXIT_OK

@@ -128,12 +128,14 @@ class Board:
         return ids
 
     def fan_out(self, spec: dict) -> list[dict]:
-        """A task for all matching workers becomes one task per matching online worker, in one group."""
+        """A task for all matching workers becomes one task per matching online worker, in one group. Each runs once
+        unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
         if not spec.get("all"):
             return [spec]
         need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"))
         targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
-        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"],
+        retries = 0 if spec.get("retries") is None else spec["retries"]
+        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,
                      name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
 
     def _queued_under(self, task_id: str, gen: int) -> bool:

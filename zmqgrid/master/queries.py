@@ -11,7 +11,7 @@ from . import paging
 from .board import Board
 
 MAX_PAGE = 1000
-MAX_CANDIDATES = 5   # ids an ambiguous prefix's error names
+MAX_CANDIDATES = 5   # ids an ambiguous prefix's error, or devices a waiting reason, names at most
 STARTED = time.monotonic()
 
 
@@ -49,7 +49,22 @@ def candidates(found: list[str]) -> str:
 
 def waiting_reason(board: Board, entry, now_mono: float) -> str:
     """Why a queued task is not running yet, in words a person can act on."""
-    need = entry.need
+    reason = _missing_worker(board, entry.need)
+    if reason is None:
+        return _waiting_on_an_eligible_worker(board, entry, now_mono)
+    # A drained worker that meets the task is what the operator can act on (resume it), not a worker to look for.
+    draining = sorted(d.device_id for d in board.fleet.devices.values()
+                      if d.registered and d.state == DeviceState.DRAINING and entry.need.met_by(d))
+    if entry.need.device and draining:
+        return f"device {entry.need.device} is draining"
+    if draining:
+        shown = ", ".join(draining[:MAX_CANDIDATES]) + (", ..." if len(draining) > MAX_CANDIDATES else "")
+        return f"{reason}; {shown} could take it but {'is' if len(draining) == 1 else 'are'} draining"
+    return reason
+
+
+def _missing_worker(board: Board, need) -> str | None:
+    """What the online workers lack to take a task with this requirement, or None when one of them meets it."""
     online = board.fleet.online()
     if not online:
         return "no worker is online"
@@ -66,6 +81,10 @@ def waiting_reason(board: Board, entry, now_mono: float) -> str:
         return f"no online worker runs {need.kind} tasks (their allowed_kinds leave it out)"
     if not any(need.met_by(d) for d in online):
         return f"no online worker has all of the tags {', '.join(sorted(need.tags))}"
+    return None
+
+
+def _waiting_on_an_eligible_worker(board: Board, entry, now_mono: float) -> str:
     key = entry.limit_key
     if key and not board.limits.allows(key, now_mono):
         return f"waiting for room under {board.limits.describe(key)}"
