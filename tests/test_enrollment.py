@@ -313,3 +313,23 @@ def test_the_master_suggests_accepting_by_device_id_or_by_quoted_key(secured_har
         if "keys accept " in line:
             assert len(shlex.split(line.split("keys accept ", 1)[1])) == 1, line
     twin.close(0)
+
+
+# --- a pending worker joins as soon as its key is accepted ----------------------------------------------------
+
+def test_a_pending_worker_asks_again_on_one_connection_says_so_once_and_joins_when_accepted(secured_harness):
+    h = secured_harness
+    h.start_master()
+    client = h.client()
+    # Given a worker whose key nobody accepted, refused as pending at least three times
+    h.start_worker("newbie")
+    wait_until(lambda: client.status()["refused_messages"] >= 3, 30, "three refused Registers")
+    # Then it said so once, and asked again over the same connection (the master logs a connection's first refusal)
+    worker_log = (h.dir / "newbie.log").read_text(encoding="utf-8", errors="replace")
+    assert worker_log.count("master error pending") == 1, worker_log
+    assert master_log(h).count("later refusals of this connection are counted only") <= 1, master_log(h)
+    # When its key is accepted, it joins (the master tells the connection it heard last) and runs a task
+    assert keys_cli(h, "accept", "newbie").returncode == 0
+    task_id = client.submit(build_spec(shell="echo joined", device="newbie"))[0]
+    result = client.wait([task_id], timeout_s=30)[task_id]
+    assert result["state"] == "done" and result["device_id"] == "newbie", result

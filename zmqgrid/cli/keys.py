@@ -22,10 +22,8 @@ SHARE_MASTER = "copy it into keys/ on every worker and client machine"
 SHARE_PEER = ("copy it to the master's machine and run keys accept with it there, or put it in its "
               "authorized_keys_dir")
 
-# The master applies an accept at once, but a waiting worker learns of it only when it asks again: its wait between
-# Registers doubles up to about 12 s (worker/link.py, watch_master).
-WORKER_JOINS = ("a waiting worker joins at its next Register, within about 12 s (restart it to have it join at "
-                "once); see it with: python main.py devices list")
+# A waiting worker asks again every 2 s over one connection, which the master tells of the accept at once.
+WORKER_JOINS = "a waiting worker joins within a second or two; see it with: python main.py devices list"
 
 
 def _ledger(db_path: str | None, config_path: str | None, create: bool = False):

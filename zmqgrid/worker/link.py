@@ -22,6 +22,7 @@ from .heartbeat import HeartbeatSender
 
 logger = logging.getLogger(__name__)
 REGISTER_SEND_WAIT_MS = 1000
+PENDING_REGISTER_S = 2.0   # a pending worker asks again this often (one small Register, answered `pending`)
 
 
 class MasterLink:
@@ -55,6 +56,7 @@ class MasterLink:
         self.registered = threading.Event()   # set by a RegisterAck, cleared by each Register
         self.register_sent = 0.0
         self.register_backoff = 0.5
+        self.pending = False                  # the master answered `pending`: our key waits for `keys accept`
         self.reregister_at = 0.0              # a new master incarnation was seen: register at this time (jittered)
         self.side_sockets_stale = False
         self.last_beacon = time.monotonic()
@@ -137,6 +139,7 @@ class MasterLink:
         self.incarnation = msg.incarnation
         self.device_timeout_s = msg.device_timeout_s
         self.register_backoff = 0.5
+        self.pending = False
         self.last_beacon = now
         self.heartbeats.incarnation = msg.incarnation
         self.registered.set()
@@ -203,9 +206,13 @@ class MasterLink:
                     self._cut_off(told_by_master(msg.message))
                     return
                 if msg.code == "not_registered":
-                    if now - self.register_sent > 1.0:
+                    # A pending worker hears it once, when its key is accepted ("key accepted: register"); else a
+                    # reply to what was sent before the last Register went through, which that Register answers.
+                    if self.pending or now - self.register_sent > 1.0:
                         logger.info("master does not know this device; registering again")
                         self.register()
+                elif msg.code == "pending":
+                    self._waiting_for_accept(msg)
                 else:
                     logger.warning("master error %s: %s", msg.code, msg.message)
             else:
@@ -237,12 +244,23 @@ class MasterLink:
                     logger.info("master restarted (incarnation %s -> %s); registering again in %.2fs",
                                 self.incarnation or "-", msg.incarnation, self.reregister_at - now)
 
+    def _waiting_for_accept(self, msg: Error) -> None:
+        """Our key is pending: said once at WARNING. The Registers go on over this same connection at a fixed pace,
+        so the master, which tells the connection it last heard from when the key is accepted, reaches us."""
+        if not self.pending:
+            logger.warning("master error pending: %s", msg.message)
+        self.pending = True
+        self.register_backoff = PENDING_REGISTER_S
+
     def watch_master(self, now: float) -> None:
         """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""
         if self.reregister_at and now >= self.reregister_at:
             self.register()
             return
-        if not self.registered.is_set():
+        if not self.registered.is_set() and self.pending:
+            if now - self.register_sent > PENDING_REGISTER_S:
+                self.register()
+        elif not self.registered.is_set():
             if now - self.register_sent > self.register_backoff:
                 self.register_backoff = min(self.register_backoff * 2, 10.0) * random.uniform(0.8, 1.2)
                 logger.debug("no answer to register; reconnecting (next wait %.1fs)", self.register_backoff)
