@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import free_port_block
-from tests.test_layers import IMPORTS, within
+from tests.test_layers import imports, within
 from zmqgrid.cli import main
 from zmqgrid.tui import ClientSource, TaskQuery
 from zmqgrid.tui.format import RateHistory, duration, spark
@@ -52,11 +52,11 @@ def test_the_tui_sees_the_cluster_only_through_the_client():
     # zmqgrid.text (printable) is the bottom layer: it imports nothing of zmqgrid
     allowed = ("zmqgrid.tui", "zmqgrid.client", "zmqgrid.config", "zmqgrid.model", "zmqgrid.errors",
                "zmqgrid.protocol", "zmqgrid.text")
-    found = sorted(f"{importer} -> {imported}" for importer, imported_set in IMPORTS.items()
+    found = sorted(f"{importer} -> {imported}" for importer, imported_set in imports().items()
                    if within(importer, "zmqgrid.tui")
                    for imported in imported_set if imported.startswith("zmqgrid") and not within(imported, *allowed))
     assert found == []
-    assert any(within(name, "zmqgrid.tui") for name in IMPORTS)
+    assert any(within(name, "zmqgrid.tui") for name in imports())
 
 
 def test_the_dashboard_without_a_terminal_says_so_in_one_line_and_exits_3(capsys):
