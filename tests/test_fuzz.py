@@ -105,7 +105,7 @@ specs = st.fixed_dictionaries(
               for key in SPEC_KEYS}) | st.dictionaries(st.text(max_size=10), values, max_size=6) | values
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(specs)
 def test_validate_task_spec_only_ever_raises_protocol_error(spec):
     try:

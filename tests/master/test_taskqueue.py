@@ -17,7 +17,7 @@ OPS = st.lists(st.one_of(
 ), min_size=40, max_size=300)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)   # each example is up to 300 operations
 @given(OPS)
 @example([("push", 0, 0, False)] + [("push", i, 5, False) for i in range(1, 13)] + [("pop",)] * 13)
 def test_the_queue_pops_what_the_rule_says(ops):
