@@ -10,6 +10,7 @@ EXIT_KEY_REFUSED = 5     # a worker whose key the master revoked or rejected: re
 
 EXIT_WAIT_TIMEOUT = 124  # `submit --wait-timeout` passed with tasks unfinished (they go on), as timeout(1) exits
 EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143    # SIGTERM (128 + 15), as a shell reports a process it ended
 
 
 def exit_code_for_state(state: str) -> int:

@@ -223,17 +223,19 @@ def test_a_batch_that_waits_says_each_reason_once_and_how_many_are_left(grid, cl
     grid.client().cancel(ids)
 
 
-def test_ctrl_c_says_the_task_stays_queued_and_how_to_follow_or_cancel_it(grid, started):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_says_the_task_stays_queued_and_how_to_follow_or_cancel_it(grid, started, sig, code, word):
     proc = started("submit", "--shell", "true", "--tag", "gpu", "--wait")
     task_id = read_line(proc.stderr).split()[1]
     assert read_line(proc.stderr) == f"task {task_id} waiting: no online worker has tag gpu\n"
 
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
 
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and out == ""
-    assert err.splitlines() == [f"interrupted; task {task_id} stays on the master, queued (no online worker has tag "
+    assert err.splitlines() == [f"{word}; task {task_id} stays on the master, queued (no online worker has tag "
                                 f"gpu): follow it with: python main.py tasks logs {task_id} --follow; cancel it "
                                 f"with: python main.py tasks cancel {task_id}"]
     client = grid.client()

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from ..client import Client, build_spec
-from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT, MasterUnavailable, RemoteError, SubmitRefused,
+from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_WAIT_TIMEOUT, MasterUnavailable, RemoteError, SubmitRefused,
                       UsageError)
 from ..model import is_valid_id, new_task_id
 from .common import client_options_with, json_arg, json_option, task_options
@@ -177,6 +178,9 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
                 click.echo("\n".join(ids))
             return EXIT_OK
         waiter = SubmitWait(c, ids, names, wait_timeout_s=wait_timeout, quiet=quiet, as_json=as_json)
+        # SIGTERM (a CI job cancelled, `timeout`, a supervisor) ends the wait as Ctrl-C does: the line says where
+        # the tasks stay and how to follow or cancel them.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             if fan_out:
                 return waiter.fan_out()
@@ -184,3 +188,16 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
         except KeyboardInterrupt:
             click.echo(waiter.interrupted(), err=True)
             return EXIT_INTERRUPTED
+        except Terminated:
+            click.echo(waiter.interrupted().replace("interrupted", "terminated", 1), err=True)
+            return EXIT_TERMINATED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived while `submit --wait` waited."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
