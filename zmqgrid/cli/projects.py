@@ -43,7 +43,7 @@ def push(client: Callable[[], Client], folder: str, name: str | None, as_json: b
     click.echo(f"{row['name']}@{row['version'][:12]}")
     note = ("already on the master: nothing sent" if row["have"]
             else f"sent {_mib(row['sent_bytes'])}")
-    click.echo(f"{row['files']} files, {_mib(row['size'])}; {note}", err=True)
+    click.echo(f"{row['files']} file{'' if row['files'] == 1 else 's'}, {_mib(row['size'])}; {note}", err=True)
     return EXIT_OK
 
 
