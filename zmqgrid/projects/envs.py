@@ -51,6 +51,7 @@ TAIL_LINE_CHARS = 300
 TAIL_READ_BYTES = 64 * 1024
 KILL_GRACE_S = 2.0
 PROBE_TIMEOUT_S = 60.0
+MAX_REMEMBERED_COPIES = 4096
 
 # What a python pool child (zmqgrid.worker.pypool) imports from outside the standard library. A venv built here
 # sees these, and nothing else of the worker's, through a finder its site-packages installs at start
@@ -261,6 +262,7 @@ class Environments:
         self.install_args = tuple(install_args)
         self._lock = threading.Lock()
         self._keys: dict[str, _Key] = {}
+        self._names: dict[str, str] = {}   # a copy's resolved path: its key
         self._interpreter: Interpreter | None = None
         self._plain: EnvResult | None = None
 
@@ -282,7 +284,7 @@ class Environments:
         except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
             return EnvResult(False, reason=f"the interpreter {self.python} cannot be run: {printable(e, 300)}")
         try:
-            key = self._key(f"{requirements_key(copy_dir)}-{interpreter.tag}")
+            key = self._key_of(copy_dir, interpreter)
         except OSError as e:
             return EnvResult(False, reason=f"cannot read {REQUIREMENTS} of {copy_dir}: {printable(e, 300)}")
         if not rebuild and (ready := _still_ready(key)) is not None:
@@ -315,7 +317,7 @@ class Environments:
         if not (copy_dir / REQUIREMENTS).is_file():
             return "none"
         try:
-            folder = self.root / f"{requirements_key(copy_dir)}-{self._interpreter_info().tag}"
+            folder = self._key_of(copy_dir, self._interpreter_info()).folder
         except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
             return "absent"
         if _read_current(folder) is not None:
@@ -406,8 +408,18 @@ class Environments:
                 self._interpreter = Interpreter.of(self.python)
             return self._interpreter
 
-    def _key(self, name: str) -> _Key:
+    def _key_of(self, copy_dir: Path, interpreter: Interpreter) -> _Key:
+        # A copy never changes once it is in the cache (a version is its content's hash), so its requirements are
+        # hashed once per process, not at every task.
+        where = str(copy_dir.resolve())
         with self._lock:
+            name = self._names.get(where)
+        if name is None:
+            name = f"{requirements_key(copy_dir)}-{interpreter.tag}"
+        with self._lock:
+            if len(self._names) >= MAX_REMEMBERED_COPIES:
+                self._names.clear()
+            self._names[where] = name
             key = self._keys.get(name)
             if key is None:
                 key = self._keys[name] = _Key(name, self.root / name)
