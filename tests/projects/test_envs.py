@@ -42,11 +42,12 @@ def make_wheel(dest: Path, name: str, version: str, code: str) -> Path:
     with zipfile.ZipFile(path, "w") as z:
         for member, text in files.items():
             data = text.encode()
-            z.writestr(member, data)
+            z.writestr(zipfile.ZipInfo(member, date_time=(2020, 1, 1, 0, 0, 0)), data)   # same content, same bytes
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             record.append(f"{member},sha256={digest},{len(data)}")
         record.append(f"{dist}.dist-info/RECORD,,")
-        z.writestr(f"{dist}.dist-info/RECORD", "\n".join(record) + "\n")
+        z.writestr(zipfile.ZipInfo(f"{dist}.dist-info/RECORD", date_time=(2020, 1, 1, 0, 0, 0)),
+                   "\n".join(record) + "\n")
     return path
 
 
@@ -338,6 +339,21 @@ def test_the_env_follows_the_worker_when_zmqgrid_moves(tmp_path):
     # a worker starting on it writes where its zmqgrid is now
     again = Environments(tmp_path / "envs", install_args=OFFLINE).for_copy(copy)
     assert again.zmqgrid_importable and run_in(again, "import zmqgrid.worker.pypool", tmp_path).returncode == 0
+
+
+def test_the_same_interpreter_by_another_path_shares_the_envs(tmp_path):
+    copy = copy_of(tmp_path / "v1", "./wheels/zgdemo-1.0-py3-none-any.whl\n", {"zgdemo": "V = 1\n"})
+    first = Environments(tmp_path / "envs", install_args=OFFLINE).for_copy(copy)
+    link = tmp_path / "python-link"
+    link.symlink_to(sys.executable)   # asked as another interpreter would be: it reports its own real path
+    envs = Environments(tmp_path / "envs", python=str(link), install_args=OFFLINE)
+    assert envs.state(copy) == "ready"
+    again = envs.for_copy(copy)
+    assert again.ok and not again.built and again.env_dir == first.env_dir
+    plain = envs.for_copy(tmp_path / "no-requirements")
+    # no env: the interpreter itself, asked for its own path
+    assert plain.ok and plain.python == link and plain.env_dir is None
+    assert any(p.endswith("site-packages") for p in plain.sys_path)
 
 
 def test_an_interpreter_that_cannot_run_is_one_line(tmp_path):

@@ -364,7 +364,7 @@ class Environments:
                               "or set the installer to pip")
         req = ["-r", REQUIREMENTS, *self.install_args]
         if uv is not None:
-            return [("uv venv", [uv, "venv", "--quiet", "--no-python-downloads", "--python", interpreter.path,
+            return [("uv venv", [uv, "venv", "--quiet", "--python", interpreter.path,
                                  "--prompt", prompt, str(target)]),
                     ("uv pip install", [uv, "pip", "install", "--python", str(env_python(target)), *req])]
         return [("python -m venv", [interpreter.path, "-m", "venv", "--prompt", prompt, str(target)]),
@@ -396,8 +396,11 @@ class Environments:
     def _without_env(self) -> EnvResult:
         with self._lock:
             if self._plain is None:
-                probe = {"zmqgrid": "", "sys_path": sys.path} if self.python == sys.executable \
-                    else _probe(Path(self.python), self.root if self.root.is_dir() else Path.cwd())
+                if self.python == sys.executable:
+                    probe = {"zmqgrid": "", "sys_path": sys.path}
+                else:   # asked from a folder of ours: `-c` puts the working directory first on its path
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    probe = _probe(Path(self.python), self.root)
                 self._plain = EnvResult(True, python=Path(self.python), zmqgrid_importable=probe.get("zmqgrid")
                                         is not None, sys_path=tuple(probe.get("sys_path", ())))
             return self._plain
@@ -438,7 +441,7 @@ def _installer_environ(base: Mapping[str, str]) -> dict[str, str]:
     for name in ("VIRTUAL_ENV", "PYTHONHOME", "CONDA_PREFIX"):
         env.pop(name, None)   # the installers would take them for the environment to install into
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env["UV_PYTHON_DOWNLOADS"] = "never"   # uv venv uses the interpreter it is given, never one it fetches
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
 
