@@ -269,33 +269,50 @@ def test_a_build_past_its_time_is_killed_with_its_installer_and_never_used(tmp_p
     assert not (folder / "current").exists() and list(folder.glob("build-*")) == []
 
 
-def test_a_builder_killed_mid_build_leaves_nothing_used_and_the_next_build_succeeds(tmp_path, silent_index):
-    # Given a worker building an env, stuck in its install step (an index that never answers)
+def start_stuck_builder(tmp_path: Path, index: SilentIndex) -> tuple[subprocess.Popen, Path, Path]:
+    """A worker process building an env, stuck in its install step (an index that never answers): the builder,
+    the copy and the key's folder."""
     copy = copy_of(tmp_path / "v1", "zgdemo==1.0\n")
-    links = tmp_path / "links"
-    make_wheel(links, "zgdemo", "1.0", "V = 1\n")
     root = tmp_path / "envs"
     code = ("import sys; from pathlib import Path; from zmqgrid.projects.envs import Environments; "
             "Environments(Path(sys.argv[1]), install_args=('--index-url', sys.argv[3])).for_copy(Path(sys.argv[2]))")
-    builder = subprocess.Popen([sys.executable, "-c", code, str(root), str(copy), silent_index.url],
+    builder = subprocess.Popen([sys.executable, "-c", code, str(root), str(copy), index.url],
                                cwd=Path(__file__).parents[2])
     try:
-        wait_until(lambda: silent_index.accepted, timeout_s=60, describe="the installer asking the index")
-        folder = next(root.iterdir())
+        wait_until(lambda: index.accepted, timeout_s=60, describe="the installer asking the index")
+    except BaseException:
+        for proc in psutil.Process(builder.pid).children(recursive=True):
+            proc.kill()
+        sigkill(builder)
+        raise
+    return builder, copy, next(root.iterdir())
+
+
+def sigkill(builder: subprocess.Popen) -> None:
+    os.kill(builder.pid, signal.SIGKILL)
+    builder.wait(timeout=10)
+
+
+def test_a_builder_killed_mid_build_leaves_nothing_used_and_the_next_build_succeeds(tmp_path, silent_index):
+    # Given a worker building an env, stuck in its install step
+    links = tmp_path / "links"
+    make_wheel(links, "zgdemo", "1.0", "V = 1\n")
+    builder, copy, folder = start_stuck_builder(tmp_path, silent_index)
+    try:
         assert list(folder.glob("build-*")) == [folder / "build-1"]
         installer = psutil.Process(json.loads((folder / "installer.json").read_text())["pid"])
         assert installer.ppid() == builder.pid
+        # (a worker starting beside a live builder leaves its installer alone)
+        assert Environments(tmp_path / "envs").end_leftover_installers() == 0 and not is_gone(installer)
         # When the worker is SIGKILLed (its installer, in a session of its own, outlives it)
-        os.kill(builder.pid, signal.SIGKILL)
-        builder.wait(timeout=10)
+        sigkill(builder)
     finally:
         if builder.poll() is None:
-            builder.kill()
-            builder.wait()
+            sigkill(builder)
     assert not is_gone(installer)
     # Then its half build is never used
     assert not (folder / "current").exists() and (folder / "build-1").is_dir()
-    envs = Environments(root, install_args=("--no-index", "--find-links", str(links)))
+    envs = Environments(tmp_path / "envs", install_args=("--no-index", "--find-links", str(links)))
     assert envs.state(copy) == "absent"
     # and the next build (same requirements, an index that answers) ends the installer left behind, removes the
     # half build and succeeds
@@ -308,6 +325,19 @@ def test_a_builder_killed_mid_build_leaves_nothing_used_and_the_next_build_succe
     assert result.ok and result.built and result.env_dir == folder / "build-2", result.error_text()
     assert not (folder / "build-1").exists() and not (folder / "installer.json").exists()
     assert run_in(result, "import zgdemo; print(zgdemo.V)", tmp_path).stdout.strip() == "1"
+
+
+def test_a_worker_starting_ends_the_installer_a_killed_builder_left(tmp_path, silent_index):
+    builder, copy, folder = start_stuck_builder(tmp_path, silent_index)
+    installer = psutil.Process(json.loads((folder / "installer.json").read_text())["pid"])
+    sigkill(builder)
+    try:
+        assert Environments(tmp_path / "envs").end_leftover_installers() == 1
+        assert is_gone(installer) and not (folder / "installer.json").exists()
+    finally:
+        if not is_gone(installer):
+            installer.kill()
+    assert Environments(tmp_path / "envs").end_leftover_installers() == 0
 
 
 def test_a_rebuild_of_a_ready_env_publishes_a_new_build_beside_the_one_in_use(tmp_path):

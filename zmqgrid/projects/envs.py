@@ -324,6 +324,18 @@ class Environments:
             return "ready"
         return "failed" if (folder / "failed.json").exists() else "absent"
 
+    def end_leftover_installers(self) -> int:
+        """End the installers that builders killed mid-way left running (a worker SIGKILLed while it built): call
+        it at the worker's start. A key whose lock is held has a live builder and is left alone. Returns how many
+        keys had one."""
+        ended = 0
+        for record in sorted(self.root.glob(f"*/{INSTALLER_RECORD}")):
+            with _file_lock(record.parent, 0.0) as locked:
+                if locked:
+                    ended += 1
+                    _end_leftover_installer(record.parent)
+        return ended
+
     # ---- building ---------------------------------------------------------------------------------------------
 
     def _build(self, key: _Key, copy_dir: Path, interpreter: Interpreter) -> EnvResult:
