@@ -350,6 +350,11 @@ def test_a_rebuild_of_a_ready_env_publishes_a_new_build_beside_the_one_in_use(tm
     assert envs.for_copy(copy).env_dir == second.env_dir
     third = envs.for_copy(copy, rebuild=True)
     assert not first.env_dir.exists() and second.env_dir.is_dir() and third.env_dir.name == "build-3"
+    # a rebuild that fails leaves the ready build in use
+    broken = Environments(tmp_path / "envs", install_args=("--no-index", "--no-binary", ":all:"))
+    failed = broken.for_copy(copy, rebuild=True)
+    assert not failed.ok and failed.reason.startswith("uv pip install exited with code")
+    assert broken.for_copy(copy).env_dir == third.env_dir and broken.state(copy) == "ready"
 
 
 def test_a_damaged_current_pointer_is_no_build(tmp_path):
