@@ -19,8 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from zmqgrid.projects.envs import (FINDER_MODULE, Environments, env_python, find_uv, requirements_key, scripts_dir,
-                                   tail_of)
+from zmqgrid.projects.envfiles import FINDER_MODULE, env_python, scripts_dir
+from zmqgrid.projects.envkey import requirements_key
+from zmqgrid.projects.envs import Environments
+from zmqgrid.projects.installer import find_uv, tail_of
 from zmqgrid.worker.proctree import is_gone
 
 from ..helpers import wait_until
