@@ -206,8 +206,8 @@ class MasterLink:
                     if now - self.register_sent > 1.0:
                         logger.info("master does not know this device; registering again")
                         self.register()
-                else:
-                    logger.warning("master error %s: %s", msg.code, msg.message)
+                else:   # the answer to a request of the worker's (a project fetch), or news to log
+                    self._deliver(msg, now)
             else:
                 self._deliver(msg, now)
 
