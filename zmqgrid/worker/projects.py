@@ -53,8 +53,10 @@ class ProjectGate:
                  wake: Callable[[], None], release: Callable[[list[dict]], None],
                  fail: Callable[[list[AttemptResult]], None], active_ids: Callable[[], set[str]]) -> None:
         self.config = config
-        # absolute: a call chdirs into its copy, and the copy is first on its sys.path
-        self.cache = ProjectCache(Path(config.state_dir).resolve() / "projects", config.project_cache_mb * MIB)
+        # Absolute: a call chdirs into its copy, and the copy is first on its sys.path. One folder per device: the
+        # workers of a machine share a state_dir, and none may delete what another is writing or running.
+        folder = Path(config.state_dir).resolve() / "projects" / config.device_id.replace(":", "_")
+        self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
         self._send, self._connected, self._wake = send, connected, wake
         self._release, self._fail, self._active_ids = release, fail, active_ids
         self.lock = threading.Lock()                # guards `waiting` for the heartbeat thread
