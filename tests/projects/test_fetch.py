@@ -158,20 +158,6 @@ def test_a_worker_killed_mid_download_leaves_no_copy_and_its_task_runs_once_afte
     assert db_query(harness.db, "SELECT count(*) FROM tasks") == [(1,)]
 
 
-def test_a_worker_with_allow_projects_false_gets_no_task_of_a_project(harness, tmp_path):
-    harness.start_master()
-    client = harness.client()
-    client.push_project(spider(tmp_path))
-    harness.start_worker("w1", env={"ZMQGRID_ALLOW_PROJECTS": "false"})
-    harness.wait_online(client, "w1")
-    task_id = client.submit(build_spec(shell="true", project="myspider"))[0]
-    plain = run_all(client, [build_spec(shell="true")])[0]
-    assert plain["state"] == "done"
-    waiting = wait_until(lambda: client.task(task_id).get("waiting"), 10, "the task's waiting reason")
-    assert "no online worker runs projects" in waiting and "allow_projects false" in waiting
-    assert client.task(task_id)["state"] == "queued"
-
-
 class RawWorker:
     """A DEALER that registers as device `fz1` advertising `runs projects` and keeps every task it is given."""
 
