@@ -159,14 +159,21 @@ def test_a_worker_killed_mid_download_leaves_no_copy_and_its_task_runs_once_afte
 
 
 class RawWorker:
-    """A DEALER that registers as device `fz1` advertising `runs projects` and keeps every task it is given."""
+    """A DEALER that registers as a device advertising `runs projects` and keeps every task it is given; under
+    CURVE (TEST_WITH_CURVE=1) with the accepted worker key of `w2`, the device id its key is bound to."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, h: Harness) -> None:
+        self.device_id = "w2" if h.secured else "fz1"
         self.ctx = zmq.Context()
         self.dealer = self.ctx.socket(zmq.DEALER)
-        self.dealer.setsockopt(zmq.IDENTITY, b"fz1")
         self.dealer.setsockopt(zmq.LINGER, 0)
-        self.dealer.connect(url)
+        if h.secured:
+            curve = h.client_curve("w2")
+            self.dealer.curve_serverkey, self.dealer.curve_publickey, self.dealer.curve_secretkey = \
+                curve.server_key, curve.public, curve.secret
+        else:
+            self.dealer.setsockopt(zmq.IDENTITY, self.device_id.encode())   # open: the identity is the device id
+        self.dealer.connect(h.url)
         self.tasks: list[dict] = []
 
     def close(self) -> None:
@@ -175,7 +182,7 @@ class RawWorker:
 
     def register(self) -> None:
         self.dealer.send_multipart(Register(
-            device_id="fz1", name="fz1", hostname="h", os="Linux", python_version="3.11.7",
+            device_id=self.device_id, name=self.device_id, hostname="h", os="Linux", python_version="3.11.7",
             python_executable="/usr/bin/python3", tags=[RUNS_PROJECTS_TAG], concurrency=1, credit=1, running=[],
             outbox=[], pid=1).encode())
         assert isinstance(self.receive(), RegisterAck)
@@ -200,15 +207,15 @@ def test_the_master_serves_a_version_only_to_a_device_a_task_pinning_it_was_disp
     client = harness.client()
     version = client.push_project(spider(tmp_path))["version"]
     archive = (harness.dir / "ledger.db.projects" / f"{version}.tar").read_bytes()
-    raw = RawWorker(harness.url)
+    raw = RawWorker(harness)
     try:
         raw.register()
         refused = raw.ask(ProjectFetch(1, version, 0, 1 << 20))
         assert isinstance(refused, Error) and refused.code == "forbidden"
-        assert "no task dispatched to device fz1 pins project version" in refused.message
+        assert f"no task dispatched to device {raw.device_id} pins project version" in refused.message
 
-        client.submit(build_spec(shell="true", project="myspider", device="fz1"))
-        wait_until(lambda: raw.dealer.poll(100) and raw.receive() and raw.tasks, 10, "the task dispatched to fz1")
+        client.submit(build_spec(shell="true", project="myspider", device=raw.device_id))
+        wait_until(lambda: raw.dealer.poll(100) and raw.receive() and raw.tasks, 10, "the task dispatched to it")
         assert raw.tasks[0]["project"] == f"myspider@{version}"   # the pinned version is in the wire part
         data = raw.ask(ProjectFetch(2, version, 1000, 1 << 20))
         assert isinstance(data, ProjectData) and data.size == len(archive)
@@ -219,3 +226,24 @@ def test_the_master_serves_a_version_only_to_a_device_a_task_pinning_it_was_disp
         assert isinstance(other, Error) and other.code == "forbidden"
     finally:
         raw.close()
+
+
+def test_copies_past_project_cache_mb_are_deleted_least_recently_used_first_and_fetched_again_when_needed(
+        harness, tmp_path):
+    folder = project(tmp_path / "site", {"data.bin": os.urandom(700_000), "version.txt": "1\n"})
+    harness.start_master()
+    client = harness.client()
+    v1 = client.push_project(folder)["version"]
+    project(folder, {"version.txt": "2\n"})
+    v2 = client.push_project(folder)["version"]
+    harness.start_worker("w1", env={"ZMQGRID_PROJECT_CACHE_MB": "1"})   # room for one copy of 0.7 MB
+    harness.wait_online(client, "w1")
+    copies = lambda: sorted(p.name for p in cache(harness, "w1").iterdir() if p.is_dir())   # noqa: E731
+
+    first = run_all(client, [build_spec(shell="cat version.txt", project=f"site@{v1}")])[0]
+    assert copies() == [v1]
+    second = run_all(client, [build_spec(shell="cat version.txt", project=f"site@{v2}")])[0]
+    assert copies() == [v2]   # v1, used least recently and by no task, went
+    third = run_all(client, [build_spec(shell="cat version.txt", project=f"site@{v1}")])[0]
+    assert copies() == [v1]
+    assert [client.logs(t["id"])["stdout"] for t in (first, second, third)] == ["1\n", "2\n", "1\n"]
