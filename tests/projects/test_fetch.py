@@ -247,3 +247,28 @@ def test_copies_past_project_cache_mb_are_deleted_least_recently_used_first_and_
     third = run_all(client, [build_spec(shell="cat version.txt", project=f"site@{v1}")])[0]
     assert copies() == [v1]
     assert [client.logs(t["id"])["stdout"] for t in (first, second, third)] == ["1\n", "2\n", "1\n"]
+
+
+def test_a_master_restarted_mid_download_is_asked_again_and_the_task_runs_once(harness, tmp_path):
+    folder = spider(tmp_path)
+    project(folder, {"data/big.bin": os.urandom(48 << 20)})
+    harness.start_master()
+    client = harness.client()
+    version = client.push_project(folder)["version"]
+    harness.start_worker("w1")
+    harness.wait_online(client, "w1")
+    part = cache(harness, "w1") / f"{version}.part"
+    task_id = client.submit(build_spec(shell="echo ran >> ../ran.txt", project="myspider"))[0]
+
+    # When the master is killed while the archive is arriving, and started again
+    wait_until(part.exists, 30, "the download to begin", interval_s=0.002)
+    harness.kill(harness.master)
+    assert part.exists() and not (cache(harness, "w1") / version).exists()
+    harness.start_master()
+    client = harness.client()
+
+    # Then the worker, registered again, asks for what it lacks; the task runs once, in a whole copy
+    done = client.wait([task_id], 60)[task_id]
+    assert done["state"] == "done", done
+    assert (cache(harness, "w1") / "ran.txt").read_text() == "ran\n"
+    assert (cache(harness, "w1") / version / "data" / "big.bin").read_bytes() == (folder / "data/big.bin").read_bytes()

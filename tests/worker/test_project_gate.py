@@ -137,3 +137,16 @@ def test_an_error_from_the_master_fails_the_waiting_tasks_at_once_with_its_reaso
     assert f"project s@{version} cannot be fetched from the master: the master has no archive" in \
         results[0]["error"]["message"]
     assert not rig.gate.on_error(Error(999, "bad_request", "not ours"))
+
+
+def test_a_worker_advertises_runs_projects_unless_allow_projects_is_false_or_its_calls_run_inline():
+    from zmqgrid.projects.messages import RUNS_PROJECTS_TAG
+    from zmqgrid.worker.allow import advertised_tags, refusal
+
+    task = {"id": "p1", "attempt": 1, "kind": "shell", "command": "true", "project": "s@" + "a" * 64}
+    runs = Config(device_id="g1", tags=["linux"])
+    assert advertised_tags(runs) == ["linux", RUNS_PROJECTS_TAG] and refusal(task, runs) is None
+    for config, why in ((Config(device_id="g1", allow_projects=False), "allow_projects is false"),
+                        (Config(device_id="g1", python_pool="inline"), "its python_pool is inline")):
+        assert RUNS_PROJECTS_TAG not in advertised_tags(config)
+        assert refusal(task, config) == f"this worker does not run tasks of projects: {why}"
