@@ -54,7 +54,7 @@ class ProjectCache:
             if path.name.endswith(PART) or TMP in path.name:
                 logger.info("removing %s: left by a worker that stopped mid-way", path)
                 self._remove(path)
-            elif path.name.endswith(MANIFEST) and not self.copy(path.name[:-len(MANIFEST)]).is_dir():
+            elif path.name.endswith((MANIFEST, USED)) and not self.copy(path.name.rpartition(".")[0]).is_dir():
                 path.unlink(missing_ok=True)
             elif path.is_dir() and not (self.root / (path.name + MANIFEST)).is_file():
                 logger.info("removing %s: a copy without its manifest", path)

@@ -149,8 +149,11 @@ class ProjectGate:
         self.tries.pop(version, None)
         with self.lock:
             tasks = self.waiting.pop(version, [])
-        logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
-        self._fail([_failed(task, why, permanent) for task in tasks])
+        if tasks:
+            logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
+            self._fail([_failed(task, why, permanent) for task in tasks])
+        else:   # its tasks were cancelled or given to another worker meanwhile: the master said so
+            logger.info("project version %s: download dropped, no task waits for it (%s)", version[:12], why)
 
     # ------------------------------------------------------------ checking, downloading, unpacking
 
