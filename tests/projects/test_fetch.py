@@ -16,7 +16,7 @@ from zmqgrid.client import build_spec
 from zmqgrid.projects.messages import RUNS_PROJECTS_TAG, ProjectData, ProjectFetch
 from zmqgrid.protocol import Error, Register, RegisterAck, Tasks, decode
 
-from ..helpers import Harness, db_query, wait_until
+from ..helpers import Harness, db_query, run_cli, wait_until
 from .test_push import project
 
 pytestmark = pytest.mark.timeout(120)
@@ -272,3 +272,32 @@ def test_a_master_restarted_mid_download_is_asked_again_and_the_task_runs_once(h
     assert done["state"] == "done", done
     assert (cache(harness, "w1") / "ran.txt").read_text() == "ran\n"
     assert (cache(harness, "w1") / version / "data" / "big.bin").read_bytes() == (folder / "data/big.bin").read_bytes()
+
+
+def test_the_cli_runs_a_projects_script_on_every_worker_and_refuses_a_path_out_of_the_project(harness, tmp_path):
+    harness.start_master()
+    client = harness.client()
+    folder = spider(tmp_path)
+    pushed = run_cli("projects", "push", str(folder), "--master", harness.url, cwd=tmp_path)
+    assert pushed.returncode == 0, pushed.stderr
+    version = client.projects("myspider")[0]["version"]
+    harness.start_worker("w1")
+    harness.start_worker("w2")
+    harness.wait_online(client, "w1", "w2")
+    # there is no tools/export.py where the CLI runs: with --project the path is the project's, nothing is read here
+    done = run_cli("submit", "--project", "myspider", "--script", "tools/export.py", "--args", '["x"]', "--all",
+                   "--wait", "--master", harness.url, cwd=tmp_path, timeout_s=60)
+    assert done.returncode == 0, done.stderr
+    assert "2/2 workers succeeded" in done.stdout
+    ran = {client.task(line.split()[1])["device_id"]: client.logs(line.split()[1])["stdout"]
+           for line in done.stderr.splitlines() if line.startswith("submitted ")}
+    assert ran == {device: f"cwd {cache(harness, device) / version}\ndata alpha beta gamma\nargs ['x']\n"
+                   for device in ("w1", "w2")}
+
+    # a path out of the project is refused at submit; a path to nothing in it fails once, not retried
+    out = run_cli("submit", "--project", "myspider", "--script", "../secret.py", "--master", harness.url, cwd=tmp_path)
+    assert out.returncode == 3 and "a path inside the project" in out.stderr and "Traceback" not in out.stderr
+    missing = run_all(client, [build_spec(script="tools/nothing.py", project="myspider", retries=2)])[0]
+    assert missing["state"] == "failed" and missing["error"]["type"] == "StartError"
+    assert "'tools/nothing.py' is not a file of project myspider@" in missing["error"]["message"]
+    assert db_query(harness.db, "SELECT count(*) FROM attempts WHERE task_id = ?", (missing["id"],)) == [(1,)]
