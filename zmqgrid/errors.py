@@ -83,12 +83,6 @@ class ProjectNotFound(UsageError):
     code = "not_found"
 
 
-class ProjectForbidden(UsageError):
-    """Raised when a worker asks the master for a project version that no task dispatched to its device pins."""
-
-    code = "forbidden"
-
-
 class LimitExceeded(UsageError):
     """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
 

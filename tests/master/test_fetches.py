@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zmqgrid.errors import ProjectForbidden, ProjectNotFound
+from zmqgrid.errors import ProjectNotFound
 from zmqgrid.master.entries import DeviceEntry, TaskEntry, requirement
-from zmqgrid.master.fetches import CHUNKS_PER_TURN, Fetches
+from zmqgrid.master.fetches import CHUNKS_PER_TURN, Fetches, ProjectForbidden
 from zmqgrid.projects.messages import ProjectData, ProjectFetch
 from zmqgrid.protocol import decode
 

@@ -8,13 +8,20 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LimitExceeded, ProjectForbidden, ProjectNotFound
+from ..errors import LimitExceeded, ProjectNotFound, UsageError
 from ..projects.messages import ProjectData, ProjectFetch
 from .entries import DeviceEntry, TaskEntry
 
 logger = logging.getLogger(__name__)
 CHUNKS_PER_TURN = 8       # one pread each: under a millisecond from the page cache
 MAX_QUEUED = 4096         # requests waiting for a turn, all workers together (4 in flight per download)
+
+
+class ProjectForbidden(UsageError):
+    """Raised when a worker asks for a project version that no task dispatched to its device pins. It never leaves
+    the master but as its `E forbidden` answer (so it is not one of the package's public errors)."""
+
+    code = "forbidden"
 
 
 class Fetches:
