@@ -66,7 +66,7 @@ class Fetches:
                     error(identity, msg.req_id, "bad_request", f"offset {msg.offset} is at or past the end of "
                           f"project version {msg.version[:12]} ({size} bytes)")
                     continue
-                data = os.pread(fd, min(msg.length, size - msg.offset), msg.offset)
+                data = _read_at(fd, min(msg.length, size - msg.offset), msg.offset)
             except OSError as e:
                 logger.error("reading project version %s failed: %s", msg.version[:12], e)
                 error(identity, msg.req_id, "unavailable", f"cannot read project version {msg.version[:12]}: "
@@ -75,3 +75,11 @@ class Fetches:
             finally:
                 os.close(fd)
             send(identity, ProjectData(msg.req_id, msg.version, msg.offset, size, data).encode())
+
+
+def _read_at(fd: int, length: int, offset: int) -> bytes:
+    """pread; Windows has none: seek and read (the file is opened for this request alone)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)

@@ -62,12 +62,22 @@ class Download:
         if len(msg.data) != expected:
             raise BadData(f"{len(msg.data)} bytes at {offset} where {expected} were due")
         self.size = msg.size
-        view = memoryview(msg.data)
-        while view:
-            view = view[os.pwrite(self.fd, view, offset + len(msg.data) - len(view)):]
+        _write_at(self.fd, msg.data, offset)
         self.received += len(msg.data)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of `data` at `offset` (pwrite; Windows has none: seek and write, the loop being the file's one writer)."""
+    view = memoryview(data)
+    while view:
+        at = offset + len(data) - len(view)
+        if hasattr(os, "pwrite"):
+            view = view[os.pwrite(fd, view, at):]
+        else:
+            os.lseek(fd, at, os.SEEK_SET)
+            view = view[os.write(fd, view):]

@@ -130,11 +130,11 @@ class ProjectGate:
             cwd = task.get("cwd")
             task["cwd"] = str(root / cwd) if cwd and not Path(cwd).is_absolute() else (cwd or str(root))
         self.released[task["id"]] = version
+        self.cache.touch(version)   # what pruning orders by: the last use
         return task
 
     def _ready(self, version: str) -> None:
         self.good.add(version)
-        self.cache.touch(version)
         with self.lock:
             tasks = self.waiting.pop(version, [])
         self.busy.pop(version, None)
