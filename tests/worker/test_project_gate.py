@@ -150,3 +150,20 @@ def test_a_worker_advertises_runs_projects_unless_allow_projects_is_false_or_its
                         (Config(device_id="g1", python_pool="inline"), "its python_pool is inline")):
         assert RUNS_PROJECTS_TAG not in advertised_tags(config)
         assert refusal(task, config) == f"this worker does not run tasks of projects: {why}"
+
+
+def test_a_worker_with_a_small_max_message_bytes_asks_for_chunks_that_fit_it(tmp_path):
+    rig = Rig(tmp_path)
+    rig.config.max_message_bytes = 64 * 1024
+    try:
+        version, archive = archive_of(tmp_path, {"a.bin": b"z" * 100_000})
+        rig.slots.take(Tasks([{"id": "p1", "attempt": 1, "kind": "shell", "command": "true",
+                               "project": f"s@{version}"}]))
+        asked = rig.fetches()
+        while asked:
+            assert all(m.length == 32 * 1024 for m in asked)
+            rig.answer(archive, asked)
+            asked = rig.fetches()
+        wait_until(lambda: rig.gate.tick(0) or "p1" in rig.slots.active_ids(), 20, "the copy to be unpacked")
+    finally:
+        rig.close()

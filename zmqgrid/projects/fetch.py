@@ -1,5 +1,5 @@
 """One download of a project version's archive from the master (docs/architecture.md, Projects, "Fetch"): `G`
-requests of 1 MiB, at most WINDOW unanswered (the first alone: its answer tells the size), each `Y` written at its
+requests of 1 MiB (less for a worker whose max_message_bytes is below 2 MiB), at most WINDOW unanswered (the first alone: its answer tells the size), each `Y` written at its
 offset into `<version>.part`. It knows no socket: what to send goes to `send`."""
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ class BadData(Exception):
 class Download:
     """`pump` sends what the window allows, `take` writes an answer; `done` once every byte came."""
 
-    def __init__(self, version: str, path: Path, req_ids: Iterator[int], send: Callable[[ProjectFetch], None]) -> None:
+    def __init__(self, version: str, path: Path, req_ids: Iterator[int], send: Callable[[ProjectFetch], None],
+                 chunk_bytes: int = CHUNK_BYTES) -> None:
         self.version, self.path = version, path
+        self.chunk_bytes = max(1, min(chunk_bytes, CHUNK_BYTES))
         self._req_ids, self._send = req_ids, send
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.size: int | None = None
@@ -39,12 +41,12 @@ class Download:
         while room > 0 and (self.size is None and self.next_offset == 0 or
                             self.size is not None and self.next_offset < self.size):
             self._ask(next(self._req_ids), self.next_offset, now)
-            self.next_offset += CHUNK_BYTES
+            self.next_offset += self.chunk_bytes
             room -= 1
 
     def _ask(self, req_id: int, offset: int, now: float) -> None:
         self.pending[req_id] = (offset, now)
-        self._send(ProjectFetch(req_id, self.version, offset, CHUNK_BYTES))
+        self._send(ProjectFetch(req_id, self.version, offset, self.chunk_bytes))
 
     def ask_again(self, now: float, all_of_them: bool = False) -> None:
         """Send again the requests unanswered for ASK_AGAIN_S (or all: after registering with a master anew)."""
@@ -58,7 +60,7 @@ class Download:
         if msg.offset != offset or (self.size is not None and msg.size != self.size) or msg.size <= offset:
             raise BadData(f"an answer for bytes {msg.offset} of {msg.size} where {offset} of "
                           f"{self.size if self.size is not None else 'any'} was asked")
-        expected = min(CHUNK_BYTES, msg.size - offset)
+        expected = min(self.chunk_bytes, msg.size - offset)
         if len(msg.data) != expected:
             raise BadData(f"{len(msg.data)} bytes at {offset} where {expected} were due")
         self.size = msg.size

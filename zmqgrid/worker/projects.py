@@ -182,7 +182,9 @@ class ProjectGate:
         self.busy[version] = "download"
         self.tries[version] = self.tries.get(version, 0) + 1
         try:
-            download = Download(version, self.cache.part(version), self.req_ids, self._ask)
+            # a Y must fit the DEALER's max_message_bytes with room to spare, or libzmq drops the connection
+            download = Download(version, self.cache.part(version), self.req_ids, self._ask,
+                                self.config.max_message_bytes // 2)
         except OSError as e:
             self._give_up(version, f"cannot write {self.cache.part(version)}: {e.strerror}", False)
             return
