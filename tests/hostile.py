@@ -24,7 +24,7 @@ import zmq
 
 from zmqgrid import protocol as p
 from zmqgrid.client import Client, build_spec
-from zmqgrid.projects.messages import ProjectChunk, ProjectPush
+from zmqgrid.projects.messages import ProjectChunk, ProjectData, ProjectFetch, ProjectPush
 from zmqgrid.transport import Curve
 
 from .helpers import Harness, db_query, wait_until
@@ -130,10 +130,12 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Query(projects)": p.Query(1, "projects", {"name": "nosuch"}),
         "ProjectPush": ProjectPush(1, "fz", "0f" * 32, 10, 1),
         "ProjectChunk": ProjectChunk(1, 1, 0, b"x"),
+        "ProjectFetch": ProjectFetch(1, "0f" * 32, 0, 1 << 20),
         # Messages only the master sends: a peer sending them is refused, after their fields are decoded.
         "Tasks": p.Tasks([{"id": "TASK", "attempt": 1, "kind": "shell", "command": "true"}], [["TASK", 1]]),
         "Reply": p.Reply(1, {"ids": ["TASK"]}),
         "Error": p.Error(1, "bad_request", "no"),
+        "ProjectData": ProjectData(1, "0f" * 32, 0, 1, b"x"),
     }
 
 

@@ -172,7 +172,7 @@ def test_flag_tags_accept_a_list_or_comma_text() -> None:
 
 # --- validation messages name source, key, value and what is allowed ------------------------------------------
 
-TAGS_ALLOWED = 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]'
+TAGS_ALLOWED = 'at most 61 non-empty tags without commas or spaces, as ["linux", "gpu"]'
 FILE_CASES = [
     ("port", "abc", '"abc"', "an integer 1-65535"),
     ("port", 0, "0", "an integer 1-65535"),

@@ -145,6 +145,12 @@ class Config:
     """Module prefixes a worker runs `python` tasks from (e.g. myjobs, zmqgrid.samples); empty: any module."""
     max_queued_per_client: int = 1_000_000
     """Most unfinished tasks one client connection may have at the master; a Submit beyond it is refused."""
+    allow_projects: bool = True
+    """Worker: whether it runs tasks of pushed projects (fetching and caching their versions); false leaves out its
+    `runs projects` tag, so the master sends it none."""
+    project_cache_mb: int = 2048
+    """Worker: the most MiB of project copies kept in <state_dir>/projects/; least recently used ones go first,
+    never one a task of this worker uses."""
     max_project_mb: int = 200
     """Master: the largest project archive a push may hold, in MiB; a bigger push is refused before it is sent."""
     max_project_files: int = 10_000
@@ -193,11 +199,11 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "task_nice": (0, 19), "max_tasks_per_child": (0, 2**31 - 1), "max_child_memory_mb": (0, 1 << 20),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
            "flood_output_mb_per_s": (0, 1 << 20),
-           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1), "max_project_mb": (1, 1 << 20), "max_project_files": (1, 1 << 24),
+           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1), "max_project_mb": (1, 1 << 20), "project_cache_mb": (1, 1 << 24), "max_project_files": (1, 1 << 24),
            "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
 _FLOAT_RANGES = {"weight": (1e-6, 1e6)}            # as Register.weight takes it (protocol)
-MAX_TAGS = 62   # Register.tags takes 64, and a worker adds a no-kind: tag for each of up to two kinds it refuses
+MAX_TAGS = 61   # Register.tags takes 64; a worker adds a no-kind: tag per kind it refuses (two at most) and `runs projects`
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}
 _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be non-empty
     "host": (r"[A-Za-z0-9_.:*%-]{1,255}", "a host name or IP address such as 127.0.0.1 or 0.0.0.0"),
@@ -208,7 +214,7 @@ _PATTERNS = {  # key -> (pattern, what it allows); other strings need only be no
                               "or an entry point name in the group zmqgrid.strategies")}
 _TAG = re.compile(r"[^\s,\x00-\x1f\x7f-\x9f]{1,64}")   # as Register.tags takes them (protocol)
 _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as text)
-    "tags": (_TAG.fullmatch, 'at most 62 non-empty tags without commas or spaces, as ["linux", "gpu"]',
+    "tags": (_TAG.fullmatch, 'at most 61 non-empty tags without commas or spaces, as ["linux", "gpu"]',
              '"linux,gpu"'),
     "allowed_kinds": (TASK_KINDS.__contains__, f'one or more of {", ".join(TASK_KINDS)}, as ["python"]',
                       '"python,script"'),

@@ -150,6 +150,10 @@ def validate_task_spec(spec: Any) -> dict:
     out: dict[str, Any] = {"id": task_id, "kind": kind}
     if kind == "shell":
         out["command"] = check.command(spec)
+    elif kind == "script" and spec.get("source") is None and spec.get("project") is not None:
+        # A project's script is a file of the project, named by its path there; nothing of it is shipped
+        out["filename"] = check.project_path(check.expect(spec, "filename", (str,), "a path inside the project", True))
+        out["args"] = check.str_list(spec, "args")
     elif kind == "script":
         out["source"] = check.expect(spec, "source", (str,), "the script's text", True)
         if len(out["source"].encode()) > MAX_SCRIPT_BYTES:
@@ -287,6 +291,8 @@ def compact_spec(spec: dict) -> dict:
     """A validated spec without the values validation fills in by itself (None, defaults, the derived name):
     what goes on the wire, so the master decodes and checks a few keys per task instead of twenty."""
     out = {k: v for k, v in spec.items() if v is not None and not (k in _DEFAULTS and _DEFAULTS[k] == v)}
+    if spec.get("kind") == "script" and spec.get("source") is None:   # a project's script: its path is required
+        out["filename"] = spec["filename"]
     if out.get("name") == describe_spec(spec):
         del out["name"]
     return out
@@ -314,7 +320,8 @@ def build_spec(*, shell: str | list | None = None, script: str | None = None, py
                **options: Any) -> dict:
     """A task spec from the same keys as `submit`'s flags and `submit --file` lines.
 
-    `script` is a path on this machine: its text is shipped, so workers need no copy of it.
+    `script` is a path on this machine: its text is shipped, so workers need no copy of it. With `project`, it is
+    a path inside the project instead (relative to its root): nothing is read here, the worker runs its copy's file.
     Raises UsageError for a missing script or not exactly one of shell/script/python.
     """
     given = [k for k, v in (("shell", shell), ("script", script), ("python", python)) if v is not None]
@@ -336,6 +343,9 @@ def build_spec(*, shell: str | list | None = None, script: str | None = None, py
         spec.update(kind="shell", command=shell)
     elif python is not None:
         spec.update(kind="python", function=python)
+    elif options.get("project") is not None:
+        # In a project the script is a file of the project: its path there is sent, not this machine's file
+        spec.update(kind="script", filename=str(script).replace("\\", "/").removeprefix("./"))
     else:
         path = Path(script)
         try:

@@ -149,6 +149,21 @@ def project(value: str) -> str:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def project_path(value: str) -> str:
+    """A project `script` task's `filename`: a path inside the project, as an archive member's name may be
+    (relative, `/`-separated, no `..`, `.` or empty part, no control character), at most cwd_chars."""
+    parts = value.split("/")
+    if (not value or len(value) > LIMITS.cwd_chars or _CONTROL.search(value) or "\\" in value
+            or re.match(r"[A-Za-z]:", value) or any(part in ("", ".", "..") for part in parts)):
+        raise refuse("filename", f"a path inside the project: relative, / between folders, no '..', at most "
+                                 f"{LIMITS.cwd_chars} characters", value,
+                     "give the script's path from the project's root, e.g. tools/export.py")
+    return value
+
+
 def command(spec: dict) -> str | list[str]:
     command = expect(spec, "command", (str, list, tuple), "a string or a list of strings", True)
     if isinstance(command, str):

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from zmqgrid.client import build_spec
+from zmqgrid.projects.messages import RUNS_PROJECTS_TAG
 from zmqgrid.transport import zmtp_heartbeat_ms
 
 from ..helpers import REPO, wait_until
@@ -125,9 +126,10 @@ def test_reload_makes_a_worker_re_read_its_config_file_and_register_again(harnes
     config.write_text(json.dumps({"concurrent_tasks": 3, "tags": ["fresh"]}))
     assert client.control_devices("reload", ["w1"]) == {"w1": "reloading"}
 
-    def reloaded():   # the file's tags apply; its concurrency does not, since the --concurrency flag wins
+    def reloaded():   # the file's tags apply (with the one a worker that runs projects adds); its concurrency does not,
+        # since the --concurrency flag wins
         row = next(d for d in client.devices() if d["device_id"] == "w1")
-        return row["tags"] == ["fresh"] and row["concurrency"] == 1
+        return row["tags"] == ["fresh", RUNS_PROJECTS_TAG] and row["concurrency"] == 1
     wait_until(reloaded, 20, "w1 to register again with its new config")
     done = client.run(build_spec(shell="echo tagged", tags=["fresh"]), timeout_s=30)
     assert done["state"] == "done" and done["device_id"] == "w1"

@@ -1,7 +1,7 @@
 """A task names a project and the master pins it to one version when it takes the Submit (docs/architecture.md,
 Projects, "Pinning at submit"): the latest then, or the version named; a later push changes nothing for a queued
 task; an unknown project or version refuses the whole Submit with nothing queued; a pinned version cannot be
-removed; a schedule pins at each firing. No worker runs projects yet: such a task waits, saying so."""
+removed; a schedule pins at each firing. While no online worker runs projects, such a task waits, saying so."""
 from __future__ import annotations
 
 import json
@@ -74,11 +74,12 @@ def test_a_task_pins_the_latest_version_or_the_one_named_and_a_later_push_change
     assert ledger_spec(harness, done.stdout.strip())["project"] == f"myspider@{v1}"
 
 
-def test_a_task_in_a_project_waits_saying_no_worker_runs_projects_while_the_worker_runs_others(harness, tmp_path):
+def test_a_task_in_a_project_waits_saying_no_worker_runs_projects_while_a_worker_that_does_not_runs_others(
+        harness, tmp_path):
     harness.start_master()
     client = harness.client()
     client.push_project(spider(tmp_path, "def run(u): return 1\n"))
-    harness.start_worker("w1")
+    harness.start_worker("w1", env={"ZMQGRID_ALLOW_PROJECTS": "false"})
     harness.wait_online(client, "w1")
     # When a task of the project is submitted first, then one without a project
     (pinned,) = client.submit(build_spec(shell="true", project="myspider"))
@@ -88,6 +89,7 @@ def test_a_task_in_a_project_waits_saying_no_worker_runs_projects_while_the_work
     task = client.task(pinned)
     assert task["state"] == "queued" and task["attempt"] == 0
     assert "no online worker runs projects" in task["waiting"] and "myspider@" in task["waiting"]
+    assert "allow_projects false" in task["waiting"]
     assert client.status()["stuck_tasks"] == 1
 
 

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from zmqgrid.errors import ProjectNotFound, RemoteError
-from zmqgrid.projects.messages import ProjectChunk, ProjectPush
+from zmqgrid.projects.messages import ProjectChunk, ProjectFetch, ProjectPush
 
 from ..helpers import Harness, db_query, run_cli
 
@@ -144,7 +144,7 @@ def test_a_missing_or_empty_folder_is_one_line_and_exit_3(harness, tmp_path):
         assert done.stderr.startswith("error: ") and says in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_under_curve_only_an_admin_key_pushes_or_removes(tmp_path):
+def test_under_curve_only_an_admin_key_pushes_or_removes_and_no_client_or_admin_key_fetches(tmp_path):
     h = Harness(tmp_path, secured=True)
     try:
         (tmp_path / "authorized" / "client.key").write_text((h.keys / "client.key").read_text())
@@ -161,6 +161,9 @@ def test_under_curve_only_an_admin_key_pushes_or_removes(tmp_path):
         assert refused.value.code == "forbidden"
         with pytest.raises(RemoteError, match="a client key may not send Control project"):
             client.remove_project("p")
+        for someone in (client, admin):   # only a worker key fetches, and only what its tasks pin
+            with pytest.raises(RemoteError, match="key may not send ProjectFetch"):
+                someone.request(ProjectFetch, pushed["version"], 0, 10, about="project")
         assert [r["version"] for r in admin.projects("p")] == [pushed["version"]]
         assert db_query(h.db, "SELECT pushed_by FROM projects")[0][0] != "open"
     finally:

@@ -13,7 +13,7 @@ from zmqgrid.errors import ProtocolError
 import os
 import time
 
-from zmqgrid.projects.messages import ProjectChunk, ProjectPush
+from zmqgrid.projects.messages import ProjectChunk, ProjectData, ProjectFetch, ProjectPush
 from zmqgrid.model import compact_spec, factor_batch, new_task_id, validate_batch, validate_task_spec
 
 SAMPLES = [
@@ -40,6 +40,8 @@ SAMPLES = [
     p.Output([("a", 1, "stdout", "line\n")]),
     ProjectPush(8, "myspider", "ab" * 32, 10240, 3),
     ProjectChunk(9, 1, 0, b"\x00tar bytes"),
+    ProjectFetch(10, "ab" * 32, 1 << 20, 1 << 20),
+    ProjectData(10, "ab" * 32, 1 << 20, 3 << 20, b"\x00tar bytes"),
 ]
 
 

@@ -20,7 +20,8 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 
 _TASK_OPTIONS = (
     click.option("--shell", help="A shell command to run."),
-    click.option("--script", type=click.Path(), help="A Python script to ship and run with the worker's interpreter."),
+    click.option("--script", type=click.Path(), help="A Python script to ship and run with the worker's interpreter; "
+                                                     "with --project, a path inside the project (nothing is shipped)."),
     click.option("--python", "python", metavar="MOD:FUNC", help="A Python callable importable on the worker."),
     click.option("--args", "args", help="JSON array: the callable's args, or the script's argv."),
     click.option("--kwargs", "kwargs", help="JSON object: the callable's keyword args."),

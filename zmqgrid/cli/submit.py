@@ -46,7 +46,8 @@ def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
         if not isinstance(item, dict):
             raise UsageError(f"{where}: expected a JSON object, got {type(item).__name__}", 'e.g. {"shell": "echo hi"}')
         script = item.get("script")
-        if isinstance(script, str) and not Path(script).exists() and (Path(path).parent / script).exists():
+        if isinstance(script, str) and item.get("project") is None and not Path(script).exists() \
+                and (Path(path).parent / script).exists():   # a project's script is a path in the project
             item["script"] = str(Path(path).parent / script)
         item.setdefault("id", f"{run}-{number:0{width}d}")   # zero-padded: the ids sort in line order
         try:
@@ -169,7 +170,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             ids = c.submit(specs, notify=wait)
         if fan_out and not ids:
             raise UsageError("no online worker matches --all" + (f" --tag {' --tag '.join(tags)}" if tags else "")
-                             + (f" --project {project} (no worker runs projects yet)" if project else ""),
+                             + (f" --project {project} (a worker runs projects unless allow_projects is false)" if project else ""),
                              "check: python main.py devices list")
         if not wait:
             if as_json:

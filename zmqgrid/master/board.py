@@ -100,16 +100,16 @@ class Board:
                 self.limits.define(key, spec["limit_concurrency"], spec["limit_per_minute"])
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
+            # .get: a schedule's spec saved before `project` lacks it
+            device, tags, project = spec["device"], spec["tags"], spec.get("project")
             # wire_part, inline (it runs for every task); a validated call has these five, none of them None
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
-                     "kwargs": spec["kwargs"]} if kind == "python" else wire_part(spec, False))
+                     "kwargs": spec["kwargs"]} if kind == "python" and not project else wire_part(spec, False))
             if size > WIRE_IN_MEMORY_MAX:
                 wire = kept(wire, compact)
             elif compact:
                 wire = packb(wire)
-            # .get: a schedule's spec saved before `project` lacks it
-            device, tags, project = spec["device"], spec["tags"], spec.get("project")
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, wire,
                                                need_of(kind, device, tags, project) if device or tags or project

@@ -11,7 +11,8 @@ from .retrying import RetryRule
 
 # What a worker gets of a spec, besides its id: routing, limits and retries are the master's business. (The name
 # is only shown: workers and tools that speak the protocol tell tasks apart by it.)
-WORKER_KEYS = ("kind", "name", "command", "cwd", "env", "source", "filename", "args", "function", "kwargs")
+WORKER_KEYS = ("kind", "name", "command", "cwd", "env", "source", "filename", "args", "function", "kwargs",
+               "project")
 # While at most this many tasks are queued, a task's wire part stays a dict (nothing to unpack at dispatch: the
 # usual queue goes out within a turn or two); a task submitted behind more keeps it packed (docs/architecture.md,
 # "Memory per queued task").
@@ -74,7 +75,7 @@ class Requirements:
 def wire_part(spec: dict, compact: bool) -> dict | bytes:
     """The keys of `spec` a worker runs it by (set ones only), as a dict, or packed when `compact`. Not its id:
     the entry holds that already, and dispatch adds it."""
-    get = spec.get   # ten look-ups, not a walk over the spec's twenty keys
+    get = spec.get   # eleven look-ups, not a walk over the spec's twenty keys
     wire = {k: v for k in WORKER_KEYS if (v := get(k)) is not None}
     return packb(wire) if compact else wire
 

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # answered and dropped unread. A genuine worker's first Register (no tasks yet, so no running or outbox) is far less.
 PENDING_MAX_BYTES = 8 * 1024
 CUT_OFF = frozenset({"rejected", "revoked"})   # key states an operator set: answered `revoked`, the worker stops
-WORKER_REQUESTS = frozenset({"Register", "Results", "Output"})
+WORKER_REQUESTS = frozenset({"Register", "Results", "Output", "ProjectFetch"})
 CLIENT_REQUESTS = frozenset({"Submit", "Query"})
 CLIENT_ACTIONS = frozenset({"watch"})   # every other Control action needs an admin key
 ADMIN_REQUESTS = frozenset({"ProjectPush", "ProjectChunk"})   # what an admin key pushes runs on the workers

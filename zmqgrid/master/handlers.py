@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
                       TaskNotFound, ZmqgridError)
-from ..projects.messages import ProjectChunk, ProjectPush
+from ..projects.messages import ProjectChunk, ProjectFetch, ProjectPush
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output, Query, Register, RegisterAck,
                         Reply, Results, Submit)
 from . import controls, paging, queries
 from .board import Board, DeviceEntry
+from .fetches import Fetches
 from .projects import Projects
 from .schedules import Schedules
 
@@ -55,6 +56,7 @@ class Handlers:
         # chosen by the ROUTER, not the device id). None when open: there the identity is the device id.
         self.peers: dict[bytes, str] | None = None
         self.projects: Projects | None = None   # pushes, listing and removal of projects (set by the master)
+        self.fetches: Fetches | None = None     # workers' fetches of project versions (set by the master)
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
         self.board.turn.error(identity, req_id, code, message)
@@ -238,6 +240,17 @@ class Handlers:
     def handle_projectchunk(self, identity: bytes, msg: ProjectChunk, now_mono: float, now: float) -> None:
         self._project(identity, msg.req_id, lambda by: self.projects.chunk(msg, self.account or identity, by,
                                                                            now_mono, now))
+
+    def handle_projectfetch(self, identity: bytes, msg: ProjectFetch, now_mono: float, now: float) -> None:
+        device = self.worker(identity, now_mono)
+        if device is None:
+            return
+        try:
+            if self.fetches is None:
+                raise ProtocolError("this master keeps no projects")
+            self.fetches.admit(identity, device, self.board.tasks, msg)   # answered by Fetches.serve, in a turn
+        except ZmqgridError as e:   # forbidden, not_found, too_large
+            self.reply_error(identity, msg.req_id, e.code, str(e))
 
     def _project(self, identity: bytes, req_id: int, call) -> None:
         """Run a Projects call; an answer that reports this turn's writes goes after the commit."""

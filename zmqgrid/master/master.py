@@ -26,6 +26,7 @@ from .fleet import raise_fd_limit
 from .guard import CUT_OFF, Guard, pull_connection, user_id
 from .handlers import Handlers
 from .keyring import KeyRing
+from .fetches import Fetches
 from .projects import Projects
 from .recovery import recover
 from .refusals import RefusalLog
@@ -102,6 +103,7 @@ class Master:
         self.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)), config.max_project_mb,
                                  config.max_project_files)
         self.handlers.projects = self.schedules.projects = self.projects   # submits and firings pin by it
+        self.fetches = self.handlers.fetches = Fetches(self.projects.store.archive)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -169,6 +171,8 @@ class Master:
                 now_mono = time.monotonic()
                 due_in = self.schedules.seconds_until_due(time.time())
                 wait_ms = max(0, min(next_beacon, next_check, now_mono + 0.1, now_mono + due_in) - now_mono) * 1000
+                if self.fetches.waiting():   # chunks wait for this turn: no sleep
+                    wait_ms = 0
                 events = awake.poll(wait_ms)
                 now_mono, now = time.monotonic(), time.time()
                 if self.router in events:
@@ -194,6 +198,7 @@ class Master:
                     self._prune_devices(now, device_retention_s)
                 self._fire_schedules(now)
                 self.board.dispatch(now_mono, now)
+                self.fetches.serve(self.turn.send, self.turn.error)
                 busy = self.router in events or bool(self.turn.dispatched)
                 self._commit_and_send(now_mono, now)
                 awake.after_turn(busy)

@@ -72,8 +72,8 @@ def _missing_worker(board: Board, need) -> str | None:
         return f"device {need.device} is not online"
     if need.project and not any(RUNS_PROJECTS_TAG in d.tags for d in online):
         name, _, version = need.project.partition("@")
-        return (f"it runs in project {name}@{version[:12]} and no online worker runs projects (workers do not "
-                "fetch projects yet: README, Projects)")
+        return (f"it runs in project {name}@{version[:12]} and no online worker runs projects (a worker with "
+                "allow_projects false or python_pool inline does not)")
     for tag in sorted(need.tags):
         if not any(tag in d.tags for d in online):
             return f"no online worker has tag {tag}"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from ..projects.messages import ProjectData
 from ..protocol import Error, Finished, Reply, ResultAck, SubmitAcks, Tasks
 from .routed import req_id
+
+_STATELESS = (Error.KIND, ProjectData.KIND)   # sent even when the turn's commit fails: they hold no state
 
 logger = logging.getLogger(__name__)
 FINISHED_MAX_BYTES = 8 << 20   # half a client's default max_message_bytes
@@ -117,8 +120,8 @@ class Turn:
 
     def refuse(self, out: Outlet, why: str) -> None:
         """The commit failed: nothing of this turn is in the ledger, so nothing of it is acknowledged or dispatched.
-        Every request answered from this turn's state gets `unavailable`; refusals (Errors) hold no state and
-        stand. Returns nothing: the owner reloads its view from the ledger."""
+        Every request answered from this turn's state gets `unavailable`; refusals (Errors) and a project's
+        archive bytes (ProjectData) hold no state and stand. Returns nothing: the owner reloads its view from the ledger."""
         refused = [(identity, req_id([identity, *frames])) for identity, frames in self.acks]
         refused += [(identity, request) for identity, lines in self.submit_acks.items() for request, _ in lines]
         # Answers to queries were read from the in-memory view this turn changed: not to be trusted either.
@@ -126,7 +129,7 @@ class Turn:
                     if frames[0][1:2] == Reply.KIND]
         logger.error("%s; this turn's %d acknowledgements withheld", why, len(refused))
         for identity, frames in self.sends:
-            if frames[0][1:2] == Error.KIND:
+            if frames[0][1:2] in _STATELESS:
                 out.send(identity, frames)
         for identity, request in refused:
             out.send(identity, Error(request, "unavailable", f"the master could not commit: {why}").encode())

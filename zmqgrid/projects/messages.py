@@ -59,3 +59,25 @@ class ProjectChunk(Message):
     upload: int
     offset: int
     data: bytes
+
+
+@message("G")
+class ProjectFetch(Message):
+    """Worker -> master: `length` bytes of a version's archive from `offset`; answered `Y`, or `E` (forbidden: no
+    task dispatched to this device pins it; not_found: the master has no such archive)."""
+    SCHEMA = {"req_id": INT64, "version": VERSION, "offset": SIZE, "length": Int(1, CHUNK_BYTES)}
+    req_id: int
+    version: str
+    offset: int
+    length: int
+
+
+@message("Y")
+class ProjectData(Message):
+    """Master -> worker: the archive's bytes from `offset` (fewer than asked at its end), and its whole size."""
+    SCHEMA = {"req_id": INT64, "version": VERSION, "offset": SIZE, "size": SIZE, "data": CHUNK}
+    req_id: int
+    version: str
+    offset: int
+    size: int
+    data: bytes

@@ -1,5 +1,6 @@
 """What a worker agrees to run: its allow-lists of task kinds (`allowed_kinds`) and of python modules
-(`allowed_modules`). A task outside them is never started: it ends at once as failed, error type Forbidden."""
+(`allowed_modules`), and whether it runs projects (`allow_projects`). A task outside them is never started: it ends
+at once as failed, error type Forbidden."""
 from __future__ import annotations
 
 import logging
@@ -7,15 +8,23 @@ from typing import Callable
 
 from ..config import Config
 from ..model import TASK_KINDS
+from ..projects.messages import RUNS_PROJECTS_TAG
 from ..protocol import NO_KIND_TAG
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
 
 
+def runs_projects(config: Config) -> bool:
+    """Inline python calls run in the worker's own process, which cannot take a copy's folder and path for one call."""
+    return config.allow_projects and config.python_pool != "inline"
+
+
 def advertised_tags(config: Config) -> list[str]:
-    """The worker's tags plus one `no-kind:<kind>` per kind it refuses, so the master never sends it one."""
-    return [*config.tags, *(NO_KIND_TAG + kind for kind in TASK_KINDS if kind not in config.allowed_kinds)]
+    """The worker's tags plus one `no-kind:<kind>` per kind it refuses, so the master never sends it one, and
+    `runs projects` when it runs them (the master sends a task of a project only to a worker that says so)."""
+    return [*config.tags, *(NO_KIND_TAG + kind for kind in TASK_KINDS if kind not in config.allowed_kinds),
+            *([RUNS_PROJECTS_TAG] if runs_projects(config) else [])]
 
 
 def refusal(task: dict, config: Config) -> str | None:
@@ -24,6 +33,9 @@ def refusal(task: dict, config: Config) -> str | None:
     if kind not in config.allowed_kinds:
         return (f"this worker does not run {kind} tasks: allowed_kinds is {', '.join(config.allowed_kinds)} "
                 "(--allow-kind)")
+    if task.get("project") and not runs_projects(config):
+        return ("this worker does not run tasks of projects: " + ("allow_projects is false" if not
+                config.allow_projects else "its python_pool is inline"))
     if kind == "python" and config.allowed_modules:
         function = task.get("function")
         module = function.partition(":")[0] if isinstance(function, str) else ""

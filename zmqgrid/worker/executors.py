@@ -19,6 +19,7 @@ from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses, describe_exit
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
+from .projects import ProjectCopy
 from .pypool import CappedBuffer
 from .results import AttemptResult, cancel_error, timeout_error
 
@@ -287,17 +288,18 @@ class _ProcessRun(Run):
 
 
 class _ScriptRun(_ProcessRun):
-    """The client's script text written to a fresh temp dir and run by the worker's python."""
+    """The client's script text written to a fresh temp dir and run by the worker's python; or, in a project, the
+    project's file named by `filename`, run by the interpreter of its copy (worker.projects.interpreter_for)."""
 
     def _execute(self) -> AttemptResult:
+        copy = self._task.get("_project") if isinstance(self._task.get("_project"), ProjectCopy) else None
+        python = copy.python if copy is not None else self._executor.python_executable
+        if copy is not None and self._task.get("source") is None:
+            return self._run_project_file(copy, python)
         name = os.path.basename((self._task.get("filename") or "").replace("\\", "/"))
         if name in ("", ".", ".."):
             name = "script.py"
-        env = dict(os.environ)
-        env.update(self._task.get("env") or {})
-        # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("PYTHONIOENCODING", "utf-8")
+        env = self._script_env()
         try:
             tmpdir = tempfile.mkdtemp(prefix="zmqgrid-script-")
         except OSError as e:
@@ -309,13 +311,23 @@ class _ScriptRun(_ProcessRun):
                     f.write(self._task["source"])
             except OSError as e:
                 return self._make(TaskState.FAILED, error=TaskError("StartError", f"cannot write {path}: {e}"))
-            argv = [self._executor.python_executable, path, *self._task.get("args", [])]
+            argv = [python, path, *self._task.get("args", [])]
             return self._run_process(argv, False, env)
         finally:
-            shutil.rmtree(tmpdir, onerror=self._log_rmtree_error)
+            shutil.rmtree(tmpdir, onerror=lambda _, path, exc: logger.warning("task=%s: cannot remove %s: %s",
+                                                                             self.task_id, path, exc[1]))
 
-    def _log_rmtree_error(self, func: Any, path: str, exc_info: Any) -> None:
-        logger.warning("task=%s: cannot remove %s: %s", self.task_id, path, exc_info[1])
+    def _run_project_file(self, copy: ProjectCopy, python: str) -> AttemptResult:
+        root, name = os.path.realpath(copy.root), self._task.get("filename")
+        path = os.path.realpath(os.path.join(root, str(name or "")))
+        if not path.startswith(root + os.sep) or not os.path.isfile(path):   # a link out, a folder, nothing
+            why = f"{name!r} is not a file of project {self._task.get('project')}"
+            return self._make(TaskState.FAILED, error=TaskError("StartError", why, permanent=True))
+        return self._run_process([python, path, *self._task.get("args", [])], False, self._script_env())
+
+    def _script_env(self) -> dict[str, str]:
+        # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
+        return {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ, **(self._task.get("env") or {})}
 
 
 # `python` tasks are not run here: the worker drives them in its pool children itself (pyslots.py).

@@ -213,8 +213,8 @@ class MasterLink:
                         self.register()
                 elif msg.code == "pending":
                     self._waiting_for_accept(msg)
-                else:
-                    logger.warning("master error %s: %s", msg.code, msg.message)
+                else:   # the answer to a request of the worker's (a project fetch), or news to log
+                    self._deliver(msg, now)
             else:
                 self._deliver(msg, now)
 

@@ -28,6 +28,7 @@ from ..model import TaskError
 from ..protocol import packb, unpackb
 from .failures import UNRESOLVED, judged_call
 from .proctree import describe_exit, kill_tree
+from .pyroot import CallRoot
 from .results import exception_error
 
 logger = logging.getLogger(__name__)
@@ -289,6 +290,7 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
     replies = _Replies(conn, send_lock)
     threading.Thread(target=_flush_forever, args=(out, err, replies), name="zmqgrid-flush", daemon=True).start()
     cache: dict[str, Any] = {}
+    in_copy = CallRoot()   # a project's call runs in its copy
     # This process runs nothing but calls: its streams are the forwarders for good, not per call.
     sys.stdout, sys.stderr = out, err
     while True:
@@ -298,15 +300,17 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
             return
         if message is None:
             return
-        for index, (function, args, kwargs) in enumerate(message[1]):
+        for index, (function, args, kwargs, *project) in enumerate(message[1]):
             if skip[index]:   # cancelled by the worker before it started
                 replies.add(("skipped", None, 0.0))
                 continue
+            root = project[0] if project else None
             # `started` before `current`: a worker that reads `current` first never pairs it with an older start.
             started.value = t0 = time.monotonic()
             current.value = index
             fn = UNRESOLVED
             try:
+                in_copy.enter(root, cache)
                 fn = _resolve(function, cache)
                 value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child
@@ -314,6 +318,8 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
                 status, value = "error", judged_call(exception_error(e), e, fn, args, kwargs).to_wire()
             else:
                 status = "ok"
+            finally:
+                in_copy.leave(root)
             if sys.stdout is not out or sys.stderr is not err:   # a callable swapped them: take them back
                 sys.stdout, sys.stderr = out, err
             out.flush()

@@ -21,6 +21,7 @@ from .inline import InlineCalls
 from .live import LiveOutput
 from .outbox import Outbox
 from .procrecord import ProcessRecord
+from .projects import ProjectGate
 from .pycalls import PyRun
 from .pyslots import FAST_CALL_S, PySlots
 from .results import AttemptResult
@@ -34,8 +35,9 @@ class Slots:
 
     def __init__(self, config: Config, *, record: ProcessRecord | None, watch: Callable[[int], None],
                  unwatch: Callable[[int], None], send: Callable[[Message], None], connected: Callable[[], bool],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], gate: ProjectGate) -> None:
         self.config = config
+        self.gate = gate   # tasks of a project wait there, holding no slot, until their copy is ready
         self.capacity = config.concurrent_tasks + config.prefetch   # slots plus prefetch: the credit it offers
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
@@ -65,13 +67,14 @@ class Slots:
         """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox), for a heartbeat."""
         with self.lock:
             return ([[tid, r.attempt] for tid, r in self.running.items()],
-                    [[t["id"], t["attempt"]] for t in self.held] + self.outbox.keys())
+                    [[t["id"], t["attempt"]] for t in self.held] + self.gate.keys() + self.outbox.keys())
 
     def holdings(self) -> tuple[int, list, list]:
         """(credit, [id, attempt] running or held, [id, attempt] in the outbox) for a Register, which states the
         credit absolutely: the slots freed since the last Results are counted in it."""
         with self.lock:
             owned = [[tid, r.attempt] for tid, r in self.running.items()] + [[t["id"], t["attempt"]] for t in self.held]
+            owned += self.gate.keys()
         self.outbox.freed = 0
         return max(0, self.capacity - len(owned)), owned, self.outbox.keys()
 
@@ -87,7 +90,7 @@ class Slots:
 
     def idle(self) -> bool:
         """Nothing held, running or unacknowledged."""
-        return not (self.held or self.running or self.outbox)
+        return not (self.held or self.running or self.outbox or self.gate.count())
 
     def unsettled(self) -> bool:
         """Something still runs or waits for the master's acknowledgement."""
@@ -116,8 +119,19 @@ class Slots:
 
     def take(self, msg: Tasks) -> None:
         self.outbox.ack(msg.acks)
+        runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add))   # refused: failed, Forbidden
         with self.lock:
-            self.held.extend(admit(msg.tasks, self.config, self.outbox.add))   # refused: failed, Forbidden
+            self.held.extend(runnable)
+
+    def release(self, tasks: list[dict]) -> None:
+        """Tasks whose project copy became ready: they wait for a slot as any other."""
+        with self.lock:
+            self.held.extend(tasks)
+
+    def active_ids(self) -> set[str]:
+        """Ids of the tasks held for a slot or running."""
+        with self.lock:
+            return {t["id"] for t in self.held} | set(self.running)
 
     def ack(self, keys: list) -> None:
         self.outbox.ack(keys)
@@ -227,6 +241,7 @@ class Slots:
         with self.lock:   # after the runs: a killed python batch gives its unfinished calls back to `held`
             dropped = [t for t in self.held if (t["id"], t["attempt"]) in wanted]
             self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
+        dropped += self.gate.drop(wanted)
         for task in dropped:
             self.outbox.add(AttemptResult.cancelled_before_start(task["id"], task["attempt"], reason))
 
@@ -241,6 +256,7 @@ class Slots:
         """Stop every attempt, held or running: each is reported as cancelled, so the master re-queues it."""
         with self.lock:
             keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
+        keys += [tuple(key) for key in self.gate.keys()]
         self.ended(self.pyslots.cancel_all(reason))
         self.kill(keys, reason)
 

@@ -16,12 +16,14 @@ import zmq
 
 from ..config import Config
 from ..errors import EXIT_KEY_REFUSED, EXIT_OK
-from ..protocol import Command, Message, RegisterAck, ResultAck, Results, Tasks
+from ..projects.messages import ProjectData
+from ..protocol import Command, Error, Message, RegisterAck, ResultAck, Results, Tasks
 from ..security import worker_curve
 from .commands import Commands
 from .link import MasterLink
 from .metrics import system_info
 from .orphans import ProcessGuard
+from .projects import ProjectGate
 from .slots import Slots
 
 logger = logging.getLogger(__name__)
@@ -51,9 +53,13 @@ class Worker:
                                holdings=lambda: self.slots.holdings(), owned=self.owned, deliver=self._deliver,
                                new_incarnation=lambda: self.commands.forget_applied(),
                                on_registered=self._registered, cut_off=self._cut_off)
+        self.projects = ProjectGate(config, send=self.link.send, connected=self.link.registered.is_set,
+                                    wake=self._wake, release=lambda tasks: self.slots.release(tasks),
+                                    fail=lambda results: self.slots.ended(results),
+                                    active_ids=lambda: self.slots.active_ids())
         self.slots = Slots(config, record=self.guard.record if self.guard is not None else None, watch=watch,
                            unwatch=unwatch, send=self.link.send, connected=self.link.registered.is_set,
-                           wake=self._wake)
+                           wake=self._wake, gate=self.projects)
         self.commands = Commands(config, reload_config, cancel=self.slots.kill, reloaded=self._reloaded)
 
     # ------------------------------------------------------------ lifecycle
@@ -75,6 +81,7 @@ class Worker:
         """Run until stopped; returns the exit code (EXIT_KEY_REFUSED when the master cut this worker's key off)."""
         self.poller.register(self._wake_r, zmq.POLLIN)
         self.slots.prepare()
+        self.projects.start()   # a download or unpacking a killed predecessor left half done goes first
         self.link.connect()
         self.link.register()
         logger.info("worker device=%s connecting to tcp://%s:%d concurrency=%d python_pool=%s", self.device_id,
@@ -92,6 +99,7 @@ class Worker:
                     break
                 slots.flush_output(now)
                 slots.collect_finished()
+                self.projects.tick(now)
                 slots.start_held()
                 slots.flush_results(now)
                 link.watch_master(now)
@@ -109,6 +117,7 @@ class Worker:
     def close(self) -> None:
         self.link.stop_heartbeats()
         self.slots.close()
+        self.projects.close()
         if self.guard is not None:   # after the attempts stopped: the reaper then finds nothing to kill
             self.guard.close()
         self.link.close()
@@ -146,18 +155,23 @@ class Worker:
     # ------------------------------------------------------------ wiring
 
     def _deliver(self, msg: Message, now: float) -> None:
-        """What the link does not answer itself: tasks, result acks and commands."""
+        """What the link does not answer itself: tasks, result acks, commands, project data and errors."""
         if isinstance(msg, Tasks):
             self.slots.take(msg)
         elif isinstance(msg, ResultAck):
             self.slots.ack(msg.keys)
         elif isinstance(msg, Command):
             self.commands.apply(msg)
+        elif isinstance(msg, ProjectData):
+            self.projects.on_data(msg)
+        elif isinstance(msg, Error) and not self.projects.on_error(msg):
+            logger.warning("master error %s: %s", msg.code, msg.message)
 
     def _registered(self, msg: RegisterAck) -> None:
         if msg.cancel:
             self.slots.kill(msg.cancel, "the master gave this task to another worker")
         self.slots.resend_all()   # everything not yet acknowledged goes to this master
+        self.projects.registered()   # and the project fetches it has not answered
         logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
                     len(self.slots.outbox), len(self.slots.running))
 

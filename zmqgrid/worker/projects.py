@@ -1,0 +1,305 @@
+"""Between the tasks a worker takes and its slots: a task of a project passes once its version has a good copy on
+this worker, and waits here (holding no slot) while the copy is checked or fetched (docs/architecture.md,
+Projects, "The worker's cache and environments")."""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import Config
+from ..model import TaskError, TaskState
+from ..projects.cache import Damaged, ProjectCache
+from ..projects.fetch import BadData, Download
+from ..projects.messages import ProjectData, ProjectFetch
+from ..protocol import Error
+from .results import AttemptResult
+
+logger = logging.getLogger(__name__)
+MIB = 1 << 20
+DOWNLOAD_TRIES = 3                                # downloads that did not match their version, then the tasks fail
+TRANSIENT = frozenset({"too_large", "unavailable"})   # the master's answers that mean "ask again later"
+_VERSION = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ProjectCopy:
+    """Where a task of a project runs: its version's copy, and the interpreter its script and calls use. A task
+    dict holds one under "_project", set here only (a value from the wire is plain data, never one of these)."""
+
+    root: str
+    python: str
+
+
+def interpreter_for(copy: Path, python_executable: str) -> str:
+    """The interpreter a copy's `script` tasks run with. The seam for project environments (docs/architecture.md,
+    Projects, "Environments"): a copy with a requirements.txt will get its virtualenv's python here; today every
+    copy runs with the worker's own `python_executable`."""
+    return python_executable
+
+
+class ProjectGate:
+    """`admit` passes the tasks that can run now and keeps the others until `release` can take them (or `fail`
+    their results). `on_data`/`on_error` take the master's answers; `tick` runs each loop turn."""
+
+    def __init__(self, config: Config, *, send: Callable[[ProjectFetch], None], connected: Callable[[], bool],
+                 wake: Callable[[], None], release: Callable[[list[dict]], None],
+                 fail: Callable[[list[AttemptResult]], None], active_ids: Callable[[], set[str]]) -> None:
+        self.config = config
+        # Absolute: a call chdirs into its copy, and the copy is first on its sys.path. One folder per device: the
+        # workers of a machine share a state_dir, and none may delete what another is writing or running.
+        folder = Path(config.state_dir).resolve() / "projects" / config.device_id.replace(":", "_")
+        self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
+        self._send, self._connected, self._wake = send, connected, wake
+        self._release, self._fail, self._active_ids = release, fail, active_ids
+        self.lock = threading.Lock()                # guards `waiting` for the heartbeat thread
+        self.waiting: dict[str, list[dict]] = {}    # version -> tasks waiting for its copy
+        self.good: set[str] = set()                 # versions whose copy was checked since this worker started
+        self.busy: dict[str, str] = {}              # version -> "verify", "download" or "install"
+        self.downloads: dict[str, Download] = {}
+        self.by_request: dict[int, str] = {}        # a G's req_id -> its version
+        self.tries: dict[str, int] = {}
+        self.released: dict[str, str] = {}          # task id -> the version it runs in (what pruning keeps)
+        self.req_ids = itertools.count(1)
+        self.jobs: ThreadPoolExecutor | None = None  # checking and unpacking, one at a time, off the loop
+        self.finished: queue.SimpleQueue = queue.SimpleQueue()
+
+    def start(self) -> None:
+        """At the worker's start: what a killed predecessor left half done goes."""
+        self.cache.clean()
+
+    def close(self) -> None:
+        for download in self.downloads.values():
+            download.close()
+        if self.jobs is not None:
+            self.jobs.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------ tasks
+
+    def admit(self, tasks: list[dict]) -> list[dict]:
+        """The tasks that may go to the slots now; those of a version without a good copy wait here."""
+        ready = []
+        for task in tasks:
+            task.pop("_project", None)
+            ref = task.get("project")
+            if not ref:
+                ready.append(task)
+                continue
+            version = str(ref).partition("@")[2]
+            if not _VERSION.fullmatch(version):
+                self._fail([_failed(task, f"project {str(ref)[:80]!r} names no full version", True)])
+                continue
+            if version in self.good and self.cache.has_copy(version):
+                ready.append(self._bind(task, version))
+                continue
+            with self.lock:
+                self.waiting.setdefault(version, []).append(task)
+            if version not in self.busy:
+                self._begin(version)
+        return ready
+
+    def keys(self) -> list[list]:
+        """[id, attempt] of the tasks waiting for a copy: held, for heartbeats and Registers."""
+        with self.lock:
+            return [[t["id"], t["attempt"]] for tasks in self.waiting.values() for t in tasks]
+
+    def count(self) -> int:
+        with self.lock:
+            return sum(len(tasks) for tasks in self.waiting.values())
+
+    def drop(self, wanted: set) -> list[dict]:
+        """Take out the waiting tasks whose (id, attempt) is in `wanted` (cancelled, or given to another worker)."""
+        dropped = []
+        with self.lock:
+            for version, tasks in self.waiting.items():
+                dropped += [t for t in tasks if (t["id"], t["attempt"]) in wanted]
+                self.waiting[version] = [t for t in tasks if (t["id"], t["attempt"]) not in wanted]
+        return dropped
+
+    def _bind(self, task: dict, version: str) -> dict:
+        root = self.cache.copy(version)
+        task["_project"] = ProjectCopy(str(root), interpreter_for(root, self.config.python_executable))
+        if task.get("kind") != "python":   # a relative cwd is taken inside the copy
+            cwd = task.get("cwd")
+            task["cwd"] = str(root / cwd) if cwd and not Path(cwd).is_absolute() else (cwd or str(root))
+        self.released[task["id"]] = version
+        self.cache.touch(version)   # what pruning orders by: the last use
+        return task
+
+    def _ready(self, version: str) -> None:
+        self.good.add(version)
+        with self.lock:
+            tasks = self.waiting.pop(version, [])
+        self.busy.pop(version, None)
+        self.tries.pop(version, None)
+        if tasks:
+            self._release([self._bind(task, version) for task in tasks])
+
+    def _give_up(self, version: str, why: str, permanent: bool) -> None:
+        """Every task waiting for `version` fails with `why`; its download, if any, is dropped."""
+        self._abort(version)
+        self.busy.pop(version, None)
+        self.tries.pop(version, None)
+        with self.lock:
+            tasks = self.waiting.pop(version, [])
+        if tasks:
+            logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
+            self._fail([_failed(task, why, permanent) for task in tasks])
+        else:   # its tasks were cancelled or given to another worker meanwhile: the master said so
+            logger.info("project version %s: download dropped, no task waits for it (%s)", version[:12], why)
+
+    # ------------------------------------------------------------ checking, downloading, unpacking
+
+    def _begin(self, version: str) -> None:
+        if self.cache.has_copy(version):
+            self._job(version, "verify", self.cache.verify)
+        else:
+            self._download(version)
+
+    def _job(self, version: str, what: str, work: Callable[[str], None]) -> None:
+        self.busy[version] = what
+        if self.jobs is None:
+            self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
+
+        def run() -> None:
+            try:
+                work(version)
+                self.finished.put((version, what, None))
+            except Exception as e:  # Damaged, or the disk (full, unwritable): the loop decides
+                self.finished.put((version, what, e))
+            self._wake()
+
+        self.jobs.submit(run)
+
+    def _download(self, version: str) -> None:
+        self.busy[version] = "download"
+        self.tries[version] = self.tries.get(version, 0) + 1
+        try:
+            # a Y must fit the DEALER's max_message_bytes with room to spare, or libzmq drops the connection
+            download = Download(version, self.cache.part(version), self.req_ids, self._ask,
+                                self.config.max_message_bytes // 2)
+        except OSError as e:
+            self._give_up(version, f"cannot write {self.cache.part(version)}: {e.strerror}", False)
+            return
+        self.downloads[version] = download
+        if self._connected():
+            download.pump(time.monotonic())
+
+    def _ask(self, msg: ProjectFetch) -> None:
+        self.by_request[msg.req_id] = msg.version
+        if self._connected():
+            self._send(msg)
+
+    def _abort(self, version: str) -> None:
+        download = self.downloads.pop(version, None)
+        if download is not None:
+            download.close()
+            for req_id in download.pending:
+                self.by_request.pop(req_id, None)
+            self.cache.part(version).unlink(missing_ok=True)
+
+    def on_data(self, msg: ProjectData) -> None:
+        version = self.by_request.pop(msg.req_id, None)
+        download = self.downloads.get(version) if version is not None else None
+        if download is None or msg.req_id not in download.pending or msg.version != version:
+            return   # an answer to a request asked again, or of a download dropped since
+        try:
+            download.take(msg)
+        except BadData as e:
+            logger.warning("project version %s: %s; downloading again", version[:12], e)
+            self._retry(version, str(e))
+            return
+        except OSError as e:
+            self._give_up(version, f"cannot write {download.path}: {e.strerror}", False)
+            return
+        if download.done:
+            download.close()
+            del self.downloads[version]
+            self._job(version, "install", self.cache.install)
+        else:
+            download.pump(time.monotonic())
+
+    def on_error(self, msg: Error) -> bool:
+        """An `E` answering one of our requests (True), or not ours (False)."""
+        version = self.by_request.get(msg.req_id)
+        if version is None:
+            return False
+        if msg.code in TRANSIENT:   # still pending: asked again after ASK_AGAIN_S
+            logger.info("project version %s: the master said %s (%s); asking again later", version[:12], msg.code,
+                        msg.message)
+            return True
+        self.by_request.pop(msg.req_id, None)
+        self._give_up(version, f"{self._named(version)} cannot be fetched from the master: {msg.message}", True)
+        return True
+
+    def _retry(self, version: str, why: str) -> None:
+        self._abort(version)
+        if self.tries.get(version, 0) >= DOWNLOAD_TRIES:
+            self._give_up(version, f"{self._named(version)}: {DOWNLOAD_TRIES} downloads in a row failed ({why})",
+                          True)
+        else:
+            self._download(version)
+
+    def _named(self, version: str) -> str:
+        with self.lock:
+            tasks = self.waiting.get(version) or [{}]
+        return f"project {tasks[0].get('project') or version[:12]}"
+
+    # ------------------------------------------------------------ the loop's turn
+
+    def tick(self, now: float) -> None:
+        """Take the jobs that ended; ask again what went unanswered too long."""
+        while not self.finished.empty():
+            self._job_ended(*self.finished.get_nowait())
+        if self.downloads and self._connected():
+            for download in list(self.downloads.values()):
+                download.ask_again(now)
+                download.pump(now)
+
+    def registered(self) -> None:
+        """Registered with a master (perhaps a new one): every unanswered request goes again."""
+        now = time.monotonic()
+        for download in list(self.downloads.values()):
+            download.ask_again(now, all_of_them=True)
+            download.pump(now)
+
+    def _job_ended(self, version: str, what: str, error: Exception | None) -> None:
+        if error is None:
+            if what == "install":
+                logger.info("project version %s unpacked into %s", version[:12], self.cache.copy(version))
+            self._ready(version)
+            if what == "install":
+                self._prune()
+        elif isinstance(error, Damaged) and what == "verify":
+            logger.warning("project copy %s is damaged (%s): deleted, fetching it again", version[:12], error)
+            self.cache.delete(version)
+            self._download(version)
+        elif isinstance(error, Damaged):
+            logger.warning("project version %s: %s", version[:12], error)
+            self._retry(version, str(error))
+        else:
+            logger.error("project version %s: %s failed: %s", version[:12], what, error)
+            self._give_up(version, f"{self._named(version)}: the worker could not {what} its copy ({error})", False)
+
+    def _prune(self) -> None:
+        """Past project_cache_mb: least recently used copies go, never one a task here holds or runs."""
+        active = self._active_ids()
+        self.released = {tid: v for tid, v in self.released.items() if tid in active}
+        with self.lock:
+            keep = set(self.released.values()) | set(self.waiting) | set(self.busy)
+        for version in self.cache.prune(keep):
+            self.good.discard(version)
+            logger.info("project copy %s deleted: the cache is over project_cache_mb (%d MiB)", version[:12],
+                        self.config.project_cache_mb)
+
+
+def _failed(task: dict, why: str, permanent: bool) -> AttemptResult:
+    return AttemptResult(task["id"], task["attempt"], TaskState.FAILED,
+                         error=TaskError("ProjectUnavailable", why, permanent=permanent))
