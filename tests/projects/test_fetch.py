@@ -301,3 +301,46 @@ def test_the_cli_runs_a_projects_script_on_every_worker_and_refuses_a_path_out_o
     assert missing["state"] == "failed" and missing["error"]["type"] == "StartError"
     assert "'tools/nothing.py' is not a file of project myspider@" in missing["error"]["message"]
     assert db_query(harness.db, "SELECT count(*) FROM attempts WHERE task_id = ?", (missing["id"],)) == [(1,)]
+
+
+# --- a project's Python environment, from its requirements.txt --------------------------------------------------
+
+def test_every_kind_runs_with_the_projects_environment_and_a_failed_build_fails_its_tasks_once(harness, tmp_path):
+    # Given a project whose requirements.txt names a wheel it ships (installed offline: --no-index)
+    from .test_envs import make_wheel
+    folder = project(tmp_path / "envspider", {
+        "requirements.txt": "--no-index\n./wheels/zgdemo-1.0-py3-none-any.whl\n",
+        "envspider/__init__.py": "", "envspider/use.py": "import zgdemo\n\ndef value():\n    return zgdemo.VALUE\n",
+        "show.py": "import sys, zgdemo\nprint(zgdemo.VALUE, sys.prefix != sys.base_prefix)\n"})
+    make_wheel(folder / "wheels", "zgdemo", "1.0", "VALUE = 'from the wheel'\n")
+    harness.start_master()
+    client = harness.client()
+    client.push_project(folder)
+    harness.start_worker("w1", concurrency=1)
+    harness.wait_online(client, "w1")
+
+    # When a shell, a script and a python task of it run
+    shell, script, call, plain = run_all(client, [
+        build_spec(shell='python -c "import zgdemo; print(zgdemo.VALUE)"', project="envspider"),
+        build_spec(script="show.py", project="envspider"),
+        build_spec(python="envspider.use:value", project="envspider"),
+        build_spec(shell='python -c "import zgdemo"')], timeout_s=120)
+
+    # Then each sees the wheel: the shell with the environment activated, the script with its interpreter, the
+    # call with its site-packages; a task without the project does not
+    assert [t["state"] for t in (shell, script, call)] == ["done"] * 3, (shell, script, call)
+    assert client.logs(shell["id"])["stdout"] == "from the wheel\n"
+    assert client.logs(script["id"])["stdout"] == "from the wheel True\n"
+    assert call["value"] == "from the wheel"
+    assert plain["state"] == "failed"
+    assert list((harness.dir / "state" / "envs").iterdir()), "the environment lives under state_dir/envs"
+
+    # When a version's requirement cannot be installed
+    project(folder, {"requirements.txt": "--no-index\nno-such-package-zmqgrid==1.0\n"})
+    client.push_project(folder)
+    failed = run_all(client, [build_spec(shell="true", project="envspider", retries=3)], timeout_s=120)[0]
+
+    # Then its task fails at once, not retried, saying why with the installer's words
+    assert failed["state"] == "failed" and failed["attempt"] == 1, failed
+    assert failed["error"]["type"] == "env_build_failed", failed["error"]
+    assert "no-such-package-zmqgrid" in failed["error"]["message"], failed["error"]

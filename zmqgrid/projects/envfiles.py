@@ -81,7 +81,7 @@ def worker_module_places() -> dict[str, str]:
     return places
 
 
-def _site_packages(env_dir: Path) -> Path:
+def site_packages(env_dir: Path) -> Path:
     found = sorted(env_dir.glob("lib/*/site-packages")) + sorted(env_dir.glob("Lib/site-packages"))
     if not found:
         raise OSError(f"no site-packages folder in {env_dir}")
@@ -89,7 +89,7 @@ def _site_packages(env_dir: Path) -> Path:
 
 
 def write_finder(env_dir: Path) -> None:
-    site = _site_packages(env_dir)
+    site = site_packages(env_dir)
     source = _FINDER_SOURCE.format(pth=FINDER_PTH, places=worker_module_places(), first=WORKER_FIRST,
                                    fallback=WORKER_FALLBACK)
     _write_if_changed(site / f"{FINDER_MODULE}.py", source)

@@ -4,10 +4,8 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +17,10 @@ from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses, describe_exit
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
-from .projects import ProjectCopy
+from .projects import copy_of
 from .pypool import CappedBuffer
 from .results import AttemptResult, cancel_error, timeout_error
+from .script_files import project_script, shipped_script
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +135,9 @@ class _ProcessRun(Run):
         return (command, True) if isinstance(command, str) else (list(command), False)
 
     def _env(self) -> dict[str, str] | None:
-        env = self._task.get("env")
+        env, copy = self._task.get("env"), copy_of(self._task)
+        if copy is not None and copy.env is not None:   # the project's environment, activated
+            return copy.environ({**os.environ, **(env or {})})
         return {**os.environ, **env} if env else None
 
     def _execute(self) -> AttemptResult:
@@ -289,45 +290,28 @@ class _ProcessRun(Run):
 
 class _ScriptRun(_ProcessRun):
     """The client's script text written to a fresh temp dir and run by the worker's python; or, in a project, the
-    project's file named by `filename`, run by the interpreter of its copy (worker.projects.interpreter_for)."""
+    project's file named by `filename`, run by the interpreter of its copy's environment (worker.projects)."""
 
     def _execute(self) -> AttemptResult:
-        copy = self._task.get("_project") if isinstance(self._task.get("_project"), ProjectCopy) else None
+        copy, task = copy_of(self._task), self._task
         python = copy.python if copy is not None else self._executor.python_executable
-        if copy is not None and self._task.get("source") is None:
-            return self._run_project_file(copy, python)
-        name = os.path.basename((self._task.get("filename") or "").replace("\\", "/"))
-        if name in ("", ".", ".."):
-            name = "script.py"
-        env = self._script_env()
+        if copy is not None and task.get("source") is None:
+            path = project_script(copy.root, task.get("filename"))
+            if path is None:
+                why = f"{task.get('filename')!r} is not a file of project {task.get('project')}"
+                return self._make(TaskState.FAILED, error=TaskError("StartError", why, permanent=True))
+            return self._run_process([python, path, *task.get("args", [])], False, self._script_env())
         try:
-            tmpdir = tempfile.mkdtemp(prefix="zmqgrid-script-")
-        except OSError as e:
-            return self._make(TaskState.FAILED, error=TaskError("StartError", f"cannot create a temp dir: {e}"))
-        try:
-            path = os.path.join(tmpdir, name)
-            try:
-                with open(path, "w", encoding="utf-8", newline="") as f:
-                    f.write(self._task["source"])
-            except OSError as e:
-                return self._make(TaskState.FAILED, error=TaskError("StartError", f"cannot write {path}: {e}"))
-            argv = [python, path, *self._task.get("args", [])]
-            return self._run_process(argv, False, env)
-        finally:
-            shutil.rmtree(tmpdir, onerror=lambda _, path, exc: logger.warning("task=%s: cannot remove %s: %s",
-                                                                             self.task_id, path, exc[1]))
-
-    def _run_project_file(self, copy: ProjectCopy, python: str) -> AttemptResult:
-        root, name = os.path.realpath(copy.root), self._task.get("filename")
-        path = os.path.realpath(os.path.join(root, str(name or "")))
-        if not path.startswith(root + os.sep) or not os.path.isfile(path):   # a link out, a folder, nothing
-            why = f"{name!r} is not a file of project {self._task.get('project')}"
-            return self._make(TaskState.FAILED, error=TaskError("StartError", why, permanent=True))
-        return self._run_process([python, path, *self._task.get("args", [])], False, self._script_env())
+            with shipped_script(self.task_id, task["source"], task.get("filename")) as path:
+                return self._run_process([python, path, *task.get("args", [])], False, self._script_env())
+        except OSError as e:   # the temp folder or the file: the process never started
+            return self._make(TaskState.FAILED, error=TaskError("StartError", str(e)))
 
     def _script_env(self) -> dict[str, str]:
         # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
-        return {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ, **(self._task.get("env") or {})}
+        env = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ, **(self._task.get("env") or {})}
+        copy = copy_of(self._task)
+        return copy.environ(env) if copy is not None else env
 
 
 # `python` tasks are not run here: the worker drives them in its pool children itself (pyslots.py).

@@ -7,6 +7,7 @@ import itertools
 import logging
 import queue
 import re
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from typing import Callable
 from ..config import Config
 from ..model import TaskError, TaskState
 from ..projects.cache import Damaged, ProjectCache
+from ..projects.envfiles import site_packages
+from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
 from ..protocol import Error
@@ -31,18 +34,36 @@ _VERSION = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ProjectCopy:
-    """Where a task of a project runs: its version's copy, and the interpreter its script and calls use. A task
-    dict holds one under "_project", set here only (a value from the wire is plain data, never one of these)."""
+    """Where a task of a project runs: its version's copy, the interpreter its scripts use, and its environment
+    (None: the worker's own packages). A task dict holds one under "_project", set here only (a value from the wire
+    is plain data, never one of these)."""
 
     root: str
     python: str
+    env: EnvResult | None = None
+
+    def environ(self, base: dict[str, str]) -> dict[str, str]:
+        """`base` with the copy's environment activated (shell and script tasks)."""
+        return self.env.environ(base) if self.env is not None else base
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The environment's site-packages, which a python call of the copy sees first after the copy itself:
+        only when it was built for the Python the worker's pool children run (its folder names that version)."""
+        if self.env is None or self.env.env_dir is None:
+            return ()
+        site = site_packages(self.env.env_dir)
+        return (str(site),) if f"python{sys.version_info[0]}.{sys.version_info[1]}" in site.parts else ()
 
 
-def interpreter_for(copy: Path, python_executable: str) -> str:
-    """The interpreter a copy's `script` tasks run with. The seam for project environments (docs/architecture.md,
-    Projects, "Environments"): a copy with a requirements.txt will get its virtualenv's python here; today every
-    copy runs with the worker's own `python_executable`."""
-    return python_executable
+def copy_of(task: dict) -> ProjectCopy | None:
+    """The copy a task runs in, as the gate bound it (None: not a task of a project)."""
+    copy = task.get("_project")
+    return copy if isinstance(copy, ProjectCopy) else None
+
+
+class EnvFailed(Exception):
+    """A copy's environment could not be built: its tasks fail with the installer's reason."""
 
 
 class ProjectGate:
@@ -57,6 +78,9 @@ class ProjectGate:
         # workers of a machine share a state_dir, and none may delete what another is writing or running.
         folder = Path(config.state_dir).resolve() / "projects" / config.device_id.replace(":", "_")
         self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
+        # Shared by the workers of a machine (a lock per environment): one build serves them all.
+        self.envs = Environments(Path(config.state_dir).resolve() / "envs", python=config.python_executable)
+        self.env_of: dict[str, EnvResult] = {}      # version -> the environment its copy runs with
         self._send, self._connected, self._wake = send, connected, wake
         self._release, self._fail, self._active_ids = release, fail, active_ids
         self.lock = threading.Lock()                # guards `waiting` for the heartbeat thread
@@ -74,6 +98,7 @@ class ProjectGate:
     def start(self) -> None:
         """At the worker's start: what a killed predecessor left half done goes."""
         self.cache.clean()
+        self.envs.end_leftover_installers()
 
     def close(self) -> None:
         for download in self.downloads.values():
@@ -124,8 +149,11 @@ class ProjectGate:
         return dropped
 
     def _bind(self, task: dict, version: str) -> dict:
-        root = self.cache.copy(version)
-        task["_project"] = ProjectCopy(str(root), interpreter_for(root, self.config.python_executable))
+        root, env = self.cache.copy(version), self.env_of.get(version)
+        if env is None or env.env_dir is None:   # no requirements.txt: the worker's interpreter and packages
+            task["_project"] = ProjectCopy(str(root), self.config.python_executable)
+        else:
+            task["_project"] = ProjectCopy(str(root), str(env.python), env)
         if task.get("kind") != "python":   # a relative cwd is taken inside the copy
             cwd = task.get("cwd")
             task["cwd"] = str(root / cwd) if cwd and not Path(cwd).is_absolute() else (cwd or str(root))
@@ -142,7 +170,7 @@ class ProjectGate:
         if tasks:
             self._release([self._bind(task, version) for task in tasks])
 
-    def _give_up(self, version: str, why: str, permanent: bool) -> None:
+    def _give_up(self, version: str, why: str, permanent: bool, kind: str = "ProjectUnavailable") -> None:
         """Every task waiting for `version` fails with `why`; its download, if any, is dropped."""
         self._abort(version)
         self.busy.pop(version, None)
@@ -151,7 +179,7 @@ class ProjectGate:
             tasks = self.waiting.pop(version, [])
         if tasks:
             logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
-            self._fail([_failed(task, why, permanent) for task in tasks])
+            self._fail([_failed(task, why, permanent, kind) for task in tasks])
         else:   # its tasks were cancelled or given to another worker meanwhile: the master said so
             logger.info("project version %s: download dropped, no task waits for it (%s)", version[:12], why)
 
@@ -270,13 +298,28 @@ class ProjectGate:
             download.ask_again(now, all_of_them=True)
             download.pump(now)
 
+    def _environment(self, version: str) -> None:
+        """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes)."""
+        env = self.envs.for_copy(self.cache.copy(version))
+        if not env.ok:
+            raise EnvFailed(env.error_text())
+        self.env_of[version] = env
+
     def _job_ended(self, version: str, what: str, error: Exception | None) -> None:
-        if error is None:
+        if error is None and what != "environment":
             if what == "install":
                 logger.info("project version %s unpacked into %s", version[:12], self.cache.copy(version))
-            self._ready(version)
-            if what == "install":
                 self._prune()
+            self._job(version, "environment", self._environment)
+        elif error is None:
+            env = self.env_of[version]
+            if env.built:
+                logger.info("project version %s: environment built in %.1fs at %s", version[:12], env.build_s,
+                            env.env_dir)
+            self._ready(version)
+        elif isinstance(error, EnvFailed):
+            self._give_up(version, f"{self._named(version)}: its environment could not be built: {error}", True,
+                          "env_build_failed")
         elif isinstance(error, Damaged) and what == "verify":
             logger.warning("project copy %s is damaged (%s): deleted, fetching it again", version[:12], error)
             self.cache.delete(version)
@@ -300,6 +343,5 @@ class ProjectGate:
                         self.config.project_cache_mb)
 
 
-def _failed(task: dict, why: str, permanent: bool) -> AttemptResult:
-    return AttemptResult(task["id"], task["attempt"], TaskState.FAILED,
-                         error=TaskError("ProjectUnavailable", why, permanent=permanent))
+def _failed(task: dict, why: str, permanent: bool, kind: str = "ProjectUnavailable") -> AttemptResult:
+    return AttemptResult(task["id"], task["attempt"], TaskState.FAILED, error=TaskError(kind, why, permanent=permanent))

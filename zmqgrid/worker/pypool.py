@@ -304,13 +304,13 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
             if skip[index]:   # cancelled by the worker before it started
                 replies.add(("skipped", None, 0.0))
                 continue
-            root = project[0] if project else None
+            root, sites = (project[0], tuple(project[1])) if len(project) == 2 else (None, ())
             # `started` before `current`: a worker that reads `current` first never pairs it with an older start.
             started.value = t0 = time.monotonic()
             current.value = index
             fn = UNRESOLVED
             try:
-                in_copy.enter(root, cache)
+                in_copy.enter(root, sites, cache)
                 fn = _resolve(function, cache)
                 value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child

@@ -19,7 +19,7 @@ from ..config import Config
 from ..model import TaskError, TaskState
 from ..protocol import packb, unpackb
 from .priority import lower_priority
-from .projects import ProjectCopy
+from .projects import copy_of
 from .pycalls import Batch, Call, OutputCallback
 from .pypool import MAX_BATCH, _Child, _died
 from .results import AttemptResult, cancel_error, timeout_error
@@ -161,7 +161,7 @@ class PySlots:
         child.skip[:] = bytes(MAX_BATCH)
         try:
             child.conn.send_bytes(packb(("calls", [(c.task["function"], c.task.get("args") or [],
-                                                    c.task.get("kwargs") or {}, _root(c.task)) for c in calls])))
+                                                    c.task.get("kwargs") or {}, *_in_copy(c.task)) for c in calls])))
         except OSError as e:
             self._discard(child, 0.0)
             return [c.result(TaskState.FAILED, 0.0, error=TaskError("WorkerChildDied", f"cannot send the call: {e}"))
@@ -362,7 +362,8 @@ class PySlots:
         self.idle = []
 
 
-def _root(task: dict) -> str | None:
-    """The project copy a call runs in (its folder first on the child's sys.path, and its working directory)."""
-    copy = task.get("_project")
-    return copy.root if isinstance(copy, ProjectCopy) else None
+def _in_copy(task: dict) -> tuple[str | None, tuple[str, ...]]:
+    """The project copy a call runs in (its folder first on the child's sys.path, and its working directory), and
+    its environment's site-packages (next on sys.path)."""
+    copy = copy_of(task)
+    return (copy.root, copy.sites) if copy is not None else (None, ())
