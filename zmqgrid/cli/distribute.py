@@ -12,8 +12,9 @@ import psutil
 from ..client import Client
 from ..config import MODES, PYTHON_POOLS, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
+from ..health import assess
 from ..logs import configure_logging
-from ..model import TASK_KINDS, DeviceState
+from ..model import TASK_KINDS
 from ..security import client_curve
 from ..transport import Curve
 from . import hints
@@ -106,10 +107,8 @@ def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve 
         return EXIT_UNREACHABLE
     finally:
         client.close()
-    online = report["devices"].get(DeviceState.ONLINE, 0) + report["devices"].get(DeviceState.DRAINING, 0)
-    problems = (["no worker online"] if not online else []) + \
-        ([f"{report['stuck_tasks']} queued task(s) no online worker can take"] if report["stuck_tasks"] else [])
-    report.update(state="degraded" if problems else "healthy", problems=problems, master=master_url)
+    report = assess(report, master_url)
+    problems = report["problems"]
     if as_json:
         emit_json(report)
     else:

@@ -1,0 +1,136 @@
+"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's answers."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..errors import MasterUnavailable
+from ..model import DeviceState
+from .routing import SETTINGS, UPSTREAM, Role, add
+
+DEVICE_FIGURES = (("cpu_percent", "device_cpu_percent", "CPU use of the device's machine, percent"),
+                  ("memory_percent", "device_memory_percent", "memory use of the device's machine, percent"),
+                  ("disk_percent", "device_disk_percent", "disk use of the device's machine, percent"))
+
+
+@dataclass
+class Reading:
+    """The master's `status` and `devices` at one moment (`at`, monotonic); `up` False when it did not answer."""
+
+    status: dict = field(default_factory=dict)
+    devices: list = field(default_factory=list)
+    up: bool = False
+    at: float = float("-inf")
+
+
+class ClusterCollector(Collector):
+    """Yields the metric families of the latest Reading (prometheus-client calls `collect` at each render)."""
+
+    def __init__(self) -> None:
+        self.reading = Reading()
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.reading
+        yield _gauge("master_up", "1 when the master answered the gateway's last query, else 0", value=int(r.up))
+        if not r.up:
+            return
+        s = r.status
+        info = GaugeMetricFamily("zmqgrid_master_info", "the master's incarnation (changes at each start)",
+                                 labels=["incarnation"])
+        info.add_metric([str(s.get("incarnation", ""))], 1)
+        yield info
+        yield _gauge("master_uptime_seconds", "seconds since the master started", value=s.get("uptime_s", 0))
+        yield _by_label("tasks", "tasks in the ledger by state", "state", s.get("tasks", {}))
+        yield _by_label("tasks_finished_last_hour", "tasks that ended in the last hour, by state", "state",
+                        s.get("last_hour", {}))
+        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=s.get("tasks", {}).get("queued", 0))
+        yield _gauge("stuck_tasks", "queued tasks no online worker can take", value=s.get("stuck_tasks", 0))
+        yield _by_label("devices", "devices by state", "state", s.get("devices", {}))
+        events = CounterMetricFamily("zmqgrid_events", "the master's own counts since it started", labels=["event"])
+        for event, count in sorted((s.get("counters") or {}).items()):
+            events.add_metric([str(event)], _number(count) or 0)
+        yield events
+        yield _counter("bad_messages", "messages the master could not decode, since it started", s.get("bad_messages", 0))
+        yield _counter("refused_messages", "messages the master refused (keys, roles), since it started",
+                       s.get("refused_messages", 0))
+        yield from self._devices(r.devices)
+
+    def _devices(self, rows: list) -> Iterator[Metric]:
+        up = GaugeMetricFamily("zmqgrid_device_up", "1 when the device is online or draining", labels=["device"])
+        running = GaugeMetricFamily("zmqgrid_device_running_tasks", "tasks running on the device", labels=["device"])
+        slots = GaugeMetricFamily("zmqgrid_device_concurrency", "tasks the device runs at once", labels=["device"])
+        figures = {key: GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=["device"]) for key, name, doc in DEVICE_FIGURES}
+        for row in rows:
+            device = [str(row.get("device_id"))]
+            live = row.get("state") in (DeviceState.ONLINE, DeviceState.DRAINING)
+            up.add_metric(device, int(live))
+            running.add_metric(device, _number(row.get("running")) or 0)
+            slots.add_metric(device, _number(row.get("concurrency")) or 0)
+            metrics = row.get("metrics") if live and isinstance(row.get("metrics"), dict) else {}
+            for key, family in figures.items():   # an offline device's last figures are not live: none is given
+                value = _number(metrics.get(key))
+                if value is not None:
+                    family.add_metric(device, value)
+        yield from (up, running, slots, *figures.values())
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"zmqgrid_{name}", doc, value=_number(value) or 0)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"zmqgrid_{name}", doc, value=_number(value) or 0)
+
+
+def _by_label(name: str, doc: str, label: str, counts: dict) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([str(key)], _number(count) or 0)
+    return family
+
+
+class Metrics:
+    """The registry and the reading behind it, refreshed at most once per `max_age_s` whatever the scrapers."""
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self.collector = ClusterCollector()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self.lock = asyncio.Lock()
+
+    async def refresh(self, upstream) -> None:
+        async with self.lock:   # scrapes that come together share one pair of queries
+            if time.monotonic() - self.collector.reading.at < self.max_age_s:
+                return
+            try:
+                status, devices = await upstream.call(lambda c: (c.status(), c.devices()))
+                self.collector.reading = Reading(status, devices, True, time.monotonic())
+            except MasterUnavailable:
+                self.collector.reading = Reading(at=time.monotonic())
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[METRICS]
+    await state.refresh(request.app[UPSTREAM])
+    return web.Response(body=generate_latest(state.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app[METRICS] = Metrics(app[SETTINGS].metrics_max_age_s)
+    add(app, "GET", "/metrics", Role.READ, metrics, "The cluster in Prometheus text format",
+        content="text/plain")
