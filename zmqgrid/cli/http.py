@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import click
 import psutil
 
 from ..config import Config
+from ..errors import UsageError
 from ..logs import configure_logging
-from ..security import client_curve
+from ..security import client_curve, secured
 from .common import client_config
 from .render import emit_json, table, when
 
@@ -137,3 +141,40 @@ def revoke_token(name: str, config_path: str | None, tokens_file: str | None) ->
     """Remove a token; a running gateway refuses it from its next request.  Example: python main.py http tokens revoke grafana"""
     found = _store(config_path, tokens_file).revoke(name)
     click.echo(f"revoked token {found.name!r} ({found.role})")
+
+
+def start_gateway(config: Config, port: int, host: str = "127.0.0.1") -> subprocess.Popen:
+    """`http` for a standalone cluster's master, as a child process (never a thread of the process that runs the
+    master loop); it stops when this process is gone. Returns once it answers /healthz, or raises UsageError."""
+    cmd = [sys.executable, "-m", "zmqgrid", "http", "--port", str(port), "--host", host, "--master", config.master_url,
+           "--parent-pid", str(os.getpid()), "--log-level", config.log_level]
+    if config.log_file:
+        log = Path(config.log_file)
+        cmd += ["--log-file", str(log.with_name(f"{log.stem}-http{log.suffix}"))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")) if p))
+    if secured(config):
+        env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=config.keys_dir)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UsageError(f"the http gateway on port {port} exited with {proc.returncode}",
+                             "see its error above, or pick another --http port")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    stop_gateway(proc)
+    raise UsageError(f"the http gateway on port {port} did not answer within 20 s", "see its log file")
+
+
+def stop_gateway(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
