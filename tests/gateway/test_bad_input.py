@@ -43,6 +43,8 @@ def test_unknown_fields_and_query_parameters_are_a_400(served):
     assert "colour" in error(served.call("GET", f"{API}/tasks?colour=red", "read"), 400)
     assert "state" in error(served.call("GET", f"{API}/tasks?state=sleeping", "read"), 400)
     assert "limit" in error(served.call("GET", f"{API}/tasks?limit=0", "read"), 400)
+    assert "not an integer" in error(served.call("GET", f"{API}/tasks/stats?window_s=soon", "read"), 400)
+    assert "follow" in error(served.call("GET", f"{API}/tasks/nosuchtask/logs?follow=yes", "read"), 400)
 
 
 def test_a_script_path_is_refused_the_gateway_reads_no_file_for_a_caller(served):

@@ -86,3 +86,24 @@ def test_a_master_that_is_down_gives_503_while_healthz_answers_and_metrics_say_i
         if gateway is not None:
             gateway.stop()
         h.stop()
+
+
+def test_with_metrics_refresh_a_scrape_is_served_from_the_background_reading_and_sees_the_master_go(tmp_path):
+    h = Harness(tmp_path)
+    gateway = None
+    try:
+        h.start_master()
+        gateway = Gateway(h, tmp_path / "no-tokens.json", "--metrics-refresh", "0.2", "--master-timeout", "0.5")
+        incarnation = h.client().status()["incarnation"]
+        first = wait_until(lambda: scrape(gateway).get("zmqgrid_master_info"), 10, "a background reading")
+        assert first == {(("incarnation", incarnation),): 1}
+        h.kill(h.master, signal.SIGKILL)
+        wait_until(lambda: scrape(gateway) == {"zmqgrid_master_up": {(): 0.0}}, 20, "master_up 0 with no master")
+        h.start_master()
+        again = h.client().status()["incarnation"]
+        wait_until(lambda: scrape(gateway).get("zmqgrid_master_info") == {(("incarnation", again),): 1}, 20,
+                   "the new master's incarnation")
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        h.stop()

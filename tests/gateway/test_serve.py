@@ -124,3 +124,17 @@ def test_a_gateway_with_a_client_key_reads_and_submits_but_never_cancels_for_an_
         if gateway is not None:
             gateway.stop()
         h.stop()
+
+
+def test_token_commands_refuse_a_bad_name_a_duplicate_and_an_unknown_token_in_one_line(tmp_path):
+    store = str(tmp_path / "tokens.json")
+    bad = run_cli("http", "tokens", "create", "bad name", "--tokens", store, cwd=tmp_path)
+    assert bad.returncode == 3 and bad.stderr.startswith("error: token name 'bad name' is not allowed"), bad.stderr
+    assert run_cli("http", "tokens", "create", "ops", "--tokens", store, cwd=tmp_path).returncode == 0
+    twice = run_cli("http", "tokens", "create", "ops", "--tokens", store, cwd=tmp_path)
+    assert twice.returncode == 3 and "exists" in twice.stderr and "http tokens revoke ops" in twice.stderr
+    unknown = run_cli("http", "tokens", "revoke", "nobody", "--tokens", store, cwd=tmp_path)
+    assert unknown.returncode == 3 and unknown.stderr.strip() == \
+        "error: no token named 'nobody'; list them with: python main.py http tokens list"
+    for done in (bad, twice, unknown):
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -49,6 +49,9 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 @click.option("--keyfile", type=click.Path(dir_okay=False), help="The private key of --certfile.")
 @click.option("--max-body-kb", type=click.IntRange(1, 1 << 20), default=4096, show_default=True,
               help="Largest request body accepted (413 past it).")
+@click.option("--metrics-refresh", "metrics_refresh_s", type=click.FloatRange(0, 3600), default=0, show_default=True,
+              metavar="S", help="Read the master for /metrics every S seconds in the background, so a scrape never "
+                                "waits on it (0: when scraped, at most once a second).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True, help="Log records from this level up.")
 @click.option("--log-file", help="Log file [the master config's log_file].")
@@ -56,7 +59,8 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 @click.pass_context
 def http(ctx: click.Context, port: int, host: str, master_url: str | None, config_path: str | None,
          tokens_file: str | None, timeout_s: float, insecure: bool, certfile: str | None, keyfile: str | None,
-         max_body_kb: int, log_level: str, log_file: str | None, parent_pid: int | None) -> None:
+         max_body_kb: int, metrics_refresh_s: float, log_level: str, log_file: str | None,
+         parent_pid: int | None) -> None:
     """Serve the HTTP gateway: the JSON API under /api/distribution, /metrics, /healthz and /readyz.
 
     \b
@@ -77,7 +81,7 @@ def http(ctx: click.Context, port: int, host: str, master_url: str | None, confi
     settings = GatewaySettings(master_url=config.master_url, host=host, port=port,
                                tokens_path=tokens_path(config, tokens_file), curve=client_curve(config),
                                master_timeout_s=timeout_s, max_body_bytes=max_body_kb * 1024, insecure=insecure,
-                               certfile=certfile, keyfile=keyfile)
+                               certfile=certfile, keyfile=keyfile, metrics_refresh_s=metrics_refresh_s)
     if parent_pid:
         _stop_with_parent(parent_pid)
     run(settings)

@@ -2,15 +2,14 @@
 "HTTP gateway", Errors)."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from .routing import SETTINGS
-from ..errors import (AmbiguousTaskId, LimitExceeded, MasterUnavailable, ProjectNotFound, RemoteError,
-                      ScheduleNotFound, TaskNotFound, ZmqgridError)
+from ..errors import (AmbiguousTaskId, LimitExceeded, MasterUnavailable, ProjectNotFound, ScheduleNotFound,
+                      TaskNotFound, ZmqgridError)
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +42,7 @@ def status_of(error: ZmqgridError) -> int:
         return 409
     if isinstance(error, LimitExceeded):
         return 413
-    if isinstance(error, RemoteError):
-        return STATUS_OF_CODE.get(error.code, 400)
-    return STATUS_OF_CODE.get(error.code, 400)
+    return STATUS_OF_CODE.get(error.code, 400)   # a RemoteError keeps the master's code
 
 
 def hint_of(error: ZmqgridError, status: int) -> str:
@@ -93,8 +90,6 @@ async def errors_middleware(request: web.Request,
             message = e.reason or "request failed"
         headers = {k: v for k, v in e.headers.items() if k in ("Allow", "WWW-Authenticate")}
         return error_response(e.status, message, _http_exception_hint(e.status), headers)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return error_response(400, f"the body is not JSON ({e})", "send one JSON object or a list of them")
     except Exception:
         logger.exception("request failed method=%s path=%s", request.method, request.path)
         return error_response(500, "internal error", "see the gateway's log")

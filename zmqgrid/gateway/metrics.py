@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -14,6 +15,8 @@ from prometheus_client.registry import Collector
 from ..errors import MasterUnavailable
 from ..model import DeviceState
 from .routing import SETTINGS, UPSTREAM, Role, add
+
+logger = logging.getLogger(__name__)
 
 DEVICE_FIGURES = (("cpu_percent", "device_cpu_percent", "CPU use of the device's machine, percent"),
                   ("memory_percent", "device_memory_percent", "memory use of the device's machine, percent"),
@@ -101,12 +104,19 @@ def _by_label(name: str, doc: str, label: str, counts: dict) -> GaugeMetricFamil
 
 
 class Metrics:
-    """The registry, the reading behind it and its rendered text, refreshed at most once per `max_age_s` whatever
-    the scrapers. Rendering 1,000 devices' samples takes prometheus-client tens of ms, so it is done once per
-    reading, on a pool thread with the queries (never on the event loop, which serves the other requests)."""
+    """The registry, the reading behind it and its rendered text. Rendering 1,000 devices' samples takes
+    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the queries (never on the
+    event loop, which serves the other requests).
 
-    def __init__(self, max_age_s: float) -> None:
+    On demand (`refresh_s` 0): a scrape asks the master when the last reading is `max_age_s` old or more, so the
+    master answers one pair of queries per scrape interval whatever the number of scrapers. In the background
+    (`refresh_s` > 0): a reading is taken every `refresh_s` from the gateway's start and a scrape never waits on the
+    master (its figures are up to `refresh_s` plus one reading old), at one pair of queries per `refresh_s`.
+    """
+
+    def __init__(self, max_age_s: float, refresh_s: float = 0.0) -> None:
         self.max_age_s = max_age_s
+        self.refresh_s = refresh_s
         self.collector = ClusterCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -124,7 +134,10 @@ class Metrics:
         return self.body
 
     async def text(self, upstream) -> bytes:
-        """The exposition text of a reading at most `max_age_s` old."""
+        """The exposition text of the latest reading: in the background mode the one at hand (once there is one),
+        else one at most `max_age_s` old."""
+        if self.refresh_s > 0 and self.body:
+            return self.body
         async with self.lock:   # scrapes that come together share one reading
             if time.monotonic() - self.collector.reading.at >= self.max_age_s:
                 try:
@@ -134,7 +147,21 @@ class Metrics:
             return self.body
 
 
+    async def keep_fresh(self, upstream) -> None:
+        """The background mode's loop: a reading every `refresh_s` until cancelled."""
+        while True:
+            async with self.lock:
+                try:
+                    await upstream.call(self._read_and_render)
+                except MasterUnavailable:
+                    pass
+                except Exception:
+                    logger.exception("reading the master for /metrics failed")
+            await asyncio.sleep(self.refresh_s)
+
+
 METRICS = web.AppKey("metrics", Metrics)
+REFRESHER = web.AppKey("metrics_refresher", asyncio.Task)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -142,7 +169,23 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _start_refresher(app: web.Application) -> None:
+    app[REFRESHER] = asyncio.get_running_loop().create_task(app[METRICS].keep_fresh(app[UPSTREAM]))
+
+
+async def _stop_refresher(app: web.Application) -> None:
+    app[REFRESHER].cancel()
+    try:
+        await app[REFRESHER]
+    except asyncio.CancelledError:
+        pass
+
+
 def add_routes(app: web.Application) -> None:
-    app[METRICS] = Metrics(app[SETTINGS].metrics_max_age_s)
+    settings = app[SETTINGS]
+    app[METRICS] = Metrics(settings.metrics_max_age_s, settings.metrics_refresh_s)
+    if settings.metrics_refresh_s > 0:
+        app.on_startup.append(_start_refresher)
+        app.on_cleanup.insert(0, _stop_refresher)   # before the Upstream's threads are closed
     add(app, "GET", "/metrics", Role.READ, metrics, "The cluster in Prometheus text format",
         content="text/plain")

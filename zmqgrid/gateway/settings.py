@@ -29,6 +29,8 @@ class GatewaySettings:
     keyfile: str | None = None
     metrics_max_age_s: float = 1.0
     """A scrape within this long of the last one is answered from the same master answers."""
+    metrics_refresh_s: float = 0.0
+    """> 0: read the master for /metrics every this many seconds in the background, so a scrape never waits on it."""
     max_followers: int = 64
     """Server-sent event streams of task output open at once (each holds a thread and polls the master)."""
     client_threads: int = 4
