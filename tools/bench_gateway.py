@@ -14,9 +14,11 @@ What it does, all on 127.0.0.1, in a temporary folder removed afterwards (kept o
    scrapes more than `metrics_max_age_s` (1 s) apart, so each makes the gateway ask the master for `status` and
    `devices`; "warm" scrapes back to back, served from the gateway's last answers. Parses the last body with
    prometheus-client's parser (families, samples). For scale, times the two master queries alone through
-   `zmqgrid.Client`.
+   `zmqgrid.Client`, and prometheus-client's rendering of their answers in this process.
+5. Starts a second gateway with `--metrics-refresh` (`--refresh`, 2 s) and times scrapes 1.1 s apart: each is
+   served from the background reading.
 
-Every process it starts is stopped by its PID; the run is bounded by `--deadline`. Target: a scrape <= 100 ms.
+Every process it starts is stopped by its PID; the run is bounded by `--deadline`. Target: a scrape <= 100 ms (p95).
 """
 from __future__ import annotations
 
@@ -91,11 +93,7 @@ def run(a: argparse.Namespace, tmp: Path) -> dict:
         collector = Metrics(1.0)
         collector.collector.reading = Reading(c.status(), c.devices(), True, time.monotonic())
         result["render_alone"] = figures([_timed(lambda: generate_latest(collector.registry)) for _ in range(a.scrapes)])
-    port = free_port_block(1)
-    gateway = spawn([sys.executable, "-m", "zmqgrid", "http", "--port", str(port), "--master", master.url,
-                     "--tokens", str(tmp / "no-tokens.json"), "--log-file", str(tmp / "gateway.log")],
-                    cwd=tmp, env=env, log=tmp / "gateway.out")
-    poll(lambda: _answers(port), 30, "the gateway to answer", 0.1)
+    port, gateway = start_gateway(master.url, tmp, env, "on-demand")
     progress(f"{a.scrapes} cold scrapes (1.1 s apart), then {a.scrapes} warm ones ...")
     cold = []
     body = b""
@@ -104,17 +102,52 @@ def run(a: argparse.Namespace, tmp: Path) -> dict:
         ms, body = scrape(port)
         cold.append(ms)
     warm = [scrape(port)[0] for _ in range(a.scrapes)]
+    stop_process(gateway)
+    result["inside_gateway"] = inside(tmp / "gateway-on-demand.log")
+    port, gateway = start_gateway(master.url, tmp, env, "background", "--metrics-refresh", str(a.refresh))
+    progress(f"{a.scrapes} scrapes 1.1 s apart of a gateway with --metrics-refresh {a.refresh:g} ...")
+    time.sleep(a.refresh + 1)
+    background = []
+    for _ in range(a.scrapes):
+        time.sleep(1.1)
+        background.append(scrape(port)[0])
+    stop_process(gateway)
+    result["scrape_background"] = figures(background)
     families = list(text_string_to_metric_families(body.decode()))
     result["scrape_cold"] = figures(cold)
     result["scrape_warm"] = figures(warm)
     result["body_bytes"] = len(body)
     result["families"] = len(families)
     result["samples"] = sum(len(f.samples) for f in families)
-    result["target_met"] = result["scrape_cold"]["p95_ms"] <= TARGET_MS
+    result["target_met"] = {"on_demand": result["scrape_cold"]["p95_ms"] <= TARGET_MS,
+                            "background": result["scrape_background"]["p95_ms"] <= TARGET_MS}
     result["load_average"] = [round(x, 1) for x in os.getloadavg()]   # the machine is shared: say how busy it was
-    stop_process(gateway)
     master.stop()
     return result
+
+
+def start_gateway(master_url: str, tmp: Path, env: dict, name: str, *extra: str):
+    """The real gateway (no token: loopback) as a child process, once it answers; (its port, the process)."""
+    port = free_port_block(1)
+    proc = spawn([sys.executable, "-m", "zmqgrid", "http", "--port", str(port), "--master", master_url,
+                  "--tokens", str(tmp / "no-tokens.json"), "--log-file", str(tmp / f"gateway-{name}.log"),
+                  "--log-level", "DEBUG", *extra],
+                 cwd=tmp, env=env, log=tmp / f"gateway-{name}.out")
+    poll(lambda: _answers(port), 30, "the gateway to answer", 0.1)
+    return port, proc
+
+
+def inside(log: Path) -> dict:
+    """The parts of each cold reading as the gateway timed them (its DEBUG lines): the master's `status` and
+    `devices` answers as its Client waited for them, and the rendering."""
+    parts: dict[str, list[float]] = {"status_ms": [], "devices_ms": [], "render_ms": []}
+    for line in log.read_text().splitlines():
+        if "metrics reading " in line:
+            for word in line.split():
+                key, _, value = word.partition("=")
+                if key in parts:
+                    parts[key].append(float(value))
+    return {key: figures(values) for key, values in parts.items() if values}
 
 
 def _timed(fn) -> float:
@@ -138,12 +171,16 @@ def report(r: dict) -> None:
     print(f"ledger {r['ledger_tasks']:,} tasks (built in {r['ledger_build_s']} s), {r['devices_online']} devices online")
     print(f"{'':34} {'median':>9} {'p95':>9} {'max':>9}")
     for key, label in (("scrape_cold", "GET /metrics, asking the master"), ("scrape_warm", "GET /metrics, within 1 s"),
+                       ("scrape_background", "GET /metrics, --metrics-refresh"),
                        ("master_status_query", "Client.status() alone"), ("master_devices_query", "Client.devices() alone"),
                        ("render_alone", "prometheus-client render alone")):
         f = r[key]
         print(f"{label:34} {f['median_ms']:>7.1f}ms {f['p95_ms']:>7.1f}ms {f['max_ms']:>7.1f}ms")
+    for key, f in r["inside_gateway"].items():
+        print(f"{'  in the gateway: ' + key.removesuffix('_ms'):34} {f['median_ms']:>7.1f}ms {f['p95_ms']:>7.1f}ms {f['max_ms']:>7.1f}ms")
     print(f"body {r['body_bytes']:,} bytes, {r['families']} families, {r['samples']:,} samples")
-    print(f"target: a scrape <= {TARGET_MS:g} ms (p95 of the cold ones): {'MET' if r['target_met'] else 'NOT MET'}")
+    for mode, met in r["target_met"].items():
+        print(f"target: a scrape <= {TARGET_MS:g} ms (p95), {mode}: {'MET' if met else 'NOT MET'}")
     print(f"load average during the run: {r['load_average']}")
 
 
@@ -154,6 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--devices", type=int, default=1000, help="simulated devices [1000]")
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which the devices register [10]")
     ap.add_argument("--scrapes", type=int, default=20, help="scrapes per case [20]")
+    ap.add_argument("--refresh", type=float, default=2.0, help="the background gateway's --metrics-refresh [2]")
     ap.add_argument("--start-timeout", type=float, default=120, help="seconds for the master to answer [120]")
     ap.add_argument("--deadline", type=float, default=900, help="seconds for the whole run [900]")
     ap.add_argument("--json", action="store_true", help="print every figure as JSON on stdout")
@@ -169,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
     emit(args, result, report)
-    return 0 if result["target_met"] else 1
+    return 0 if any(result["target_met"].values()) else 1
 
 
 if __name__ == "__main__":

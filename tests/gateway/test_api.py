@@ -1,6 +1,9 @@
 """The JSON API over real HTTP against a real master and worker: what a curl user does."""
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
 
 from ..helpers import wait_until
@@ -97,3 +100,19 @@ def test_drain_and_resume_a_device_over_http(served):
 def test_schedules_and_projects_are_listed(served):
     assert served.call("GET", f"{API}/schedules", "read").json == {"schedules": []}
     assert served.call("GET", f"{API}/projects", "read").json == {"projects": []}
+
+
+def test_a_reader_that_leaves_a_followed_stream_costs_no_error_and_the_gateway_goes_on(served):
+    (task_id,) = submitted(served, {"shell": "while true; do echo tick; sleep 0.1; done", "retries": 0})
+
+    async def read_one_event_and_leave() -> str:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{served.gateway.base}{API}/tasks/{task_id}/logs?follow=1",
+                                   headers={"Authorization": f"Bearer {served.tokens['read']}"}) as response:
+                return (await response.content.readline()).decode()
+    assert asyncio.run(read_one_event_and_leave()) == "event: attempt\n"
+    served.call("POST", f"{API}/tasks/{task_id}/cancel", "admin")
+    assert final(served, task_id)["state"] == "cancelled"
+    assert served.call("GET", "/healthz", None).status == 200
+    log = served.gateway.log.read_text()
+    assert " ERROR " not in log, log[-2000:]

@@ -27,8 +27,7 @@ def caller_role(request: web.Request) -> Role:
 
 def _unauthorized(message: str) -> web.HTTPUnauthorized:
     # Raised as aiohttp's own exception so that errors_middleware adds the WWW-Authenticate header RFC 6750 asks for.
-    error = web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="zmqgrid"'}, reason=message)
-    return error
+    return web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="zmqgrid"'}, reason=message)
 
 
 @web.middleware

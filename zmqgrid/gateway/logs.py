@@ -92,6 +92,8 @@ async def stream(request: web.Request, ref: str) -> web.StreamResponse:
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             if event in ("end", "error"):
                 break
+    except ConnectionResetError:   # the reader left: its thread ends at its next poll
+        return response
     finally:
         gone.set()
         while not queue.empty():   # a thread blocked on a full queue goes on, sees `gone` and ends

@@ -124,13 +124,19 @@ class Metrics:
         self.body = b""
 
     def _read_and_render(self, client) -> bytes:
+        t0 = time.perf_counter()
         try:
-            self.collector.reading = Reading(client.status(), client.devices(), True, time.monotonic())
+            status = client.status()
+            t1 = time.perf_counter()
+            self.collector.reading = Reading(status, client.devices(), True, time.monotonic())
         except MasterUnavailable:
             self.collector.reading = Reading(at=time.monotonic())
             raise
         finally:
+            t2 = time.perf_counter()
             self.body = generate_latest(self.registry)
+        logger.debug("metrics reading status_ms=%.1f devices_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
+                     (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000, len(self.body))
         return self.body
 
     async def text(self, upstream) -> bytes:
