@@ -97,8 +97,7 @@ def test_drain_and_resume_a_device_over_http(served):
     assert resumed.json == {"device_id": "w1", "outcome": "online"}
 
 
-def test_schedules_and_projects_are_listed(served):
-    assert served.call("GET", f"{API}/schedules", "read").json == {"schedules": []}
+def test_projects_are_listed(served):
     assert served.call("GET", f"{API}/projects", "read").json == {"projects": []}
 
 
@@ -116,3 +115,23 @@ def test_a_reader_that_leaves_a_followed_stream_costs_no_error_and_the_gateway_g
     assert served.call("GET", "/healthz", None).status == 200
     log = served.gateway.log.read_text()
     assert " ERROR " not in log, log[-2000:]
+
+
+def test_a_schedule_is_added_paused_resumed_and_removed_over_http(served):
+    added = served.call("POST", f"{API}/schedules", "admin",
+                        body={"name": "nightly", "cron": "0 3 * * *", "task": {"shell": "echo nightly"}})
+    assert added.status == 201 and added.json["name"] == "nightly" and added.json["state"] == "active", added.text
+    listed = served.call("GET", f"{API}/schedules", "read").json["schedules"]
+    assert [s["name"] for s in listed] == ["nightly"]
+    paused = served.call("PUT", f"{API}/schedules/nightly/status", "admin", body={"action": "pause"})
+    assert paused.status == 200 and paused.json["state"] == "paused"
+    assert served.call("PUT", f"{API}/schedules/nightly/status", "admin", body={"action": "resume"}).json["state"] \
+        == "active"
+    assert served.call("DELETE", f"{API}/schedules/nightly", "admin").status == 200
+    assert served.call("GET", f"{API}/schedules", "read").json == {"schedules": []}
+    gone = served.call("DELETE", f"{API}/schedules/nightly", "admin")
+    assert gone.status == 404 and set(gone.json) == {"error", "hint"}
+    bad = served.call("POST", f"{API}/schedules", "admin", body={"name": "x", "cron": "not cron", "task": {"shell": "true"}})
+    assert bad.status == 400 and "cron" in bad.json["error"], bad.text
+    assert served.call("POST", f"{API}/schedules", "client",
+                       body={"name": "y", "cron": "0 3 * * *", "task": {"shell": "true"}}).status == 403

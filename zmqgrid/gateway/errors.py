@@ -53,7 +53,9 @@ def hint_of(error: ZmqgridError, status: int) -> str:
     if status == 403:
         return "the master refused the gateway's own key for this: give the gateway an admin key (client_key_file)"
     if status == 404:
-        return "list them with GET /api/distribution/tasks"
+        listed = "schedules" if isinstance(error, ScheduleNotFound) else \
+            "projects" if isinstance(error, ProjectNotFound) else "tasks"
+        return f"list them with GET /api/distribution/{listed}"
     if status == 409:
         return "type more of the id"
     return "fix the request and send it again"
