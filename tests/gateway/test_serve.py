@@ -62,6 +62,10 @@ def test_tokens_are_stored_hashed_owner_only_revoked_live_and_never_logged(tmp_p
         # The store is empty now: the gateway is open again (loopback), so a revoked token is as good as none.
         make_token(h, store, "other", "admin")
         assert gateway.call("GET", f"{API}/tasks", token).status == 401
+        store.write_text("{not json")   # a store broken under a running gateway lets nobody in, and says so
+        broken = gateway.call("GET", f"{API}/tasks", token)
+        assert broken.status == 500 and broken.json["error"] == "the gateway's token store cannot be read"
+        assert gateway.call("GET", "/healthz").status == 200
     finally:
         if gateway is not None:
             gateway.stop()

@@ -1,19 +1,27 @@
 """Who may call a route: the bearer token's role against the route's (docs/architecture.md, "HTTP gateway")."""
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
+from ..errors import ConfigError
 from .errors import HttpError
 from .routing import ROUTES, TOKENS, Handler, Role
 
-CALLER_ROLE = "zmqgrid.role"   # request[...]: the caller's role, for a route that says what it let through
+logger = logging.getLogger(__name__)
 
 
 def caller_role(request: web.Request) -> Role:
     """The role of the request's token; admin when the store holds no token (open mode, loopback or --insecure).
-    Raises 401 for a missing or unknown token."""
+    Raises 401 for a missing or unknown token, 500 when the store cannot be read (nobody is let in then)."""
     store = request.app[TOKENS]
-    if store.is_open():
+    try:
+        is_open = store.is_open()
+    except ConfigError as e:
+        logger.error("refusing every request that needs a token: %s", e)
+        raise HttpError(500, "the gateway's token store cannot be read", "see the gateway's log") from None
+    if is_open:
         return Role.ADMIN
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -40,5 +48,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise HttpError(403, f"this needs a token of role {route.role.name.lower()}; yours is {role.name.lower()}",
                         f"ask for a {route.role.name.lower()} token: python main.py http tokens create NAME "
                         f"--role {route.role.name.lower()}")
-    request[CALLER_ROLE] = role
     return await handler(request)
