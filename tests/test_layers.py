@@ -4,6 +4,7 @@
     errors <- config;  model <- store (store knows no zmq)
     master -> store;  worker -> executors, metrics (never store, never master)
     standalone -> master, worker;  cli -> client, config, logs, standalone
+    gateway -> client, config, security, health (never master, worker, store, cli, tui)
 
 and that a class lives in one file: no mixins spread over several modules, no `self: Host` annotations.
 """
@@ -115,6 +116,13 @@ def test_the_master_never_imports_the_worker_the_client_or_the_cli():
 
 def test_the_client_never_imports_the_master_the_worker_or_the_store():
     assert violations(("zmqgrid.client",), ("zmqgrid.master", "zmqgrid.worker", "zmqgrid.store")) == []
+
+
+def test_the_http_gateway_is_a_client_it_never_imports_the_master_the_worker_the_store_or_the_cli():
+    # One more client of the master, as the dashboard is (docs/architecture.md, "HTTP gateway").
+    assert violations(("zmqgrid.gateway",), ("zmqgrid.master", "zmqgrid.worker", "zmqgrid.store", "zmqgrid.cli",
+                                             "zmqgrid.tui", "zmqgrid.standalone")) == []
+    assert "zmqgrid.client" in imports()["zmqgrid.gateway.upstream"]
 
 
 def test_the_dashboard_screens_and_widgets_never_import_the_app():

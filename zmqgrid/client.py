@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import zmq
 
@@ -327,9 +327,10 @@ class Client:
         return self.request(Control, "project", params, about="project")
 
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
-               first_attempt: int = 1) -> Iterator[Followed]:
-        """Yield a task's output as it grows, attempt after attempt, until the task is final (zmqgrid.follow)."""
-        return follow(self, task_id, poll_s, timeout_s, first_attempt)
+               first_attempt: int = 1, stopped: Callable[[], bool] | None = None) -> Iterator[Followed]:
+        """Yield a task's output as it grows, attempt after attempt, until the task is final or `stopped()` is
+        true (zmqgrid.follow)."""
+        return follow(self, task_id, poll_s, timeout_s, first_attempt, stopped)
 
     def requeue(self, task_ids: list[str]) -> dict:
         """Queue final tasks (not done) again: {id: "queued" | "already <state>" | "not found"}."""

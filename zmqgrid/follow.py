@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 from .errors import MasterUnavailable
 from .model import FINAL_STATES, TaskState
@@ -21,18 +21,19 @@ class Followed(NamedTuple):
 
 
 def follow(client: Client, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None,
-           first_attempt: int = 1) -> Iterator[Followed]:
+           first_attempt: int = 1, stopped: Callable[[], bool] | None = None) -> Iterator[Followed]:
     """Yield a task's output as it grows, attempt after attempt from `first_attempt`, until the task is final:
     a Followed "attempt" item as each attempt begins, then its "stdout" and "stderr" text.
 
     `task_id` is a whole id (`client.task(ref)["id"]` resolves a prefix). Attempt n is over when the task has a
     later attempt, is queued again or is final; its output is read once more then, for what its result brought
-    (docs/architecture.md, "Replies are paged").
+    (docs/architecture.md, "Replies are paged"). `stopped`: asked before each poll; True ends the following (a
+    reader that went away, as the HTTP gateway's server-sent events see it) within `poll_s`.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     attempt, begun, ending = first_attempt, False, False
     printed = {"stdout": 0, "stderr": 0}
-    while True:
+    while stopped is None or not stopped():
         out = client.request(Query, "logs", {"id": task_id, "attempt": attempt, "stdout_from": printed["stdout"],
                                              "stderr_from": printed["stderr"], "max_bytes": client.max_message_bytes})
         latest, state = out["task_attempt"], out["state"]

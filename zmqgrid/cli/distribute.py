@@ -12,8 +12,9 @@ import psutil
 from ..client import Client
 from ..config import MODES, PYTHON_POOLS, Config, load_config
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MasterUnavailable, UsageError
+from ..health import assess
 from ..logs import configure_logging
-from ..model import TASK_KINDS, DeviceState
+from ..model import TASK_KINDS
 from ..security import client_curve
 from ..transport import Curve
 from . import hints
@@ -49,6 +50,8 @@ from .render import emit_json
               help="Worker: run python tasks only from this module or package (repeat for more) [any].")
 @click.option("--strategy", "load_balance_strategy", help="Master: least_tasks, round_robin, weighted, random, or pkg.mod:func.")
 @click.option("--workers", type=int, help="Standalone: local worker processes [2].")
+@click.option("--http", "http_port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Standalone: serve the HTTP gateway (JSON API, /metrics) on 127.0.0.1:PORT too.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log records from this level up, to the log file and the terminal [INFO; --demo: WARNING up "
                    "on the terminal].")
@@ -61,11 +64,12 @@ from .render import emit_json
 @click.option("--terminal-log-level", type=click.Choice(["WARNING"]), hidden=True)   # a demo's local workers
 def distribute(mode: str | None, status: bool, as_json: bool, config_path: str | None, timeout_s: float,
                parent_pid: int | None, demo: bool, no_dashboard: bool, terminal_log_level: str | None,
-               **flags: object) -> int:
+               http_port: int | None, **flags: object) -> int:
     """Run a master, a worker or a standalone cluster, or check the cluster's health.
 
     \b
     python main.py distribute --mode standalone            master + 2 local workers
+    python main.py distribute --mode standalone --http 8080   the same, with the HTTP gateway on port 8080
     python main.py distribute --mode master --host 0.0.0.0 --insecure  the master daemon
     python main.py distribute --mode worker --master tcp://10.0.0.5:8000 --tag linux
     python main.py distribute --status --json
@@ -81,6 +85,9 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
         return check_status(config.master_url, timeout_s, as_json, client_curve(config))
     if mode is None:
         raise UsageError("--mode or --status is required", "e.g. python main.py distribute --mode standalone")
+    if http_port is not None and mode != "standalone":
+        raise UsageError("--http serves the gateway beside a standalone cluster only",
+                         f"beside a master, run: python main.py http --port {http_port}")
     config = load_config(mode, config_path, flags)
     if mode == "standalone" and demo:   # the demo's own lines are the show: its daemons' INFO goes to the log files
         terminal_log_level = "WARNING"
@@ -90,7 +97,7 @@ def distribute(mode: str | None, status: bool, as_json: bool, config_path: str |
     if mode == "worker":
         return run_worker(config, parent_pid, config_path, flags)
     return run_standalone(config, demo, dashboard=not (demo or no_dashboard) and has_terminal(),
-                          terminal_log_level=terminal_log_level)
+                          terminal_log_level=terminal_log_level, http_port=http_port)
 
 
 def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve | None = None) -> int:
@@ -106,10 +113,8 @@ def check_status(master_url: str, timeout_s: float, as_json: bool, curve: Curve 
         return EXIT_UNREACHABLE
     finally:
         client.close()
-    online = report["devices"].get(DeviceState.ONLINE, 0) + report["devices"].get(DeviceState.DRAINING, 0)
-    problems = (["no worker online"] if not online else []) + \
-        ([f"{report['stuck_tasks']} queued task(s) no online worker can take"] if report["stuck_tasks"] else [])
-    report.update(state="degraded" if problems else "healthy", problems=problems, master=master_url)
+    report = assess(report, master_url)
+    problems = report["problems"]
     if as_json:
         emit_json(report)
     else:
@@ -148,20 +153,31 @@ def run_worker(config: Config, parent_pid: int | None, config_path: str | None, 
     return worker.serve()   # EXIT_KEY_REFUSED when the master cut its key off
 
 
-def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal_log_level: str | None = None) -> int:
+def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal_log_level: str | None = None,
+                   http_port: int | None = None) -> int:
     from ..standalone import Standalone
     from .dashboard import children_write_to, run_dashboard
     from .demo import run_demo
+    from .http import start_gateway, stop_gateway
     cluster = Standalone(config, terminal_log_level=terminal_log_level)
     stopping = threading.Event()
     _on_signals(stopping.set)
-    if dashboard:   # the dashboard owns the terminal: log lines go to the log files only
-        configure_logging(config.log_level, config.log_file, stream=False)
-        with children_write_to(config.log_file):
-            cluster.start()
-    else:
-        cluster.start()
+    gateway = None
     try:
+        if dashboard:   # the dashboard owns the terminal: log lines go to the log files only
+            configure_logging(config.log_level, config.log_file, stream=False)
+            with children_write_to(config.log_file):
+                cluster.start()
+                gateway = start_gateway(config, http_port) if http_port else None
+        else:
+            cluster.start()
+            gateway = start_gateway(config, http_port) if http_port else None
+    except BaseException:
+        cluster.stop()
+        raise
+    try:
+        if gateway is not None and not dashboard:
+            click.echo(f"http gateway: http://127.0.0.1:{http_port}/api/distribution/system/overview")
         if demo:
             return run_demo(config.master_url, stopping, client_curve(config),
                             workers_alive=cluster.alive_workers if config.workers else None)
@@ -177,5 +193,7 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal
         return EXIT_OK
     finally:
         click.echo("stopping workers and master...", err=True)
+        if gateway is not None:
+            stop_gateway(gateway)
         cluster.stop()
         click.echo("stopped.", err=True)

@@ -1,0 +1,197 @@
+"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's answers."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..errors import MasterUnavailable
+from ..model import DeviceState
+from .routing import SETTINGS, UPSTREAM, Role, add
+
+logger = logging.getLogger(__name__)
+
+DEVICE_FIGURES = (("cpu_percent", "device_cpu_percent", "CPU use of the device's machine, percent"),
+                  ("memory_percent", "device_memory_percent", "memory use of the device's machine, percent"),
+                  ("disk_percent", "device_disk_percent", "disk use of the device's machine, percent"))
+
+
+@dataclass
+class Reading:
+    """The master's `status` and `devices` at one moment (`at`, monotonic); `up` False when it did not answer."""
+
+    status: dict = field(default_factory=dict)
+    devices: list = field(default_factory=list)
+    up: bool = False
+    at: float = float("-inf")
+
+
+class ClusterCollector(Collector):
+    """Yields the metric families of the latest Reading (prometheus-client calls `collect` at each render)."""
+
+    def __init__(self) -> None:
+        self.reading = Reading()
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.reading
+        yield _gauge("master_up", "1 when the master answered the gateway's last query, else 0", value=int(r.up))
+        if not r.up:
+            return
+        s = r.status
+        info = GaugeMetricFamily("zmqgrid_master_info", "the master's incarnation (changes at each start)",
+                                 labels=["incarnation"])
+        info.add_metric([str(s.get("incarnation", ""))], 1)
+        yield info
+        yield _gauge("master_uptime_seconds", "seconds since the master started", value=s.get("uptime_s", 0))
+        yield _by_label("tasks", "tasks in the ledger by state", "state", s.get("tasks", {}))
+        yield _by_label("tasks_finished_last_hour", "tasks that ended in the last hour, by state", "state",
+                        s.get("last_hour", {}))
+        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=s.get("tasks", {}).get("queued", 0))
+        yield _gauge("stuck_tasks", "queued tasks no online worker can take", value=s.get("stuck_tasks", 0))
+        yield _by_label("devices", "devices by state", "state", s.get("devices", {}))
+        events = CounterMetricFamily("zmqgrid_events", "the master's own counts since it started", labels=["event"])
+        for event, count in sorted((s.get("counters") or {}).items()):
+            events.add_metric([str(event)], _number(count) or 0)
+        yield events
+        yield _counter("bad_messages", "messages the master could not decode, since it started", s.get("bad_messages", 0))
+        yield _counter("refused_messages", "messages the master refused (keys, roles), since it started",
+                       s.get("refused_messages", 0))
+        yield from self._devices(r.devices)
+
+    def _devices(self, rows: list) -> Iterator[Metric]:
+        up = GaugeMetricFamily("zmqgrid_device_up", "1 when the device is online or draining", labels=["device"])
+        running = GaugeMetricFamily("zmqgrid_device_running_tasks", "tasks running on the device", labels=["device"])
+        slots = GaugeMetricFamily("zmqgrid_device_concurrency", "tasks the device runs at once", labels=["device"])
+        figures = {key: GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=["device"]) for key, name, doc in DEVICE_FIGURES}
+        for row in rows:
+            device = [str(row.get("device_id"))]
+            live = row.get("state") in (DeviceState.ONLINE, DeviceState.DRAINING)
+            up.add_metric(device, int(live))
+            running.add_metric(device, _number(row.get("running")) or 0)
+            slots.add_metric(device, _number(row.get("concurrency")) or 0)
+            metrics = row.get("metrics") if live and isinstance(row.get("metrics"), dict) else {}
+            for key, family in figures.items():   # an offline device's last figures are not live: none is given
+                value = _number(metrics.get(key))
+                if value is not None:
+                    family.add_metric(device, value)
+        yield from (up, running, slots, *figures.values())
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"zmqgrid_{name}", doc, value=_number(value) or 0)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"zmqgrid_{name}", doc, value=_number(value) or 0)
+
+
+def _by_label(name: str, doc: str, label: str, counts: dict) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([str(key)], _number(count) or 0)
+    return family
+
+
+class Metrics:
+    """The registry, the reading behind it and its rendered text. Rendering 1,000 devices' samples takes
+    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the queries (never on the
+    event loop, which serves the other requests).
+
+    On demand (`refresh_s` 0): a scrape asks the master when the last reading is `max_age_s` old or more, so the
+    master answers one pair of queries per scrape interval whatever the number of scrapers. In the background
+    (`refresh_s` > 0): a reading is taken every `refresh_s` from the gateway's start and a scrape never waits on the
+    master (its figures are up to `refresh_s` plus one reading old), at one pair of queries per `refresh_s`.
+    """
+
+    def __init__(self, max_age_s: float, refresh_s: float = 0.0) -> None:
+        self.max_age_s = max_age_s
+        self.refresh_s = refresh_s
+        self.collector = ClusterCollector()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self.lock = asyncio.Lock()
+        self.body = b""
+
+    def _read_and_render(self, client) -> bytes:
+        t0 = time.perf_counter()
+        try:
+            status = client.status()
+            t1 = time.perf_counter()
+            self.collector.reading = Reading(status, client.devices(), True, time.monotonic())
+        except MasterUnavailable:
+            self.collector.reading = Reading(at=time.monotonic())
+            raise
+        finally:
+            t2 = time.perf_counter()
+            self.body = generate_latest(self.registry)
+        logger.debug("metrics reading status_ms=%.1f devices_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
+                     (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000, len(self.body))
+        return self.body
+
+    async def text(self, upstream) -> bytes:
+        """The exposition text of the latest reading: in the background mode the one at hand (once there is one),
+        else one at most `max_age_s` old."""
+        if self.refresh_s > 0 and self.body:
+            return self.body
+        async with self.lock:   # scrapes that come together share one reading
+            if time.monotonic() - self.collector.reading.at >= self.max_age_s:
+                try:
+                    await upstream.call(self._read_and_render)
+                except MasterUnavailable:
+                    pass   # rendered as master_up 0
+            return self.body
+
+
+    async def keep_fresh(self, upstream) -> None:
+        """The background mode's loop: a reading every `refresh_s` until cancelled."""
+        while True:
+            async with self.lock:
+                try:
+                    await upstream.call(self._read_and_render)
+                except MasterUnavailable:
+                    pass
+                except Exception:
+                    logger.exception("reading the master for /metrics failed")
+            await asyncio.sleep(self.refresh_s)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+REFRESHER = web.AppKey("metrics_refresher", asyncio.Task)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = await request.app[METRICS].text(request.app[UPSTREAM])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _start_refresher(app: web.Application) -> None:
+    app[REFRESHER] = asyncio.get_running_loop().create_task(app[METRICS].keep_fresh(app[UPSTREAM]))
+
+
+async def _stop_refresher(app: web.Application) -> None:
+    app[REFRESHER].cancel()
+    try:
+        await app[REFRESHER]
+    except asyncio.CancelledError:
+        pass
+
+
+def add_routes(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[METRICS] = Metrics(settings.metrics_max_age_s, settings.metrics_refresh_s)
+    if settings.metrics_refresh_s > 0:
+        app.on_startup.append(_start_refresher)
+        app.on_cleanup.insert(0, _stop_refresher)   # before the Upstream's threads are closed
+    add(app, "GET", "/metrics", Role.READ, metrics, "The cluster in Prometheus text format",
+        content="text/plain")
