@@ -121,10 +121,14 @@ class MasterLink:
         # The DEALER queues nothing before its connection completes (IMMEDIATE): a send would block until then, for
         # ever if the master's ZAP refuses this key. Waiting a bounded time keeps the loop, and with it the handshake
         # watch that tells a refused key, running; this Register goes again after the backoff.
-        if not self.dealer.poll(REGISTER_SEND_WAIT_MS, zmq.POLLOUT):
+        # NOBLOCK even after POLLOUT: ZAP may refuse the handshake in between, and the pipe POLLOUT saw goes with it.
+        try:
+            if not self.dealer.poll(REGISTER_SEND_WAIT_MS, zmq.POLLOUT):
+                raise zmq.Again()
+            self.dealer.send_multipart(msg.encode(), zmq.NOBLOCK)
+        except zmq.Again:
             logger.debug("register not sent: no connection to the master yet")
             return
-        self.dealer.send_multipart(msg.encode())
         self.reregister_at = 0.0   # this is the Register a beacon may have scheduled
         logger.debug("register sent device=%s credit=%d", self.device_id, credit)
 
