@@ -6,7 +6,7 @@ them."""
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..model import DeviceState, TaskState
 from ..protocol import Command
@@ -16,6 +16,9 @@ from .blame import Suspect, before_count, blamed
 from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
 from .turn import Turn
+
+if TYPE_CHECKING:
+    from ..alerts.book import Alerts
 
 logger = logging.getLogger(__name__)
 PRUNE_DEVICES_PER_PASS = 1000
@@ -64,6 +67,7 @@ class Fleet:
         self.devices: dict[str, DeviceEntry] = {}
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.commands = CommandBook(resend_after_s=lease_grace_s)
+        self.alerts: Alerts | None = None   # rules matched when a device goes offline (set by the master)
 
     def recover(self) -> dict[str, int | None]:
         """Load what the ledger says of devices (drained ones; none is online after a restart); returns the last
@@ -180,6 +184,8 @@ class Fleet:
         if device.state == DeviceState.OFFLINE and not device.inflight:
             return []
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
+        if self.alerts is not None and device.state != DeviceState.OFFLINE:   # staged beside its state change
+            self.alerts.device_event("offline", device.device_id, device.info, device.tags, reason)
         device.state, device.registered, device.credit = DeviceState.OFFLINE, False, 0
         self.store.set_device_state(device.device_id, DeviceState.OFFLINE)
         suspects = self.suspects(device) if died else {}
