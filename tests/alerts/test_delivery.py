@@ -49,7 +49,8 @@ def test_a_failed_task_matching_a_rule_is_delivered_once_with_its_body_and_other
     assert body["text"].startswith(f"zmqgrid: task {bad} (crawl-site-7) failed on w1")
     assert db_query(h.db, "SELECT count(*) FROM alert_events")[0][0] == 1
     assert receiver.headers["/hook?token=SECRET"]["Content-Type"].startswith("application/json")
-    [listed] = client.alerts()
+    # (marked delivered once the receiver's answer is in)
+    [listed] = wait_until(lambda: [r for r in client.alerts() if r["delivered"]], 10, "the delivery recorded")
     assert (listed["delivered"], listed["failed"], listed["pending"]) == (1, 0, 0), listed
     assert "SECRET" not in (h.dir / "master.log").read_text()
 
@@ -83,7 +84,7 @@ def test_a_receiver_answering_500_then_200_gets_it_after_retries_and_the_failure
     client.wait([task], 30)
     wait_until(lambda: receiver.bodies("/flaky"), 30, "the delivery after retries")
     assert receiver.tries["/flaky"] == 3 and len(receiver.bodies("/flaky")) == 1
-    [listed] = client.alerts()
+    [listed] = wait_until(lambda: [r for r in client.alerts() if r["delivered"]], 10, "the delivery recorded")
     assert (listed["delivered"], listed["failed"], listed["pending"]) == (1, 2, 0), listed
     assert "HTTP 500" in listed["last_error"] and "server says no" in listed["last_error"], listed
 
@@ -139,8 +140,10 @@ def test_events_committed_before_a_master_sigkill_are_all_delivered_in_order_aft
         first_seen = list(dict.fromkeys(b["seq"] for b in got))
         assert first_seen == sorted(first_seen), (path, first_seen)
         assert len({b["seq"] for b in got}) == 8
-    rows = {r["name"]: r for r in client.alerts()}
-    assert rows["a"]["delivered"] == rows["b"]["delivered"] == 8
+    def recorded() -> dict | None:
+        rows = {r["name"]: r for r in client.alerts() if r["delivered"] == 8}
+        return rows if len(rows) == 2 else None
+    rows = wait_until(recorded, 10, "all eight recorded delivered on both rules")
     assert rows["a"]["failed"] >= 2 and rows["a"]["dropped"] == 0
     # seq order is the order of the failures (tasks that failed in one turn share its time)
     for path in ("/a", "/b"):

@@ -60,8 +60,9 @@ class Rule:
     def view(self) -> dict:
         """What clients see: never the full webhook URL."""
         row = self.row()
+        row["on"] = row.pop("events")
         template = self.template if self.template in templates.NAMES else "custom"
-        return {**row, "on": row.pop("events"), "target": self.shown_target(), "template": template}
+        return dict(row, target=self.shown_target(), template=template)
 
     @classmethod
     def from_row(cls, row: dict) -> Rule:
