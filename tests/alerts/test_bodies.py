@@ -72,7 +72,12 @@ def test_an_undeliverable_backlog_is_capped_and_old_events_dropped_with_a_count(
         assert alert_store.rule_stats(store)["r"]["dropped"] == 20
         assert alert_store.rule_stats(store)["r"]["pending"] == MAX_BACKLOG
         ledger.delivered("r", 21, now - 8 * 86_400)
-        assert ledger.prune_delivered(now - 7 * 86_400) == 1 and ledger.head("r")["seq"] == 22
+        assert ledger.prune_delivered(now - 7 * 86_400, keep=10) == 1 and ledger.head("r")["seq"] == 22
+        for seq in range(22, 42):
+            ledger.delivered("r", seq, now - 60 + seq)
+        assert ledger.prune_delivered(now - 7 * 86_400, keep=10) == 10   # the newest 10 delivered stay
+        assert [r[0] for r in store.db.execute("SELECT seq FROM alert_events WHERE delivered_at IS NOT NULL "
+                                               "ORDER BY seq")] == list(range(32, 42))
         assert alert_store.last_seq(store) == MAX_BACKLOG + 20
     finally:
         ledger.close()

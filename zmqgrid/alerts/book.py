@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from ..errors import AlertNotFound, UsageError
 from ..store import alert_store
@@ -100,12 +99,11 @@ class Alerts:
                 self._stage(rule.name, state, now, templates.task_event(rule.name, state, task, now))
 
     def device_event(self, event: str, device_id: str, info: dict, tags: frozenset, reason: str,
-                     now: float | None = None) -> None:
+                     now: float) -> None:
         assert event in DEVICE_EVENTS, event
         self.awaited.pop(device_id, None)
         if not any(event in r.events for r in self.rules.values()):
             return
-        now = time.time() if now is None else now
         name = info.get("name") or device_id
         device = {"id": device_id, "name": info.get("name"), "hostname": info.get("hostname"), "reason": reason}
         for rule in self.rules.values():
@@ -124,12 +122,12 @@ class Alerts:
         self.awaited = {row["device_id"]: deadline_mono for row in rows}
         self._awaited_rows = {row["device_id"]: row for row in rows}
 
-    def check_awaited(self, registered: set[str], now_mono: float) -> None:
+    def check_awaited(self, known: set[str] | dict, now_mono: float, now: float) -> None:
         """Devices online at the last stop that did not register again by their deadline are offline events."""
         for device_id, deadline in list(self.awaited.items()):
-            if device_id in registered:
+            if device_id in known:   # registered again, or holding tasks: the fleet judges it now
                 del self.awaited[device_id]
             elif now_mono >= deadline:
                 row = self._awaited_rows.get(device_id, {})
                 tags = frozenset(json.loads(row["tags"]) if row.get("tags") else ())
-                self.device_event("offline", device_id, row, tags, "did not return after the master restarted")
+                self.device_event("offline", device_id, row, tags, "did not return after the master restarted", now)

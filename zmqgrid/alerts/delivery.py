@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.25                    # how often an idle rule looks for new events, and the supervisor for rules
 EVENT_MAX_AGE_S = 24 * 3600      # an event undelivered this long after it was staged is dropped
 MAX_BACKLOG = 1000               # undelivered events kept per rule; the oldest beyond are dropped
-DELIVERED_KEEP_S = 7 * 86400     # delivered events are deleted this long after delivery
+DELIVERED_KEEP_S = 7 * 86400     # delivered events are deleted this long after delivery,
+DELIVERED_KEEP_MAX = 10_000      # or beyond this many (newest kept): a flood of failures does not fill the disk
 PRUNE_EVERY_S = 60.0
 
 
@@ -124,10 +125,10 @@ class Delivery(threading.Thread):
                     self.supervise(ledger)
                     if time.monotonic() >= next_prune:
                         next_prune = time.monotonic() + PRUNE_EVERY_S
-                        pruned = ledger.prune_delivered(time.time() - DELIVERED_KEEP_S)
+                        pruned = ledger.prune_delivered(time.time() - DELIVERED_KEEP_S, DELIVERED_KEEP_MAX)
                         if pruned:
-                            logger.info("alerts: deleted %d events delivered more than %.0f days ago", pruned,
-                                        DELIVERED_KEEP_S / 86400)
+                            logger.info("alerts: deleted %d events delivered more than %.0f days ago or beyond "
+                                        "the newest %d", pruned, DELIVERED_KEEP_S / 86400, DELIVERED_KEEP_MAX)
                 except Exception:
                     logger.exception("alerts: supervising the delivery threads failed")
                 self.stop_event.wait(POLL_S)

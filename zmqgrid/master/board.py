@@ -379,10 +379,10 @@ class Board:
                 self.store.mark_running(task_id, attempt, entry.started_at or now, now)
 
     def check_liveness(self, now_mono: float, now: float) -> None:
-        self.lose(self.fleet.check_liveness(now_mono), now_mono, now)
+        self.lose(self.fleet.check_liveness(now_mono, now), now_mono, now)
 
     def mark_offline(self, device: DeviceEntry, reason: str, now_mono: float, now: float, died: bool = True) -> None:
-        self.lose(self.fleet.mark_offline(device, reason, died), now_mono, now)
+        self.lose(self.fleet.mark_offline(device, reason, now, died), now_mono, now)
 
     def dispatch_failed(self, device_id: str, now_mono: float, now: float) -> None:
         """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""

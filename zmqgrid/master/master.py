@@ -202,7 +202,7 @@ class Master:
                     self.projects.expire(now_mono)
                     self.refusals.tick()   # a window's summary comes out on an idle master too
                     if self.alerts.awaited:
-                        self.alerts.check_awaited(set(self.board.fleet.devices), now_mono)
+                        self.alerts.check_awaited(self.board.fleet.devices, now_mono, now)
                     if self.keyring is not None:
                         self._apply_key_changes(now_mono, now)
                         subscriptions.recheck()

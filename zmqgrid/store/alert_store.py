@@ -60,6 +60,10 @@ class DeliveryLedger:
         self.conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout=10000")
+        # NORMAL: a delivery mark lost to a power cut only sends that event again (at least once). Without it each
+        # mark would fsync while holding the write lock the master's turn commit waits for.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")   # the master's Checkpointer runs them, off its commits
 
     def close(self) -> None:
         self.conn.close()
@@ -107,9 +111,14 @@ class DeliveryLedger:
                 self.conn.execute("UPDATE alert_rules SET dropped = dropped + ? WHERE name = ?", (gone, rule))
         return gone
 
-    def prune_delivered(self, before: float, limit: int = 10_000) -> int:
+    def prune_delivered(self, before: float, keep: int, limit: int = 10_000) -> int:
+        """Delete (at most `limit` of) the delivered events older than `before`, or beyond the newest `keep`."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            return self.conn.execute("DELETE FROM alert_events WHERE seq IN (SELECT seq FROM alert_events WHERE "
+            gone = self.conn.execute("DELETE FROM alert_events WHERE seq IN (SELECT seq FROM alert_events WHERE "
                                      "delivered_at IS NOT NULL AND delivered_at < ? LIMIT ?)",
                                      (before, limit)).rowcount
+            gone += self.conn.execute(
+                "DELETE FROM alert_events WHERE seq IN (SELECT seq FROM alert_events WHERE delivered_at IS NOT NULL "
+                "ORDER BY delivered_at DESC LIMIT ? OFFSET ?)", (limit, keep)).rowcount
+        return gone
