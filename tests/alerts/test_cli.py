@@ -3,14 +3,16 @@ and nothing applied; `alerts test` says how the first attempt went; a local comm
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from zmqgrid.client import Client, build_spec
 
-from ..helpers import REPO, db_query, free_port_block, run_cli, wait_until
+from ..helpers import REPO, Harness, db_query, free_port_block, run_cli, wait_until
 from .conftest import FAST_ALERTS
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,7 +103,6 @@ def test_a_local_command_gets_the_event_on_stdin_and_in_its_environment(alert_ha
 
 
 def test_a_command_that_hangs_is_killed_with_its_children_and_counted_failed(tmp_path):
-    from .conftest import Harness
     h = Harness(tmp_path, env=dict(FAST_ALERTS, ZMQGRID_ALERT_TIMEOUT="1"))
     try:
         h.start_master()
@@ -118,7 +119,6 @@ def test_a_command_that_hangs_is_killed_with_its_children_and_counted_failed(tmp
 
 
 def _alive(pid: int) -> bool:
-    import psutil
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -127,7 +127,7 @@ def _alive(pid: int) -> bool:
 
 def test_alerts_work_in_standalone_mode(tmp_path, receiver):
     port = free_port_block()
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ZMQGRID_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQGRID_")}
     env.update(FAST_ALERTS, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "zmqgrid", "distribute", "--mode", "standalone", "--port", str(port),
                              "--db", str(tmp_path / "s.db"), "--log-file", str(tmp_path / "s.log")],

@@ -3,6 +3,7 @@ retried, never held back by another rule, and none lost through a master SIGKILL
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_a_hanging_endpoint_for_one_rule_does_not_hold_back_another(alert_harnes
     h.start_worker("w1")
     client = h.client()
     h.wait_online(client, "w1")
-    receiver.hanging["/stuck"] = release = __import__("threading").Event()
+    receiver.hanging["/stuck"] = release = threading.Event()
     rule(client, "a-stuck", receiver, "/stuck")
     rule(client, "b-fine", receiver, "/fine")
     task = client.submit(failing("x"))[0]
@@ -164,3 +165,18 @@ def test_a_device_that_goes_offline_is_an_event(alert_harness, receiver):
     [body] = receiver.bodies("/dev")
     assert body["event"] == "offline" and body["kind"] == "device" and body["device"]["id"] == "w2"
     assert "no heartbeat" in body["device"]["reason"]
+
+
+def test_a_timed_out_task_matches_by_name_glob(alert_harness, receiver):
+    h = alert_harness
+    h.start_master()
+    h.start_worker("w1")
+    client = h.client()
+    h.wait_online(client, "w1")
+    rule(client, "slow", receiver, "/slow", on="timed_out", pattern="nightly-*")
+    other = client.submit(build_spec(shell="sleep 30", name="adhoc", timeout=0.5, retries=0))[0]
+    assert client.wait([other], 30)[other]["state"] == "timed_out"
+    late = client.submit(build_spec(shell="sleep 30", name="nightly-report", timeout=0.5, retries=0))[0]
+    assert client.wait([late], 30)[late]["state"] == "timed_out"
+    wait_until(lambda: receiver.bodies("/slow"), 20, "the delivery")
+    assert [(b["event"], b["task"]["id"]) for b in receiver.bodies("/slow")] == [("timed_out", late)]
