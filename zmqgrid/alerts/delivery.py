@@ -39,9 +39,14 @@ def retry_after(settings: Settings, attempts: int) -> float:
 
 
 def send(rule: Rule, event: dict, timeout_s: float) -> str | None:
-    if rule.kind == "webhook":
-        return post_webhook(rule.target, rule.template, event, timeout_s)
-    return run_command(rule.target, event, timeout_s)
+    """None when delivered, else why not; a bug here is a failed attempt (retried with backoff), not a log flood."""
+    try:
+        if rule.kind == "webhook":
+            return post_webhook(rule.target, rule.template, event, timeout_s)
+        return run_command(rule.target, event, timeout_s)
+    except Exception as e:
+        logger.debug("alert rule %s: sending failed", rule.name, exc_info=True)
+        return f"could not send: {type(e).__name__}: {printable(str(e).replace(rule.target, '(the target)'), 200)}"
 
 
 class RuleWorker(threading.Thread):
@@ -61,7 +66,7 @@ class RuleWorker(threading.Thread):
                     wait = self.step(ledger)
                 except Exception:   # a ledger error (busy, disk): logged, tried again; the master goes on
                     logger.exception("alert rule %s: delivery step failed", self.rule.name)
-                    wait = 1.0
+                    wait = 5.0
                 if wait:
                     self.stop.wait(wait)
         finally:

@@ -58,6 +58,7 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
+        self.delivery: Delivery | None = None   # alert delivery, made once the ledger and sockets are
         self.store = TaskStore(config.db_path, config.durability)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
