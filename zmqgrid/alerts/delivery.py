@@ -17,7 +17,8 @@ from .rules import Rule
 from .senders import post_webhook, run_command
 
 logger = logging.getLogger(__name__)
-POLL_S = 0.25                    # how often an idle rule looks for new events, and the supervisor for rules
+POLL_S = 0.25                    # how often the supervisor looks for new or removed rules
+IDLE_S = 1.0                     # how often an idle rule looks for events when not woken (Delivery.wake)
 EVENT_MAX_AGE_S = 24 * 3600      # an event undelivered this long after it was staged is dropped
 MAX_BACKLOG = 1000               # undelivered events kept per rule; the oldest beyond are dropped
 DELIVERED_KEEP_S = 7 * 86400     # delivered events are deleted this long after delivery,
@@ -56,6 +57,7 @@ class RuleWorker(threading.Thread):
         super().__init__(name=f"zmqgrid-alert-{rule.name}", daemon=True)
         self.path, self.rule, self.settings, self.stop = path, rule, settings, stop
         self.retired = threading.Event()   # set by the supervisor when the rule is removed or replaced
+        self.woken = threading.Event()     # set when a commit wrote events, by the retirement and by stop
         self.next_drop_check = 0.0
 
     def run(self) -> None:
@@ -68,7 +70,8 @@ class RuleWorker(threading.Thread):
                     logger.exception("alert rule %s: delivery step failed", self.rule.name)
                     wait = 5.0
                 if wait:
-                    self.stop.wait(wait)
+                    self.woken.wait(wait)
+                    self.woken.clear()
         finally:
             ledger.close()
 
@@ -83,9 +86,9 @@ class RuleWorker(threading.Thread):
                                "waiting)", name, dropped, EVENT_MAX_AGE_S / 3600, MAX_BACKLOG)
         head = ledger.head(name)
         if head is None:
-            return POLL_S
+            return IDLE_S
         if head["next_at"] is not None and head["next_at"] > now:
-            return min(POLL_S, head["next_at"] - now)
+            return min(IDLE_S, head["next_at"] - now)
         event = json.loads(head["body"])
         event["seq"] = head["seq"]
         error = send(self.rule, event, self.settings.timeout_s)
@@ -114,10 +117,17 @@ class Delivery(threading.Thread):
         self.stop_event = threading.Event()
         self.workers: dict[str, RuleWorker] = {}
 
+    def wake(self) -> None:
+        """A commit wrote events: each rule looks now instead of at its next idle poll (called by the master's
+        loop after the commit; it only sets events)."""
+        for worker in list(self.workers.values()):
+            worker.woken.set()
+
     def stop(self, timeout_s: float = 2.0) -> None:
         """Ends every thread after the attempt it is making; an attempt still running past `timeout_s` is left
         to its own timeout (the threads are daemons: the process does not wait for them)."""
         self.stop_event.set()
+        self.wake()
         if self.is_alive():
             self.join(timeout_s)
 
@@ -140,6 +150,7 @@ class Delivery(threading.Thread):
         finally:
             for worker in self.workers.values():
                 worker.retired.set()
+                worker.woken.set()
             ledger.close()
 
     def supervise(self, ledger: DeliveryLedger) -> None:
@@ -147,6 +158,7 @@ class Delivery(threading.Thread):
         for name, worker in list(self.workers.items()):
             if rules.get(name) != worker.rule or not worker.is_alive():
                 worker.retired.set()
+                worker.woken.set()
                 del self.workers[name]
         for name, rule in rules.items():
             if name not in self.workers:

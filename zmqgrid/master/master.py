@@ -109,6 +109,7 @@ class Master:
                                         time.monotonic())
         self.handlers = Handlers(self.board, self.settings, self.schedules)
         self.handlers.alerts = self.alerts
+        self.delivered_seq = self.alerts.seq   # the last event seq the delivery threads were woken for
         # Beside the loop, with connections of its own: a slow endpoint never delays a turn (docs: Alerts)
         self.delivery = None if config.db_path == ":memory:" else Delivery(
             config.db_path, Settings(float(config.alert_retry), float(config.alert_retry_max),
@@ -306,6 +307,9 @@ class Master:
             self.alerts.reload()      # nor were its rule changes and events (their seqs are used again)
             return
         turn.deliver(self)
+        if self.delivery is not None and self.alerts.seq != self.delivered_seq:   # the commit wrote alert events
+            self.delivered_seq = self.alerts.seq
+            self.delivery.wake()
         # Staged now, committed with the next turn: the attempts dispatched to a worker the ROUTER cannot reach
         unreachable, self.unreachable = self.unreachable, []
         for device_id in unreachable:
