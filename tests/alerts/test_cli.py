@@ -91,7 +91,8 @@ def test_a_local_command_gets_the_event_on_stdin_and_in_its_environment(alert_ha
     client = h.client()
     h.wait_online(client, "w1")
     out = tmp_path / "got"
-    client.alert_add("local", "failed", command=f'cat > {out}.json; echo "$ZMQGRID_ALERT_EVENT $ZMQGRID_ALERT_TASK_ID" > {out}.env')
+    client.alert_add("local", "failed",
+                     command=f'cat > {out}.json; echo "$ZMQGRID_ALERT_EVENT $ZMQGRID_ALERT_TASK_ID" > {out}.env')
     task = client.submit(build_spec(shell="exit 1", retries=0, name="evil\x1b[31m\nname"))[0]
     client.wait([task], 30)
     wait_until(lambda: (tmp_path / "got.env").exists() and (tmp_path / "got.env").read_text(), 20, "the command ran")

@@ -43,10 +43,11 @@ def test_a_device_online_when_the_master_was_killed_that_does_not_return_is_repo
     h = alert_harness
     h.start_master()
     h.start_worker("w1")
-    h.start_worker("w2")
+    h.start_worker("w2", "--tag", "crawler")
     client = h.client()
     h.wait_online(client, "w1", "w2")
     client.alert_add("gone", "offline", webhook=receiver.url("/gone"))
+    client.alert_add("gone-crawlers", "offline", tags="crawler", webhook=receiver.url("/crawlers"))
 
     # When the master and w2 are killed together, and only the master comes back
     h.kill(h.master, signal.SIGKILL)
@@ -60,3 +61,5 @@ def test_a_device_online_when_the_master_was_killed_that_does_not_return_is_repo
     wait_until(lambda: len(receiver.bodies("/gone")) == 2, 20, "w1's offline event")
     assert [b["device"]["id"] for b in receiver.bodies("/gone")] == ["w2", "w1"]
     assert "did not return after the master restarted" in receiver.bodies("/gone")[0]["device"]["reason"]
+    wait_until(lambda: receiver.bodies("/crawlers"), 20, "the tagged rule's event")
+    assert [b["device"]["id"] for b in receiver.bodies("/crawlers")] == ["w2"]   # matched by the tag it had

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 from ..errors import AlertNotFound, UsageError
 from ..store import alert_store
@@ -91,7 +92,12 @@ class Alerts:
         """A task ended as `state`: one event per matching rule, in the op that finishes it."""
         if state not in TASK_EVENTS or not any(state in r.events for r in self.rules.values()):
             return
-        row = self.store.db.execute("SELECT name, tags FROM tasks WHERE id = ?", [task_id]).fetchone()
+        try:   # a read that fails must not fail the task's end: the event goes without the name and tags
+            row = self.store.db.execute("SELECT name, tags FROM tasks WHERE id = ?", [task_id]).fetchone()
+        except sqlite3.Error as e:
+            logger.warning("alerts: reading task %s for its rules failed (%s); matched without name and tags",
+                           task_id, e)
+            row = None
         name, tags = (row[0], frozenset(json.loads(row[1]) if row[1] else ())) if row else (None, frozenset())
         task = dict(summary, name=name)
         for rule in self.rules.values():
@@ -129,5 +135,5 @@ class Alerts:
                 del self.awaited[device_id]
             elif now_mono >= deadline:
                 row = self._awaited_rows.get(device_id, {})
-                tags = frozenset(json.loads(row["tags"]) if row.get("tags") else ())
+                tags = frozenset(row.get("tags") or ())   # as TaskStore.list_devices decoded them
                 self.device_event("offline", device_id, row, tags, "did not return after the master restarted", now)

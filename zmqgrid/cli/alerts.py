@@ -55,7 +55,8 @@ def add_alert(client: Callable[[], Client], rule_name: str, on: str, tags: tuple
     \b
     python main.py alerts add crawl-failed --on failed,timed_out,quarantined --tag crawler \\
         --webhook https://hooks.slack.com/services/T000/B000/XXXX --template slack
-    python main.py alerts add lost-workers --on offline,revoked --webhook https://oapi.dingtalk.com/robot/send?access_token=... --template dingtalk
+    python main.py alerts add lost-workers --on offline,revoked --template dingtalk \\
+        --webhook 'https://oapi.dingtalk.com/robot/send?access_token=...'
     python main.py alerts add page-me --on failed --name 'nightly-*' --command 'logger -t zmqgrid'
     """
     if (webhook is None) == (command is None):
