@@ -16,6 +16,7 @@ class Receiver:
         self.hanging: dict[str, threading.Event] = {}   # path -> released when set
         self.in_flight: dict[str, int] = {}
         self.headers: dict[str, dict] = {}
+        self.answers: dict[str, bytes] = {}          # path -> the body of a 2xx answer (default {"ok": true})
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +36,7 @@ class Receiver:
                     if 200 <= status < 300:
                         with receiver.lock:
                             receiver.got.setdefault(path, []).append(json.loads(body))
-                    answer = b'{"ok": true}' if status < 300 else b"server says no"
+                    answer = receiver.answers.get(path, b'{"ok": true}') if status < 300 else b"server says no"
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()

@@ -78,6 +78,14 @@ def test_alerts_test_sends_a_sample_and_says_whether_it_arrived(alert_harness, r
     table = cli(h, "list").stdout
     assert "LAST ERROR" in table and "HTTP 500" in table, table
 
+    # DingTalk answers 200 to a message it refuses: that is a failed attempt too
+    receiver.answers["/ding"] = b'{"errcode": 310000, "errmsg": "keywords not in content"}'
+    assert cli(h, "add", "ding", "--on", "failed", "--webhook", receiver.url("/ding"), "--template", "dingtalk"
+               ).returncode == 0
+    refused = cli(h, "test", "ding")
+    assert refused.returncode == 1, refused
+    assert "dingtalk refused it: code 310000 keywords not in content" in refused.stderr, refused.stderr
+
     # Removing a rule takes its undelivered events with it: nothing more goes out for it
     removed = cli(h, "remove", "bad")
     assert removed.returncode == 0 and removed.stdout.strip() == "bad removed"
