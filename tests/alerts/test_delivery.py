@@ -180,3 +180,27 @@ def test_a_timed_out_task_matches_by_name_glob(alert_harness, receiver):
     assert client.wait([late], 30)[late]["state"] == "timed_out"
     wait_until(lambda: receiver.bodies("/slow"), 20, "the delivery")
     assert [(b["event"], b["task"]["id"]) for b in receiver.bodies("/slow")] == [("timed_out", late)]
+
+
+def test_a_quarantined_task_is_an_event(alert_harness, receiver):
+    # Given a rule on quarantined tasks and a worker that this test restarts when it dies
+    h = alert_harness
+    h.start_master()
+    h.start_worker("p1")
+    client = h.client()
+    h.wait_online(client, "p1")
+    rule(client, "poison", receiver, "/q", on="quarantined")
+
+    # When a task kills every worker that runs it, three times
+    poison = client.submit(build_spec(python="tests.tasks:kill_worker_after", args=[0.3], retries=10))[0]
+
+    def supervise() -> bool:
+        if h.workers["p1"].poll() is not None:
+            h.start_worker("p1")
+        return bool(receiver.bodies("/q"))
+    wait_until(supervise, 90, "the quarantined event")
+
+    # Then the quarantine is delivered, with why
+    [body] = receiver.bodies("/q")
+    assert body["event"] == "quarantined" and body["task"]["id"] == poison
+    assert "quarantined" in body["text"] and "its worker died 3 times" in body["task"]["reason"]
