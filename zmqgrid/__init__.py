@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = ["Client", "build_spec", "__version__",
            "ZmqgridError", "ConfigError", "UsageError", "TaskNotFound", "AmbiguousTaskId", "ScheduleNotFound",
-           "ProjectNotFound", "LimitExceeded",
+           "ProjectNotFound", "AlertNotFound", "LimitExceeded",
            "ProtocolError", "RemoteError", "SubmitRefused", "MasterUnavailable", "WaitTimedOut", "StoreError"]
 # Each name is imported on first use: a worker and its python pool children import zmqgrid's modules, and the
 # client's imports (zmq, the key files, the config) would only slow their start.
@@ -20,7 +20,7 @@ _HOMES = {"Client": "client", "build_spec": "model", **{name: "errors" for name 
 
 if TYPE_CHECKING:
     from .client import Client
-    from .errors import (AmbiguousTaskId, ConfigError, LimitExceeded, MasterUnavailable, ProjectNotFound, ProtocolError, RemoteError,
+    from .errors import (AlertNotFound, AmbiguousTaskId, ConfigError, LimitExceeded, MasterUnavailable, ProjectNotFound, ProtocolError, RemoteError,
                          ScheduleNotFound, StoreError, SubmitRefused, TaskNotFound, UsageError, WaitTimedOut, ZmqgridError)
     from .model import build_spec
 

@@ -311,6 +311,35 @@ class Client:
     def _schedule(self, op: str, name: str, **params: Any) -> dict:
         return self.request(Control, "schedule", {"op": op, "name": name, **params}, about="schedule")
 
+    def alert_add(self, name: str, on: str | list[str], *, webhook: str | None = None, command: str | None = None,
+                  tags: str | list[str] | None = None, pattern: str | None = None, template: str = "json") -> dict:
+        """Add an alert rule (docs/architecture.md, Alerts): events `on` (failed, timed_out, quarantined, offline,
+        revoked) of tasks or devices with every one of `tags` and a name matching the glob `pattern`, sent to
+        `webhook` (an http or https URL) or run as `command`; `template` is json, slack, dingtalk, wecom, feishu, or
+        a custom template's JSON text. Returns the rule as `alerts()` lists it."""
+        params = {"on": on if isinstance(on, str) else ",".join(on), "template": template,
+                  "tags": tags if isinstance(tags, str) or tags is None else ",".join(tags), "pattern": pattern,
+                  "webhook": webhook, "command": command}
+        return self._alert("add", name, **{k: v for k, v in params.items() if v is not None})
+
+    def alert_remove(self, name: str) -> dict:
+        return self._alert("remove", name)
+
+    def alert_test(self, name: str) -> dict:
+        """Queue a sample event for one rule: {name, state, seq}; `alert_event(seq)` tells how it went."""
+        return self._alert("test", name)
+
+    def alerts(self) -> list:
+        """Every alert rule with its delivery counters: pending, delivered, failed, dropped, last_error, ..."""
+        return self.request(Query, "alerts", {})
+
+    def alert_event(self, seq: int) -> dict:
+        """One alert event's outcome: {seq, rule, event, attempts, delivered_at, last_error}."""
+        return self.request(Query, "alerts", {"seq": seq}, about="alert")
+
+    def _alert(self, op: str, name: str, **params: Any) -> dict:
+        return self.request(Control, "alert", {"op": op, "name": name, **params}, about="alert")
+
     def push_project(self, folder: str, name: str | None = None) -> dict:
         """Pack `folder` and store it on the master as project `name` (default: the folder's name): {name, version,
         size, files, have, sent_bytes}; the same content gives the same version, and is not sent again."""

@@ -81,6 +81,12 @@ class Config:
     """Seconds before the first retry of a failed task; doubled each attempt, with jitter."""
     retry_backoff_max: float = 60.0
     """Longest wait before a retry, in seconds."""
+    alert_retry: float = 1.0
+    """Master: seconds before an alert event that failed to deliver is tried again; doubled each attempt, with jitter."""
+    alert_retry_max: float = 300.0
+    """Master: longest wait between attempts to deliver an alert event, in seconds."""
+    alert_timeout: float = 10.0
+    """Master: seconds an alert's webhook POST or local command may take before the attempt counts as failed."""
     quarantine_after: int = 3
     """Quarantine a task after its worker died this many times while running it (0: never)."""
     load_balance_strategy: str = "least_tasks"

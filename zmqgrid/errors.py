@@ -84,6 +84,12 @@ class ProjectNotFound(UsageError):
     code = "not_found"
 
 
+class AlertNotFound(UsageError):
+    """Raised when an alert rule name matches no rule of the master."""
+
+    code = "not_found"
+
+
 class LimitExceeded(UsageError):
     """Raised when a request would take a peer past a limit of the master (e.g. max_queued_per_client)."""
 
@@ -146,6 +152,6 @@ def from_wire(code: str, message: str, about: str = "task") -> ZmqgridError:
     """The error a master's `Error(code, message)` stands for; `about` is what the request named: a not_found
     answering a request about a "schedule" is ScheduleNotFound."""
     kind = _FROM_WIRE.get(code)
-    if code == "not_found" and about in ("schedule", "project"):
-        kind = ScheduleNotFound if about == "schedule" else ProjectNotFound
+    if code == "not_found" and about in ("schedule", "project", "alert"):
+        kind = {"schedule": ScheduleNotFound, "project": ProjectNotFound, "alert": AlertNotFound}[about]
     return RemoteError(code, message) if kind is None else kind(message)

@@ -16,7 +16,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 # Each command's module, imported only when that command runs (or when --help lists them all): a worker's start
 # then loads what `distribute` needs, not the dashboard's textual or the key store's sqlite_utils.
 COMMANDS = {name: f"{__name__}.{name}" for name in
-            ("distribute", "submit", "tasks", "devices", "schedules", "projects", "dashboard", "keys", "db",
+            ("distribute", "submit", "tasks", "devices", "schedules", "alerts", "projects", "dashboard", "keys", "db",
              "http")}
 
 

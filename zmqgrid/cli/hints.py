@@ -6,7 +6,7 @@ import functools
 import shlex
 from typing import Any, Callable
 
-from ..errors import MasterUnavailable, ScheduleNotFound, TaskNotFound, ZmqgridError
+from ..errors import AlertNotFound, MasterUnavailable, ScheduleNotFound, TaskNotFound, ZmqgridError
 
 PROG = "python main.py"
 
@@ -21,6 +21,7 @@ def _hints() -> tuple[tuple[type[ZmqgridError], Callable[[Any], str | None]], ..
     return (
         (TaskNotFound, lambda e: f"list tasks with: {PROG} tasks list"),
         (ScheduleNotFound, lambda e: f"list them with: {PROG} schedules list"),
+        (AlertNotFound, lambda e: f"list them with: {PROG} alerts list"),
         (BackupFailed, lambda e: f"check the ledger with: {PROG} db check"),
         (CertificateMissing, lambda e: f"generate one: {PROG} keys generate --role {e.role}" if e.role else None),
         (KeyHeld, lambda e: f"{e.hint}: {PROG} keys revoke {shlex.quote(e.holder)}"),

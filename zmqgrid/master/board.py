@@ -4,6 +4,7 @@ The devices are its `Fleet`'s; what the turn sends is its `Turn`'s."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..model import ACTIVE_STATES, TaskState
 from ..protocol import packb, unpackb
@@ -20,6 +21,9 @@ from .strategies import Strategy, pick
 from .quota import Quota
 from .taskqueue import TaskQueue
 from .turn import Turn
+
+if TYPE_CHECKING:
+    from ..alerts.book import Alerts
 
 logger = logging.getLogger(__name__)
 # The states the per-task paths compare and set, as their plain text: a global name is read several times faster
@@ -56,6 +60,7 @@ class Board:
                            sample_every=sample_every)
         self.limits = Limits()
         self.seq = 0
+        self.alerts: Alerts | None = None   # rules matched when a task ends (set by the master)
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
                          "requeued": 0, "lost_attempts": 0, "quarantined": 0}
 
@@ -324,6 +329,8 @@ class Board:
                    "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error,
                    "reason": reason}
         self.turn.ended(entry.id, summary, entry.notify)
+        if self.alerts is not None:   # its events go into this op: committed with the task's end, or not at all
+            self.alerts.task_ended(entry.id, state, summary, now)
 
     def append_output(self, device: DeviceEntry, chunks: list) -> None:
         """Live output of running attempts; capped per stream (the final result replaces it with head + tail)."""
@@ -372,10 +379,10 @@ class Board:
                 self.store.mark_running(task_id, attempt, entry.started_at or now, now)
 
     def check_liveness(self, now_mono: float, now: float) -> None:
-        self.lose(self.fleet.check_liveness(now_mono), now_mono, now)
+        self.lose(self.fleet.check_liveness(now_mono, now), now_mono, now)
 
     def mark_offline(self, device: DeviceEntry, reason: str, now_mono: float, now: float, died: bool = True) -> None:
-        self.lose(self.fleet.mark_offline(device, reason, died), now_mono, now)
+        self.lose(self.fleet.mark_offline(device, reason, now, died), now_mono, now)
 
     def dispatch_failed(self, device_id: str, now_mono: float, now: float) -> None:
         """The ROUTER could not reach the worker: its attempts are lost, and it is offline until it registers."""

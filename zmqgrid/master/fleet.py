@@ -6,7 +6,7 @@ them."""
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..model import DeviceState, TaskState
 from ..protocol import Command
@@ -16,6 +16,9 @@ from .blame import Suspect, before_count, blamed
 from .commands import CommandBook
 from .entries import DeviceEntry, TaskEntry
 from .turn import Turn
+
+if TYPE_CHECKING:
+    from ..alerts.book import Alerts
 
 logger = logging.getLogger(__name__)
 PRUNE_DEVICES_PER_PASS = 1000
@@ -64,6 +67,7 @@ class Fleet:
         self.devices: dict[str, DeviceEntry] = {}
         self.drained: set[str] = set()                # devices an operator drained (kept across restarts)
         self.commands = CommandBook(resend_after_s=lease_grace_s)
+        self.alerts: Alerts | None = None   # rules matched when a device goes offline (set by the master)
 
     def recover(self) -> dict[str, int | None]:
         """Load what the ledger says of devices (drained ones; none is online after a restart); returns the last
@@ -174,12 +178,14 @@ class Fleet:
         reason = f"heartbeats of {device.device_id} stopped naming it"
         return [Lost(entry, reason) for entry in self._release(device, expired)]
 
-    def mark_offline(self, device: DeviceEntry, reason: str, died: bool = True) -> list[Lost]:
+    def mark_offline(self, device: DeviceEntry, reason: str, now: float, died: bool = True) -> list[Lost]:
         """Returns the attempts the device held. `died`: the worker went away (silent, unreachable), so its running
         tasks' losses are worker deaths; not when it was cut off alive (its key revoked)."""
         if device.state == DeviceState.OFFLINE and not device.inflight:
             return []
         logger.info("device offline device=%s reason=%s requeue=%d", device.device_id, reason, len(device.inflight))
+        if self.alerts is not None and device.state != DeviceState.OFFLINE:   # staged beside its state change
+            self.alerts.device_event("offline", device.device_id, device.info, device.tags, reason, now)
         device.state, device.registered, device.credit = DeviceState.OFFLINE, False, 0
         self.store.set_device_state(device.device_id, DeviceState.OFFLINE)
         suspects = self.suspects(device) if died else {}
@@ -193,13 +199,13 @@ class Fleet:
         return blamed([Suspect(e.id, e.started_at, before_count(e.evidence))
                        for e in entries if e.state == TaskState.RUNNING and not e.cancel_requested])
 
-    def check_liveness(self, now_mono: float) -> list[Lost]:
+    def check_liveness(self, now_mono: float, now: float) -> list[Lost]:
         """Judged on the master's monotonic clock only: a worker's own clock never marks it offline."""
         lost: list[Lost] = []
         for device in self.devices.values():
             silent = now_mono - device.last_seen
             if device.state != DeviceState.OFFLINE and silent > self.device_timeout_s:
-                lost += self.mark_offline(device, f"no heartbeat for {silent:.1f}s")
+                lost += self.mark_offline(device, f"no heartbeat for {silent:.1f}s", now)
         return lost
 
     def prune_offline(self, now: float, retention_s: float, limit: int = PRUNE_DEVICES_PER_PASS) -> int:

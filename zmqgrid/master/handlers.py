@@ -18,6 +18,7 @@ from .projects import Projects
 from .schedules import Schedules
 
 if TYPE_CHECKING:
+    from ..alerts.book import Alerts
     from .keyring import KeyRing
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Handlers:
         self.peers: dict[bytes, str] | None = None
         self.projects: Projects | None = None   # pushes, listing and removal of projects (set by the master)
         self.fetches: Fetches | None = None     # workers' fetches of project versions (set by the master)
+        self.alerts: Alerts | None = None       # alert rules (set by the master)
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
         self.board.turn.error(identity, req_id, code, message)
@@ -272,6 +274,8 @@ class Handlers:
         try:
             if msg.what == "schedules" and self.schedules is not None:
                 data = self.schedules.rows()
+            elif msg.what == "alerts" and self.alerts is not None:
+                data = self.alerts.rows(msg.params)
             else:
                 data = queries.answer(self.board, msg.what, msg.params, now_mono, self.settings)
                 if msg.what == "status" and self.keyring is not None:
@@ -288,9 +292,10 @@ class Handlers:
         if msg.action == "project" and params.get("op") == "remove":
             self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned))
             return
-        if msg.action == "schedule" and self.schedules is not None:
+        book = {"schedule": self.schedules, "alert": self.alerts}.get(msg.action)
+        if book is not None:
             try:
-                self.board.turn.ack(identity, Reply(msg.req_id, self.schedules.control(params, now)).encode())
+                self.board.turn.ack(identity, Reply(msg.req_id, book.control(params, now)).encode())
             except ZmqgridError as e:   # not_found, bad_request: each error type carries its code
                 self.reply_error(identity, msg.req_id, e.code, str(e))
             return
@@ -322,7 +327,7 @@ class Handlers:
         elif msg.action == "watch":
             self._watch(identity, msg.req_id, ids, room)
         else:
-            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule")
+            self.reply_error(identity, msg.req_id, "bad_request", f"unknown action {msg.action!r}; allowed: cancel, requeue, watch, drain, resume, shutdown, reload, schedule, alert")
 
     def _act_on_refs(self, action: str, refs: list[str], now_mono: float, now: float) -> dict[str, str]:
         """Cancel or re-queue the task each reference names (docs/architecture.md, "Task references"): one line

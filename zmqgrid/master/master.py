@@ -10,8 +10,11 @@ import time
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from ..alerts.book import Alerts
+from ..alerts.delivery import Delivery, Settings
 from ..config import Config
 from ..errors import ProtocolError, StoreError
+from ..model import DeviceState
 from ..protocol import BEACON_TOPIC, Beacon, Heartbeat, decode
 from ..security import master_curve, require_safe_bind
 from ..store.project_store import ProjectStore, folder_of
@@ -56,6 +59,7 @@ class Master:
         self.incarnation = secrets.token_hex(6)
         self._stop = threading.Event()
         self.ready = threading.Event()
+        self.delivery: Delivery | None = None   # alert delivery, made once the ledger and sockets are
         self.store = TaskStore(config.db_path, config.durability)
         self.store.checkpoint_in_background()
         self.ctx = zmq.Context()
@@ -95,11 +99,22 @@ class Master:
                          "subscriptions": self.subscriptions.counts}
         self.turn = Turn()   # what this loop turn sends, after its commit
         self.unreachable: list[str] = []   # devices a dispatch could not reach, their attempts lost next turn
+        self.alerts = Alerts(self.store)
+        self.alerts.load()
+        # Online when the master last stopped: recovery marks them offline; one that does not come back is an event
+        self.alerts.await_devices([d for d in self.store.list_devices() if d["state"] == DeviceState.ONLINE],
+                                  time.monotonic() + float(config.device_timeout))
         self.board = self._new_board()
         self.schedules = Schedules(self.store)
         self.retention = RetentionTimer(Retention(self.store.db, config.retention_days, config.retention_max_tasks),
                                         time.monotonic())
         self.handlers = Handlers(self.board, self.settings, self.schedules)
+        self.handlers.alerts = self.alerts
+        self.delivered_seq = self.alerts.seq   # the last event seq the delivery threads were woken for
+        # Beside the loop, with connections of its own: a slow endpoint never delays a turn (docs: Alerts)
+        self.delivery = None if config.db_path == ":memory:" else Delivery(
+            config.db_path, Settings(float(config.alert_retry), float(config.alert_retry_max),
+                                     float(config.alert_timeout)))
         self.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)), config.max_project_mb,
                                  config.max_project_files)
         self.handlers.projects = self.schedules.projects = self.projects   # submits and firings pin by it
@@ -122,6 +137,7 @@ class Master:
                           retry_backoff_s=c.retry_backoff, retry_backoff_max_s=c.retry_backoff_max,
                           quarantine_after=c.quarantine_after, max_output_bytes=c.max_output_bytes,
                           max_queued_per_client=c.max_queued_per_client)
+        board.alerts = board.fleet.alerts = self.alerts
         recover(board, time.monotonic(), time.time())
         try:
             self.store.commit()
@@ -138,6 +154,8 @@ class Master:
         self._stop.set()
 
     def close(self) -> None:
+        if self.delivery is not None:
+            self.delivery.stop()
         self.subscriptions.close()
         for sock in (self.router, self.pub, self.pull):
             sock.close(0)
@@ -165,6 +183,8 @@ class Master:
         # is frozen out of collection; later cycles (rare here) are still collected, in rarer full passes.
         gc.freeze()
         gc.set_threshold(50_000, 20, 1000)
+        if self.delivery is not None:
+            self.delivery.start()
         self.ready.set()
         try:
             while not self._stop.is_set():
@@ -187,6 +207,8 @@ class Master:
                     self.board.check_liveness(now_mono, now)
                     self.projects.expire(now_mono)
                     self.refusals.tick()   # a window's summary comes out on an idle master too
+                    if self.alerts.awaited:
+                        self.alerts.check_awaited(self.board.fleet.devices, now_mono, now)
                     if self.keyring is not None:
                         self._apply_key_changes(now_mono, now)
                         subscriptions.recheck()
@@ -287,8 +309,12 @@ class Master:
             self.board = self._new_board_safely()
             self.handlers.board = self.board
             self.schedules.reload()   # this turn's firings were not committed: they fire again, with the same ids
+            self.alerts.reload()      # nor were its rule changes and events (their seqs are used again)
             return
         turn.deliver(self)
+        if self.delivery is not None and self.alerts.seq != self.delivered_seq:   # the commit wrote alert events
+            self.delivered_seq = self.alerts.seq
+            self.delivery.wake()
         # Staged now, committed with the next turn: the attempts dispatched to a worker the ROUTER cannot reach
         unreachable, self.unreachable = self.unreachable, []
         for device_id in unreachable:
@@ -309,6 +335,11 @@ class Master:
                 self.board.mark_offline(device, f"key {key[:8]}... {row['state']}", now_mono, now,
                                           died=False)
                 self.handlers.peers = {i: d for i, d in self.handlers.peers.items() if d != device.device_id}
+            if row["state"] == "revoked" and old != "revoked" and row["role"] == "worker":
+                info = device.info if device is not None else {"name": row["name"], "hostname": row["hostname"]}
+                self.alerts.device_event("revoked", row["device_id"] or f"key {key[:8]}...", info,
+                                         device.tags if device is not None else frozenset(),
+                                         f"key {key[:8]}... revoked", now)
             if told:
                 self.handlers.reply_error(ring.peers.pop(key), 0, "revoked", ring.cut_off(key))
             elif row["state"] == "accepted" and key in ring.peers:

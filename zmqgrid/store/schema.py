@@ -133,6 +133,23 @@ def m008_projects(db: sqlite_utils.Database) -> None:
     db["projects"].create({"name": str, "version": str, "size": int, "files": int, "pushed_at": float,
                            "pushed_by": str}, pk=("name", "version"), not_null={"size", "files", "pushed_at"})
 
+
+@migrations()
+def m009_alerts(db: sqlite_utils.Database) -> None:
+    # Alert rules and their events (docs/architecture.md, Alerts). An event is staged in the commit of the change
+    # that caused it; seq orders delivery per rule. The counters are kept by the master's delivery threads.
+    db["alert_rules"].create({
+        "name": str, "events": str, "tags": str, "pattern": str, "kind": str, "target": str, "template": str,
+        "created_at": float, "delivered": int, "failed": int, "dropped": int, "last_error": str,
+        "last_error_at": float, "last_delivered_at": float,
+    }, pk="name", not_null={"events", "kind", "target", "template", "delivered", "failed", "dropped"})
+    db.execute("CREATE TABLE alert_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, "
+               "event TEXT NOT NULL, at FLOAT NOT NULL, body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+               "next_at FLOAT, last_error TEXT, delivered_at FLOAT)")
+    db.execute("CREATE INDEX idx_alert_events_rule ON alert_events (rule, delivered_at, seq)")
+    db.execute("CREATE INDEX idx_alert_events_delivered ON alert_events (delivered_at) WHERE delivered_at IS NOT NULL")
+
+
 def open_database(path: str | os.PathLike, durability: str = "normal") -> sqlite_utils.Database:
     """Open (creating if absent) and migrate the ledger; refuse an unreadable or corrupt file unchanged.
     `durability` is a key of SYNCHRONOUS (config `durability`)."""
