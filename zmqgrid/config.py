@@ -7,15 +7,14 @@ import logging
 import math
 import os
 import re
-import socket
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import entry_points
-from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .config_file import read_config_file
+from .config_rules import resolve, tcp_url
 from .errors import ConfigError
 from .fields import ID_PATTERN
 from .model import TASK_KINDS
@@ -182,17 +181,17 @@ class Config:
     @property
     def router_endpoint(self) -> str:
         """Bind address of the master's ROUTER."""
-        return _tcp(self.host, self.port)
+        return tcp_url(self.host, self.port)
 
     @property
     def pub_endpoint(self) -> str:
         """Bind address of the master's PUB."""
-        return _tcp(self.host, self.pub_port if self.pub_port is not None else self.port + 1)
+        return tcp_url(self.host, self.pub_port if self.pub_port is not None else self.port + 1)
 
     @property
     def heartbeat_endpoint(self) -> str:
         """Bind address of the master's heartbeat PULL."""
-        return _tcp(self.host, self.heartbeat_port if self.heartbeat_port is not None else self.port + 2)
+        return tcp_url(self.host, self.heartbeat_port if self.heartbeat_port is not None else self.port + 2)
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting as plain JSON-able data, for `--json` output and logs."""
@@ -203,10 +202,10 @@ _TYPES = {f.name: str(f.type) for f in fields(Config)}  # annotation text, e.g. 
 _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 65535), "workers": (0, 64),
            "concurrent_tasks": (1, 1024), "prefetch": (0, 1024), "max_retry_count": (0, 100), "quarantine_after": (0, 100),
            "task_nice": (0, 19), "max_tasks_per_child": (0, 2**31 - 1), "max_child_memory_mb": (0, 1 << 20),
-           "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1),
-           "flood_output_mb_per_s": (0, 1 << 20),
-           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1), "max_project_mb": (1, 1 << 20), "project_cache_mb": (1, 1 << 24), "max_project_files": (1, 1 << 24),
-           "retention_days": (0, 36500), "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
+           "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1), "flood_output_mb_per_s": (0, 1 << 20),
+           "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1), "max_project_mb": (1, 1 << 20),
+           "project_cache_mb": (1, 1 << 24), "max_project_files": (1, 1 << 24), "retention_days": (0, 36500),
+           "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
 _ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
 _FLOAT_RANGES = {"weight": (1e-6, 1e6)}            # as Register.weight takes it (protocol)
 MAX_TAGS = 61   # Register.tags takes 64; a worker adds a no-kind: tag per kind it refuses (two at most) and `runs projects`
@@ -248,7 +247,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
     if key == "master_url":
         match = _URL.fullmatch(value.strip()) if isinstance(value, str) else None
         ok, expected = match is not None and 1 <= int(match[2]) <= 65535, _URL_FORMS
-        value = _tcp(match[1].strip("[]"), int(match[2])) if ok and match else value
+        value = tcp_url(match[1].strip("[]"), int(match[2])) if ok and match else value
     elif kind == "int":
         lo, hi = _RANGES[key]
         ok, expected = number and isinstance(value, int) and lo <= value <= hi, f"an integer {lo}-{hi}"
@@ -287,10 +286,6 @@ def master_host_port(url: str) -> tuple[str, int]:
     """Split a master URL in any accepted form ("tcp://h:p", "http://h:p", "h:p") into (host, port)."""
     match = _URL.fullmatch(_check("master_url", url, "master URL", text=True))
     return match[1].strip("[]"), int(match[2])  # type: ignore[index]
-
-
-def _tcp(host: str, port: int) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"  # IPv6 literals need brackets
 
 
 def _show(value: Any) -> str:
@@ -360,42 +355,5 @@ def load_config(mode: str | None = None, config_path: str | os.PathLike[str] | N
         flag = FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
         layers[key] = (_check(key, raw, flag, text=True), flag, 3)
     config = Config(**{key: value for key, (value, _, _) in layers.items()})
-    _resolve(config, layers)
+    resolve(config, layers)
     return config
-
-
-def _resolve(config: Config, layers: dict[str, tuple[Any, str, int]]) -> None:
-    """Fill the settings derived from others and check the rules that span several keys."""
-    def origin(key: str) -> tuple[str, int]:
-        return layers.get(key, (None, "default", 0))[1:]
-
-    def clash(a: str, b: str, a_must: str, b_must: str, why: str) -> ConfigError:
-        # Blame the key from the stronger source: it is the one the user set last.
-        (blame, must), other = ((a, a_must), b) if origin(a)[1] >= origin(b)[1] else ((b, b_must), a)
-        return ConfigError(f"{origin(blame)[0]}: {blame} = {getattr(config, blame)} is not allowed",
-                           f"expected {must} {other} ({getattr(config, other)}, from {origin(other)[0]}): {why}")
-
-    for key, offset in (("pub_port", 1), ("heartbeat_port", 2)):
-        if getattr(config, key) is None:
-            if config.port + offset > 65535:  # the derived port overflows, so port is what to change
-                raise ConfigError(f"{origin('port')[0]}: port = {config.port} is not allowed",
-                                  f"expected at most {65535 - offset} unless {key} is set ({key} = port + {offset})")
-            setattr(config, key, config.port + offset)
-            layers[key] = (config.port + offset, f"default (port + {offset})", 0)
-    for a, b in combinations(("port", "pub_port", "heartbeat_port"), 2):
-        if getattr(config, a) == getattr(config, b):
-            raise clash(a, b, "a port different from", "a port different from",
-                        "port, pub_port and heartbeat_port must all differ")
-    if config.device_timeout <= config.heartbeat_interval:
-        raise clash("device_timeout", "heartbeat_interval", "more than", "less than",
-                    "device_timeout must be greater than heartbeat_interval, or live devices are marked offline")
-    if "master_url" not in layers:
-        # Nobody said where the master is, so it is this config's own ROUTER: standalone and `--status`
-        # then follow a single --port change. A wildcard bind is reached over loopback.
-        config.master_url = _tcp({"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}.get(config.host, config.host),
-                                 config.port)
-    if config.device_id is None and config.mode == "worker":
-        # A worker's identity must survive restarts (ROUTER_HANDOVER, outbox), so use the host name.
-        config.device_id = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:64] or "worker"
-    if config.device_name is None:
-        config.device_name = config.device_id

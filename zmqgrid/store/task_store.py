@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
@@ -162,7 +162,7 @@ class TaskStore:
             raise StoreError(f"commit of {count} changes failed: {e}", "check disk space and the database file") from e
         return count
 
-    def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> list[int]:
+    def insert_tasks(self, tasks: list[tuple[dict, int, float | None]], now: float) -> Iterator[int]:
         """Stage the inserts of a submit's (spec, retries, timeout_s) as one change (one staged op, not one each);
         the size of each packed spec, in order."""
         statements = [(_INSERT_TASK, (spec["id"], spec["kind"], spec["name"], spec["priority"], retries, timeout_s,
@@ -170,7 +170,7 @@ class TaskStore:
                                       now, spec.get("group"), now, _QUEUED, 0, None))
                       for spec, retries, timeout_s in tasks]
         if not statements:
-            return []
+            return iter(())
         target = self._op if self._op is not None else []
         start = len(target)
         target.extend(statements)
@@ -181,7 +181,7 @@ class TaskStore:
             unwritten.setdefault(target[i][1][0], (target, i))
         # staged, maybe never committed: the ceiling may be too high, never too low
         self._top_id = max(self._top_id, max(statement[1][0] for statement in statements))
-        return [len(statement[1][8]) for statement in statements]
+        return (len(statement[1][8]) for statement in statements)   # lazily: no list of 100,000 ints at once
 
     def assign(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
         """A task inserted in this same turn (the usual case on a cluster with free slots) has its staged insert
