@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["Client", "build_spec", "__version__",
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version   # here: every process imports zmqgrid
         try:
             found = version("zmqgrid")
         except PackageNotFoundError:   # a source tree on sys.path that was never installed

@@ -9,7 +9,6 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -275,6 +274,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         pattern, expected = _PATTERNS.get(key, (r".+", "a non-empty string"))
         ok = isinstance(value, str) and re.fullmatch(pattern, value.strip()) is not None
         if ok and key == "load_balance_strategy" and value.strip() not in STRATEGIES and ":" not in value:
+            from importlib.metadata import entry_points   # only for a strategy named so: metadata is slow to load
             ok = any(ep.name == value.strip() for ep in entry_points(group="zmqgrid.strategies"))
     if not ok:
         expected += ", or null" if kind != _TYPES[key] else ""
