@@ -24,3 +24,14 @@ def alert_harness(tmp_path: Path):
     h = Harness(tmp_path, env=FAST_ALERTS)
     yield h
     h.stop()
+
+
+@pytest.fixture
+def alert_cluster(alert_harness: Harness):
+    """A master and one worker, w1, online: (harness, client)."""
+    h = alert_harness
+    h.start_master()
+    h.start_worker("w1")
+    client = h.client()
+    h.wait_online(client, "w1")
+    return h, client

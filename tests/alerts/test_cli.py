@@ -92,12 +92,8 @@ def test_alerts_test_sends_a_sample_and_says_whether_it_arrived(alert_harness, r
     assert db_query(h.db, "SELECT count(*) FROM alert_events WHERE rule = 'bad'") == [(0,)]
 
 
-def test_a_local_command_gets_the_event_on_stdin_and_in_its_environment(alert_harness, tmp_path):
-    h = alert_harness
-    h.start_master()
-    h.start_worker("w1")
-    client = h.client()
-    h.wait_online(client, "w1")
+def test_a_local_command_gets_the_event_on_stdin_and_in_its_environment(alert_cluster, tmp_path):
+    h, client = alert_cluster
     out = tmp_path / "got"
     client.alert_add("local", "failed",
                      command=f'cat > {out}.json; echo "$ZMQGRID_ALERT_EVENT $ZMQGRID_ALERT_TASK_ID" > {out}.env')

@@ -56,12 +56,8 @@ def test_a_failed_task_matching_a_rule_is_delivered_once_with_its_body_and_other
     assert "SECRET" not in (h.dir / "master.log").read_text()
 
 
-def test_events_of_a_rule_arrive_in_the_order_the_tasks_failed(alert_harness, receiver):
-    h = alert_harness
-    h.start_master()
-    h.start_worker("w1")
-    client = h.client()
-    h.wait_online(client, "w1")
+def test_events_of_a_rule_arrive_in_the_order_the_tasks_failed(alert_cluster, receiver):
+    h, client = alert_cluster
     rule(client, "ordered", receiver, "/o")
     ids = []
     for i in range(6):
@@ -73,12 +69,8 @@ def test_events_of_a_rule_arrive_in_the_order_the_tasks_failed(alert_harness, re
     assert [b["seq"] for b in got] == sorted(b["seq"] for b in got)
 
 
-def test_a_receiver_answering_500_then_200_gets_it_after_retries_and_the_failures_are_listed(alert_harness, receiver):
-    h = alert_harness
-    h.start_master()
-    h.start_worker("w1")
-    client = h.client()
-    h.wait_online(client, "w1")
+def test_a_receiver_answering_500_then_200_gets_it_after_retries_and_the_failures_are_listed(alert_cluster, receiver):
+    h, client = alert_cluster
     receiver.script["/flaky"] = [500, 500, 200]
     rule(client, "flaky", receiver, "/flaky")
     task = client.submit(failing("once"))[0]
@@ -90,12 +82,8 @@ def test_a_receiver_answering_500_then_200_gets_it_after_retries_and_the_failure
     assert "HTTP 500" in listed["last_error"] and "server says no" in listed["last_error"], listed
 
 
-def test_a_hanging_endpoint_for_one_rule_does_not_hold_back_another(alert_harness, receiver):
-    h = alert_harness
-    h.start_master()
-    h.start_worker("w1")
-    client = h.client()
-    h.wait_online(client, "w1")
+def test_a_hanging_endpoint_for_one_rule_does_not_hold_back_another(alert_cluster, receiver):
+    h, client = alert_cluster
     receiver.hanging["/stuck"] = release = threading.Event()
     rule(client, "a-stuck", receiver, "/stuck")
     rule(client, "b-fine", receiver, "/fine")
@@ -167,12 +155,8 @@ def test_a_device_that_goes_offline_is_an_event(alert_harness, receiver):
     assert "no heartbeat" in body["device"]["reason"]
 
 
-def test_a_timed_out_task_matches_by_name_glob(alert_harness, receiver):
-    h = alert_harness
-    h.start_master()
-    h.start_worker("w1")
-    client = h.client()
-    h.wait_online(client, "w1")
+def test_a_timed_out_task_matches_by_name_glob(alert_cluster, receiver):
+    h, client = alert_cluster
     rule(client, "slow", receiver, "/slow", on="timed_out", pattern="nightly-*")
     other = client.submit(build_spec(shell="sleep 30", name="adhoc", timeout=0.5, retries=0))[0]
     assert client.wait([other], 30)[other]["state"] == "timed_out"
