@@ -32,13 +32,22 @@ def started(grid, tmp_path):
             env.update(ZMQGRID_CURVE="true", ZMQGRID_KEYS_DIR=str(grid.keys))
         procs.append(subprocess.Popen([sys.executable, "-m", "zmqgrid", *args, "--master", grid.url], cwd=tmp_path,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      stdin=subprocess.DEVNULL, bufsize=1))
+                                      stdin=subprocess.DEVNULL, bufsize=1, preexec_fn=as_a_foreground_job))
         return procs[-1]
     yield start
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def as_a_foreground_job() -> None:
+    """In the child before exec: Ctrl-C and Ctrl-\\ as a terminal's foreground job gets them. A child inherits
+    ignored signals, and now and then the suite's process has SIGINT and SIGQUIT ignored while it starts one (a
+    system()-like call of a library in another thread: /proc/PID/status showed both in SigIgn); Python then keeps
+    ignoring SIGINT, as it must for a job started in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def read_line(pipe, timeout_s: float = 30) -> str:
