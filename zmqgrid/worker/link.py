@@ -254,7 +254,6 @@ class MasterLink:
         if not self.pending:
             logger.warning("master error pending: %s", msg.message)
         self.pending = True
-        self.register_backoff = PENDING_REGISTER_S
 
     def watch_master(self, now: float) -> None:
         """Paranoid-pirate style: no RegisterAck or no beacon for too long means reconnect, with backoff."""

@@ -34,26 +34,28 @@ _VERSION = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ProjectCopy:
-    """Where a task of a project runs: its version's copy, the interpreter its scripts use, and its environment
-    (None: the worker's own packages). A task dict holds one under "_project", set here only (a value from the wire
-    is plain data, never one of these)."""
+    """Where a task of a project runs: its version's copy, the interpreter its scripts use, its environment (None:
+    the worker's own packages) and that environment's site-packages, which a python call of the copy sees first
+    after the copy itself. One per version, made when its environment is ready; a task dict holds it under
+    "_project", set here only (a value from the wire is plain data, never one of these)."""
 
     root: str
     python: str
     env: EnvResult | None = None
+    sites: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, root: Path, env: EnvResult, python_executable: str) -> ProjectCopy:
+        if env.env_dir is None:   # no requirements.txt: the worker's interpreter and packages
+            return cls(str(root), python_executable)
+        # Only an environment built for the Python the worker's pool children run (its folder names the version).
+        site = site_packages(env.env_dir)
+        same = f"python{sys.version_info[0]}.{sys.version_info[1]}" in site.parts
+        return cls(str(root), str(env.python), env, (str(site),) if same else ())
 
     def environ(self, base: dict[str, str]) -> dict[str, str]:
         """`base` with the copy's environment activated (shell and script tasks)."""
         return self.env.environ(base) if self.env is not None else base
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        """The environment's site-packages, which a python call of the copy sees first after the copy itself:
-        only when it was built for the Python the worker's pool children run (its folder names that version)."""
-        if self.env is None or self.env.env_dir is None:
-            return ()
-        site = site_packages(self.env.env_dir)
-        return (str(site),) if f"python{sys.version_info[0]}.{sys.version_info[1]}" in site.parts else ()
 
 
 def copy_of(task: dict) -> ProjectCopy | None:
@@ -80,7 +82,7 @@ class ProjectGate:
         self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
         # Shared by the workers of a machine (a lock per environment): one build serves them all.
         self.envs = Environments(Path(config.state_dir).resolve() / "envs", python=config.python_executable)
-        self.env_of: dict[str, EnvResult] = {}      # version -> the environment its copy runs with
+        self.bound: dict[str, ProjectCopy] = {}     # version -> where its tasks run, once its environment is ready
         self._send, self._connected, self._wake = send, connected, wake
         self._release, self._fail, self._active_ids = release, fail, active_ids
         self.lock = threading.Lock()                # guards `waiting` for the heartbeat thread
@@ -149,11 +151,8 @@ class ProjectGate:
         return dropped
 
     def _bind(self, task: dict, version: str) -> dict:
-        root, env = self.cache.copy(version), self.env_of.get(version)
-        if env is None or env.env_dir is None:   # no requirements.txt: the worker's interpreter and packages
-            task["_project"] = ProjectCopy(str(root), self.config.python_executable)
-        else:
-            task["_project"] = ProjectCopy(str(root), str(env.python), env)
+        task["_project"] = copy = self.bound[version]
+        root = Path(copy.root)
         if task.get("kind") != "python":   # a relative cwd is taken inside the copy
             cwd = task.get("cwd")
             task["cwd"] = str(root / cwd) if cwd and not Path(cwd).is_absolute() else (cwd or str(root))
@@ -300,10 +299,11 @@ class ProjectGate:
 
     def _environment(self, version: str) -> None:
         """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes)."""
-        env = self.envs.for_copy(self.cache.copy(version))
+        root = self.cache.copy(version)
+        env = self.envs.for_copy(root)
         if not env.ok:
             raise EnvFailed(env.error_text())
-        self.env_of[version] = env
+        self.bound[version] = ProjectCopy.of(root, env, self.config.python_executable)
 
     def _job_ended(self, version: str, what: str, error: Exception | None) -> None:
         if error is None and what != "environment":
@@ -312,8 +312,8 @@ class ProjectGate:
                 self._prune()
             self._job(version, "environment", self._environment)
         elif error is None:
-            env = self.env_of[version]
-            if env.built:
+            env = self.bound[version].env
+            if env is not None and env.built:
                 logger.info("project version %s: environment built in %.1fs at %s", version[:12], env.build_s,
                             env.env_dir)
             self._ready(version)
@@ -339,6 +339,7 @@ class ProjectGate:
             keep = set(self.released.values()) | set(self.waiting) | set(self.busy)
         for version in self.cache.prune(keep):
             self.good.discard(version)
+            self.bound.pop(version, None)
             logger.info("project copy %s deleted: the cache is over project_cache_mb (%d MiB)", version[:12],
                         self.config.project_cache_mb)
 
