@@ -131,15 +131,21 @@ def test_a_damaged_copy_is_found_at_the_first_use_after_a_start_and_fetched_agai
     assert "is damaged (data/words.txt changed)" in (harness.dir / "w1.log").read_text()
 
 
-def test_a_worker_killed_mid_download_leaves_no_copy_and_its_task_runs_once_after_the_next_start(harness, tmp_path):
+def big_version_for_w1(harness: Harness, tmp_path: Path):
+    """A master holding a version of 48 MiB (48 chunks: its download takes many turns) and w1 online: the client,
+    the version, where w1 downloads it, and the project's folder."""
     folder = spider(tmp_path)
-    project(folder, {"data/big.bin": os.urandom(48 << 20)})   # 48 chunks: the download takes many turns
+    project(folder, {"data/big.bin": os.urandom(48 << 20)})
     harness.start_master()
     client = harness.client()
     version = client.push_project(folder)["version"]
     harness.start_worker("w1")
     harness.wait_online(client, "w1")
-    part = cache(harness, "w1") / f"{version}.part"
+    return client, version, cache(harness, "w1") / f"{version}.part", folder
+
+
+def test_a_worker_killed_mid_download_leaves_no_copy_and_its_task_runs_once_after_the_next_start(harness, tmp_path):
+    client, version, part, _ = big_version_for_w1(harness, tmp_path)
     task_id = client.submit(build_spec(shell="echo ran >> ../ran.txt", project="myspider"), notify=True)[0]
 
     # When the worker is killed while the archive is arriving
@@ -250,14 +256,7 @@ def test_copies_past_project_cache_mb_are_deleted_least_recently_used_first_and_
 
 
 def test_a_master_restarted_mid_download_is_asked_again_and_the_task_runs_once(harness, tmp_path):
-    folder = spider(tmp_path)
-    project(folder, {"data/big.bin": os.urandom(48 << 20)})
-    harness.start_master()
-    client = harness.client()
-    version = client.push_project(folder)["version"]
-    harness.start_worker("w1")
-    harness.wait_online(client, "w1")
-    part = cache(harness, "w1") / f"{version}.part"
+    client, version, part, folder = big_version_for_w1(harness, tmp_path)
     task_id = client.submit(build_spec(shell="echo ran >> ../ran.txt", project="myspider"))[0]
 
     # When the master is killed while the archive is arriving, and started again
