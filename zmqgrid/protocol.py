@@ -150,6 +150,15 @@ METRICS = Record({"cpu_percent": _PERCENT, "memory_percent": _PERCENT, "disk_per
                   "load_5m": _LOAD, "load_15m": _LOAD, "memory_available_mb": Float(0.0, 1e12),
                   "cpu_count": Int(0, 1 << 20), "memory_total_mb": Int(0, 1 << 40), "hostname": NAME, "os": NAME,
                   "python_version": NAME, "python_executable": PATH}, max_keys=64)
+# What a worker's project cache holds, one entry per version (docs/architecture.md, Projects, "Sync and what workers
+# hold"): [version, its copy's state, its environment's state, the seq of the last sync applied to it, a reason].
+PROJECT_COPY_STATES = ("fetching", "cached", "failed")
+PROJECT_ENV_STATES = ("unknown", "not_built", "building", "ready", "failed", "none")
+MAX_CACHED_REPORTED = 64
+MAX_CACHED_REASON = 200
+CACHED = Tuple(Text(64, 64, pattern=r"[0-9a-f]{64}"), Enum(PROJECT_COPY_STATES), Enum(PROJECT_ENV_STATES), SEQ,
+               Text(MAX_CACHED_REASON, line=True),
+               what="[version, copy state, environment state, sync seq, reason]")
 _WORD = Text(32, line=True, nullable=True)
 _OFFSET = Int(0, 1 << 62, nullable=True)
 _NAME64 = Text(64, line=True, nullable=True)
@@ -158,7 +167,7 @@ QUERY_PARAMS = Record({"id": _NAME64, "state": _WORD, "device": _NAME64, "tag": 
                        "attempt": Int(0, 1 << 31, nullable=True), "stdout_from": _OFFSET, "stderr_from": _OFFSET},
                       max_keys=32, extra=SCALAR)
 _IDS = List(ID, MAX_IDS_PER_REQUEST, nullable=True)
-CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "state": _WORD, "tag": _NAME64, "op": _WORD,
+CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "tags": List(TAG, 32, nullable=True), "state": _WORD, "tag": _NAME64, "op": _WORD,
                          "name": _NAME64, "cron": Text(256, line=True, nullable=True), "missed": _WORD,
                          "spec": TASK_SPEC},
                         max_keys=32, extra=SCALAR)
@@ -236,7 +245,8 @@ class ResultAck(Message):
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
     SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,
-              "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024)}
+              "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024),
+              "projects": List(CACHED, MAX_CACHED_REPORTED)}
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
@@ -245,6 +255,12 @@ class Heartbeat(Message):
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
     commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
+    projects: list = field(default_factory=list)   # [(version, copy, env, sync seq, reason), ...] its cache holds
+
+    def encode(self) -> list[bytes]:
+        # Without a project cache to report, the field is left out: the heartbeat is what it was before it.
+        names = self._names if self.projects else self._names[:-1]
+        return [self._header, packb([getattr(self, n) for n in names])]
 
 
 @message("B")

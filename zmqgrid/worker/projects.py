@@ -23,6 +23,7 @@ from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
 from ..protocol import Error
+from .cache_report import CacheReport
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -96,11 +97,17 @@ class ProjectGate:
         self.req_ids = itertools.count(1)
         self.jobs: ThreadPoolExecutor | None = None  # checking and unpacking, one at a time, off the loop
         self.finished: queue.SimpleQueue = queue.SimpleQueue()
+        self.states = CacheReport()                 # what heartbeats tell the master of this cache
+        self.names: dict[str, str] = {}             # version -> the project a sync named it by
+        self.rebuild_wanted: set[str] = set()       # versions a sync asked to build the environment of anew
 
     def start(self) -> None:
         """At the worker's start: what a killed predecessor left half done goes."""
         self.cache.clean()
         self.envs.end_leftover_installers()
+        copies = [p.name for p in self.cache.root.iterdir() if _VERSION.fullmatch(p.name)
+                  and self.cache.has_copy(p.name)]
+        self._pool().submit(self.states.survey, copies, self.cache.copy, self.envs)
 
     def close(self) -> None:
         for download in self.downloads.values():
@@ -162,6 +169,7 @@ class ProjectGate:
 
     def _ready(self, version: str) -> None:
         self.good.add(version)
+        self.states.set(version, "cached", "ready" if self.bound[version].env is not None else "none")
         with self.lock:
             tasks = self.waiting.pop(version, [])
         self.busy.pop(version, None)
@@ -174,26 +182,32 @@ class ProjectGate:
         self._abort(version)
         self.busy.pop(version, None)
         self.tries.pop(version, None)
+        env_failed = kind == "env_build_failed"
+        self.states.set(version, "cached" if env_failed else "failed", "failed" if env_failed else "unknown", why)
         with self.lock:
             tasks = self.waiting.pop(version, [])
         if tasks:
             logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
             self._fail([_failed(task, why, permanent, kind) for task in tasks])
-        else:   # its tasks were cancelled or given to another worker meanwhile: the master said so
-            logger.info("project version %s: download dropped, no task waits for it (%s)", version[:12], why)
+        else:   # a sync's, or its tasks were cancelled or given to another worker meanwhile
+            logger.warning("project version %s: no task waits for it: %s", version[:12], why)
 
     # ------------------------------------------------------------ checking, downloading, unpacking
 
     def _begin(self, version: str) -> None:
+        self.states.set(version, "fetching")
         if self.cache.has_copy(version):
             self._job(version, "verify", self.cache.verify)
         else:
             self._download(version)
 
-    def _job(self, version: str, what: str, work: Callable[[str], None]) -> None:
-        self.busy[version] = what
+    def _pool(self) -> ThreadPoolExecutor:
         if self.jobs is None:
             self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
+        return self.jobs
+
+    def _job(self, version: str, what: str, work: Callable[[str], None]) -> None:
+        self.busy[version] = what
 
         def run() -> None:
             try:
@@ -203,7 +217,7 @@ class ProjectGate:
                 self.finished.put((version, what, e))
             self._wake()
 
-        self.jobs.submit(run)
+        self._pool().submit(run)
 
     def _download(self, version: str) -> None:
         self.busy[version] = "download"
@@ -277,7 +291,8 @@ class ProjectGate:
     def _named(self, version: str) -> str:
         with self.lock:
             tasks = self.waiting.get(version) or [{}]
-        return f"project {tasks[0].get('project') or version[:12]}"
+        named = f"{self.names[version]}@{version}" if version in self.names else f"version {version[:12]}"
+        return f"project {tasks[0].get('project') or named}"
 
     # ------------------------------------------------------------ the loop's turn
 
@@ -297,25 +312,55 @@ class ProjectGate:
             download.ask_again(now, all_of_them=True)
             download.pump(now)
 
-    def _environment(self, version: str) -> None:
-        """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes)."""
+    def sync(self, name: str, version: str, seq: int, rebuild: bool) -> None:
+        """A `sync` command: this version's copy and environment made ready now, with no task of it yet."""
+        if not _VERSION.fullmatch(version):
+            logger.warning("sync of project %s ignored: %r is no full version", name, version[:80])
+            return
+        if len(self.names) >= 4096:
+            self.names.clear()
+        self.names[version] = name
+        if rebuild:
+            self.rebuild_wanted.add(version)
+        if version not in self.busy:
+            if version not in self.good or version not in self.bound or not self.cache.has_copy(version):
+                self._begin(version)
+            elif rebuild:
+                self._build_env(version)
+            else:
+                self.states.set(version, "cached", "ready" if self.bound[version].env is not None else "none")
+        self.states.synced(version, seq)
+
+    def _build_env(self, version: str) -> None:
+        rebuild = version in self.rebuild_wanted
+        self.rebuild_wanted.discard(version)
+        self.states.set(version, "cached", "building")
+        self._job(version, "environment", lambda v: self._environment(v, rebuild))
+
+    def _environment(self, version: str, rebuild: bool = False) -> None:
+        """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes),
+        or built anew (`rebuild`: a sync asked for it)."""
         root = self.cache.copy(version)
-        env = self.envs.for_copy(root)
+        env = self.envs.for_copy(root, rebuild=rebuild)
         if not env.ok:
             raise EnvFailed(env.error_text())
         self.bound[version] = ProjectCopy.of(root, env, self.config.python_executable)
 
     def _job_ended(self, version: str, what: str, error: Exception | None) -> None:
-        if error is None and what != "environment":
+        if error is None and what != "environment" or what == "environment" and version in self.rebuild_wanted:
             if what == "install":
                 logger.info("project version %s unpacked into %s", version[:12], self.cache.copy(version))
+                self.cache.touch(version)   # a new copy is the one wanted last: pruned after the others
                 self._prune()
-            self._job(version, "environment", self._environment)
+            self._build_env(version)   # a rebuild asked while an environment was prepared follows it
         elif error is None:
             env = self.bound[version].env
             if env is not None and env.built:
                 logger.info("project version %s: environment built in %.1fs at %s", version[:12], env.build_s,
                             env.env_dir)
+                for other, copy in list(self.bound.items()):   # a rebuild moved every copy of its key to it
+                    if copy.env is not None and copy.env.key == env.key:
+                        self.bound[other] = ProjectCopy.of(Path(copy.root), env, self.config.python_executable)
             self._ready(version)
         elif isinstance(error, EnvFailed):
             self._give_up(version, f"{self._named(version)}: its environment could not be built: {error}", True,
@@ -339,6 +384,7 @@ class ProjectGate:
             keep = set(self.released.values()) | set(self.waiting) | set(self.busy)
         for version in self.cache.prune(keep):
             self.good.discard(version)
+            self.states.drop(version)
             self.bound.pop(version, None)
             logger.info("project copy %s deleted: the cache is over project_cache_mb (%d MiB)", version[:12],
                         self.config.project_cache_mb)
