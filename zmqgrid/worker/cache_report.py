@@ -75,6 +75,14 @@ class CacheReport:
                     self.entries[version] = ["cached", env, 0, ""]
 
 
+def brief(why: str) -> str:
+    """A failure in one line that fits the report: its first line, and the end of the rest (an installer's last
+    words say what was missing)."""
+    first, *rest = why.splitlines() or [""]
+    tail = " ".join(line.strip() for line in rest if line.strip())[-max(0, MAX_CACHED_REASON - len(first) - 5):]
+    return f"{first} ... {tail}" if tail else first
+
+
 def _moving(entry: list) -> bool:
     """In progress or failed: what a person waits for or must see."""
     return entry[0] != "cached" or entry[1] not in STEADY_ENVS

@@ -23,7 +23,7 @@ from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
 from ..protocol import Error
-from .cache_report import CacheReport
+from .cache_report import CacheReport, brief
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ class ProjectGate:
         self._abort(version)
         self.busy.pop(version, None)
         self.tries.pop(version, None)
-        env_failed = kind == "env_build_failed"
-        self.states.set(version, "cached" if env_failed else "failed", "failed" if env_failed else "unknown", why)
+        env_failed, said = kind == "env_build_failed", brief(why.removeprefix(self._named(version)).lstrip(": "))
+        self.states.set(version, "cached" if env_failed else "failed", "failed" if env_failed else "unknown", said)
         with self.lock:
             tasks = self.waiting.pop(version, [])
         if tasks:
@@ -317,9 +317,7 @@ class ProjectGate:
         if not _VERSION.fullmatch(version):
             logger.warning("sync of project %s ignored: %r is no full version", name, version[:80])
             return
-        if len(self.names) >= 4096:
-            self.names.clear()
-        self.names[version] = name
+        self.names = {**self.names, version: name} if len(self.names) < 4096 else {version: name}
         if rebuild:
             self.rebuild_wanted.add(version)
         if version not in self.busy:
