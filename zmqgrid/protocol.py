@@ -246,7 +246,7 @@ class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
     SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,
               "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024),
-              "projects": List(CACHED, MAX_CACHED_REPORTED)}
+              "projects": List(CACHED, MAX_CACHED_REPORTED, nullable=True)}
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
@@ -255,11 +255,12 @@ class Heartbeat(Message):
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
     commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
-    projects: list = field(default_factory=list)   # [(version, copy, env, sync seq, reason), ...] its cache holds
+    # [(version, copy, env, sync seq, reason), ...] its project cache holds; None: as the last list said
+    projects: list | None = None
 
     def encode(self) -> list[bytes]:
-        # Without a project cache to report, the field is left out: the heartbeat is what it was before it.
-        names = self._names if self.projects else self._names[:-1]
+        # With nothing new of the project cache the field is left out: the heartbeat is what it was before it.
+        names = self._names if self.projects is not None else self._names[:-1]
         return [self._header, packb([getattr(self, n) for n in names])]
 
 

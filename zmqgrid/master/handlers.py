@@ -133,7 +133,7 @@ class Handlers:
             return
         self.board.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
                                0.5 * self.settings["heartbeat_interval_s"])
-        if self.syncs is not None:
+        if self.syncs is not None and msg.projects is not None:
             self.syncs.report(device.device_id, msg.projects)
 
     # ------------------------------------------------------------ clients

@@ -19,7 +19,7 @@ class HeartbeatSender(threading.Thread):
     """Sends a Heartbeat (device, incarnation, running, held, metrics) every interval until stop()."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
-                 owned: Callable[[], tuple[list, list, list, list]], with_metrics: bool, max_message_bytes: int,
+                 owned: Callable[[], tuple[list, list, list, list | None]], with_metrics: bool, max_message_bytes: int,
                  info: dict | None = None, curve: Curve | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.ctx, self.endpoint, self.device_id = ctx, endpoint, device_id

@@ -72,7 +72,7 @@ class Worker:
     def _wake(self) -> None:
         os.write(self._wake_w, b"r")
 
-    def owned(self) -> tuple[list, list, list, list]:
+    def owned(self) -> tuple[list, list, list, list | None]:
         """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox, applied command
         seqs, what the project cache holds) — what every heartbeat reports."""
         running, held = self.slots.owned()
