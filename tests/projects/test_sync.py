@@ -12,7 +12,7 @@ from zmqgrid.client import build_spec
 from zmqgrid.projects.messages import ProjectData, ProjectFetch
 from zmqgrid.protocol import Control, Error
 
-from ..helpers import db_query, run_cli
+from ..helpers import db_query, run_cli, wait_until
 from .test_envs import make_wheel
 from .test_fetch import RawWorker, cache, run_all, spider
 from .test_push import project
@@ -55,6 +55,15 @@ def test_a_sync_puts_the_version_in_every_workers_cache_before_any_task_and_show
                             for d in ("w1", "w2")])
     assert [t["state"] for t in done] == ["done", "done"], done
     assert [client.logs(t["id"])["stdout"] for t in done] == ["alpha beta gamma\n"] * 2
+
+    # When a worker is killed and started again, it reports the copy it found in its cache
+    harness.kill(harness.workers["w2"])
+    wait_until(lambda: any(w["device_id"] == "w2" and w["device"] == "offline"
+                           for w in client.projects("myspider")[0]["workers"]), 30, "w2 shown offline")
+    harness.start_worker("w2")
+    wait_until(lambda: ("w2", "cached", "none", "online") in {
+        (w["device_id"], w["copy"], w["env"], w["device"]) for w in client.projects("myspider")[0]["workers"]},
+        30, "w2 to report its copy again")
 
 
 def test_a_sync_of_an_unknown_project_or_with_no_matching_worker_is_refused_with_one_line(harness, tmp_path):
