@@ -275,7 +275,8 @@ class Beacon(Message):
 @message("M")
 class Command(Message):
     """Master -> workers over PUB (topic b'device.<id>'), or re-sent over the ROUTER
-    to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
+    to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload, sync (a project
+    version to fetch and build now)."""
     SCHEMA = {"seq": SEQ, "action": Text(32, line=True),
               "params": Record({}, 64, extra=Opaque("command parameters"), extra_key=Text(64, 1))}
     seq: int
