@@ -350,7 +350,8 @@ class Master:
     def _prune_devices(self, now: float, retention_s: float) -> None:
         """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
         try:
-            self.board.fleet.prune_offline(now, retention_s)
+            if self.board.fleet.prune_offline(now, retention_s):
+                self.syncs.forget_gone()   # their cache reports and fetch grants go with them
         except StoreError as e:   # the next pass tries again
             logger.warning("%s", e.message)
 

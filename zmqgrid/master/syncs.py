@@ -42,14 +42,18 @@ class Syncs:
                                          now_mono)
             seq = command.seq
             for device_id in devices:
-                mine = self.grants.setdefault(device_id, {})
-                mine.pop(version, None)
-                mine[version] = now_mono + SYNC_GRANT_S
-                while len(mine) > MAX_GRANTS:
-                    del mine[next(iter(mine))]
+                self.grant(device_id, version, now_mono)
         logger.info("project %s@%s sync%s to %d devices", name, version[:12], " with rebuild" if rebuild else "",
                     len(devices))
         return {"name": name, "version": version, "seq": seq, "workers": devices, "rebuild": rebuild}, False
+
+    def grant(self, device_id: str, version: str, now_mono: float) -> None:
+        """Let the device fetch the version for SYNC_GRANT_S (MAX_GRANTS a device: the oldest goes)."""
+        mine = self.grants.setdefault(device_id, {})
+        mine.pop(version, None)
+        mine[version] = now_mono + SYNC_GRANT_S
+        while len(mine) > MAX_GRANTS:
+            del mine[next(iter(mine))]
 
     def allows(self, device_id: str, version: str, now_mono: float) -> bool:
         """Whether a sync granted the device this version (and it has not lapsed): the grant is then renewed."""
