@@ -5,6 +5,7 @@ the devices the sync went to, and a sync that cannot be done says why in one lin
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -138,3 +139,25 @@ def test_the_master_serves_a_synced_version_only_to_the_devices_the_sync_went_to
         assert "no sync sent to it names it" in refused.message
     finally:
         raw.close()
+
+
+def test_a_sync_that_does_not_finish_in_time_exits_124_naming_the_workers_it_waits_for(harness, tmp_path):
+    harness.env["ZMQGRID_DEVICE_TIMEOUT"] = "60"   # a stopped worker stays online while the sync waits for it
+    harness.start_master()
+    client = harness.client()
+    version = client.push_project(spider(tmp_path))["version"]
+    harness.start_worker("w1")
+    harness.wait_online(client, "w1")
+
+    harness.kill(harness.workers["w1"], signal.SIGSTOP)   # online still (for a while), but it answers nothing
+    try:
+        late = run_cli("projects", "sync", "myspider", "--timeout", "1", "--master", harness.url, cwd=tmp_path)
+    finally:
+        harness.kill(harness.workers["w1"], signal.SIGCONT)
+
+    assert late.returncode == 124, late
+    assert late.stderr == (f"error: myspider@{version[:12]} did not finish within 1 s on w1 (waiting for the sync "
+                           "command); it goes on: projects show myspider follows it\n")
+    # and it does go on: the worker, woken, applies the sync
+    wait_until(lambda: any(w["device_id"] == "w1" and w["env"] == "none"
+                           for w in (client.projects("myspider")[0].get("workers") or [])), 30, "w1 to hold it")

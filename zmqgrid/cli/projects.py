@@ -6,7 +6,7 @@ from typing import Callable
 import click
 
 from ..client import Client
-from ..errors import EXIT_FAILED, EXIT_OK, EXIT_WAIT_TIMEOUT
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT
 from .common import client_options, client_options_with, json_option
 from .render import emit_json, table, when
 
@@ -130,8 +130,13 @@ def sync(client: Callable[[], Client], ref: str, tags: tuple, rebuild: bool, syn
         click.echo(f"{device_id}: {_SAID[state]}" + (f": {reason}" if reason else ""))
 
     with client() as c:
-        result = c.sync_project(ref, tags=tags, rebuild=rebuild, timeout_s=sync_timeout,
-                                progress=None if as_json else progress)
+        try:
+            result = c.sync_project(ref, tags=tags, rebuild=rebuild, timeout_s=sync_timeout,
+                                    progress=None if as_json else progress)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: the sync goes on on the workers; projects show {ref.partition('@')[0]} "
+                       "follows it", err=True)
+            return EXIT_INTERRUPTED
     if as_json:
         emit_json(result)
     workers, failed, unfinished = result["workers"], result["failed"], result["unfinished"]
