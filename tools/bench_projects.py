@@ -21,8 +21,8 @@ or --keep):
 4. Warm: the same again (every copy is cached and checked now). Anchor "plain fan-out": the same `--all` task
    without a project.
 5. Round trips: `--rt` sequential submit -> result round trips of a no-op python call (`zmqgrid.samples:noop`)
-   on one worker, half in the cached project and half without one, in the order plain, project, project, plain
-   (after 10 of each not counted), each side's p50.
+   on one worker in the cached project and as many without one, in blocks of 5 in the order plain, project,
+   project, plain, ... (after 10 of each not counted), each side's p50.
 
 Ratios are taken within each run (cold / bare, warm / plain fan-out, project / plain p50) and reported as their
 medians over `--runs`. Targets: cold <= 3x bare; project round trip <= 1.2x plain. Every process it starts is
@@ -44,7 +44,7 @@ if __name__ == "__main__":   # `python tools/bench_projects.py` imports from the
 
 from tools.benchkit.cluster import Cluster
 from tools.benchkit.guard import guarded
-from tools.benchkit.measure import machine_busy, median, pct
+from tools.benchkit.measure import cpu_seconds, machine_busy, median, pct
 from tools.benchkit.processes import adopt, clean_env, free_port_block, spawn, stop_process
 from tools.benchkit.report import command_line, emit, fmt, machine, progress, verdict
 from zmqgrid.client import Client, build_spec
@@ -54,6 +54,7 @@ BARE = Path(__file__).resolve().parent / "benchkit" / "bare_fetch.py"
 NOOP = "zmqgrid.samples:noop"
 COLD_TARGET, RT_TARGET = 3.0, 1.2
 RT_WARMUP = 10
+RT_BLOCK = 5
 
 
 def make_project(folder: Path, files: int, total_mb: float, seed: int) -> int:
@@ -80,18 +81,24 @@ def wait_done(client: Client, ids: list[str], timeout_s: float) -> None:
         raise RuntimeError(f"{len(bad)} of {len(ids)} tasks did not end done: {list(bad.items())[:3]}")
 
 
-def fan_out(client: Client, workers: int, timeout_s: float, **spec: object) -> float:
-    """Seconds from the submit of one `--all` shell task until every worker's child is done."""
+def fan_out(client: Client, cluster: Cluster, timeout_s: float, **spec: object) -> tuple[float, float, float]:
+    """Seconds from the submit of one `--all` shell task until every worker's child is done, and the CPU seconds
+    the master and the workers (with their children) spent meanwhile."""
+    master, workers = [cluster.master.pid], [p.pid for p in cluster.workers.values()]
+    c0 = cpu_seconds(master, False), cpu_seconds(workers, True)
     t0 = time.perf_counter()
     ids = client.submit([build_spec(shell="true", all=True, **spec)], notify=True)
-    if len(ids) != workers:
-        raise RuntimeError(f"--all reached {len(ids)} workers, not {workers}")
+    if len(ids) != len(workers):
+        raise RuntimeError(f"--all reached {len(ids)} workers, not {len(workers)}")
     wait_done(client, ids, timeout_s)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    return took, cpu_seconds(master, False) - c0[0], cpu_seconds(workers, True) - c0[1]
 
 
-def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> float:
-    """Seconds for `workers` clients to each fetch `archive` over a bare DEALER -> ROUTER, from "go" to the last."""
+def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> tuple[float, float]:
+    """Seconds for `workers` clients to each fetch `archive` over a bare DEALER -> ROUTER, from "go" to the last,
+    and the CPU seconds the server and the clients spent from "go" on (the clients': their whole life, which their
+    start-up adds to)."""
     env = clean_env()
     port = free_port_block(1)
     server = spawn([sys.executable, str(BARE), "serve", str(port), str(archive)], cwd=tmp, env=env,
@@ -111,22 +118,27 @@ def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> float:
         for c in clients:   # bounded by --deadline (the guard's alarm) and the clients' own receive timeout
             if c.stdout.readline().strip() != "ready":
                 raise RuntimeError("a bare client did not connect")
+        server_cpu = cpu_seconds([server.pid], False)
         t0 = time.perf_counter()
         for c in clients:
             c.stdin.write("go\n")
             c.stdin.flush()
+        cpu = 0.0
         for c in clients:
             line = c.stdout.readline().split()
             if not line or line[0] != "done":
                 raise RuntimeError("a bare client did not finish")
-        return time.perf_counter() - t0
+            cpu += float(line[2])
+        took = time.perf_counter() - t0
+        return took, cpu + cpu_seconds([server.pid], False) - server_cpu
     finally:
         for proc in [*clients, server]:
             stop_process(proc, grace_s=5)
 
 
 def round_trips(client: Client, device: str, project: str, n: int, timeout_s: float) -> dict:
-    """p50 ms of no-op calls on `device`, plain and in `project`, in the order plain, project, project, plain."""
+    """p50 ms of `n` no-op calls on `device` per side, plain and in `project`, in blocks of RT_BLOCK in the order
+    plain, project, project, plain, ... (so both sides share the machine's drift)."""
     def one(i: int, in_project: bool) -> float:
         spec = build_spec(python=NOOP, args=[i], device=device, **({"project": project} if in_project else {}))
         t0 = time.perf_counter()
@@ -140,11 +152,11 @@ def round_trips(client: Client, device: str, project: str, n: int, timeout_s: fl
         one(i, False)
         one(i, True)
     times: dict[bool, list[float]] = {False: [], True: []}
-    half = max(1, n // 4)
-    for in_project in (False, True, True, False):
-        times[in_project] += [one(i, in_project) for i in range(half)]
+    for block in range(max(2, n // RT_BLOCK)):
+        in_project = block % 4 in (1, 2)
+        times[in_project] += [one(i, in_project) for i in range(RT_BLOCK)]
     plain, proj = pct(times[False], 50), pct(times[True], 50)
-    return {"plain_p50_ms": plain, "project_p50_ms": proj, "rt_ratio": proj / plain, "rt_each": half * 2}
+    return {"plain_p50_ms": plain, "project_p50_ms": proj, "rt_ratio": proj / plain, "rt_each": len(times[True])}
 
 
 def run_once(a: argparse.Namespace, tmp: Path, k: int) -> dict:
@@ -165,14 +177,15 @@ def run_once(a: argparse.Namespace, tmp: Path, k: int) -> dict:
             archive = cluster.db.parent / f"{cluster.db.name}.projects" / f"{pushed['version']}.tar"
             progress(f"run {k}/{a.runs}: pushed {pushed['files']} files, {pushed['size'] / 1e6:.1f} MB in "
                      f"{push_s:.2f}s; bare DEALER -> ROUTER to {a.workers} clients ...")
-            bare_s = bare(folder, archive, a.workers, a.step_timeout)
-            progress(f"run {k}/{a.runs}: bare {bare_s:.2f}s ({a.workers * pushed['size'] / bare_s / 1e6:.0f} MB/s); "
-                     "cold --all ...")
-            cold_s = fan_out(client, a.workers, a.step_timeout, project=name)
-            warm_s = fan_out(client, a.workers, a.step_timeout, project=name)
-            plain_s = fan_out(client, a.workers, a.step_timeout)
-            progress(f"run {k}/{a.runs}: cold {cold_s:.2f}s ({cold_s / bare_s:.2f}x bare), warm {warm_s:.3f}s, "
-                     f"plain fan-out {plain_s:.3f}s; round trips ...")
+            bare_s, bare_cpu = bare(folder, archive, a.workers, a.step_timeout)
+            progress(f"run {k}/{a.runs}: bare {bare_s:.2f}s ({a.workers * pushed['size'] / bare_s / 1e6:.0f} MB/s, "
+                     f"{bare_cpu:.1f} CPU s); cold --all ...")
+            cold_s, cold_master_cpu, cold_workers_cpu = fan_out(client, cluster, a.step_timeout, project=name)
+            warm_s = fan_out(client, cluster, a.step_timeout, project=name)[0]
+            plain_s = fan_out(client, cluster, a.step_timeout)[0]
+            progress(f"run {k}/{a.runs}: cold {cold_s:.2f}s ({cold_s / bare_s:.2f}x bare; CPU s: master "
+                     f"{cold_master_cpu:.1f}, workers {cold_workers_cpu:.1f}), warm {warm_s:.3f}s, plain fan-out "
+                     f"{plain_s:.3f}s; round trips ...")
             rt = round_trips(client, "bench-1", name, a.rt, a.step_timeout)
             progress(f"run {k}/{a.runs}: round trip p50 plain {rt['plain_p50_ms']:.2f} ms, in the project "
                      f"{rt['project_p50_ms']:.2f} ms ({rt['rt_ratio']:.3f}x)")
@@ -180,13 +193,14 @@ def run_once(a: argparse.Namespace, tmp: Path, k: int) -> dict:
         cluster.stop()
     shutil.rmtree(folder, ignore_errors=True)
     return {"busy_before_pct": busy, "bytes": pushed["size"], "files": pushed["files"], "data_bytes": size,
-            "push_s": push_s, "bare_s": bare_s, "cold_s": cold_s, "warm_s": warm_s, "plain_fan_out_s": plain_s,
+            "push_s": push_s, "bare_s": bare_s, "bare_cpu_s": bare_cpu, "cold_s": cold_s,
+            "cold_master_cpu_s": cold_master_cpu, "cold_workers_cpu_s": cold_workers_cpu, "warm_s": warm_s, "plain_fan_out_s": plain_s,
             "cold_ratio": cold_s / bare_s, "warm_ratio": warm_s / plain_s, **rt}
 
 
 def summarize(runs: list[dict]) -> dict:
     keys = ("cold_ratio", "warm_ratio", "rt_ratio", "bare_s", "cold_s", "warm_s", "plain_fan_out_s", "push_s",
-            "plain_p50_ms", "project_p50_ms")
+            "plain_p50_ms", "project_p50_ms", "bare_cpu_s", "cold_master_cpu_s", "cold_workers_cpu_s")
     out = {k: median([r[k] for r in runs]) for k in keys}
     out["runs"] = {k: [round(r[k], 3) for r in runs] for k in keys}
     out["cold_met"] = out["cold_ratio"] <= COLD_TARGET
@@ -208,6 +222,8 @@ def report(result: dict) -> None:
     print(f"  seconds: bare {s['bare_s']:.2f}, cold {s['cold_s']:.2f}, warm {s['warm_s']:.3f}, plain fan-out "
           f"{s['plain_fan_out_s']:.3f}, push {s['push_s']:.2f}; round trip p50 plain {s['plain_p50_ms']:.2f} ms, "
           f"project {s['project_p50_ms']:.2f} ms")
+    print(f"  CPU seconds: bare (server and clients) {s['bare_cpu_s']:.1f}; cold: master {s['cold_master_cpu_s']:.1f}, "
+          f"workers {s['cold_workers_cpu_s']:.1f}")
 
 
 def label_key(label: str) -> str:
@@ -220,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=1000, help="its number of files (default 1,000)")
     p.add_argument("--workers", type=int, default=20, help="real workers (default 20)")
     p.add_argument("--runs", type=int, default=3, help="runs, each on a fresh cluster (default 3)")
-    p.add_argument("--rt", type=int, default=40, help="counted round trips per side and run (default 40)")
+    p.add_argument("--rt", type=int, default=100, help="counted round trips per side and run (default 100)")
     p.add_argument("--step-timeout", type=float, default=300.0, help="bound of each wait, in seconds")
     p.add_argument("--deadline", type=float, default=1800.0, help="bound of the whole run, in seconds")
     p.add_argument("--json", action="store_true", help="every figure as JSON on stdout")

@@ -4,7 +4,7 @@ no ledger, no protocol beyond an 8-byte offset.
 
     python bare_fetch.py serve PORT FILE   # a ROUTER on 127.0.0.1:PORT answering offsets with FILE's bytes
     python bare_fetch.py fetch URL SIZE    # a DEALER: says "ready", waits for "go" on stdin, fetches SIZE bytes
-                                           # into memory, says "done SECONDS" and exits
+                                           # into memory, says "done SECONDS CPU_SECONDS" and exits
 
 The server ends on a request of b"quit" (or when its parent stops it by PID). Every wait is bounded."""
 from __future__ import annotations
@@ -62,7 +62,7 @@ def fetch(url: str, size: int) -> None:
         frame = sock.recv(copy=False)
         into[got:got + len(frame.buffer)] = frame.buffer   # one DEALER to one ROUTER keeps the answers' order
         got += len(frame.buffer)
-    print(f"done {time.perf_counter() - t0:.6f}", flush=True)
+    print(f"done {time.perf_counter() - t0:.6f} {time.process_time():.6f}", flush=True)
     sock.close(0)
     ctx.term()
 
