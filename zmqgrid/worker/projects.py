@@ -19,6 +19,7 @@ from ..config import Config
 from ..model import TaskError, TaskState
 from ..projects.cache import Damaged, ProjectCache
 from ..projects.envfiles import site_packages
+from ..projects.envprune import EnvPruner
 from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
@@ -82,6 +83,7 @@ class ProjectGate:
         self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
         # Shared by the workers of a machine (a lock per environment): one build serves them all.
         self.envs = Environments(Path(config.state_dir).resolve() / "envs", python=config.python_executable)
+        self.pruner = EnvPruner(self.envs.root, config.env_keep_days)   # environments unused for env_keep_days
         self.bound: dict[str, ProjectCopy] = {}     # version -> where its tasks run, once its environment is ready
         self._send, self._connected, self._wake = send, connected, wake
         self._release, self._fail, self._active_ids = release, fail, active_ids
@@ -282,9 +284,11 @@ class ProjectGate:
     # ------------------------------------------------------------ the loop's turn
 
     def tick(self, now: float) -> None:
-        """Take the jobs that ended; ask again what went unanswered too long."""
+        """Take the jobs that ended; ask again what went unanswered too long; now and then, prune environments."""
         while not self.finished.empty():
             self._job_ended(*self.finished.get_nowait())
+        if self.pruner.due(now):
+            self.prune_envs()
         if self.downloads and self._connected():
             for download in list(self.downloads.values()):
                 download.ask_again(now)
@@ -330,6 +334,25 @@ class ProjectGate:
         else:
             logger.error("project version %s: %s failed: %s", version[:12], what, error)
             self._give_up(version, f"{self._named(version)}: the worker could not {what} its copy ({error})", False)
+
+    def prune_envs(self) -> None:
+        """Mark the environments this worker's tasks hold, run or wait for as used; delete in the jobs thread those
+        unused past env_keep_days. A version bound to one that goes is checked and bound again at its next task
+        (its environment job comes after the deletion: one jobs thread)."""
+        active = self._active_ids()
+        with self.lock:
+            versions = {v for tid, v in self.released.items() if tid in active} | set(self.waiting)
+        in_use = {copy.env.key for v in versions if (copy := self.bound.get(v)) and copy.env and copy.env.key}
+        self.pruner.mark(in_use)
+        stale = set(self.pruner.stale(in_use))
+        if not stale:
+            return
+        for version in [v for v, copy in self.bound.items() if copy.env is not None and copy.env.key in stale]:
+            self.good.discard(version)
+            del self.bound[version]
+        if self.jobs is None:
+            self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
+        self.jobs.submit(self.pruner.prune, sorted(stale))
 
     def _prune(self) -> None:
         """Past project_cache_mb: least recently used copies go, never one a task here holds or runs."""
