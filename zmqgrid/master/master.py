@@ -119,6 +119,7 @@ class Master:
         self.projects = Projects(ProjectStore(self.store, folder_of(config.db_path)), config.max_project_mb,
                                  config.max_project_files)
         self.handlers.projects = self.schedules.projects = self.projects   # submits and firings pin by it
+        self.projects.retain(config.project_keep_versions, self.handlers._pinned)
         self.syncs = self.handlers.syncs = self.projects.syncs = Syncs(self.board.fleet, self.projects)
         self.fetches = self.handlers.fetches = Fetches(self.projects.store.archive, self.syncs.allows)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong

@@ -4,10 +4,10 @@ Written by the worker's loop (and once by the survey at its start), read by the 
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Iterable
-from pathlib import Path
 
+from ..projects.cache import ProjectCache
 from ..projects.envs import Environments
 from ..protocol import MAX_CACHED_REASON, MAX_CACHED_REPORTED
 from ..text import printable
@@ -19,6 +19,7 @@ MAX_KEPT = 4096   # versions remembered; past it the oldest steady ones go (a he
 RESEND_EVERY = 10
 STEADY_ENVS = ("unknown", "not_built", "ready", "none")
 # Environments.state's words as the heartbeat says them
+_VERSION = re.compile(r"[0-9a-f]{64}")
 SURVEYED = {"none": "none", "ready": "ready", "failed": "failed", "absent": "not_built"}
 
 
@@ -75,12 +76,12 @@ class CacheReport:
         items.sort(key=lambda item: not _moving(item[1:]))   # stable: the most recent first within each kind
         return items[:MAX_CACHED_REPORTED]
 
-    def survey(self, versions: Iterable[str], copy_of, envs: Environments) -> None:
+    def survey(self, cache: ProjectCache, envs: Environments) -> None:
         """At the worker's start, off its loop: the copies already in the cache, with what their environment's
         folder says (without building). A version the loop set meanwhile is left as the loop said."""
-        for version in versions:
+        for version in [p.name for p in cache.root.iterdir() if _VERSION.fullmatch(p.name) and cache.has_copy(p.name)]:
             try:
-                env = SURVEYED.get(envs.state(Path(copy_of(version))), "unknown")
+                env = SURVEYED.get(envs.state(cache.copy(version)), "unknown")
             except Exception as e:  # a copy's environment that cannot be read is only not told
                 logger.warning("project copy %s: its environment cannot be read: %s", version[:12], e)
                 env = "unknown"

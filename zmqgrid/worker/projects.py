@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import re
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,11 +17,13 @@ from ..config import Config
 from ..model import TaskError, TaskState
 from ..projects.cache import Damaged, ProjectCache
 from ..projects.envfiles import site_packages
+from ..projects.envprune import EnvPruner
 from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
 from ..protocol import Error
 from .cache_report import CacheReport, brief
+from .jobthread import JobThread
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class ProjectGate:
         self.cache = ProjectCache(folder, config.project_cache_mb * MIB)
         # Shared by the workers of a machine (a lock per environment): one build serves them all.
         self.envs = Environments(Path(config.state_dir).resolve() / "envs", python=config.python_executable)
+        self.pruner = EnvPruner(self.envs.root, config.env_keep_days)   # environments unused for env_keep_days
         self.bound: dict[str, ProjectCopy] = {}     # version -> where its tasks run, once its environment is ready
         self._send, self._connected, self._wake = send, connected, wake
         self._release, self._fail, self._active_ids = release, fail, active_ids
@@ -95,8 +96,7 @@ class ProjectGate:
         self.tries: dict[str, int] = {}
         self.released: dict[str, str] = {}          # task id -> the version it runs in (what pruning keeps)
         self.req_ids = itertools.count(1)
-        self.jobs: ThreadPoolExecutor | None = None  # checking and unpacking, one at a time, off the loop
-        self.finished: queue.SimpleQueue = queue.SimpleQueue()
+        self.jobs = JobThread(wake)                 # checking, unpacking and building, one at a time, off the loop
         self.states = CacheReport()                 # what heartbeats tell the master of this cache
         self.names: dict[str, str] = {}             # version -> the project a sync named it by
         self.rebuild_wanted: set[str] = set()       # versions a sync asked to build the environment of anew
@@ -105,15 +105,12 @@ class ProjectGate:
         """At the worker's start: what a killed predecessor left half done goes."""
         self.cache.clean()
         self.envs.end_leftover_installers()
-        copies = [p.name for p in self.cache.root.iterdir() if _VERSION.fullmatch(p.name)
-                  and self.cache.has_copy(p.name)]
-        self._pool().submit(self.states.survey, copies, self.cache.copy, self.envs)
+        self.jobs.submit(self.states.survey, self.cache, self.envs)
 
     def close(self) -> None:
         for download in self.downloads.values():
             download.close()
-        if self.jobs is not None:
-            self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
     # ------------------------------------------------------------ tasks
 
@@ -201,23 +198,9 @@ class ProjectGate:
         else:
             self._download(version)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self.jobs is None:
-            self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
-        return self.jobs
-
     def _job(self, version: str, what: str, work: Callable[[str], None]) -> None:
         self.busy[version] = what
-
-        def run() -> None:
-            try:
-                work(version)
-                self.finished.put((version, what, None))
-            except Exception as e:  # Damaged, or the disk (full, unwritable): the loop decides
-                self.finished.put((version, what, e))
-            self._wake()
-
-        self._pool().submit(run)
+        self.jobs.run(version, what, work)
 
     def _download(self, version: str) -> None:
         self.busy[version] = "download"
@@ -297,9 +280,11 @@ class ProjectGate:
     # ------------------------------------------------------------ the loop's turn
 
     def tick(self, now: float) -> None:
-        """Take the jobs that ended; ask again what went unanswered too long."""
-        while not self.finished.empty():
-            self._job_ended(*self.finished.get_nowait())
+        """Take the jobs that ended; ask again what went unanswered too long; now and then, prune environments."""
+        for ended in self.jobs.ended():
+            self._job_ended(*ended)
+        if self.pruner.due(now):
+            self.prune_envs()
         if self.downloads and self._connected():
             for download in list(self.downloads.values()):
                 download.ask_again(now)
@@ -373,6 +358,24 @@ class ProjectGate:
         else:
             logger.error("project version %s: %s failed: %s", version[:12], what, error)
             self._give_up(version, f"{self._named(version)}: the worker could not {what} its copy ({error})", False)
+
+    def prune_envs(self) -> None:
+        """Mark the environments this worker's tasks hold, run or wait for as used; delete in the jobs thread those
+        unused past env_keep_days. A version bound to one that goes is checked and bound again at its next task
+        (its environment job comes after the deletion: one jobs thread)."""
+        active = self._active_ids()
+        with self.lock:
+            versions = {v for tid, v in self.released.items() if tid in active} | set(self.waiting)
+        in_use = {copy.env.key for v in versions if (copy := self.bound.get(v)) and copy.env and copy.env.key}
+        self.pruner.mark(in_use)
+        stale = set(self.pruner.stale(in_use))
+        if not stale:
+            return
+        for version in [v for v, copy in self.bound.items() if copy.env is not None and copy.env.key in stale]:
+            self.good.discard(version)
+            del self.bound[version]
+            self.states.set(version, "cached", "not_built")
+        self.jobs.submit(self.pruner.prune, sorted(stale))
 
     def _prune(self) -> None:
         """Past project_cache_mb: least recently used copies go, never one a task here holds or runs."""
