@@ -7,12 +7,10 @@ import click
 
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT
+from ..projects.sync import holding_in_words
+from ..text import byte_size
 from .common import client_options, client_options_with, json_option
 from .render import emit_json, table, when
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
 
 
 @click.group()
@@ -42,8 +40,8 @@ def push(client: Callable[[], Client], folder: str, name: str | None, as_json: b
         return EXIT_OK
     click.echo(f"{row['name']}@{row['version'][:12]}")
     note = ("already on the master: nothing sent" if row["have"]
-            else f"sent {_mib(row['sent_bytes'])}")
-    click.echo(f"{row['files']} file{'' if row['files'] == 1 else 's'}, {_mib(row['size'])}; {note}", err=True)
+            else f"sent {byte_size(row['sent_bytes'])}")
+    click.echo(f"{row['files']} file{'' if row['files'] == 1 else 's'}, {byte_size(row['size'])}; {note}", err=True)
     return EXIT_OK
 
 
@@ -57,22 +55,9 @@ def list_projects(client: Callable[[], Client], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table(([r["name"], r["version"][:12], r["files"], _mib(r["size"]), r["versions"], when(r["pushed_at"]),
+    table(([r["name"], r["version"][:12], r["files"], byte_size(r["size"]), r["versions"], when(r["pushed_at"]),
             r["pushed_by"]] for r in rows),
           ["NAME", "LATEST", "FILES", "SIZE", "VERSIONS", "PUSHED", "BY"])
-
-
-def _held(worker: dict) -> str:
-    """A worker's copy and environment of a version, in words."""
-    copy, env = worker["copy"], worker["env"]
-    if copy != "cached":
-        text = {"fetching": "fetching", "failed": "fetch failed"}[copy]
-    else:
-        text = {"unknown": "cached, env not looked at yet", "not_built": "cached, env not built",
-                "building": "cached, env building", "ready": "cached, env ready", "failed": "cached, env build failed",
-                "none": "cached, no requirements.txt"}[env]
-    text += "" if worker["device"] == "online" else f" ({worker['device']})"
-    return text + (f": {worker['reason']}" if worker["reason"] else "")
 
 
 @projects.command("show")
@@ -90,12 +75,12 @@ def show(client: Callable[[], Client], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table(([r["version"][:12], r["files"], _mib(r["size"]), when(r["pushed_at"]), r["pushed_by"],
+    table(([r["version"][:12], r["files"], byte_size(r["size"]), when(r["pushed_at"]), r["pushed_by"],
             len(r.get("workers", ()))] for r in rows), ["VERSION", "FILES", "SIZE", "PUSHED", "BY", "WORKERS"])
     held = [(r["version"][:12], w) for r in rows for w in r.get("workers", ())]
     if held:
         click.echo()
-        table(([version, w["name"] if w["name"] == w["device_id"] else f"{w['name']} ({w['device_id']})", _held(w)]
+        table(([version, w["name"] if w["name"] == w["device_id"] else f"{w['name']} ({w['device_id']})", holding_in_words(w)]
                for version, w in held), ["VERSION", "WORKER", "STATE"])
     left = sum(r.get("workers_left_out", 0) for r in rows)
     if left:

@@ -74,3 +74,16 @@ def sync_project(client: Client, ref: str, tags: Iterable[str] = (), rebuild: bo
             "workers": {d: {"state": state, "reason": reason} for d, (state, reason) in states.items()},
             "ready": by("ready"), "failed": by("failed", "offline"),
             "unfinished": by("waiting", "fetching", "building")}
+
+
+def holding_in_words(worker: dict) -> str:
+    """A worker's copy and environment of a version, in words (`projects show`, the dashboard)."""
+    copy, env, device, reason = worker.get("copy"), worker.get("env"), worker.get("device"), worker.get("reason")
+    if copy != "cached":
+        text = {"fetching": "fetching", "failed": "fetch failed"}.get(copy, str(copy))
+    else:
+        text = {"unknown": "cached, env not looked at yet", "not_built": "cached, env not built",
+                "building": "cached, env building", "ready": "cached, env ready", "failed": "cached, env build failed",
+                "none": "cached, no requirements.txt"}.get(env, f"cached, env {env}")
+    text += "" if device == "online" else f" ({device})"
+    return text + (f": {reason}" if reason else "")

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ...model import DeviceState
+from ...projects.sync import holding_in_words
 from ...text import byte_size
 from ..format import day_clock, duration, percent, seen_ago, short
 
@@ -106,4 +107,7 @@ def project_fields(versions: list[dict]) -> list[tuple[str, str]]:
         label = (version[:12] if isinstance(version, str) else "-") + (" (latest)" if n == 0 else "")
         fields.append((label, f"{short(row.get('files'), 16)} files · {byte_size(row.get('size'))} · pushed "
                               f"{day_clock(row.get('pushed_at'))} by {short(row.get('pushed_by'), 16)}"))
+        for worker in row.get("workers") or ():   # what each worker's heartbeat says it holds of the version
+            if isinstance(worker, dict):
+                fields.append((f"  {short(worker.get('device_id'), 64)}", short(holding_in_words(worker), 400)))
     return fields or [("versions", "none")]
