@@ -35,11 +35,9 @@ def worker_state(entry: dict | None, seq: int) -> tuple[str, str]:
     return ("ready", "") if entry["env"] in ("ready", "none") else ("building", "")
 
 
-def sync_project(client: Client, ref: str, tags: Iterable[str] = (), rebuild: bool = False,
-                 timeout_s: float = 900.0, progress: Progress | None = None, poll_s: float = 0.5) -> dict:
-    """Sync NAME[@VERSION] to every matching online worker that runs projects and follow it. Returns {name, version,
-    workers: {device id: {state, reason}}, ready, failed, unfinished} (lists of device ids); raises UsageError
-    when no online worker matches, ProjectNotFound for an unknown project or version."""
+def start_sync(client: Client, ref: str, tags: Iterable[str] = (), rebuild: bool = False) -> dict:
+    """Ask the master to sync NAME[@VERSION] to every matching online worker that runs projects, without following
+    it: {name, version, seq, workers}; UsageError when no online worker matches."""
     name, _, version = ref.partition("@")
     tags = list(tags)
     params: dict = {"op": "sync", "name": name, "rebuild": rebuild}
@@ -52,6 +50,16 @@ def sync_project(client: Client, ref: str, tags: Iterable[str] = (), rebuild: bo
         wanted = f" and has tag{'s' if len(tags) > 1 else ''} {', '.join(tags)}" if tags else ""
         raise UsageError(f"no online worker runs projects{wanted}: nothing to sync",
                          "start one, or check its allow_projects and tags (devices list shows them)")
+    return started
+
+
+def sync_project(client: Client, ref: str, tags: Iterable[str] = (), rebuild: bool = False,
+                 timeout_s: float = 900.0, progress: Progress | None = None, poll_s: float = 0.5) -> dict:
+    """Sync NAME[@VERSION] to every matching online worker that runs projects and follow it. Returns {name, version,
+    workers: {device id: {state, reason}}, ready, failed, unfinished} (lists of device ids); raises UsageError
+    when no online worker matches, ProjectNotFound for an unknown project or version."""
+    name = ref.partition("@")[0]
+    started = start_sync(client, ref, tags, rebuild)
     seq, version = started["seq"], started["version"]
     states = {device_id: ("waiting", "") for device_id in started["workers"]}
     deadline = time.monotonic() + timeout_s
