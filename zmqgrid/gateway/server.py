@@ -8,8 +8,6 @@ import ssl
 from typing import Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from yarl import URL
 
 from ..errors import ConfigError, UsageError
 from ..security import is_loopback
@@ -18,17 +16,6 @@ from .settings import GatewaySettings
 from .tokens import TokenStore
 
 logger = logging.getLogger(__name__)
-
-
-class AccessLog(AbstractAccessLogger):
-    """One line per request, with any `token` query parameter (a browser's sign-in link) cut out."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        url = URL(request.path_qs)
-        if "token" in url.query:
-            url = url.update_query({"token": "REDACTED"})
-        self.logger.info('%s "%s %s" %d %d %.3fs', request.remote, request.method, url, response.status,
-                         response.body_length, time)
 
 
 def check_bind(settings: GatewaySettings, store: TokenStore) -> None:
@@ -67,7 +54,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event, ready: Callable[
     store = TokenStore(settings.tokens_path)
     check_bind(settings, store)
     context = ssl_context(settings)
-    runner = web.AppRunner(make_app(settings), handle_signals=False, access_log_class=AccessLog)
+    runner = web.AppRunner(make_app(settings), handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
