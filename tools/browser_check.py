@@ -227,8 +227,16 @@ class StandaloneCluster:
             raise RuntimeError(f"http tokens create: {done.stderr.strip()}")
         return done.stdout.strip()
 
+    def serving(self) -> bool:
+        """The standalone said its gateway answers (so the port is its own, not another program's)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the standalone cluster exited with {self.proc.returncode}: "
+                               f"{(self.workdir / 'standalone.out').read_text()[-1500:]}")
+        return b"http gateway: http://" in (self.workdir / "standalone.out").read_bytes()
+
     def one_task_done(self, timeout_s: float = 60) -> tuple[list[str], str]:
         """The online devices' ids and the id of a task run to `done` on them."""
+        wait_for("the standalone's gateway", self.serving, timeout_s)
         read = self.tokens["read"]
         devices = wait_for("a worker online", lambda: [d["device_id"] for d in http(
             "GET", f"{self.base}/api/distribution/devices", read)["devices"] if d["state"] == "online"], timeout_s)

@@ -98,6 +98,7 @@ def test_the_page_is_refused_without_a_token_and_served_with_a_read_one(served):
     script = re.search(r'<script src="([^"]+textual\.js)"', body).group(1)
     status, headers, body = get(gateway, script)
     assert status == 200 and "WebSocket" in body   # textual-serve's own script, served by the gateway
+    assert get(gateway, "/static/textual-serve/js/..%2F..%2Fapp_service.py")[0] == 404
 
     status, _, _ = get(gateway, "/ws")
     assert status == 401

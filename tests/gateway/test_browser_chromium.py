@@ -27,7 +27,8 @@ def chromium() -> str:
 def test_chromium_shows_the_devices_and_a_done_task_of_a_standalone_cluster(tmp_path, chromium):
     shot = tmp_path / "dashboard.png"
 
-    outcome = check_standalone(tmp_path, shot, chromium, port=free_port_block(), http_port=free_port_block(1))
+    ports = free_port_block(4)   # the master's three, then the gateway's (two calls may overlap: their modulus differs)
+    outcome = check_standalone(tmp_path, shot, chromium, port=ports, http_port=ports + 3)
 
     assert outcome.seen, f"not on the screen: {outcome.missing}; last text: {outcome.screen[-2000:]!r}"
     assert "local-1" in outcome.screen and "read-only" in outcome.screen

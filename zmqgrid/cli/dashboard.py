@@ -11,8 +11,7 @@ from typing import Any, Iterator
 import click
 
 from ..errors import EXIT_OK, UsageError
-from ..security import client_curve
-from ..transport import Curve
+from ..security import client_curve, inherited_curve
 from .common import client_config
 
 
@@ -86,16 +85,8 @@ def dashboard(master_url: str | None, config_path: str | None, refresh_s: float,
     python main.py dashboard --master tcp://10.0.0.5:8000
     Keys: ? lists them all; q quits. In a browser: python main.py http, then open http://127.0.0.1:8080/
     """
+    inherited = inherited_curve() if served else None   # taken out of the environment before the config reads it
     config = client_config(master_url, config_path)
-    curve = served_curve() if served else client_curve(config)
+    curve = inherited if served else client_curve(config)
     return run_dashboard(config.master_url, refresh_s, timeout_s=timeout_s, curve=curve, role=role, served=served)
 
-
-def served_curve() -> Curve | None:
-    """The gateway's keys, which it puts in a served dashboard's environment (gateway.browser.CURVE_ENV)."""
-    from ..gateway.browser import CURVE_ENV
-    value = os.environ.pop(CURVE_ENV, "")
-    if not value:
-        return None
-    public, secret, server = value.encode().split(b":")
-    return Curve(public, secret, server or None)

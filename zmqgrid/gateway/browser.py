@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 from textual_serve.app_service import AppService
 from textual_serve.download_manager import DownloadManager
 
+from ..security import INHERITED_CURVE_ENV, curve_to_env
 from .errors import HttpError
 from .routing import SETTINGS, TOKENS, Role, add
 from .sessions import COOKIE, SESSIONS, BrowserSessions, browser_role, set_cookie, token_role
@@ -35,8 +36,6 @@ MAX_DASHBOARDS = 8
 """Dashboard processes at once (each is a Python process of ~60 MB); a websocket past it is closed at once."""
 RECHECK_S = 5.0
 """How often a running dashboard's token is looked up again: a revoked (or downgraded) one ends its session."""
-CURVE_ENV = "ZMQGRID_DASHBOARD_CURVE"
-"""The gateway's CURVE keys for its dashboard processes (public:secret:server, z85), in their environment only."""
 STOP_S = 5.0
 
 _template = jinja2.Environment(loader=jinja2.FileSystemLoader(SERVE_DIR / "templates"), autoescape=True)
@@ -60,10 +59,9 @@ class DashboardProcess(AppService):
         env = super()._build_environment(width, height)
         package_root = str(Path(__file__).resolve().parents[2])   # this zmqgrid, wherever the gateway found it
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        env.pop(CURVE_ENV, None)
-        curve = self.settings.curve
-        if curve is not None:   # the gateway's own key, never one the dashboard would choose by itself
-            env[CURVE_ENV] = b":".join((curve.public, curve.secret, curve.server_key or b"")).decode()
+        env.pop(INHERITED_CURVE_ENV, None)
+        if self.settings.curve is not None:   # the gateway's own key, never one the dashboard would choose by itself
+            env[INHERITED_CURVE_ENV] = curve_to_env(self.settings.curve)
         return env
 
     async def stop(self) -> None:
@@ -204,6 +202,15 @@ async def _end_when_role_drops(request: web.Request, role: Role, ws: web.WebSock
             return
 
 
+async def static(request: web.Request) -> web.StreamResponse:
+    """A file of textual-serve's static folder (the same for everyone, so no token is needed)."""
+    root = (SERVE_DIR / "static").resolve()
+    path = (root / request.match_info["folder"] / request.match_info["name"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+
+
 def _int(value: object, default: int, most: int) -> int:
     try:
         number = int(value)   # type: ignore[arg-type]
@@ -225,4 +232,5 @@ def add_routes(app: web.Application) -> None:
         content="text/html", browser=True)
     add(app, "GET", "/ws", Role.READ, websocket, "The dashboard session's websocket (textual-serve's protocol)",
         answers=(101, 401, 503), browser=True)
-    app.router.add_static(STATIC_PREFIX, SERVE_DIR / "static", name="textual-serve-static")
+    add(app, "GET", STATIC_PREFIX + "/{folder}/{name}", Role.NONE, static,
+        "textual-serve's script, styles, fonts and images for the dashboard's page", content="*/*")
