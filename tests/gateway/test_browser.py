@@ -7,6 +7,7 @@ import re
 import time
 
 import aiohttp
+import psutil
 import pytest
 
 from ..helpers import run_cli, wait_until
@@ -188,3 +189,25 @@ def test_an_open_gateway_refuses_another_sites_page_and_a_rebound_host_name(serv
         assert asyncio.run(cross_site_websocket()) == 403
     finally:
         gateway.stop()
+
+
+def dashboards_of(gateway: Gateway) -> list[psutil.Process]:
+    return [p for p in psutil.Process(gateway.proc.pid).children(recursive=True) if "--served" in p.cmdline()]
+
+
+def test_a_dashboard_process_that_dies_ends_its_browser_session(served):
+    gateway = served.gateway
+    cookie = sign_in(gateway, served.tokens["read"])
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", headers={"Cookie": cookie}) as ws:
+                terminal = Terminal(ws)
+                await terminal.shows(" w1 ")
+                (process,) = dashboards_of(gateway)
+                process.kill()
+                await asyncio.wait_for(terminal.reader, 20)   # the gateway closed the websocket
+                assert ws.closed
+
+    asyncio.run(scenario())
+    wait_until(lambda: not dashboards_of(gateway), 10, "no dashboard process left")

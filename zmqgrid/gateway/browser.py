@@ -55,6 +55,12 @@ class DashboardProcess(AppService):
         super().__init__(dashboard_command(settings, role), **kwargs)
         self.settings = settings
 
+    @property
+    def ended(self) -> asyncio.Task:
+        """The task that relays the process's output; done when the process's stdout closes."""
+        assert self._task is not None, "start() first"
+        return self._task
+
     def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
         env = super()._build_environment(width, height)
         package_root = str(Path(__file__).resolve().parents[2])   # this zmqgrid, wherever the gateway found it
@@ -149,18 +155,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise HttpError(503, f"{MAX_DASHBOARDS} dashboards are open on this gateway already",
                         "close another dashboard tab, or use the API")
     ws = web.WebSocketResponse(heartbeat=15, max_msg_size=64 * 1024)
-    await ws.prepare(request)
     size = {k: _int(request.query.get(k), default, 500) for k, default in (("width", 80), ("height", 24))}
     process = DashboardProcess(request.app[SETTINGS], role, write_bytes=ws.send_bytes, write_str=ws.send_str,
                                close=ws.close, download_manager=dashboards.downloads)
-    dashboards.running.add(process)
-    logger.info("browser dashboard opened role=%s peer=%s", role.name.lower(), request.remote)
-    watch = asyncio.create_task(_end_when_role_drops(request, role, ws))
+    dashboards.running.add(process)   # before the first await: the bound holds for requests arriving together
+    watch: asyncio.Task | None = None
     try:
+        await ws.prepare(request)
+        logger.info("browser dashboard opened role=%s peer=%s", role.name.lower(), request.remote)
+        watch = asyncio.create_task(_end_when_role_drops(request, role, ws))
         await process.start(size["width"], size["height"])
+        # A process that ends by itself (it quit, or failed to start) ends the browser's session too: the page
+        # then offers to start a new one, instead of a blank terminal.
+        process.ended.add_done_callback(lambda _: asyncio.ensure_future(ws.close()))
         await _relay(ws, process)
     finally:
-        watch.cancel()
+        if watch is not None:
+            watch.cancel()
         await process.stop()
         dashboards.running.discard(process)
         await ws.close()
