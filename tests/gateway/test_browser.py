@@ -134,10 +134,20 @@ def test_a_revoked_token_ends_its_browser_sessions(served):
     cookie = sign_in(gateway, token)
     assert get(gateway, "/", Cookie=cookie)[0] == 200
 
-    done = run_cli("http", "tokens", "revoke", "soon-gone", "--tokens", str(gateway.tokens), cwd=served.harness.dir)
-    assert done.returncode == 0, done.stderr
+    async def open_session_then_revoke() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{gateway.port}/ws", headers={"Cookie": cookie}) as ws:
+                terminal = Terminal(ws)
+                await terminal.shows(" w1 ")
+                done = await asyncio.to_thread(run_cli, "http", "tokens", "revoke", "soon-gone", "--tokens",
+                                               str(gateway.tokens), cwd=served.harness.dir)
+                assert done.returncode == 0, done.stderr
+                await asyncio.wait_for(terminal.reader, 20)   # the gateway looks again every 5 s, then closes it
+                assert ws.closed
 
+    asyncio.run(open_session_then_revoke())
     assert get(gateway, "/", Cookie=cookie)[0] == 401
+    assert "browser dashboard ended: its token was revoked or lowered" in gateway.log.read_text()
 
 
 def test_a_read_dashboard_refuses_drain_and_an_admin_one_drains(served):
