@@ -24,9 +24,9 @@ async def _get(url: str, headers: dict | None = None) -> tuple[int, dict, str]:
             return answer.status, dict(answer.headers), await answer.text()
 
 
-async def _post_form(url: str, form: dict) -> tuple[int, dict, str]:
+async def _post_form(url: str, form: dict, headers: dict | None = None) -> tuple[int, dict, str]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=form, allow_redirects=False) as answer:
+        async with session.post(url, data=form, headers=headers or {}, allow_redirects=False) as answer:
             return answer.status, dict(answer.headers), await answer.text()
 
 
@@ -122,6 +122,10 @@ def test_a_token_in_the_address_becomes_an_http_only_cookie_that_only_the_dashbo
     assert status == 401 and "not known to this gateway" in body
     status, headers, _ = asyncio.run(_post_form(gateway.base + "/login", {"token": served.tokens["client"]}))
     assert status == 303 and "zmqgrid_session=" in headers["Set-Cookie"]
+    form_cookie = session_cookie(headers)
+    assert get(gateway, "/", Cookie=form_cookie)[0] == 200
+    assert asyncio.run(_post_form(gateway.base + "/logout", {}, {"Cookie": form_cookie}))[0] == 303
+    assert get(gateway, "/", Cookie=form_cookie)[0] == 401
 
     log = gateway.log.read_text()
     assert "browser sign-in refused: unknown token" in log

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 SERVE_DIR = Path(textual_serve.__file__).parent
 STATIC_PREFIX = "/static/textual-serve"
 MAX_DASHBOARDS = 8
-"""Dashboard processes at once (each is a Python process of ~60 MB); a websocket past it is closed at once."""
+"""Dashboard processes at once (each is a Python process of ~60 MB); a websocket past it is refused (503)."""
 RECHECK_S = 5.0
 """How often a running dashboard's token is looked up again: a revoked (or downgraded) one ends its session."""
 STOP_S = 5.0
@@ -63,8 +63,9 @@ class DashboardProcess(AppService):
 
     def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
         env = super()._build_environment(width, height)
-        package_root = str(Path(__file__).resolve().parents[2])   # this zmqgrid, wherever the gateway found it
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        package_root = Path(__file__).resolve().parents[2]
+        if package_root.name not in ("site-packages", "dist-packages"):   # a checkout: the process imports this one
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH", "")) if p)
         env.pop(INHERITED_CURVE_ENV, None)
         if self.settings.curve is not None:   # the gateway's own key, never one the dashboard would choose by itself
             env[INHERITED_CURVE_ENV] = curve_to_env(self.settings.curve)
@@ -73,8 +74,8 @@ class DashboardProcess(AppService):
     async def stop(self) -> None:
         try:
             await asyncio.wait_for(super().stop(), STOP_S)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-            pass
+        except asyncio.TimeoutError:
+            logger.warning("a browser dashboard process did not quit within %g s: killing it", STOP_S)
         process = self._process
         if process is not None and process.returncode is None:
             process.kill()
@@ -102,9 +103,9 @@ def _signed_in(request: web.Request, token: str) -> web.StreamResponse:
         logger.warning("browser sign-in refused: unknown token from %s", request.remote)
         return login_page(request, "That token is not known to this gateway (revoked, or never made here).")
     query = {k: v for k, v in request.query.items() if k != "token"}
-    response = web.HTTPSeeOther("/" + (f"?{urlencode(query)}" if query else ""))
+    response = web.Response(status=303, headers={"Location": "/" + (f"?{urlencode(query)}" if query else ""),
+                                                 "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
     set_cookie(response, request, request.app[SESSIONS].open(token))
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
@@ -139,7 +140,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session_id = request.cookies.get(COOKIE)
     if session_id:
         request.app[SESSIONS].close(session_id)
-    response = web.HTTPSeeOther("/")
+    response = web.Response(status=303, headers={"Location": "/"})
     response.del_cookie(COOKIE, path="/")
     return response
 

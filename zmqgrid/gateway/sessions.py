@@ -74,9 +74,12 @@ SESSIONS = web.AppKey("browser_sessions", BrowserSessions)
 
 def token_role(store: TokenStore, token: str) -> Role | None:
     """The role of a presented token; admin in open mode (no token in the store), whatever was presented."""
-    if store.is_open():
-        return Role.ADMIN
-    return store.role_of(token.strip()) if token.strip() else None
+    try:
+        if store.is_open():
+            return Role.ADMIN
+        return store.role_of(token.strip()) if token.strip() else None
+    except ConfigError:
+        raise HttpError(500, "the gateway's token store cannot be read", "see the gateway's log") from None
 
 
 def browser_role(request: web.Request) -> Role | None:
