@@ -46,11 +46,12 @@ def check_same_site(request: web.Request) -> None:
 
     A page on any site may make the browser POST a plain-text body to 127.0.0.1 with no preflight; with no token
     in the store nothing else would stop it from submitting or cancelling. Browsers send `Origin` with such
-    requests (and with every websocket); curl and scripts send none. A site's own host name resolved to 127.0.0.1
+    requests (and with every websocket); curl and scripts send none. A proxy in front must pass `Host` through. A site's own host name resolved to 127.0.0.1
     (DNS rebinding) is same-origin to the browser, so an open gateway on loopback also wants a local `Host`.
     """
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    # host:port only, not the scheme: behind a proxy that ends TLS the page is https and the gateway sees http
+    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
         raise HttpError(403, "this request came from another site's page",
                         "call the gateway from its own pages, or without a browser (curl, scripts)")
     if is_loopback(request.app[SETTINGS].host) and _is_open(request):

@@ -117,7 +117,10 @@ async def index(request: web.Request) -> web.StreamResponse:
     if role is None:
         return login_page(request)
     font_size = request.query.get("fontsize", "16")
-    ws_scheme = "wss" if request.secure else "ws"
+    # X-Forwarded-Proto: a proxy in front ends TLS, and an https page may not open a ws:// socket. Only the
+    # caller's own page is built from it, so a forged one misleads nobody else.
+    secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    ws_scheme = "wss" if secure else "ws"
     html = _template.get_template("app_index.html").render(
         font_size=int(font_size) if font_size.isdigit() and 6 <= int(font_size) <= 64 else 16,
         app_websocket_url=f"{ws_scheme}://{request.host}/ws",
