@@ -96,6 +96,8 @@ def test_the_page_is_refused_without_a_token_and_served_with_a_read_one(served):
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert f'data-session-websocket-url="ws://127.0.0.1:{gateway.port}/ws"' in body
     assert "zmqgrid dashboard (read)" in body
+    behind_tls_proxy = get(gateway, "/", Authorization=f"Bearer {served.tokens['read']}", X_Forwarded_Proto="https")
+    assert f'data-session-websocket-url="wss://127.0.0.1:{gateway.port}/ws"' in behind_tls_proxy[2]
     script = re.search(r'<script src="([^"]+textual\.js)"', body).group(1)
     status, headers, body = get(gateway, script)
     assert status == 200 and "WebSocket" in body   # textual-serve's own script, served by the gateway
