@@ -1,4 +1,5 @@
-"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's answers."""
+"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's `metrics`
+answer (docs/architecture.md, "Metrics")."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,7 @@ from typing import Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..errors import MasterUnavailable
@@ -25,10 +26,9 @@ DEVICE_FIGURES = (("cpu_percent", "device_cpu_percent", "CPU use of the device's
 
 @dataclass
 class Reading:
-    """The master's `status` and `devices` at one moment (`at`, monotonic); `up` False when it did not answer."""
+    """The master's `metrics` answer at one moment (`at`, monotonic); `up` False when it did not answer."""
 
-    status: dict = field(default_factory=dict)
-    devices: list = field(default_factory=list)
+    answer: dict = field(default_factory=dict)
     up: bool = False
     at: float = float("-inf")
 
@@ -44,18 +44,25 @@ class ClusterCollector(Collector):
         yield _gauge("master_up", "1 when the master answered the gateway's last query, else 0", value=int(r.up))
         if not r.up:
             return
-        s = r.status
+        s = r.answer
         info = GaugeMetricFamily("zmqgrid_master_info", "the master's incarnation (changes at each start)",
                                  labels=["incarnation"])
         info.add_metric([str(s.get("incarnation", ""))], 1)
         yield info
         yield _gauge("master_uptime_seconds", "seconds since the master started", value=s.get("uptime_s", 0))
-        yield _by_label("tasks", "tasks in the ledger by state", "state", s.get("tasks", {}))
-        yield _by_label("tasks_finished_last_hour", "tasks that ended in the last hour, by state", "state",
-                        s.get("last_hour", {}))
-        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=s.get("tasks", {}).get("queued", 0))
+        tasks = s.get("tasks", {})
+        yield _by_label("tasks", "unfinished tasks by state", "state", tasks)
+        finished = CounterMetricFamily("zmqgrid_tasks_finished", "tasks that ended, by final state, since the "
+                                       "master started (0 again after a restart)", labels=["state"])
+        for state, count in sorted((s.get("finished") or {}).items()):
+            finished.add_metric([str(state)], _number(count) or 0)
+        yield finished
+        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=tasks.get("queued", 0))
+        yield _gauge("oldest_queued_task_age_seconds", "seconds since the oldest queued task was submitted "
+                     "(0 when none is queued)", value=s.get("oldest_queued_age_s") or 0)
         yield _gauge("stuck_tasks", "queued tasks no online worker can take", value=s.get("stuck_tasks", 0))
-        yield _by_label("devices", "devices by state", "state", s.get("devices", {}))
+        yield _durations(s.get("buckets") or [], s.get("durations") or {})
+        yield _by_label("devices", "devices by state", "state", s.get("devices_by_state", {}))
         events = CounterMetricFamily("zmqgrid_events", "the master's own counts since it started", labels=["event"])
         for event, count in sorted((s.get("counters") or {}).items()):
             events.add_metric([str(event)], _number(count) or 0)
@@ -63,25 +70,47 @@ class ClusterCollector(Collector):
         yield _counter("bad_messages", "messages the master could not decode, since it started", s.get("bad_messages", 0))
         yield _counter("refused_messages", "messages the master refused (keys, roles), since it started",
                        s.get("refused_messages", 0))
-        yield from self._devices(r.devices)
+        yield from self._devices(s.get("device_fields") or [], s.get("devices") or [])
 
-    def _devices(self, rows: list) -> Iterator[Metric]:
+    def _devices(self, fields: list, rows: list) -> Iterator[Metric]:
         up = GaugeMetricFamily("zmqgrid_device_up", "1 when the device is online or draining", labels=["device"])
         running = GaugeMetricFamily("zmqgrid_device_running_tasks", "tasks running on the device", labels=["device"])
         slots = GaugeMetricFamily("zmqgrid_device_concurrency", "tasks the device runs at once", labels=["device"])
         figures = {key: GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=["device"]) for key, name, doc in DEVICE_FIGURES}
+        at = {name: n for n, name in enumerate(fields)}
+        if not {"device_id", "state", "running", "concurrency"} <= at.keys():
+            return   # a master that answers rows of another shape: none shown rather than wrong ones
+        where = [(family, at[key]) for key, family in figures.items() if key in at]
+        i_id, i_state, i_running, i_slots = at["device_id"], at["state"], at["running"], at["concurrency"]
         for row in rows:
-            device = [str(row.get("device_id"))]
-            live = row.get("state") in (DeviceState.ONLINE, DeviceState.DRAINING)
-            up.add_metric(device, int(live))
-            running.add_metric(device, _number(row.get("running")) or 0)
-            slots.add_metric(device, _number(row.get("concurrency")) or 0)
-            metrics = row.get("metrics") if live and isinstance(row.get("metrics"), dict) else {}
-            for key, family in figures.items():   # an offline device's last figures are not live: none is given
-                value = _number(metrics.get(key))
+            device = [str(row[i_id])]
+            up.add_metric(device, int(row[i_state] in LIVE))
+            running.add_metric(device, _number(row[i_running]) or 0)
+            slots.add_metric(device, _number(row[i_slots]) or 0)
+            for family, i in where:   # an offline device's last figures are not live: the master gives none
+                value = _number(row[i])
                 if value is not None:
                     family.add_metric(device, value)
         yield from (up, running, slots, *figures.values())
+
+
+LIVE = (DeviceState.ONLINE, DeviceState.DRAINING)
+
+
+def _durations(bounds: list, by_name: dict) -> HistogramMetricFamily:
+    """The master's cumulative bucket counts per task name ([count <= bound ..., count of all, sum])."""
+    family = HistogramMetricFamily("zmqgrid_task_duration_seconds", "run time of tasks that ended done, by task "
+                                   "name (the first 50 names; any later one under \"other\"), since the master "
+                                   "started", labels=["name"])
+    les = [_le(b) for b in bounds] + ["+Inf"]
+    for name, row in sorted(by_name.items()):
+        if isinstance(row, list) and len(row) == len(les) + 1:
+            family.add_metric([str(name)], list(zip(les, row[:-1])), sum_value=_number(row[-1]) or 0)
+    return family
+
+
+def _le(bound: object) -> str:
+    return repr(float(bound)) if isinstance(bound, (int, float)) else str(bound)
 
 
 def _number(value: object) -> float | None:
@@ -105,13 +134,13 @@ def _by_label(name: str, doc: str, label: str, counts: dict) -> GaugeMetricFamil
 
 class Metrics:
     """The registry, the reading behind it and its rendered text. Rendering 1,000 devices' samples takes
-    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the queries (never on the
+    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the query (never on the
     event loop, which serves the other requests).
 
     On demand (`refresh_s` 0): a scrape asks the master when the last reading is `max_age_s` old or more, so the
-    master answers one pair of queries per scrape interval whatever the number of scrapers. In the background
+    master answers one `metrics` query per scrape interval whatever the number of scrapers. In the background
     (`refresh_s` > 0): a reading is taken every `refresh_s` from the gateway's start and a scrape never waits on the
-    master (its figures are up to `refresh_s` plus one reading old), at one pair of queries per `refresh_s`.
+    master (its figures are up to `refresh_s` plus one reading old), at one query per `refresh_s`.
     """
 
     def __init__(self, max_age_s: float, refresh_s: float = 0.0) -> None:
@@ -126,17 +155,16 @@ class Metrics:
     def _read_and_render(self, client) -> bytes:
         t0 = time.perf_counter()
         try:
-            status = client.status()
+            self.collector.reading = Reading(client.metrics(), True, time.monotonic())
             t1 = time.perf_counter()
-            self.collector.reading = Reading(status, client.devices(), True, time.monotonic())
         except MasterUnavailable:
             self.collector.reading = Reading(at=time.monotonic())
             raise
         finally:
             t2 = time.perf_counter()
             self.body = generate_latest(self.registry)
-        logger.debug("metrics reading status_ms=%.1f devices_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
-                     (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000, len(self.body))
+        logger.debug("metrics reading query_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
+                     (time.perf_counter() - t2) * 1000, len(self.body))
         return self.body
 
     async def text(self, upstream) -> bytes:
