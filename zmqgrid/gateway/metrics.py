@@ -6,12 +6,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from functools import partial
+from typing import Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..errors import MasterUnavailable
 from ..model import DeviceState
@@ -33,13 +33,13 @@ class Reading:
     at: float = float("-inf")
 
 
-class ClusterCollector(Collector):
-    """Yields the metric families of the latest Reading (prometheus-client calls `collect` at each render)."""
+class ClusterCollector:
+    """Yields the metric families of the latest Reading (the per-device ones as Lazy: built only if changed)."""
 
     def __init__(self) -> None:
         self.reading = Reading()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | Lazy]:
         r = self.reading
         yield _gauge("master_up", "1 when the master answered the gateway's last query, else 0", value=int(r.up))
         if not r.up:
@@ -72,26 +72,43 @@ class ClusterCollector(Collector):
                        s.get("refused_messages", 0))
         yield from self._devices(s.get("device_fields") or [], s.get("devices") or [])
 
-    def _devices(self, fields: list, rows: list) -> Iterator[Metric]:
-        up = GaugeMetricFamily("zmqgrid_device_up", "1 when the device is online or draining", labels=["device"])
-        running = GaugeMetricFamily("zmqgrid_device_running_tasks", "tasks running on the device", labels=["device"])
-        slots = GaugeMetricFamily("zmqgrid_device_concurrency", "tasks the device runs at once", labels=["device"])
-        figures = {key: GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=["device"]) for key, name, doc in DEVICE_FIGURES}
+    def _devices(self, fields: list, rows: list) -> Iterator[Lazy]:
         at = {name: n for n, name in enumerate(fields)}
         if not {"device_id", "state", "running", "concurrency"} <= at.keys():
             return   # a master that answers rows of another shape: none shown rather than wrong ones
-        where = [(family, at[key]) for key, family in figures.items() if key in at]
-        i_id, i_state, i_running, i_slots = at["device_id"], at["state"], at["running"], at["concurrency"]
-        for row in rows:
-            device = [str(row[i_id])]
-            up.add_metric(device, int(row[i_state] in LIVE))
-            running.add_metric(device, _number(row[i_running]) or 0)
-            slots.add_metric(device, _number(row[i_slots]) or 0)
-            for family, i in where:   # an offline device's last figures are not live: the master gives none
-                value = _number(row[i])
-                if value is not None:
-                    family.add_metric(device, value)
-        yield from (up, running, slots, *figures.values())
+        ids = tuple(str(row[at["device_id"]]) for row in rows)
+
+        def column(key: str, value=_number) -> tuple:
+            i = at.get(key)
+            return tuple(value(row[i]) for row in rows) if i is not None else (None,) * len(rows)
+        # An offline device's last figures are not live: the master gives none, and no sample is shown for it.
+        for name, doc, values in (
+                ("device_up", "1 when the device is online or draining", column("state", lambda s: int(s in LIVE))),
+                ("device_running_tasks", "tasks running on the device", column("running", _zero)),
+                ("device_concurrency", "tasks the device runs at once", column("concurrency", _zero)),
+                *((name, doc, column(key)) for key, name, doc in DEVICE_FIGURES)):
+            yield Lazy(f"zmqgrid_{name}", (ids, values), partial(_per_device, f"zmqgrid_{name}", doc, ids, values))
+
+
+def _per_device(name: str, doc: str, ids: tuple, values: tuple) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["device"])
+    for device, value in zip(ids, values):
+        if value is not None:
+            family.add_metric([device], value)
+    return family
+
+
+def _zero(value: object) -> float:
+    return _number(value) or 0.0
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A family built (by `build`) only when `key`, the values it shows, differs from the last reading's."""
+
+    name: str
+    key: tuple
+    build: Callable[[], Metric]
 
 
 LIVE = (DeviceState.ONLINE, DeviceState.DRAINING)
@@ -151,12 +168,18 @@ class FamilyTexts:
     def __init__(self) -> None:
         self.kept: dict[str, tuple[tuple, bytes]] = {}
 
-    def render(self, families: Iterable[Metric]) -> bytes:
+    def render(self, families: Iterable[Metric | Lazy]) -> bytes:
         kept, out = {}, []
         for family in families:
-            key = tuple((s.name, tuple(s.labels.values()), s.value) for s in family.samples)
+            if isinstance(family, Lazy):
+                key = family.key
+            else:
+                key = tuple((s.name, tuple(s.labels.values()), s.value) for s in family.samples)
             hit = self.kept.get(family.name)
-            text = hit[1] if hit is not None and hit[0] == key else generate_latest(_One(family))
+            if hit is not None and hit[0] == key:
+                text = hit[1]
+            else:
+                text = generate_latest(_One(family.build() if isinstance(family, Lazy) else family))
             kept[family.name] = (key, text)
             out.append(text)
         self.kept = kept
