@@ -130,3 +130,18 @@ def test_finished_counts_start_again_at_zero_with_a_new_master(tmp_path):
         if gateway is not None:
             gateway.stop()
         h.stop()
+
+
+def test_unfinished_tasks_by_state_agree_with_the_ledger_count_of_status(served):
+    ids = _submit(served, *({"shell": "sleep 3"} for _ in range(6)))   # w1 runs 4 at once
+    try:
+        def both() -> tuple[dict, dict] | None:
+            gauge = scrape(served.gateway, served.tokens["read"])["zmqgrid_tasks"]
+            counted = served.call("GET", f"{API}/system/overview", "read").json["tasks"]
+            shown = {dict(k)["state"]: v for k, v in gauge.items()}
+            return (shown, counted) if shown.get("running", 0) >= 1 else None
+        wait_until(lambda: (got := both()) and all(got[0][s] == got[1][s] for s in ("queued", "assigned", "running")),
+                   20, "the gauge and status to agree while tasks run")
+    finally:
+        for task_id in ids:
+            served.call("POST", f"{API}/tasks/{task_id}/cancel", "admin")
