@@ -35,6 +35,7 @@ from pathlib import Path
 if __name__ == "__main__":   # `python tools/bench_gateway.py` imports from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tools.bench_ledger import Master, build_ledger
@@ -112,10 +113,14 @@ def run(a: argparse.Namespace, tmp: Path) -> dict:
     progress(f"{a.scrapes} cold scrapes (1.1 s apart), then {a.scrapes} warm ones ...")
     cold = []
     body = b""
+    cpu = []   # the gateway's own CPU time per cold scrape: what a busy machine stretches into the wall time above
     for _ in range(a.scrapes):
         time.sleep(1.1)   # past metrics_max_age_s: each of these asks the master
+        before = _cpu_ms(gateway.pid)
         ms, body = scrape(port)
+        cpu.append(_cpu_ms(gateway.pid) - before)
         cold.append(ms)
+    result["gateway_cpu_per_cold_scrape"] = figures(cpu)
     warm = [scrape(port)[0] for _ in range(a.scrapes)]
     stop_process(gateway)
     result["inside_gateway"] = inside(tmp / "gateway-on-demand.log")
@@ -165,6 +170,11 @@ def inside(log: Path) -> dict:
     return {key: figures(values) for key, values in parts.items() if values}
 
 
+def _cpu_ms(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return (times.user + times.system) * 1000
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -190,6 +200,7 @@ def report(r: dict) -> None:
                        ("master_metrics_query", "Client.metrics() alone"),
                        ("anchor_status_query", "anchor: Client.status() alone"),
                        ("anchor_devices_query", "anchor: Client.devices() alone"),
+                       ("gateway_cpu_per_cold_scrape", "gateway CPU time per cold scrape"),
                        ("render_alone", "render alone (unchanged families kept)"),
                        ("render_alone_uncached", "render alone, every family")):
         f = r[key]
