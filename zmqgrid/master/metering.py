@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-from ..errors import UsageError
 from ..model import DEVICE_STATES, DeviceState, TaskState
 from ..store import readings
 from .board import Board
@@ -19,13 +18,6 @@ MAX_SAMPLES = 600               # a device's samples in one answer (the default 
 # Per device row: id, state, running, concurrency, cpu_percent, memory_percent, disk_percent (None when not live)
 DEVICE_FIELDS = ("device_id", "state", "running", "concurrency", "cpu_percent", "memory_percent", "disk_percent")
 QUEUED, ASSIGNED, RUNNING = TaskState.QUEUED.value, TaskState.ASSIGNED.value, TaskState.RUNNING.value
-
-
-def _int(params: dict, name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise UsageError(f"{name} must be an integer {low}-{high}, got {value!r}")
-    return value
 
 
 def _figure(metrics: dict, key: str) -> float | None:
@@ -65,9 +57,8 @@ def oldest_queued_age_s(board: Board, now: float) -> float | None:
     return None
 
 
-def metrics(board: Board, params: dict, uptime_s: float, settings: dict) -> dict:
-    offset = _int(params, "offset", 0, 0, 1 << 62)
-    limit = _int(params, "limit", MAX_DEVICES_PER_ANSWER, 1, MAX_DEVICES_PER_ANSWER)
+def metrics(board: Board, offset: int, limit: int, uptime_s: float, settings: dict) -> dict:
+    """The answer, with the device rows from `offset` (at most `limit` of them)."""
     rows, assigned, running = device_rows(board)
     by_state = dict.fromkeys(DEVICE_STATES, 0)
     for row in rows:
@@ -84,8 +75,5 @@ def metrics(board: Board, params: dict, uptime_s: float, settings: dict) -> dict
             "next_offset": offset + len(page) if offset + len(page) < len(rows) else None}
 
 
-def samples(board: Board, params: dict) -> list[dict]:
-    device_id = params.get("device")
-    if not isinstance(device_id, str) or not device_id:
-        raise UsageError("device must be a device id")
-    return readings.samples(board.store, device_id, _int(params, "limit", 60, 1, MAX_SAMPLES))
+def samples(board: Board, device_id: str, limit: int) -> list[dict]:
+    return readings.samples(board.store, device_id, limit)

@@ -162,10 +162,14 @@ def answer(board: Board, what: str, params: dict, now_mono: float, settings: dic
     if what == "status":
         return status(board, now_mono, settings)
     if what == "metrics":
-        return dict(metering.metrics(board, params, round(now_mono - STARTED, 1), settings),
-                    stuck_tasks=stuck_tasks(board))
+        most = metering.MAX_DEVICES_PER_ANSWER
+        return dict(metering.metrics(board, _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", most, 1, most),
+                                     round(now_mono - STARTED, 1), settings), stuck_tasks=stuck_tasks(board))
     if what == "samples":
-        return metering.samples(board, params)
+        device_id = params.get("device")
+        if not isinstance(device_id, str) or not device_id:
+            raise UsageError("device must be a device id")
+        return metering.samples(board, device_id, _int(params, "limit", 60, 1, metering.MAX_SAMPLES))
     room = paging.budget(params)
     if what == "devices":
         offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", MAX_PAGE, 1, MAX_PAGE)
