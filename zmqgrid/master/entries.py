@@ -121,6 +121,7 @@ class TaskEntry:
     deaths: int = 0               # times its worker died while running it
     evidence: tuple | list = ()   # its deaths, as recorded in the ledger
     streamed: dict | None = None  # stream -> characters of live output stored for this attempt (made at the first)
+    name: str | None = None       # the task's name, set at dispatch (the wire part may be packed): for tallies
 
     @classmethod
     def from_spec(cls, spec: dict, needs: Requirements, retries: int, timeout_s: float | None, compact: bool = False,
