@@ -133,7 +133,7 @@ _TYPED_OPTIONS = (("priority", (int,), "an integer"), ("timeout", (int, float), 
                   ("limit_key", (str,), "a key such as a site name"),
                   ("limit_concurrency", (int,), "an integer >= 1"), ("limit_per_minute", (int,), "an integer >= 1"),
                   ("device", (str,), "a device id"), ("name", (str,), "a label"),
-                  ("project", (str,), "NAME or NAME@VERSION"))
+                  ("project", (str,), "NAME or NAME@VERSION"), ("python_env", (str,), "a python env name"))
 
 
 def validate_task_spec(spec: Any) -> dict:
@@ -193,6 +193,11 @@ def validate_task_spec(spec: Any) -> dict:
         check.text(key, out[key], LIMITS.label_chars)
     if out["project"] is not None:
         check.project(out["project"])
+    if out["python_env"] is not None:
+        check.python_env(out["python_env"])
+        if out["project"] is not None:
+            raise ProtocolError("a task of a project runs with its project's environment; give 'project' or "
+                                "'python_env', not both")
     for key, what in (("group", "a task id"), ("device", "a device id")):   # a device id is one, a worker's
         if out[key] is not None and not is_valid_id(out[key]):
             raise check.refuse(key, f"{what}: 1-64 of A-Z a-z 0-9 _ . : -", out[key], f"give {what} as listed")
@@ -313,7 +318,7 @@ def describe_spec(spec: dict) -> str:
 
 SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "retry_on", "no_retry_on", "tags",
              "device", "all", "cwd", "env", "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute",
-             "project")
+             "project", "python_env")
 
 
 def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,
