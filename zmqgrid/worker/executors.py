@@ -140,7 +140,7 @@ class _ProcessRun(Run):
         if copy is not None and copy.env is not None:   # the project's environment, activated
             return copy.environ({**os.environ, **(env or {})})
         if (pyenv := self._executor.python_env(self._task)) is not None:   # the worker's interpreter it chose
-            return pyenv.environ({**os.environ, **(env or {})})
+            return pyenv.environ(os.environ, env)
         return {**os.environ, **env} if env else None
 
     def _execute(self) -> AttemptResult:
@@ -313,9 +313,12 @@ class _ScriptRun(_ProcessRun):
 
     def _script_env(self) -> dict[str, str]:
         # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
-        env = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ, **(self._task.get("env") or {})}
+        base = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ}
         copy, pyenv = copy_of(self._task), self._executor.python_env(self._task)
-        return copy.environ(env) if copy is not None else pyenv.environ(env) if pyenv is not None else env
+        if pyenv is not None:
+            return pyenv.environ(base, self._task.get("env"))
+        env = {**base, **(self._task.get("env") or {})}
+        return copy.environ(env) if copy is not None else env
 
 
 # `python` tasks are not run here: the worker drives them in its pool children itself (pyslots.py).

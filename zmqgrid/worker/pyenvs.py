@@ -52,15 +52,17 @@ class PythonEnv:
     def launch(self) -> Launch:
         return Launch(self.executable, self.sys_path)
 
-    def environ(self, base: Mapping[str, str]) -> dict[str, str]:
-        """`base` for a shell task of this env: its interpreter's folder first on PATH (a virtualenv's bin), and
-        VIRTUAL_ENV set when it is one, as `activate` does (PYTHONHOME dropped)."""
-        env = dict(base)
+    def environ(self, base: Mapping[str, str], own: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The worker's environment `base` and the task's `own` variables for a task of this env: the interpreter's
+        folder first on PATH (a virtualenv's bin) and VIRTUAL_ENV set when it is one, as `activate` does. The
+        worker's PYTHONPATH and PYTHONHOME are left out (they are the worker's, perhaps of another Python); the
+        task's own are kept."""
+        env = {k: v for k, v in base.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(own or {})
         folder = os.path.dirname(self.executable)   # not resolved: a venv's bin/python links out of the venv
-        env["PATH"] = os.pathsep.join(p for p in (folder, base.get("PATH", "")) if p)
+        env["PATH"] = os.pathsep.join(p for p in (folder, env.get("PATH", "")) if p)
         if self.venv is not None:
             env["VIRTUAL_ENV"] = self.venv
-        env.pop("PYTHONHOME", None)
         return env
 
 
