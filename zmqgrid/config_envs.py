@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from .errors import ConfigError
-from .spec_limits import PYTHON_ENV_PATTERN
+from .model import PYTHON_ENV_PATTERN
 
 MAX_PYTHON_ENVS = 16   # Register.python_envs takes 16
 _NAME = re.compile(PYTHON_ENV_PATTERN)

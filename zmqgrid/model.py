@@ -56,6 +56,11 @@ ATTEMPT_OUTCOMES = FINAL_STATES - {TaskState.QUARANTINED.value}
 
 TASK_KINDS = ("shell", "script", "python")
 _ID_RE = re.compile(ID_PATTERN)   # fullmatch only (see fields.ID_PATTERN)
+# A name of a worker's interpreter (config python_envs, a task's python_env, Register.python_envs): 48 at most, so
+# the tag fits Register.tags' 64; the tag's space keeps a configured tag from faking it (docs/architecture.md).
+PYTHON_ENV_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}"
+PYTHON_ENV_TAG = "python env:"
+_PYTHON_ENV_RE = re.compile(PYTHON_ENV_PATTERN)
 _FUNC_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit
@@ -194,7 +199,9 @@ def validate_task_spec(spec: Any) -> dict:
     if out["project"] is not None:
         check.project(out["project"])
     if out["python_env"] is not None:
-        check.python_env(out["python_env"])
+        if not _PYTHON_ENV_RE.fullmatch(out["python_env"]):
+            raise check.refuse("python_env", "a python env name: 1-48 of A-Z a-z 0-9 _ . - starting with a letter "
+                                             "or digit", out["python_env"], "give it as `devices list` shows it")
         if out["project"] is not None:
             raise ProtocolError("a task of a project runs with its project's environment; give 'project' or "
                                 "'python_env', not both")

@@ -13,10 +13,9 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque, Record, Spec,
-                     Text, Tuple, Value)
-from .model import ATTEMPT_OUTCOMES
-from .spec_limits import PYTHON_ENV_PATTERN
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque,
+                     Record, Spec, Text, Tuple, Value)
+from .model import ATTEMPT_OUTCOMES, PYTHON_ENV_PATTERN
 
 VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -42,12 +42,6 @@ LIMITS = SpecLimits()
 # A project's name (docs/architecture.md, Projects): the push's schema and a task's `project` share it.
 PROJECT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _PROJECT_REF = re.compile(PROJECT_PATTERN + r"(?:@[0-9a-f]{6,64})?")
-# A worker's interpreter a task chooses (docs/architecture.md, "Worker: interpreters per worker"): the worker's
-# config `python_envs`, its tag and Register.python_envs share it. 48 at most: the tag PYTHON_ENV_TAG + NAME fits
-# Register.tags' 64 characters.
-PYTHON_ENV_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}"
-PYTHON_ENV_TAG = "python env:"   # a space: no configured tag can hold it, so only a worker with the entry has it
-_PYTHON_ENV = re.compile(PYTHON_ENV_PATTERN)
 
 
 def expect(spec: dict, key: str, types: tuple, what: str, required: bool = False) -> Any:
@@ -152,14 +146,6 @@ def project(value: str) -> str:
         raise refuse("project", "NAME or NAME@VERSION (a name of 1-64 of A-Z a-z 0-9 _ . - starting with a letter or "
                                 "digit; a version of 6-64 lowercase hex digits)", value,
                      "give it as `projects list` shows it")
-    return value
-
-
-def python_env(value: str) -> str:
-    """`python_env`: the name of one of a worker's `python_envs`."""
-    if not _PYTHON_ENV.fullmatch(value):
-        raise refuse("python_env", "a python env name: 1-48 of A-Z a-z 0-9 _ . - starting with a letter or digit",
-                     value, "give it as `devices list` shows it")
     return value
 
 

@@ -110,8 +110,7 @@ class Board:
             # wire_part, inline (it runs for every task); a validated call has these five, none of them None
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
-                     "kwargs": spec["kwargs"]} if kind == "python" and not project and not env
-                    else wire_part(spec, False))
+                     "kwargs": spec["kwargs"]} if kind == "python" and not (project or env) else wire_part(spec, False))
             if size > WIRE_IN_MEMORY_MAX:
                 wire = kept(wire, compact)
             elif compact:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from ..model import TASK_KINDS, DeviceState, TaskState
 from ..projects.messages import RUNS_PROJECTS_TAG
 from ..protocol import NO_KIND_TAG, packb
-from ..spec_limits import PYTHON_ENV_TAG
+from ..model import PYTHON_ENV_TAG
 from .retrying import RetryRule
 
 # What a worker gets of a spec, besides its id: routing, limits and retries are the master's business. (The name

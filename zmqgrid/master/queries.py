@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES, DeviceState, TaskState
 from ..projects.messages import RUNS_PROJECTS_TAG
-from ..spec_limits import PYTHON_ENV_TAG
+from ..model import PYTHON_ENV_TAG
 from . import paging
 from .board import Board
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..spec_limits import PYTHON_ENV_TAG
+from ..model import PYTHON_ENV_TAG
 from ..text import printable
 from .pyspawn import FINDER, Launch
 from ..projects.envfiles import worker_module_places
