@@ -76,6 +76,8 @@ def test_a_task_with_a_python_env_runs_with_that_interpreter_only_on_a_worker_th
     assert client.task(waiting)["waiting"] == ("it runs with python env py39 and no online worker has it (worker "
                                                "config python_envs)")
     assert client.task(waiting)["state"] == "queued"
+    shown = run_cli("tasks", "show", waiting, "--master", harness.url, cwd=tmp_path).stdout
+    assert any(line.startswith("python env") and line.endswith("py39") for line in shown.splitlines()), shown
 
 
 def test_a_projects_python_call_runs_in_a_child_of_its_environments_interpreter(harness, tmp_path):
