@@ -117,9 +117,9 @@ class PyPools:
         most = self.default.batch_size(waiting, free_children)
         if most <= 1:
             return most
-        key = self.route(waiting[0])[0]
+        key = _key(waiting[0], self.route)
         n = 1
-        while n < most and self.route(waiting[n])[0] == key:
+        while n < most and _key(waiting[n], self.route) == key:
             n += 1
         return n
 
@@ -183,3 +183,10 @@ class PyPools:
     def close(self) -> None:
         for pool in list(self.pools.values()):
             pool.close()
+
+
+def _key(task: dict, route: Callable[[dict], tuple]) -> str | None:
+    """The pool a call goes to; at once for the usual call, of no project and no python env (it runs per call)."""
+    if "_project" not in task and not task.get("python_env"):
+        return None
+    return route(task)[0]
