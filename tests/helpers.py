@@ -242,11 +242,12 @@ class Harness:
             except Exception:
                 return False
 
-    def start_worker(self, device_id: str, *extra: str, concurrency: int = 2,
-                     env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start_worker(self, device_id: str, *extra: str, concurrency: int = 2, env: dict[str, str] | None = None,
+                     python: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
         proc = self._spawn(["distribute", "--mode", "worker", "--master", self.url, "--device-id", device_id,
                             "--concurrency", str(concurrency), "--log-file", str(self.dir / f"{device_id}.log"),
-                            *extra], f"{device_id}.out", env={**self.worker_env(device_id), **(env or {})})
+                            *extra], f"{device_id}.out", env={**self.worker_env(device_id), **(env or {})},
+                           python=python)
         self.workers[device_id] = proc
         return proc
 

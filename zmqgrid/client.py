@@ -355,6 +355,13 @@ class Client:
         params = {"op": "remove", "name": name, **({"version": version} if version else {})}
         return self.request(Control, "project", params, about="project")
 
+    def sync_project(self, ref: str, *, tags: Iterable[str] = (), rebuild: bool = False, timeout_s: float = 900.0,
+                     progress: Callable[[str, str, str], None] | None = None) -> dict:
+        """Fetch and build NAME[@VERSION] (default: the latest) on every online worker that runs projects and has
+        `tags`, and wait until each is ready or failed, or `timeout_s`: see projects.sync.sync_project."""
+        from .projects.sync import sync_project
+        return sync_project(self, ref, tags, rebuild, timeout_s, progress)
+
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
                first_attempt: int = 1, stopped: Callable[[], bool] | None = None) -> Iterator[Followed]:
         """Yield a task's output as it grows, attempt after attempt, until the task is final or `stopped()` is

@@ -160,6 +160,12 @@ class Config:
     project_cache_mb: int = 2048
     """Worker: the most MiB of project copies kept in <state_dir>/projects/; least recently used ones go first,
     never one a task of this worker uses."""
+    env_keep_days: float = 14.0
+    """Worker: a project environment in <state_dir>/envs/ that no worker sharing that folder used for this many days
+    is deleted (never one a task holds or runs); 0 keeps every environment."""
+    project_keep_versions: int = 10
+    """Master: versions kept of each project, newest first, besides those an unfinished task pins; older ones are
+    deleted after each push and at start. 0 keeps every version."""
     max_project_mb: int = 200
     """Master: the largest project archive a push may hold, in MiB; a bigger push is refused before it is sent."""
     max_project_files: int = 10_000
@@ -208,9 +214,10 @@ _RANGES = {"port": (1, 65535), "pub_port": (1, 65535), "heartbeat_port": (1, 655
            "task_nice": (0, 19), "max_tasks_per_child": (0, 2**31 - 1), "max_child_memory_mb": (0, 1 << 20),
            "heartbeat_retention": (1, 1_000_000), "max_output_bytes": (1, 2**31 - 1), "flood_output_mb_per_s": (0, 1 << 20),
            "max_message_bytes": (1024, 2**31 - 1), "max_queued_per_client": (1, 2**31 - 1), "max_project_mb": (1, 1 << 20),
-           "project_cache_mb": (1, 1 << 24), "max_project_files": (1, 1 << 24), "retention_days": (0, 36500),
+           "project_cache_mb": (1, 1 << 24), "max_project_files": (1, 1 << 24),
+           "project_keep_versions": (0, 1 << 20), "retention_days": (0, 36500),
            "awake_poll_us": (0, 100_000), "retention_max_tasks": (0, 2**31 - 1)}
-_ZERO_MEANS_NEVER = {"device_retention_days"}   # float keys where 0 turns the feature off
+_ZERO_MEANS_NEVER = {"device_retention_days", "env_keep_days"}   # float keys where 0 turns the feature off
 _FLOAT_RANGES = {"weight": (1e-6, 1e6)}            # as Register.weight takes it (protocol)
 MAX_TAGS = 61   # Register.tags takes 64; a worker adds a no-kind: tag per kind it refuses (two at most) and `runs projects`
 _CHOICES = {"mode": MODES, "log_level": LOG_LEVELS, "python_pool": PYTHON_POOLS, "durability": DURABILITY}

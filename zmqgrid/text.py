@@ -65,6 +65,13 @@ def printable(value: object, limit: int = 200) -> str:
     return "".join(kept) + ELLIPSIS
 
 
+def byte_size(size: object) -> str:
+    """A size in bytes as a person reads it: "812.0 KiB", "3.4 MiB"; "-" for what is not a count of bytes."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        return "-"
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
+
+
 def cut_middle(text: str, limit: int) -> str:
     """`text` within `limit` characters: its head and tail around a marker saying how much was cut (output and
     error texts, where the end of a traceback or a log matters as much as its start)."""

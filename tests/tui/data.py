@@ -56,6 +56,12 @@ SCHEDULES = [
                                                      "name": "curl -s https://example.com"}},
 ]
 
+PROJECTS = [{"name": "myspider", "version": "3f9a1c2b7d0e" + "5" * 52, "size": 3_565_158, "files": 42, "versions": 2,
+             "pushed_at": NOW - 7200, "pushed_by": "admin-3f9a1c"}]
+VERSIONS = {"myspider": [dict(PROJECTS[0], versions=None),
+                         {"name": "myspider", "version": "0a1b2c3d4e5f" + "6" * 52, "size": 812_000, "files": 40,
+                          "pushed_at": NOW - 86400, "pushed_by": "admin-3f9a1c"}]}
+
 
 def status(done: int, uptime_s: float = 3725.0) -> dict:
     return {"incarnation": "29462d22b07d", "uptime_s": uptime_s, "router": URL, "stuck_tasks": 0,
@@ -74,7 +80,7 @@ def snapshots(count: int = 12) -> list[ClusterSnapshot]:
         cpu = [10.0 + 7 * (i % 9), 8.0 + (i % 3), 100.0]   # old-box: its last figure, not a live one
         devices = [dict(d, metrics=dict(d["metrics"], cpu_percent=c)) for d, c in zip(DEVICES, cpu)]
         out.append(ClusterSnapshot(status(done, 3725.0 - (count - 1 - i)), devices, TASKS, reachable=True, at=at,
-                                   schedules=SCHEDULES))
+                                   schedules=SCHEDULES, projects=PROJECTS))
     return out
 
 
@@ -98,5 +104,5 @@ OUTPUT = TaskOutput("d4e5f60718293a4b", 4, "failed",
 
 def static_source(count: int = 12, then_unreachable: bool = False) -> StaticSource:
     snaps = snapshots(count) + ([unreachable()] if then_unreachable else [])
-    return StaticSource(snaps, tasks={DETAIL["id"]: DETAIL}, outputs={OUTPUT.task_id: OUTPUT}, master_url=URL,
-                        now=NOW)
+    return StaticSource(snaps, tasks={DETAIL["id"]: DETAIL}, outputs={OUTPUT.task_id: OUTPUT}, versions=VERSIONS,
+                        master_url=URL, now=NOW)

@@ -10,7 +10,7 @@ from rich.console import Console
 from tests.helpers import wait_until
 from zmqgrid.tui import StaticSource, TaskOutput, make_app
 from zmqgrid.tui.screens import DetailScreen, HelpScreen, TaskScreen
-from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, SchedulesTable, TasksTable
+from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, ProjectsTable, SchedulesTable, TasksTable
 
 from .data import DETAIL, NOW, SCHEDULES, TASKS, URL, snapshots, static_source, task
 from .pilot import screen_text, until, until_shown
@@ -443,6 +443,32 @@ def test_a_master_without_schedules_costs_the_panel_one_line():
     async def scenario(pilot, app):
         await until_shown(pilot, "Schedules: none (add one with: python main.py schedules add)")
         assert not app.screen.query_one(SchedulesTable).display
+    run(scenario, source)
+
+
+def test_the_projects_panel_lists_projects_and_shows_a_projects_versions():
+    async def scenario(pilot, app):
+        shown = await until_shown(pilot, "Projects 1")
+        assert "myspider" in shown and "3f9a1c2b7d0e" in shown and "3.4 MiB" in shown
+        table = app.screen.query_one(ProjectsTable)
+        table.focus()
+        await pilot.press("enter")
+        detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen, describe="versions")
+        assert detail.title_text == "Project myspider"
+        assert [label for label, _ in detail.fields] == ["3f9a1c2b7d0e (latest)", "0a1b2c3d4e5f"]
+        assert dict(detail.fields)["0a1b2c3d4e5f"].startswith("40 files · 793.0 KiB · pushed ")
+        await pilot.press("escape")
+        await pilot.press("4")   # the panel hides
+        await until(pilot, lambda: "Projects 1" not in screen_text(app), describe="the projects panel hidden")
+    run(scenario, static_source())
+
+
+def test_a_master_without_projects_costs_the_panel_one_line():
+    source = StaticSource([dataclasses.replace(s, projects=[]) for s in snapshots(1)], master_url=URL, now=NOW)
+
+    async def scenario(pilot, app):
+        await until_shown(pilot, "Projects: none (push one with: python main.py projects push ./folder)")
+        assert not app.screen.query_one(ProjectsTable).display
     run(scenario, source)
 
 

@@ -12,8 +12,10 @@ from zmqgrid.client import Client, build_spec
 from zmqgrid.errors import ZmqgridError
 from zmqgrid.store import key_store
 from zmqgrid.tui import ClientSource, make_app
-from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, SchedulesTable, TasksTable
+from zmqgrid.tui.screens import DetailScreen
+from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, ProjectsTable, SchedulesTable, TasksTable
 
+from ..projects.test_push import project
 from .pilot import screen_text, until, until_shown
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,3 +205,38 @@ def _answers_with(h: Harness, curve) -> bool:
             return True
         except ZmqgridError:
             return False
+
+
+def test_a_pushed_project_is_listed_with_its_versions_and_holders_and_a_task_names_its_pinned_version(
+        harness: Harness, tmp_path):
+    harness.start_master()
+    client = harness.client()
+    folder = project(tmp_path / "myspider", {"myspider/__init__.py": "", "data.txt": "one\n"})
+    v1 = client.push_project(folder)["version"]
+    project(folder, {"data.txt": "two\n"})
+    v2 = client.push_project(folder)["version"]
+    harness.start_worker("w1")
+    task_id, = client.submit(build_spec(shell="cat data.txt", project="myspider"))
+    assert client.wait([task_id], 30)[task_id]["state"] == "done"
+    wait_until(lambda: client.projects("myspider")[0].get("workers"), 20, "w1's heartbeat naming its copy")
+
+    async def scenario() -> None:
+        app = live_app(harness)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(ProjectsTable)
+            await until(pilot, lambda: cell_text(table, "myspider", "version") == v2[:12], describe="myspider listed")
+            assert cell_text(table, "myspider", "versions") == "2"
+            table.focus()
+            await pilot.press("enter")
+            detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen,
+                                 describe="the project's versions")
+            assert [label for label, _ in detail.fields] == [f"{v2[:12]} (latest)", "  w1", v1[:12]]
+            assert detail.fields[1][1] == "cached, no requirements.txt"
+            await pilot.press("escape")
+            tasks = app.screen.query_one(TasksTable)
+            await until(pilot, lambda: task_id in tasks.cells, describe="the task listed")
+            tasks.focus()
+            tasks.move_cursor(row=tasks.get_row_index(task_id))
+            await pilot.press("enter")
+            await until_shown(pilot, f"project  myspider@{v2}")
+    asyncio.run(scenario())

@@ -20,6 +20,7 @@ from .schedules import Schedules
 if TYPE_CHECKING:
     from ..alerts.book import Alerts
     from .keyring import KeyRing
+    from .syncs import Syncs
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
@@ -58,6 +59,7 @@ class Handlers:
         self.peers: dict[bytes, str] | None = None
         self.projects: Projects | None = None   # pushes, listing and removal of projects (set by the master)
         self.fetches: Fetches | None = None     # workers' fetches of project versions (set by the master)
+        self.syncs: Syncs | None = None         # projects sync, and what workers' caches hold (set by the master)
         self.alerts: Alerts | None = None       # alert rules (set by the master)
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
@@ -131,6 +133,8 @@ class Handlers:
             return
         self.board.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
                                0.5 * self.settings["heartbeat_interval_s"])
+        if self.syncs is not None and msg.projects is not None:
+            self.syncs.report(device.device_id, msg.projects)
 
     # ------------------------------------------------------------ clients
 
@@ -250,7 +254,7 @@ class Handlers:
         try:
             if self.fetches is None:
                 raise ProtocolError("this master keeps no projects")
-            self.fetches.admit(identity, device, self.board.tasks, msg)   # answered by Fetches.serve, in a turn
+            self.fetches.admit(identity, device, self.board.tasks, msg, now_mono)   # answered by Fetches.serve
         except ZmqgridError as e:   # forbidden, not_found, too_large
             self.reply_error(identity, msg.req_id, e.code, str(e))
 
@@ -269,7 +273,8 @@ class Handlers:
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         if msg.what == "projects":
-            self._project(identity, msg.req_id, lambda by: (self.projects.query(msg.params), False))
+            self._project(identity, msg.req_id, lambda by: (self.projects.query(msg.params,
+                                                                                paging.budget(msg.params)), False))
             return
         try:
             if msg.what == "schedules" and self.schedules is not None:
@@ -289,8 +294,9 @@ class Handlers:
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
-        if msg.action == "project" and params.get("op") == "remove":
-            self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned))
+        if msg.action == "project" and params.get("op") in ("remove", "sync"):
+            self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned)
+                          if params["op"] == "remove" else self.syncs.sync(params, now_mono))
             return
         book = {"schedule": self.schedules, "alert": self.alerts}.get(msg.action)
         if book is not None:

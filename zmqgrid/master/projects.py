@@ -8,12 +8,16 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import LimitExceeded, ProjectNotFound, StoreError, UsageError
 from ..projects.archive import ArchiveRefused, check_archive
 from ..projects.messages import CHUNK_BYTES, PROJECT_PATTERN, ProjectChunk, ProjectPush
 from ..store.project_store import ProjectStore
+from .keep_versions import AT_START, KeepVersions
+
+if TYPE_CHECKING:
+    from .syncs import Syncs
 
 logger = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -58,10 +62,13 @@ class Projects:
         self.max_project_mb = max_project_mb
         self.uploads: dict[int, Upload] = {}
         self.next_upload = 1
-        self.removed: set[str] = set()   # versions whose rows a removal deleted: their archives go once committed
+        # version -> the commit a removal of its rows is staged for: its archive goes once that commit is over
+        self.removed: dict[str, int] = {}
         # (name, version) -> the commit its removal is staged for (ProjectStore.staged_now): a Submit later in
         # that turn reads the ledger before the commit, and must not pin what is going
         self.dropping: dict[tuple[str, str], int] = {}
+        self.syncs: Syncs | None = None   # what workers hold, for `projects show` (set by the master)
+        self.kept: KeepVersions | None = None   # version retention, set by `retain`
 
     # ------------------------------------------------------------ push
 
@@ -78,9 +85,7 @@ class Projects:
             row = self.store.row_of_version(msg.version)
             files = row["files"] if row else check_archive(self.store.archive(msg.version), self.max_files)
             size = self.store.archive(msg.version).stat().st_size
-            self.store.stage_push(msg.name, msg.version, size, files, now, by)
-            self.removed.discard(msg.version)
-            self.dropping.pop((msg.name, msg.version), None)
+            self._staged_push(msg.name, msg.version, size, files, now, by)
             return {"name": msg.name, "version": msg.version, "size": size, "files": files, "have": True}, True
         if msg.size == 0:
             raise UsageError(f"project {msg.name}: an archive of 0 bytes", "push the folder again")
@@ -141,11 +146,16 @@ class Projects:
             path.unlink(missing_ok=True)
             raise StoreError(f"cannot store project {up.name}'s archive: {e.strerror}",
                              "check the disk beside the ledger and push again") from e
-        self.store.stage_push(up.name, up.version, up.size, files, now, by)
-        self.removed.discard(up.version)
-        self.dropping.pop((up.name, up.version), None)
+        self._staged_push(up.name, up.version, up.size, files, now, by)
         logger.info("project %s@%s stored: %d bytes, %d files", up.name, short(up.version), up.size, files)
         return {"name": up.name, "version": up.version, "size": up.size, "files": files, "have": False}, True
+
+    def _staged_push(self, name: str, version: str, size: int, files: int, now: float, by: str) -> None:
+        self.store.stage_push(name, version, size, files, now, by)
+        self.removed.pop(version, None)
+        self.dropping.pop((name, version), None)
+        if self.kept is not None:
+            self.kept.pushed(name, self.store.staged_now())
 
     def _drop(self, up: Upload, keep_file: bool = False) -> None:
         self.uploads.pop(up.id, None)
@@ -154,19 +164,24 @@ class Projects:
             self.store.upload_path(up.id).unlink(missing_ok=True)
 
     def expire(self, now_mono: float) -> None:
-        """Drop uploads idle past UPLOAD_IDLE_S; delete the archives of committed removals no row names."""
+        """Drop uploads idle past UPLOAD_IDLE_S; delete the archives of committed removals no row names; stage
+        the removal of the versions retention lets go."""
         for up in [u for u in self.uploads.values() if now_mono - u.last_mono > UPLOAD_IDLE_S]:
             logger.info("project upload %d of %s dropped: idle for %g s", up.id, up.name, UPLOAD_IDLE_S)
             self._drop(up)
-        removed, self.removed = self.removed, set()
-        for version in removed:
+        now = self.store.staged_now()
+        for version in [v for v, commit in self.removed.items() if commit != now]:   # their commit is over
+            del self.removed[version]
             if not self.store.is_named(version):
                 self.store.drop_archive(version)
+        if self.kept is not None:
+            self._prune_versions()
 
     # ------------------------------------------------------------ list, show, remove
 
-    def query(self, params: dict) -> list[dict]:
-        """Without a name: each project with its latest version. With one: its versions, newest first."""
+    def query(self, params: dict, room: int) -> list[dict]:
+        """Without a name: each project with its latest version. With one: its versions, newest first, each with the
+        workers that hold it (`Syncs.holders`, within `room` bytes); with a `version` too, that version alone."""
         name = params.get("name")
         if name is None:
             latest: dict[str, dict] = {}
@@ -178,7 +193,10 @@ class Projects:
         rows = self.store.rows(self._name(name))
         if not rows:
             raise ProjectNotFound(f"no project {name!r}")
-        return rows[::-1]
+        if params.get("version") is not None:
+            rows = [self.resolve(name, rows, params["version"])]
+        rows = rows[::-1]
+        return self.syncs.holders(rows, room) if self.syncs is not None else rows
 
     def remove(self, params: dict, pinned: Callable[[], Counter]) -> Answer:
         """Remove a project, or one version of it; refused whole if an unfinished task pins any of what it names
@@ -197,10 +215,38 @@ class Projects:
             raise UsageError(f"project {what} (a task runs the version it pinned at submit)",
                              "cancel those tasks or let them end, then remove it")
         for row in rows:
-            self.store.stage_remove(name, row["version"])
-            self.removed.add(row["version"])
-            self.dropping[(name, row["version"])] = self.store.staged_now()
+            self._stage_remove(name, row["version"])
         return {"name": name, "removed": [row["version"] for row in rows]}, True
+
+    def _stage_remove(self, name: str, version: str) -> None:
+        self.store.stage_remove(name, version)
+        self.removed[version] = self.dropping[(name, version)] = self.store.staged_now()
+
+    # ------------------------------------------------------------ retention
+
+    def retain(self, keep: int, pinned: Callable[[], Counter]) -> None:
+        """Keep the newest `keep` versions of each name and those unfinished tasks pin (0: every version); every
+        name is looked at once, at the next `expire`, then each after its push's commit."""
+        self.kept = KeepVersions(keep, pinned)
+        for name in {row["name"] for row in self.store.rows()}:
+            self.kept.pushed(name, AT_START)
+
+    def _prune_versions(self) -> None:
+        """Stage the removal of what retention lets go of each due name (docs/architecture.md, "The master's
+        store"); the archives go at a later `expire`, once the commit is over."""
+        now = self.store.staged_now()
+        names = self.kept.take_due(now)
+        if not names:
+            return
+        pins = self.kept.pinned()
+        # a removal staged for this turn's commit is not out of the ledger's rows yet
+        staged = {pair for pair, commit in self.dropping.items() if commit == now}
+        for name in sorted(names):
+            rows = [row for row in self.store.rows(name) if (name, row["version"]) not in staged]
+            for row in self.kept.surplus(name, rows, pins):
+                self._stage_remove(name, row["version"])
+                logger.info("project %s@%s pruned: older than its newest %d versions and pinned by no unfinished "
+                            "task", name, short(row["version"]), self.kept.keep)
 
     def pin(self, ref: str) -> str:
         """A task's `project` (NAME or NAME@VERSION, checked by spec_limits.project) as NAME@<full version>: the
@@ -232,6 +278,11 @@ class Projects:
             raise ProjectNotFound(f"project {name} has no version {version!r}",
                                   f"`projects show {name}` lists its versions")
         return found[0]
+
+    @staticmethod
+    def name_of(name: Any) -> str:
+        """`name` if it is a project name, else UsageError."""
+        return Projects._name(name)
 
     @staticmethod
     def _name(name: Any) -> str:

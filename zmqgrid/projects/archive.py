@@ -76,8 +76,8 @@ def check_archive(source: Path | BinaryIO, max_files: int) -> int:
                 if member.type in _FILE_TYPES:
                     files += 1
                     if files > max_files:
-                        raise ArchiveRefused(f"the project archive holds more than {max_files} files, over "
-                                             f"max_project_files ({max_files})",
+                        raise ArchiveRefused("the project archive holds more files than max_project_files "
+                                             f"({max_files:,}) allows",
                                              "leave files out with .zmqgridignore or raise max_project_files")
     except tarfile.TarError as e:
         raise ArchiveRefused(f"the project archive is damaged ({e})", "push the folder again") from None

@@ -78,19 +78,25 @@ class ProjectCache:
     def install(self, version: str) -> None:
         """The downloaded `<version>.part` becomes the copy `<version>/`, or Damaged (the part is deleted)."""
         part = self.part(version)
+        tmp, manifest = self.root / f"{version}{TMP}{os.getpid()}", self.root / (version + MANIFEST)
         try:
             if sha256_of(part) != version:
                 raise Damaged("the archive downloaded does not match its version")
             check_archive(part, MAX_FILES)   # the master is not trusted with this worker's disk
-            tmp = self.root / f"{version}{TMP}{os.getpid()}"
             self._remove(tmp)
             files = _unpack(part, tmp)
-            (self.root / (version + MANIFEST)).write_text(json.dumps({"version": version, "files": files}),
-                                                          encoding="utf-8")
+            manifest.write_text(json.dumps({"version": version, "files": files}), encoding="utf-8")
             self._remove(self.copy(version))
             os.replace(tmp, self.copy(version))
         except ArchiveRefused as e:
             raise Damaged(str(e)) from None
+        except BaseException:
+            # A full or failing disk: what was half-written goes now, not at the next start (it holds the space
+            # another version needs)
+            self._remove(tmp)
+            if not self.copy(version).is_dir():
+                manifest.unlink(missing_ok=True)
+            raise
         finally:
             part.unlink(missing_ok=True)
 

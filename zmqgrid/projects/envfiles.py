@@ -178,19 +178,38 @@ def write_atomic(path: Path, text: str) -> None:
 @contextmanager
 def file_lock(folder: Path, wait_s: float) -> Iterator[bool]:
     """Holds `<folder>/lock` (flock on POSIX, msvcrt on Windows), waiting up to `wait_s`; yields False when it
-    could not. The lock goes with the process: a builder killed mid-way leaves no lock behind."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "lock", "a+b") as f:
-        deadline = time.monotonic() + wait_s
-        while not _try_lock(f):
-            if time.monotonic() > deadline:
-                yield False
-                return
-            time.sleep(0.05)
-        try:
-            yield True
-        finally:
-            _unlock(f)
+    could not. The lock goes with the process: a builder killed mid-way leaves no lock behind. A lock taken on a
+    file that is no longer `<folder>/lock` (a pruner renamed the folder away meanwhile) is let go and the new one
+    taken instead, so two callers never both hold "the" lock of a key."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lock", "a+b") as f:
+            while not _try_lock(f):
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+            if not _still_there(f, folder / "lock"):   # pruned while we waited (envprune): lock the new one
+                _unlock(f)
+                continue
+            try:
+                yield True
+            finally:
+                _unlock(f)
+            return
+
+
+def _still_there(f: object, path: Path) -> bool:
+    """Whether the locked file is still the one at `path` (a pruner renames a key's folder away under its lock)."""
+    if not POSIX:
+        return True   # there a pruner empties the folder and keeps its lock file
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(f.fileno())
+    return (here.st_ino, here.st_dev) == (mine.st_ino, mine.st_dev)
 
 
 def _try_lock(f: object) -> bool:

@@ -10,6 +10,7 @@ Layout under `root` (the worker's `<state_dir>/envs/`), one folder per key `<16 
     <key>/build.log     the installer's output of the last build
     <key>/failed.json   the last build's failure and the copy it was built for
     <key>/installer.json  the pid and start time of the installer step running now
+    <key>/used          its mtime: when a worker last used this environment (zmqgrid.projects.envprune)
 
 A build happens at its final path (a venv is not relocatable: console scripts such as `bin/scrapy` name the
 interpreter by absolute path) and is published by replacing `current`; a build killed mid-way is a `build-<n>` that
@@ -34,6 +35,7 @@ from ..text import printable
 from .envfiles import (ask_interpreter, env_python, file_lock, next_build, read_current, read_json, remove_builds,
                        scripts_dir, write_atomic, write_finder)
 from .envkey import REQUIREMENTS, Interpreter, requirements_key
+from .envprune import is_key, mark_used
 from .installer import (INSTALLER_RECORD, StepFailed, end_leftover_installer, find_uv, installer_environ, run_step,
                         tail_of)
 
@@ -124,7 +126,10 @@ class Environments:
         """The environment a project copy's tasks run in, built first if it must be (this blocks for the build:
         call it from a thread of its own). `rebuild=True` builds anew even when a build is ready or failed."""
         try:
-            return self._for_copy(Path(copy_dir), rebuild)
+            result = self._for_copy(Path(copy_dir), rebuild)
+            if result.ok and result.env_dir is not None:
+                mark_used(result.env_dir.parent)   # what pruning goes by (envprune)
+            return result
         except OSError as e:   # the envs folder unwritable, a full disk: the build's failure, not the worker's
             return EnvResult(False, reason=f"the environment of {copy_dir} cannot be prepared: {printable(e, 300)}")
 
@@ -182,6 +187,8 @@ class Environments:
         keys had one."""
         ended = 0
         for record in sorted(self.root.glob(f"*/{INSTALLER_RECORD}")):
+            if not is_key(record.parent):   # a pruned key's folder, being deleted
+                continue
             with file_lock(record.parent, 0.0) as locked:
                 if locked:
                     ended += 1

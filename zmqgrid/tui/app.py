@@ -13,7 +13,7 @@ from .format import short
 from .messages import ActionDone, ActionRequested, SnapshotFetched, TaskQueryChanged
 from .screens import ConfirmScreen, HelpScreen, MainScreen, SubmitScreen, TaskScreen
 from .source import ClientSource, ClusterSnapshot, Source, TaskQuery
-from .widgets import DevicesTable, SchedulesTable, TasksTable
+from .widgets import DevicesTable, ProjectsTable, SchedulesTable, TasksTable
 
 INTERVALS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """The refresh intervals `+` and `-` step through."""
@@ -170,6 +170,7 @@ class DashboardApp(App):
     def help_sections(self) -> list[tuple[str, list[Binding]]]:
         return [("Everywhere", list(self.BINDINGS)), ("Dashboard", list(MainScreen.BINDINGS)),
                 ("Devices table", list(DevicesTable.BINDINGS)), ("Schedules table", list(SchedulesTable.BINDINGS)),
+                ("Projects table", list(ProjectsTable.BINDINGS)),
                 ("Tasks table", list(TasksTable.BINDINGS)),
                 ("Task detail", list(TaskScreen.BINDINGS)), ("Confirmation", list(ConfirmScreen.BINDINGS)),
                 ("Submit form", list(SubmitScreen.BINDINGS))]

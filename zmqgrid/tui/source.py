@@ -36,6 +36,7 @@ class ClusterSnapshot:
     at: float = 0.0
     query: TaskQuery = field(default_factory=TaskQuery)
     schedules: list = field(default_factory=list)
+    projects: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Source(Protocol):
     def requeue(self, task_ids: list[str]) -> dict: ...
     def control_devices(self, action: str, device_ids: list[str]) -> dict: ...
     def control_schedule(self, op: str, name: str) -> dict: ...
+    def project_versions(self, name: str) -> list[dict]: ...
     def submit(self, spec: dict) -> list[str]: ...
 
 
@@ -97,12 +99,13 @@ class ClientSource:
                 devices = client.devices()
                 tasks = client.tasks(query.state, limit=query.limit, offset=query.offset, device=query.device)
                 schedules = client.schedules()
+                projects = client.projects()
         except MasterUnavailable as e:
             return ClusterSnapshot({}, [], [], reachable=False, error=e.message, at=self.clock(), query=query)
         except (ZmqgridError, zmq.ZMQError) as e:
             return ClusterSnapshot({}, [], [], reachable=False, error=str(e), at=self.clock(), query=query)
         return ClusterSnapshot(status, devices, tasks, reachable=True, at=self.clock(), query=query,
-                               schedules=schedules)
+                               schedules=schedules, projects=projects)
 
     def task(self, task_id: str) -> dict:
         with self._client() as client:
@@ -133,6 +136,11 @@ class ClientSource:
         with self._client() as client:
             return client.schedule_pause(name) if op == "pause" else client.schedule_resume(name)
 
+    def project_versions(self, name: str) -> list[dict]:
+        """A project's versions, newest first, as `projects show NAME` lists them."""
+        with self._client() as client:
+            return client.projects(name)
+
     def submit(self, spec: dict) -> list[str]:
         with self._client() as client:
             return client.submit(spec)
@@ -146,12 +154,14 @@ class StaticSource:
     """
 
     def __init__(self, snapshots: Sequence[ClusterSnapshot], tasks: dict[str, dict] | None = None,
-                 outputs: dict[str, TaskOutput] | None = None, master_url: str = "tcp://127.0.0.1:8000",
+                 outputs: dict[str, TaskOutput] | None = None, versions: dict[str, list[dict]] | None = None,
+                 master_url: str = "tcp://127.0.0.1:8000",
                  now: float | None = None) -> None:
         self.snapshots = list(snapshots)
         self.served = 0
         self.details = dict(tasks or {})
         self.outputs = dict(outputs or {})
+        self.versions = dict(versions or {})
         self.master_url = master_url
         self.frozen_now = now if now is not None else max((s.at for s in self.snapshots), default=0.0)
         self.actions: list[tuple[str, tuple]] = []
@@ -196,6 +206,11 @@ class StaticSource:
     def control_schedule(self, op: str, name: str) -> dict:
         self.actions.append((f"schedule {op}", (name,)))
         return {"name": name, "state": "paused" if op == "pause" else "active"}
+
+    def project_versions(self, name: str) -> list[dict]:
+        if name not in self.versions:
+            raise ZmqgridError(f"no project {name!r} on the master")
+        return self.versions[name]
 
     def submit(self, spec: dict) -> list[str]:
         self.actions.append(("submit", (spec,)))

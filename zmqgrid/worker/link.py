@@ -38,7 +38,7 @@ class MasterLink:
 
     def __init__(self, config: Config, *, curve: Curve | None, info: dict, watch: Callable[[object], None],
                  unwatch: Callable[[object], None], holdings: Callable[[], tuple[int, list, list]],
-                 owned: Callable[[], tuple[list, list, list]], deliver: Callable[[Message, float], None],
+                 owned: Callable[[], tuple[list, list, list, list | None]], deliver: Callable[[Message, float], None],
                  new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None],
                  cut_off: Callable[[str], None]) -> None:
         self.config = config

@@ -1,4 +1,5 @@
-"""Provides the detail dialog of a device or a schedule: every field, the columns a narrow table leaves out too."""
+"""Provides the detail dialog of a device, a schedule or a project: every field, the columns a narrow table leaves
+out too."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ...model import DeviceState
+from ...projects.sync import holding_in_words
+from ...text import byte_size
 from ..format import day_clock, duration, percent, seen_ago, short
 
 
@@ -103,3 +106,17 @@ def schedule_fields(schedule: dict) -> list[tuple[str, str]]:
             fields.append((key, short(json.dumps(spec[key], default=str), 400)))
     return fields
 
+
+
+def project_fields(versions: list[dict]) -> list[tuple[str, str]]:
+    """A project's versions, newest first (the one a task gets without naming a version), a line each."""
+    fields = []
+    for n, row in enumerate(v for v in versions if isinstance(v, dict)):
+        version = row.get("version")
+        label = (version[:12] if isinstance(version, str) else "-") + (" (latest)" if n == 0 else "")
+        fields.append((label, f"{short(row.get('files'), 16)} files · {byte_size(row.get('size'))} · pushed "
+                              f"{day_clock(row.get('pushed_at'))} by {short(row.get('pushed_by'), 16)}"))
+        for worker in row.get("workers") or ():   # what each worker's heartbeat says it holds of the version
+            if isinstance(worker, dict):
+                fields.append((f"  {short(worker.get('device_id'), 64)}", short(holding_in_words(worker), 400)))
+    return fields or [("versions", "none")]

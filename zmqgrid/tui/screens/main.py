@@ -1,21 +1,23 @@
-"""Provides the main screen: cluster header, devices, schedules and tasks panels."""
+"""Provides the main screen: cluster header, devices, schedules, projects and tasks panels."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from ...errors import ZmqgridError
 from ...model import TASK_STATES
 from ..format import clock, short
-from ..messages import ActionRequested, TaskQueryChanged
+from ..messages import ActionDone, ActionRequested, TaskQueryChanged
 from ..source import ClusterSnapshot, Source, TaskQuery
-from ..widgets import ClusterHeader, DevicesTable, SchedulesTable, TasksTable
-from .detail import DetailScreen, device_fields, schedule_fields
+from ..widgets import ClusterHeader, DevicesTable, ProjectsTable, SchedulesTable, TasksTable
+from .detail import DetailScreen, device_fields, project_fields, schedule_fields
 from .dialogs import SubmitScreen, ask_then_do
 from .task import TaskScreen
 
@@ -44,6 +46,7 @@ class MainScreen(Screen):
         Binding("1", "toggle_panel('devices-panel')", "Show/hide the devices panel", show=False),
         Binding("2", "toggle_panel('tasks-panel')", "Show/hide the tasks panel", show=False),
         Binding("3", "toggle_panel('schedules-panel')", "Show/hide the schedules panel", show=False),
+        Binding("4", "toggle_panel('projects-panel')", "Show/hide the projects panel", show=False),
         Binding("escape", "close_filter", "Close filter", show=False),
     ]
 
@@ -63,6 +66,9 @@ class MainScreen(Screen):
         with Vertical(id="schedules-panel"):
             yield Static("Schedules", id="schedules-title", classes="panel-title")
             yield SchedulesTable(id="schedules")
+        with Vertical(id="projects-panel"):
+            yield Static("Projects", id="projects-title", classes="panel-title")
+            yield ProjectsTable(id="projects")
         with Vertical(id="tasks-panel"):
             yield Static("Tasks", id="tasks-title", classes="panel-title")
             yield TasksTable(id="tasks")
@@ -86,6 +92,9 @@ class MainScreen(Screen):
             schedules = self.query_one(SchedulesTable)
             schedules.show(snapshot.schedules)
             schedules.display = bool(schedules.schedules)   # none: the panel is its title line alone
+            projects = self.query_one(ProjectsTable)
+            projects.show(snapshot.projects)
+            projects.display = bool(projects.projects)
             tasks.show(snapshot.tasks, now=snapshot.at)
             self.shown_query = snapshot.query
             self.update_titles()
@@ -97,6 +106,7 @@ class MainScreen(Screen):
         devices, tasks = self.query_one(DevicesTable), self.query_one(TasksTable)
         self.query_one("#devices-title", Static).update(devices.describe())
         self.query_one("#schedules-title", Static).update(self.query_one(SchedulesTable).describe())
+        self.query_one("#projects-title", Static).update(self.query_one(ProjectsTable).describe())
         query = self.task_query
         page = query.offset // query.limit + 1
         text = f"Tasks · page {page} (rows {query.offset + 1}-{query.offset + len(tasks.tasks)})" if tasks.tasks \
@@ -226,6 +236,22 @@ class MainScreen(Screen):
         schedule = self.query_one(SchedulesTable).selected()
         if schedule is not None:
             self.app.push_screen(DetailScreen(f"Schedule {short(schedule['name'], 64)}", schedule_fields(schedule)))
+
+    def action_project_detail(self) -> None:
+        project = self.query_one(ProjectsTable).selected()
+        if project is not None:
+            self.show_versions(project["name"])
+
+    @work(thread=True, group="project-detail", exclusive=True, exit_on_error=False)
+    def show_versions(self, name: str) -> None:
+        """Ask the master for the project's versions (a thread: the call blocks), then show them."""
+        try:
+            versions = self.source.project_versions(name)
+        except ZmqgridError as e:
+            self.post_message(ActionDone(f"project {short(name, 64)}: {e}", ok=False))
+            return
+        self.app.call_from_thread(self.app.push_screen, DetailScreen(f"Project {short(name, 64)}",
+                                                                     project_fields(versions)))
 
     def action_schedule(self, op: str) -> None:
         schedule = self.query_one(SchedulesTable).selected()

@@ -214,6 +214,8 @@ def summary(task: dict, now: float) -> Text:
     if spec.get("name") and short(spec["name"], 200) != task_command(task):
         options.append(f"name {short(spec['name'], 200)}")
     lines.append(Text.assemble(("options  ", "bold"), " · ".join(options)))
+    if spec.get("project"):   # pinned by the master at submit: the version the task runs
+        lines.append(Text.assemble(("project  ", "bold"), short(spec["project"], 140)))
     lines.append(Text.assemble(("times    ", "bold"), f"created {clock(task.get('created_at'))} · started "
                                f"{clock(task.get('started_at'))} · finished {clock(task.get('finished_at'))} · took "
                                f"{duration(task_duration(task, now))}"))
