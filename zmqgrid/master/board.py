@@ -106,18 +106,19 @@ class Board:
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
             # .get: a schedule's spec saved before `project` lacks it
-            device, tags, project = spec["device"], spec["tags"], spec.get("project")
+            device, tags, project, env = spec["device"], spec["tags"], spec.get("project"), spec.get("python_env")
             # wire_part, inline (it runs for every task); a validated call has these five, none of them None
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
-                     "kwargs": spec["kwargs"]} if kind == "python" and not project else wire_part(spec, False))
+                     "kwargs": spec["kwargs"]} if kind == "python" and not (project or env) else wire_part(spec, False))
             if size > WIRE_IN_MEMORY_MAX:
                 wire = kept(wire, compact)
             elif compact:
                 wire = packb(wire)
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, wire,
-                                               need_of(kind, device, tags, project) if device or tags or project
+                                               need_of(kind, device, tags, project, env)
+                                               if device or tags or project or env
                                                else PLAIN[kind],
                                                spec["priority"], retries, timeout_s, key,
                                                spec["retry_backoff"], seq=seq, gen=1, client=account,
@@ -137,7 +138,7 @@ class Board:
         unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
         if not spec.get("all"):
             return [spec]
-        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"))
+        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"), spec.get("python_env"))
         targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
         retries = 0 if spec.get("retries") is None else spec["retries"]
         return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,

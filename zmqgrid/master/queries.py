@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES, DeviceState, TaskState
 from ..projects.messages import RUNS_PROJECTS_TAG
+from ..model import PYTHON_ENV_TAG
 from ..store import readings
 from . import metering, paging
 from .board import Board
@@ -77,6 +78,9 @@ def _missing_worker(board: Board, need) -> str | None:
                 "allow_projects false or python_pool inline does not)")
     for tag in sorted(need.tags):
         if not any(tag in d.tags for d in online):
+            if tag.startswith(PYTHON_ENV_TAG):
+                return (f"it runs with python env {tag.removeprefix(PYTHON_ENV_TAG)} and no online worker has it "
+                        "(worker config python_envs)")
             return f"no online worker has tag {tag}"
     if all(need.refused_by in d.tags for d in online):
         return f"no online worker runs {need.kind} tasks (their allowed_kinds leave it out)"
@@ -106,6 +110,7 @@ def devices(board: Board, now_mono: float) -> list[dict]:
             last = row.get("last_seen_at")
             row["seconds_since_heartbeat"] = round(max(0.0, now - last), 1) if last else None
             row["state"], row["running"], row["assigned"], row["in_flight"], row["credit"] = "offline", 0, 0, 0, 0
+            row["python_envs"] = []   # told in Register only: the ledger does not keep them
             continue
         row["state"] = live.state if live.registered or live.state == DeviceState.OFFLINE else DeviceState.OFFLINE
         row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
@@ -115,6 +120,8 @@ def devices(board: Board, now_mono: float) -> list[dict]:
         row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
         row["credit"] = live.credit
         row["metrics"] = live.metrics or row["metrics"]
+        row["python_envs"] = [{"name": name, "version": version, "executable": executable}
+                              for name, version, executable in live.info.get("python_envs", ())]
     return rows
 
 
