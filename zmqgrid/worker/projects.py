@@ -240,7 +240,8 @@ class ProjectGate:
         if download.done:
             download.close()
             del self.downloads[version]
-            self._job(version, "install", self.cache.install)
+            digest = download.sha256   # hashed as it came (None: the copy reads the file for it)
+            self._job(version, "install", lambda v: self.cache.install(v, digest))
         else:
             download.pump(time.monotonic())
 
