@@ -15,6 +15,7 @@ from . import controls, paging, queries
 from .board import Board, DeviceEntry
 from .fetches import Fetches
 from .projects import Projects
+from .returns import take_back
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -113,6 +114,8 @@ class Handlers:
         for result in msg.results:
             if self.board.record_result(device, result, now_mono, now):
                 acked.append([result["id"], result["attempt"]])
+        if msg.returned:
+            take_back(self.board, device, msg.returned, now)
         if msg.leaving and not device.leaving:
             logger.info("device=%s is stopping: nothing more is sent to it", device.device_id)
             device.leaving = True
