@@ -316,4 +316,4 @@ class Slots:
                 return
             self.held = deque(t for t in self.held if t["id"] in self.begun)
         self.returned += [[t["id"], t["attempt"]] for t in back]
-        logger.info("every slot runs a long task: %d held tasks handed back to the master", len(back))
+        logger.debug("every slot runs a long task: %d held tasks handed back to the master", len(back))
