@@ -16,6 +16,10 @@ SMOOTHING = 0.25           # weight of a new round-trip sample
 HEADROOM = 2.0             # tasks in hand per round trip's worth of work: covers bursts and a late turn
 HOLD_FROM = 0.1            # below this `want`, a round trip per task costs under 5% of the throughput: hold none
 RETURN_BELOW = 0.05        # half of HOLD_FROM: a target that just reached 0 does not give tasks back and forth
+# Nor does a slot's attempt count as long before this, or 50 round trips: a call's timed duration leaves out what
+# its slot spends around it (a 1 MB argument's way to the pool child), so the estimate may call a steady stream of
+# such tasks long, and tasks would go back and forth once per task.
+GIVE_BACK_AFTER_S = 0.5
 
 
 def bound(slots: int) -> int:
@@ -94,5 +98,8 @@ class Prefetch:
 
     def give_back(self, now: float) -> bool:
         """Whether tasks held for a slot (none free) should go back to the master: adaptive, and every slot's
-        attempt has run long against the round trip."""
-        return self.fixed is None and self.want(now) < RETURN_BELOW
+        attempt has run long, for `GIVE_BACK_AFTER_S` at least and against the round trip."""
+        if self.fixed is not None or not self.began_at:
+            return False
+        youngest = next(reversed(self.began_at.values()))
+        return now - youngest > max(GIVE_BACK_AFTER_S, 50 * self.round_trip_s) and self.want(now) < RETURN_BELOW
