@@ -271,6 +271,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--defaults", action="store_true", help="instead: per run, N batched calls on a cluster as "
                     "`distribute` starts it (concurrency 3, adaptive prefetch), on the tuned one (--concurrency 4, "
                     "prefetch 12) and through the reference loop; ratios within each run (tools/benchkit/defaults.py)")
+    ap.add_argument("--old-default", action="store_true", help="with --defaults: also a cluster with the fixed "
+                    "prefetch 2 that was the default before adaptive prefetch")
     ap.add_argument("--submit-n", type=int, default=100_000,
                     help="per run, also submit this many tasks in one Client.map call (its defaults: 1,000 per Submit, "
                          "window 8), timed until all are acknowledged, then wait for them; 0 skips [100000]")
