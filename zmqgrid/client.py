@@ -200,10 +200,11 @@ class Client:
     def status(self, timeout_s: float | None = None) -> dict:
         return self.request(Query, "status", {}, timeout_s=timeout_s)
 
-    def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None) -> list:
+    def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None,
+              tag: str | None = None) -> list:
         """Up to `limit` tasks from `offset`, newest first; long texts of each row are cut (`task` has them whole).
         Asked for in as many answers as the master needs to keep each under this client's max_message_bytes."""
-        params = {k: v for k, v in (("state", state), ("device", device)) if v is not None}
+        params = {k: v for k, v in (("state", state), ("device", device), ("tag", tag)) if v is not None}
         return self._pages("tasks", params, offset, limit)
 
     def task(self, task_id: str) -> dict:
@@ -227,6 +228,16 @@ class Client:
                 got[stream] += more[stream]
             got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
         return got
+
+    def metrics(self) -> dict:
+        """What `/metrics` shows, compact (docs/architecture.md, "What `metrics` and `samples` answer")."""
+        answer = more = self.request(Query, "metrics", {})
+        while more["next_offset"] is not None:   # more than 5,000 devices
+            answer["devices"] += (more := self.request(Query, "metrics", {"offset": more["next_offset"]}))["devices"]
+        return answer
+
+    def samples(self, device: str, limit: int = 60) -> list:   # its newest `limit` (<= 600), oldest first
+        return self.request(Query, "samples", {"device": device, "limit": limit}, about="device")
 
     def devices(self) -> list:
         """Every device; a row's long texts are cut."""
@@ -354,6 +365,13 @@ class Client:
         """Remove a project, or one version of it (the full hash or a unique prefix): {name, removed}."""
         params = {"op": "remove", "name": name, **({"version": version} if version else {})}
         return self.request(Control, "project", params, about="project")
+
+    def sync_project(self, ref: str, *, tags: Iterable[str] = (), rebuild: bool = False, timeout_s: float = 900.0,
+                     progress: Callable[[str, str, str], None] | None = None) -> dict:
+        """Fetch and build NAME[@VERSION] (default: the latest) on every online worker that runs projects and has
+        `tags`, and wait until each is ready or failed, or `timeout_s`: see projects.sync.sync_project."""
+        from .projects.sync import sync_project
+        return sync_project(self, ref, tags, rebuild, timeout_s, progress)
 
     def follow(self, task_id: str, poll_s: float = 0.3, timeout_s: float | None = None, *,
                first_attempt: int = 1, stopped: Callable[[], bool] | None = None) -> Iterator[Followed]:

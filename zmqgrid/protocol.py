@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque, Record, Spec,
-                     Text, Tuple, Value)
-from .model import ATTEMPT_OUTCOMES
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque,
+                     Record, Spec, Text, Tuple, Value)
+from .model import ATTEMPT_OUTCOMES, PYTHON_ENV_PATTERN
 
 VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -151,6 +151,19 @@ METRICS = Record({"cpu_percent": _PERCENT, "memory_percent": _PERCENT, "disk_per
                   "cpu_count": Int(0, 1 << 20), "memory_total_mb": Int(0, 1 << 40), "hostname": NAME, "os": NAME,
                   "python_version": NAME, "python_executable": PATH, "prefetch": CREDIT,
                   "prefetch_adaptive": Bool()}, max_keys=64)
+# A worker's other interpreters (docs/architecture.md, "Worker: interpreters per worker"): name, the version it
+# answered, its path. Shown to people only as text.
+PYTHON_ENVS = List(Tuple(Text(48, 1, pattern=PYTHON_ENV_PATTERN, what="a python env name"), Text(64, line=True), PATH,
+                         what="[name, version, executable]"), 16)
+# What a worker's project cache holds, one entry per version (docs/architecture.md, Projects, "Sync and what workers
+# hold"): [version, its copy's state, its environment's state, the seq of the last sync applied to it, a reason].
+PROJECT_COPY_STATES = ("fetching", "cached", "failed")
+PROJECT_ENV_STATES = ("unknown", "not_built", "building", "ready", "failed", "none")
+MAX_CACHED_REPORTED = 64
+MAX_CACHED_REASON = 200
+CACHED = Tuple(Text(64, 64, pattern=r"[0-9a-f]{64}"), Enum(PROJECT_COPY_STATES), Enum(PROJECT_ENV_STATES), SEQ,
+               Text(MAX_CACHED_REASON, line=True),
+               what="[version, copy state, environment state, sync seq, reason]")
 _WORD = Text(32, line=True, nullable=True)
 _OFFSET = Int(0, 1 << 62, nullable=True)
 _NAME64 = Text(64, line=True, nullable=True)
@@ -159,7 +172,7 @@ QUERY_PARAMS = Record({"id": _NAME64, "state": _WORD, "device": _NAME64, "tag": 
                        "attempt": Int(0, 1 << 31, nullable=True), "stdout_from": _OFFSET, "stderr_from": _OFFSET},
                       max_keys=32, extra=SCALAR)
 _IDS = List(ID, MAX_IDS_PER_REQUEST, nullable=True)
-CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "state": _WORD, "tag": _NAME64, "op": _WORD,
+CONTROL_PARAMS = Record({"ids": _IDS, "devices": _IDS, "tags": List(TAG, 32, nullable=True), "state": _WORD, "tag": _NAME64, "op": _WORD,
                          "name": _NAME64, "cron": Text(256, line=True, nullable=True), "missed": _WORD,
                          "spec": TASK_SPEC},
                         max_keys=32, extra=SCALAR)
@@ -173,7 +186,7 @@ class Register(Message):
     SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
               "python_executable": PATH, "tags": List(TAG, 64), "concurrency": Int(1, 4096), "credit": CREDIT,
               "running": KEYS, "outbox": KEYS, "pid": Int(0, 1 << 31), "version": Text(64, line=True),
-              "weight": Float(1e-6, 1e6, as_float=True)}
+              "weight": Float(1e-6, 1e6, as_float=True), "python_envs": PYTHON_ENVS}
     device_id: str
     name: str
     hostname: str
@@ -188,6 +201,7 @@ class Register(Message):
     pid: int
     version: str = ""
     weight: float = 1.0    # for the weighted strategy
+    python_envs: list = field(default_factory=list)   # [(name, version, executable), ...] its other interpreters
 
 
 @message("r")
@@ -247,7 +261,8 @@ class ResultAck(Message):
 class Heartbeat(Message):
     """Worker -> master over PUSH: liveness, the attempts it runs, and psutil metrics."""
     SCHEMA = {"device_id": ID, "incarnation": Text(64, line=True), "seq": SEQ, "running": KEYS, "held": KEYS,
-              "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024)}
+              "metrics": METRICS, "sent_at": WALL_TIME, "commands": List(SEQ, 1024),
+              "projects": List(CACHED, MAX_CACHED_REPORTED, nullable=True)}
     device_id: str
     incarnation: str       # the master incarnation this worker registered with ("" if none yet)
     seq: int
@@ -256,6 +271,13 @@ class Heartbeat(Message):
     metrics: dict
     sent_at: float         # the worker's wall clock: shown, never used for liveness
     commands: list = field(default_factory=list)   # seqs of the commands applied lately (this incarnation)
+    # [(version, copy, env, sync seq, reason), ...] its project cache holds; None: as the last list said
+    projects: list | None = None
+
+    def encode(self) -> list[bytes]:
+        # With nothing new of the project cache the field is left out: the heartbeat is what it was before it.
+        names = self._names if self.projects is not None else self._names[:-1]
+        return [self._header, packb([getattr(self, n) for n in names])]
 
 
 @message("B")
@@ -269,7 +291,8 @@ class Beacon(Message):
 @message("M")
 class Command(Message):
     """Master -> workers over PUB (topic b'device.<id>'), or re-sent over the ROUTER
-    to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload."""
+    to a worker whose heartbeats do not list it as applied: drain, resume, shutdown, cancel, reload, sync (a project
+    version to fetch and build now)."""
     SCHEMA = {"seq": SEQ, "action": Text(32, line=True),
               "params": Record({}, 64, extra=Opaque("command parameters"), extra_key=Text(64, 1))}
     seq: int

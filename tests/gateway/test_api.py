@@ -101,6 +101,32 @@ def test_projects_are_listed(served):
     assert served.call("GET", f"{API}/projects", "read").json == {"projects": []}
 
 
+def test_a_project_is_synced_to_the_workers_shown_with_what_each_holds_and_removed(served, tmp_path):
+    folder = tmp_path / "webspider"
+    folder.mkdir()
+    (folder / "data.txt").write_text("hello\n")
+    version = served.harness.client().push_project(folder)["version"]
+    sync = f"{API}/projects/webspider/sync"
+    assert served.call("POST", sync, "client", body={}).status == 403
+    assert served.call("POST", sync, "admin", body={"tags": "linux"}).status == 400
+    assert served.call("POST", f"{API}/projects/nothing/sync", "admin", body={}).status == 404
+
+    # When an admin starts a sync, it answers at once with the workers it went to
+    started = served.call("POST", sync, "admin", body={"version": version[:8]})
+    assert started.status == 202 and started.json["workers"] == ["w1"] and started.json["version"] == version
+
+    # Then the project's page shows w1 holding the version, ready
+    def held() -> list:
+        versions = served.call("GET", f"{API}/projects/webspider", "read").json["versions"]
+        return [(w["device_id"], w["copy"], w["env"]) for w in versions[0].get("workers", [])]
+    assert wait_until(lambda: held() == [("w1", "cached", "none")] and held(), 30, "w1 holding the version")
+    assert served.call("GET", f"{API}/projects/nothing", "read").status == 404
+    assert served.call("DELETE", f"{API}/projects/webspider", "client").status == 403
+    removed = served.call("DELETE", f"{API}/projects/webspider?version={version[:8]}", "admin")
+    assert removed.status == 200 and removed.json["removed"] == [version]
+    assert served.call("GET", f"{API}/projects", "read").json == {"projects": []}
+
+
 def test_a_reader_that_leaves_a_followed_stream_costs_no_error_and_the_gateway_goes_on(served):
     (task_id,) = submitted(served, {"shell": "while true; do echo tick; sleep 0.1; done", "retries": 0})
 

@@ -207,7 +207,7 @@ def _answers_with(h: Harness, curve) -> bool:
             return False
 
 
-def test_a_pushed_project_is_listed_with_its_versions_and_a_tasks_detail_names_its_pinned_version(
+def test_a_pushed_project_is_listed_with_its_versions_and_holders_and_a_task_names_its_pinned_version(
         harness: Harness, tmp_path):
     harness.start_master()
     client = harness.client()
@@ -215,7 +215,10 @@ def test_a_pushed_project_is_listed_with_its_versions_and_a_tasks_detail_names_i
     v1 = client.push_project(folder)["version"]
     project(folder, {"data.txt": "two\n"})
     v2 = client.push_project(folder)["version"]
+    harness.start_worker("w1")
     task_id, = client.submit(build_spec(shell="cat data.txt", project="myspider"))
+    assert client.wait([task_id], 30)[task_id]["state"] == "done"
+    wait_until(lambda: client.projects("myspider")[0].get("workers"), 20, "w1's heartbeat naming its copy")
 
     async def scenario() -> None:
         app = live_app(harness)
@@ -227,7 +230,8 @@ def test_a_pushed_project_is_listed_with_its_versions_and_a_tasks_detail_names_i
             await pilot.press("enter")
             detail = await until(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen,
                                  describe="the project's versions")
-            assert [label for label, _ in detail.fields] == [f"{v2[:12]} (latest)", v1[:12]]
+            assert [label for label, _ in detail.fields] == [f"{v2[:12]} (latest)", "  w1", v1[:12]]
+            assert detail.fields[1][1] == "cached, no requirements.txt"
             await pilot.press("escape")
             tasks = app.screen.query_one(TasksTable)
             await until(pilot, lambda: task_id in tasks.cells, describe="the task listed")

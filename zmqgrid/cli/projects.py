@@ -6,18 +6,16 @@ from typing import Callable
 import click
 
 from ..client import Client
-from ..errors import EXIT_OK
-from .common import client_options, json_option
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT
+from ..projects.sync import holding_in_words
+from ..text import byte_size
+from .common import client_options, client_options_with, json_option
 from .render import emit_json, table, when
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
 
 
 @click.group()
 def projects() -> None:
-    """Push a project (a folder of code and data) to the master, and list or remove what it holds."""
+    """Push a project (a folder of code and data) to the master, sync it to the workers, list or remove it."""
 
 
 @projects.command("push")
@@ -42,8 +40,8 @@ def push(client: Callable[[], Client], folder: str, name: str | None, as_json: b
         return EXIT_OK
     click.echo(f"{row['name']}@{row['version'][:12]}")
     note = ("already on the master: nothing sent" if row["have"]
-            else f"sent {_mib(row['sent_bytes'])}")
-    click.echo(f"{row['files']} file{'' if row['files'] == 1 else 's'}, {_mib(row['size'])}; {note}", err=True)
+            else f"sent {byte_size(row['sent_bytes'])}")
+    click.echo(f"{row['files']} file{'' if row['files'] == 1 else 's'}, {byte_size(row['size'])}; {note}", err=True)
     return EXIT_OK
 
 
@@ -57,7 +55,7 @@ def list_projects(client: Callable[[], Client], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table(([r["name"], r["version"][:12], r["files"], _mib(r["size"]), r["versions"], when(r["pushed_at"]),
+    table(([r["name"], r["version"][:12], r["files"], byte_size(r["size"]), r["versions"], when(r["pushed_at"]),
             r["pushed_by"]] for r in rows),
           ["NAME", "LATEST", "FILES", "SIZE", "VERSIONS", "PUSHED", "BY"])
 
@@ -67,7 +65,7 @@ def list_projects(client: Callable[[], Client], as_json: bool) -> None:
 @json_option
 @client_options
 def show(client: Callable[[], Client], name: str, as_json: bool) -> None:
-    """List a project's versions, newest (the one a task gets by default) first.
+    """List a project's versions, newest (the one a task gets by default) first, and the workers that hold each.
 
     \b
     python main.py projects show myspider
@@ -77,8 +75,67 @@ def show(client: Callable[[], Client], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table(([r["version"][:12], r["files"], _mib(r["size"]), when(r["pushed_at"]), r["pushed_by"]] for r in rows),
-          ["VERSION", "FILES", "SIZE", "PUSHED", "BY"])
+    table(([r["version"][:12], r["files"], byte_size(r["size"]), when(r["pushed_at"]), r["pushed_by"],
+            len(r.get("workers", ()))] for r in rows), ["VERSION", "FILES", "SIZE", "PUSHED", "BY", "WORKERS"])
+    held = [(r["version"][:12], w) for r in rows for w in r.get("workers", ())]
+    if held:
+        click.echo()
+        table(([version, w["name"] if w["name"] == w["device_id"] else f"{w['name']} ({w['device_id']})", holding_in_words(w)]
+               for version, w in held), ["VERSION", "WORKER", "STATE"])
+    left = sum(r.get("workers_left_out", 0) for r in rows)
+    if left:
+        click.echo(f"... and {left} more (the answer is bounded): projects show NAME --json lists the same", err=True)
+
+
+_SAID = {"waiting": "waiting for the sync command", "fetching": "fetching", "building": "building the environment",
+         "ready": "ready", "failed": "failed", "offline": "went offline"}
+
+
+@projects.command("sync")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--tag", "tags", multiple=True, metavar="T", help="Only workers with this tag (repeat: all of them).")
+@click.option("--rebuild", is_flag=True, help="Build the environment again (after a failed build, or to take "
+                                              "what the package index holds now).")
+@click.option("--timeout", "sync_timeout", type=click.FloatRange(1, 86_400), default=900.0, show_default=True,
+              help="Seconds to wait for every worker; past them the sync goes on and the command exits 124.")
+@json_option
+@client_options_with("--master-timeout")
+def sync(client: Callable[[], Client], ref: str, tags: tuple, rebuild: bool, sync_timeout: float,
+         as_json: bool) -> int:
+    """Fetch a version (default: the latest) and build its environment on every online worker that runs projects,
+    now, ahead of the first task; prints each worker's progress until all are ready or failed.
+
+    Exit 0 when every worker is ready, 1 naming those that failed, 124 naming those that did not finish in time.
+
+    \b
+    python main.py projects sync myspider
+    python main.py projects sync myspider@3f9a1c2b7d0e --tag linux --rebuild
+    """
+    def progress(device_id: str, state: str, reason: str) -> None:
+        click.echo(f"{device_id}: {_SAID[state]}" + (f": {reason}" if reason else ""))
+
+    with client() as c:
+        try:
+            result = c.sync_project(ref, tags=tags, rebuild=rebuild, timeout_s=sync_timeout,
+                                    progress=None if as_json else progress)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: the sync goes on on the workers; projects show {ref.partition('@')[0]} "
+                       "follows it", err=True)
+            return EXIT_INTERRUPTED
+    if as_json:
+        emit_json(result)
+    workers, failed, unfinished = result["workers"], result["failed"], result["unfinished"]
+    target = f"{result['name']}@{result['version'][:12]}"
+    if not as_json and not failed and not unfinished:
+        click.echo(f"{target}: {len(workers)}/{len(workers)} worker{'s' if len(workers) > 1 else ''} ready")
+    if failed:
+        click.echo(f"error: {target} failed on {len(failed)} of {len(workers)} workers: " + ", ".join(
+            f"{d} ({workers[d]['reason']})" for d in failed), err=True)
+    if unfinished:
+        click.echo(f"error: {target} did not finish within {sync_timeout:g} s on " + ", ".join(
+            f"{d} ({_SAID[workers[d]['state']]})" for d in unfinished) + "; it goes on: projects show "
+            f"{result['name']} follows it", err=True)
+    return EXIT_FAILED if failed else EXIT_WAIT_TIMEOUT if unfinished else EXIT_OK
 
 
 @projects.command("remove")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..projects.sync import start_sync
 from .bodies import json_body, known_params, only_fields
 from .errors import HttpError
 from .routing import UPSTREAM, Role, add
@@ -49,6 +50,31 @@ async def projects(request: web.Request) -> web.Response:
     return web.json_response({"projects": await request.app[UPSTREAM].call(lambda c: c.projects())})
 
 
+async def project(request: web.Request) -> web.Response:
+    known_params(request, ())
+    name = request.match_info["name"]
+    versions = await request.app[UPSTREAM].call(lambda c: c.projects(name))
+    return web.json_response({"name": name, "versions": versions})
+
+
+async def remove_project(request: web.Request) -> web.Response:
+    known_params(request, ("version",))
+    name, version = request.match_info["name"], request.query.get("version") or None
+    return web.json_response(await request.app[UPSTREAM].call(lambda c: c.remove_project(name, version)))
+
+
+async def sync_project(request: web.Request) -> web.Response:
+    """Start a sync and answer at once (202): its progress is what GET .../projects/{name} says of each worker."""
+    body = await json_body(request) if request.can_read_body else {}
+    body = only_fields(body, {"version": str, "tags": list, "rebuild": bool})
+    if not all(isinstance(tag, str) for tag in body.get("tags", [])):
+        raise HttpError(400, "tags must be a list of strings", 'send {"tags": ["linux"]}')
+    ref = request.match_info["name"] + (f"@{body['version']}" if body.get("version") else "")
+    started = await request.app[UPSTREAM].call(
+        lambda c: start_sync(c, ref, body.get("tags", ()), body.get("rebuild", False)))
+    return web.json_response(started, status=202)
+
+
 def add_routes(app: web.Application) -> None:
     add(app, "GET", "/api/distribution/schedules", Role.READ, schedules, "Every schedule (as schedules list --json)")
     add(app, "POST", "/api/distribution/schedules", Role.ADMIN, add_schedule,
@@ -65,3 +91,15 @@ def add_routes(app: web.Application) -> None:
         "Remove a schedule (the tasks it fired are kept)", answers=(200, 404))
     add(app, "GET", "/api/distribution/projects", Role.READ, projects,
         "Every pushed project with its latest version (as projects list --json)")
+    add(app, "GET", "/api/distribution/projects/{name}", Role.READ, project,
+        "A project's versions, newest first, and what each worker holds of each (as projects show --json)",
+        answers=(200, 404))
+    add(app, "DELETE", "/api/distribution/projects/{name}", Role.ADMIN, remove_project,
+        "Remove a project, or one version of it with ?version= (refused while an unfinished task pins it)",
+        answers=(200, 400, 404))
+    add(app, "POST", "/api/distribution/projects/{name}/sync", Role.ADMIN, sync_project,
+        "Fetch and build a version (default: the latest) on every matching online worker now (as projects sync); "
+        "answers at once, and GET /api/distribution/projects/{name} shows each worker's progress",
+        body={"type": "object", "additionalProperties": False,
+              "properties": {"version": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+                             "rebuild": {"type": "boolean"}}}, answers=(202, 400, 404))

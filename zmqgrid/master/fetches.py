@@ -18,8 +18,9 @@ MAX_QUEUED = 4096         # requests waiting for a turn, all workers together (4
 
 
 class ProjectForbidden(UsageError):
-    """Raised when a worker asks for a project version that no task dispatched to its device pins. It never leaves
-    the master but as its `E forbidden` answer (so it is not one of the package's public errors)."""
+    """Raised when a worker asks for a project version that no task dispatched to its device pins and no sync sent to
+    it names. It never leaves the master but as its `E forbidden` answer (so it is not one of the package's public
+    errors)."""
 
     code = "forbidden"
 
@@ -28,17 +29,23 @@ class Fetches:
     """`admit` checks a request against the device's tasks and queues it; `serve` answers at most
     CHUNKS_PER_TURN queued requests into the turn (`send`)."""
 
-    def __init__(self, archive: Callable[[str], Path]) -> None:
+    def __init__(self, archive: Callable[[str], Path],
+                 granted: Callable[[str, str, float], bool] | None = None) -> None:
         self.archive = archive   # version -> its archive's path in the store
+        # (device id, version, now) -> whether a sync sent to the device names the version (Syncs.allows)
+        self.granted = granted
         self.queue: deque[tuple[bytes, ProjectFetch]] = deque()
 
-    def admit(self, identity: bytes, device: DeviceEntry, tasks: dict[str, TaskEntry], msg: ProjectFetch) -> None:
+    def admit(self, identity: bytes, device: DeviceEntry, tasks: dict[str, TaskEntry], msg: ProjectFetch,
+              now_mono: float = 0.0) -> None:
         """Queue the request, or raise the reason it is refused (forbidden, not_found, too_large)."""
         suffix = "@" + msg.version
         if not any((entry := tasks.get(task_id)) is not None and entry.need.project
-                   and entry.need.project.endswith(suffix) for task_id in device.inflight):
+                   and entry.need.project.endswith(suffix) for task_id in device.inflight) \
+                and not (self.granted is not None and self.granted(device.device_id, msg.version, now_mono)):
             raise ProjectForbidden(f"no task dispatched to device {device.device_id} pins project version "
-                            f"{msg.version[:12]}", "a worker fetches only the versions its tasks name")
+                                   f"{msg.version[:12]}, and no sync sent to it names it",
+                                   "a worker fetches only the versions its tasks or a sync name")
         if not self.archive(msg.version).is_file():
             raise ProjectNotFound(f"the master has no archive of project version {msg.version[:12]} (its file is "
                                   "gone from the project store)", "push the project again and submit the task again")

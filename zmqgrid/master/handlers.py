@@ -5,8 +5,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
-                      TaskNotFound, ZmqgridError)
+from ..errors import AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError, TaskNotFound, ZmqgridError
 from ..projects.messages import ProjectChunk, ProjectFetch, ProjectPush
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output, Query, Register, RegisterAck,
@@ -21,6 +20,7 @@ from .schedules import Schedules
 if TYPE_CHECKING:
     from ..alerts.book import Alerts
     from .keyring import KeyRing
+    from .syncs import Syncs
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_SUBMIT = 10_000
@@ -59,6 +59,7 @@ class Handlers:
         self.peers: dict[bytes, str] | None = None
         self.projects: Projects | None = None   # pushes, listing and removal of projects (set by the master)
         self.fetches: Fetches | None = None     # workers' fetches of project versions (set by the master)
+        self.syncs: Syncs | None = None         # projects sync, and what workers' caches hold (set by the master)
         self.alerts: Alerts | None = None       # alert rules (set by the master)
 
     def reply_error(self, identity: bytes, req_id: int, code: str, message: str) -> None:
@@ -92,7 +93,7 @@ class Handlers:
         info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
                 "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
-                "weight": msg.weight}
+                "weight": msg.weight, "python_envs": msg.python_envs}
         disowned = self.board.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
         self.board.turn.ack(identity, RegisterAck(self.board.incarnation, s["pub_port"], s["heartbeat_port"],
@@ -134,6 +135,8 @@ class Handlers:
             return
         self.board.heartbeat(device, running, held, msg.metrics, msg.sent_at, msg.commands, now_mono, now,
                                0.5 * self.settings["heartbeat_interval_s"])
+        if self.syncs is not None and msg.projects is not None:
+            self.syncs.report(device.device_id, msg.projects)
 
     # ------------------------------------------------------------ clients
 
@@ -253,7 +256,7 @@ class Handlers:
         try:
             if self.fetches is None:
                 raise ProtocolError("this master keeps no projects")
-            self.fetches.admit(identity, device, self.board.tasks, msg)   # answered by Fetches.serve, in a turn
+            self.fetches.admit(identity, device, self.board.tasks, msg, now_mono)   # answered by Fetches.serve
         except ZmqgridError as e:   # forbidden, not_found, too_large
             self.reply_error(identity, msg.req_id, e.code, str(e))
 
@@ -272,7 +275,8 @@ class Handlers:
 
     def handle_query(self, identity: bytes, msg: Query, now_mono: float, now: float) -> None:
         if msg.what == "projects":
-            self._project(identity, msg.req_id, lambda by: (self.projects.query(msg.params), False))
+            self._project(identity, msg.req_id, lambda by: (self.projects.query(msg.params,
+                                                                                paging.budget(msg.params)), False))
             return
         try:
             if msg.what == "schedules" and self.schedules is not None:
@@ -292,8 +296,9 @@ class Handlers:
 
     def handle_control(self, identity: bytes, msg: Control, now_mono: float, now: float) -> None:
         params = msg.params
-        if msg.action == "project" and params.get("op") == "remove":
-            self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned))
+        if msg.action == "project" and params.get("op") in ("remove", "sync"):
+            self._project(identity, msg.req_id, lambda by: self.projects.remove(params, self._pinned)
+                          if params["op"] == "remove" else self.syncs.sync(params, now_mono))
             return
         book = {"schedule": self.schedules, "alert": self.alerts}.get(msg.action)
         if book is not None:

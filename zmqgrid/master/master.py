@@ -31,6 +31,7 @@ from .handlers import Handlers
 from .keyring import KeyRing
 from .fetches import Fetches
 from .projects import Projects
+from .syncs import Syncs
 from .recovery import recover
 from .refusals import RefusalLog
 from .routed import recv_routed, req_id
@@ -119,7 +120,8 @@ class Master:
                                  config.max_project_files)
         self.handlers.projects = self.schedules.projects = self.projects   # submits and firings pin by it
         self.projects.retain(config.project_keep_versions, self.handlers._pinned)
-        self.fetches = self.handlers.fetches = Fetches(self.projects.store.archive)
+        self.syncs = self.handlers.syncs = self.projects.syncs = Syncs(self.board.fleet, self.projects)
+        self.fetches = self.handlers.fetches = Fetches(self.projects.store.archive, self.syncs.allows)
         self.refusals = RefusalLog("keys" if curve else "connections")   # one log budget for what peers get wrong
         if self.keyring is not None:
             self.handlers.peers = {}
@@ -349,7 +351,8 @@ class Master:
     def _prune_devices(self, now: float, retention_s: float) -> None:
         """Long-offline devices that hold nothing leave the device table (staged: they go with this turn's commit)."""
         try:
-            self.board.fleet.prune_offline(now, retention_s)
+            if self.board.fleet.prune_offline(now, retention_s):
+                self.syncs.forget_gone()   # their cache reports and fetch grants go with them
         except StoreError as e:   # the next pass tries again
             logger.warning("%s", e.message)
 

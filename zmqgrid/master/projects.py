@@ -8,13 +8,16 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import LimitExceeded, ProjectNotFound, StoreError, UsageError
 from ..projects.archive import ArchiveRefused, check_archive
 from ..projects.messages import CHUNK_BYTES, PROJECT_PATTERN, ProjectChunk, ProjectPush
 from ..store.project_store import ProjectStore
 from .keep_versions import AT_START, KeepVersions
+
+if TYPE_CHECKING:
+    from .syncs import Syncs
 
 logger = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -64,6 +67,7 @@ class Projects:
         # (name, version) -> the commit its removal is staged for (ProjectStore.staged_now): a Submit later in
         # that turn reads the ledger before the commit, and must not pin what is going
         self.dropping: dict[tuple[str, str], int] = {}
+        self.syncs: Syncs | None = None   # what workers hold, for `projects show` (set by the master)
         self.kept: KeepVersions | None = None   # version retention, set by `retain`
 
     # ------------------------------------------------------------ push
@@ -175,8 +179,9 @@ class Projects:
 
     # ------------------------------------------------------------ list, show, remove
 
-    def query(self, params: dict) -> list[dict]:
-        """Without a name: each project with its latest version. With one: its versions, newest first."""
+    def query(self, params: dict, room: int) -> list[dict]:
+        """Without a name: each project with its latest version. With one: its versions, newest first, each with the
+        workers that hold it (`Syncs.holders`, within `room` bytes); with a `version` too, that version alone."""
         name = params.get("name")
         if name is None:
             latest: dict[str, dict] = {}
@@ -188,7 +193,10 @@ class Projects:
         rows = self.store.rows(self._name(name))
         if not rows:
             raise ProjectNotFound(f"no project {name!r}")
-        return rows[::-1]
+        if params.get("version") is not None:
+            rows = [self.resolve(name, rows, params["version"])]
+        rows = rows[::-1]
+        return self.syncs.holders(rows, room) if self.syncs is not None else rows
 
     def remove(self, params: dict, pinned: Callable[[], Counter]) -> Answer:
         """Remove a project, or one version of it; refused whole if an unfinished task pins any of what it names
@@ -270,6 +278,11 @@ class Projects:
             raise ProjectNotFound(f"project {name} has no version {version!r}",
                                   f"`projects show {name}` lists its versions")
         return found[0]
+
+    @staticmethod
+    def name_of(name: Any) -> str:
+        """`name` if it is a project name, else UsageError."""
+        return Projects._name(name)
 
     @staticmethod
     def _name(name: Any) -> str:

@@ -12,14 +12,16 @@ logger = logging.getLogger(__name__)
 
 
 class Commands:
-    """Drain, resume, shutdown, cancel and reload. Cancelling is `cancel(keys, reason)`; a reload updates the
-    shared config in place and then calls `reloaded(fresh)` for the parts that hold a copy of it."""
+    """Drain, resume, shutdown, cancel, reload and sync. Cancelling is `cancel(keys, reason)`; a reload updates the
+    shared config in place and then calls `reloaded(fresh)` for the parts that hold a copy of it; a project sync is
+    `sync(seq, params)`."""
 
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None, *,
-                 cancel: Callable[[list[tuple], str], None], reloaded: Callable[[Config], None]) -> None:
+                 cancel: Callable[[list[tuple], str], None], reloaded: Callable[[Config], None],
+                 sync: Callable[[int, dict], None] | None = None) -> None:
         self.config = config
         self.reload_config = reload_config
-        self._cancel, self._reloaded = cancel, reloaded
+        self._cancel, self._reloaded, self._sync = cancel, reloaded, sync
         self.draining = False                 # an operator drained this device: the master sends nothing new
         self.shutting_down = False            # drain, then exit once nothing is running or unacknowledged
         self.applied: deque[int] = deque(maxlen=64)   # seqs of commands applied under this incarnation
@@ -50,6 +52,8 @@ class Commands:
             self._cancel([tuple(k) for k in keys if isinstance(k, list)], str(command.params.get("reason", "cancelled")))
         elif action == "reload" and self.reload_config is not None:
             self._reload()
+        elif action == "sync" and self._sync is not None:
+            self._sync(command.seq, command.params)
         else:
             logger.warning("unknown command action %r ignored", action)
 

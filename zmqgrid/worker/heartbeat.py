@@ -19,7 +19,7 @@ class HeartbeatSender(threading.Thread):
     """Sends a Heartbeat (device, incarnation, running, held, metrics) every interval until stop()."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
-                 owned: Callable[[], tuple[list, list, list]], with_metrics: bool, max_message_bytes: int,
+                 owned: Callable[[], tuple[list, list, list, list | None]], with_metrics: bool, max_message_bytes: int,
                  info: dict | None = None, curve: Curve | None = None,
                  about: Callable[[], dict] | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
@@ -47,12 +47,13 @@ class HeartbeatSender(threading.Thread):
         try:
             while not self._halt.is_set():
                 seq += 1
-                running, held, commands = self.owned()
+                running, held, commands, projects = self.owned()
                 metrics = dict(sample_metrics(), **self.info) if self.with_metrics else dict(self.info)
                 if self.about is not None:
                     metrics.update(self.about())
                 frames = Heartbeat(device_id=self.device_id, incarnation=self.incarnation, seq=seq, running=running,
-                                   held=held, metrics=metrics, sent_at=time.time(), commands=commands).encode()
+                                   held=held, metrics=metrics, sent_at=time.time(), commands=commands,
+                                   projects=projects).encode()
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)
                 except zmq.Again:

@@ -17,6 +17,7 @@ from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
 from ..transport import Curve, connect, make_socket, send_frames, zmtp_heartbeat_ms
 from .allow import advertised_tags
+from .pyenvs import advertised
 from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
 
@@ -37,7 +38,7 @@ class MasterLink:
 
     def __init__(self, config: Config, *, curve: Curve | None, info: dict, watch: Callable[[object], None],
                  unwatch: Callable[[object], None], holdings: Callable[[], tuple[int, list, list]],
-                 owned: Callable[[], tuple[list, list, list]], deliver: Callable[[Message, float], None],
+                 owned: Callable[[], tuple[list, list, list, list | None]], deliver: Callable[[Message, float], None],
                  new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None],
                  cut_off: Callable[[str], None], about: Callable[[], dict] | None = None) -> None:
         self.config = config
@@ -114,9 +115,10 @@ class MasterLink:
         info, config = self.info, self.config
         msg = Register(device_id=self.device_id, name=config.device_name or self.device_id,
                        hostname=info["hostname"], os=info["os"], python_version=info["python_version"],
-                       python_executable=info["python_executable"], tags=advertised_tags(config),
+                       python_executable=info["python_executable"], tags=advertised_tags(config, info["python_envs"]),
                        concurrency=config.concurrent_tasks, credit=credit, running=owned, outbox=outbox,
-                       pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight))
+                       pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight),
+                       python_envs=[[e.name, e.version, e.executable] for e in advertised(info["python_envs"])])
         self.register_sent = time.monotonic()
         self.registered.clear()
         # The DEALER queues nothing before its connection completes (IMMEDIATE): a send would block until then, for

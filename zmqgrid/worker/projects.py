@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import re
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,12 +15,13 @@ from typing import Callable
 from ..config import Config
 from ..model import TaskError, TaskState
 from ..projects.cache import Damaged, ProjectCache
-from ..projects.envfiles import site_packages
 from ..projects.envprune import EnvPruner
 from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
 from ..projects.messages import ProjectData, ProjectFetch
 from ..protocol import Error
+from .cache_report import CacheReport, brief
+from .jobthread import JobThread
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -35,24 +33,20 @@ _VERSION = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ProjectCopy:
-    """Where a task of a project runs: its version's copy, the interpreter its scripts use, its environment (None:
-    the worker's own packages) and that environment's site-packages, which a python call of the copy sees first
-    after the copy itself. One per version, made when its environment is ready; a task dict holds it under
-    "_project", set here only (a value from the wire is plain data, never one of these)."""
+    """Where a task of a project runs: its version's copy, the interpreter its scripts and python calls use (a pool
+    of its own: PyPools), and its environment (None: the worker's own interpreter and packages). One per version,
+    made when its environment is ready; a task dict holds it under "_project", set here only (a value from the wire
+    is plain data, never one of these)."""
 
     root: str
     python: str
     env: EnvResult | None = None
-    sites: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, root: Path, env: EnvResult, python_executable: str) -> ProjectCopy:
         if env.env_dir is None:   # no requirements.txt: the worker's interpreter and packages
             return cls(str(root), python_executable)
-        # Only an environment built for the Python the worker's pool children run (its folder names the version).
-        site = site_packages(env.env_dir)
-        same = f"python{sys.version_info[0]}.{sys.version_info[1]}" in site.parts
-        return cls(str(root), str(env.python), env, (str(site),) if same else ())
+        return cls(str(root), str(env.python), env)
 
     def environ(self, base: dict[str, str]) -> dict[str, str]:
         """`base` with the copy's environment activated (shell and script tasks)."""
@@ -96,19 +90,21 @@ class ProjectGate:
         self.tries: dict[str, int] = {}
         self.released: dict[str, str] = {}          # task id -> the version it runs in (what pruning keeps)
         self.req_ids = itertools.count(1)
-        self.jobs: ThreadPoolExecutor | None = None  # checking and unpacking, one at a time, off the loop
-        self.finished: queue.SimpleQueue = queue.SimpleQueue()
+        self.jobs = JobThread(wake)                 # checking, unpacking and building, one at a time, off the loop
+        self.states = CacheReport()                 # what heartbeats tell the master of this cache
+        self.names: dict[str, str] = {}             # version -> the project a sync named it by
+        self.rebuild_wanted: set[str] = set()       # versions a sync asked to build the environment of anew
 
     def start(self) -> None:
         """At the worker's start: what a killed predecessor left half done goes."""
         self.cache.clean()
         self.envs.end_leftover_installers()
+        self.jobs.submit(self.states.survey, self.cache, self.envs)
 
     def close(self) -> None:
         for download in self.downloads.values():
             download.close()
-        if self.jobs is not None:
-            self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
     # ------------------------------------------------------------ tasks
 
@@ -164,6 +160,7 @@ class ProjectGate:
 
     def _ready(self, version: str) -> None:
         self.good.add(version)
+        self.states.set(version, "cached", "ready" if self.bound[version].env is not None else "none")
         with self.lock:
             tasks = self.waiting.pop(version, [])
         self.busy.pop(version, None)
@@ -176,17 +173,20 @@ class ProjectGate:
         self._abort(version)
         self.busy.pop(version, None)
         self.tries.pop(version, None)
+        env_failed, said = kind == "env_build_failed", brief(why.removeprefix(self._named(version)).lstrip(": "))
+        self.states.set(version, "cached" if env_failed else "failed", "failed" if env_failed else "unknown", said)
         with self.lock:
             tasks = self.waiting.pop(version, [])
         if tasks:
             logger.error("project version %s unavailable (%d tasks fail): %s", version[:12], len(tasks), why)
             self._fail([_failed(task, why, permanent, kind) for task in tasks])
-        else:   # its tasks were cancelled or given to another worker meanwhile: the master said so
-            logger.info("project version %s: download dropped, no task waits for it (%s)", version[:12], why)
+        else:   # a sync's, or its tasks were cancelled or given to another worker meanwhile
+            logger.warning("project version %s: no task waits for it: %s", version[:12], why)
 
     # ------------------------------------------------------------ checking, downloading, unpacking
 
     def _begin(self, version: str) -> None:
+        self.states.set(version, "fetching")
         if self.cache.has_copy(version):
             self._job(version, "verify", self.cache.verify)
         else:
@@ -194,18 +194,7 @@ class ProjectGate:
 
     def _job(self, version: str, what: str, work: Callable[[str], None]) -> None:
         self.busy[version] = what
-        if self.jobs is None:
-            self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
-
-        def run() -> None:
-            try:
-                work(version)
-                self.finished.put((version, what, None))
-            except Exception as e:  # Damaged, or the disk (full, unwritable): the loop decides
-                self.finished.put((version, what, e))
-            self._wake()
-
-        self.jobs.submit(run)
+        self.jobs.run(version, what, work)
 
     def _download(self, version: str) -> None:
         self.busy[version] = "download"
@@ -251,7 +240,8 @@ class ProjectGate:
         if download.done:
             download.close()
             del self.downloads[version]
-            self._job(version, "install", self.cache.install)
+            digest = download.sha256   # hashed as it came (None: the copy reads the file for it)
+            self._job(version, "install", lambda v: self.cache.install(v, digest))
         else:
             download.pump(time.monotonic())
 
@@ -279,14 +269,15 @@ class ProjectGate:
     def _named(self, version: str) -> str:
         with self.lock:
             tasks = self.waiting.get(version) or [{}]
-        return f"project {tasks[0].get('project') or version[:12]}"
+        named = f"{self.names[version]}@{version}" if version in self.names else f"version {version[:12]}"
+        return f"project {tasks[0].get('project') or named}"
 
     # ------------------------------------------------------------ the loop's turn
 
     def tick(self, now: float) -> None:
         """Take the jobs that ended; ask again what went unanswered too long; now and then, prune environments."""
-        while not self.finished.empty():
-            self._job_ended(*self.finished.get_nowait())
+        for ended in self.jobs.ended():
+            self._job_ended(*ended)
         if self.pruner.due(now):
             self.prune_envs()
         if self.downloads and self._connected():
@@ -301,25 +292,53 @@ class ProjectGate:
             download.ask_again(now, all_of_them=True)
             download.pump(now)
 
-    def _environment(self, version: str) -> None:
-        """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes)."""
+    def sync(self, name: str, version: str, seq: int, rebuild: bool) -> None:
+        """A `sync` command: this version's copy and environment made ready now, with no task of it yet."""
+        if not _VERSION.fullmatch(version):
+            logger.warning("sync of project %s ignored: %r is no full version", name, version[:80])
+            return
+        self.names = {**self.names, version: name} if len(self.names) < 4096 else {version: name}
+        if rebuild:
+            self.rebuild_wanted.add(version)
+        if version not in self.busy:
+            if version not in self.good or version not in self.bound or not self.cache.has_copy(version):
+                self._begin(version)
+            elif rebuild:
+                self._build_env(version)
+            else:
+                self.states.set(version, "cached", "ready" if self.bound[version].env is not None else "none")
+        self.states.synced(version, seq)
+
+    def _build_env(self, version: str) -> None:
+        rebuild = version in self.rebuild_wanted
+        self.rebuild_wanted.discard(version)
+        self.states.set(version, "cached", "building")
+        self._job(version, "environment", lambda v: self._environment(v, rebuild))
+
+    def _environment(self, version: str, rebuild: bool = False) -> None:
+        """In the jobs thread: the copy's environment, built if it has a requirements.txt (seconds to minutes),
+        or built anew (`rebuild`: a sync asked for it)."""
         root = self.cache.copy(version)
-        env = self.envs.for_copy(root)
+        env = self.envs.for_copy(root, rebuild=rebuild)
         if not env.ok:
             raise EnvFailed(env.error_text())
         self.bound[version] = ProjectCopy.of(root, env, self.config.python_executable)
 
     def _job_ended(self, version: str, what: str, error: Exception | None) -> None:
-        if error is None and what != "environment":
+        if error is None and what != "environment" or what == "environment" and version in self.rebuild_wanted:
             if what == "install":
                 logger.info("project version %s unpacked into %s", version[:12], self.cache.copy(version))
+                self.cache.touch(version)   # a new copy is the one wanted last: pruned after the others
                 self._prune()
-            self._job(version, "environment", self._environment)
+            self._build_env(version)   # a rebuild asked while an environment was prepared follows it
         elif error is None:
             env = self.bound[version].env
             if env is not None and env.built:
                 logger.info("project version %s: environment built in %.1fs at %s", version[:12], env.build_s,
                             env.env_dir)
+                for other, copy in list(self.bound.items()):   # a rebuild moved every copy of its key to it
+                    if copy.env is not None and copy.env.key == env.key:
+                        self.bound[other] = ProjectCopy.of(Path(copy.root), env, self.config.python_executable)
             self._ready(version)
         elif isinstance(error, EnvFailed):
             self._give_up(version, f"{self._named(version)}: its environment could not be built: {error}", True,
@@ -350,8 +369,7 @@ class ProjectGate:
         for version in [v for v, copy in self.bound.items() if copy.env is not None and copy.env.key in stale]:
             self.good.discard(version)
             del self.bound[version]
-        if self.jobs is None:
-            self.jobs = ThreadPoolExecutor(1, thread_name_prefix="zmqgrid-projects")
+            self.states.set(version, "cached", "not_built")
         self.jobs.submit(self.pruner.prune, sorted(stale))
 
     def _prune(self) -> None:
@@ -362,6 +380,7 @@ class ProjectGate:
             keep = set(self.released.values()) | set(self.waiting) | set(self.busy)
         for version in self.cache.prune(keep):
             self.good.discard(version)
+            self.states.drop(version)
             self.bound.pop(version, None)
             logger.info("project copy %s deleted: the cache is over project_cache_mb (%d MiB)", version[:12],
                         self.config.project_cache_mb)

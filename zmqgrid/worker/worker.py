@@ -24,6 +24,7 @@ from .link import MasterLink
 from .metrics import system_info
 from .orphans import ProcessGuard
 from .projects import ProjectGate
+from .pyenvs import probe_all
 from .slots import Slots
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Worker:
         self.device_id = config.device_id
         curve = worker_curve(config)          # None unless `curve` is on; a missing key file stops us here
         info = system_info(config.python_executable)
+        # Asked once: a reload does not change them (the tasks routed by their tags are already on their way).
+        info["python_envs"] = self.pyenvs = probe_all(config.python_envs)
         # First of all: kill what a killed predecessor of this device left running, then record and guard our own
         # task processes (orphans.py). Windows has neither sessions nor a reaper here (Job Objects would be it).
         self.guard = ProcessGuard(config.state_dir, self.device_id) if os.name == "posix" else None
@@ -51,7 +54,7 @@ class Worker:
         # The link reads the slots' holdings only once serving: the two are made one after the other.
         self.link = MasterLink(config, curve=curve, info=info, watch=watch, unwatch=unwatch,
                                holdings=lambda: self.slots.holdings(), owned=self.owned, deliver=self._deliver,
-                               new_incarnation=lambda: self.commands.forget_applied(),
+                               new_incarnation=self._new_incarnation,
                                on_registered=self._registered, cut_off=self._cut_off,
                                about=lambda: self.slots.about())
         self.projects = ProjectGate(config, send=self.link.send, connected=self.link.registered.is_set,
@@ -60,8 +63,9 @@ class Worker:
                                     active_ids=lambda: self.slots.active_ids())
         self.slots = Slots(config, record=self.guard.record if self.guard is not None else None, watch=watch,
                            unwatch=unwatch, send=self.link.send, connected=self.link.registered.is_set,
-                           wake=self._wake, gate=self.projects)
-        self.commands = Commands(config, reload_config, cancel=self.slots.kill, reloaded=self._reloaded)
+                           wake=self._wake, gate=self.projects, pyenvs=self.pyenvs)
+        self.commands = Commands(config, reload_config, cancel=self.slots.kill, reloaded=self._reloaded,
+                                 sync=self._sync)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -72,11 +76,11 @@ class Worker:
     def _wake(self) -> None:
         os.write(self._wake_w, b"r")
 
-    def owned(self) -> tuple[list, list, list]:
+    def owned(self) -> tuple[list, list, list, list | None]:
         """([id, attempt] running, [id, attempt] held: waiting for a slot or in the outbox, applied command
-        seqs) — what every heartbeat reports."""
+        seqs, what the project cache holds) — what every heartbeat reports."""
         running, held = self.slots.owned()
-        return running, held, self.commands.applied_seqs()
+        return running, held, self.commands.applied_seqs(), self.projects.states.snapshot()
 
     def serve(self) -> int:
         """Run until stopped; returns the exit code (EXIT_KEY_REFUSED when the master cut this worker's key off)."""
@@ -175,6 +179,15 @@ class Worker:
         self.projects.registered()   # and the project fetches it has not answered
         logger.info("registered with master incarnation=%s outbox=%d running=%d", msg.incarnation,
                     len(self.slots.outbox), len(self.slots.running))
+
+    def _new_incarnation(self) -> None:
+        self.commands.forget_applied()
+        self.projects.states.forget_syncs()
+
+    def _sync(self, seq: int, params: dict) -> None:
+        """A project sync command (docs/architecture.md, Projects, "Sync and what workers hold")."""
+        self.projects.sync(str(params.get("project", "")), str(params.get("version", "")), seq,
+                           params.get("rebuild") is True)
 
     def _reloaded(self, fresh: Config) -> None:
         self.slots.resize(fresh)

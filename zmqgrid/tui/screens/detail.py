@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ...model import DeviceState
+from ...projects.sync import holding_in_words
 from ...text import byte_size
 from ..format import day_clock, duration, percent, seen_ago, short
 
@@ -69,10 +70,19 @@ def device_fields(device: dict, at: float) -> list[tuple[str, str]]:
     fields += [("host", short(device.get("hostname"), 255)), ("os", short(device.get("os"), 255)),
                ("python", short(device.get("python_version"), 255)),
                ("executable", short(device.get("python_executable"), 400)),
+               *python_env_fields(device),
                ("tags", short(", ".join(map(str, device.get("tags") or [])), 400)),
                ("pid", short(device.get("pid"), 16)), ("version", short(device.get("version"), 64)),
                ("registered", day_clock(device.get("registered_at")))]
     return fields
+
+
+def python_env_fields(device: dict) -> list[tuple[str, str]]:
+    """A line per interpreter of the worker's python_envs: the version it answered and its path (peer text)."""
+    envs = device.get("python_envs") if isinstance(device.get("python_envs"), list) else []
+    return [(f"python env {short(e.get('name'), 48)}",
+             f"Python {short(e.get('version'), 64)} · {short(e.get('executable'), 400)}")
+            for e in envs[:16] if isinstance(e, dict)]
 
 
 def tasks_in_words(device: dict) -> str:
@@ -110,4 +120,7 @@ def project_fields(versions: list[dict]) -> list[tuple[str, str]]:
         label = (version[:12] if isinstance(version, str) else "-") + (" (latest)" if n == 0 else "")
         fields.append((label, f"{short(row.get('files'), 16)} files · {byte_size(row.get('size'))} · pushed "
                               f"{day_clock(row.get('pushed_at'))} by {short(row.get('pushed_by'), 16)}"))
+        for worker in row.get("workers") or ():   # what each worker's heartbeat says it holds of the version
+            if isinstance(worker, dict):
+                fields.append((f"  {short(worker.get('device_id'), 64)}", short(holding_in_words(worker), 400)))
     return fields or [("versions", "none")]
