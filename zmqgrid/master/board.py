@@ -61,7 +61,7 @@ class Board:
         self.limits, self.seq = Limits(), 0
         self.alerts: Alerts | None = None   # rules matched when a task ends (set by the master)
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
-                         "requeued": 0, "lost_attempts": 0, "quarantined": 0}
+                         "requeued": 0, "lost_attempts": 0, "quarantined": 0, "returned": 0, "refused_returns": 0}
         self.tallies = Tallies()   # finished by state and done durations by name, for the `metrics` query
 
     # ------------------------------------------------------------ submit and dispatch
@@ -146,7 +146,7 @@ class Board:
         else:
             self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
-    def _push(self, entry: TaskEntry) -> None:
+    def push_back(self, entry: TaskEntry) -> None:
         """Back into the queue at its old place (a skipped or unparked task keeps its order)."""
         entry.gen += 1
         self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
@@ -157,7 +157,7 @@ class Board:
         for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
             entry = self.tasks.get(task_id)
             if entry is not None and entry.state == QUEUED:   # a parked task may have been cancelled since
-                self._push(entry)
+                self.push_back(entry)
         parking = self.parking
         if not self.queue and not parking:   # idle with a big fleet: do not walk every device each turn
             return
@@ -167,7 +167,7 @@ class Board:
         if parking:
             tasks = self.tasks
             for task_id in parking.wake(ready):
-                self._push(tasks[task_id])
+                self.push_back(tasks[task_id])
         batches: dict[str, list[dict]] = {}
         unmet: set = set()   # requirements no ready worker met this turn: the ready list only shrinks in a turn
         # Devices without tags take any task that names no device and needs no tag: such tasks skip met_by.

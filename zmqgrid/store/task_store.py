@@ -39,6 +39,7 @@ _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), f
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, updated_at=?, reason=?, not_before=? "
                  "WHERE id=?")
+_RETURN_TASK = f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, attempt=?, updated_at=?, reason=? WHERE id=?"
 _DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
 _REOPEN_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, retries=?, deaths=0, evidence=NULL, "
                 "updated_at=?, reason=?, not_before=NULL, finished_at=NULL WHERE id=?")
@@ -235,6 +236,9 @@ class TaskStore:
 
     def requeue_task(self, task_id: str, reason: str, now: float, not_before: float | None = None) -> None:
         self.stage(_REQUEUE_TASK, (now, reason, not_before, task_id))
+
+    def return_task(self, task_id: str, attempt: int, reason: str, now: float) -> None:
+        self.stage(_RETURN_TASK, (attempt, now, reason, task_id))
 
     def set_limit(self, key: str, max_concurrent: int | None, per_minute: int | None) -> None:
         self.stage("INSERT OR REPLACE INTO limits (key, max_concurrent, per_minute) VALUES (?, ?, ?)",
