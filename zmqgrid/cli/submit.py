@@ -1,10 +1,8 @@
 """`submit`: one task, a JSON-lines file of them, or one on every worker; optionally waiting for the end."""
 from __future__ import annotations
 
-import json
 import re
 import signal
-from pathlib import Path
 from typing import Callable
 
 import click
@@ -15,50 +13,8 @@ from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_WAIT_TIME
 from ..model import is_valid_id, new_task_id
 from .common import client_options_with, json_arg, json_option, task_options
 from .render import emit_json
+from .taskfile import read_batch
 from .waiting import SubmitWait
-
-
-def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
-    """(line number, spec) of every task of a JSON-lines file, one object a line with the same keys as submit's
-    flags, each checked as the master will check it: a bad line refuses the whole file before anything is sent.
-
-    A line without an `id` gets `RUN-LINE`, so a run resumed with the same `run` (`--resume`) gives each line the
-    id it had, and the master skips those it already holds. A relative `script` path is taken from the current
-    directory, else from the file's own directory.
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"task file {path} does not exist", "check the path given to --file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read task file {path}: {e}", "pass a readable UTF-8 JSON-lines file") from None
-    specs = []
-    width = len(str(len(lines)))
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        where = f"{path} line {number}"
-        try:
-            item = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise UsageError(f"{where}: not valid JSON ({getattr(e, 'msg', 'nested too deep')})",
-                             "one JSON object per line") from None
-        if not isinstance(item, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(item).__name__}", 'e.g. {"shell": "echo hi"}')
-        script = item.get("script")
-        if isinstance(script, str) and item.get("project") is None and not Path(script).exists() \
-                and (Path(path).parent / script).exists():   # a project's script is a path in the project
-            item["script"] = str(Path(path).parent / script)
-        item.setdefault("id", f"{run}-{number:0{width}d}")   # zero-padded: the ids sort in line order
-        try:
-            specs.append((number, build_spec(**item)))
-        except UsageError as e:
-            raise UsageError(f"{where}: {e.message}", e.hint) from None
-        except TypeError as e:
-            raise UsageError(f"{where}: {e}", "see README, 'submit --file'") from None
-    if not specs:
-        raise UsageError(f"task file {path} holds no tasks", 'write one JSON object per line, e.g. {"shell": "echo hi"}')
-    return specs
 
 
 def submit_file(c: Client, path: str, lines: list[tuple[int, dict]], run: str, notify: bool,
