@@ -13,18 +13,19 @@ from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_WAIT_TIME
 from ..model import is_valid_id, new_task_id
 from .common import client_options_with, json_arg, json_option, task_options
 from .render import emit_json
-from .taskfile import read_batch
+from .taskfile import TaskFile
 from .waiting import SubmitWait
 
 
-def submit_file(c: Client, path: str, lines: list[tuple[int, dict]], run: str, notify: bool,
-                as_json: bool) -> list[str]:
-    """Submit a task file's lines (`read_batch`); their ids once all are committed. If the master refuses a batch
+def submit_file(c: Client, path: str, task_file: TaskFile, run: str, notify: bool, as_json: bool) -> list[str]:
+    """Submit a task file's lines, in Submits of 1,000 with 8 in flight (Client.map's defaults); their ids once all
+    are committed. If the master refuses a batch
     or stops answering part-way, the ids it committed are printed and the error names the first line not submitted
     and the `--resume` that submits the rest without duplicating any (README, 'submit --file')."""
     again = f"run it again with --resume {run} (lines already submitted are not submitted twice)"
+    lines = task_file.lines
     try:
-        return c.submit([spec for _, spec in lines], notify=notify)
+        return c.send_batches(task_file.submits(1000), notify=notify, window=8)
     except MasterUnavailable as e:
         raise MasterUnavailable(f"{e.message}; some lines of {path} may have been submitted", again) from None
     except SubmitRefused as e:
@@ -119,9 +120,9 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
         names = {spec["id"]: spec["name"] for spec in specs}
         if batch_file:
             run = resume or new_task_id()
-            lines = read_batch(batch_file, run)
-            names = {spec["id"]: spec["name"] for _, spec in lines}
-            ids = submit_file(c, batch_file, lines, run, wait, as_json)
+            task_file = TaskFile(batch_file, run)
+            names = {spec["id"]: spec["name"] for _, spec in task_file.lines}
+            ids = submit_file(c, batch_file, task_file, run, wait, as_json)
         else:
             ids = c.submit(specs, notify=wait)
         if fan_out and not ids:

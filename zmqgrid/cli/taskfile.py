@@ -5,23 +5,63 @@ from __future__ import annotations
 import json
 from json.decoder import WHITESPACE
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ProtocolError, UsageError
-from ..model import CALL_KEYS, build_spec, check_call_value, is_valid_id
+from ..model import CALL_KEYS, build_spec, check_call_value, compact_spec, factor_batch, is_valid_id
 
 # json.loads is this scan plus three Python frames a line; what it accepts and refuses is the same (`_parse`).
 _SCAN = json.JSONDecoder().scan_once
 
 
 def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
-    """(line number, spec) of every task of a JSON-lines file, one object a line with the same keys as submit's
-    flags, each checked as the master will check it: a bad line refuses the whole file before anything is sent.
+    """(line number, spec) of every task of a JSON-lines file (TaskFile)."""
+    return TaskFile(path, run).lines
+
+
+class TaskFile:
+    """Every task of a JSON-lines file, one object a line with the same keys as submit's flags, each checked as the
+    master will check it: a bad line refuses the whole file before anything is sent. `lines`: (line number, spec).
 
     A line without an `id` gets `RUN-LINE`, so a run resumed with the same `run` (`--resume`) gives each line the
     id it had, and the master skips those it already holds. A relative `script` path is taken from the current
     directory, else from the file's own directory.
     """
+
+    def __init__(self, path: str | Path, run: str) -> None:
+        self.path = path
+        builder = SpecBuilder()
+        self.lines = _read(path, run, builder)
+        self.bases = builder.bases   # per line: the python spec whose options it shares (SpecBuilder), else None
+
+    def submits(self, batch_size: int = 1000) -> Iterator[tuple[dict, list]]:
+        """(common, tasks) of each Submit, `batch_size` lines each, as Client.submit makes them (compact_spec, then
+        factor_batch), made as they are sent. The lines of one SpecBuilder base go as its options once and each
+        line's id and args, without comparing each line's twenty options again."""
+        common_of: dict[int, dict] = {}
+        for start in range(0, len(self.lines), batch_size):
+            chunk = [spec for _, spec in self.lines[start:start + batch_size]]
+            bases = self.bases[start:start + batch_size]
+            base = bases[0]
+            if base is None or len(chunk) < 2 or any(b is not base for b in bases):
+                yield factor_batch([compact_spec(spec) for spec in chunk])
+                continue
+            if id(base) not in common_of:
+                common_of[id(base)] = {k: v for k, v in compact_spec(base).items() if k not in CALL_KEYS}
+            yield common_of[id(base)], [_call_of(spec) for spec in chunk]
+
+
+def _call_of(spec: dict) -> dict:
+    """What factor_batch keeps of a compacted python spec: its id, and its args and kwargs unless empty."""
+    call = {"id": spec["id"]}
+    if spec["args"]:
+        call["args"] = spec["args"]
+    if spec["kwargs"]:
+        call["kwargs"] = spec["kwargs"]
+    return call
+
+
+def _read(path: str | Path, run: str, builder: SpecBuilder) -> list[tuple[int, dict]]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -29,7 +69,6 @@ def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read task file {path}: {e}", "pass a readable UTF-8 JSON-lines file") from None
     specs = []
-    builder = SpecBuilder()
     width = len(str(len(lines)))
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -78,16 +117,19 @@ class SpecBuilder:
     def __init__(self) -> None:
         self.common: dict | None = None   # the last whole-built python line's keys other than CALL_KEYS
         self.base: dict | None = None     # its spec
+        self.bases: list[dict | None] = []   # per spec built: its base (a whole-built python spec is its own)
 
     def build(self, item: dict) -> dict:
         common = {k: v for k, v in item.items() if k not in CALL_KEYS}
         if common == self.common and "kwargs" not in item:
             spec = self._call(item)
             if spec is not None:
+                self.bases.append(self.base)
                 return spec
         spec = build_spec(**item)
         if spec["kind"] == "python":
             self.common, self.base = common, spec
+        self.bases.append(self.base if spec["kind"] == "python" else None)
         return spec
 
     def _call(self, item: dict) -> dict | None:
