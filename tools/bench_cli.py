@@ -5,6 +5,7 @@
     python tools/bench_cli.py --pairs 5 --json
     python tools/bench_cli.py --repo /work/main    # the cluster, the CLI and the API of another checkout
     python tools/bench_cli.py --pairs 1 --profile-cli /tmp/cli.prof    # then one more CLI run under cProfile
+    python tools/bench_cli.py --pairs 5 --base-cli /tmp/before   # a third side: that checkout's CLI, same cluster
 
 What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards (kept on error or --keep):
 
@@ -21,8 +22,11 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
    - API: `python -c` that imports zmqgrid.client, calls `Client.map("zmqgrid.samples:noop", [(i,) ...],
      notify=True)` (its defaults: 1,000 per Submit, window 8), then `Client.wait` on the ids.
    After each, the ledger (read-only sqlite3) must hold every task submitted so far in state `done`.
-4. Reports each side's tasks/s per run, each pair's ratio CLI/API, the median of the ratios and the ratio of the
-   medians. Target (issue 31): CLI >= 0.8x API.
+   With `--base-cli TREE`, each round has a third side, TREE's CLI (e.g. a worktree of the commit before a
+   change: `git worktree add --detach /tmp/before COMMIT`) on the same cluster and file, and the order rotates
+   (CLI, API, base; API, base, CLI; base, CLI, API; ...).
+4. Reports each side's tasks/s per run, each round's ratio CLI/API (and base/API), the median of the ratios and
+   the ratio of the medians. Target (issue 31): CLI >= 0.8x API.
 
 Every process it starts is stopped by its PID (SIGTERM, then SIGKILL, descendants included); the whole run is
 bounded by `--deadline` seconds. Progress goes to stderr.
@@ -163,29 +167,41 @@ def run(a: argparse.Namespace, tmp: Path, result: dict) -> None:
         sides.api(a.warmup)
         submitted += 2 * a.warmup
         progress(f"warm-up: {a.warmup} tasks each side")
+    runs = {"cli": lambda: sides.cli(tasks, a.n), "api": lambda: sides.api(a.n)}
+    if a.base_cli:
+        base_repo = Path(a.base_cli).resolve()
+        base = Sides(base_repo, tmp, url, clean_env(base_repo), a.timeout)
+        base.cli(warm, a.warmup)
+        submitted += a.warmup
+        runs["base"] = lambda: base.cli(tasks, a.n)
+        result["base_cli"] = str(base_repo)
+    names = list(runs)
     rows = []
     for k in range(a.pairs):
         busy = machine_busy(1.0)
-        order = ("cli", "api") if k % 2 == 0 else ("api", "cli")
+        order = names[k % len(names):] + names[:k % len(names)] if len(names) > 2 else names[::1 - 2 * (k % 2)]
         row: dict = {"order": "/".join(order), "busy_before_pct": busy}
         for side in order:
-            seconds = sides.cli(tasks, a.n) if side == "cli" else sides.api(a.n)
+            seconds = runs[side]()
             submitted += a.n
             ledger_done(tmp / "ledger.db", submitted)
             row[f"{side}_s"] = round(seconds, 3)
             row[f"{side}_per_s"] = round(a.n / seconds, 1)
         row["ratio"] = round(row["cli_per_s"] / row["api_per_s"], 3)
+        if "base" in runs:
+            row["base_ratio"] = round(row["base_per_s"] / row["api_per_s"], 3)
         rows.append(row)
-        progress(f"pair {k + 1}/{a.pairs} ({row['order']}, machine {busy}% busy before): CLI {fmt(row['cli_per_s'])}"
-                 f"/s ({row['cli_s']:.2f}s), API {fmt(row['api_per_s'])}/s ({row['api_s']:.2f}s), "
-                 f"ratio {row['ratio']:.3f}")
+        progress(f"round {k + 1}/{a.pairs} ({row['order']}, machine {busy}% busy before): "
+                 + ", ".join(f"{side} {fmt(row[f'{side}_per_s'])}/s ({row[f'{side}_s']:.2f}s)" for side in order)
+                 + f"; CLI/API {row['ratio']:.3f}" + (f", base/API {row['base_ratio']:.3f}" if "base" in runs else ""))
     result["pairs"] = rows
     if rows:
-        cli_med = statistics.median(r["cli_per_s"] for r in rows)
-        api_med = statistics.median(r["api_per_s"] for r in rows)
-        result.update(cli_median_per_s=cli_med, api_median_per_s=api_med,
-                      median_ratio=statistics.median(r["ratio"] for r in rows),
-                      ratio_of_medians=round(cli_med / api_med, 3))
+        for side in names:
+            result[f"{side}_median_per_s"] = statistics.median(r[f"{side}_per_s"] for r in rows)
+        result.update(median_ratio=statistics.median(r["ratio"] for r in rows),
+                      ratio_of_medians=round(result["cli_median_per_s"] / result["api_median_per_s"], 3))
+        if "base" in runs:
+            result["base_median_ratio"] = statistics.median(r["base_ratio"] for r in rows)
         result["target_met"] = result["median_ratio"] >= TARGET
     if a.profile_cli:
         progress(f"one more CLI run under cProfile -> {a.profile_cli}")
@@ -199,14 +215,22 @@ def report(result: dict) -> None:
     print(f"cluster: {result.get('cluster')}")
     m = result["machine"]
     print(f"machine: {m['cpus']} CPUs, {m['cpu_model']}, Python {m['python']}, commit {m['zmqgrid_commit']}")
-    print(f"\n{'pair':>4}  {'order':<7} {'busy%':>5}  {'CLI tasks/s':>11}  {'API tasks/s':>11}  {'CLI/API':>7}")
+    base = "base_ratio" in (result.get("pairs") or [{}])[0]
+    if base:
+        print(f"base CLI: {result['base_cli']}")
+    print(f"\n{'round':>5}  {'order':<13} {'busy%':>5}  {'CLI tasks/s':>11}  {'API tasks/s':>11}  {'CLI/API':>7}"
+          + (f"  {'base tasks/s':>12}  {'base/API':>8}" if base else ""))
     for k, r in enumerate(result.get("pairs", []), 1):
-        print(f"{k:>4}  {r['order']:<7} {fmt(r['busy_before_pct']):>5}  {fmt(r['cli_per_s']):>11}  "
-              f"{fmt(r['api_per_s']):>11}  {r['ratio']:>7.3f}")
+        print(f"{k:>5}  {r['order']:<13} {fmt(r['busy_before_pct']):>5}  {fmt(r['cli_per_s']):>11}  "
+              f"{fmt(r['api_per_s']):>11}  {r['ratio']:>7.3f}"
+              + (f"  {fmt(r['base_per_s']):>12}  {r['base_ratio']:>8.3f}" if base else ""))
     if result.get("pairs"):
         print(f"\nmedians: CLI {fmt(result['cli_median_per_s'])}/s, API {fmt(result['api_median_per_s'])}/s; "
-              f"median of the ratios {result['median_ratio']:.3f}, ratio of the medians "
+              f"median of the ratios CLI/API {result['median_ratio']:.3f}, ratio of the medians "
               f"{result['ratio_of_medians']:.3f} (target >= {TARGET}: {'MET' if result['target_met'] else 'NOT MET'})")
+        if base:
+            print(f"base CLI: median {fmt(result['base_median_per_s'])}/s, median of the ratios base/API "
+                  f"{result['base_median_ratio']:.3f}")
     if result.get("profile"):
         print("\nthe CLI under cProfile:\n" + result["profile"])
 
@@ -214,7 +238,8 @@ def report(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20_000, help="tasks per run [20000]")
-    p.add_argument("--pairs", type=int, default=3, help="pairs of runs, CLI and API [3]")
+    p.add_argument("--pairs", type=int, default=3, help="rounds: one run of each side [3]")
+    p.add_argument("--base-cli", metavar="TREE", help="a third side: the CLI of this checkout (e.g. the code before)")
     p.add_argument("--workers", type=int, default=2, help="the standalone's local workers [2]")
     p.add_argument("--warmup", type=int, default=1000, help="tasks of the uncounted first run of each side [1000]")
     p.add_argument("--repo", default=str(REPO), help="the checkout whose cluster, CLI and API run [this one]")
