@@ -26,7 +26,9 @@ What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards
    change: `git worktree add --detach /tmp/before COMMIT`) on the same cluster and file, and the order rotates
    (CLI, API, base; API, base, CLI; base, CLI, API; ...).
 4. Reports each side's tasks/s per run, each round's ratio CLI/API (and base/API), the median of the ratios and
-   the ratio of the medians. Target (issue 31): CLI >= 0.8x API.
+   the ratio of the medians. Target (issue 31): CLI >= 0.8x API. Also each side's CPU seconds (user + system of
+   its process, which drift less than rates on a shared machine), and a stricter ratio: the CLI (start and
+   imports counted) against the API's time inside its process (from Client() to wait's return, neither counted).
 
 Every process it starts is stopped by its PID (SIGTERM, then SIGKILL, descendants included); the whole run is
 bounded by `--deadline` seconds. Progress goes to stderr.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -60,11 +63,13 @@ API_CHILD = """
 import json, sys, time
 from zmqgrid.client import Client
 url, n = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
 with Client(url, timeout_s=30) as c:
     ids = c.map({function!r}, [(i,) for i in range(n)], notify=True)
     results = c.wait(ids)
+seconds = time.perf_counter() - t0
 done = sum(1 for r in results.values() if r.get("state") == "done")
-print(json.dumps({{"submitted": len(ids), "done": done}}))
+print(json.dumps({{"submitted": len(ids), "done": done, "seconds": seconds}}))
 """.format(function=FUNCTION)
 
 
@@ -81,10 +86,12 @@ class Sides:
         self.repo, self.tmp, self.url, self.env, self.timeout_s = repo, tmp, url, env, timeout_s
         self.runs = 0
 
-    def _child(self, argv: list[str], out: Path) -> tuple[float, subprocess.CompletedProcess]:
+    def _child(self, argv: list[str], out: Path) -> dict:
+        """Run one side: its wall time from start to exit (`s`) and the CPU it spent, user + system (`cpu_s`)."""
         self.runs += 1
         err = out.with_suffix(".err")
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, cwd=self.tmp, env=self.env, stdout=stdout, stderr=stderr,
                                     stdin=subprocess.DEVNULL)
@@ -94,27 +101,29 @@ class Sides:
                 stop_process(proc)
                 raise RuntimeError(f"{argv[1]} did not end within {self.timeout_s:g}s: {tail(err)}") from None
             seconds = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if code != 0:
             raise RuntimeError(f"{' '.join(argv[:4])} exited {code}: {tail(err)}")
-        return seconds, code
+        return {"s": seconds, "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
 
-    def cli(self, tasks: Path, n: int, prefix: tuple[str, ...] = ()) -> float:
+    def cli(self, tasks: Path, n: int, prefix: tuple[str, ...] = ()) -> dict:
         out = self.tmp / f"cli-{self.runs}.out"
-        seconds, _ = self._child([sys.executable, *prefix, str(self.repo / "main.py"), "submit", "--file", str(tasks),
+        got = self._child([sys.executable, *prefix, str(self.repo / "main.py"), "submit", "--file", str(tasks),
                                   "--wait", "--master", self.url], out)
         with open(out, encoding="utf-8") as f:
             done = sum(1 for line in f if line.startswith("done "))
         if done != n:
             raise RuntimeError(f"the CLI printed {done} done lines for {n} tasks ({out})")
-        return seconds
+        return got
 
-    def api(self, n: int) -> float:
+    def api(self, n: int) -> dict:
+        """Also `in_s`: the time inside the child from Client() to wait's return (no start, no imports)."""
         out = self.tmp / f"api-{self.runs}.out"
-        seconds, _ = self._child([sys.executable, "-c", API_CHILD, self.url, str(n)], out)
-        got = json.loads(out.read_text())
-        if got != {"submitted": n, "done": n}:
-            raise RuntimeError(f"the API child reports {got} for {n} tasks")
-        return seconds
+        got = self._child([sys.executable, "-c", API_CHILD, self.url, str(n)], out)
+        told = json.loads(out.read_text())
+        if (told["submitted"], told["done"]) != (n, n):
+            raise RuntimeError(f"the API child reports {told} for {n} tasks")
+        return {**got, "in_s": told["seconds"]}
 
 
 def ledger_done(db: Path, expected: int) -> None:
@@ -182,23 +191,30 @@ def run(a: argparse.Namespace, tmp: Path, result: dict) -> None:
         order = names[k % len(names):] + names[:k % len(names)] if len(names) > 2 else names[::1 - 2 * (k % 2)]
         row: dict = {"order": "/".join(order), "busy_before_pct": busy}
         for side in order:
-            seconds = runs[side]()
+            got = runs[side]()
             submitted += a.n
             ledger_done(tmp / "ledger.db", submitted)
-            row[f"{side}_s"] = round(seconds, 3)
-            row[f"{side}_per_s"] = round(a.n / seconds, 1)
+            row[f"{side}_s"] = round(got["s"], 3)
+            row[f"{side}_per_s"] = round(a.n / got["s"], 1)
+            row[f"{side}_cpu_s"] = round(got["cpu_s"], 2)
+            if "in_s" in got:
+                row["api_in_per_s"] = round(a.n / got["in_s"], 1)
         row["ratio"] = round(row["cli_per_s"] / row["api_per_s"], 3)
+        row["ratio_in"] = round(row["cli_per_s"] / row["api_in_per_s"], 3)
         if "base" in runs:
             row["base_ratio"] = round(row["base_per_s"] / row["api_per_s"], 3)
         rows.append(row)
         progress(f"round {k + 1}/{a.pairs} ({row['order']}, machine {busy}% busy before): "
                  + ", ".join(f"{side} {fmt(row[f'{side}_per_s'])}/s ({row[f'{side}_s']:.2f}s)" for side in order)
-                 + f"; CLI/API {row['ratio']:.3f}" + (f", base/API {row['base_ratio']:.3f}" if "base" in runs else ""))
+                 + f"; CLI/API {row['ratio']:.3f}" + (f", base/API {row['base_ratio']:.3f}" if "base" in runs else "")
+                 + f"; CLI CPU {row['cli_cpu_s']:.2f}s" + (f", base CPU {row['base_cpu_s']:.2f}s" if "base" in runs else ""))
     result["pairs"] = rows
     if rows:
         for side in names:
             result[f"{side}_median_per_s"] = statistics.median(r[f"{side}_per_s"] for r in rows)
+            result[f"{side}_median_cpu_s"] = statistics.median(r[f"{side}_cpu_s"] for r in rows)
         result.update(median_ratio=statistics.median(r["ratio"] for r in rows),
+                      median_ratio_in=statistics.median(r["ratio_in"] for r in rows),
                       ratio_of_medians=round(result["cli_median_per_s"] / result["api_median_per_s"], 3))
         if "base" in runs:
             result["base_median_ratio"] = statistics.median(r["base_ratio"] for r in rows)
@@ -231,6 +247,11 @@ def report(result: dict) -> None:
         if base:
             print(f"base CLI: median {fmt(result['base_median_per_s'])}/s, median of the ratios base/API "
                   f"{result['base_median_ratio']:.3f}")
+        print("median CPU seconds (user + system) of one run's client process: "
+              + ", ".join(f"{side} {result[f'{side}_median_cpu_s']:.2f}" for side in ("cli", "api", "base")
+                          if f"{side}_median_cpu_s" in result))
+        print(f"the CLI against the API's time inside its process (from Client() to wait's return, no start or "
+              f"imports): median of the ratios {result['median_ratio_in']:.3f}")
     if result.get("profile"):
         print("\nthe CLI under cProfile:\n" + result["profile"])
 
