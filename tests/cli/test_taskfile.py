@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,22 @@ def test_a_bad_line_after_many_that_share_their_options_is_named_as_building_it_
     assert outcome(lambda: TaskFile(str(path), "run")) == outcome(lambda: whole(str(path), "run", [*good, bad, *good]))
     refused = outcome(lambda: TaskFile(str(path), "run"))
     assert refused[1].startswith(f"{path} line 51: ") and "nested" in refused[1], refused
+
+
+@pytest.mark.parametrize("line", [' {"shell": "true"}', '{"shell": "true"}\t ', '{"shell": "true"} {}', '{"shell": "tr',
+                                  '\u00a0{"shell": "true"}', '[1]', "nul", '{"shell": "true"}}', '"{}"',
+                                  "[" * 100_000])
+def test_a_line_is_read_as_json_loads_reads_it(tmp_path, line):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(line + "\n")
+    try:
+        item = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as e:
+        expected = ("refused", f"{path} line 1: not valid JSON ({getattr(e, 'msg', 'nested too deep')})",
+                    "one JSON object per line")
+    else:
+        expected = (outcome(lambda: whole(str(path), "run", [item])) if isinstance(item, dict) else
+                    ("refused", f"{path} line 1: expected a JSON object, got {type(item).__name__}",
+                     'e.g. {"shell": "echo hi"}'))
+    got = outcome(lambda: TaskFile(str(path), "run"))
+    assert (got if isinstance(got, tuple) else [spec for _, spec in got.lines]) == expected

@@ -93,8 +93,8 @@ def _read(path: str | Path, run: str, builder: SpecBuilder) -> list[tuple[int, d
 def _parse(line: str, path: str | Path, number: int) -> dict:
     """One line's object; a line that is not one is refused with json.loads's own words."""
     try:
-        item, end = _SCAN(line, WHITESPACE.match(line, 0).end())
-        if WHITESPACE.match(line, end).end() != len(line):
+        item, end = _SCAN(line, 0 if line[:1] == "{" else WHITESPACE.match(line, 0).end())
+        if end != len(line) and WHITESPACE.match(line, end).end() != len(line):
             item = json.loads(line)   # extra data after the value: json.loads says so
     except (StopIteration, ValueError, RecursionError):
         try:

@@ -198,8 +198,11 @@ class SubmitWait:
         if summary.get("device_id"):
             line += f"  on {_field(summary['device_id'], 64)}"
         if summary["state"] == TaskState.DONE:
-            if summary.get("value") is not None:
-                line += f"  = {printable(json.dumps(summary['value'], default=str), 60)}"
+            value = summary.get("value")
+            if type(value) is int:   # json.dumps of an int is its str(), without the encoder's setup per call
+                line += f"  = {printable(str(value), 60)}"
+            elif value is not None:
+                line += f"  = {printable(json.dumps(value, default=str), 60)}"
         else:
             line += f"  {describe_error(summary.get('error'), 200) or field(summary.get('reason'), 200)}"
             out = self.c.logs(task_id)
