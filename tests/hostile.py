@@ -77,6 +77,7 @@ PYTHON = {"kind": "python", "function": "zmqgrid.samples:noop", "args": [1], "kw
 # A task run once on every worker with the tag (only fz1 has it), and one that names a project nobody pushed.
 FAN_OUT = {"id": "fz-all", "kind": "shell", "command": "true", "all": True, "tags": ["fz"]}
 PROJECT = {"kind": "python", "function": "fz.main:run", "project": "nosuch"}
+PYTHON_ENV = {"kind": "python", "function": "fz.main:run", "python_env": "nosuch"}   # no worker has it: it waits
 # The shared part of a batch of calls (Client.map): the master validates it once and each call's keys apart.
 CALLS = {"kind": "python", "function": "zmqgrid.samples:noop", "timeout": 5.0, "priority": 1, "tags": ["fz"],
          "retries": 0}
@@ -95,7 +96,7 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Register": p.Register(device_id=device_id, name="fuzz worker", hostname="host", os="Linux",
                                python_version="3.11.7", python_executable="/usr/bin/python3", tags=["fz"],
                                concurrency=2, credit=2, running=[["TASK", 1]], outbox=[["TASK", 1]], pid=4242,
-                               version="0.1.0", weight=1.0),
+                               version="0.1.0", weight=1.0, python_envs=[["py39", "3.9.18", "/opt/py39/bin/python"]]),
         "Results": p.Results([dict(RESULT)], 1, [["TASK", 1]]),
         "Output": p.Output([["TASK", 1, "stdout", "line\n"]]),
         "Heartbeat": p.Heartbeat(device_id=device_id, incarnation=incarnation, seq=1, running=[["TASK", 1]],
@@ -106,6 +107,7 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
         "Submit(script)": p.Submit(1, [dict(SCRIPT)], False, {}, False),
         "Submit(all)": p.Submit(1, [dict(FAN_OUT)], False, {}, False),
         "Submit(project)": p.Submit(1, [dict(PROJECT)], False, {}, False),
+        "Submit(python_env)": p.Submit(1, [dict(PYTHON_ENV)], False, {}, False),
         "Submit(calls)": p.Submit(1, [{"args": [1]}, {"args": [2], "kwargs": {"x": 1}, "id": "fz-call-2"}], False,
                                   dict(CALLS), True),
         "Query(tasks)": p.Query(1, "tasks", {"state": "queued", "limit": 10, "offset": 0, "device": device_id,

@@ -15,7 +15,9 @@ or --keep):
 2. Anchor "bare": the same bytes, once per worker, over a bare ZeroMQ DEALER -> ROUTER (tools/benchkit/
    bare_fetch.py: one server process holding the archive in memory, one client process per worker, requests of
    1 MiB with 4 in flight, as a worker asks; no hashing, no disk). Timed from "go" until the last client has
-   every byte.
+   every byte. Then "bare + files", the floor of a copy on this disk: the same, each client then writing the
+   archive's files into a folder of its own beside the workers' caches (one os.open, os.write, os.close a file;
+   no check, no hash), until the last client is done.
 3. Cold: one `--all` shell task (`true`) of the project: every worker fetches the archive from the master, checks
    its hash, unpacks and checks it, and runs the task. Timed from the submit until every child task is done.
 4. Warm: the same again (every copy is cached and checked now). Anchor "plain fan-out": the same `--all` task
@@ -95,10 +97,10 @@ def fan_out(client: Client, cluster: Cluster, timeout_s: float, **spec: object) 
     return took, cpu_seconds(master, False) - c0[0], cpu_seconds(workers, True) - c0[1]
 
 
-def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> tuple[float, float]:
-    """Seconds for `workers` clients to each fetch `archive` over a bare DEALER -> ROUTER, from "go" to the last,
-    and the CPU seconds the server and the clients spent from "go" on (the clients': their whole life, which their
-    start-up adds to)."""
+def bare(tmp: Path, archive: Path, workers: int, timeout_s: float, files: bool = False) -> tuple[float, float]:
+    """Seconds for `workers` clients to each fetch `archive` over a bare DEALER -> ROUTER (and with `files`, write
+    its files into a folder of their own), from "go" to the last, and the CPU seconds the server and the clients
+    spent from "go" on (the clients': their whole life, which their start-up adds to)."""
     env = clean_env()
     port = free_port_block(1)
     server = spawn([sys.executable, str(BARE), "serve", str(port), str(archive)], cwd=tmp, env=env,
@@ -111,9 +113,11 @@ def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> tuple[floa
                 raise RuntimeError(f"the bare server did not start: {(tmp / 'bare-server.log').read_text()[-500:]}")
             time.sleep(0.05)
         size = archive.stat().st_size
-        for _ in range(workers):
+        folders = [tmp / f"bare-files-{j}" for j in range(workers)] if files else []
+        for j in range(workers):
             clients.append(adopt(subprocess.Popen(
-                [sys.executable, str(BARE), "fetch", f"tcp://127.0.0.1:{port}", str(size)], cwd=tmp, env=env,
+                [sys.executable, str(BARE), "fetch", f"tcp://127.0.0.1:{port}", str(size), *map(str, folders[j:j + 1])],
+                cwd=tmp, env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)))
         for c in clients:   # bounded by --deadline (the guard's alarm) and the clients' own receive timeout
             if c.stdout.readline().strip() != "ready":
@@ -134,6 +138,8 @@ def bare(tmp: Path, archive: Path, workers: int, timeout_s: float) -> tuple[floa
     finally:
         for proc in [*clients, server]:
             stop_process(proc, grace_s=5)
+        for j in range(workers if files else 0):
+            shutil.rmtree(tmp / f"bare-files-{j}", ignore_errors=True)
 
 
 def round_trips(client: Client, device: str, project: str, n: int, timeout_s: float) -> dict:
@@ -179,11 +185,14 @@ def run_once(a: argparse.Namespace, tmp: Path, k: int) -> dict:
                      f"{push_s:.2f}s; bare DEALER -> ROUTER to {a.workers} clients ...")
             bare_s, bare_cpu = bare(folder, archive, a.workers, a.step_timeout)
             progress(f"run {k}/{a.runs}: bare {bare_s:.2f}s ({a.workers * pushed['size'] / bare_s / 1e6:.0f} MB/s, "
-                     f"{bare_cpu:.1f} CPU s); cold --all ...")
+                     f"{bare_cpu:.1f} CPU s); bare + files ...")
+            files_s = bare(folder, archive, a.workers, a.step_timeout, files=True)[0]
+            progress(f"run {k}/{a.runs}: bare + files {files_s:.2f}s; cold --all ...")
             cold_s, cold_master_cpu, cold_workers_cpu = fan_out(client, cluster, a.step_timeout, project=name)
             warm_s = fan_out(client, cluster, a.step_timeout, project=name)[0]
             plain_s = fan_out(client, cluster, a.step_timeout)[0]
-            progress(f"run {k}/{a.runs}: cold {cold_s:.2f}s ({cold_s / bare_s:.2f}x bare; CPU s: master "
+            progress(f"run {k}/{a.runs}: cold {cold_s:.2f}s ({cold_s / bare_s:.2f}x bare, {cold_s / files_s:.2f}x "
+                     f"bare + files; CPU s: master "
                      f"{cold_master_cpu:.1f}, workers {cold_workers_cpu:.1f}), warm {warm_s:.3f}s, plain fan-out "
                      f"{plain_s:.3f}s; round trips ...")
             rt = round_trips(client, "bench-1", name, a.rt, a.step_timeout)
@@ -193,14 +202,14 @@ def run_once(a: argparse.Namespace, tmp: Path, k: int) -> dict:
         cluster.stop()
     shutil.rmtree(folder, ignore_errors=True)
     return {"busy_before_pct": busy, "bytes": pushed["size"], "files": pushed["files"], "data_bytes": size,
-            "push_s": push_s, "bare_s": bare_s, "bare_cpu_s": bare_cpu, "cold_s": cold_s,
+            "push_s": push_s, "bare_s": bare_s, "bare_cpu_s": bare_cpu, "bare_files_s": files_s, "cold_s": cold_s,
             "cold_master_cpu_s": cold_master_cpu, "cold_workers_cpu_s": cold_workers_cpu, "warm_s": warm_s, "plain_fan_out_s": plain_s,
-            "cold_ratio": cold_s / bare_s, "warm_ratio": warm_s / plain_s, **rt}
+            "cold_ratio": cold_s / bare_s, "cold_files_ratio": cold_s / files_s, "warm_ratio": warm_s / plain_s, **rt}
 
 
 def summarize(runs: list[dict]) -> dict:
-    keys = ("cold_ratio", "warm_ratio", "rt_ratio", "bare_s", "cold_s", "warm_s", "plain_fan_out_s", "push_s",
-            "plain_p50_ms", "project_p50_ms", "bare_cpu_s", "cold_master_cpu_s", "cold_workers_cpu_s")
+    keys = ("cold_ratio", "cold_files_ratio", "warm_ratio", "rt_ratio", "bare_s", "bare_files_s", "cold_s", "warm_s",
+            "plain_fan_out_s", "push_s", "plain_p50_ms", "project_p50_ms", "bare_cpu_s", "cold_master_cpu_s", "cold_workers_cpu_s")
     out = {k: median([r[k] for r in runs]) for k in keys}
     out["runs"] = {k: [round(r[k], 3) for r in runs] for k in keys}
     out["cold_met"] = out["cold_ratio"] <= COLD_TARGET
@@ -215,11 +224,12 @@ def report(result: dict) -> None:
     print(f"  machine: {result['machine']['cpus']} CPUs, {result['machine']['cpu_model']}, commit "
           f"{result['machine']['zmqgrid_commit']}; busy before each run: {[r['busy_before_pct'] for r in result['runs']]}%")
     rows = [("cold --all / bare DEALER->ROUTER", s["cold_ratio"], f"<= {COLD_TARGET:g}x", verdict(s["cold_met"])),
+            ("cold --all / bare + files", s["cold_files_ratio"], "", ""),
             ("warm --all / plain --all", s["warm_ratio"], "", ""),
             ("round trip p50, project / none", s["rt_ratio"], f"<= {RT_TARGET:g}x", verdict(s["rt_met"]))]
     for label, value, target, met in rows:
         print(f"  {label:36s} {value:6.2f}x   runs {s['runs'][label_key(label)]}  {target} {met}")
-    print(f"  seconds: bare {s['bare_s']:.2f}, cold {s['cold_s']:.2f}, warm {s['warm_s']:.3f}, plain fan-out "
+    print(f"  seconds: bare {s['bare_s']:.2f}, bare + files {s['bare_files_s']:.2f}, cold {s['cold_s']:.2f}, warm {s['warm_s']:.3f}, plain fan-out "
           f"{s['plain_fan_out_s']:.3f}, push {s['push_s']:.2f}; round trip p50 plain {s['plain_p50_ms']:.2f} ms, "
           f"project {s['project_p50_ms']:.2f} ms")
     print(f"  CPU seconds: bare (server and clients) {s['bare_cpu_s']:.1f}; cold: master {s['cold_master_cpu_s']:.1f}, "
@@ -227,7 +237,9 @@ def report(result: dict) -> None:
 
 
 def label_key(label: str) -> str:
-    return "cold_ratio" if label.startswith("cold") else "warm_ratio" if label.startswith("warm") else "rt_ratio"
+    if label.startswith("cold"):
+        return "cold_files_ratio" if "files" in label else "cold_ratio"
+    return "warm_ratio" if label.startswith("warm") else "rt_ratio"
 
 
 def main(argv: list[str] | None = None) -> int:

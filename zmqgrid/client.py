@@ -199,10 +199,11 @@ class Client:
     def status(self, timeout_s: float | None = None) -> dict:
         return self.request(Query, "status", {}, timeout_s=timeout_s)
 
-    def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None) -> list:
+    def tasks(self, state: str | None = None, *, limit: int = 50, offset: int = 0, device: str | None = None,
+              tag: str | None = None) -> list:
         """Up to `limit` tasks from `offset`, newest first; long texts of each row are cut (`task` has them whole).
         Asked for in as many answers as the master needs to keep each under this client's max_message_bytes."""
-        params = {k: v for k, v in (("state", state), ("device", device)) if v is not None}
+        params = {k: v for k, v in (("state", state), ("device", device), ("tag", tag)) if v is not None}
         return self._pages("tasks", params, offset, limit)
 
     def task(self, task_id: str) -> dict:
@@ -226,6 +227,16 @@ class Client:
                 got[stream] += more[stream]
             got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
         return got
+
+    def metrics(self) -> dict:
+        """What `/metrics` shows, compact (docs/architecture.md, "What `metrics` and `samples` answer")."""
+        answer = more = self.request(Query, "metrics", {})
+        while more["next_offset"] is not None:   # more than 5,000 devices
+            answer["devices"] += (more := self.request(Query, "metrics", {"offset": more["next_offset"]}))["devices"]
+        return answer
+
+    def samples(self, device: str, limit: int = 60) -> list:   # its newest `limit` (<= 600), oldest first
+        return self.request(Query, "samples", {"device": device, "limit": limit}, about="device")
 
     def devices(self) -> list:
         """Every device; a row's long texts are cut."""

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .config_envs import check_python_envs, parse_text as parse_python_envs
 from .config_file import read_config_file
 from .config_rules import resolve, tcp_url
 from .errors import ConfigError
@@ -149,6 +150,10 @@ class Config:
     """Module prefixes a worker runs `python` tasks from (e.g. myjobs, zmqgrid.samples); empty: any module."""
     max_queued_per_client: int = 1_000_000
     """Most unfinished tasks one client connection may have at the master; a Submit beyond it is refused."""
+    python_envs: dict[str, str] = field(default_factory=dict)
+    """Worker: its other interpreters, a name to a path ({"py39": "/opt/py39/bin/python"}); a task chooses one with
+    --python-env NAME and goes only to workers that have it (docs/architecture.md, "Worker: interpreters per
+    worker")."""
     allow_projects: bool = True
     """Worker: whether it runs tasks of pushed projects (fetching and caching their versions); false leaves out its
     `runs projects` tag, so the master sends it none."""
@@ -234,7 +239,7 @@ _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _PARSERS: dict[str, Callable[[str], Any]] = {  # how text from the environment or a flag becomes a value
     "int": int, "float": float, "bool": lambda s: _BOOL_WORDS.get(s.lower(), s),
-    "list[str]": lambda s: [t.strip() for t in s.split(",") if t.strip()]}
+    "list[str]": lambda s: [t.strip() for t in s.split(",") if t.strip()], "dict[str, str]": parse_python_envs}
 _URL = re.compile(r"(?:(?:tcp|https?)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?", re.IGNORECASE)
 _URL_FORMS = "tcp://HOST:PORT (http://HOST:PORT and HOST:PORT are accepted too) with a port 1-65535"
 
@@ -250,6 +255,8 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
         except ValueError:
             value = value.strip()  # the type check below rejects it and reports the text as given
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "dict[str, str]":
+        return check_python_envs(value, source, _show)
     if key == "master_url":
         match = _URL.fullmatch(value.strip()) if isinstance(value, str) else None
         ok, expected = match is not None and 1 <= int(match[2]) <= 65535, _URL_FORMS

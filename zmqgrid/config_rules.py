@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
+MAX_ADVERTISED = 61   # Register.tags takes 64; a worker adds a no-kind: tag per kind it refuses (two) and `runs projects`
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -38,6 +40,10 @@ def resolve(config: Config, layers: dict[str, tuple[Any, str, int]]) -> None:
     if config.device_timeout <= config.heartbeat_interval:
         raise clash("device_timeout", "heartbeat_interval", "more than", "less than",
                     "device_timeout must be greater than heartbeat_interval, or live devices are marked offline")
+    if len(config.tags) + len(config.python_envs) > MAX_ADVERTISED:
+        raise clash("python_envs", "tags", "fewer entries with", "fewer tags with",
+                    f"a worker advertises a tag per python env: tags and python_envs hold at most {MAX_ADVERTISED} "
+                    "together")
     if "master_url" not in layers:
         # Nobody said where the master is, so it is this config's own ROUTER: standalone and `--status`
         # then follow a single --port change. A wildcard bind is reached over loopback.

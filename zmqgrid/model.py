@@ -56,6 +56,11 @@ ATTEMPT_OUTCOMES = FINAL_STATES - {TaskState.QUARANTINED.value}
 
 TASK_KINDS = ("shell", "script", "python")
 _ID_RE = re.compile(ID_PATTERN)   # fullmatch only (see fields.ID_PATTERN)
+# A name of a worker's interpreter (config python_envs, a task's python_env, Register.python_envs): 48 at most, so
+# the tag fits Register.tags' 64; the tag's space keeps a configured tag from faking it (docs/architecture.md).
+PYTHON_ENV_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}"
+PYTHON_ENV_TAG = "python env:"
+_PYTHON_ENV_RE = re.compile(PYTHON_ENV_PATTERN)
 _FUNC_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MAX_SCRIPT_BYTES = 1 << 20
 MAX_PRIORITY = 2 ** 63 - 1   # the ledger's INTEGER is 64-bit signed: a larger one would fail the turn's commit
@@ -133,7 +138,7 @@ _TYPED_OPTIONS = (("priority", (int,), "an integer"), ("timeout", (int, float), 
                   ("limit_key", (str,), "a key such as a site name"),
                   ("limit_concurrency", (int,), "an integer >= 1"), ("limit_per_minute", (int,), "an integer >= 1"),
                   ("device", (str,), "a device id"), ("name", (str,), "a label"),
-                  ("project", (str,), "NAME or NAME@VERSION"))
+                  ("project", (str,), "NAME or NAME@VERSION"), ("python_env", (str,), "a python env name"))
 
 
 def validate_task_spec(spec: Any) -> dict:
@@ -193,6 +198,13 @@ def validate_task_spec(spec: Any) -> dict:
         check.text(key, out[key], LIMITS.label_chars)
     if out["project"] is not None:
         check.project(out["project"])
+    if out["python_env"] is not None:
+        if not _PYTHON_ENV_RE.fullmatch(out["python_env"]):
+            raise check.refuse("python_env", "a python env name: 1-48 of A-Z a-z 0-9 _ . - starting with a letter "
+                                             "or digit", out["python_env"], "give it as `devices list` shows it")
+        if out["project"] is not None:
+            raise ProtocolError("a task of a project runs with its project's environment; give 'project' or "
+                                "'python_env', not both")
     for key, what in (("group", "a task id"), ("device", "a device id")):   # a device id is one, a worker's
         if out[key] is not None and not is_valid_id(out[key]):
             raise check.refuse(key, f"{what}: 1-64 of A-Z a-z 0-9 _ . : -", out[key], f"give {what} as listed")
@@ -313,7 +325,7 @@ def describe_spec(spec: dict) -> str:
 
 SPEC_KEYS = ("id", "name", "priority", "timeout", "retries", "retry_backoff", "retry_on", "no_retry_on", "tags",
              "device", "all", "cwd", "env", "args", "kwargs", "limit_key", "limit_concurrency", "limit_per_minute",
-             "project")
+             "project", "python_env")
 
 
 def build_spec(*, shell: str | list | None = None, script: str | None = None, python: str | None = None,

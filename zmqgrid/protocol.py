@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import msgpack
 
 from .errors import ProtocolError
-from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque, Record, Spec,
-                     Text, Tuple, Value)
-from .model import ATTEMPT_OUTCOMES
+from .fields import (INT64_MAX, SCALAR, Bad, Bool, Enum, Field, Float, Id, Int, List, Opaque,
+                     Record, Spec, Text, Tuple, Value)
+from .model import ATTEMPT_OUTCOMES, PYTHON_ENV_PATTERN
 
 VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -150,6 +150,10 @@ METRICS = Record({"cpu_percent": _PERCENT, "memory_percent": _PERCENT, "disk_per
                   "load_5m": _LOAD, "load_15m": _LOAD, "memory_available_mb": Float(0.0, 1e12),
                   "cpu_count": Int(0, 1 << 20), "memory_total_mb": Int(0, 1 << 40), "hostname": NAME, "os": NAME,
                   "python_version": NAME, "python_executable": PATH}, max_keys=64)
+# A worker's other interpreters (docs/architecture.md, "Worker: interpreters per worker"): name, the version it
+# answered, its path. Shown to people only as text.
+PYTHON_ENVS = List(Tuple(Text(48, 1, pattern=PYTHON_ENV_PATTERN, what="a python env name"), Text(64, line=True), PATH,
+                         what="[name, version, executable]"), 16)
 # What a worker's project cache holds, one entry per version (docs/architecture.md, Projects, "Sync and what workers
 # hold"): [version, its copy's state, its environment's state, the seq of the last sync applied to it, a reason].
 PROJECT_COPY_STATES = ("fetching", "cached", "failed")
@@ -181,7 +185,7 @@ class Register(Message):
     SCHEMA = {"device_id": ID, "name": Text(128, line=True), "hostname": NAME, "os": NAME, "python_version": NAME,
               "python_executable": PATH, "tags": List(TAG, 64), "concurrency": Int(1, 4096), "credit": CREDIT,
               "running": KEYS, "outbox": KEYS, "pid": Int(0, 1 << 31), "version": Text(64, line=True),
-              "weight": Float(1e-6, 1e6, as_float=True)}
+              "weight": Float(1e-6, 1e6, as_float=True), "python_envs": PYTHON_ENVS}
     device_id: str
     name: str
     hostname: str
@@ -196,6 +200,7 @@ class Register(Message):
     pid: int
     version: str = ""
     weight: float = 1.0    # for the weighted strategy
+    python_envs: list = field(default_factory=list)   # [(name, version, executable), ...] its other interpreters
 
 
 @message("r")

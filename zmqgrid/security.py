@@ -173,3 +173,27 @@ def client_curve(config: Config) -> Curve | None:
         path = admin if admin.exists() else Path(config.keys_dir) / "client.key_secret"
     public, secret = load_keypair(path, "client")
     return Curve(public, secret, master_public_key(config))
+
+
+INHERITED_CURVE_ENV = "ZMQGRID_INHERITED_CURVE"
+"""A process's client keys handed down by the process that started it (the gateway to its browser dashboards), so
+that it uses exactly its parent's key: `public,secret,server` (z85 keys, whose alphabet has no comma), in the
+environment only (never on a command line)."""
+
+
+def curve_to_env(curve: Curve) -> str:
+    return b",".join((curve.public, curve.secret, curve.server_key or b"")).decode()
+
+
+def inherited_curve() -> Curve | None:
+    """The keys a parent handed down (and removed from this process's environment, so no child of it inherits them);
+    None when there are none. Raises ConfigError when the value is not three z85 keys."""
+    value = os.environ.pop(INHERITED_CURVE_ENV, "")
+    if not value:
+        return None
+    parts = value.split(",")
+    if len(parts) != 3 or not all(is_z85_key(p) for p in parts):
+        raise ConfigError(f"{INHERITED_CURVE_ENV} is not public,secret,server (z85 keys)",
+                          "it is set by the gateway for its dashboards; unset it")
+    public, secret, server = (p.encode() for p in parts)
+    return Curve(public, secret, server)

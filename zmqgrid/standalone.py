@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -92,7 +93,7 @@ class Standalone:
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
                    ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch),
-                   ZMQGRID_PYTHON_POOL=self.config.python_pool)
+                   ZMQGRID_PYTHON_POOL=self.config.python_pool, ZMQGRID_PYTHON_ENVS=json.dumps(self.config.python_envs))
         curve = master_curve(self.config)
         if curve is not None:
             env["ZMQGRID_MASTER_KEY"] = curve.public.decode()

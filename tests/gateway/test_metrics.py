@@ -32,10 +32,11 @@ def test_metrics_give_tasks_devices_and_the_master_in_prometheus_format(served):
     wait_until(lambda: all(served.call("GET", f"{API}/tasks/{i}", "read").json["state"] in ("done", "failed")
                            for i in ids), 30, "both tasks to end")
     m = wait_until(lambda: (got := scrape(served.gateway, served.tokens["read"]))
-                   ["zmqgrid_tasks"].get((("state", "failed"),), 0) >= 1 and got, 10, "a scrape that shows them")
+                   ["zmqgrid_tasks_finished_total"].get((("state", "failed"),), 0) >= 1 and got, 10,
+                   "a scrape that shows them")
     assert m["zmqgrid_master_up"][()] == 1
-    assert m["zmqgrid_tasks"][(("state", "done"),)] >= 1
-    assert m["zmqgrid_tasks_finished_last_hour"][(("state", "failed"),)] >= 1
+    assert m["zmqgrid_tasks_finished_total"][(("state", "done"),)] >= 1
+    assert m["zmqgrid_tasks"] == {(("state", s),): 0 for s in ("queued", "assigned", "running")}
     assert m["zmqgrid_devices"][(("state", "online"),)] == 1
     assert m["zmqgrid_device_up"][(("device", "w1"),)] == 1
     assert m["zmqgrid_device_concurrency"][(("device", "w1"),)] == 4

@@ -34,8 +34,9 @@ def answering(base: str):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_standalone_serves_the_gateway_and_takes_it_down_with_it(tmp_path, sig):
-    http_port = free_port_block(1)
-    proc = standalone(tmp_path, free_port_block(), http_port)
+    port = free_port_block(4)   # the master's three and the gateway's, found free together
+    http_port = port + 3
+    proc = standalone(tmp_path, port, http_port)
     family: list[psutil.Process] = []
     try:
         gateway = answering(f"http://127.0.0.1:{http_port}")

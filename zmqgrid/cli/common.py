@@ -36,13 +36,15 @@ _TASK_OPTIONS = (
     click.option("--name", help="A label shown in lists."),
     click.option("--project", metavar="NAME[@VERSION]",
                  help="Run in this pushed project; without a version, its latest when the master takes the task."),
+    click.option("--python-env", "python_env", metavar="NAME",
+                 help="Run with this interpreter of the worker's python_envs; only workers that have it take it."),
 )
 
 
 def task_options(fn: Callable) -> Callable:
     """What a task runs and where, shared by `submit` and `schedules add`. The command receives shell, script,
-    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries, name and
-    project.
+    python, args, kwargs (JSON text: see `json_arg`), tags, device, priority, task_timeout, retries, name, project
+    and python_env.
 
     The task's run time is --run-timeout: every other command's --timeout is the wait for the master's answer.
     --timeout still sets the run time here, with a warning, so scripts written for it keep working.

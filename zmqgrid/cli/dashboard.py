@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import click
 
 from ..errors import EXIT_OK, UsageError
-from ..security import client_curve
+from ..security import client_curve, inherited_curve
 from .common import client_config
 
 
@@ -20,13 +20,15 @@ def has_terminal() -> bool:
 
 
 def run_dashboard(master_url: str, refresh_s: float = 1.0, stopping: threading.Event | None = None,
-                  timeout_s: float = 2.0, curve: Any = None) -> int:
-    """Show the dashboard until the user quits it (or `stopping` is set); returns the exit code."""
-    if not has_terminal():
+                  timeout_s: float = 2.0, curve: Any = None, role: str | None = None, served: bool = False) -> int:
+    """Show the dashboard until the user quits it (or `stopping` is set); returns the exit code.
+
+    `served`: run for textual-serve (the browser dashboard), which speaks to it over pipes, not a terminal."""
+    if not served and not has_terminal():
         raise UsageError("the dashboard needs a terminal (stdin and stdout are not both one)",
                          "run it in a terminal, or use: python main.py distribute --status / tasks list")
     from ..tui import make_app
-    app = make_app(master_url, refresh_s=refresh_s, timeout_s=timeout_s, curve=curve)
+    app = make_app(master_url, refresh_s=refresh_s, timeout_s=timeout_s, curve=curve, role=role)
     if stopping is not None:
         def watch() -> None:
             stopping.wait()
@@ -71,12 +73,20 @@ def children_write_to(path: str | None) -> Iterator[None]:
               help="Seconds between refreshes (+ and - change it while it runs).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
               help="Seconds to wait for the master's answer before showing it unreachable.")
-def dashboard(master_url: str | None, config_path: str | None, refresh_s: float, timeout_s: float) -> int:
+# The HTTP gateway's browser sessions (zmqgrid.gateway.browser) run the dashboard with these: limited to the role of
+# the caller's token, on the gateway's own key (given in the environment, so it is never on a command line).
+@click.option("--served", is_flag=True, hidden=True)
+@click.option("--role", type=click.Choice(["read", "client", "admin"]), hidden=True)
+def dashboard(master_url: str | None, config_path: str | None, refresh_s: float, timeout_s: float, served: bool,
+              role: str | None) -> int:
     """Watch the cluster live: devices, schedules, tasks, output; cancel, requeue, drain, pause, submit.
 
     \b
     python main.py dashboard --master tcp://10.0.0.5:8000
-    Keys: ? lists them all; q quits.
+    Keys: ? lists them all; q quits. In a browser: python main.py http, then open http://127.0.0.1:8080/
     """
+    inherited = inherited_curve() if served else None   # taken out of the environment before the config reads it
     config = client_config(master_url, config_path)
-    return run_dashboard(config.master_url, refresh_s, timeout_s=timeout_s, curve=client_curve(config))
+    curve = inherited if served else client_curve(config)
+    return run_dashboard(config.master_url, refresh_s, timeout_s=timeout_s, curve=curve, role=role, served=served)
+

@@ -24,7 +24,8 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
     """List devices with state, last seen, tasks and resources.  Example: python main.py devices list --json
 
     TASKS is running/slots, then +N for the tasks assigned to it that wait for a slot. An offline device shows
-    when it was last seen and no CPU, memory or disk figure (its last ones are in --json).
+    when it was last seen and no CPU, memory or disk figure (its last ones are in --json). PY ENVS: the worker's
+    python_envs, each with the version its interpreter answered (--python-env NAME chooses one).
     """
     with client() as c:
         rows = c.devices()
@@ -33,8 +34,16 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
         return
     table(([r["device_id"], r["hostname"], r["state"], seconds(r["seconds_since_heartbeat"]), tasks(r),
             pct(r, "cpu_percent"), pct(r, "memory_percent"), pct(r, "disk_percent"),
-            ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"]] for r in rows),
-          ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON"])
+            ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"], python_envs(r)] for r in rows),
+          ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON", "PY ENVS"])
+
+
+def python_envs(row: dict) -> str:
+    """The worker's other interpreters with the version each answered ("py39 3.9.18, scrapy 3.11.7")."""
+    envs = row.get("python_envs")
+    if not isinstance(envs, list):   # a master that does not tell them
+        return "-"
+    return ", ".join(f"{e.get('name')} {e.get('version')}" for e in envs if isinstance(e, dict)) or "-"
 
 
 def pct(row: dict, key: str) -> str:

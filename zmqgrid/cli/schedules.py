@@ -28,7 +28,7 @@ def schedules() -> None:
 def add_schedule(client: Callable[[], Client], schedule_name: str, cron: str, missed: str, shell: str | None,
                  script: str | None, python: str | None, args: str | None, kwargs: str | None, tags: tuple,
                  device: str | None, priority: int | None, task_timeout: float | None, retries: int | None,
-                 name: str | None, project: str | None, as_json: bool) -> int:
+                 name: str | None, project: str | None, python_env: str | None, as_json: bool) -> int:
     """Fire a task at every tick of a cron expression; each tick runs exactly once.
 
     \b
@@ -38,7 +38,8 @@ def add_schedule(client: Callable[[], Client], schedule_name: str, cron: str, mi
     """
     spec = build_spec(shell=shell, script=script, python=python, args=json_arg(args, "--args", list),
                       kwargs=json_arg(kwargs, "--kwargs", dict), tag=list(tags) or None, device=device,
-                      priority=priority, timeout=task_timeout, retries=retries, name=name, project=project)
+                      priority=priority, timeout=task_timeout, retries=retries, name=name, project=project,
+                      python_env=python_env)
     with client() as c:
         row = c.schedule_add(schedule_name, cron, spec, missed)
     if as_json:

@@ -74,7 +74,8 @@ def submit_file(c: Client, path: str, task_file: TaskFile, run: str, notify: boo
 @client_options_with("--master-timeout")
 def submit(client: Callable[[], Client], shell: str | None, script: str | None, python: str | None,
            args: str | None, kwargs: str | None, tags: tuple, device: str | None, priority: int | None,
-           task_timeout: float | None, retries: int | None, name: str | None, project: str | None, fan_out: bool,
+           task_timeout: float | None, retries: int | None, name: str | None, project: str | None,
+           python_env: str | None, fan_out: bool,
            limit_key: str | None, limit_concurrency: int | None, limit_per_minute: int | None,
            retry_backoff: float | None, retry_on: tuple, no_retry_on: tuple, batch_file: str | None,
            resume: str | None, wait: bool, wait_timeout: float | None, quiet: bool, as_json: bool) -> int:
@@ -96,6 +97,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
     python main.py submit --shell "nvidia-smi" --tag gpu --wait-timeout 60
     python main.py submit --shell "python crawl.py" --limit-key example.com --limit-concurrency 2
     python main.py submit --project myspider --python myspider.crawl:run --args '["https://example.com"]'
+    python main.py submit --python-env py39 --script legacy_export.py --wait
     """
     if resume is not None and (not batch_file or not is_valid_id(resume) or len(resume) > 40):
         raise UsageError("--resume takes the RUN named by a partial `submit --file` (letters, digits, _ . : -)",
@@ -115,7 +117,7 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
                             all=fan_out or None, limit_key=limit_key, limit_concurrency=limit_concurrency,
                             limit_per_minute=limit_per_minute, retry_backoff=retry_backoff,
                             retry_on=list(retry_on) or None, no_retry_on=list(no_retry_on) or None,
-                            project=project)]
+                            project=project, python_env=python_env)]
     with client() as c:
         names = {spec["id"]: spec["name"] for spec in specs}
         if batch_file:
@@ -127,7 +129,9 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
             ids = c.submit(specs, notify=wait)
         if fan_out and not ids:
             raise UsageError("no online worker matches --all" + (f" --tag {' --tag '.join(tags)}" if tags else "")
-                             + (f" --project {project} (a worker runs projects unless allow_projects is false)" if project else ""),
+                             + (f" --project {project} (a worker runs projects unless allow_projects is false)"
+                                if project else "")
+                             + (f" --python-env {python_env} (worker config python_envs)" if python_env else ""),
                              "check: python main.py devices list")
         if not wait:
             if as_json:

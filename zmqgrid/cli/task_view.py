@@ -34,6 +34,8 @@ def spec_lines(task: dict) -> list[tuple[str, str]]:
     lines = [("kind", field(task.get("kind") or spec.get("kind"))), (label, field(text))]
     if spec.get("project"):   # NAME@VERSION: the version the master pinned when it took the task
         lines.append(("project", field(spec["project"])))
+    if spec.get("python_env"):   # the worker's interpreter it chose (python_envs)
+        lines.append(("python env", field(spec["python_env"])))
     if spec.get("cwd"):
         lines.append(("cwd", field(spec["cwd"])))
     if spec.get("env"):

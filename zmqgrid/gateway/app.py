@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import catalog, devices, logs, metrics, openapi, system, tasks
+from . import browser, catalog, devices, logs, metrics, openapi, system, tasks
 from .auth import auth_middleware
 from .errors import errors_middleware
 from .routing import ROUTES, SETTINGS, TOKENS, UPSTREAM, RouteTable
@@ -11,8 +11,8 @@ from .settings import GatewaySettings
 from .tokens import TokenStore
 from .upstream import Upstream
 
-# Each module that serves routes; another one (a browser dashboard, alerts) is one more entry here.
-ROUTE_MODULES = (system, metrics, openapi, devices, tasks, logs, catalog)
+# Each module that serves routes; another one (alerts, say) is one more entry here.
+ROUTE_MODULES = (system, metrics, openapi, devices, tasks, logs, catalog, browser)
 
 
 def make_app(settings: GatewaySettings, upstream: Upstream | None = None) -> web.Application:

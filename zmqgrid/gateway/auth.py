@@ -1,13 +1,16 @@
 """Who may call a route: the bearer token's role against the route's (docs/architecture.md, "HTTP gateway")."""
 from __future__ import annotations
 
+import ipaddress
 import logging
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..errors import ConfigError
+from ..security import is_loopback
 from .errors import HttpError
-from .routing import ROUTES, TOKENS, Handler, Role
+from .routing import ROUTES, SETTINGS, TOKENS, Handler, Role
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +41,47 @@ def _unauthorized(message: str) -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="zmqgrid"'}, reason=message)
 
 
+def check_same_site(request: web.Request) -> None:
+    """Refuse (403) what another site's page asked for, and in open mode on loopback a host name that is not local.
+
+    A page on any site may make the browser POST a plain-text body to 127.0.0.1 with no preflight; with no token
+    in the store nothing else would stop it from submitting or cancelling. Browsers send `Origin` with such
+    requests (and with every websocket); curl and scripts send none. A proxy in front must pass `Host` through. A site's own host name resolved to 127.0.0.1
+    (DNS rebinding) is same-origin to the browser, so an open gateway on loopback also wants a local `Host`.
+    """
+    origin = request.headers.get("Origin")
+    # host:port only, not the scheme: behind a proxy that ends TLS the page is https and the gateway sees http
+    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+        raise HttpError(403, "this request came from another site's page",
+                        "call the gateway from its own pages, or without a browser (curl, scripts)")
+    if is_loopback(request.app[SETTINGS].host) and _is_open(request):
+        name = urlsplit(f"//{request.host}").hostname or ""
+        if name != "localhost" and not _is_loopback_ip(name):
+            raise HttpError(403, f"host name {name!r} is not this machine's; with no token this gateway answers "
+                                 "local names only", "use http://127.0.0.1:PORT/ or http://localhost:PORT/")
+
+
+def _is_open(request: web.Request) -> bool:
+    try:
+        return request.app[TOKENS].is_open()
+    except ConfigError:
+        return False   # caller_role answers 500 for it
+
+
+def _is_loopback_ip(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.app[ROUTES].route_of(request)
-    if route is None or route.role == Role.NONE:   # an unknown path (404 follows) or a probe
+    if route is None or route.role == Role.NONE and not route.browser:   # an unknown path (404 follows) or a probe
+        return await handler(request)
+    check_same_site(request)
+    if route.browser:   # the dashboard's routes take the session cookie too, and check the caller themselves
         return await handler(request)
     role = caller_role(request)
     if role < route.role:

@@ -13,6 +13,9 @@ from . import stats
 
 DEVICE_ACTIONS = ("drain", "resume", "shutdown")
 WINDOW = Param("window_s", kind="integer", description="seconds back from now [3600]")
+MAX_SAMPLES = 600   # heartbeat samples in a stats answer at most (the master keeps heartbeat_retention, 600 by default)
+SAMPLE_KEYS = ("at", "cpu_percent", "memory_percent", "disk_percent", "load_1m", "running")
+SAMPLES = Param("samples", kind="integer", description=f"the newest heartbeat samples in `history`, 0-{MAX_SAMPLES} [60]")
 
 
 def resolve_device(rows: list[dict], ref: str) -> dict:
@@ -46,22 +49,25 @@ async def show_device(request: web.Request) -> web.Response:
 
 
 async def device_stats(request: web.Request) -> web.Response:
-    known_params(request, ("window_s",))
+    known_params(request, ("window_s", "samples"))
     window_s = int_param(request, "window_s", 3600, 1, 30 * 86400)
+    samples = int_param(request, "samples", 60, 0, MAX_SAMPLES)
     row = await _device(request)
     device_id = row["device_id"]
     since = time.time() - window_s
 
-    def finished(c: Client) -> dict[str, list[dict]]:
-        return {state: c.tasks(state, device=device_id, limit=stats.SAMPLE_PER_STATE)
-                for state in ("done", "failed", "timed_out")}
-    rows = await request.app[UPSTREAM].call(finished)
+    def finished(c: Client) -> tuple[dict[str, list[dict]], list[dict]]:
+        return ({state: c.tasks(state, device=device_id, limit=stats.SAMPLE_PER_STATE)
+                 for state in ("done", "failed", "timed_out")}, c.samples(device_id, samples) if samples else [])
+    rows, history = await request.app[UPSTREAM].call(finished)
     sampled = any(len(r) >= stats.SAMPLE_PER_STATE and stats.within(r[-1:], since) for r in rows.values())
     cut = {state: stats.within(r, since) for state, r in rows.items()}
     figures = stats.summary(cut["done"], {"failed": cut["failed"], "timed_out": cut["timed_out"]})
     live = {k: row.get(k) for k in ("state", "running", "assigned", "concurrency", "seconds_since_heartbeat",
                                     "metrics", "last_seen_at")}
-    return web.json_response({"device_id": device_id, **live, "window_s": window_s, **figures, "sampled": sampled})
+    recent = [{k: h.get(k) for k in SAMPLE_KEYS} for h in history if h.get("at", 0) >= since]
+    return web.json_response({"device_id": device_id, **live, "window_s": window_s, **figures, "sampled": sampled,
+                              "history": recent})
 
 
 async def set_status(request: web.Request) -> web.Response:
@@ -84,7 +90,8 @@ def add_routes(app: web.Application) -> None:
     add(app, "GET", "/api/distribution/devices/{id}", Role.READ, show_device,
         "One device, by its id or a unique prefix", answers=(200, 404, 409))
     add(app, "GET", "/api/distribution/devices/{id}/stats", Role.READ, device_stats,
-        "A device's live figures and its finished tasks over a window", params=(WINDOW,), answers=(200, 404, 409))
+        "A device's live figures, its finished tasks over a window and its recent CPU and memory samples",
+        params=(WINDOW, SAMPLES), answers=(200, 404, 409))
     add(app, "PUT", "/api/distribution/devices/{id}/status", Role.ADMIN, set_status,
         "Drain, resume or shut down a device",
         body={"type": "object", "required": ["action"], "additionalProperties": False,

@@ -1,16 +1,17 @@
-"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's answers."""
+"""`/metrics`: the cluster in Prometheus's text format, rendered by prometheus-client from the master's `metrics`
+answer (docs/architecture.md, "Metrics")."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from functools import partial
+from typing import Callable, Iterable, Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..errors import MasterUnavailable
 from ..model import DeviceState
@@ -25,37 +26,43 @@ DEVICE_FIGURES = (("cpu_percent", "device_cpu_percent", "CPU use of the device's
 
 @dataclass
 class Reading:
-    """The master's `status` and `devices` at one moment (`at`, monotonic); `up` False when it did not answer."""
+    """The master's `metrics` answer at one moment (`at`, monotonic); `up` False when it did not answer."""
 
-    status: dict = field(default_factory=dict)
-    devices: list = field(default_factory=list)
+    answer: dict = field(default_factory=dict)
     up: bool = False
     at: float = float("-inf")
 
 
-class ClusterCollector(Collector):
-    """Yields the metric families of the latest Reading (prometheus-client calls `collect` at each render)."""
+class ClusterCollector:
+    """Yields the metric families of the latest Reading (the per-device ones as Lazy: built only if changed)."""
 
     def __init__(self) -> None:
         self.reading = Reading()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric | Lazy]:
         r = self.reading
         yield _gauge("master_up", "1 when the master answered the gateway's last query, else 0", value=int(r.up))
         if not r.up:
             return
-        s = r.status
+        s = r.answer
         info = GaugeMetricFamily("zmqgrid_master_info", "the master's incarnation (changes at each start)",
                                  labels=["incarnation"])
         info.add_metric([str(s.get("incarnation", ""))], 1)
         yield info
         yield _gauge("master_uptime_seconds", "seconds since the master started", value=s.get("uptime_s", 0))
-        yield _by_label("tasks", "tasks in the ledger by state", "state", s.get("tasks", {}))
-        yield _by_label("tasks_finished_last_hour", "tasks that ended in the last hour, by state", "state",
-                        s.get("last_hour", {}))
-        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=s.get("tasks", {}).get("queued", 0))
+        tasks = s.get("tasks", {})
+        yield _by_label("tasks", "unfinished tasks by state", "state", tasks)
+        finished = CounterMetricFamily("zmqgrid_tasks_finished", "tasks that ended, by final state, since the "
+                                       "master started (0 again after a restart)", labels=["state"])
+        for state, count in sorted((s.get("finished") or {}).items()):
+            finished.add_metric([str(state)], _number(count) or 0)
+        yield finished
+        yield _gauge("queue_depth", "tasks queued, waiting for a worker", value=tasks.get("queued", 0))
+        yield _gauge("oldest_queued_task_age_seconds", "seconds since the oldest queued task was submitted "
+                     "(0 when none is queued)", value=s.get("oldest_queued_age_s") or 0)
         yield _gauge("stuck_tasks", "queued tasks no online worker can take", value=s.get("stuck_tasks", 0))
-        yield _by_label("devices", "devices by state", "state", s.get("devices", {}))
+        yield _durations(s.get("buckets") or [], s.get("durations") or {})
+        yield _by_label("devices", "devices by state", "state", s.get("devices_by_state", {}))
         events = CounterMetricFamily("zmqgrid_events", "the master's own counts since it started", labels=["event"])
         for event, count in sorted((s.get("counters") or {}).items()):
             events.add_metric([str(event)], _number(count) or 0)
@@ -63,25 +70,64 @@ class ClusterCollector(Collector):
         yield _counter("bad_messages", "messages the master could not decode, since it started", s.get("bad_messages", 0))
         yield _counter("refused_messages", "messages the master refused (keys, roles), since it started",
                        s.get("refused_messages", 0))
-        yield from self._devices(r.devices)
+        yield from self._devices(s.get("device_fields") or [], s.get("devices") or [])
 
-    def _devices(self, rows: list) -> Iterator[Metric]:
-        up = GaugeMetricFamily("zmqgrid_device_up", "1 when the device is online or draining", labels=["device"])
-        running = GaugeMetricFamily("zmqgrid_device_running_tasks", "tasks running on the device", labels=["device"])
-        slots = GaugeMetricFamily("zmqgrid_device_concurrency", "tasks the device runs at once", labels=["device"])
-        figures = {key: GaugeMetricFamily(f"zmqgrid_{name}", doc, labels=["device"]) for key, name, doc in DEVICE_FIGURES}
-        for row in rows:
-            device = [str(row.get("device_id"))]
-            live = row.get("state") in (DeviceState.ONLINE, DeviceState.DRAINING)
-            up.add_metric(device, int(live))
-            running.add_metric(device, _number(row.get("running")) or 0)
-            slots.add_metric(device, _number(row.get("concurrency")) or 0)
-            metrics = row.get("metrics") if live and isinstance(row.get("metrics"), dict) else {}
-            for key, family in figures.items():   # an offline device's last figures are not live: none is given
-                value = _number(metrics.get(key))
-                if value is not None:
-                    family.add_metric(device, value)
-        yield from (up, running, slots, *figures.values())
+    def _devices(self, fields: list, rows: list) -> Iterator[Lazy]:
+        at = {name: n for n, name in enumerate(fields)}
+        if not {"device_id", "state", "running", "concurrency"} <= at.keys():
+            return   # a master that answers rows of another shape: none shown rather than wrong ones
+        ids = tuple(str(row[at["device_id"]]) for row in rows)
+
+        def column(key: str, value=_number) -> tuple:
+            i = at.get(key)
+            return tuple(value(row[i]) for row in rows) if i is not None else (None,) * len(rows)
+        # An offline device's last figures are not live: the master gives none, and no sample is shown for it.
+        for name, doc, values in (
+                ("device_up", "1 when the device is online or draining", column("state", lambda s: int(s in LIVE))),
+                ("device_running_tasks", "tasks running on the device", column("running", _zero)),
+                ("device_concurrency", "tasks the device runs at once", column("concurrency", _zero)),
+                *((name, doc, column(key)) for key, name, doc in DEVICE_FIGURES)):
+            yield Lazy(f"zmqgrid_{name}", (ids, values), partial(_per_device, f"zmqgrid_{name}", doc, ids, values))
+
+
+def _per_device(name: str, doc: str, ids: tuple, values: tuple) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["device"])
+    for device, value in zip(ids, values):
+        if value is not None:
+            family.add_metric([device], value)
+    return family
+
+
+def _zero(value: object) -> float:
+    return _number(value) or 0.0
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A family built (by `build`) only when `key`, the values it shows, differs from the last reading's."""
+
+    name: str
+    key: tuple
+    build: Callable[[], Metric]
+
+
+LIVE = (DeviceState.ONLINE, DeviceState.DRAINING)
+
+
+def _durations(bounds: list, by_name: dict) -> HistogramMetricFamily:
+    """The master's cumulative bucket counts per task name ([count <= bound ..., count of all, sum])."""
+    family = HistogramMetricFamily("zmqgrid_task_duration_seconds", "run time of tasks that ended done, by task "
+                                   "name (the first 50 names; any later one under \"other\"), since the master "
+                                   "started", labels=["name"])
+    les = [_le(b) for b in bounds] + ["+Inf"]
+    for name, row in sorted(by_name.items()):
+        if isinstance(row, list) and len(row) == len(les) + 1:
+            family.add_metric([str(name)], list(zip(les, row[:-1])), sum_value=_number(row[-1]) or 0)
+    return family
+
+
+def _le(bound: object) -> str:
+    return repr(float(bound)) if isinstance(bound, (int, float)) else str(bound)
 
 
 def _number(value: object) -> float | None:
@@ -103,41 +149,79 @@ def _by_label(name: str, doc: str, label: str, counts: dict) -> GaugeMetricFamil
     return family
 
 
+class _One:
+    """A registry of one family, for prometheus-client's generate_latest."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
+
+
+class FamilyTexts:
+    """The exposition text of each family, rendered by prometheus-client's generate_latest and kept while the
+    family's samples stay the same. Most per-device families (up, running, concurrency, disk) change seldom between
+    readings, and rendering is most of a reading's cost (about 5 us a sample): only the families that changed are
+    rendered again. Families come in the collector's order, each whole (HELP, TYPE, then its samples)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, tuple[tuple, bytes]] = {}
+
+    def render(self, families: Iterable[Metric | Lazy]) -> bytes:
+        kept, out = {}, []
+        for family in families:
+            if isinstance(family, Lazy):
+                key = family.key
+            else:
+                key = tuple((s.name, tuple(s.labels.values()), s.value) for s in family.samples)
+            hit = self.kept.get(family.name)
+            if hit is not None and hit[0] == key:
+                text = hit[1]
+            else:
+                text = generate_latest(_One(family.build() if isinstance(family, Lazy) else family))
+            kept[family.name] = (key, text)
+            out.append(text)
+        self.kept = kept
+        return b"".join(out)
+
+
 class Metrics:
-    """The registry, the reading behind it and its rendered text. Rendering 1,000 devices' samples takes
-    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the queries (never on the
+    """The collector, the reading behind it and its rendered text. Rendering 1,000 devices' samples takes
+    prometheus-client tens of ms, so it is done once per reading, on a pool thread with the query (never on the
     event loop, which serves the other requests).
 
     On demand (`refresh_s` 0): a scrape asks the master when the last reading is `max_age_s` old or more, so the
-    master answers one pair of queries per scrape interval whatever the number of scrapers. In the background
+    master answers one `metrics` query per scrape interval whatever the number of scrapers. In the background
     (`refresh_s` > 0): a reading is taken every `refresh_s` from the gateway's start and a scrape never waits on the
-    master (its figures are up to `refresh_s` plus one reading old), at one pair of queries per `refresh_s`.
+    master (its figures are up to `refresh_s` plus one reading old), at one query per `refresh_s`.
     """
 
     def __init__(self, max_age_s: float, refresh_s: float = 0.0) -> None:
         self.max_age_s = max_age_s
         self.refresh_s = refresh_s
         self.collector = ClusterCollector()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)
+        self.texts = FamilyTexts()
         self.lock = asyncio.Lock()
         self.body = b""
 
     def _read_and_render(self, client) -> bytes:
         t0 = time.perf_counter()
         try:
-            status = client.status()
+            self.collector.reading = Reading(client.metrics(), True, time.monotonic())
             t1 = time.perf_counter()
-            self.collector.reading = Reading(status, client.devices(), True, time.monotonic())
         except MasterUnavailable:
             self.collector.reading = Reading(at=time.monotonic())
             raise
         finally:
             t2 = time.perf_counter()
-            self.body = generate_latest(self.registry)
-        logger.debug("metrics reading status_ms=%.1f devices_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
-                     (t2 - t1) * 1000, (time.perf_counter() - t2) * 1000, len(self.body))
+            self.body = self.render()
+        logger.debug("metrics reading query_ms=%.1f render_ms=%.1f bytes=%d", (t1 - t0) * 1000,
+                     (time.perf_counter() - t2) * 1000, len(self.body))
         return self.body
+
+    def render(self) -> bytes:
+        return self.texts.render(self.collector.collect())
 
     async def text(self, upstream) -> bytes:
         """The exposition text of the latest reading: in the background mode the one at hand (once there is one),

@@ -47,6 +47,9 @@ class Route:
     body: dict[str, Any] | None = None      # the JSON schema of the request body
     answers: tuple[int, ...] = (200,)
     content: str = "application/json"
+    browser: bool = False
+    """A route of the dashboard in the browser: it takes the session cookie too and checks the caller itself
+    (sessions.browser_role); no API route takes the cookie."""
 
 
 SETTINGS = web.AppKey("settings", object)
@@ -73,9 +76,9 @@ ROUTES = web.AppKey("routes", RouteTable)
 
 def add(app: web.Application, method: str, path: str, role: Role, handler: Handler, summary: str, *,
         params: tuple[Param, ...] = (), body: dict[str, Any] | None = None, answers: tuple[int, ...] = (200,),
-        content: str = "application/json") -> None:
+        content: str = "application/json", browser: bool = False) -> None:
     """Add a route to the application and to its route table."""
     path_params = tuple(Param(p.strip("{}"), "path") for p in path.split("/") if p.startswith("{"))
-    route = Route(method, path, role, handler, summary, path_params + params, body, answers, content)
+    route = Route(method, path, role, handler, summary, path_params + params, body, answers, content, browser)
     app[ROUTES].routes[(method, path)] = route
     app.router.add_route(method, path, handler)

@@ -1,6 +1,7 @@
 """`/api/distribution/tasks...`: submit, list, show, cancel, requeue and stats (logs: logs.py)."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from .bodies import choice_param, int_param, json_body, known_params
 from .errors import HttpError
 from .routing import UPSTREAM, Param, Role, add
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")   # what the master's one-line texts refuse (zmqgrid.fields)
 MAX_TASKS_PER_REQUEST = 10_000   # as many as the master takes in one Submit
 SPEC_FIELDS = ("shell", "python", "tag", *SPEC_KEYS)
 
@@ -50,13 +52,25 @@ async def submit(request: web.Request) -> web.Response:
     return web.json_response({"ids": ids}, status=201)
 
 
+def text_param(request: web.Request, name: str, most: int) -> str | None:
+    """A query parameter the master takes as a one-line text of 1-`most` characters (its Query schema), checked
+    here so that a bad one is a 400 naming it."""
+    value = request.query.get(name)
+    if value is not None and not (0 < len(value) <= most and not CONTROL.search(value)):
+        raise HttpError(400, f"query parameter {name} must be 1-{most} characters without control characters",
+                        f"e.g. {name}=linux")
+    return value
+
+
 async def list_tasks(request: web.Request) -> web.Response:
-    known_params(request, ("state", "device", "limit", "offset"))
+    known_params(request, ("state", "device", "tag", "limit", "offset"))
     state = choice_param(request, "state", tuple(TASK_STATES))
     device = request.query.get("device")
+    tag = text_param(request, "tag", 64)
     limit = int_param(request, "limit", 50, 1, 1000)
     offset = int_param(request, "offset", 0, 0, 1 << 62)
-    rows = await request.app[UPSTREAM].call(lambda c: c.tasks(state, limit=limit, offset=offset, device=device))
+    rows = await request.app[UPSTREAM].call(lambda c: c.tasks(state, limit=limit, offset=offset, device=device,
+                                                              tag=tag))
     return web.json_response({"tasks": rows, "limit": limit, "offset": offset})
 
 
@@ -113,6 +127,7 @@ def add_routes(app: web.Application) -> None:
         answers=(201, 400, 413, 503))
     add(app, "GET", "/api/distribution/tasks", Role.READ, list_tasks, "Tasks, newest first",
         params=(Param("state", description=", ".join(TASK_STATES)), Param("device"),
+                Param("tag", description="tasks with this tag, among the newest 100,000 of the other filters"),
                 Param("limit", kind="integer", description="1-1000 [50]"), Param("offset", kind="integer")))
     add(app, "GET", "/api/distribution/tasks/stats", Role.READ, task_stats,
         "Tasks by state, and per task name done, failed, mean and p95 duration over a window",

@@ -1,5 +1,4 @@
 """The master's in-memory view of unfinished tasks, and every state transition of a task (staged to the ledger).
-
 The devices are its `Fleet`'s; what the turn sends is its `Turn`'s."""
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from .parking import Parking
 from .retrying import RetryRules, backoff_s, not_retried
 from .strategies import Strategy, pick
 from .quota import Quota
+from .tallies import Tallies
 from .taskqueue import TaskQueue
 from .turn import Turn
 
@@ -58,11 +58,11 @@ class Board:
         self.retry_rules = RetryRules()
         self.fleet = Fleet(store, self.tasks, turn, device_timeout_s=device_timeout_s, lease_grace_s=lease_grace_s,
                            sample_every=sample_every)
-        self.limits = Limits()
-        self.seq = 0
+        self.limits, self.seq = Limits(), 0
         self.alerts: Alerts | None = None   # rules matched when a task ends (set by the master)
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
                          "requeued": 0, "lost_attempts": 0, "quarantined": 0}
+        self.tallies = Tallies()   # finished by state and done durations by name, for the `metrics` query
 
     # ------------------------------------------------------------ submit and dispatch
 
@@ -106,18 +106,19 @@ class Board:
                 self.store.set_limit(key, spec["limit_concurrency"], spec["limit_per_minute"])
             seq += 1
             # .get: a schedule's spec saved before `project` lacks it
-            device, tags, project = spec["device"], spec["tags"], spec.get("project")
+            device, tags, project, env = spec["device"], spec["tags"], spec.get("project"), spec.get("python_env")
             # wire_part, inline (it runs for every task); a validated call has these five, none of them None
             kind = spec["kind"]
             wire = ({"kind": kind, "name": spec["name"], "function": spec["function"], "args": spec["args"],
-                     "kwargs": spec["kwargs"]} if kind == "python" and not project else wire_part(spec, False))
+                     "kwargs": spec["kwargs"]} if kind == "python" and not (project or env) else wire_part(spec, False))
             if size > WIRE_IN_MEMORY_MAX:
                 wire = kept(wire, compact)
             elif compact:
                 wire = packb(wire)
             # What _enqueue does, for a task that was never queued before (state, device and misses are fresh).
             entry = tasks[task_id] = TaskEntry(task_id, wire,
-                                               need_of(kind, device, tags, project) if device or tags or project
+                                               need_of(kind, device, tags, project, env)
+                                               if device or tags or project or env
                                                else PLAIN[kind],
                                                spec["priority"], retries, timeout_s, key,
                                                spec["retry_backoff"], seq=seq, gen=1, client=account,
@@ -137,7 +138,7 @@ class Board:
         unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
         if not spec.get("all"):
             return [spec]
-        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"))
+        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"), spec.get("python_env"))
         targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
         retries = 0 if spec.get("retries") is None else spec["retries"]
         return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,
@@ -218,6 +219,7 @@ class Board:
                 task = unpackb(wire) if wire.__class__ is bytes else dict(wire)
             self.store.assign(entry.id, entry.attempt, device.device_id, now)
             task["id"], task["attempt"], task["timeout"] = entry.id, entry.attempt, entry.timeout_s
+            entry.name = task.get("name")   # its duration's label when it ends (tallies)
             batches.setdefault(device.device_id, []).append(task)
             self.counters["dispatched"] += 1
         for device_id, tasks in batches.items():
@@ -322,12 +324,12 @@ class Board:
                                exit_code=result.get("exit_code"), value=result.get("value"), error=error,
                                reason=reason)
         del self.tasks[entry.id]
+        self.tallies.ended(state, entry.name, None if entry.started_at is None else now - entry.started_at)
         if entry.state == QUEUED:   # cancelled while queued: perhaps in a lot that no worker empties
             self.parking.dropped(entry.need)
         self.quota.ended(entry.client)
         summary = {"id": entry.id, "state": state, "attempt": entry.attempt, "device_id": entry.device_id,
-                   "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error,
-                   "reason": reason}
+                   "exit_code": result.get("exit_code"), "value": result.get("value"), "error": error, "reason": reason}
         self.turn.ended(entry.id, summary, entry.notify)
         if self.alerts is not None:   # its events go into this op: committed with the task's end, or not at all
             self.alerts.task_ended(entry.id, state, summary, now)

@@ -7,12 +7,13 @@ from typing import NamedTuple
 from ..model import TASK_KINDS, DeviceState, TaskState
 from ..projects.messages import RUNS_PROJECTS_TAG
 from ..protocol import NO_KIND_TAG, packb
+from ..model import PYTHON_ENV_TAG
 from .retrying import RetryRule
 
 # What a worker gets of a spec, besides its id: routing, limits and retries are the master's business. (The name
 # is only shown: workers and tools that speak the protocol tell tasks apart by it.)
 WORKER_KEYS = ("kind", "name", "command", "cwd", "env", "source", "filename", "args", "function", "kwargs",
-               "project")
+               "project", "python_env")
 # While at most this many tasks are queued, a task's wire part stays a dict (nothing to unpack at dispatch: the
 # usual queue goes out within a turn or two); a task submitted behind more keeps it packed (docs/architecture.md,
 # "Memory per queued task").
@@ -44,10 +45,12 @@ PLAIN = {kind: Requirement(kind, None, (), NO_KIND_TAG + kind, True) for kind in
 
 
 def requirement(kind: str, device: str | None, tags: list | tuple | frozenset | None,
-                project: str | None = None) -> Requirement:
-    if not device and not tags and not project:
+                project: str | None = None, python_env: str | None = None) -> Requirement:
+    if not device and not tags and not project and not python_env:
         return PLAIN[kind]
     needed = {*(tags or ()), RUNS_PROJECTS_TAG} if project else set(tags or ())
+    if python_env:   # the worker's interpreter it runs with: only a worker whose python_envs has it advertises this
+        needed.add(PYTHON_ENV_TAG + python_env)
     return Requirement(kind, device or None, tuple(sorted(needed)), NO_KIND_TAG + kind, False, project or None)
 
 
@@ -60,15 +63,16 @@ class Requirements:
         self.most = most
         self.known: dict[tuple, Requirement] = {}
 
-    def get(self, kind: str, device: str | None, tags: list | tuple | None, project: str | None = None) -> Requirement:
-        if not device and not tags and not project:
+    def get(self, kind: str, device: str | None, tags: list | tuple | None, project: str | None = None,
+            python_env: str | None = None) -> Requirement:
+        if not device and not tags and not project and not python_env:
             return PLAIN[kind]
-        key = (kind, device, project, *(tags or ()))
+        key = (kind, device, project, python_env, *(tags or ()))
         need = self.known.get(key)
         if need is None:
             if len(self.known) >= self.most:
                 self.known = {}
-            need = self.known[key] = requirement(kind, device, tags, project)
+            need = self.known[key] = requirement(kind, device, tags, project, python_env)
         return need
 
 
@@ -121,12 +125,13 @@ class TaskEntry:
     deaths: int = 0               # times its worker died while running it
     evidence: tuple | list = ()   # its deaths, as recorded in the ledger
     streamed: dict | None = None  # stream -> characters of live output stored for this attempt (made at the first)
+    name: str | None = None       # the task's name, set at dispatch (the wire part may be packed): for tallies
 
     @classmethod
     def from_spec(cls, spec: dict, needs: Requirements, retries: int, timeout_s: float | None, compact: bool = False,
                   **state: object) -> TaskEntry:
         """For a recovered or re-opened task (submit builds its entries inline: it runs for every task)."""
-        need = needs.get(spec["kind"], spec.get("device"), spec.get("tags"), spec.get("project"))
+        need = needs.get(spec["kind"], spec.get("device"), spec.get("tags"), spec.get("project"), spec.get("python_env"))
         return cls(spec["id"], kept(wire_part(spec, False), compact), need, spec.get("priority") or 0, retries,
                    timeout_s, spec.get("limit_key"), spec.get("retry_backoff"), **state)
 

@@ -93,7 +93,7 @@ class Handlers:
         info = {"device_id": msg.device_id, "name": msg.name, "hostname": msg.hostname, "os": msg.os,
                 "python_version": msg.python_version, "python_executable": msg.python_executable,
                 "tags": list(msg.tags), "concurrency": msg.concurrency, "pid": msg.pid, "version": msg.version,
-                "weight": msg.weight}
+                "weight": msg.weight, "python_envs": msg.python_envs}
         disowned = self.board.register(identity, info, msg.credit, reported, running, now_mono, now)
         s = self.settings
         self.board.turn.ack(identity, RegisterAck(self.board.incarnation, s["pub_port"], s["heartbeat_port"],

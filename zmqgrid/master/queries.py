@@ -7,7 +7,9 @@ from typing import Any
 from ..errors import AmbiguousTaskId, TaskNotFound, UsageError
 from ..model import DEVICE_STATES, TASK_STATES, DeviceState, TaskState
 from ..projects.messages import RUNS_PROJECTS_TAG
-from . import paging
+from ..model import PYTHON_ENV_TAG
+from ..store import readings
+from . import metering, paging
 from .board import Board
 
 MAX_PAGE = 1000
@@ -76,6 +78,9 @@ def _missing_worker(board: Board, need) -> str | None:
                 "allow_projects false or python_pool inline does not)")
     for tag in sorted(need.tags):
         if not any(tag in d.tags for d in online):
+            if tag.startswith(PYTHON_ENV_TAG):
+                return (f"it runs with python env {tag.removeprefix(PYTHON_ENV_TAG)} and no online worker has it "
+                        "(worker config python_envs)")
             return f"no online worker has tag {tag}"
     if all(need.refused_by in d.tags for d in online):
         return f"no online worker runs {need.kind} tasks (their allowed_kinds leave it out)"
@@ -105,6 +110,7 @@ def devices(board: Board, now_mono: float) -> list[dict]:
             last = row.get("last_seen_at")
             row["seconds_since_heartbeat"] = round(max(0.0, now - last), 1) if last else None
             row["state"], row["running"], row["assigned"], row["in_flight"], row["credit"] = "offline", 0, 0, 0, 0
+            row["python_envs"] = []   # told in Register only: the ledger does not keep them
             continue
         row["state"] = live.state if live.registered or live.state == DeviceState.OFFLINE else DeviceState.OFFLINE
         row["seconds_since_heartbeat"] = round(now_mono - live.last_seen, 1)
@@ -114,7 +120,24 @@ def devices(board: Board, now_mono: float) -> list[dict]:
         row["running"], row["assigned"], row["in_flight"] = running, len(live.inflight) - running, len(live.inflight)
         row["credit"] = live.credit
         row["metrics"] = live.metrics or row["metrics"]
+        row["python_envs"] = [{"name": name, "version": version, "executable": executable}
+                              for name, version, executable in live.info.get("python_envs", ())]
     return rows
+
+
+def stuck_tasks(board: Board) -> int:
+    """Queued tasks that no online worker could ever take (a tag or device nobody has). Judged once per
+    requirement: the tasks of a Submit share theirs, and most tasks have one of the three plain ones."""
+    online = board.fleet.online()
+    takers: dict = {}
+    stuck = 0
+    for e in board.tasks.values():
+        if e.state == TaskState.QUEUED:
+            taken = takers.get(e.need)
+            if taken is None:
+                taken = takers[e.need] = any(e.need.met_by(d) for d in online)
+            stuck += not taken
+    return stuck
 
 
 def status(board: Board, now_mono: float, settings: dict) -> dict:
@@ -124,21 +147,10 @@ def status(board: Board, now_mono: float, settings: dict) -> dict:
     by_state = dict.fromkeys(DEVICE_STATES, 0)
     for row in device_rows:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
-    online = board.fleet.online()
-    # Stuck: queued tasks that no online worker could ever take (a tag or device nobody has). Judged once per
-    # requirement: the tasks of a Submit share theirs, and most tasks have one of the three plain ones.
-    takers: dict = {}
-    stuck = 0
-    for e in board.tasks.values():
-        if e.state == TaskState.QUEUED:
-            taken = takers.get(e.need)
-            if taken is None:
-                taken = takers[e.need] = any(e.need.met_by(d) for d in online)
-            stuck += not taken
     return {"incarnation": board.incarnation, "uptime_s": round(now_mono - STARTED, 1),
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
             "last_hour": board.store.count_finished_since(time.time() - 3600),
-            "stuck_tasks": stuck, "counters": dict(board.counters),
+            "stuck_tasks": stuck_tasks(board), "counters": dict(board.counters),
             "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0),
             "subscriptions": dict(settings.get("subscriptions", {}))}
 
@@ -156,6 +168,15 @@ def answer(board: Board, what: str, params: dict, now_mono: float, settings: dic
     store = board.store
     if what == "status":
         return status(board, now_mono, settings)
+    if what == "metrics":
+        most = metering.MAX_DEVICES_PER_ANSWER
+        return dict(metering.metrics(board, _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", most, 1, most),
+                                     round(now_mono - STARTED, 1), settings), stuck_tasks=stuck_tasks(board))
+    if what == "samples":
+        device_id = params.get("device")
+        if not isinstance(device_id, str) or not device_id:
+            raise UsageError("device must be a device id")
+        return metering.samples(board, device_id, _int(params, "limit", 60, 1, metering.MAX_SAMPLES))
     room = paging.budget(params)
     if what == "devices":
         offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", MAX_PAGE, 1, MAX_PAGE)
@@ -168,8 +189,12 @@ def answer(board: Board, what: str, params: dict, now_mono: float, settings: dic
         device_id = params.get("device")
         if device_id is not None and not isinstance(device_id, str):
             raise UsageError("device must be a device id")
+        tag = params.get("tag")
+        if tag is not None and (not isinstance(tag, str) or not tag):
+            raise UsageError("tag must be a tag")
         offset, limit = _int(params, "offset", 0, 0, 1 << 62), _int(params, "limit", 50, 1, MAX_PAGE)
-        rows = store.list_tasks(state, device_id, limit, offset)
+        rows = (readings.tasks_tagged(store, tag, state, device_id, limit, offset) if tag
+                else store.list_tasks(state, device_id, limit, offset))
         return _paged(rows, offset, len(rows) == limit, params, room)
     if what == "task":
         task = store.get_task(resolve_task(board, params.get("id")))
@@ -208,4 +233,4 @@ def answer(board: Board, what: str, params: dict, now_mono: float, settings: dic
             # Each stream gets half the budget: a client reads the rest by asking again from where this ends.
             out[stream] = paging.stretch(out[stream], start, room // 2)
         return out
-    raise UsageError(f"unknown query {what!r}; allowed: status, devices, tasks, task, logs, schedules")
+    raise UsageError(f"unknown query {what!r}; allowed: status, metrics, devices, tasks, task, logs, samples, schedules")

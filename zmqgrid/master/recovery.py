@@ -28,6 +28,7 @@ def recover(board: Board, now_mono: float, now: float) -> None:
         # A running row's updated_at is when it was marked running: its assignment came before that.
         entry.assigned_at = min(row["updated_at"], row["started_at"] or row["updated_at"])
         entry.started_at = row["started_at"]
+        entry.name = row["spec"].get("name")
         entry.running_saved = row["state"] == TaskState.RUNNING
         board.fleet.holding(row["device_id"], entry.id, pids.get(row["device_id"]), now_mono)
         board.limits.started(entry.limit_key, now_mono)

@@ -51,34 +51,46 @@ def check_name(name: str) -> str | None:
 
 def check_archive(source: Path | BinaryIO, max_files: int) -> int:
     """The number of files of a valid archive; ArchiveRefused naming the first member that is not allowed."""
+    with open_archive(source) as tar:
+        return sum(member.type in _FILE_TYPES for member in checked_members(tar, max_files))
+
+
+def open_archive(source: Path | BinaryIO) -> tarfile.TarFile:
+    """The archive opened for reading, or ArchiveRefused when it is no uncompressed tar archive."""
     try:
-        tar = tarfile.open(source, "r:") if isinstance(source, Path) else tarfile.open(fileobj=source, mode="r:")
+        return tarfile.open(source, "r:") if isinstance(source, Path) else tarfile.open(fileobj=source, mode="r:")
     except (tarfile.TarError, OSError) as e:
         raise ArchiveRefused(f"the project archive is not an uncompressed tar archive ({e})",
                              "push the folder with: python main.py projects push FOLDER") from None
+
+
+def checked_members(tar: tarfile.TarFile, max_files: int) -> list[tarfile.TarInfo]:
+    """Every member of an open archive, once all of them are checked (a worker unpacks from this list, reading the
+    headers once); ArchiveRefused naming the first member that is not allowed."""
+    members: list[tarfile.TarInfo] = []
     files, seen = 0, set()
     try:
-        with tar:
-            for member in tar:
-                shown = repr(member.name[:200])
-                why = check_name(member.name)
-                if why is None and member.type not in _FILE_TYPES and member.type != tarfile.DIRTYPE:
-                    why = _WHAT.get(member.type, f"a member of tar type {member.type!r}")
-                if why is None and member.mode & 0o7000:
-                    why = "a setuid, setgid or sticky mode"
-                key = member.name.rstrip("/")
-                if why is None and key in seen:
-                    why = "a name that is there twice"
-                if why is not None:
-                    raise ArchiveRefused(f"project archive member {shown} is refused: {why}",
-                                         "a project holds only regular files and folders inside its root")
-                seen.add(key)
-                if member.type in _FILE_TYPES:
-                    files += 1
-                    if files > max_files:
-                        raise ArchiveRefused("the project archive holds more files than max_project_files "
-                                             f"({max_files:,}) allows",
-                                             "leave files out with .zmqgridignore or raise max_project_files")
+        for member in tar:
+            shown = repr(member.name[:200])
+            why = check_name(member.name)
+            if why is None and member.type not in _FILE_TYPES and member.type != tarfile.DIRTYPE:
+                why = _WHAT.get(member.type, f"a member of tar type {member.type!r}")
+            if why is None and member.mode & 0o7000:
+                why = "a setuid, setgid or sticky mode"
+            key = member.name.rstrip("/")
+            if why is None and key in seen:
+                why = "a name that is there twice"
+            if why is not None:
+                raise ArchiveRefused(f"project archive member {shown} is refused: {why}",
+                                     "a project holds only regular files and folders inside its root")
+            seen.add(key)
+            members.append(member)
+            if member.type in _FILE_TYPES:
+                files += 1
+                if files > max_files:
+                    raise ArchiveRefused("the project archive holds more files than max_project_files "
+                                         f"({max_files:,}) allows",
+                                         "leave files out with .zmqgridignore or raise max_project_files")
     except tarfile.TarError as e:
         raise ArchiveRefused(f"the project archive is damaged ({e})", "push the folder again") from None
-    return files
+    return members

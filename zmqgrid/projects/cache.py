@@ -1,7 +1,11 @@
 """A worker's copies of project versions (docs/architecture.md, Projects, "The worker's cache"): a downloaded
 archive is checked (its hash, then its members) and unpacked into a fresh folder renamed into place, with a
 manifest beside it that is checked at the first use after a start; least recently used copies go past a budget.
-Blocking file work only: the worker runs it in a thread of its own."""
+Blocking file work only: the worker runs it in a thread of its own.
+
+Making a copy reads the archive as little as it can, since a cold task waits for it: the hash is the download's
+when it hashed the bytes as they came (fetch.Download.sha256), the headers are read once (checked, all of them,
+before the first file is written) and each file's bytes once (written and hashed for the manifest together)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +15,14 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
-from .archive import READ_BYTES, ArchiveRefused, check_archive, sha256_of
+from .archive import READ_BYTES, ArchiveRefused, checked_members, open_archive, sha256_of
 
 logger = logging.getLogger(__name__)
 MAX_FILES = 1 << 24   # what the master's max_project_files may be at most: the master has checked its own limit
 PART, MANIFEST, USED, TMP = ".part", ".manifest", ".used", ".tmp-"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)   # Windows: no newline translation
 
 
 class Damaged(Exception):
@@ -75,14 +81,14 @@ class ProjectCache:
             except OSError:
                 raise Damaged(f"{rel} is missing") from None
 
-    def install(self, version: str) -> None:
-        """The downloaded `<version>.part` becomes the copy `<version>/`, or Damaged (the part is deleted)."""
+    def install(self, version: str, sha256: str | None = None) -> None:
+        """The downloaded `<version>.part` becomes the copy `<version>/`, or Damaged (the part is deleted).
+        `sha256`: the part's hash as its download computed it over the bytes it wrote (None: read it here)."""
         part = self.part(version)
         tmp, manifest = self.root / f"{version}{TMP}{os.getpid()}", self.root / (version + MANIFEST)
         try:
-            if sha256_of(part) != version:
+            if (sha256 or sha256_of(part)) != version:
                 raise Damaged("the archive downloaded does not match its version")
-            check_archive(part, MAX_FILES)   # the master is not trusted with this worker's disk
             self._remove(tmp)
             files = _unpack(part, tmp)
             manifest.write_text(json.dumps({"version": version, "files": files}), encoding="utf-8")
@@ -147,23 +153,43 @@ class ProjectCache:
 
 
 def _unpack(archive: Path, into: Path) -> dict[str, list]:
-    """Write the (checked) archive's files under `into`, each 0644 or 0755; their manifest: path -> [size, sha256]."""
-    into.mkdir(mode=0o700)
-    files: dict[str, list] = {}
-    with tarfile.open(archive, "r:") as tar:
-        for member in tar:
-            target = into / member.name.rstrip("/")
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None   # check_archive let only regular files through
-            digest = hashlib.sha256()
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755 if member.mode & 0o100 else 0o644)
-            with source, os.fdopen(fd, "wb") as out:
-                while block := source.read(READ_BYTES):
-                    digest.update(block)
-                    out.write(block)
-            files[member.name] = [member.size, digest.hexdigest()]
+    """Check every member of the archive (the master is not trusted with this worker's disk), then write its files
+    under `into`, each 0644 or 0755; their manifest: path -> [size, sha256]."""
+    with open(archive, "rb") as f, open_archive(f) as tar:
+        members = checked_members(tar, MAX_FILES)
+        into.mkdir(mode=0o700)
+        base, made = str(into), {""}   # folders made so far: one makedirs per folder, not one per file
+        files: dict[str, list] = {}
+        for member in members:
+            name = member.name.rstrip("/")
+            folder = name if member.isdir() else name.rpartition("/")[0]
+            if folder not in made:
+                os.makedirs(os.path.join(base, folder), exist_ok=True)
+                while folder not in made:
+                    made.add(folder)
+                    folder = folder.rpartition("/")[0]
+            if not member.isdir():
+                mode = 0o755 if member.mode & 0o100 else 0o644
+                files[member.name] = [member.size, _write(f, member, os.path.join(base, name), mode)]
     return files
+
+
+def _write(archive: BinaryIO, member: tarfile.TarInfo, path: str, mode: int) -> str:
+    """Copy a member's bytes from the archive to a new file at `path`; their sha256."""
+    digest = hashlib.sha256()
+    archive.seek(member.offset_data)
+    left = member.size
+    fd = os.open(path, _CREATE, mode)
+    try:
+        while left:
+            block = archive.read(min(left, READ_BYTES))
+            if not block:
+                raise Damaged(f"the archive ends inside {member.name[:200]!r}")
+            digest.update(block)
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view):]
+            left -= len(block)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ from textual.screen import Screen
 from ..errors import ZmqgridError
 from .format import short
 from .messages import ActionDone, ActionRequested, SnapshotFetched, TaskQueryChanged
+from .roles import LimitedSource
 from .screens import ConfirmScreen, HelpScreen, MainScreen, SubmitScreen, TaskScreen
 from .source import ClientSource, ClusterSnapshot, Source, TaskQuery
 from .widgets import DevicesTable, ProjectsTable, SchedulesTable, TasksTable
@@ -181,8 +182,17 @@ class DashboardApp(App):
 
 
 def make_app(source: Source | str, refresh_s: float = 1.0, timeout_s: float = 2.0,
-             curve: Any = None) -> DashboardApp:
-    """The dashboard on a source, or on the master at a tcp:// URL (with `curve`, a transport.Curve, if secured)."""
+             curve: Any = None, role: str | None = None) -> DashboardApp:
+    """The dashboard on a source, or on the master at a tcp:// URL (with `curve`, a transport.Curve, if secured).
+
+    `role` (read, client, admin) limits its actions to that role's, as the browser dashboard of a token is; None:
+    whatever the key allows (the terminal dashboard)."""
     if isinstance(source, str):
         source = ClientSource(source, timeout_s=timeout_s, curve=curve)
-    return DashboardApp(source, refresh_s=refresh_s)
+    if role is not None:
+        source = LimitedSource(source, role)
+    app = DashboardApp(source, refresh_s=refresh_s)
+    if role is not None:
+        app.sub_title = {"read": "read-only", "client": "role client: no cancel, requeue or drain",
+                         "admin": "role admin"}[role]
+    return app

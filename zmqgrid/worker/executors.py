@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from ..model import TaskError, TaskState
@@ -18,6 +18,7 @@ from .proctree import DescendantWatch, TaskProcesses, describe_exit
 from .priority import lower_priority, lower_this_thread
 from .procrecord import ProcessRecord
 from .projects import copy_of
+from .pyenvs import PythonEnv
 from .pypool import CappedBuffer
 from .results import AttemptResult, cancel_error, timeout_error
 from .script_files import project_script, shipped_script
@@ -138,6 +139,8 @@ class _ProcessRun(Run):
         env, copy = self._task.get("env"), copy_of(self._task)
         if copy is not None and copy.env is not None:   # the project's environment, activated
             return copy.environ({**os.environ, **(env or {})})
+        if (pyenv := self._executor.python_env(self._task)) is not None:   # the worker's interpreter it chose
+            return pyenv.environ(os.environ, env)
         return {**os.environ, **env} if env else None
 
     def _execute(self) -> AttemptResult:
@@ -293,8 +296,9 @@ class _ScriptRun(_ProcessRun):
     project's file named by `filename`, run by the interpreter of its copy's environment (worker.projects)."""
 
     def _execute(self) -> AttemptResult:
-        copy, task = copy_of(self._task), self._task
-        python = copy.python if copy is not None else self._executor.python_executable
+        copy, task, pyenv = copy_of(self._task), self._task, self._executor.python_env(self._task)
+        python = copy.python if copy is not None else pyenv.executable if pyenv is not None else \
+            self._executor.python_executable
         if copy is not None and task.get("source") is None:
             path = project_script(copy.root, task.get("filename"))
             if path is None:
@@ -309,8 +313,11 @@ class _ScriptRun(_ProcessRun):
 
     def _script_env(self) -> dict[str, str]:
         # Unbuffered, so the output printed before a timeout or cancel is not lost with the process.
-        env = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ, **(self._task.get("env") or {})}
-        copy = copy_of(self._task)
+        base = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **os.environ}
+        copy, pyenv = copy_of(self._task), self._executor.python_env(self._task)
+        if pyenv is not None:
+            return pyenv.environ(base, self._task.get("env"))
+        env = {**base, **(self._task.get("env") or {})}
         return copy.environ(env) if copy is not None else env
 
 
@@ -323,8 +330,10 @@ class Executor:
 
     def __init__(self, *, python_executable: str, concurrency: int, max_output_bytes: int = 1 << 20,
                  default_timeout_s: float | None = None, kill_grace_s: float = 3.0, nice: int = 0,
-                 flood_mb_per_s: float = 0, use_cgroups: bool = True, record: ProcessRecord | None = None) -> None:
+                 flood_mb_per_s: float = 0, use_cgroups: bool = True, record: ProcessRecord | None = None,
+                 python_envs: Mapping[str, PythonEnv] | None = None) -> None:
         self.python_executable = python_executable
+        self.python_envs = python_envs or {}   # config python_envs as their interpreters answered (pyenvs)
         self.nice = nice
         self.flood_bytes_per_s = flood_mb_per_s * 2**20   # 0: output past the cap is read as fast as it comes
         self.concurrency = concurrency
@@ -338,6 +347,11 @@ class Executor:
         self.cgroups = CgroupTree.create() if use_cgroups else None
         self.descendants = DescendantWatch()   # elsewhere: what each attempt forks is found by looking
         self.record = record   # where each attempt's processes are noted for a reaper (orphans.py)
+
+    def python_env(self, task: dict) -> PythonEnv | None:
+        """The worker's interpreter the task chose (`python_env`), if any."""
+        name = task.get("python_env")
+        return self.python_envs.get(name) if name else None
 
     def start(self, task: dict, on_output: OutputCallback | None = None) -> Run:
         """Prepare one attempt of `task` (a validated spec plus "attempt"); `Run.wait()` runs it."""

@@ -17,6 +17,7 @@ from ..errors import ProtocolError
 from ..protocol import BEACON_TOPIC, Beacon, Command, Error, Message, Register, RegisterAck, decode
 from ..transport import Curve, connect, make_socket, send_frames, zmtp_heartbeat_ms
 from .allow import advertised_tags
+from .pyenvs import advertised
 from .cutoff import HandshakeWatch, refused_at_handshake, told_by_master
 from .heartbeat import HeartbeatSender
 
@@ -113,9 +114,10 @@ class MasterLink:
         info, config = self.info, self.config
         msg = Register(device_id=self.device_id, name=config.device_name or self.device_id,
                        hostname=info["hostname"], os=info["os"], python_version=info["python_version"],
-                       python_executable=info["python_executable"], tags=advertised_tags(config),
+                       python_executable=info["python_executable"], tags=advertised_tags(config, info["python_envs"]),
                        concurrency=config.concurrent_tasks, credit=credit, running=owned, outbox=outbox,
-                       pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight))
+                       pid=os.getpid(), version=zmqgrid.__version__, weight=float(config.weight),
+                       python_envs=[[e.name, e.version, e.executable] for e in advertised(info["python_envs"])])
         self.register_sent = time.monotonic()
         self.registered.clear()
         # The DEALER queues nothing before its connection completes (IMMEDIATE): a send would block until then, for

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Callable
 from ..config import Config
 from ..model import TaskError, TaskState
 from ..projects.cache import Damaged, ProjectCache
-from ..projects.envfiles import site_packages
 from ..projects.envprune import EnvPruner
 from ..projects.envs import EnvResult, Environments
 from ..projects.fetch import BadData, Download
@@ -35,24 +33,20 @@ _VERSION = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class ProjectCopy:
-    """Where a task of a project runs: its version's copy, the interpreter its scripts use, its environment (None:
-    the worker's own packages) and that environment's site-packages, which a python call of the copy sees first
-    after the copy itself. One per version, made when its environment is ready; a task dict holds it under
-    "_project", set here only (a value from the wire is plain data, never one of these)."""
+    """Where a task of a project runs: its version's copy, the interpreter its scripts and python calls use (a pool
+    of its own: PyPools), and its environment (None: the worker's own interpreter and packages). One per version,
+    made when its environment is ready; a task dict holds it under "_project", set here only (a value from the wire
+    is plain data, never one of these)."""
 
     root: str
     python: str
     env: EnvResult | None = None
-    sites: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, root: Path, env: EnvResult, python_executable: str) -> ProjectCopy:
         if env.env_dir is None:   # no requirements.txt: the worker's interpreter and packages
             return cls(str(root), python_executable)
-        # Only an environment built for the Python the worker's pool children run (its folder names the version).
-        site = site_packages(env.env_dir)
-        same = f"python{sys.version_info[0]}.{sys.version_info[1]}" in site.parts
-        return cls(str(root), str(env.python), env, (str(site),) if same else ())
+        return cls(str(root), str(env.python), env)
 
     def environ(self, base: dict[str, str]) -> dict[str, str]:
         """`base` with the copy's environment activated (shell and script tasks)."""
@@ -246,7 +240,8 @@ class ProjectGate:
         if download.done:
             download.close()
             del self.downloads[version]
-            self._job(version, "install", self.cache.install)
+            digest = download.sha256   # hashed as it came (None: the copy reads the file for it)
+            self._job(version, "install", lambda v: self.cache.install(v, digest))
         else:
             download.pump(time.monotonic())
 

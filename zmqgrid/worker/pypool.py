@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import TaskError
 from ..protocol import packb, unpackb
@@ -30,6 +30,9 @@ from .failures import UNRESOLVED, judged_call
 from .proctree import describe_exit, kill_tree
 from .pyroot import CallRoot
 from .results import exception_error
+
+if TYPE_CHECKING:
+    from .pyspawn import Launch
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +110,20 @@ class _Child:
     first, len(batch) after the last), `started` (its monotonic start) and `skip` (calls not to run) live in
     shared memory, so the worker sees progress and cancels unstarted calls without a message or a wake-up."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, launch: Launch | None = None) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
         self.current = ctx.RawValue("i", -1)
         self.started = ctx.RawValue("d", 0.0)
         self.skip = ctx.RawArray("b", MAX_BATCH)
-        self.process = ctx.Process(target=child_main, args=(child_conn, self.current, self.started, self.skip),
-                                   name="zmqgrid-pychild")
-        self.process.start()
+        args = (child_conn, self.current, self.started, self.skip)
+        if launch is None:   # the worker's own interpreter
+            self.process = ctx.Process(target=child_main, args=args, name="zmqgrid-pychild")
+            self.process.start()
+        else:   # another interpreter: a bootstrap it can unpickle whatever it has installed (pyspawn)
+            from .pyspawn import CHILD, child_namespace, interpreter   # here: a child never needs it
+            self.process = ctx.Process(target=exec, args=(CHILD, child_namespace(args)), name="zmqgrid-pychild")
+            with interpreter(launch):
+                self.process.start()
         child_conn.close()
         self.pid: int = self.process.pid
         self.tasks_done = 0
@@ -304,13 +313,13 @@ def child_main(conn: Any, current: Any, started: Any, skip: Any) -> None:
             if skip[index]:   # cancelled by the worker before it started
                 replies.add(("skipped", None, 0.0))
                 continue
-            root, sites = (project[0], tuple(project[1])) if len(project) == 2 else (None, ())
+            root = project[0] if project else None
             # `started` before `current`: a worker that reads `current` first never pairs it with an older start.
             started.value = t0 = time.monotonic()
             current.value = index
             fn = UNRESOLVED
             try:
-                in_copy.enter(root, sites, cache)
+                in_copy.enter(root, cache)
                 fn = _resolve(function, cache)
                 value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: B036 - SystemExit from user code must not end the child

@@ -22,6 +22,7 @@ from .priority import lower_priority
 from .projects import copy_of
 from .pycalls import Batch, Call, OutputCallback
 from .pypool import MAX_BATCH, _Child, _died
+from .pyspawn import Launch
 from .results import AttemptResult, cancel_error, timeout_error
 from .proctree import kill_tree
 from .procrecord import ProcessRecord
@@ -41,8 +42,14 @@ class PySlots:
                  requeue: Callable[[list[dict]], None] | None = None, kill_grace_s: float = 3.0,
                  max_tasks_per_child: int = Config.max_tasks_per_child,
                  max_child_memory_mb: int = Config.max_child_memory_mb, nice: int = 0,
-                 record: ProcessRecord | None = None) -> None:
+                 record: ProcessRecord | None = None, launch: Launch | None = None,
+                 room: Callable[[], int] | None = None) -> None:
         self.ctx = multiprocessing.get_context("spawn")
+        # None: children of the worker's own interpreter (the default pool); else another interpreter's (pyspawn)
+        self.launch = launch
+        # how many more children the worker allows (PyPools counts every pool's); alone, this pool's own room
+        self.room = room or (lambda: self.size - len(self.idle) - self.busy_children)
+        self.last_used = time.monotonic()
         self.size, self.max_output_bytes, self.default_timeout_s = size, max_output_bytes, default_timeout_s
         self.watch, self.unwatch = watch, unwatch
         self.requeue, self.nice, self.grace_s = requeue or (lambda tasks: None), nice, kill_grace_s
@@ -69,14 +76,14 @@ class PySlots:
     def _start_pool(self) -> None:
         """Start every child the pool lacks at once, at its first call: the next calls find theirs booted, and a
         worker that runs no python task starts none (each costs an interpreter's boot and its memory)."""
-        while len(self.idle) + self.busy_children < self.size:
+        while len(self.idle) + self.busy_children < self.size and self.room() > 0:
             child = self._try_spawn()
             if child is None:
                 return
             self.idle.append(child)
 
     def _spawn(self) -> _Child:
-        child = _Child(self.ctx)
+        child = _Child(self.ctx, self.launch)
         if self.record is not None:
             self.entries[child.pid] = self.record.add_session(child.pid)
         lower_priority(child.pid, self.nice)
@@ -87,10 +94,7 @@ class PySlots:
         return child
 
     def _discard(self, child: _Child, grace_s: float) -> None:
-        for fd in (child.conn.fileno(), child.process.sentinel):
-            if fd in self.watched:
-                self.watched.discard(fd)
-                self.unwatch(fd)
+        self._unwatch(child)
         child.discard(grace_s)
         self._forget(child)
 
@@ -153,6 +157,7 @@ class PySlots:
             timeout = task.get("timeout")
             calls.append(Call(task, on_output, self.max_output_bytes,
                               self.default_timeout_s if timeout is None else float(timeout), index))
+        self.last_used = time.monotonic()
         child = self._checkout()
         if child is None:
             return [c.result(TaskState.FAILED, 0.0,
@@ -174,7 +179,9 @@ class PySlots:
         return []
 
     def _checkout(self) -> _Child | None:
-        if not self.watched:   # no child alive: the first call, or every child has died
+        # No child alive: the first call, or every child has died. A pool of another interpreter starts one child
+        # per call that finds none idle: it shares the worker's slots with the others (PyPools).
+        if self.launch is None and not (self.idle or self.batches):
             self._start_pool()
         while self.idle:
             child = self.idle.pop()
@@ -183,6 +190,22 @@ class PySlots:
             logger.warning("python child pid=%d died while idle (exit code %s)", child.pid, child.process.exitcode)
             self._discard(child, 0.0)
         return self._try_spawn()
+
+    def retire_idle(self) -> bool:
+        """Stop one idle child (another pool needs its room); False when none is idle."""
+        if not self.idle:
+            return False
+        child = self.idle.pop(0)
+        self._unwatch(child)
+        child.retire(self.grace_s)
+        self._forget(child)
+        return True
+
+    def _unwatch(self, child: _Child) -> None:
+        for fd in (child.conn.fileno(), child.process.sentinel):
+            if fd in self.watched:
+                self.watched.discard(fd)
+                self.unwatch(fd)
 
     def _try_spawn(self) -> _Child | None:
         try:
@@ -353,17 +376,14 @@ class PySlots:
             self._discard(batch.child, self.grace_s)
         self.batches.clear()
         for child in self.idle:
-            for fd in (child.conn.fileno(), child.process.sentinel):
-                if fd in self.watched:
-                    self.watched.discard(fd)
-                    self.unwatch(fd)
+            self._unwatch(child)
             child.retire(self.grace_s)
             self._forget(child)
         self.idle = []
 
 
-def _in_copy(task: dict) -> tuple[str | None, tuple[str, ...]]:
-    """The project copy a call runs in (its folder first on the child's sys.path, and its working directory), and
-    its environment's site-packages (next on sys.path)."""
+def _in_copy(task: dict) -> tuple[str] | tuple[()]:
+    """The project copy a call runs in: its folder first on the child's sys.path, and its working directory (the
+    child is one of the copy's environment's interpreter, when it has one: PyPools)."""
     copy = copy_of(task)
-    return (copy.root, copy.sites) if copy is not None else (None, ())
+    return (copy.root,) if copy is not None else ()

@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Callable
 
 from ..config import Config
@@ -23,7 +24,9 @@ from .outbox import Outbox
 from .procrecord import ProcessRecord
 from .projects import ProjectGate
 from .pycalls import PyRun
-from .pyslots import FAST_CALL_S, PySlots
+from .pyenvs import PythonEnv
+from .pypools import PyPools
+from .pyslots import FAST_CALL_S
 from .results import AttemptResult
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ class Slots:
 
     def __init__(self, config: Config, *, record: ProcessRecord | None, watch: Callable[[int], None],
                  unwatch: Callable[[int], None], send: Callable[[Message], None], connected: Callable[[], bool],
-                 wake: Callable[[], None], gate: ProjectGate) -> None:
+                 wake: Callable[[], None], gate: ProjectGate, pyenvs: Mapping[str, PythonEnv] | None = None) -> None:
         self.config = config
         self.gate = gate   # tasks of a project wait there, holding no slot, until their copy is ready
         self.capacity = config.concurrent_tasks + config.prefetch   # slots plus prefetch: the credit it offers
@@ -43,9 +46,11 @@ class Slots:
                                  max_output_bytes=config.max_output_bytes,
                                  default_timeout_s=config.task_timeout or None, nice=config.task_nice,
                                  flood_mb_per_s=config.flood_output_mb_per_s, use_cgroups=config.task_cgroups,
-                                 record=record)
-        self.pyslots = PySlots(size=config.concurrent_tasks, max_output_bytes=config.max_output_bytes,
-                               default_timeout_s=config.task_timeout or None, watch=watch, unwatch=unwatch,
+                                 record=record, python_envs=pyenvs)
+        self.pyenvs = pyenvs or {}
+        # a pool per interpreter: the worker's own, a project environment's, a python env's
+        self.pyslots = PyPools(python_envs=pyenvs, size=config.concurrent_tasks,
+                               max_output_bytes=config.max_output_bytes, default_timeout_s=config.task_timeout or None, watch=watch, unwatch=unwatch,
                                requeue=self.rehold, nice=config.task_nice,
                                max_tasks_per_child=config.max_tasks_per_child,
                                max_child_memory_mb=config.max_child_memory_mb, record=record)
@@ -119,7 +124,7 @@ class Slots:
 
     def take(self, msg: Tasks) -> None:
         self.outbox.ack(msg.acks)
-        runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add))   # refused: failed, Forbidden
+        runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add, self.pyenvs))   # refused: failed, Forbidden
         with self.lock:
             self.held.extend(runnable)
 

@@ -24,6 +24,7 @@ from .link import MasterLink
 from .metrics import system_info
 from .orphans import ProcessGuard
 from .projects import ProjectGate
+from .pyenvs import probe_all
 from .slots import Slots
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Worker:
         self.device_id = config.device_id
         curve = worker_curve(config)          # None unless `curve` is on; a missing key file stops us here
         info = system_info(config.python_executable)
+        # Asked once: a reload does not change them (the tasks routed by their tags are already on their way).
+        info["python_envs"] = self.pyenvs = probe_all(config.python_envs)
         # First of all: kill what a killed predecessor of this device left running, then record and guard our own
         # task processes (orphans.py). Windows has neither sessions nor a reaper here (Job Objects would be it).
         self.guard = ProcessGuard(config.state_dir, self.device_id) if os.name == "posix" else None
@@ -59,7 +62,7 @@ class Worker:
                                     active_ids=lambda: self.slots.active_ids())
         self.slots = Slots(config, record=self.guard.record if self.guard is not None else None, watch=watch,
                            unwatch=unwatch, send=self.link.send, connected=self.link.registered.is_set,
-                           wake=self._wake, gate=self.projects)
+                           wake=self._wake, gate=self.projects, pyenvs=self.pyenvs)
         self.commands = Commands(config, reload_config, cancel=self.slots.kill, reloaded=self._reloaded,
                                  sync=self._sync)
 

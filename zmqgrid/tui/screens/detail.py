@@ -66,10 +66,19 @@ def device_fields(device: dict, at: float) -> list[tuple[str, str]]:
     fields += [("host", short(device.get("hostname"), 255)), ("os", short(device.get("os"), 255)),
                ("python", short(device.get("python_version"), 255)),
                ("executable", short(device.get("python_executable"), 400)),
+               *python_env_fields(device),
                ("tags", short(", ".join(map(str, device.get("tags") or [])), 400)),
                ("pid", short(device.get("pid"), 16)), ("version", short(device.get("version"), 64)),
                ("registered", day_clock(device.get("registered_at")))]
     return fields
+
+
+def python_env_fields(device: dict) -> list[tuple[str, str]]:
+    """A line per interpreter of the worker's python_envs: the version it answered and its path (peer text)."""
+    envs = device.get("python_envs") if isinstance(device.get("python_envs"), list) else []
+    return [(f"python env {short(e.get('name'), 48)}",
+             f"Python {short(e.get('version'), 64)} · {short(e.get('executable'), 400)}")
+            for e in envs[:16] if isinstance(e, dict)]
 
 
 def tasks_in_words(device: dict) -> str:

@@ -55,6 +55,8 @@ class ClusterHeader(Widget):
         for labels, hint in ((("incarnation ", "up "), True), (("inc ", "up "), True), (("inc ", "up "), False),
                              (None, False)):
             line = Text.assemble(("zmqgrid ", "bold"), (self.master_url, "bold cyan"))
+            if self.app.sub_title:   # the role a browser dashboard is limited to
+                line.append(f"  {self.app.sub_title}", style="bold yellow")
             if status and labels:
                 line.append(f"  {labels[0]}{str(status.get('incarnation', '-'))[:12]}")
                 line.append(f"  {labels[1]}{duration(status.get('uptime_s'))}")
