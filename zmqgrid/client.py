@@ -328,7 +328,7 @@ class Client:
         `webhook` (an http or https URL) or run as `command`; `template` is json, slack, dingtalk, wecom, feishu, or
         a custom template's JSON text. Returns the rule as `alerts()` lists it."""
         params = {"on": on if isinstance(on, str) else ",".join(on), "template": template,
-                  "tags": tags if isinstance(tags, str) or tags is None else ",".join(tags), "pattern": pattern,
+                  "tags": [t for t in tags.split(",") if t] if isinstance(tags, str) else tags, "pattern": pattern,
                   "webhook": webhook, "command": command}
         return self._alert("add", name, **{k: v for k, v in params.items() if v is not None})
 

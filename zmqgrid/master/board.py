@@ -1,4 +1,5 @@
 """The master's in-memory view of unfinished tasks, and every state transition of a task (staged to the ledger).
+
 The devices are its `Fleet`'s; what the turn sends is its `Turn`'s."""
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
 from .blame import with_death
-from .entries import (COMPACT_ABOVE, PLAIN, WIRE_IN_MEMORY_MAX, DeviceEntry, Requirements, TaskEntry, kept,
-                      requirement, wire_part)
+from .entries import COMPACT_ABOVE, PLAIN, WIRE_IN_MEMORY_MAX, DeviceEntry, Requirements, TaskEntry, kept, wire_part
 from .fleet import Fleet, Lost
 from .limits import Limits
 from .parking import Parking
@@ -73,7 +73,7 @@ class Board:
         those of them found there), so several Submits of a turn share one query."""
         account = account or client
         if any(spec.get("all") for spec in specs):
-            specs = [child for spec in specs for child in self.fan_out(spec)]
+            specs = [child for spec in specs for child in self.fleet.fan_out(spec)]
         ids = [s["id"] for s in specs]
         tasks = self.tasks
         # Ended in this very turn (a cancel right after the submit): its insert is staged, not yet in the ledger.
@@ -132,17 +132,6 @@ class Board:
         self.quota.added(account, len(inserts))
         self.counters["submitted"] += len(inserts)
         return ids
-
-    def fan_out(self, spec: dict) -> list[dict]:
-        """A task for all matching workers becomes one task per matching online worker, in one group. Each runs once
-        unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
-        if not spec.get("all"):
-            return [spec]
-        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"), spec.get("python_env"))
-        targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
-        retries = 0 if spec.get("retries") is None else spec["retries"]
-        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,
-                     name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
 
     def _queued_under(self, task_id: str, gen: int) -> bool:
         entry = self.tasks.get(task_id)

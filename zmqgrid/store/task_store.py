@@ -83,6 +83,18 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
 
+def task_filters(state: str | None, device_id: str | None) -> tuple[str, list]:
+    """The WHERE clause (" WHERE ...", or "") and its parameters of a task list's state and device filters."""
+    where, params = [], []
+    if state:
+        where.append("state = ?")
+        params.append(state)
+    if device_id:
+        where.append("device_id = ?")
+        params.append(device_id)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 class TaskStore:
     """The ledger. Mutations are buffered by `stage()` and written by `commit()` in one transaction."""
 
@@ -321,17 +333,8 @@ class TaskStore:
             params: list = [device_id] * len(TASK_STATES)
             sql += " ORDER BY rank_ DESC LIMIT ? OFFSET ?"
         else:
-            where, params = [], []
-            if state:
-                where.append("state = ?")
-                params.append(state)
-            if device_id:
-                where.append("device_id = ?")
-                params.append(device_id)
-            sql = f"SELECT {TASK_COLUMNS} FROM tasks"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
+            where, params = task_filters(state, device_id)
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY rowid DESC LIMIT ? OFFSET ?"
         return [self._task_row(r) for r in self.db.query(sql, params + [limit, offset])]
 
     def find_task_id(self, ref: str, limit: int = 6) -> list[str]:
