@@ -118,13 +118,11 @@ class Client:
         def batches() -> Iterator[tuple[dict, list]]:
             while chunk := list(itertools.islice(specs, batch_size)):
                 for spec in chunk:
-                    if isinstance(spec, dict):   # anything else is the master's to refuse, with a clear error
-                        spec.setdefault("id", new_task_id())
-                        if notify:
-                            self.notified.add(spec["id"])
+                    if isinstance(spec, dict) and "id" not in spec:   # else the master's to refuse, with a clear error
+                        spec["id"] = new_task_id()
                 # A batch of calls of one function goes as their shared part once and each call's id and arguments.
                 yield factor_batch([compact_spec(s) if isinstance(s, dict) else s for s in chunk])
-        return self._send_batches(batches(), notify, window)
+        return self.send_batches(batches(), notify=notify, window=window)
 
     def map(self, python: str, arguments: Iterable[list | tuple], *, notify: bool = False, batch_size: int = 1000,
             window: int = 8, **options: Any) -> list[str]:
@@ -151,15 +149,14 @@ class Client:
 
         def batches() -> Iterator[tuple[dict, list]]:
             for i in range(0, len(items), batch_size):
-                calls = [{"id": new_task_id(), "args": list(item)} for item in items[i:i + batch_size]]
-                if notify:
-                    self.notified.update(call["id"] for call in calls)
-                yield common, calls
-        return self._send_batches(batches(), notify, window)
+                yield common, [{"id": new_task_id(), "args": list(item)} for item in items[i:i + batch_size]]
+        return self.send_batches(batches(), notify=notify, window=window)
 
-    def _send_batches(self, batches: Iterator[tuple[dict, list]], notify: bool, window: int) -> list[str]:
-        """Send Submits of (common, tasks) with up to `window` unacknowledged; the ids once all are committed.
-        Each batch is built just before it is sent, while the master commits the ones before it."""
+    def send_batches(self, batches: Iterable[tuple[dict, list]], *, notify: bool = False, window: int = 8) -> list[str]:
+        """Send Submits of (common, tasks), as model.factor_batch makes them, each task with its id, with up to
+        `window` unacknowledged; the ids once all are committed (refusals: `submit`). Each batch is read from
+        `batches` just before it is sent, while the master commits the ones before it."""
+        batches = iter(batches)
         pending: dict[int, int] = {}
         ids: list[list[str]] = []
         batch = next(batches, None)
@@ -172,6 +169,8 @@ class Client:
             while batch is not None and refusal is None and len(pending) < window:
                 req_id = next(self._req_ids)
                 common, tasks = batch
+                if notify:
+                    self.notified.update(t["id"] for t in tasks if isinstance(t, dict) and "id" in t)
                 self._send(Submit(req_id, tasks, notify, common, batch_acks))
                 pending[req_id] = len(ids)
                 ids.append([])
