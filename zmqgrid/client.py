@@ -11,7 +11,7 @@ from . import handshake
 from .config import Config, load_config
 from .errors import MasterUnavailable, ProtocolError, SubmitRefused, UsageError, from_wire
 from .finishing import as_finished
-from .follow import Followed, follow
+from .follow import Followed, follow, read_output
 from .model import FINAL_STATES, build_spec, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
@@ -211,22 +211,7 @@ class Client:
 
     def logs(self, task_id: str, attempt: int | None = None) -> dict:
         """A task's stdout and stderr, whole: asked for again from where an answer ended until none is left."""
-        params: dict[str, Any] = {"id": task_id, "max_bytes": self.max_message_bytes}
-        if attempt is not None:
-            params["attempt"] = attempt
-        got = self.request(Query, "logs", params)
-        for _ in range(10_000):   # each answer brings at least one character, or the loop ends
-            missing = [s for s in ("stdout", "stderr") if len(got[s]) < got.get(f"{s}_length", 0)]
-            if not missing:
-                break
-            more = self.request(Query, "logs", {**params, "stdout_from": len(got["stdout"]),
-                                                "stderr_from": len(got["stderr"])})
-            if not any(more[s] for s in missing):
-                break
-            for stream in ("stdout", "stderr"):
-                got[stream] += more[stream]
-            got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
-        return got
+        return read_output(self, task_id, attempt)
 
     def metrics(self) -> dict:
         """What `/metrics` shows, compact (docs/architecture.md, "What `metrics` and `samples` answer")."""
