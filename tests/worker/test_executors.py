@@ -318,6 +318,24 @@ def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_execut
                10, "the executor's threads to end")
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open") or os.name != "posix", reason="pipes and exit polled where a pidfd is")
+def test_a_running_shell_task_is_watched_by_its_own_thread_alone(make_executor, background, tmp_path):
+    # Pipes, exit, deadline and kill in one poll: a short task pays no thread starts beyond the one that waits for it.
+    threads_before = set(threading.enumerate())
+    pid_file = tmp_path / "pid"
+    code = "import os, sys, time; open(%r, 'w').write(str(os.getpid())); print('out'); print('err', file=sys.stderr); " \
+           "time.sleep(60)" % str(pid_file)
+    run = make_executor().start(task("shell", command=[PY, "-c", code], timeout=30))
+    future = background(run)
+    wait_until(lambda: read_pids(pid_file), 10, "the task to start")
+    extra = [t.name for t in threading.enumerate() if t not in threads_before
+             and not t.name.startswith(("ThreadPoolExecutor", "zmqgrid-descendants"))]
+    assert extra == []
+    run.kill("enough")
+    result = future.result(timeout=20)
+    assert (result.state, result.stdout, result.stderr) == ("cancelled", "out\n", "err\n")
+
+
 def test_metrics_are_plain_numbers():
     info = metrics.system_info(PY)
     assert info["python_executable"] == PY and info["cpu_count"] >= 1 and info["memory_total_mb"] > 0
