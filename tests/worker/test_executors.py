@@ -14,6 +14,7 @@ import pytest
 
 from zmqgrid.model import validate_task_spec
 from zmqgrid.worker import metrics
+from zmqgrid.worker.cgroups import RunCgroup
 from zmqgrid.worker.executors import Executor, Run
 
 from ..helpers import wait_until
@@ -219,7 +220,22 @@ def test_a_fast_double_forked_setsid_grandchild_dies_with_its_task_in_the_tasks_
         pytest.skip("no writable cgroup v2 on this machine: see the test without one below")
     result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=0)
     assert result.state == "timed_out"
-    assert not list(executor.cgroups.path.glob("run-*")), "the run's cgroup is removed once empty"
+    assert not [pid for run in executor.cgroups.path.glob("run-*") for pid in RunCgroup(run).pids()]
+
+
+@POSIX_SH
+def test_an_emptied_run_cgroup_is_given_to_the_next_attempt_and_removed_at_close(make_executor, tmp_path):
+    executor = make_executor()
+    if executor.cgroups is None:
+        pytest.skip("no writable cgroup v2 on this machine")
+    tree = executor.cgroups.path
+    code = 'cat /proc/self/cgroup >>%s' % (tmp_path / "cgroups")
+    assert [executor.start(task("shell", command=code)).wait().state for _ in range(3)] == ["done"] * 3
+    joined = {line for line in (tmp_path / "cgroups").read_text().splitlines() if line.startswith("0::")}
+    assert len(joined) == 1   # one run cgroup, thrice
+    assert [run.name for run in tree.glob("run-*")] == ["run-2"] and not RunCgroup(tree / "run-2").pids()
+    executor.close()
+    assert not tree.exists()
 
 
 @POSIX_SH
