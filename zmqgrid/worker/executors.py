@@ -15,12 +15,13 @@ from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses, describe_exit
 from .priority import lower_priority
 from .procrecord import ProcessRecord
-from .procwatch import PolledWatch, Stream, ThreadedWatch
+from .procwatch import PolledWatch, Stream, ThreadedWatch, thread_lowered
 from .procwatch import watch as watch_process
 from .projects import copy_of
 from .pyenvs import PythonEnv
 from .pypool import CappedBuffer
 from .results import AttemptResult, cancel_error, timeout_error
+from .runners import Runners
 from .script_files import project_script, shipped_script
 
 logger = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class Executor:
         self.cgroups = CgroupTree.create() if use_cgroups else None
         self.descendants = DescendantWatch()   # elsewhere: what each attempt forks is found by looking
         self.record = record   # where each attempt's processes are noted for a reaper (orphans.py)
+        self.runners = Runners(thread_lowered)   # threads that wait for runs, kept for the next
 
     def python_env(self, task: dict) -> PythonEnv | None:
         """The worker's interpreter the task chose (`python_env`), if any."""
@@ -314,6 +316,7 @@ class Executor:
         for run in runs:
             if run._in_wait and not run._done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("task=%s attempt=%d did not stop in time", run.task_id, run.attempt)
+        self.runners.close()
         if self.cgroups is not None:
             self.cgroups.close()
 

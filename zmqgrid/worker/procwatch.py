@@ -29,6 +29,12 @@ PIPE_BYTES = 1 << 20      # a pipe widened for a flood, and the most read at onc
 _READ_BYTES = 1 << 16     # a read while the output is small (a 1 MB read buffer would be mapped and unmapped each time)
 _LOWER_AFTER = 1 << 18    # output read before the reading thread yields the CPU (below: never a syscall for it)
 _F_SETPIPE_SZ = 1031      # Linux fcntl; not in the fcntl module before Python 3.10 on every platform
+_this_thread = threading.local()
+
+
+def thread_lowered() -> bool:
+    """True once a watch in the calling thread made it yield the CPU as a task does (it cannot take it back)."""
+    return getattr(_this_thread, "lowered", False)
 
 
 class Stream:
@@ -154,6 +160,7 @@ class PolledWatch:
             # A task printing without pause keeps this thread busy: it copies at the task's own lower priority,
             # so the worker's loop (and the other tasks' results) go first.
             lower_this_thread(self.nice)
+            _this_thread.lowered = True
         s.take(data)
         if self.flood_rate and s.buffer.total > s.buffer.max_bytes:
             # Past its cap, what a task prints is mostly cut: it is read no faster than the flood rate, and the
