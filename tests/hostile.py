@@ -87,7 +87,8 @@ SCHEDULE = {"op": "add", "name": "fz", "cron": "0 0 1 1 *", "spec": {"kind": "sh
             "missed": "skip"}
 METRICS = {"cpu_percent": 1.5, "memory_percent": 20.0, "memory_available_mb": 100.0, "disk_percent": 50.0,
            "load_1m": 0.5, "load_5m": 0.4, "load_15m": 0.3, "cpu_count": 2, "memory_total_mb": 2048, "hostname": "h",
-           "os": "Linux", "python_version": "3.11.7", "python_executable": "/usr/bin/python3"}
+           "os": "Linux", "python_version": "3.11.7", "python_executable": "/usr/bin/python3", "prefetch": 2,
+           "prefetch_adaptive": True}
 
 
 def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
@@ -97,7 +98,7 @@ def base_messages(device_id: str, incarnation: str) -> dict[str, p.Message]:
                                python_version="3.11.7", python_executable="/usr/bin/python3", tags=["fz"],
                                concurrency=2, credit=2, running=[["TASK", 1]], outbox=[["TASK", 1]], pid=4242,
                                version="0.1.0", weight=1.0, python_envs=[["py39", "3.9.18", "/opt/py39/bin/python"]]),
-        "Results": p.Results([dict(RESULT)], 1, [["TASK", 1]]),
+        "Results": p.Results([dict(RESULT)], 1, [["TASK", 1]], returned=[["TASK", 1]]),
         "Output": p.Output([["TASK", 1, "stdout", "line\n"]]),
         "Heartbeat": p.Heartbeat(device_id=device_id, incarnation=incarnation, seq=1, running=[["TASK", 1]],
                                  held=[["TASK", 1]], metrics=dict(METRICS), sent_at=1.7e9, commands=[1],

@@ -23,7 +23,7 @@ def w1_running_one_holding_two(harness: Harness) -> list[str]:
     """A worker w1 with one slot that took two more tasks than it runs (prefetch 2): one running, two assigned and
     waiting on it for the slot. Returns the three tasks' ids."""
     harness.start_master()
-    harness.start_worker("w1", concurrency=1)
+    harness.start_worker("w1", concurrency=1, env={"ZMQGRID_PREFETCH": "2"})   # adaptive would hold none of them
     client = harness.client()
     harness.wait_online(client, "w1")
     ids = client.submit([build_spec(shell="sleep 60") for _ in range(3)])

@@ -51,7 +51,7 @@ def test_defaults_apply_when_there_is_no_file_env_or_flag() -> None:
     assert config.mode == "standalone"
     assert (config.port, config.pub_port, config.heartbeat_port) == (8000, 8001, 8002)
     assert config.master_url == "tcp://127.0.0.1:8000"
-    assert config.concurrent_tasks == 3 and config.prefetch == 2 and config.credit == 5
+    assert config.concurrent_tasks == 3 and config.prefetch is None   # adaptive
     assert config.heartbeat_interval == 1.0 and config.device_timeout == 2.5
     assert config.device_id is None and config.device_name is None
     assert config.tags == []
@@ -418,7 +418,7 @@ def test_shipped_files_keep_their_documented_defaults(monkeypatch: pytest.Monkey
         "127.0.0.1", 8000, "logs/master.log", "least_tasks")
     worker = load_config("worker", env={})
     assert (worker.master_url, worker.concurrent_tasks, worker.prefetch, worker.log_file) == (
-        "tcp://127.0.0.1:8000", 3, 2, "logs/worker.log")
+        "tcp://127.0.0.1:8000", 3, None, "logs/worker.log")   # prefetch adaptive
     standalone = load_config("standalone", env={})
     assert (standalone.workers, standalone.db_path) == (2, "data/zmqgrid.db")
 
@@ -519,3 +519,18 @@ def test_a_terminal_level_keeps_info_in_the_file_and_shows_warnings_in_both(tmp_
 def test_configure_logging_rejects_a_bad_level(log_name: str) -> None:
     with pytest.raises(ConfigError, match="log_level"):
         configure_logging("LOUD", None, name=log_name)
+
+
+def test_prefetch_is_adaptive_unless_a_number_is_set_and_auto_says_adaptive_in_every_source(tmp_path: Path) -> None:
+    # Given a config file that fixes it, and one that leaves it adaptive
+    fixed, auto = tmp_path / "fixed.json", tmp_path / "auto.json"
+    fixed.write_text(json.dumps({"prefetch": 4}))
+    auto.write_text(json.dumps({"prefetch": "auto"}))
+    # Then a number fixes it, null and "auto" make it adaptive, and the environment overrides the file either way
+    assert load_config("worker", config_path=fixed, env={}).prefetch == 4
+    assert load_config("worker", config_path=auto, env={}).prefetch is None
+    assert load_config("worker", config_path=fixed, env={"ZMQGRID_PREFETCH": "Auto"}).prefetch is None
+    assert load_config("worker", config_path=auto, env={"ZMQGRID_PREFETCH": "0"}).prefetch == 0
+    assert load_config("worker", config_path=fixed, flags={"prefetch": "auto"}, env={}).prefetch is None
+    # And anything else is refused with what is allowed
+    assert 'expected an integer 0-1024, or null or "auto"' in error_of(env={"ZMQGRID_PREFETCH": "lots"})

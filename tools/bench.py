@@ -4,6 +4,7 @@
     python tools/bench.py                 # N=5000, 3 runs, then ../shared/bench/reference_loop.py (--reference)
     python tools/bench.py --quick         # smoke run: N=500, N_single=200, 50 round trips, 1 run
     python tools/bench.py --json          # every figure as JSON on stdout (progress stays on stderr)
+    python tools/bench.py --defaults      # the defaults (adaptive prefetch) against the tuned cluster and the reference
 
 What it does, all on 127.0.0.1, in a temporary folder that it removes afterwards (kept on error or --keep):
 
@@ -53,6 +54,7 @@ from typing import Any
 if __name__ == "__main__":   # `python tools/bench.py` imports from the repository root, as `python -m tools.bench` does
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from tools.benchkit import defaults
 from tools.benchkit.cluster import Cluster
 from tools.benchkit.guard import guarded
 from tools.benchkit.measure import CpuMeter, PeakSize, SysStat, median, settle
@@ -266,6 +268,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "each turn's commit, normal does not [the config default]")
     ap.add_argument("--prefetch", type=int, default=12, help="worker ZMQGRID_PREFETCH; credit = concurrency + "
                     "prefetch [12, so credit 16 like the reference's best variant]")
+    ap.add_argument("--defaults", action="store_true", help="instead: per run, N batched calls on a cluster as "
+                    "`distribute` starts it (concurrency 3, adaptive prefetch), on the tuned one (--concurrency 4, "
+                    "prefetch 12) and through the reference loop; ratios within each run (tools/benchkit/defaults.py)")
+    ap.add_argument("--old-default", action="store_true", help="with --defaults: also a cluster with the fixed "
+                    "prefetch 2 that was the default before adaptive prefetch")
     ap.add_argument("--submit-n", type=int, default=100_000,
                     help="per run, also submit this many tasks in one Client.map call (its defaults: 1,000 per Submit, "
                          "window 8), timed until all are acknowledged, then wait for them; 0 skips [100000]")
@@ -314,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"note: --runs {a.runs}: medians of fewer than 3 runs are noisy")
     cluster: Cluster | None = None
     bench: Bench | None = None
+    if a.defaults:
+        def compare() -> None:
+            result["defaults"] = defaults.compare(a, tmp, reference, deadline)
+        code = guarded(a, tmp, compare)
+        if not code:
+            emit(a, result, defaults.print_report)
+        return code
 
     def measure() -> None:
         nonlocal cluster, bench

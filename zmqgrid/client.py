@@ -11,7 +11,7 @@ from . import handshake
 from .config import Config, load_config
 from .errors import MasterUnavailable, ProtocolError, SubmitRefused, UsageError, from_wire
 from .finishing import as_finished
-from .follow import Followed, follow
+from .follow import Followed, follow, read_output
 from .model import FINAL_STATES, build_spec, check_call_value, compact_spec, factor_batch, new_task_id
 from .protocol import (DEFAULT_MAX_MESSAGE_BYTES, MAX_IDS_PER_REQUEST, Control, Error, Finished, Query, Reply,
                        Submit, SubmitAcks, decode)
@@ -118,13 +118,11 @@ class Client:
         def batches() -> Iterator[tuple[dict, list]]:
             while chunk := list(itertools.islice(specs, batch_size)):
                 for spec in chunk:
-                    if isinstance(spec, dict):   # anything else is the master's to refuse, with a clear error
-                        spec.setdefault("id", new_task_id())
-                        if notify:
-                            self.notified.add(spec["id"])
+                    if isinstance(spec, dict) and "id" not in spec:   # else the master's to refuse, with a clear error
+                        spec["id"] = new_task_id()
                 # A batch of calls of one function goes as their shared part once and each call's id and arguments.
                 yield factor_batch([compact_spec(s) if isinstance(s, dict) else s for s in chunk])
-        return self._send_batches(batches(), notify, window)
+        return self.send_batches(batches(), notify=notify, window=window)
 
     def map(self, python: str, arguments: Iterable[list | tuple], *, notify: bool = False, batch_size: int = 1000,
             window: int = 8, **options: Any) -> list[str]:
@@ -151,15 +149,14 @@ class Client:
 
         def batches() -> Iterator[tuple[dict, list]]:
             for i in range(0, len(items), batch_size):
-                calls = [{"id": new_task_id(), "args": list(item)} for item in items[i:i + batch_size]]
-                if notify:
-                    self.notified.update(call["id"] for call in calls)
-                yield common, calls
-        return self._send_batches(batches(), notify, window)
+                yield common, [{"id": new_task_id(), "args": list(item)} for item in items[i:i + batch_size]]
+        return self.send_batches(batches(), notify=notify, window=window)
 
-    def _send_batches(self, batches: Iterator[tuple[dict, list]], notify: bool, window: int) -> list[str]:
-        """Send Submits of (common, tasks) with up to `window` unacknowledged; the ids once all are committed.
-        Each batch is built just before it is sent, while the master commits the ones before it."""
+    def send_batches(self, batches: Iterable[tuple[dict, list]], *, notify: bool = False, window: int = 8) -> list[str]:
+        """Send Submits of (common, tasks), as model.factor_batch makes them, each task with its id, with up to
+        `window` unacknowledged; the ids once all are committed (refusals: `submit`). Each batch is read from
+        `batches` just before it is sent, while the master commits the ones before it."""
+        batches = iter(batches)
         pending: dict[int, int] = {}
         ids: list[list[str]] = []
         batch = next(batches, None)
@@ -172,6 +169,8 @@ class Client:
             while batch is not None and refusal is None and len(pending) < window:
                 req_id = next(self._req_ids)
                 common, tasks = batch
+                if notify:
+                    self.notified.update(t["id"] for t in tasks if isinstance(t, dict) and "id" in t)
                 self._send(Submit(req_id, tasks, notify, common, batch_acks))
                 pending[req_id] = len(ids)
                 ids.append([])
@@ -212,22 +211,7 @@ class Client:
 
     def logs(self, task_id: str, attempt: int | None = None) -> dict:
         """A task's stdout and stderr, whole: asked for again from where an answer ended until none is left."""
-        params: dict[str, Any] = {"id": task_id, "max_bytes": self.max_message_bytes}
-        if attempt is not None:
-            params["attempt"] = attempt
-        got = self.request(Query, "logs", params)
-        for _ in range(10_000):   # each answer brings at least one character, or the loop ends
-            missing = [s for s in ("stdout", "stderr") if len(got[s]) < got.get(f"{s}_length", 0)]
-            if not missing:
-                break
-            more = self.request(Query, "logs", {**params, "stdout_from": len(got["stdout"]),
-                                                "stderr_from": len(got["stderr"])})
-            if not any(more[s] for s in missing):
-                break
-            for stream in ("stdout", "stderr"):
-                got[stream] += more[stream]
-            got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
-        return got
+        return read_output(self, task_id, attempt)
 
     def metrics(self) -> dict:
         """What `/metrics` shows, compact (docs/architecture.md, "What `metrics` and `samples` answer")."""
@@ -329,7 +313,7 @@ class Client:
         `webhook` (an http or https URL) or run as `command`; `template` is json, slack, dingtalk, wecom, feishu, or
         a custom template's JSON text. Returns the rule as `alerts()` lists it."""
         params = {"on": on if isinstance(on, str) else ",".join(on), "template": template,
-                  "tags": tags if isinstance(tags, str) or tags is None else ",".join(tags), "pattern": pattern,
+                  "tags": [t for t in tags.split(",") if t] if isinstance(tags, str) else tags, "pattern": pattern,
                   "webhook": webhook, "command": command}
         return self._alert("add", name, **{k: v for k, v in params.items() if v is not None})
 

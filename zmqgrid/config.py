@@ -60,8 +60,9 @@ class Config:
     """Tags a worker offers, which tasks may require (e.g. linux, gpu)."""
     concurrent_tasks: int = 3
     """Tasks a worker runs at once."""
-    prefetch: int = 2
-    """Tasks queued on a worker beyond concurrent_tasks; credit = concurrent_tasks + prefetch."""
+    prefetch: int | None = None
+    """Tasks a worker holds beyond concurrent_tasks (credit = concurrent_tasks + prefetch); null or "auto": adaptive,
+    sized from the worker's task durations and round trip to the master (docs/architecture.md)."""
     task_timeout: float = 3600.0
     """Default per-task timeout in seconds; the task's whole process tree is killed after it."""
     task_nice: int = 10
@@ -184,11 +185,6 @@ class Config:
     """Master: public certificates found here at start are accepted (role from their metadata, default worker)."""
 
     @property
-    def credit(self) -> int:
-        """Most tasks the master may hand this worker at once."""
-        return self.concurrent_tasks + self.prefetch
-
-    @property
     def router_endpoint(self) -> str:
         """Bind address of the master's ROUTER."""
         return tcp_url(self.host, self.port)
@@ -236,6 +232,7 @@ _LIST_ITEMS = {  # list key -> (item check, what is allowed, the same written as
                       '"python,script"'),
     "allowed_modules": (re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*").fullmatch,
                         'module names such as ["myjobs", "zmqgrid.samples"]', '"myjobs,zmqgrid.samples"')}
+_ADAPTIVE = re.compile(r"\s*auto\s*", re.IGNORECASE)   # prefetch: sized by the worker (null in a file says the same)
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _PARSERS: dict[str, Callable[[str], Any]] = {  # how text from the environment or a flag becomes a value
     "int": int, "float": float, "bool": lambda s: _BOOL_WORDS.get(s.lower(), s),
@@ -247,7 +244,7 @@ _URL_FORMS = "tcp://HOST:PORT (http://HOST:PORT and HOST:PORT are accepted too) 
 def _check(key: str, raw: Any, source: str, text: bool) -> Any:
     """Return `raw` normalised for `key`; `text` means it came as a string from the environment or a flag."""
     kind, value = _TYPES[key].removesuffix(" | None"), raw
-    if value is None and kind != _TYPES[key]:
+    if value is None and kind != _TYPES[key] or key == "prefetch" and _ADAPTIVE.fullmatch(str(value)):
         return None
     if text and isinstance(value, str) and kind in _PARSERS:
         try:
@@ -291,7 +288,7 @@ def _check(key: str, raw: Any, source: str, text: bool) -> Any:
             from importlib.metadata import entry_points   # only for a strategy named so: metadata is slow to load
             ok = any(ep.name == value.strip() for ep in entry_points(group="zmqgrid.strategies"))
     if not ok:
-        expected += ", or null" if kind != _TYPES[key] else ""
+        expected += ', or null or "auto" (adaptive)' if key == "prefetch" else ", or null" if kind != _TYPES[key] else ""
         raise ConfigError(f"{source}: {key} = {_show(raw)} is not allowed", f"expected {expected}")
     return value.strip() if isinstance(value, str) else value
 

@@ -1,8 +1,9 @@
-"""Following a task's output as it grows, attempt after attempt (what `Client.follow` and `tasks logs --follow` do)."""
+"""A task's output: read whole (`Client.logs`), or followed as it grows, attempt after attempt (what `Client.follow`
+and `tasks logs --follow` do)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from .errors import MasterUnavailable
 from .model import FINAL_STATES, TaskState
@@ -10,6 +11,26 @@ from .protocol import Query
 
 if TYPE_CHECKING:
     from .client import Client
+
+
+def read_output(client: Client, task_id: str, attempt: int | None = None) -> dict:
+    """A task's stdout and stderr, whole: asked for again from where an answer ended until none is left."""
+    params: dict[str, Any] = {"id": task_id, "max_bytes": client.max_message_bytes}
+    if attempt is not None:
+        params["attempt"] = attempt
+    got = client.request(Query, "logs", params)
+    for _ in range(10_000):   # each answer brings at least one character, or the loop ends
+        missing = [s for s in ("stdout", "stderr") if len(got[s]) < got.get(f"{s}_length", 0)]
+        if not missing:
+            break
+        more = client.request(Query, "logs", {**params, "stdout_from": len(got["stdout"]),
+                                              "stderr_from": len(got["stderr"])})
+        if not any(more[s] for s in missing):
+            break
+        for stream in ("stdout", "stderr"):
+            got[stream] += more[stream]
+        got.update({k: v for k, v in more.items() if k not in ("stdout", "stderr")})
+    return got
 
 
 class Followed(NamedTuple):

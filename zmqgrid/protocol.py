@@ -149,7 +149,8 @@ _PERCENT, _LOAD = Float(0.0, 100.0), Float(0.0, 1e6)
 METRICS = Record({"cpu_percent": _PERCENT, "memory_percent": _PERCENT, "disk_percent": _PERCENT, "load_1m": _LOAD,
                   "load_5m": _LOAD, "load_15m": _LOAD, "memory_available_mb": Float(0.0, 1e12),
                   "cpu_count": Int(0, 1 << 20), "memory_total_mb": Int(0, 1 << 40), "hostname": NAME, "os": NAME,
-                  "python_version": NAME, "python_executable": PATH}, max_keys=64)
+                  "python_version": NAME, "python_executable": PATH, "prefetch": CREDIT,
+                  "prefetch_adaptive": Bool()}, max_keys=64)
 # A worker's other interpreters (docs/architecture.md, "Worker: interpreters per worker"): name, the version it
 # answered, its path. Shown to people only as text.
 PYTHON_ENVS = List(Tuple(Text(48, 1, pattern=PYTHON_ENV_PATTERN, what="a python env name"), Text(64, line=True), PATH,
@@ -229,12 +230,22 @@ class Tasks(Message):
 class Results(Message):
     """Worker -> master: finished attempts (dicts, see docs/architecture.md), credit freed by them, and the
     attempts that began to run since the last message (sent alone when nothing finished this turn). `leaving`: the
-    worker is stopping, so nothing is to be sent to it again ("When the worker stops")."""
-    SCHEMA = {"results": List(RESULT, MAX_RESULTS_PER_MESSAGE), "credit": CREDIT, "started": KEYS, "leaving": Bool()}
+    worker is stopping, so nothing is to be sent to it again ("When the worker stops"). `returned`: held attempts it
+    hands back unstarted ("Worker: credit and prefetch")."""
+    SCHEMA = {"results": List(RESULT, MAX_RESULTS_PER_MESSAGE), "credit": CREDIT, "started": KEYS, "leaving": Bool(),
+              "returned": KEYS}
     results: list
     credit: int = 0
     started: list = field(default_factory=list)
     leaving: bool = False
+    returned: list = field(default_factory=list)
+
+    def encode(self) -> list[bytes]:
+        # `returned` only when there is one: the four fields that a master older than returns reads as before.
+        fields = [self.results, self.credit, self.started, self.leaving]
+        if self.returned:
+            fields.append(self.returned)
+        return [self._header, packb(fields)]
 
 
 @message("d")

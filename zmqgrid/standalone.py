@@ -92,7 +92,8 @@ class Standalone:
                    ZMQGRID_HEARTBEAT_INTERVAL=str(self.config.heartbeat_interval),
                    ZMQGRID_DEVICE_TIMEOUT=str(self.config.device_timeout),
                    ZMQGRID_PYTHON_EXECUTABLE=self.config.python_executable,
-                   ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout), ZMQGRID_PREFETCH=str(self.config.prefetch),
+                   ZMQGRID_TASK_TIMEOUT=str(self.config.task_timeout),
+                   ZMQGRID_PREFETCH="auto" if self.config.prefetch is None else str(self.config.prefetch),
                    ZMQGRID_PYTHON_POOL=self.config.python_pool, ZMQGRID_PYTHON_ENVS=json.dumps(self.config.python_envs))
         curve = master_curve(self.config)
         if curve is not None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ..helpers import Harness, run_cli
+from ..helpers import Harness, run_cli, wait_until
 from ..scenes import w1_offline_across_a_master_restart, w1_running_one_holding_two
 
 pytestmark = pytest.mark.timeout(90)
@@ -48,6 +48,7 @@ def test_tasks_waiting_on_a_worker_for_a_slot_are_listed_apart_from_those_runnin
     # Given a worker with one slot, which takes two more tasks than it runs (prefetch 2)
     w1_running_one_holding_two(harness)
     # Then the device shows 1 running of 1 slot, and 2 more waiting
-    assert listed(harness)["w1"]["TASKS"] == "1/1 +2"
+    row = wait_until(lambda: (lambda r: r["PREFETCH"] != "-" and r)(listed(harness)["w1"]), 10, "a heartbeat")
+    assert (row["TASKS"], row["PREFETCH"]) == ("1/1 +2", "2")   # the scene fixes its prefetch at 2
     (device,) = json.loads(run_cli("devices", "list", "--json", "--master", harness.url, cwd=harness.dir).stdout)
     assert (device["running"], device["assigned"], device["in_flight"]) == (1, 2, 3)

@@ -345,6 +345,7 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
     ("Results", ("credit",), [0, 1 << 20], [-1, 2 ** 63]),
     ("Results", ("started",), KEYS_OK, KEYS_BAD),
     ("Results", ("leaving",), [True, False], [1, "yes", None]),
+    ("Results", ("returned",), KEYS_OK, KEYS_BAD),
     ("Output", ("chunks",), [[], [["t", 1, "stderr", ""]], [["t", 1, "stdout", "x"]] * 16_384],
      [[["t", 1, "stdin", "x"]], [["t", 0, "stdout", "x"]], [["t", 1, "stdout", 1]], [["t", 1, "stdout"]],
       [["a b", 1, "stdout", "x"]], [["t", 1, "stdout", "x"]] * 16_385, "x"]),
@@ -354,10 +355,12 @@ BOUNDS = [   # (kind, path to the value, accepted, refused)
     ("Heartbeat", ("running",), KEYS_OK, KEYS_BAD),
     ("Heartbeat", ("held",), KEYS_OK, KEYS_BAD),
     ("Heartbeat", ("metrics",), [{}, {"cpu_percent": 0}, {"cpu_percent": 100.0, "load_1m": 1e6}, {"junk": [1]},
-                                 {"cpu_count": 2, "memory_total_mb": 1 << 40, "hostname": "h" * 255}],
+                                 {"cpu_count": 2, "memory_total_mb": 1 << 40, "hostname": "h" * 255},
+                                 {"prefetch": 0, "prefetch_adaptive": True}, {"prefetch": 1 << 20}],
      [{"cpu_percent": "x"}, {"cpu_percent": [1.0]}, {"cpu_percent": NAN}, {"cpu_percent": 100.1},
       {"cpu_percent": -1}, {"memory_percent": INF}, {"load_1m": -0.1}, {"cpu_count": 1.5}, {"hostname": "h" * 256},
-      {"os": "a\nb"}, {f"k{i}": 0 for i in range(METRIC_KEYS + 1)}, [], None]),
+      {"os": "a\nb"}, {f"k{i}": 0 for i in range(METRIC_KEYS + 1)}, {"prefetch": -1}, {"prefetch": (1 << 20) + 1},
+      {"prefetch": 1.5}, {"prefetch_adaptive": 1}, [], None]),
     ("Heartbeat", ("sent_at",), [0, 1.7e9], [-1, NAN, INF, 1e12, "now"]),
     ("Heartbeat", ("commands",), [[], [0, 2 ** 63 - 1], [1] * 1024], [[-1], [1.5], [True], [1] * 1025, [2 ** 63]]),
     ("Heartbeat", ("projects",), [None, [], [["0f" * 32, "cached", "ready", 0, ""]] * 64,
@@ -466,3 +469,10 @@ def test_the_schema_can_be_walked_field_by_field():
     assert paths[("item", "error", "message")].max_len == p.MAX_ERROR_MESSAGE
     assert paths[("item", "attempt")].lo == 1 and isinstance(paths[("item", "value")], fields.Value)
     assert set(fields.walk(p.Query.FIELDS[2].spec)) >= {(("*",), p.SCALAR)}
+
+
+def test_results_leave_out_returned_when_there_is_none_and_carry_it_when_there_is():
+    # A master older than returns reads four fields; a worker sends the fifth only when it hands tasks back.
+    assert len(msgpack.unpackb(p.Results([], 1, []).encode()[1])) == 4
+    back = p.decode(p.Results([], 0, [], returned=[["t1", 2]]).encode())
+    assert back.returned == [("t1", 2)] and back.leaving is False

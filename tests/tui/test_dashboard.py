@@ -10,8 +10,10 @@ from rich.console import Console
 from tests.helpers import wait_until
 from zmqgrid.tui import StaticSource, TaskOutput, make_app
 from zmqgrid.tui.screens import DetailScreen, HelpScreen, TaskScreen
+from zmqgrid.tui.screens.detail import device_fields
 from zmqgrid.tui.widgets import ClusterHeader, DevicesTable, OutputLog, ProjectsTable, SchedulesTable, TasksTable
 
+from . import data
 from .data import DETAIL, NOW, SCHEDULES, TASKS, URL, snapshots, static_source, task
 from .pilot import screen_text, until, until_shown
 
@@ -482,3 +484,16 @@ def test_the_header_shows_the_pending_keys_the_master_tells_an_admin_and_nothing
         await until(pilot, lambda: "keys" not in screen_text(app).splitlines()[1], describe="no keys count")
     run(scenario, StaticSource([told, untold], master_url=URL, now=NOW))
     assert SCHEDULES   # the fixed data the panel tests read
+
+
+def test_a_devices_detail_says_how_many_tasks_it_holds_beyond_its_slots_and_whether_it_sizes_that_itself():
+    adaptive = data.device("w1")
+    adaptive["metrics"].update(prefetch=14, prefetch_adaptive=True)
+    fixed = data.device("w2")
+    fixed["metrics"].update(prefetch=2, prefetch_adaptive=False)
+    gone = data.device("w3", state="offline")
+    gone["metrics"].update(prefetch=5, prefetch_adaptive=True)
+    assert dict(device_fields(adaptive, data.NOW))["prefetch"] == \
+        "14 tasks held beyond its slots now, sized by the worker (adaptive)"
+    assert dict(device_fields(fixed, data.NOW))["prefetch"] == "2 tasks held beyond its slots now, fixed by its config"
+    assert "prefetch" not in dict(device_fields(gone, data.NOW))   # not live

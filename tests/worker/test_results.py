@@ -74,6 +74,6 @@ def test_the_outbox_sends_what_to_wire_gives():
                AttemptResult("t3", 1, "failed", error=TaskError("ImportError", "m", permanent=True))]
     for result in results:
         outbox.add(result)
-    (message,) = outbox.messages(now=100.0)
+    (message,) = outbox.messages(now=100.0, credit=3)
     assert message.results == [r.to_wire() for r in results]
     assert (message.credit, outbox.keys()) == (3, [["t1", 1], ["t2", 1], ["t3", 1]])

@@ -91,7 +91,8 @@ def check_rule(params: dict, now: float) -> Rule:
         raise UsageError(f"alert {name!r}: event {printable(','.join(unknown), 64)!r} is unknown; allowed: "
                          f"{', '.join(EVENTS)}" if unknown else f"alert {name!r}: --on must name at least one "
                          f"event of {', '.join(EVENTS)}")
-    tags = _words(params.get("tags"), "tags")
+    # tags: a list, as every Control's `tags` (typed at decode); a comma text from an older client
+    tags = params.get("tags") if isinstance(params.get("tags"), list) else _words(params.get("tags"), "tags")
     bad = [t for t in tags if not TAG_RE.match(t)]
     if bad:
         raise UsageError(f"alert {name!r}: tag {printable(bad[0], 64)!r} is not a tag (1-64 of A-Z a-z 0-9 _ . : -)")

@@ -13,7 +13,7 @@ from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..model import TaskState, new_task_id
 from .render import describe_error, field, table
-from .submit import read_batch
+from .taskfile import read_batch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample_tasks.jsonl"
 

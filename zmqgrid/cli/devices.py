@@ -23,9 +23,11 @@ def devices() -> None:
 def list_devices(client: Callable[[], Client], as_json: bool) -> None:
     """List devices with state, last seen, tasks and resources.  Example: python main.py devices list --json
 
-    TASKS is running/slots, then +N for the tasks assigned to it that wait for a slot. An offline device shows
-    when it was last seen and no CPU, memory or disk figure (its last ones are in --json). PY ENVS: the worker's
-    python_envs, each with the version its interpreter answered (--python-env NAME chooses one).
+    TASKS is running/slots, then +N for the tasks assigned to it that wait for a slot. PREFETCH is how many tasks
+    it holds beyond its slots now: auto:N when it sizes that itself (the default), N when its config fixes it. An
+    offline device shows when it was last seen and no prefetch, CPU, memory or disk figure (its last ones are in
+    --json). PY ENVS: the worker's python_envs, each with the version its interpreter answered (--python-env NAME
+    chooses one).
     """
     with client() as c:
         rows = c.devices()
@@ -33,9 +35,10 @@ def list_devices(client: Callable[[], Client], as_json: bool) -> None:
         emit_json(rows)
         return
     table(([r["device_id"], r["hostname"], r["state"], seconds(r["seconds_since_heartbeat"]), tasks(r),
-            pct(r, "cpu_percent"), pct(r, "memory_percent"), pct(r, "disk_percent"),
+            prefetch(r), pct(r, "cpu_percent"), pct(r, "memory_percent"), pct(r, "disk_percent"),
             ",".join(map(str, r["tags"] or [])) or "-", r["os"], r["python_version"], python_envs(r)] for r in rows),
-          ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON", "PY ENVS"])
+          ["DEVICE", "HOST", "STATE", "LAST SEEN", "TASKS", "PREFETCH", "CPU", "MEM", "DISK", "TAGS", "OS", "PYTHON",
+           "PY ENVS"])
 
 
 def python_envs(row: dict) -> str:
@@ -52,6 +55,17 @@ def pct(row: dict, key: str) -> str:
     value = metrics.get(key) if isinstance(metrics, dict) and row.get("state") != DeviceState.OFFLINE else None
     # A row written before heartbeats were checked may hold anything here: only a number is shown.
     return f"{value:.0f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def prefetch(row: dict) -> str:
+    """The tasks it holds beyond its slots now, "auto:N" when adaptive; none for an offline device."""
+    metrics = row.get("metrics")
+    if not isinstance(metrics, dict) or row.get("state") == DeviceState.OFFLINE:
+        return "-"
+    value = metrics.get("prefetch")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "-"
+    return f"auto:{value}" if metrics.get("prefetch_adaptive") is True else str(value)
 
 
 def tasks(row: dict) -> str:

@@ -1,10 +1,8 @@
 """`submit`: one task, a JSON-lines file of them, or one on every worker; optionally waiting for the end."""
 from __future__ import annotations
 
-import json
 import re
 import signal
-from pathlib import Path
 from typing import Callable
 
 import click
@@ -15,60 +13,19 @@ from ..errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_WAIT_TIME
 from ..model import is_valid_id, new_task_id
 from .common import client_options_with, json_arg, json_option, task_options
 from .render import emit_json
+from .taskfile import TaskFile
 from .waiting import SubmitWait
 
 
-def read_batch(path: str | Path, run: str) -> list[tuple[int, dict]]:
-    """(line number, spec) of every task of a JSON-lines file, one object a line with the same keys as submit's
-    flags, each checked as the master will check it: a bad line refuses the whole file before anything is sent.
-
-    A line without an `id` gets `RUN-LINE`, so a run resumed with the same `run` (`--resume`) gives each line the
-    id it had, and the master skips those it already holds. A relative `script` path is taken from the current
-    directory, else from the file's own directory.
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"task file {path} does not exist", "check the path given to --file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read task file {path}: {e}", "pass a readable UTF-8 JSON-lines file") from None
-    specs = []
-    width = len(str(len(lines)))
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        where = f"{path} line {number}"
-        try:
-            item = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise UsageError(f"{where}: not valid JSON ({getattr(e, 'msg', 'nested too deep')})",
-                             "one JSON object per line") from None
-        if not isinstance(item, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(item).__name__}", 'e.g. {"shell": "echo hi"}')
-        script = item.get("script")
-        if isinstance(script, str) and item.get("project") is None and not Path(script).exists() \
-                and (Path(path).parent / script).exists():   # a project's script is a path in the project
-            item["script"] = str(Path(path).parent / script)
-        item.setdefault("id", f"{run}-{number:0{width}d}")   # zero-padded: the ids sort in line order
-        try:
-            specs.append((number, build_spec(**item)))
-        except UsageError as e:
-            raise UsageError(f"{where}: {e.message}", e.hint) from None
-        except TypeError as e:
-            raise UsageError(f"{where}: {e}", "see README, 'submit --file'") from None
-    if not specs:
-        raise UsageError(f"task file {path} holds no tasks", 'write one JSON object per line, e.g. {"shell": "echo hi"}')
-    return specs
-
-
-def submit_file(c: Client, path: str, lines: list[tuple[int, dict]], run: str, notify: bool,
-                as_json: bool) -> list[str]:
-    """Submit a task file's lines (`read_batch`); their ids once all are committed. If the master refuses a batch
+def submit_file(c: Client, path: str, task_file: TaskFile, run: str, notify: bool, as_json: bool) -> list[str]:
+    """Submit a task file's lines, in Submits of 1,000 with 8 in flight (Client.map's defaults); their ids once all
+    are committed. If the master refuses a batch
     or stops answering part-way, the ids it committed are printed and the error names the first line not submitted
     and the `--resume` that submits the rest without duplicating any (README, 'submit --file')."""
     again = f"run it again with --resume {run} (lines already submitted are not submitted twice)"
+    lines = task_file.lines
     try:
-        return c.submit([spec for _, spec in lines], notify=notify)
+        return c.send_batches(task_file.submits(1000), notify=notify, window=8)
     except MasterUnavailable as e:
         raise MasterUnavailable(f"{e.message}; some lines of {path} may have been submitted", again) from None
     except SubmitRefused as e:
@@ -165,9 +122,9 @@ def submit(client: Callable[[], Client], shell: str | None, script: str | None, 
         names = {spec["id"]: spec["name"] for spec in specs}
         if batch_file:
             run = resume or new_task_id()
-            lines = read_batch(batch_file, run)
-            names = {spec["id"]: spec["name"] for _, spec in lines}
-            ids = submit_file(c, batch_file, lines, run, wait, as_json)
+            task_file = TaskFile(batch_file, run)
+            names = {spec["id"]: spec["name"] for _, spec in task_file.lines}
+            ids = submit_file(c, batch_file, task_file, run, wait, as_json)
         else:
             ids = c.submit(specs, notify=wait)
         if fan_out and not ids:

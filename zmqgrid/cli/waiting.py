@@ -2,6 +2,7 @@
 they end, why a task waits, and what becomes of the tasks when the wait ends early (--wait-timeout, Ctrl-C)."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_OK, MasterUnavailable, WaitTimedOut
 from ..model import FINAL_STATES, TaskState
 from ..text import printable
-from .render import describe_error, echo_output, emit_json, field, seconds, table
+from .render import FIELD_LIMIT, describe_error, echo_output, emit_json, field, seconds, table
 
 POLL_S = 0.3           # how often a queued task is asked about (as `tasks logs --follow` asks for output)
 TICK_S = 0.5           # a wait looks at the clock (and, every RECHECK_WAITING_S, the waiting reasons) this often
@@ -55,10 +56,22 @@ class SubmitWait:
         self.told: set[str] = set()                                 # reasons told for a batch (each once)
         self.device: dict[str, str] = {}
         self.checked_at = float("-inf")
+        self.lines: list[str] = []                                  # outcome lines not yet written (flush)
 
     def note(self, text: str) -> None:
         if not self.quiet:
             click.echo(text, err=True)
+
+    def note_submitted(self) -> None:
+        """A line per id, written at once: 20,000 writes of one line each cost more than the wait they precede."""
+        if self.ids:
+            self.note("\n".join(f"submitted {task_id}" for task_id in self.ids))
+
+    def flush(self) -> None:
+        """Write the outcome lines kept since the last flush, in one write (`collect` flushes every TICK_S)."""
+        if self.lines:
+            click.echo("\n".join(self.lines))
+            self.lines.clear()
 
     # ------------------------------------------------------------ the three shapes of a wait
 
@@ -88,8 +101,7 @@ class SubmitWait:
 
     def batch(self) -> int:
         """Several tasks (--file): one line per task as it ends, its last output line when it did not succeed."""
-        for task_id in self.ids:
-            self.note(f"submitted {task_id}")
+        self.note_submitted()
         printing = not (self.quiet or self.as_json)
         results = self.collect(self.outcome_line if printing else None)
         if printing:
@@ -100,8 +112,7 @@ class SubmitWait:
 
     def fan_out(self) -> int:
         """One task per worker (--all): a row per worker, like an ad-hoc command across a fleet."""
-        for task_id in self.ids:
-            self.note(f"submitted {task_id}")
+        self.note_submitted()
         results = self.collect()
         rows = []
         for task_id in self.ids:
@@ -122,19 +133,25 @@ class SubmitWait:
     # ------------------------------------------------------------ waiting
 
     def collect(self, on_end: Any = None) -> dict[str, dict]:
-        """Every task's summary once it ended; on each quiet tick, say why tasks wait and keep the deadline."""
+        """Every task's summary once it ended; on each tick, write the outcome lines kept since the last (so a
+        line shows at most TICK_S after its task ended, and 20,000 lines cost a few writes, not 20,000), say why
+        tasks wait and keep the deadline. The lines kept are written also when the wait ends early."""
         results: dict[str, dict] = {}
-        for item in self.c.as_finished(self.ids, tick_s=TICK_S):
-            if item is None:
-                if self.deadline.passed():
-                    raise self.timed_out([i for i in self.ids if i not in results])
-                self.tell_waiting([i for i in self.ids if i not in results])
-                continue
-            task_id, summary = item
-            results[task_id] = summary
-            self.state[task_id] = summary["state"]
-            if on_end is not None:
-                on_end(summary)
+        try:
+            for item in self.c.as_finished(self.ids, tick_s=TICK_S):
+                if item is None:
+                    self.flush()
+                    if self.deadline.passed():
+                        raise self.timed_out([i for i in self.ids if i not in results])
+                    self.tell_waiting(results)
+                    continue
+                task_id, summary = item
+                results[task_id] = summary
+                self.state[task_id] = summary["state"]
+                if on_end is not None:
+                    on_end(summary)
+        finally:
+            self.flush()
         return results
 
     def until_started(self, task_id: str) -> None:
@@ -149,10 +166,13 @@ class SubmitWait:
                 raise self.timed_out()
             time.sleep(POLL_S if self.deadline.left() is None else min(POLL_S, self.deadline.left()))
 
-    def tell_waiting(self, unfinished: list[str]) -> None:
+    def tell_waiting(self, ended: dict[str, dict]) -> None:
         """Ask about the first and the last unfinished task (a batch runs in order: the last waits longest)."""
         now = time.monotonic()
-        if not unfinished or now - self.checked_at < RECHECK_WAITING_S:
+        if now - self.checked_at < RECHECK_WAITING_S:
+            return
+        unfinished = [i for i in self.ids if i not in ended]
+        if not unfinished:
             return
         self.checked_at = now
         for task_id in dict.fromkeys((unfinished[0], unfinished[-1])):
@@ -174,19 +194,22 @@ class SubmitWait:
     def outcome_line(self, summary: dict) -> None:
         """One batch task as it ends: its outcome, and what it last printed when it did not succeed."""
         task_id = summary["id"]
-        line = f"{summary['state']:<9} {task_id}  {field(self.names.get(task_id), 60)}"
+        line = f"{summary['state']:<9} {task_id}  {_field(self.names.get(task_id), 60)}"
         if summary.get("device_id"):
-            line += f"  on {field(summary['device_id'], 64)}"
+            line += f"  on {_field(summary['device_id'], 64)}"
         if summary["state"] == TaskState.DONE:
-            if summary.get("value") is not None:
-                line += f"  = {printable(json.dumps(summary['value'], default=str), 60)}"
+            value = summary.get("value")
+            if type(value) is int:   # json.dumps of an int is its str(), without the encoder's setup per call
+                line += f"  = {printable(str(value), 60)}"
+            elif value is not None:
+                line += f"  = {printable(json.dumps(value, default=str), 60)}"
         else:
             line += f"  {describe_error(summary.get('error'), 200) or field(summary.get('reason'), 200)}"
             out = self.c.logs(task_id)
             tail = last_line(out)
             if tail != "-":
                 line += f"; last output: {tail}"
-        click.echo(line)
+        self.lines.append(line)
 
     def report(self, results: dict[str, dict]) -> int:
         """The end of a quiet or --json wait: the old outcome lines, or every task with its output."""
@@ -203,7 +226,8 @@ class SubmitWait:
                 detail += f" value={json.dumps(r['value'], default=str)}" if r.get("value") is not None else ""
                 failed = r.get("error") and r["state"] != TaskState.DONE
                 detail += f" error={describe_error(r.get('error'))}" if failed else ""
-                click.echo(f"{field(r['id'])} {r['state']} on {field(r.get('device_id'))}{detail}")
+                self.lines.append(f"{field(r['id'])} {r['state']} on {_field(r.get('device_id'))}{detail}")
+            self.flush()
         return EXIT_OK if all(r["state"] == TaskState.DONE for r in ordered) else EXIT_FAILED
 
     # ------------------------------------------------------------ when the wait ends early
@@ -235,6 +259,14 @@ class SubmitWait:
             return f"interrupted; task {first} stays on the master, {self.where(first)}: {follow_or_cancel(first)}"
         return (f"interrupted; {len(unfinished)} of {len(self.ids)} tasks stay on the master (task {first} is "
                 f"{self.where(first)}): {follow_or_cancel(first)}")
+
+
+_field_of_text = functools.lru_cache(maxsize=4096)(field)
+
+
+def _field(value: Any, limit: int = FIELD_LIMIT) -> str:
+    """`field`, each text made printable once: the names and devices of a batch repeat from line to line."""
+    return _field_of_text(value, limit) if type(value) is str else field(value, limit)
 
 
 def follow_or_cancel(task_id: str) -> str:

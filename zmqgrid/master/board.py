@@ -1,4 +1,5 @@
 """The master's in-memory view of unfinished tasks, and every state transition of a task (staged to the ledger).
+
 The devices are its `Fleet`'s; what the turn sends is its `Turn`'s."""
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from ..protocol import packb, unpackb
 from ..store.task_store import TaskStore
 from ..text import cut_middle
 from .blame import with_death
-from .entries import (COMPACT_ABOVE, PLAIN, WIRE_IN_MEMORY_MAX, DeviceEntry, Requirements, TaskEntry, kept,
-                      requirement, wire_part)
+from .entries import COMPACT_ABOVE, PLAIN, WIRE_IN_MEMORY_MAX, DeviceEntry, Requirements, TaskEntry, kept, wire_part
 from .fleet import Fleet, Lost
 from .limits import Limits
 from .parking import Parking
@@ -61,7 +61,7 @@ class Board:
         self.limits, self.seq = Limits(), 0
         self.alerts: Alerts | None = None   # rules matched when a task ends (set by the master)
         self.counters = {"submitted": 0, "dispatched": 0, "results": 0, "stale_results": 0, "foreign_results": 0,
-                         "requeued": 0, "lost_attempts": 0, "quarantined": 0}
+                         "requeued": 0, "lost_attempts": 0, "quarantined": 0, "returned": 0, "refused_returns": 0}
         self.tallies = Tallies()   # finished by state and done durations by name, for the `metrics` query
 
     # ------------------------------------------------------------ submit and dispatch
@@ -73,7 +73,7 @@ class Board:
         those of them found there), so several Submits of a turn share one query."""
         account = account or client
         if any(spec.get("all") for spec in specs):
-            specs = [child for spec in specs for child in self.fan_out(spec)]
+            specs = [child for spec in specs for child in self.fleet.fan_out(spec)]
         ids = [s["id"] for s in specs]
         tasks = self.tasks
         # Ended in this very turn (a cancel right after the submit): its insert is staged, not yet in the ledger.
@@ -133,17 +133,6 @@ class Board:
         self.counters["submitted"] += len(inserts)
         return ids
 
-    def fan_out(self, spec: dict) -> list[dict]:
-        """A task for all matching workers becomes one task per matching online worker, in one group. Each runs once
-        unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
-        if not spec.get("all"):
-            return [spec]
-        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"), spec.get("python_env"))
-        targets = sorted(d.device_id for d in self.fleet.online() if need.met_by(d))
-        retries = 0 if spec.get("retries") is None else spec["retries"]
-        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,
-                     name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
-
     def _queued_under(self, task_id: str, gen: int) -> bool:
         entry = self.tasks.get(task_id)
         return entry is not None and entry.state == QUEUED and entry.gen == gen
@@ -157,7 +146,7 @@ class Board:
         else:
             self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
 
-    def _push(self, entry: TaskEntry) -> None:
+    def push_back(self, entry: TaskEntry) -> None:
         """Back into the queue at its old place (a skipped or unparked task keeps its order)."""
         entry.gen += 1
         self.queue.push(entry.priority, entry.seq, entry.gen, entry.id)
@@ -168,7 +157,7 @@ class Board:
         for task_id in self.queue.due(now_mono) + self.limits.unpark(now_mono):
             entry = self.tasks.get(task_id)
             if entry is not None and entry.state == QUEUED:   # a parked task may have been cancelled since
-                self._push(entry)
+                self.push_back(entry)
         parking = self.parking
         if not self.queue and not parking:   # idle with a big fleet: do not walk every device each turn
             return
@@ -178,7 +167,7 @@ class Board:
         if parking:
             tasks = self.tasks
             for task_id in parking.wake(ready):
-                self._push(tasks[task_id])
+                self.push_back(tasks[task_id])
         batches: dict[str, list[dict]] = {}
         unmet: set = set()   # requirements no ready worker met this turn: the ready list only shrinks in a turn
         # Devices without tags take any task that names no device and needs no tag: such tasks skip met_by.

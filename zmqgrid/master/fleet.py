@@ -14,7 +14,7 @@ from ..store.retention import offline_devices
 from ..store.task_store import TaskStore
 from .blame import Suspect, before_count, blamed
 from .commands import CommandBook
-from .entries import DeviceEntry, TaskEntry
+from .entries import DeviceEntry, TaskEntry, requirement
 from .turn import Turn
 
 if TYPE_CHECKING:
@@ -92,6 +92,17 @@ class Fleet:
 
     def online(self) -> list[DeviceEntry]:
         return [d for d in self.devices.values() if d.registered and d.state == DeviceState.ONLINE]
+
+    def fan_out(self, spec: dict) -> list[dict]:
+        """A task for all matching workers becomes one task per matching online worker, in one group. Each runs once
+        unless the spec asks for retries: an ad-hoc command's failure is reported, not run again behind its user."""
+        if not spec.get("all"):
+            return [spec]
+        need = requirement(spec["kind"], None, spec.get("tags"), spec.get("project"), spec.get("python_env"))
+        targets = sorted(d.device_id for d in self.online() if need.met_by(d))
+        retries = 0 if spec.get("retries") is None else spec["retries"]
+        return [dict(spec, id=f"{spec['id']}.{n}", device=device_id, all=False, group=spec["id"], retries=retries,
+                     name=f"{spec['name']} @{device_id}") for n, device_id in enumerate(targets, 1)]
 
     def register(self, identity: bytes, info: dict, credit: int, reported: set, running: list, now_mono: float,
                  now: float) -> tuple[list[Lost], list]:

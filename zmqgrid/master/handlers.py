@@ -5,8 +5,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..errors import (AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError,
-                      TaskNotFound, ZmqgridError)
+from ..errors import AmbiguousTaskId, LimitExceeded, ProtocolError, StoreError, TaskNotFound, ZmqgridError
 from ..projects.messages import ProjectChunk, ProjectFetch, ProjectPush
 from ..model import validate_batch
 from ..protocol import (MAX_IDS_PER_REQUEST, Control, Heartbeat, Message, Output, Query, Register, RegisterAck,
@@ -15,6 +14,7 @@ from . import controls, paging, queries
 from .board import Board, DeviceEntry
 from .fetches import Fetches
 from .projects import Projects
+from .returns import take_back
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ class Handlers:
         for result in msg.results:
             if self.board.record_result(device, result, now_mono, now):
                 acked.append([result["id"], result["attempt"]])
+        if msg.returned:
+            take_back(self.board, device, msg.returned, now)
         if msg.leaving and not device.leaving:
             logger.info("device=%s is stopping: nothing more is sent to it", device.device_id)
             device.leaving = True

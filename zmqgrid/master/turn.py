@@ -14,6 +14,9 @@ _STATELESS = (Error.KIND, ProjectData.KIND)   # sent even when the turn's commit
 logger = logging.getLogger(__name__)
 FINISHED_MAX_BYTES = 8 << 20   # half a client's default max_message_bytes
 SUBMIT_ACKS_MAX_IDS = 50_000   # per SubmitAcks: far below a client's max_message_bytes (16 MiB) at ~27 bytes an id
+# Half a worker's default max_message_bytes: a worker's credit times tasks of 1 MiB of arguments would pass it, and
+# a worker's DEALER drops the connection (and with it the tasks) on a message past its MAXMSGSIZE.
+TASKS_MAX_BYTES = 8 << 20
 
 
 class Outlet(Protocol):
@@ -23,6 +26,16 @@ class Outlet(Protocol):
     def send(self, identity: bytes, frames: list[bytes], task_ids: list[str] | None = None) -> None: ...
 
     def publish(self, topic: bytes, frames: list[bytes]) -> None: ...
+
+
+def tasks_messages(tasks: list[dict], acks: list) -> list[tuple[list[dict], list[bytes]]]:
+    """(tasks, frames) of the Tasks messages that hand `tasks` over: one, or halves until each is at most
+    TASKS_MAX_BYTES (a single task always goes alone); the acks ride on the first."""
+    frames = Tasks(tasks, acks).encode()
+    if len(frames[1]) <= TASKS_MAX_BYTES or len(tasks) == 1:
+        return [(tasks, frames)]
+    half = len(tasks) // 2
+    return tasks_messages(tasks[:half], acks) + tasks_messages(tasks[half:], [])
 
 
 def submit_acks_messages(lines: list[list]) -> list[SubmitAcks]:
@@ -103,7 +116,8 @@ class Turn:
         results until the ack). Finished notices before the workers' result acks: a client is waiting on them."""
         result_acks = self.result_acks
         for identity, tasks in self.dispatched.items():
-            out.send(identity, Tasks(tasks, result_acks.pop(identity, [])).encode(), [t["id"] for t in tasks])
+            for part, frames in tasks_messages(tasks, result_acks.pop(identity, [])):
+                out.send(identity, frames, [t["id"] for t in part])
         for identity, frames in self.acks:
             out.send(identity, frames)
         for identity, lines in self.submit_acks.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .task_store import TASK_COLUMNS, TaskStore
+from .task_store import TASK_COLUMNS, TaskStore, task_filters
 
 # A tag filter reads the tags of at most this many of the newest tasks (of the state or device asked, if any):
 # tags have no index, and a query runs in the master's loop.
@@ -32,18 +32,12 @@ def samples(store: TaskStore, device_id: str, limit: int) -> list[dict]:
 def tasks_tagged(store: TaskStore, tag: str, state: str | None, device_id: str | None, limit: int,
                  offset: int) -> list[dict]:
     """Newest first, the tasks with `tag` among the newest TAG_SCAN_ROWS that match `state` and `device_id`."""
-    where, params = [], []
-    if state:
-        where.append("state = ?")
-        params.append(state)
-    if device_id:
-        where.append("device_id = ?")
-        params.append(device_id)
+    where, params = task_filters(state, device_id)
     # The tags column is the JSON array as json.dumps wrote it: LIKE on the tag's own JSON text skips most rows
     # cheaply, json_each decides exactly.
     quoted = json.dumps(tag)
     pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    sql = (f"WITH recent AS (SELECT rowid AS r, tags FROM tasks {'WHERE ' + ' AND '.join(where) if where else ''} "
+    sql = (f"WITH recent AS (SELECT rowid AS r, tags FROM tasks{where} "
            "ORDER BY rowid DESC LIMIT ?) "
            f"SELECT {', '.join('tasks.' + c.strip() for c in TASK_COLUMNS.split(','))} "
            "FROM recent JOIN tasks ON tasks.rowid = recent.r "

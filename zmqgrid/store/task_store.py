@@ -39,6 +39,7 @@ _FINISH_TASK = ("UPDATE tasks SET state=?, started_at=coalesce(?, started_at), f
                 "exit_code=?, value=?, error=?, reason=? WHERE id=?")
 _REQUEUE_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, updated_at=?, reason=?, not_before=? "
                  "WHERE id=?")
+_RETURN_TASK = f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, attempt=?, updated_at=?, reason=? WHERE id=?"
 _DEATH = "UPDATE tasks SET deaths=?, evidence=? WHERE id=?"
 _REOPEN_TASK = (f"UPDATE tasks SET state='{TaskState.QUEUED}', device_id=NULL, retries=?, deaths=0, evidence=NULL, "
                 "updated_at=?, reason=?, not_before=NULL, finished_at=NULL WHERE id=?")
@@ -81,6 +82,18 @@ class _Op:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
+
+
+def task_filters(state: str | None, device_id: str | None) -> tuple[str, list]:
+    """The WHERE clause (" WHERE ...", or "") and its parameters of a task list's state and device filters."""
+    where, params = [], []
+    if state:
+        where.append("state = ?")
+        params.append(state)
+    if device_id:
+        where.append("device_id = ?")
+        params.append(device_id)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 class TaskStore:
@@ -224,6 +237,9 @@ class TaskStore:
     def requeue_task(self, task_id: str, reason: str, now: float, not_before: float | None = None) -> None:
         self.stage(_REQUEUE_TASK, (now, reason, not_before, task_id))
 
+    def return_task(self, task_id: str, attempt: int, reason: str, now: float) -> None:
+        self.stage(_RETURN_TASK, (attempt, now, reason, task_id))
+
     def set_limit(self, key: str, max_concurrent: int | None, per_minute: int | None) -> None:
         self.stage("INSERT OR REPLACE INTO limits (key, max_concurrent, per_minute) VALUES (?, ?, ?)",
                    (key, max_concurrent, per_minute))
@@ -321,17 +337,8 @@ class TaskStore:
             params: list = [device_id] * len(TASK_STATES)
             sql += " ORDER BY rank_ DESC LIMIT ? OFFSET ?"
         else:
-            where, params = [], []
-            if state:
-                where.append("state = ?")
-                params.append(state)
-            if device_id:
-                where.append("device_id = ?")
-                params.append(device_id)
-            sql = f"SELECT {TASK_COLUMNS} FROM tasks"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
+            where, params = task_filters(state, device_id)
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY rowid DESC LIMIT ? OFFSET ?"
         return [self._task_row(r) for r in self.db.query(sql, params + [limit, offset])]
 
     def find_task_id(self, ref: str, limit: int = 6) -> list[str]:

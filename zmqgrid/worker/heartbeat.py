@@ -20,7 +20,8 @@ class HeartbeatSender(threading.Thread):
 
     def __init__(self, ctx: zmq.Context, endpoint: str, device_id: str, interval_s: float,
                  owned: Callable[[], tuple[list, list, list, list | None]], with_metrics: bool, max_message_bytes: int,
-                 info: dict | None = None, curve: Curve | None = None) -> None:
+                 info: dict | None = None, curve: Curve | None = None,
+                 about: Callable[[], dict] | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.ctx, self.endpoint, self.device_id = ctx, endpoint, device_id
         self.interval_s, self.owned, self.with_metrics = interval_s, owned, with_metrics
@@ -28,6 +29,7 @@ class HeartbeatSender(threading.Thread):
         # Who this worker is travels with every heartbeat too, so the master's view heals by itself.
         self.info = {k: v for k, v in (info or {}).items()
                      if k in ("hostname", "os", "python_version", "python_executable", "cpu_count", "memory_total_mb")}
+        self.about = about   # figures of the moment beside the metrics (the prefetch it runs with)
         self.incarnation = ""
         self._halt = threading.Event()
 
@@ -47,6 +49,8 @@ class HeartbeatSender(threading.Thread):
                 seq += 1
                 running, held, commands, projects = self.owned()
                 metrics = dict(sample_metrics(), **self.info) if self.with_metrics else dict(self.info)
+                if self.about is not None:
+                    metrics.update(self.about())
                 frames = Heartbeat(device_id=self.device_id, incarnation=self.incarnation, seq=seq, running=running,
                                    held=held, metrics=metrics, sent_at=time.time(), commands=commands,
                                    projects=projects).encode()

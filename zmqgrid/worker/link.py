@@ -40,7 +40,7 @@ class MasterLink:
                  unwatch: Callable[[object], None], holdings: Callable[[], tuple[int, list, list]],
                  owned: Callable[[], tuple[list, list, list, list | None]], deliver: Callable[[Message, float], None],
                  new_incarnation: Callable[[], None], on_registered: Callable[[RegisterAck], None],
-                 cut_off: Callable[[str], None]) -> None:
+                 cut_off: Callable[[str], None], about: Callable[[], dict] | None = None) -> None:
         self.config = config
         self.device_id = config.device_id
         self.host, self.port = master_host_port(config.master_url)
@@ -48,6 +48,7 @@ class MasterLink:
         self._watch, self._unwatch = watch, unwatch
         self._holdings, self._owned, self._deliver = holdings, owned, deliver
         self._new_incarnation, self._on_registered, self._cut_off = new_incarnation, on_registered, cut_off
+        self._about = about   # what each heartbeat adds to its metrics (the prefetch)
         self.ctx = zmq.Context()
         self.dealer: zmq.Socket | None = None
         self.handshake: HandshakeWatch | None = None   # under CURVE: the DEALER's handshakes, watched for ZAP's refusal
@@ -166,7 +167,7 @@ class MasterLink:
             self.heartbeats.stop()
         self.heartbeats = HeartbeatSender(self.ctx, f"tcp://{self.host}:{msg.heartbeat_port}", self.device_id,
                                           msg.heartbeat_interval_s, self._owned, self.config.enable_monitoring,
-                                          self.config.max_message_bytes, self.info, self.curve)
+                                          self.config.max_message_bytes, self.info, self.curve, self._about)
         self.heartbeats.start()
 
     def topics(self) -> list[bytes]:

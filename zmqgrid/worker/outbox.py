@@ -13,7 +13,7 @@ RESEND_AFTER_S = 5.0
 
 
 class Outbox:
-    """Results by (task id, attempt), with when each was last sent, and the slots freed since the last send."""
+    """Results by (task id, attempt), with when each was last sent; `freed`: results added since the last send."""
 
     def __init__(self, max_message_bytes: int) -> None:
         self.entries: dict[tuple[str, int], list] = {}   # key -> [result, last sent (monotonic), bytes]
@@ -48,12 +48,16 @@ class Outbox:
         for entry in self.entries.values():
             entry[1] = 0.0
 
-    def messages(self, now: float, started: list | None = None) -> list[Results]:
-        """Results messages for what is due (new, or unacknowledged for RESEND_AFTER_S), with credit and the
-        `started` keys on the last. Batched, each batch well under MAXMSGSIZE."""
+    def messages(self, now: float, started: list | None = None, credit: int = 0,
+                 returned: list | None = None) -> list[Results]:
+        """Results messages for what is due (new, or unacknowledged for RESEND_AFTER_S), with `credit` (the slots'
+        owner counts it), the `started` and `returned` keys on the last. Batched, each batch well under MAXMSGSIZE."""
         due = [entry for entry in self.entries.values() if now - entry[1] >= RESEND_AFTER_S]
-        if not due and not self.freed:
-            return [Results([], 0, started)] if started else []
+        if not due:
+            self.freed = 0
+            if not (started or credit or returned):
+                return []
+            return [Results([], credit, started or [], returned=returned or [])]
         out, batch, size = [], [], 0
         for entry in due:
             entry[1] = now
@@ -63,7 +67,7 @@ class Outbox:
                 batch, size = [], 0
             batch.append(entry[0])
             size += cost
-        out.append(Results(batch, self.freed, started or []))
+        out.append(Results(batch, credit, started or [], returned=returned or []))
         self.freed = 0
         return out
 

@@ -23,6 +23,7 @@ from .live import LiveOutput
 from .outbox import Outbox
 from .procrecord import ProcessRecord
 from .projects import ProjectGate
+from .prefetch import Prefetch
 from .pycalls import PyRun
 from .pyenvs import PythonEnv
 from .pypools import PyPools
@@ -41,7 +42,8 @@ class Slots:
                  wake: Callable[[], None], gate: ProjectGate, pyenvs: Mapping[str, PythonEnv] | None = None) -> None:
         self.config = config
         self.gate = gate   # tasks of a project wait there, holding no slot, until their copy is ready
-        self.capacity = config.concurrent_tasks + config.prefetch   # slots plus prefetch: the credit it offers
+        self.prefetch = Prefetch(config.concurrent_tasks, config.prefetch)   # held beyond the slots: fixed or adaptive
+        self.granted = 0   # credit the master holds for this worker, by its count (docs/architecture.md, "credit")
         self.executor = Executor(python_executable=config.python_executable, concurrency=config.concurrent_tasks,
                                  max_output_bytes=config.max_output_bytes,
                                  default_timeout_s=config.task_timeout or None, nice=config.task_nice,
@@ -64,6 +66,8 @@ class Slots:
         self.finished: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()          # guards held/running for the heartbeat thread's snapshot
         self.started: list[list] = []         # [id, attempt] begun this turn, told with the next Results
+        self.returned: list[list] = []        # [id, attempt] held and handed back this turn, told with it too
+        self.begun: set[str] = set()          # held again after they started (a python child died): never returned
         self._send, self._connected, self._wake = send, connected, wake
 
     # ------------------------------------------------------------ what the master is told
@@ -81,7 +85,12 @@ class Slots:
             owned = [[tid, r.attempt] for tid, r in self.running.items()] + [[t["id"], t["attempt"]] for t in self.held]
             owned += self.gate.keys()
         self.outbox.freed = 0
-        return max(0, self.capacity - len(owned)), owned, self.outbox.keys()
+        self.granted = max(0, self.config.concurrent_tasks + self.prefetch.size(time.monotonic()) - len(owned))
+        return self.granted, owned, self.outbox.keys()
+
+    def about(self) -> dict:
+        """What a heartbeat tells of the prefetch: the tasks held beyond the slots now, and whether adaptive."""
+        return {"prefetch": self.prefetch.current, "prefetch_adaptive": self.prefetch.adaptive}
 
     def drop_held(self) -> None:
         """Forget the tasks waiting for a slot (the master re-queued them already)."""
@@ -90,7 +99,7 @@ class Slots:
 
     def resize(self, fresh: Config) -> None:
         """A reloaded config's concurrency (the shared Config holds its other fields already)."""
-        self.capacity = fresh.concurrent_tasks + fresh.prefetch
+        self.prefetch.resize(fresh.concurrent_tasks, fresh.prefetch)
         self.pyslots.size = fresh.concurrent_tasks
 
     def idle(self) -> bool:
@@ -123,6 +132,9 @@ class Slots:
         self.ended(self.pyslots.expire(now))
 
     def take(self, msg: Tasks) -> None:
+        if msg.acks:
+            self.prefetch.answered(time.monotonic())
+        self.granted = max(0, self.granted - len(msg.tasks))
         self.outbox.ack(msg.acks)
         runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add, self.pyenvs))   # refused: failed, Forbidden
         with self.lock:
@@ -139,6 +151,7 @@ class Slots:
             return {t["id"] for t in self.held} | set(self.running)
 
     def ack(self, keys: list) -> None:
+        self.prefetch.answered(time.monotonic())
         self.outbox.ack(keys)
 
     def resend_all(self) -> None:
@@ -158,6 +171,7 @@ class Slots:
 
     def start_held(self) -> None:
         started, inline = [], []
+        began, now = self.prefetch.began, time.monotonic()
         with self.lock:
             while self.held and (free := self.config.concurrent_tasks - self._executing()) > 0:
                 if self.held[0].get("kind") == "python":
@@ -166,6 +180,7 @@ class Slots:
                     tasks = [self.held.popleft() for _ in range(count)]
                     for task in tasks:
                         self.running[task["id"]] = PyRun(task["id"], task["attempt"])
+                        began(task["id"], now)
                     keys = [[t["id"], t["attempt"]] for t in tasks]
                     if self.inline is not None:
                         inline = tasks
@@ -187,6 +202,7 @@ class Slots:
                 started.append([task["id"], task["attempt"]])
                 run = self.executor.start(task, on_output=self._output_to(task))
                 self.running[task["id"]] = run
+                began(task["id"], now)
                 self.executor.runners.submit(self._wait_run, run)
         # Told in this very turn (with the results, or alone), so a task that kills this worker is known to
         # have run, not merely to have been handed over.
@@ -197,6 +213,9 @@ class Slots:
                 self.pyslots.observe(task["function"], result.duration_s)
             self.ended(results)
             self.rehold(rest)   # the turn's budget is spent: results go out, then the rest run
+        if self.held and self._connected() and self._executing() >= self.config.concurrent_tasks \
+                and self.prefetch.give_back(now):
+            self._give_back()
 
     def _executing(self) -> int:
         """Slots in use: shell and script runs, and python children busy with a batch."""
@@ -211,6 +230,8 @@ class Slots:
         with self.lock:
             for task in tasks:
                 self.running.pop(task["id"], None)
+                self.prefetch.ended(task["id"], None)
+                self.begun.add(task["id"])   # the master knows it started: it must run here
             self.held.extendleft(reversed(tasks))
 
     def _wait_run(self, run: Run) -> None:
@@ -223,9 +244,12 @@ class Slots:
         self._wake()
 
     def ended(self, results: list[AttemptResult]) -> None:
+        ended = self.prefetch.ended
         for result in results:
             with self.lock:
                 self.running.pop(result.id, None)
+            ended(result.id, result.duration_s if result.started_at is not None else None)
+            self.begun.discard(result.id)
             self.outbox.add(result)
 
     def collect_finished(self) -> None:
@@ -272,7 +296,28 @@ class Slots:
             self._send(output)
 
     def flush_results(self, now: float, force: bool = False) -> None:
+        """Results, the credit this worker adds (its target less what it holds and what the master holds for it),
+        and the keys started or handed back this turn."""
         if self._connected() or force:
             started, self.started = self.started, []
-            for msg in self.outbox.messages(now, started):
+            returned, self.returned = self.returned, []
+            holding = len(self.running) + len(self.held) + self.gate.count()   # this thread is their only writer
+            credit = max(0, self.config.concurrent_tasks + self.prefetch.size(now) - holding - self.granted)
+            sent = False
+            for msg in self.outbox.messages(now, started, credit, returned):
                 self._send(msg)
+                sent = sent or bool(msg.results)
+            if sent:
+                self.prefetch.sent(now)
+            self.granted += credit
+
+    def _give_back(self) -> None:
+        """Every slot runs a long attempt: what waits for one goes back to the master, for another worker's free
+        slot (docs/architecture.md, "Returns"). Tasks that started once stay: the master knows them running."""
+        with self.lock:
+            back = [t for t in self.held if t["id"] not in self.begun]
+            if not back:
+                return
+            self.held = deque(t for t in self.held if t["id"] in self.begun)
+        self.returned += [[t["id"], t["attempt"]] for t in back]
+        logger.debug("every slot runs a long task: %d held tasks handed back to the master", len(back))

@@ -55,7 +55,8 @@ class Worker:
         self.link = MasterLink(config, curve=curve, info=info, watch=watch, unwatch=unwatch,
                                holdings=lambda: self.slots.holdings(), owned=self.owned, deliver=self._deliver,
                                new_incarnation=self._new_incarnation,
-                               on_registered=self._registered, cut_off=self._cut_off)
+                               on_registered=self._registered, cut_off=self._cut_off,
+                               about=lambda: self.slots.about())
         self.projects = ProjectGate(config, send=self.link.send, connected=self.link.registered.is_set,
                                     wake=self._wake, release=lambda tasks: self.slots.release(tasks),
                                     fail=lambda results: self.slots.ended(results),

@@ -61,6 +61,10 @@ def device_fields(device: dict, at: float) -> list[tuple[str, str]]:
               ("commands", f"{short(device.get('pending_commands'), 16)} sent to it and not acknowledged yet"),
               ("metrics" if state != DeviceState.OFFLINE else "last metrics",
                figures + (" (its last heartbeat's, not live)" if state == DeviceState.OFFLINE else ""))]
+    held = metrics.get("prefetch")
+    if isinstance(held, int) and not isinstance(held, bool) and state != DeviceState.OFFLINE:
+        fields.insert(5, ("prefetch", f"{held} tasks held beyond its slots now, " + (
+            "sized by the worker (adaptive)" if metrics.get("prefetch_adaptive") is True else "fixed by its config")))
     if metrics.get("clock_offset_s") is not None:
         fields.append(("clock offset", f"{short(metrics.get('clock_offset_s'), 16)} s (its clock minus the master's)"))
     fields += [("host", short(device.get("hostname"), 255)), ("os", short(device.get("os"), 255)),
