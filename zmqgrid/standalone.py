@@ -23,9 +23,11 @@ logger = logging.getLogger(__name__)
 class Standalone:
     """Start with `start()`, stop with `stop()`; `stop()` ends the workers (by PID) before the master."""
 
-    def __init__(self, config: Config, terminal_log_level: str | None = None) -> None:
-        """`terminal_log_level`: the workers log to the terminal only from this level up (the rest to their files)."""
+    def __init__(self, config: Config, terminal_log_level: str | None = None, shares_process: bool = True) -> None:
+        """`terminal_log_level`: the workers log to the terminal only from this level up (the rest to their files).
+        `shares_process`: something busy (the dashboard, the demo) runs in this process beside the master thread."""
         self.config = config
+        self.shares_process = shares_process
         self.terminal_log_level = terminal_log_level
         self.master: Master | None = None
         self.thread: threading.Thread | None = None
@@ -75,8 +77,9 @@ class Standalone:
     def start(self) -> None:
         if secured(self.config):
             self.ensure_keys()
-        # No polling awake (awake_poll_us): the master thread shares this process's GIL with the dashboard or demo.
-        self.master = Master(dataclasses.replace(self.config, awake_poll_us=0))
+        # Polling awake (awake_poll_us) only when the master thread has the process to itself: beside the dashboard
+        # or the demo it would hold the GIL they need (docs/benchmarks.md, "Standalone")
+        self.master = Master(dataclasses.replace(self.config, awake_poll_us=0) if self.shares_process else self.config)
         if self.master.keyring is not None:
             self.master.keyring.authorize(self.local_keys, time.time())
             self.master.store.commit()

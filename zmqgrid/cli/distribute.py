@@ -159,7 +159,7 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal
     from .dashboard import children_write_to, run_dashboard
     from .demo import run_demo
     from .http import start_gateway, stop_gateway
-    cluster = Standalone(config, terminal_log_level=terminal_log_level)
+    cluster = Standalone(config, terminal_log_level=terminal_log_level, shares_process=demo or dashboard)
     stopping = threading.Event()
     _on_signals(stopping.set)
     gateway = None

@@ -149,7 +149,7 @@ def status(board: Board, now_mono: float, settings: dict) -> dict:
         by_state[row["state"]] = by_state.get(row["state"], 0) + 1
     return {"incarnation": board.incarnation, "uptime_s": round(now_mono - STARTED, 1),
             "router": settings.get("router"), "tasks": tasks, "devices": by_state,
-            "last_hour": board.store.count_finished_since(time.time() - 3600),
+            "last_hour": readings.finished_since(board.store, time.time() - 3600),
             "stuck_tasks": stuck_tasks(board), "counters": dict(board.counters),
             "bad_messages": settings.get("bad_messages", 0), "refused_messages": settings.get("refused_messages", 0),
             "subscriptions": dict(settings.get("subscriptions", {}))}

@@ -1,5 +1,5 @@
-"""Small reads of the ledger behind the master's `metrics`, `samples` and tag-filtered `tasks` queries: each an
-indexed look-up or a bounded walk, never a scan of the whole task table."""
+"""Small reads of the ledger behind the master's `status`, `metrics`, `samples` and tag-filtered `tasks` queries:
+each an indexed look-up or a bounded walk, never a scan of the whole task table."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,13 @@ SAMPLE_COLUMNS = ("at", "cpu_percent", "memory_percent", "disk_percent", "load_1
 def created_at(store: TaskStore, task_id: str) -> float | None:
     row = store.db.execute("SELECT created_at FROM tasks WHERE id = ?", [task_id]).fetchone()
     return row[0] if row else None
+
+
+def finished_since(store: TaskStore, since: float) -> dict[str, int]:
+    return {r[0]: r[1] for r in store.db.execute(
+        # +state: grouping by the state index would read every task; this reads the recent end of
+        # idx_tasks_finished only.
+        "SELECT state, count(*) FROM tasks WHERE finished_at >= ? GROUP BY +state", [since])}
 
 
 def device_concurrency(store: TaskStore) -> dict[str, int]:

@@ -317,12 +317,6 @@ class TaskStore:
             raise StoreError(f"cannot read the ledger: {e}", "check the database file and disk") from e
         return found
 
-    def count_finished_since(self, since: float) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute(
-            # +state: grouping by the state index would read every task; this reads the recent end of
-            # idx_tasks_finished only.
-            "SELECT state, count(*) FROM tasks WHERE finished_at >= ? GROUP BY +state", [since])}
-
     def count_tasks_by_state(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT state, count(*) FROM tasks GROUP BY state")}
 
