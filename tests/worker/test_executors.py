@@ -14,6 +14,7 @@ import pytest
 
 from zmqgrid.model import validate_task_spec
 from zmqgrid.worker import metrics
+from zmqgrid.worker.cgroups import RunCgroup
 from zmqgrid.worker.executors import Executor, Run
 
 from ..helpers import wait_until
@@ -219,7 +220,22 @@ def test_a_fast_double_forked_setsid_grandchild_dies_with_its_task_in_the_tasks_
         pytest.skip("no writable cgroup v2 on this machine: see the test without one below")
     result, _ = run_escaping_grandchild(executor, background, tmp_path / "pids", parent_lives_s=0)
     assert result.state == "timed_out"
-    assert not list(executor.cgroups.path.glob("run-*")), "the run's cgroup is removed once empty"
+    assert not [pid for run in executor.cgroups.path.glob("run-*") for pid in RunCgroup(run).pids()]
+
+
+@POSIX_SH
+def test_an_emptied_run_cgroup_is_given_to_the_next_attempt_and_removed_at_close(make_executor, tmp_path):
+    executor = make_executor()
+    if executor.cgroups is None:
+        pytest.skip("no writable cgroup v2 on this machine")
+    tree = executor.cgroups.path
+    code = 'cat /proc/self/cgroup >>%s' % (tmp_path / "cgroups")
+    assert [executor.start(task("shell", command=code)).wait().state for _ in range(3)] == ["done"] * 3
+    joined = {line for line in (tmp_path / "cgroups").read_text().splitlines() if line.startswith("0::")}
+    assert len(joined) == 1   # one run cgroup, thrice
+    assert [run.name for run in tree.glob("run-*")] == ["run-2"] and not RunCgroup(tree / "run-2").pids()
+    executor.close()
+    assert not tree.exists()
 
 
 @POSIX_SH
@@ -316,6 +332,24 @@ def test_close_cancels_running_tasks_and_leaves_no_process_or_thread(make_execut
     wait_until(lambda: not [t for t in threading.enumerate() if t not in threads_before
                             and not t.name.startswith("ThreadPoolExecutor")] or None,
                10, "the executor's threads to end")
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open") or os.name != "posix", reason="pipes and exit polled where a pidfd is")
+def test_a_running_shell_task_is_watched_by_its_own_thread_alone(make_executor, background, tmp_path):
+    # Pipes, exit, deadline and kill in one poll: a short task pays no thread starts beyond the one that waits for it.
+    threads_before = set(threading.enumerate())
+    pid_file = tmp_path / "pid"
+    code = "import os, sys, time; open(%r, 'w').write(str(os.getpid())); print('out'); print('err', file=sys.stderr); " \
+           "time.sleep(60)" % str(pid_file)
+    run = make_executor().start(task("shell", command=[PY, "-c", code], timeout=30))
+    future = background(run)
+    wait_until(lambda: read_pids(pid_file), 10, "the task to start")
+    extra = [t.name for t in threading.enumerate() if t not in threads_before
+             and not t.name.startswith(("ThreadPoolExecutor", "zmqgrid-descendants"))]
+    assert extra == []
+    run.kill("enough")
+    result = future.result(timeout=20)
+    assert (result.state, result.stdout, result.stderr) == ("cancelled", "out\n", "err\n")
 
 
 def test_metrics_are_plain_numbers():

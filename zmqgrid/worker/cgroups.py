@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # cgroup, then becomes the task (exec keeps the pid and the session), so the task starts inside the cgroup.
 LAUNCHER = '{ echo $$ >"$0"; } 2>/dev/null; exec "$@"'
 _PREFIX = "zmqgrid-"
+_FREE_RUNS = 64   # emptied run cgroups kept for reuse (a worker rarely runs more at once)
 
 
 def launch_argv(procs_file: str, argv: list[str]) -> list[str]:
@@ -84,6 +85,9 @@ class CgroupTree:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._left: list[RunCgroup] = []   # runs that ended with processes still in them
+        # Emptied runs, used again: a read of cgroup.procs costs a third of an rmdir and a mkdir (each a css brought
+        # online or offline in the kernel), paid for every shell task.
+        self._free: list[RunCgroup] = []
 
     @classmethod
     def create(cls) -> CgroupTree | None:
@@ -112,9 +116,12 @@ class CgroupTree:
         return tree
 
     def new_run(self) -> RunCgroup | None:
-        """A fresh cgroup for one attempt (None if it cannot be made: the attempt is tracked without one)."""
+        """An empty cgroup for one attempt (None if it cannot be made: the attempt is tracked without one)."""
         with self._lock:
-            self._left = [run for run in self._left if not run.remove()]
+            if self._free:
+                return self._free.pop()
+            if self._left:
+                self._left = [run for run in self._left if not run.remove()]
             run = RunCgroup(self.path / f"run-{next(self._numbers)}")
         try:
             run.path.mkdir()
@@ -124,14 +131,21 @@ class CgroupTree:
         return run
 
     def release(self, run: RunCgroup) -> None:
-        """The attempt ended: remove its cgroup, or keep it until what it left running has ended."""
+        """The attempt ended: its cgroup is kept for the next one when empty, else until what it left running ended
+        (then removed)."""
+        empty = not run.pids()
+        with self._lock:
+            if empty and len(self._free) < _FREE_RUNS:
+                self._free.append(run)
+                return
         if not run.remove():
             with self._lock:
                 self._left.append(run)
 
     def close(self) -> None:
         with self._lock:
-            self._left = [run for run in self._left if not run.remove()]
+            self._left = [run for run in self._left + self._free if not run.remove()]
+            self._free = []
             if self._left:
                 logger.info("leaving %d task cgroups with processes still running under %s", len(self._left),
                             self.path)

@@ -1,32 +1,33 @@
 """Runs one shell or script task attempt as a process in its own session (python tasks: see pyslots.py)."""
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import Any
 
 from ..model import TaskError, TaskState
 from .cgroups import CgroupTree, RunCgroup, launch_argv, launch_shell, missing_program
 from .failures import UNSTARTABLE
 from .proctree import DescendantWatch, TaskProcesses, describe_exit
-from .priority import lower_priority, lower_this_thread
+from .priority import lower_priority
 from .procrecord import ProcessRecord
+from .procwatch import PolledWatch, Stream, ThreadedWatch, thread_lowered
+from .procwatch import watch as watch_process
 from .projects import copy_of
 from .pyenvs import PythonEnv
 from .pypool import CappedBuffer
 from .results import AttemptResult, cancel_error, timeout_error
+from .runners import Runners
 from .script_files import project_script, shipped_script
 
 logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, str], None]
-"""Called with ("stdout" | "stderr", text) as output arrives, from a reader thread."""
+"""Called with ("stdout" | "stderr", text) as output arrives, from the thread running the attempt."""
 
 _POSIX = os.name == "posix"
 _EXIT_WAIT_S = 2.0  # how long to wait for a process that was just SIGKILLed, or for its pipes to close
@@ -128,8 +129,11 @@ class _ProcessRun(Run):
 
     The attempt ends when the process exits and its pipes close. Background children that keep
     the pipes open longer than the kill grace period after the leader exited are killed with the
-    rest of the group, so no task can hold a worker slot (or a reader thread) forever.
+    rest of the group, so no task can hold a worker slot forever. Its pipes, its exit, its deadline and a kill
+    are all watched from the thread that called `wait()` (procwatch.py).
     """
+
+    _watch: PolledWatch | ThreadedWatch | None = None   # set once the process started; kill() wakes it
 
     def _argv(self) -> tuple[str | list[str], bool]:
         command = self._task["command"]
@@ -192,42 +196,28 @@ class _ProcessRun(Run):
         procs = TaskProcesses(proc.pid, group)
         lower_priority(proc.pid, self._executor.nice)
         assert proc.stdout is not None and proc.stderr is not None
-        exited = threading.Event()
-        _widen(proc.stdout)
-        _widen(proc.stderr)
-        threads = [threading.Thread(target=self._pump, args=(proc.stdout, self._out),
-                                    daemon=True, name=f"zmqgrid-out-{self.task_id}"),
-                   threading.Thread(target=self._pump, args=(proc.stderr, self._err),
-                                    daemon=True, name=f"zmqgrid-err-{self.task_id}")]
-        watcher = threading.Thread(target=self._watch_exit, args=(proc, exited), daemon=True,
-                                   name=f"zmqgrid-exit-{self.task_id}")
-        for thread in (*threads, watcher):
-            thread.start()
+        emit = self._emit if self._on_output is not None else None
+        self._watch = watch = watch_process(proc, [Stream(proc.stdout, self._out, emit),
+                                                   Stream(proc.stderr, self._err, emit)],
+                                            flood_bytes_per_s=self._executor.flood_bytes_per_s,
+                                            nice=self._executor.nice)
         if group is None:   # no cgroup: what it forks is found by looking, see proctree.DescendantWatch
             self._executor.descendants.add(procs)
         try:
-            state = self._wait_for_end(exited)
+            end = watch.wait_end(self._deadline(), lambda: self._kill_reason is not None)
+            state = {"killed": TaskState.CANCELLED, "deadline": TaskState.TIMED_OUT}.get(end)
             if state is not None:
                 procs.kill(grace_s)
-            else:
-                pipes_deadline = time.monotonic() + grace_s
-                for thread in threads:
-                    thread.join(timeout=max(0.0, pipes_deadline - time.monotonic()))
-                if any(t.is_alive() for t in threads):
-                    logger.info("task=%s exited but its children hold the output open; killing them", self.task_id)
-                    procs.kill(grace_s)
+            elif not watch.drain(grace_s):
+                logger.info("task=%s exited but its children hold the output open; killing them", self.task_id)
+                procs.kill(grace_s)
         finally:
             self._executor.descendants.discard(procs)
         # Reaped only now: until here the zombie leader keeps its pid (= group id) from being reused.
         code = proc.wait()
-        watcher.join(timeout=_EXIT_WAIT_S)
-        for thread in threads:
-            thread.join(timeout=_EXIT_WAIT_S)
-        if any(t.is_alive() for t in threads):
+        if not watch.drain(_EXIT_WAIT_S):
             logger.warning("task=%s: a process outside its group still holds its output pipe", self.task_id)
-        else:
-            proc.stdout.close()
-            proc.stderr.close()
+        watch.close()
         if state == TaskState.CANCELLED:
             return self._cancelled(code)
         if state == TaskState.TIMED_OUT:
@@ -236,59 +226,9 @@ class _ProcessRun(Run):
             return self._make(TaskState.DONE, exit_code=0)
         return self._make(TaskState.FAILED, exit_code=code, error=TaskError("ExitCode", describe_exit(code)))
 
-    def _wait_for_end(self, exited: threading.Event) -> TaskState | None:
-        """None when the process exited by itself, else "cancelled" or "timed_out"."""
-        deadline = self._deadline()
-        while True:
-            if exited.is_set():
-                return None
-            if self._kill_reason is not None:
-                return TaskState.CANCELLED
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return TaskState.TIMED_OUT
-            self._wake.wait(remaining)
-
-    def _watch_exit(self, proc: subprocess.Popen, exited: threading.Event) -> None:
-        try:
-            if _POSIX and hasattr(os, "waitid"):
-                # WNOWAIT: learn of the exit without reaping, so the pid stays safe to signal.
-                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-            else:
-                proc.wait()
-        except ChildProcessError as e:
-            logger.warning("task=%s: lost track of pid=%d: %s", self.task_id, proc.pid, e)
-        finally:
-            exited.set()
-            self._wake.set()
-
-    def _pump(self, stream: IO[bytes], buffer: CappedBuffer) -> None:
-        # A task printing without pause keeps this thread busy: it copies at the task's own lower priority, so
-        # the worker's loop (and the other tasks' results) go first.
-        lower_this_thread(self._executor.nice)
-        # Read to EOF whatever the cap: a child blocked on a full pipe would never finish.
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        read = getattr(stream, "read1", stream.read)
-        flood_rate = self._executor.flood_bytes_per_s
-        while True:
-            try:
-                data = read(_PIPE_BYTES)
-            except (OSError, ValueError) as e:
-                logger.debug("task=%s: %s pipe closed: %s", self.task_id, buffer.name, e)
-                break
-            if not data:
-                break
-            buffer.write(data)
-            if flood_rate and buffer.total > buffer.max_bytes:
-                # Past its cap, what a task prints is mostly cut: it is read no faster than flood_rate, and the
-                # task waits on its full pipe meanwhile. Read as it came, a flood cost the worker thousands of
-                # small chunks a second (each holding the GIL its loop needs) and the task ran flat out beside
-                # the others; a rate slows quiet tasks beside it less than a fixed pause per read does.
-                time.sleep(len(data) / flood_rate)
-            if self._on_output is not None and (live := buffer.live_part(data)):
-                self._emit(buffer.name, decoder.decode(live))
-        if self._on_output is not None:
-            self._emit(buffer.name, decoder.decode(b"", final=True))
+    def _on_kill(self) -> None:
+        if self._watch is not None:
+            self._watch.wake()
 
 
 class _ScriptRun(_ProcessRun):
@@ -347,6 +287,7 @@ class Executor:
         self.cgroups = CgroupTree.create() if use_cgroups else None
         self.descendants = DescendantWatch()   # elsewhere: what each attempt forks is found by looking
         self.record = record   # where each attempt's processes are noted for a reaper (orphans.py)
+        self.runners = Runners(thread_lowered)   # threads that wait for runs, kept for the next
 
     def python_env(self, task: dict) -> PythonEnv | None:
         """The worker's interpreter the task chose (`python_env`), if any."""
@@ -375,6 +316,7 @@ class Executor:
         for run in runs:
             if run._in_wait and not run._done.wait(max(0.0, deadline - time.monotonic())):
                 logger.warning("task=%s attempt=%d did not stop in time", run.task_id, run.attempt)
+        self.runners.close()
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -382,17 +324,3 @@ class Executor:
         with self._lock:
             self._runs.discard(run)
 
-
-_PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = 1031   # Linux fcntl; not in the fcntl module before Python 3.10 on every platform
-
-
-def _widen(pipe: IO[bytes]) -> None:
-    """A 1 MB pipe (Linux) instead of 64 KB: a task writing a flood of output is read in 16 times fewer reads,
-    each taking the worker's GIL from its loop. Best effort."""
-    if sys.platform.startswith("linux"):
-        try:
-            import fcntl
-            fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_BYTES)
-        except OSError:   # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
-            pass

@@ -58,6 +58,8 @@ def kill_recorded(entries: Iterable[Entry]) -> list[int]:
             time.sleep(0.02)
     for group in cgroups:
         if group.remove():
+            for idle in group.path.parent.glob("run-*"):   # emptied runs it kept for reuse (refused if populated)
+                RunCgroup(idle).remove()
             try:   # the dead worker's zmqgrid-<pid>, once its last run is gone
                 group.path.parent.rmdir()
             except OSError:

@@ -203,8 +203,7 @@ class Slots:
                 run = self.executor.start(task, on_output=self._output_to(task))
                 self.running[task["id"]] = run
                 began(task["id"], now)
-                threading.Thread(target=self._wait_run, args=(run,), daemon=True,
-                                 name=f"task-{task['id']}").start()
+                self.executor.runners.submit(self._wait_run, run)
         # Told in this very turn (with the results, or alone), so a task that kills this worker is known to
         # have run, not merely to have been handed over.
         self.started.extend(started)
