@@ -6,7 +6,7 @@ import pytest
 
 from zmqgrid.tui import make_app
 from zmqgrid.tui.roles import LimitedSource, RoleRefused
-from zmqgrid.tui.source import TaskQuery
+from zmqgrid.tui.source import Source, TaskQuery
 
 from ..tui.data import static_source
 
@@ -36,6 +36,17 @@ def test_each_role_reaches_the_master_with_its_own_actions_only(role):
 
     assert [name for name, _ in source.actions] == [what for what in ACTIONS if what in ALLOWED[role]]
     assert limited.snapshot(TaskQuery()).devices   # reading is every role's
+
+
+def test_a_limited_dashboard_answers_every_call_of_a_source():
+    # The dashboard calls its source by the Source protocol's names; a missing one fails in a worker thread,
+    # where the action ends silently (a read-only browser dashboard's project detail never opened).
+    wanted = {name for name in vars(Source) if not name.startswith("_") and callable(getattr(Source, name))}
+    limited = LimitedSource(static_source(), "read")
+
+    assert sorted(name for name in wanted if not hasattr(limited, name)) == []
+    name = limited.snapshot(TaskQuery()).projects[0]["name"]
+    assert limited.project_versions(name) == static_source().project_versions(name)
 
 
 def test_the_terminal_dashboard_is_not_limited_and_a_served_one_says_its_role():

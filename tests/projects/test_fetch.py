@@ -191,7 +191,8 @@ class RawWorker:
             device_id=self.device_id, name=self.device_id, hostname="h", os="Linux", python_version="3.11.7",
             python_executable="/usr/bin/python3", tags=[RUNS_PROJECTS_TAG], concurrency=1, credit=1, running=[],
             outbox=[], pid=1).encode())
-        assert isinstance(self.receive(), RegisterAck)
+        self.ack = self.receive()
+        assert isinstance(self.ack, RegisterAck)
 
     def receive(self):
         assert self.dealer.poll(10_000), "no answer from the master"

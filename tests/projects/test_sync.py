@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
+import zmq
 
 from zmqgrid.client import build_spec
 from zmqgrid.projects.messages import ProjectData, ProjectFetch
-from zmqgrid.protocol import Control, Error
+from zmqgrid.protocol import Control, Error, Heartbeat
 
 from ..helpers import db_query, run_cli, wait_until
 from .test_envs import make_wheel
@@ -161,3 +163,40 @@ def test_a_sync_that_does_not_finish_in_time_exits_124_naming_the_workers_it_wai
     # and it does go on: the worker, woken, applies the sync
     wait_until(lambda: any(w["device_id"] == "w1" and w["env"] == "none"
                            for w in (client.projects("myspider")[0].get("workers") or [])), 30, "w1 to hold it")
+
+
+def test_a_workers_failure_reason_reaches_the_sync_output_as_escapes_never_as_bidi_or_format_characters(harness,
+                                                                                                       tmp_path):
+    # The schema keeps control characters out of a cache report's reason, not format ones (a bidi override that
+    # reorders the operator's line, a zero-width space): the CLI shows them as escapes, as every table does.
+    harness.start_master()
+    client = harness.client()
+    version = client.push_project(spider(tmp_path))["version"]
+    raw = RawWorker(harness)
+    push = raw.ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    try:
+        raw.register()
+        if harness.secured:
+            curve = harness.client_curve("w2")
+            push.curve_serverkey, push.curve_publickey, push.curve_secretkey = curve.server_key, curve.public, \
+                curve.secret
+        push.connect(f"tcp://127.0.0.1:{raw.ack.heartbeat_port}")
+        reason = "pip said \u202enoitcelloc\u200b failed"
+        # a report for any sync to come (its seq is past every one), the version's copy failed
+        push.send_multipart(Heartbeat(device_id=raw.device_id, incarnation=raw.ack.incarnation, seq=1, running=[],
+                                      held=[], metrics={}, sent_at=time.time(), commands=[],
+                                      projects=[[version, "failed", "unknown", 1 << 40, reason]]).encode())
+        wait_until(lambda: (client.projects("myspider")[0].get("workers") or [{}])[0].get("reason") == reason, 20,
+                   "the master to hold the report")
+
+        synced = run_cli("projects", "sync", "myspider", "--master", harness.url, cwd=tmp_path, timeout_s=60)
+    finally:
+        push.close(0)
+        raw.close()
+
+    assert synced.returncode == 1, synced
+    shown = synced.stdout + synced.stderr
+    assert "\u202e" not in shown and "\u200b" not in shown, shown
+    assert f"{raw.device_id}: failed: pip said \\u202enoitcelloc\\u200b failed" in synced.stdout.splitlines(), shown
+    assert "(pip said \\u202enoitcelloc\\u200b failed)" in synced.stderr, shown

@@ -8,7 +8,8 @@ import click
 from ..client import Client
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAIT_TIMEOUT
 from ..projects.sync import holding_in_words
-from ..text import byte_size
+from ..protocol import MAX_CACHED_REASON
+from ..text import byte_size, printable
 from .common import client_options, client_options_with, json_option
 from .render import emit_json, table, when
 
@@ -112,7 +113,8 @@ def sync(client: Callable[[], Client], ref: str, tags: tuple, rebuild: bool, syn
     python main.py projects sync myspider@3f9a1c2b7d0e --tag linux --rebuild
     """
     def progress(device_id: str, state: str, reason: str) -> None:
-        click.echo(f"{device_id}: {_SAID[state]}" + (f": {reason}" if reason else ""))
+        # a worker's reason: one line at decode, but it may hold format characters (a bidi override)
+        click.echo(f"{device_id}: {_SAID[state]}" + (f": {printable(reason, MAX_CACHED_REASON)}" if reason else ""))
 
     with client() as c:
         try:
@@ -130,7 +132,7 @@ def sync(client: Callable[[], Client], ref: str, tags: tuple, rebuild: bool, syn
         click.echo(f"{target}: {len(workers)}/{len(workers)} worker{'s' if len(workers) > 1 else ''} ready")
     if failed:
         click.echo(f"error: {target} failed on {len(failed)} of {len(workers)} workers: " + ", ".join(
-            f"{d} ({workers[d]['reason']})" for d in failed), err=True)
+            f"{d} ({printable(workers[d]['reason'], MAX_CACHED_REASON)})" for d in failed), err=True)
     if unfinished:
         click.echo(f"error: {target} did not finish within {sync_timeout:g} s on " + ", ".join(
             f"{d} ({_SAID[workers[d]['state']]})" for d in unfinished) + "; it goes on: projects show "

@@ -45,6 +45,9 @@ class LimitedSource:
     def output(self, task_id: str, stdout_from: int = 0, stderr_from: int = 0) -> TaskOutput:
         return self.source.output(task_id, stdout_from, stderr_from)
 
+    def project_versions(self, name: str) -> list[dict]:
+        return self.source.project_versions(name)
+
     def cancel(self, task_ids: list[str]) -> dict:
         self._allow("cancel", "admin")
         return self.source.cancel(task_ids)
