@@ -66,7 +66,7 @@ class Slots:
         self.finished: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()          # guards held/running for the heartbeat thread's snapshot
         self.started: list[list] = []         # [id, attempt] begun this turn, told with the next Results
-        self.returned: list[list] = []        # [id, attempt] held and handed back this turn, told with it too
+        self.returned: list[dict] = []        # held tasks handed back this turn, told with it too
         self.begun: set[str] = set()          # held again after they started (a python child died): never returned
         self._send, self._connected, self._wake = send, connected, wake
 
@@ -82,6 +82,10 @@ class Slots:
         """(credit, [id, attempt] running or held, [id, attempt] in the outbox) for a Register, which states the
         credit absolutely: the slots freed since the last Results are counted in it."""
         with self.lock:
+            # Returns that never went out (no connection since) are still this worker's as the master sees them:
+            # held again and reported, or the master would count them lost
+            self.held.extendleft(reversed(self.returned))
+            self.returned = []
             owned = [[tid, r.attempt] for tid, r in self.running.items()] + [[t["id"], t["attempt"]] for t in self.held]
             owned += self.gate.keys()
         self.outbox.freed = 0
@@ -271,6 +275,7 @@ class Slots:
             self.held = deque(t for t in self.held if (t["id"], t["attempt"]) not in wanted)
         dropped += self.gate.drop(wanted)
         for task in dropped:
+            self.begun.discard(task["id"])   # it ends here: a later attempt of it starts unmarked
             self.outbox.add(AttemptResult.cancelled_before_start(task["id"], task["attempt"], reason))
 
     def cancel_held(self, reason: str) -> None:
@@ -300,7 +305,8 @@ class Slots:
         and the keys started or handed back this turn."""
         if self._connected() or force:
             started, self.started = self.started, []
-            returned, self.returned = self.returned, []
+            returned = [[t["id"], t["attempt"]] for t in self.returned]
+            self.returned = []
             holding = len(self.running) + len(self.held) + self.gate.count()   # this thread is their only writer
             credit = max(0, self.config.concurrent_tasks + self.prefetch.size(now) - holding - self.granted)
             sent = False
@@ -319,5 +325,5 @@ class Slots:
             if not back:
                 return
             self.held = deque(t for t in self.held if t["id"] in self.begun)
-        self.returned += [[t["id"], t["attempt"]] for t in back]
+        self.returned += back
         logger.debug("every slot runs a long task: %d held tasks handed back to the master", len(back))
