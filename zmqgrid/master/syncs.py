@@ -89,9 +89,10 @@ class Syncs:
         used = sum(len(packb(row)) for row in rows)
         listed = 0
         out = []
+        devices = sorted(self.caches)   # once: a row per version, each looked up in every device's report
         for row in rows:
             version, workers, left = row["version"], [], 0
-            for device_id in sorted(self.caches):
+            for device_id in devices:
                 held = self.caches[device_id].get(version)
                 if held is None:
                     continue
