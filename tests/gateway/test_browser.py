@@ -208,7 +208,14 @@ def test_an_open_gateway_refuses_another_sites_page_and_a_rebound_host_name(serv
 
 
 def dashboards_of(gateway: Gateway) -> list[psutil.Process]:
-    return [p for p in psutil.Process(gateway.proc.pid).children(recursive=True) if "--served" in p.cmdline()]
+    return [p for p in psutil.Process(gateway.proc.pid).children(recursive=True) if "--served" in _cmdline(p)]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):   # ended (or ending) since it was listed: not running
+        return []
 
 
 def test_a_dashboard_process_that_dies_ends_its_browser_session(served):

@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -24,8 +25,10 @@ from textual_serve.download_manager import DownloadManager
 from ..security import INHERITED_CURVE_ENV, curve_to_env
 from .errors import HttpError
 from .routing import SETTINGS, TOKENS, Role, add
-from .sessions import COOKIE, SESSIONS, BrowserSessions, browser_role, set_cookie, token_role
+from .sessions import (COOKIE, SESSIONS, BrowserSessions, browser_caller, browser_role, served_over_tls, set_cookie,
+                       token_role)
 from .settings import GatewaySettings
+from .refusals import RefusalLog
 from .signin import login_page
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ SERVE_DIR = Path(textual_serve.__file__).parent
 STATIC_PREFIX = "/static/textual-serve"
 MAX_DASHBOARDS = 8
 """Dashboard processes at once (each is a Python process of ~60 MB); a websocket past it is refused (503)."""
+MAX_DASHBOARDS_PER_TOKEN = 2
+"""Dashboard processes at once per token (not in open mode); a websocket past it is refused (429), so one token
+cannot hold all of MAX_DASHBOARDS."""
 RECHECK_S = 5.0
 """How often a running dashboard's token is looked up again: a revoked (or downgraded) one ends its session."""
 STOP_S = 5.0
@@ -87,6 +93,7 @@ class Dashboards:
 
     def __init__(self) -> None:
         self.running: set[DashboardProcess] = set()
+        self.of_token: Counter[str] = Counter()   # token sha256 -> its processes running now
         self.downloads = DownloadManager()
 
     async def stop_all(self, app: web.Application) -> None:
@@ -94,13 +101,14 @@ class Dashboards:
 
 
 DASHBOARDS = web.AppKey("dashboards", Dashboards)
+REFUSALS = web.AppKey("signin_refusals", RefusalLog)
 
 
 def _signed_in(request: web.Request, token: str) -> web.StreamResponse:
     """A known token becomes a session cookie and a redirect to `/` without it (out of the address bar and history)."""
     role = token_role(request.app[TOKENS], token)
     if role is None:
-        logger.warning("browser sign-in refused: unknown token from %s", request.remote)
+        request.app[REFUSALS].refused(request.remote)
         return login_page(request, "That token is not known to this gateway (revoked, or never made here).")
     query = {k: v for k, v in request.query.items() if k != "token"}
     response = web.Response(status=303, headers={"Location": "/" + (f"?{urlencode(query)}" if query else ""),
@@ -117,10 +125,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     if role is None:
         return login_page(request)
     font_size = request.query.get("fontsize", "16")
-    # X-Forwarded-Proto: a proxy in front ends TLS, and an https page may not open a ws:// socket. Only the
-    # caller's own page is built from it, so a forged one misleads nobody else.
-    secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-    ws_scheme = "wss" if secure else "ws"
+    # An https page may not open a ws:// socket: behind a proxy that ends TLS too.
+    ws_scheme = "wss" if served_over_tls(request) else "ws"
     html = _template.get_template("app_index.html").render(
         font_size=int(font_size) if font_size.isdigit() and 6 <= int(font_size) <= 64 else 16,
         app_websocket_url=f"{ws_scheme}://{request.host}/ws",
@@ -150,11 +156,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     """One browser session: a dashboard process limited to the role the caller's token has now."""
-    role = browser_role(request)
-    if role is None:
+    caller = browser_caller(request)
+    if caller is None:
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="zmqgrid"'},
                                    reason="sign in at / first: the dashboard needs a token")
+    role, token_sha256 = caller.role, caller.token_sha256
     dashboards = request.app[DASHBOARDS]
+    if token_sha256 and dashboards.of_token[token_sha256] >= MAX_DASHBOARDS_PER_TOKEN:
+        raise HttpError(429, f"{MAX_DASHBOARDS_PER_TOKEN} dashboards are open with this token already",
+                        "close one of its dashboard tabs, or sign in with another token")
     if len(dashboards.running) >= MAX_DASHBOARDS:
         raise HttpError(503, f"{MAX_DASHBOARDS} dashboards are open on this gateway already",
                         "close another dashboard tab, or use the API")
@@ -162,7 +172,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     size = {k: _int(request.query.get(k), default, 500) for k, default in (("width", 80), ("height", 24))}
     process = DashboardProcess(request.app[SETTINGS], role, write_bytes=ws.send_bytes, write_str=ws.send_str,
                                close=ws.close, download_manager=dashboards.downloads)
-    dashboards.running.add(process)   # before the first await: the bound holds for requests arriving together
+    dashboards.running.add(process)   # before the first await: the bounds hold for requests arriving together
+    dashboards.of_token[token_sha256] += 1
     watch: asyncio.Task | None = None
     try:
         await ws.prepare(request)
@@ -178,6 +189,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             watch.cancel()
         await process.stop()
         dashboards.running.discard(process)
+        dashboards.of_token[token_sha256] -= 1
+        if dashboards.of_token[token_sha256] <= 0:
+            del dashboards.of_token[token_sha256]
         await ws.close()
         logger.info("browser dashboard closed role=%s peer=%s", role.name.lower(), request.remote)
     return ws
@@ -237,6 +251,7 @@ def _int(value: object, default: int, most: int) -> int:
 def add_routes(app: web.Application) -> None:
     app[SESSIONS] = BrowserSessions(app[TOKENS])
     app[DASHBOARDS] = Dashboards()
+    app[REFUSALS] = RefusalLog(logger)
     app.on_shutdown.append(app[DASHBOARDS].stop_all)
     add(app, "GET", "/", Role.READ, index, "The dashboard in the browser (textual-serve's page); a token by "
         "header, session cookie, or ?token= (exchanged for the cookie); without one, the sign-in form (401)",
@@ -246,6 +261,6 @@ def add_routes(app: web.Application) -> None:
     add(app, "POST", "/logout", Role.NONE, logout, "Forget this browser's session", answers=(303,),
         content="text/html", browser=True)
     add(app, "GET", "/ws", Role.READ, websocket, "The dashboard session's websocket (textual-serve's protocol)",
-        answers=(101, 401, 503), browser=True)
+        answers=(101, 401, 429, 503), browser=True)
     add(app, "GET", STATIC_PREFIX + "/{folder}/{name}", Role.NONE, static,
         "textual-serve's script, styles, fonts and images for the dashboard's page", content="*/*")
