@@ -134,6 +134,20 @@ def test_a_token_in_the_address_becomes_an_http_only_cookie_that_only_the_dashbo
     assert "zg_not-a-token" not in log and not any(token in log for token in served.tokens.values())
 
 
+def test_a_sign_in_started_by_another_sites_page_is_refused_and_sets_no_cookie(served):
+    token = served.tokens["read"]
+    for where in ("cross-site", "same-site"):   # a link or a form on another site's page: login CSRF
+        status, headers, body = get(served.gateway, f"/?token={token}", **{"Sec-Fetch-Site": where})
+        assert status == 403 and "Set-Cookie" not in headers and "another site" in body
+        status, headers, _ = asyncio.run(_post_form(served.gateway.base + "/login", {"token": token},
+                                                    {"Sec-Fetch-Site": where}))
+        assert status == 403 and "Set-Cookie" not in headers
+    # An address typed or bookmarked (none), or the gateway's own form (same-origin), signs in
+    for where in ("none", "same-origin"):
+        status, headers, _ = get(served.gateway, f"/?token={token}", **{"Sec-Fetch-Site": where})
+        assert status == 303 and "zmqgrid_session=" in headers["Set-Cookie"]
+
+
 def test_a_revoked_token_ends_its_browser_sessions(served):
     gateway = served.gateway
     token = make_token(served.harness, gateway.tokens, "soon-gone", "read")

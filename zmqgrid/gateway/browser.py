@@ -106,6 +106,11 @@ REFUSALS = web.AppKey("signin_refusals", RefusalLog)
 
 def _signed_in(request: web.Request, token: str) -> web.StreamResponse:
     """A known token becomes a session cookie and a redirect to `/` without it (out of the address bar and history)."""
+    if request.headers.get("Sec-Fetch-Site", "none") not in ("none", "same-origin"):
+        # Another site's link or form would sign the visitor in with a token of the other site's choosing (login
+        # CSRF): a navigation carries no Origin, but browsers say where it came from in Sec-Fetch-Site
+        return login_page(request, "A sign-in started from another site's page is refused: open this gateway's "
+                                   "address yourself and sign in here.", status=403)
     role = token_role(request.app[TOKENS], token)
     if role is None:
         request.app[REFUSALS].refused(request.remote)

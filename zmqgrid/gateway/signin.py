@@ -27,7 +27,7 @@ button {{ padding: .5em 2em; background: #5e0ba7; color: #fff; border: none; fon
 """
 
 
-def login_page(request: web.Request, error: str = "") -> web.Response:
-    """401 with the sign-in form; `error` says why the last attempt failed."""
-    return web.Response(status=401, text=PAGE.format(error=html.escape(error)), content_type="text/html",
+def login_page(request: web.Request, error: str = "", status: int = 401) -> web.Response:
+    """401 (or `status`) with the sign-in form; `error` says why the last attempt failed."""
+    return web.Response(status=status, text=PAGE.format(error=html.escape(error)), content_type="text/html",
                         headers={"WWW-Authenticate": 'Bearer realm="zmqgrid"', "Cache-Control": "no-store"})
