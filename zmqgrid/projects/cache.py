@@ -29,14 +29,6 @@ class Damaged(Exception):
     """Raised when a downloaded archive or a cached copy is not what its version says; the text says how."""
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(READ_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ProjectCache:
     """The folder `root`: `<version>/` copies, `<version>.manifest`, `<version>.used`, `<version>.part` downloads."""
 
@@ -76,7 +68,7 @@ class ProjectCache:
         for rel, (size, digest) in manifest["files"].items():
             path = copy / rel
             try:
-                if path.is_symlink() or path.stat().st_size != size or _file_hash(path) != digest:
+                if path.is_symlink() or path.stat().st_size != size or sha256_of(path) != digest:
                     raise Damaged(f"{rel} changed")
             except OSError:
                 raise Damaged(f"{rel} is missing") from None
