@@ -33,6 +33,10 @@ from typing import Any
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))   # run as a script from anywhere: this checkout's zmqgrid
+
+from zmqgrid.worker.proctree import end_process  # noqa: E402
+
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -135,13 +139,7 @@ class Chromium:
         raise RuntimeError(f"chromium did not open its DevTools port within {timeout_s:g} s")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
@@ -247,13 +245,7 @@ class StandaloneCluster:
         return devices, task_id
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, grace_s=30)
 
 
 def check_standalone(workdir: Path, screenshot: Path, chromium: str, port: int | None = None,

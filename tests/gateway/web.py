@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from zmqgrid.worker.proctree import end_process
+
 from ..helpers import Harness, free_port_block, wait_until
 
 
@@ -88,13 +90,7 @@ class Gateway:
         return asyncio.run(_events(self.base + path, token, timeout_s))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
 
 
 def make_token(harness: Harness, tokens: Path, name: str, role: str) -> str:

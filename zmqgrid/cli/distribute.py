@@ -158,7 +158,8 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal
     from ..standalone import Standalone
     from .dashboard import children_write_to, run_dashboard
     from .demo import run_demo
-    from .http import start_gateway, stop_gateway
+    from ..worker.proctree import end_process
+    from .http import start_gateway
     cluster = Standalone(config, terminal_log_level=terminal_log_level, shares_process=demo or dashboard)
     stopping = threading.Event()
     _on_signals(stopping.set)
@@ -194,6 +195,6 @@ def run_standalone(config: Config, demo: bool, dashboard: bool = False, terminal
     finally:
         click.echo("stopping workers and master...", err=True)
         if gateway is not None:
-            stop_gateway(gateway)
+            end_process(gateway)
         cluster.stop()
         click.echo("stopped.", err=True)

@@ -16,6 +16,7 @@ from ..config import Config
 from ..errors import UsageError
 from ..logs import configure_logging
 from ..security import client_curve, secured
+from ..worker.proctree import end_process
 from .common import client_config
 from .render import emit_json, table, when
 
@@ -170,15 +171,6 @@ def start_gateway(config: Config, port: int, host: str = "127.0.0.1") -> subproc
                 return proc
         except OSError:
             time.sleep(0.1)
-    stop_gateway(proc)
+    end_process(proc)
     raise UsageError(f"the http gateway on port {port} did not answer within 20 s", "see its log file")
 
-
-def stop_gateway(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

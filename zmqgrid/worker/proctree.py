@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -263,3 +264,15 @@ def _live_members(cgroups: Sequence[RunCgroup]) -> list[int]:
             except psutil.NoSuchProcess:
                 continue
     return live
+
+
+def end_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """End one child this process started (a gateway, a browser): SIGTERM, up to `grace_s` to exit, then SIGKILL.
+    Its own children are its to end."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
