@@ -8,6 +8,7 @@ incarnation): a Prometheus counter that resets, which `rate()` and `increase()` 
 from __future__ import annotations
 
 from bisect import bisect_left
+from itertools import accumulate
 
 from ..model import FINAL_STATES
 
@@ -53,11 +54,5 @@ class Tallies:
     def snapshot(self) -> dict:
         """{"finished": {state: n}, "buckets": [bound, ...], "durations": {name: [cumulative count per bound...,
         count of all, sum]}}: what the `metrics` query answers."""
-        out = {}
-        for name, row in self.durations.items():
-            cumulative, total = [], 0
-            for count in row[:-1]:
-                total += count
-                cumulative.append(total)
-            out[name] = [*cumulative, round(row[-1], 6)]
+        out = {name: [*accumulate(row[:-1]), round(row[-1], 6)] for name, row in self.durations.items()}
         return {"finished": dict(self.finished), "buckets": list(DURATION_BUCKETS), "durations": out}
