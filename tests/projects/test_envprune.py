@@ -100,6 +100,18 @@ def test_an_env_whose_lock_is_held_is_left_for_the_next_pass(tmp_path):
     assert pruner.prune([result.key]) == [result.key] and not folder.exists()
 
 
+def _open_fds_of(path: Path) -> int:
+    """How many of this process's file descriptors are open on `path` (Linux: /proc/self/fd)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:   # closed meanwhile
+            pass
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd (Linux)")
 def test_a_caller_waiting_for_the_lock_of_a_pruned_env_locks_the_new_folder(tmp_path):
     folder = tmp_path / "envs" / "k"
     got: list[tuple[bool, bool]] = []
@@ -111,7 +123,8 @@ def test_a_caller_waiting_for_the_lock_of_a_pruned_env_locks_the_new_folder(tmp_
     with file_lock(folder, 0.0):
         waiter = threading.Thread(target=wait_for_it)
         waiter.start()
-        time.sleep(0.2)   # let it open the old lock file and wait on it (what it does is checked below)
+        # once it has the old lock file open (beside this thread's own fd on it), it waits on that file's lock
+        wait_until(lambda: _open_fds_of(folder / "lock") >= 2, 10, "the waiter to open the old lock file")
         os.rename(folder, folder.with_name(f"k{PRUNING}1"))   # as a pruner does under the lock
     waiter.join(30)
     # Then it did not take the renamed folder's lock: it locked a new <key>/lock
