@@ -51,8 +51,9 @@ class Slots:
                                  record=record, python_envs=pyenvs)
         self.pyenvs = pyenvs or {}
         # a pool per interpreter: the worker's own, a project environment's, a python env's
-        self.pyslots = PyPools(python_envs=pyenvs, size=config.concurrent_tasks,
-                               max_output_bytes=config.max_output_bytes, default_timeout_s=config.task_timeout or None, watch=watch, unwatch=unwatch,
+        self.pypools = PyPools(python_envs=pyenvs, size=config.concurrent_tasks,
+                               max_output_bytes=config.max_output_bytes, default_timeout_s=config.task_timeout or None,
+                               watch=watch, unwatch=unwatch,
                                requeue=self.rehold, nice=config.task_nice,
                                max_tasks_per_child=config.max_tasks_per_child,
                                max_child_memory_mb=config.max_child_memory_mb, record=record)
@@ -104,7 +105,7 @@ class Slots:
     def resize(self, fresh: Config) -> None:
         """A reloaded config's concurrency (the shared Config holds its other fields already)."""
         self.prefetch.resize(fresh.concurrent_tasks, fresh.prefetch)
-        self.pyslots.size = fresh.concurrent_tasks
+        self.pypools.size = fresh.concurrent_tasks
 
     def idle(self) -> bool:
         """Nothing held, running or unacknowledged."""
@@ -124,23 +125,24 @@ class Slots:
     def poll_timeout_ms(self) -> float:
         """How long the loop may sleep: until the next python call's deadline (at most 100 ms), or not at all when
         a reply is due at once or inline calls wait for a free slot."""
-        deadline = self.pyslots.next_deadline()
+        deadline = self.pypools.next_deadline()
         wait_ms = 100 if deadline is None else max(0, min(100, (deadline - time.monotonic()) * 1000))
-        awake = (self.pyslots.reply_due() and not self.held) or self._inline_ready()
+        awake = (self.pypools.reply_due() and not self.held) or self._inline_ready()
         return 0 if awake else wait_ms
 
     def handle(self, events: dict, now: float) -> None:
         """Python children whose pipe or sentinel is readable, and calls past their deadline."""
-        for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pyslots.watched]:
-            self.ended(self.pyslots.handle(fd))
-        self.ended(self.pyslots.expire(now))
+        for fd in [fd for fd in events if isinstance(fd, int) and fd in self.pypools.watched]:
+            self.ended(self.pypools.handle(fd))
+        self.ended(self.pypools.expire(now))
 
     def take(self, msg: Tasks) -> None:
         if msg.acks:
             self.prefetch.answered(time.monotonic())
         self.granted = max(0, self.granted - len(msg.tasks))
         self.outbox.ack(msg.acks)
-        runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add, self.pyenvs))   # refused: failed, Forbidden
+        # refused: failed, Forbidden
+        runnable = self.gate.admit(admit(msg.tasks, self.config, self.outbox.add, self.pyenvs))
         with self.lock:
             self.held.extend(runnable)
 
@@ -163,7 +165,7 @@ class Slots:
         self.outbox.resend_all()
 
     def close(self) -> None:
-        self.pyslots.close()
+        self.pypools.close()
         self.executor.close()
 
     # ------------------------------------------------------------ running tasks
@@ -180,7 +182,7 @@ class Slots:
             while self.held and (free := self.config.concurrent_tasks - self._executing()) > 0:
                 if self.held[0].get("kind") == "python":
                     # Inline, calls of functions seen to be fast run together (as in one child), others alone.
-                    count = self.pyslots.batch_size(self.held, free if self.inline is None else 1)
+                    count = self.pypools.batch_size(self.held, free if self.inline is None else 1)
                     tasks = [self.held.popleft() for _ in range(count)]
                     for task in tasks:
                         self.running[task["id"]] = PyRun(task["id"], task["attempt"])
@@ -188,7 +190,7 @@ class Slots:
                     keys = [[t["id"], t["attempt"]] for t in tasks]
                     if self.inline is not None:
                         inline = tasks
-                        if self.pyslots.observed(tasks[0]) < FAST_CALL_S:
+                        if self.pypools.observed(tasks[0]) < FAST_CALL_S:
                             started += keys   # calls seen to return quickly: told with their results
                         else:   # told before the call, with the results waiting: one that kills this worker is
                             self.started += started + keys   # then known to have started
@@ -199,7 +201,7 @@ class Slots:
                         started += keys   # they ride on this turn's Results
                     else:   # alone: sent before the child can begin, and read by the master while they run
                         self._send(Results([], 0, keys))
-                    for failed in self.pyslots.start_batch([(t, self._output_to(t)) for t in tasks]):
+                    for failed in self.pypools.start_batch([(t, self._output_to(t)) for t in tasks]):
                         self.finished.put(failed)
                     continue
                 task = self.held.popleft()
@@ -214,7 +216,7 @@ class Slots:
         if inline:
             results, rest = self.inline.run(inline)
             for task, result in zip(inline, results):
-                self.pyslots.observe(task["function"], result.duration_s)
+                self.pypools.observe(task["function"], result.duration_s)
             self.ended(results)
             self.rehold(rest)   # the turn's budget is spent: results go out, then the rest run
         if self.held and self._connected() and self._executing() >= self.config.concurrent_tasks \
@@ -223,7 +225,7 @@ class Slots:
 
     def _executing(self) -> int:
         """Slots in use: shell and script runs, and python children busy with a batch."""
-        return len(self.running) - len(self.pyslots.by_key) + self.pyslots.busy_children
+        return len(self.running) - len(self.pypools.by_key) + self.pypools.busy_children
 
     def _output_to(self, task: dict) -> Callable[[str, str], None]:
         key = (task["id"], task["attempt"])
@@ -267,7 +269,7 @@ class Slots:
             runs = [r for tid, r in self.running.items() if (tid, r.attempt) in wanted]
         for run in runs:
             if isinstance(run, PyRun):
-                self.ended(self.pyslots.kill((run.task_id, run.attempt), reason))
+                self.ended(self.pypools.kill((run.task_id, run.attempt), reason))
             else:
                 run.kill(reason)
         with self.lock:   # after the runs: a killed python batch gives its unfinished calls back to `held`
@@ -290,7 +292,7 @@ class Slots:
         with self.lock:
             keys = [(t["id"], t["attempt"]) for t in self.held] + [(i, r.attempt) for i, r in self.running.items()]
         keys += [tuple(key) for key in self.gate.keys()]
-        self.ended(self.pyslots.cancel_all(reason))
+        self.ended(self.pypools.cancel_all(reason))
         self.kill(keys, reason)
 
     # ------------------------------------------------------------ sending
